@@ -1,0 +1,54 @@
+"""snnir: a model-interchange and compiler toolchain for spiking neural networks, centred on NIR.
+
+The public API: ``read``/``write`` NIR files, ``run`` the reference
+interpreter, ``trace`` torch-style networks, ``optimize`` graphs and
+``compile`` them to targets. Heavy dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snnir.errors import SnnirError
+from snnir.ir import Graph, Semantics, verify
+from snnir.targets.reference import run
+
+__version__ = "0.1.0"
+
+
+def read(path: Any, dt: float | None = None, reset: str | None = None, **options: Any) -> Graph:
+    """Read a NIR file; see :func:`snnir.ir.nir_io.read`."""
+    from snnir.ir.nir_io import read as _read
+
+    return _read(path, dt=dt, reset=reset, **options)
+
+
+def write(graph: Graph, path: Any, **options: Any) -> None:
+    """Write a NIR file; see :func:`snnir.ir.nir_io.write`."""
+    from snnir.ir.nir_io import write as _write
+
+    _write(graph, path, **options)
+
+
+def trace(model: Any, sample_input: Any, **options: Any) -> Graph:
+    """Trace a torch-style spiking network; see :func:`snnir.frontends.trace`."""
+    from snnir.frontends import trace as _trace
+
+    return _trace(model, sample_input, **options)
+
+
+def optimize(graph: Graph, level: int = 2, passes: Any = None, **options: Any) -> Graph:
+    """Optimise a graph; see :func:`snnir.passes.optimize`."""
+    from snnir.passes import optimize as _optimize
+
+    return _optimize(graph, level=level, passes=passes, **options)
+
+
+def compile(graph: Graph, target: str = "torch", **options: Any) -> Any:  # noqa: A001 - the API's name
+    """Compile a graph for a target; see :func:`snnir.targets.compile`."""
+    from snnir.targets import compile as _compile
+
+    return _compile(graph, target=target, **options)
+
+
+__all__ = ["SnnirError", "Graph", "Semantics", "verify", "run", "read", "write", "trace", "optimize", "compile"]

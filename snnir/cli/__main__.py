@@ -1,0 +1,5 @@
+import sys
+
+from snnir.cli.main import main
+
+sys.exit(main())

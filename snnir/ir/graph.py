@@ -1,0 +1,159 @@
+"""The graph: named ops and directed edges. Immutable; edit by building anew.
+
+Invariants (checked by the verifier, not the constructor, so that broken
+files can still be reported and repaired):
+- edges name nodes of this graph; an endpoint ``"sub.port"`` addresses the
+  Input (as destination) or Output (as source) node ``port`` of the nested
+  graph ``sub`` (a node whose own name contains dots is matched first);
+- several edges into one node are summed;
+- a cycle must pass through a stateful node; an edge from a stateful node
+  to a node in the same strongly connected component carries the value of
+  the previous step (zero at the first step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+
+from snnir.errors import SnnirError
+from snnir.ir.ops.base import Op, values_equal
+from snnir.ir.ops.io import Input, Output
+
+Edge = tuple[str, str]
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    nodes: Mapping[str, Op]
+    edges: tuple[Edge, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        nodes = dict(self.nodes)
+        for name, op in nodes.items():
+            if not isinstance(name, str) or not name:
+                raise SnnirError(f"node names must be non-empty strings, got {name!r}")
+            if not isinstance(op, Op):
+                raise SnnirError(f"is not an op but a {type(op).__name__}", name)
+        edges = []
+        for edge in self.edges:
+            if len(edge) != 2 or not all(isinstance(e, str) for e in edge):
+                raise SnnirError(f"an edge must be a pair of node names, got {edge!r}")
+            edges.append((edge[0], edge[1]))
+        object.__setattr__(self, "nodes", MappingProxyType(nodes))
+        object.__setattr__(self, "edges", tuple(edges))
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    @classmethod
+    def sequential(cls, *named_ops: tuple[str, Op], metadata: Mapping[str, Any] | None = None) -> "Graph":
+        """A chain ``n0 -> n1 -> ...`` of ``(name, op)`` pairs."""
+        names = [name for name, _ in named_ops]
+        return cls(dict(named_ops), tuple(zip(names, names[1:])), metadata or {})
+
+    # --- queries -------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(n for n, op in self.nodes.items() if isinstance(op, Input))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(n for n, op in self.nodes.items() if isinstance(op, Output))
+
+    def resolve(self, endpoint: str, as_source: bool) -> tuple[str, str | None]:
+        """``(node, port)`` for an edge endpoint; port is ``None`` unless it
+        addresses a nested graph's Input (destination) or Output (source)."""
+        if endpoint in self.nodes:
+            node = endpoint
+            port = None
+        else:
+            node, sep, port = endpoint.partition(".")
+            while sep and node not in self.nodes:
+                head, sep, tail = port.partition(".")
+                node, port = f"{node}.{head}", tail
+            if node not in self.nodes or not port:
+                raise SnnirError(f"edge endpoint '{endpoint}' names no node of this graph")
+        op = self.nodes[node]
+        subgraph = getattr(op, "graph", None)
+        if subgraph is None:
+            if port is not None:
+                raise SnnirError(f"edge endpoint '{endpoint}' addresses a port of a node that is not a graph")
+            return node, None
+        ports = subgraph.outputs if as_source else subgraph.inputs
+        if port is None:
+            if len(ports) != 1:
+                kind = "Output" if as_source else "Input"
+                raise SnnirError(
+                    f"edge endpoint '{endpoint}' must name one of the nested graph's {kind} nodes {list(ports)}"
+                )
+            port = ports[0]
+        if port not in ports:
+            raise SnnirError(f"edge endpoint '{endpoint}': nested graph has no port '{port}' (has {list(ports)})")
+        return node, port
+
+    def in_edges(self, node: str) -> list[Edge]:
+        return [e for e in self.edges if self.resolve(e[1], as_source=False)[0] == node]
+
+    def out_edges(self, node: str) -> list[Edge]:
+        return [e for e in self.edges if self.resolve(e[0], as_source=True)[0] == node]
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Op]]:
+        """Every node, nested ones too, as ``("outer.inner", op)``."""
+        for name, op in self.nodes.items():
+            path = f"{prefix}{name}"
+            yield path, op
+            subgraph = getattr(op, "graph", None)
+            if subgraph is not None:
+                yield from subgraph.walk(path + ".")
+
+    # --- building new graphs ------------------------------------------------
+    def replace(self, **changes: Any) -> "Graph":
+        return Graph(
+            changes.get("nodes", self.nodes),
+            changes.get("edges", self.edges),
+            changes.get("metadata", self.metadata),
+        )
+
+    def with_nodes(self, **ops: Op) -> "Graph":
+        """A copy where the named nodes are added or replaced."""
+        nodes = dict(self.nodes)
+        nodes.update(ops)
+        return self.replace(nodes=nodes)
+
+    def without_nodes(self, names: Iterable[str]) -> "Graph":
+        """A copy without the named nodes and every edge that touches them."""
+        drop = set(names)
+        nodes = {n: op for n, op in self.nodes.items() if n not in drop}
+        edges = tuple(
+            e
+            for e in self.edges
+            if self._node_of(e[0]) not in drop and self._node_of(e[1]) not in drop
+        )
+        return self.replace(nodes=nodes, edges=edges)
+
+    def _node_of(self, endpoint: str) -> str:
+        if endpoint in self.nodes:
+            return endpoint
+        head = endpoint
+        while "." in head:
+            head = head.rsplit(".", 1)[0]
+            if head in self.nodes:
+                return head
+        return endpoint
+
+    # --- equality -----------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return (
+            set(self.nodes) == set(other.nodes)
+            and all(self.nodes[n] == other.nodes[n] for n in self.nodes)
+            and sorted(self.edges) == sorted(other.edges)
+            and values_equal(dict(self.metadata), dict(other.metadata))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges)"

@@ -1,0 +1,89 @@
+"""Time semantics that NIR leaves implicit, made explicit per stateful node.
+
+NIR describes neurons in continuous time. Simulators step them in discrete
+time, and they differ in how: the step ``dt``, the discretisation, how and
+when a spike resets the membrane, how a spike is detected, and (for
+current-based neurons) whether the membrane sees this step's current or the
+last one. A :class:`Semantics` value pins every one of these down; the
+reference interpreter executes exactly what it says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+from snnir.errors import SnnirError
+
+DISCRETISATIONS = ("euler", "exp")
+RESETS = ("zero", "subtract", "none")
+RESET_TIMINGS = ("same", "next")
+THRESHOLD_COMPARES = ("gt", "ge")
+SPIKE_MODES = ("single", "multi")
+CURRENT_ORDERS = ("current_first", "voltage_first")
+
+#: NIR's paper and snnTorch's exporter use this step when a file names none.
+DEFAULT_DT = 1e-4
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """How one stateful node is stepped in discrete time.
+
+    - ``dt``: the step in the same unit as the node's time constants (> 0).
+    - ``discretisation``: ``"euler"`` (forward Euler: decay ``1 - dt/tau``, as
+      snnTorch and Norse step) or ``"exp"`` (exponential integrator: decay
+      ``exp(-dt/tau)`` with the input held over the step; exact for LI/LIF).
+    - ``reset``: ``"zero"`` (to ``v_reset``), ``"subtract"`` (``v -= v_threshold``)
+      or ``"none"``.
+    - ``reset_timing``: ``"same"`` resets in the step that spikes; ``"next"``
+      applies the reset of step t-1 after the decay of step t, before the
+      input (snnTorch's default ``reset_delay=True``).
+    - ``threshold_compare``: spike when ``v > thr`` (``"gt"``) or ``v >= thr``.
+    - ``spike_mode``: ``"single"`` (one spike at most per step) or ``"multi"``
+      (``floor(v / thr)`` spikes, as Sinabs' MultiSpike; needs ``"ge"``).
+    - ``current_order``: for current-based neurons, whether the membrane is
+      driven by this step's updated current (``"current_first"``, snnTorch)
+      or by the previous one (``"voltage_first"``, Norse).
+    """
+
+    dt: float = DEFAULT_DT
+    discretisation: str = "euler"
+    reset: str = "zero"
+    reset_timing: str = "same"
+    threshold_compare: str = "gt"
+    spike_mode: str = "single"
+    current_order: str = "current_first"
+
+    def __post_init__(self) -> None:
+        dt = self.dt
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+            raise SnnirError(f"dt must be a finite positive number, got {dt!r}")
+        object.__setattr__(self, "dt", float(dt))
+        for name, allowed in (
+            ("discretisation", DISCRETISATIONS),
+            ("reset", RESETS),
+            ("reset_timing", RESET_TIMINGS),
+            ("threshold_compare", THRESHOLD_COMPARES),
+            ("spike_mode", SPIKE_MODES),
+            ("current_order", CURRENT_ORDERS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SnnirError(f"semantics {name} must be one of {allowed}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Semantics":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SnnirError(f"unknown semantics fields {unknown}")
+        return cls(**known)
+
+    def with_(self, **changes: Any) -> "Semantics":
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

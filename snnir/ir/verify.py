@@ -1,0 +1,93 @@
+"""The verifier: every structural and numerical rule a graph must keep,
+reported as a :class:`SnnirError` naming the node (or edge) at fault."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops.base import Op
+from snnir.ir.ops.io import Input, Output
+from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.subgraph import Subgraph
+from snnir.ir.registry import OPS
+from snnir.ir.schedule import schedule
+from snnir.ir.shapes import Shapes, infer_shapes
+
+
+@dataclass
+class Report:
+    shapes: Shapes
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify(graph: Graph) -> Report:
+    """Check ``graph`` and return its shapes and any warnings; raise on the first error."""
+    warnings: list[str] = []
+    _check_level(graph, "", warnings)
+    shapes = infer_shapes(graph)
+    for path, op in graph.walk():
+        if isinstance(op, Output) and op.shape is not None:
+            inferred = shapes.inputs.get(path)
+            if inferred is not None and tuple(inferred) != tuple(op.shape):
+                raise SnnirError(
+                    f"Output declares shape {list(op.shape)} but receives {list(inferred)}", path
+                )
+    return Report(shapes, warnings)
+
+
+def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
+    if not graph.inputs:
+        raise SnnirError(f"graph{' ' + prefix[:-1] if prefix else ''} has no Input node")
+    if not graph.outputs:
+        raise SnnirError(f"graph{' ' + prefix[:-1] if prefix else ''} has no Output node")
+    for edge, count in Counter(graph.edges).items():
+        if count > 1:
+            raise SnnirError(f"duplicate edge {edge[0]} -> {edge[1]}", prefix + edge[1])
+    for src, dst in graph.edges:
+        for endpoint, as_source in ((src, True), (dst, False)):
+            try:
+                node, _ = graph.resolve(endpoint, as_source)
+            except SnnirError as exc:
+                raise SnnirError(f"edge {src} -> {dst}: {exc.reason}", prefix + endpoint) from None
+            op = graph.nodes[node]
+            if as_source and isinstance(op, Output):
+                raise SnnirError(f"edge {src} -> {dst} leaves an Output node", prefix + node)
+            if not as_source and isinstance(op, Input):
+                raise SnnirError(f"edge {src} -> {dst} enters an Input node", prefix + node)
+    for name, op in graph.nodes.items():
+        _check_op(prefix + name, op, warnings)
+        if isinstance(op, Subgraph):
+            _check_level(op.graph, f"{prefix}{name}.", warnings)
+    try:
+        schedule(graph)
+    except SnnirError as exc:
+        raise SnnirError(exc.reason, prefix + (exc.node or "")) from None
+
+
+def _check_op(path: str, op: Op, warnings: list[str]) -> None:
+    registered = OPS.get(op.op_type)
+    if registered is None or not isinstance(op, registered):
+        raise SnnirError(f"unknown op type '{op.op_type}'", path)
+    for pname, value in op.params().items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise SnnirError(f"parameter {pname} has {bad} non-finite values (NaN or inf)", path)
+    if isinstance(op, Neuron):
+        op.neuron_shape()
+        params = op.params()
+        for tau_name in ("tau", "tau_mem", "tau_syn"):
+            if tau_name in params:
+                tau = params[tau_name]
+                if np.any(tau <= 0):
+                    raise SnnirError(f"{tau_name} must be positive", path)
+                if op.sem.discretisation == "euler" and np.any(op.sem.dt > tau):
+                    warnings.append(
+                        f"node '{path}': dt={op.sem.dt:g} exceeds {tau_name}; forward Euler overshoots"
+                    )
+        if "v_threshold" in params and op.sem.spike_mode == "multi" and np.any(params["v_threshold"] <= 0):
+            raise SnnirError("multi-spike neurons need a positive v_threshold", path)

@@ -1,0 +1,194 @@
+"""The reference interpreter: steps any verified graph through time, in numpy float64.
+
+It defines snnir's semantics. Per step, nodes run in schedule order; a node's
+input is the sum of its incoming edges, where a delayed edge (see
+:mod:`snnir.ir.schedule`) reads its source's output from the previous step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Input, Output, Subgraph
+from snnir.ir.schedule import schedule
+from snnir.ir.shapes import Shapes
+from snnir.ir.verify import verify
+from snnir.targets.reference.kernels import STATEFUL, STATELESS, delay_state
+
+F = np.float64
+
+
+def check_lowerings() -> list[str]:
+    """Registered ops this interpreter cannot execute (should be none)."""
+    from snnir.ir.registry import OPS
+
+    handled = set(STATELESS) | set(STATEFUL) | {Input, Output, Subgraph} | set(EXTENSIONS)
+    return sorted(name for name, cls in OPS.items() if cls not in handled)
+
+
+#: Extension ops register how they run here: op class -> callable(op) -> Graph
+#: of standard ops with the same semantics (their definition).
+EXTENSIONS: dict[type, Any] = {}
+
+
+class _Level:
+    """One graph level with its schedule; nested graphs become child levels."""
+
+    def __init__(self, graph: Graph, prefix: str, shapes: Shapes):
+        self.graph = graph
+        self.prefix = prefix
+        self.shapes = shapes
+        self.sched = schedule(graph)
+        self.children: dict[str, _Level] = {}
+        self.expanded: dict[str, _Level] = {}
+        self.sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        for src, dst in graph.edges:
+            node, port = graph.resolve(dst, as_source=False)
+            s_node, s_port = graph.resolve(src, as_source=True)
+            key = f"{s_node}.{s_port}" if s_port is not None else s_node
+            self.sources.setdefault(node, []).append((key, port, (src, dst) in self.sched.delayed))
+        for name, op in graph.nodes.items():
+            if isinstance(op, Subgraph):
+                self.children[name] = _Level(op.graph, f"{prefix}{name}.", shapes)
+            elif type(op) in EXTENSIONS:
+                self.expanded[name] = _Level(EXTENSIONS[type(op)](op), f"{prefix}{name}.", shapes)
+
+    def init_state(self, batch: int) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for name, op in self.graph.nodes.items():
+            path = self.prefix + name
+            if name in self.children:
+                state[name] = self.children[name].init_state(batch)
+            elif name in self.expanded:
+                state[name] = self.expanded[name].init_state(batch)
+            elif op.stateful:
+                shape = self.shapes.outputs[path]
+                state[name] = (
+                    delay_state(op, shape, batch)
+                    if op.op_type == "Delay"
+                    else {s: np.zeros((batch,) + tuple(shape), dtype=F) for s in op.state_names}
+                )
+        state["__out__"] = {}  # previous step's outputs, read by delayed edges
+        return state
+
+    def step(self, inputs: Mapping[str, np.ndarray], state: dict, batch: int) -> tuple[dict, dict]:
+        previous = state["__out__"]
+        values: dict[str, np.ndarray] = {}
+        new_state: dict[str, Any] = {}
+        for name in self.sched.order:
+            op = self.graph.nodes[name]
+            if isinstance(op, Input):
+                values[name] = inputs[name]
+                continue
+            summed: dict[str | None, np.ndarray] = {}
+            for key, port, delayed in self.sources.get(name, []):
+                value = previous.get(key) if delayed else values[key]
+                if value is None:  # first step of a loop: last output is zero
+                    value = np.zeros((batch,) + self._shape_of(key), dtype=F)
+                summed[port] = summed[port] + value if port in summed else value
+            if name in self.children or name in self.expanded:
+                child = self.children.get(name) or self.expanded[name]
+                ports = {
+                    (port if port is not None else child.graph.inputs[0]): v for port, v in summed.items()
+                }
+                outs, new_state[name] = child.step(ports, state[name], batch)
+                for port, value in outs.items():
+                    values[f"{name}.{port}"] = value
+                if len(outs) == 1:
+                    values[name] = next(iter(outs.values()))
+                continue
+            x = summed[None]
+            if isinstance(op, Output):
+                values[name] = x
+            elif op.stateful:
+                values[name], new_state[name] = STATEFUL[type(op)](op, x, state[name])
+            else:
+                values[name] = STATELESS[type(op)](op, x)
+        new_state["__out__"] = values
+        return {name: values[name] for name in self.graph.outputs}, new_state
+
+    def _shape_of(self, key: str) -> tuple[int, ...]:
+        return tuple(self.shapes.outputs[self.prefix + key])
+
+    def traces(self, state: dict) -> dict[str, np.ndarray]:
+        """Flat ``"<path>.<state>"`` view of a state tree."""
+        out = {}
+        for name, sub in state.items():
+            if name == "__out__":
+                continue
+            if name in self.children or name in self.expanded:
+                child = self.children.get(name) or self.expanded[name]
+                out.update(child.traces(sub))
+            else:
+                for sname, value in sub.items():
+                    out[f"{self.prefix}{name}.{sname}"] = value
+        return out
+
+
+def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarray], int, int]:
+    names = graph.inputs
+    if isinstance(x, Mapping):
+        missing = [n for n in names if n not in x]
+        extra = [k for k in x if k not in names]
+        if missing:
+            raise SnnirError(f"missing input for Input node(s) {missing}", missing[0])
+        if extra:
+            raise SnnirError(f"no Input node named {extra}; inputs are {list(names)}")
+        given = dict(x)
+    elif len(names) == 1:
+        given = {names[0]: x}
+    else:
+        raise SnnirError(f"the graph has {len(names)} inputs {list(names)}: pass a dict by Input name")
+    arrays: dict[str, np.ndarray] = {}
+    time_batch = None
+    for name, value in given.items():
+        try:
+            array = np.asarray(value, dtype=F)
+        except (TypeError, ValueError) as exc:
+            raise SnnirError(f"input is not numeric: {exc}", name) from None
+        shape = tuple(shapes.outputs[name])
+        if array.ndim != len(shape) + 2 or tuple(array.shape[2:]) != shape:
+            raise SnnirError(f"input must have shape [T, B, {', '.join(map(str, shape))}], got {list(array.shape)}", name)
+        if not np.all(np.isfinite(array)):
+            raise SnnirError("input contains NaN or inf", name)
+        if time_batch is not None and array.shape[:2] != time_batch:
+            raise SnnirError(f"inputs disagree on [T, B]: {list(time_batch)} vs {list(array.shape[:2])}", name)
+        time_batch = array.shape[:2]
+        arrays[name] = array
+    assert time_batch is not None
+    return arrays, int(time_batch[0]), int(time_batch[1])
+
+
+def run(graph: Graph, x: Any, record: bool = False) -> dict[str, np.ndarray]:
+    """Simulate ``graph`` on ``x`` (``[T, B, *shape]`` or a dict by Input name).
+
+    Returns ``[T, B, ...]`` float64 arrays keyed by Output node name and, with
+    ``record=True``, every state variable keyed ``"<node>.<state>"``.
+    """
+    shapes = verify(graph).shapes
+    arrays, steps, batch = _as_inputs(graph, shapes, x)
+    level = _Level(graph, "", shapes)
+    state = level.init_state(batch)
+    results: dict[str, list[np.ndarray]] = {name: [] for name in graph.outputs}
+    traces: dict[str, list[np.ndarray]] = {}
+    for t in range(steps):
+        outs, state = level.step({n: a[t] for n, a in arrays.items()}, state, batch)
+        for name, value in outs.items():
+            results[name].append(value)
+        if record:
+            for key, value in level.traces(state).items():
+                traces.setdefault(key, []).append(value)
+    out = {name: _stack(values, steps, batch, shapes.inputs[name]) for name, values in results.items()}
+    if record:
+        out.update({key: np.stack(values) for key, values in traces.items()})
+    return out
+
+
+def _stack(values: list[np.ndarray], steps: int, batch: int, shape) -> np.ndarray:
+    if values:
+        return np.stack(values)
+    return np.zeros((steps, batch) + tuple(shape or ()), dtype=F)
