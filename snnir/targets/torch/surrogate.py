@@ -1,0 +1,73 @@
+r"""Spike functions with surrogate gradients.
+
+Forward is the exact spike ``H(x)`` of ``x = u - threshold`` (``x > 0``, or
+``x >= 0`` with ``inclusive``); backward replaces ``dH/dx`` by ``grad(x)``:
+
+- ``fast_sigmoid``:   1 / (slope |x| + 1)^2                      (snnTorch, slope 25)
+- ``arctan``:         (slope / 2) / (1 + (pi slope x / 2)^2)     (snnTorch atan, slope 2)
+- ``sigmoid``:        slope s (1 - s),  s = sigmoid(slope x)     (slope 5)
+- ``straight_through``: 1
+- ``triangular``:     slope max(0, 1 - slope |x|)                (slope 1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from snnir.errors import SnnirError
+
+DEFAULT_SLOPES = {
+    "fast_sigmoid": 25.0,
+    "arctan": 2.0,
+    "sigmoid": 5.0,
+    "straight_through": 1.0,
+    "triangular": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    name: str = "fast_sigmoid"
+    slope: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in DEFAULT_SLOPES:
+            raise SnnirError(f"unknown surrogate '{self.name}' (known: {', '.join(DEFAULT_SLOPES)})")
+        if self.slope is None:
+            object.__setattr__(self, "slope", DEFAULT_SLOPES[self.name])
+        if not (isinstance(self.slope, (int, float)) and math.isfinite(self.slope) and self.slope > 0):
+            raise SnnirError(f"surrogate slope must be a positive number, got {self.slope!r}")
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate derivative at ``x = u - threshold``."""
+        k = float(self.slope)
+        if self.name == "fast_sigmoid":
+            return 1.0 / (k * x.abs() + 1.0) ** 2
+        if self.name == "arctan":
+            return (k / 2) / (1 + (math.pi / 2 * k * x) ** 2)
+        if self.name == "sigmoid":
+            s = torch.sigmoid(k * x)
+            return k * s * (1 - s)
+        if self.name == "straight_through":
+            return torch.ones_like(x)
+        return k * torch.clamp(1 - k * x.abs(), min=0)
+
+    def spike(self, x: torch.Tensor, inclusive: bool = False) -> torch.Tensor:
+        """``H(x)`` forward, ``grad(x)`` backward."""
+        return _Spike.apply(x, self, inclusive)
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate, inclusive: bool) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x >= 0 if inclusive else x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_out * ctx.surrogate.grad(x), None, None
