@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
+NIR_VERSION := 1.0.4
 CONSTRAINTS := $(VENV)/constraints.txt
 STAMP := $(VENV)/.installed
 
@@ -12,11 +13,12 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first (a local CPU wheel here), then everything else pinned to it.
+# torch first (a local CPU wheel here), then everything else under the constraints file,
+# so no later install can swap torch (or nir, or numpy once pinned there). An existing
+# constraints file is kept: it may pin more than this default.
 $(STAMP): pyproject.toml requirements-interop.txt | $(PY)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	echo "torch==$(TORCH_VERSION)" > $(CONSTRAINTS)
+	test -f $(CONSTRAINTS) || printf 'torch==$(TORCH_VERSION)\nnir==$(NIR_VERSION)\n' > $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test]"
 	$(PIP) install -q -c $(CONSTRAINTS) -r requirements-interop.txt
 	touch $(STAMP)

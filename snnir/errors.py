@@ -14,3 +14,7 @@ class SnnirError(Exception):
         self.node = node
         self.reason = message
         super().__init__(f"node '{node}': {message}" if node is not None else message)
+
+
+class SnnirWarning(UserWarning):
+    """Something assumed or changed on the user's behalf (defaults applied, a file repaired)."""

@@ -18,3 +18,5 @@ __all__ = [
     "SnnirError", "Edge", "Graph", "OPS", "op_class", "register_op", "Schedule", "schedule",
     "DEFAULT_DT", "Semantics", "Shapes", "infer_shapes", "Report", "verify", "STANDARD_OPS",
 ] + [cls.__name__ for cls in STANDARD_OPS]
+
+import snnir.ir.ops.fused  # noqa: E402,F401 - registers snnir extension ops (after the core loads)

@@ -11,6 +11,7 @@ reference interpreter executes exactly what it says.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
@@ -58,7 +59,7 @@ class Semantics:
 
     def __post_init__(self) -> None:
         dt = self.dt
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
             raise SnnirError(f"dt must be a finite positive number, got {dt!r}")
         object.__setattr__(self, "dt", float(dt))
         for name, allowed in (

@@ -78,7 +78,10 @@ def _check_op(path: str, op: Op, warnings: list[str]) -> None:
             bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
             raise SnnirError(f"parameter {pname} has {bad} non-finite values (NaN or inf)", path)
     if isinstance(op, Neuron):
-        op.neuron_shape()
+        try:
+            op.neuron_shape()
+        except SnnirError as exc:
+            raise SnnirError(exc.reason, path) from None
         params = op.params()
         for tau_name in ("tau", "tau_mem", "tau_syn"):
             if tau_name in params:

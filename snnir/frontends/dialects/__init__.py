@@ -8,10 +8,16 @@ library's ``from_nir`` reads best). ``"nir"`` is plain NIR and changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.semantics import Semantics
+
+if TYPE_CHECKING:
+    from snnir.ir.ops import Neuron
 
 
 def _unchanged(graph: Graph, warnings: list[str]) -> Graph:
@@ -58,3 +64,90 @@ def _load_builtin() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"snnir.frontends.dialects.{module}":
                 raise
+
+
+# --- helpers the library dialects share ------------------------------------------
+def map_neurons(graph: Graph, fn: Callable[[str, "Neuron"], "Neuron"], prefix: str = "") -> Graph:
+    """A copy of ``graph`` with ``fn(path, op)`` applied to every neuron, nested graphs included."""
+    from snnir.ir.ops import Neuron, Subgraph
+
+    nodes = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=map_neurons(op.graph, fn, f"{prefix}{name}."))
+        elif isinstance(op, Neuron):
+            op = fn(prefix + name, op)
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
+
+
+def _decay_gain(tau: np.ndarray, sem: Semantics) -> tuple[np.ndarray, np.ndarray]:
+    if sem.discretisation == "euler":
+        return 1.0 - sem.dt / tau, sem.dt / tau
+    decay = np.exp(-sem.dt / tau)
+    return decay, 1.0 - decay
+
+
+def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
+    """The same per-step dynamics written as forward Euler with step ``dt``.
+
+    Keeps every decay ``a`` and input gain exactly (up to rounding):
+    ``tau' = dt / (1 - a)`` and ``r'``/``w_in'`` rescaled so ``b' r' = b r``.
+    A neuron that does not leak (``a == 1``) keeps no finite ``tau'`` and is refused.
+    """
+    from snnir.ir.ops import IF, CubaLI, CubaLIF, I
+
+    sem = op.sem.with_(dt=dt, discretisation="euler")
+    if isinstance(op, (I, IF)):
+        return op.replace(r=np.asarray(op.r, float) * op.sem.dt / dt, sem=sem)
+
+    def retime(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        decay, gain = _decay_gain(np.asarray(tau, float), op.sem)
+        if np.any(decay >= 1.0):
+            raise SnnirError("a time constant too long for a finite forward-Euler tau at this dt", path)
+        return dt / (1.0 - decay), gain / (1.0 - decay)
+
+    if isinstance(op, (CubaLI, CubaLIF)):
+        tau_syn, syn_scale = retime(op.tau_syn)
+        tau_mem, mem_scale = retime(op.tau_mem)
+        return op.replace(tau_syn=tau_syn, tau_mem=tau_mem, w_in=np.asarray(op.w_in, float) * syn_scale,
+                          r=np.asarray(op.r, float) * mem_scale, sem=sem)
+    tau, scale = retime(op.tau)
+    return op.replace(tau=tau, r=np.asarray(op.r, float) * scale, sem=sem)
+
+
+def note_semantics(op: "Neuron", path: str, library: str, wanted: dict, warnings: list[str]) -> None:
+    """Warn for each Semantics field of ``op`` that ``library``'s reader will not honour."""
+    for name, value in wanted.items():
+        have = getattr(op.sem, name)
+        if have != value and (name != "reset_timing" or getattr(op, "spiking", False)):
+            warnings.append(f"node '{path}': {library} reads it with {name}={value!r}, not {have!r} (lossy)")
+
+
+def drop_sample_batch(graph: Graph, warnings: list[str]) -> Graph:
+    """Undo nirtorch's habit of writing the sample's batch dimension into Input/Output shapes.
+
+    Applied only when the graph's shapes do not check as written and do once the leading
+    dimension of every top-level Input (and shaped Output) is dropped.
+    """
+    from snnir.ir.ops import Input, Output
+    from snnir.ir.shapes import infer_shapes
+
+    try:
+        infer_shapes(graph)
+        return graph
+    except SnnirError as exc:
+        first_error = exc
+    nodes = dict(graph.nodes)
+    for name, op in graph.nodes.items():
+        if isinstance(op, Input) and len(op.shape) > 1:
+            nodes[name] = op.replace(shape=op.shape[1:])
+        elif isinstance(op, Output) and op.shape is not None and len(op.shape) > 1:
+            nodes[name] = op.replace(shape=None)
+    fixed = graph.replace(nodes=nodes)
+    try:
+        infer_shapes(fixed)
+    except SnnirError:
+        raise first_error from None
+    warnings.append("dropped the batch dimension nirtorch wrote into the input/output shapes")
+    return fixed

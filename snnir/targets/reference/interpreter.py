@@ -15,7 +15,7 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.schedule import schedule
-from snnir.ir.shapes import Shapes
+from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
 from snnir.targets.reference.kernels import STATEFUL, STATELESS, delay_state
 
@@ -55,7 +55,11 @@ class _Level:
             if isinstance(op, Subgraph):
                 self.children[name] = _Level(op.graph, f"{prefix}{name}.", shapes)
             elif type(op) in EXTENSIONS:
-                self.expanded[name] = _Level(EXTENSIONS[type(op)](op), f"{prefix}{name}.", shapes)
+                expansion = EXTENSIONS[type(op)](op)
+                inner = infer_shapes(expansion)  # the expansion's Inputs declare their shapes
+                for table, inner_table in ((shapes.inputs, inner.inputs), (shapes.outputs, inner.outputs)):
+                    table.update({f"{prefix}{name}.{key}": value for key, value in inner_table.items()})
+                self.expanded[name] = _Level(expansion, f"{prefix}{name}.", shapes)
 
     def init_state(self, batch: int) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -81,8 +85,8 @@ class _Level:
         new_state: dict[str, Any] = {}
         for name in self.sched.order:
             op = self.graph.nodes[name]
-            if isinstance(op, Input):
-                values[name] = inputs[name]
+            if isinstance(op, Input):  # a nested port with no edge into it sums nothing: zero
+                values[name] = inputs[name] if name in inputs else np.zeros((batch,) + self._shape_of(name), dtype=F)
                 continue
             summed: dict[str | None, np.ndarray] = {}
             for key, port, delayed in self.sources.get(name, []):

@@ -1,0 +1,335 @@
+"""Race snnTorch's IPU tutorial network against the same network through snnir.
+
+Network (written as in the snnTorch tutorial): 784-1000-10, ``snn.Leaky(beta=0.9)``
+after each Linear, batch 128, ``ce_count_loss``, ``Adam(lr=1e-3)``. Inputs:
+
+- static: one ``[128, 784]`` image at every step (snnir hoists the first Linear);
+- dynamic: ``[T, 128, 784]`` rate-coded spikes.
+
+Contenders: ``snntorch`` (eager), ``snnir`` (``snnir.trace`` -> ``snnir.optimize`` ->
+``snnir.compile(target="torch")``, when that pipeline works for the case) and
+``kernel`` (the same network built by hand from ``snnir.targets.torch.scan`` and
+``torch.nn.Linear``, always run). Spikes of every contender are asserted identical
+to snnTorch's on the same weights and input before anything is timed.
+
+Reported per case: median train step (forward, loss, backward, Adam) and
+inference (no_grad forward) in ms, samples/s, ratios to snnTorch and to the GEMM
+floor (the Linears' forward GEMMs, plus dW1, dW2 and dX2 for training, at T*B
+rows, or B rows for the first layer with static input), and peak memory growth of
+one train step. Memory: torch has no CPU allocator statistics, so each memory
+figure comes from a fresh subprocess as ``ru_maxrss`` after a train step minus
+the RSS just before it (after a warm-up step), with glibc's mmap threshold fixed
+at 64 KiB so freed tensors really leave the RSS.
+
+Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+BATCH, N_IN, N_HID, N_OUT, BETA = 128, 784, 1000, 10, 0.9
+THREADS = 2
+
+
+# --- the tutorial network, as snnTorch users write it --------------------------------
+def snntorch_net(steps: int) -> nn.Module:
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(N_IN, N_HID)
+            self.lif1 = snn.Leaky(beta=BETA)
+            self.fc2 = nn.Linear(N_HID, N_OUT)
+            self.lif2 = snn.Leaky(beta=BETA)
+
+        def forward(self, x):
+            mem1 = self.lif1.init_leaky()
+            mem2 = self.lif2.init_leaky()
+            spk2_rec = []
+            for step in range(steps):
+                cur1 = self.fc1(x[step] if x.dim() == 3 else x)
+                spk1, mem1 = self.lif1(cur1, mem1)
+                cur2 = self.fc2(spk1)
+                spk2, mem2 = self.lif2(cur2, mem2)
+                spk2_rec.append(spk2)
+            return torch.stack(spk2_rec)
+
+    torch.manual_seed(0)
+    return Net()
+
+
+# --- the same network from the snnir kernel, built by hand ----------------------------
+class KernelNet(nn.Module):
+    """fc1 -> LIF -> fc2 -> LIF with :func:`neuron_sequence`; a static ``[B, 784]``
+    input runs fc1 once and holds its output over the steps."""
+
+    def __init__(self, reference: nn.Module, steps: int):
+        super().__init__()
+        from snnir.ir import Semantics
+        from snnir.ir.ops import LIF
+        from snnir.targets.torch.surrogate import Surrogate
+
+        self.steps = steps
+        self.fc1 = nn.Linear(N_IN, N_HID)
+        self.fc2 = nn.Linear(N_HID, N_OUT)
+        self.load_state_dict({k: v for k, v in reference.state_dict().items() if k.startswith("fc")})
+        dt = 1e-4
+        tau = dt / (1 - BETA)
+        sem = Semantics(dt=dt, reset="subtract", reset_timing="next")
+        self.lif = LIF(tau=tau, r=tau / dt, v_leak=0.0, v_threshold=1.0, sem=sem)
+        self.surrogate = Surrogate("arctan", 2.0)  # snnTorch's default spike_grad
+
+    def _lif(self, x, steps=None):
+        from snnir.targets.torch.scan import neuron_sequence
+
+        return neuron_sequence(self.lif, {}, x, None, self.surrogate, steps=steps, detach_reset=True)[0]
+
+    def forward(self, x):
+        if x.dim() == 2:
+            spk1 = self._lif(self.fc1(x), steps=self.steps)
+        else:
+            spk1 = self._lif(self.fc1(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+        return self._lif(self.fc2(spk1))
+
+
+def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor):
+    """``trace -> optimize -> compile`` as a callable ``x -> spikes``, or raise."""
+    import snnir
+
+    graph = snnir.trace(reference, sample)
+    if static:
+        graph = snnir.optimize(graph, static_inputs=list(graph.inputs))
+        module = snnir.compile(graph, target="torch", surrogate="arctan")
+        return module, lambda x: module(x, steps=steps)
+    graph = snnir.optimize(graph)
+    module = snnir.compile(graph, target="torch", surrogate="arctan")
+    return module, module
+
+
+# --- measurement ----------------------------------------------------------------------
+def make_input(steps: int, static: bool, batch: int = BATCH):
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(batch, N_IN, generator=g)
+    targets = torch.randint(0, N_OUT, (batch,), generator=g)
+    if static:
+        return image, targets
+    return (torch.rand(steps, batch, N_IN, generator=g) < image).float(), targets
+
+
+def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str]):
+    """{name: (module, forward)} with spikes asserted equal to snnTorch's."""
+    ref = snntorch_net(steps)
+    out = {"snntorch": (ref, ref)}
+    kernel = KernelNet(ref, steps)
+    out["kernel"] = (kernel, kernel)
+    try:
+        start = time.perf_counter()
+        module, forward = snnir_pipeline(ref, steps, static, x)
+        with torch.no_grad():
+            forward(x)
+        took = time.perf_counter() - start
+        out["snnir"] = (module, forward)
+        notes.append(f"snnir pipeline ({'static' if static else 'dynamic'}, T={steps}): "
+                     f"trace+optimize+compile+first call {took:.2f} s")
+    except Exception as exc:  # the pipeline is optional here: report and go on with the kernel
+        notes.append(f"snnir pipeline unavailable for {'static' if static else 'dynamic'} input "
+                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); timed the hand-built kernel only")
+    with torch.no_grad():
+        want = ref(x)
+        for name, (_, forward) in out.items():
+            got = forward(x)
+            if not torch.equal(got, want):
+                raise AssertionError(f"{name}: spikes differ from snnTorch in {int((got != want).sum())} places")
+    return out
+
+
+def train_step(module, forward, optimiser, x, targets, loss_fn):
+    optimiser.zero_grad(set_to_none=True)
+    loss = loss_fn(forward(x), targets)
+    loss.backward()
+    optimiser.step()
+
+
+def gemm_floor(steps: int, static: bool, batch: int, reps: int) -> tuple[float, float]:
+    """(train, inference) ms of the Linears' unavoidable matrix multiplies."""
+    rows1, rows2 = (batch if static else steps * batch), steps * batch
+    a1, w1 = torch.rand(rows1, N_IN), torch.rand(N_HID, N_IN)
+    a2, w2 = torch.rand(rows2, N_HID), torch.rand(N_OUT, N_HID)
+    g1, g2 = torch.rand(rows1, N_HID), torch.rand(rows2, N_OUT)
+
+    def forward():
+        a1 @ w1.T
+        a2 @ w2.T
+
+    def backward():
+        g2 @ w2  # dX2
+        g2.T @ a2  # dW2
+        g1.T @ a1  # dW1
+
+    fwd = [_timed(forward) for _ in range(reps)]
+    bwd = [_timed(backward) for _ in range(reps)]
+    f = statistics.median(fwd)
+    return f + statistics.median(bwd), f
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH) -> dict:
+    from snntorch import functional as SF
+
+    x, targets = make_input(steps, static, batch)
+    found = contenders(steps, static, x, notes) if batch == BATCH else _scaling_contenders(steps, x)
+    loss_fn = SF.ce_count_loss()
+    optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
+    train = {n: [] for n in found}
+    infer = {n: [] for n in found}
+    for rep in range(reps + 1):  # the first round warms up
+        for name, (module, forward) in found.items():
+            t_train = _timed(lambda: train_step(module, forward, optimisers[name], x, targets, loss_fn))
+            with torch.no_grad():
+                t_infer = _timed(lambda: forward(x))
+            if rep:
+                train[name].append(t_train)
+                infer[name].append(t_infer)
+    floor_train, floor_infer = gemm_floor(steps, static, batch, max(reps, 3))
+    return {
+        "train": {n: statistics.median(v) for n, v in train.items()},
+        "infer": {n: statistics.median(v) for n, v in infer.items()},
+        "floor": {"train": floor_train, "infer": floor_infer},
+    }
+
+
+def _scaling_contenders(steps, x):
+    ref = snntorch_net(steps)
+    kernel = KernelNet(ref, steps)
+    return {"snntorch": (ref, ref), "kernel": (kernel, kernel)}
+
+
+# --- memory, one fresh process per figure ----------------------------------------------
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_child(name: str, steps: int, static: bool) -> None:
+    """Print the peak RSS growth (bytes) of one train step of contender ``name``."""
+    from snntorch import functional as SF
+
+    torch.set_num_threads(THREADS)
+    x, targets = make_input(steps, static)
+    ref = snntorch_net(steps)
+    if name == "snntorch":
+        module, forward = ref, ref
+    elif name == "kernel":
+        module = forward = KernelNet(ref, steps)
+    else:
+        module, forward = snnir_pipeline(ref, steps, static, x)
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
+    loss_fn = SF.ce_count_loss()
+    train_step(module, forward, optimiser, x, targets, loss_fn)
+    before = _rss_bytes()
+    train_step(module, forward, optimiser, x, targets, loss_fn)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(max(peak - before, 0)))
+
+
+def peak_growth_mb(name: str, steps: int, static: bool) -> float | None:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, __file__, "--memory-child", name, str(steps), "static" if static else "dynamic"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode:
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1]) / 2**20
+
+
+# --- report --------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, T=25 and 100 only")
+    parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 5, quick 2)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        name, steps, kind = args.memory_child
+        memory_child(name, int(steps), kind == "static")
+        return 0
+
+    torch.set_num_threads(THREADS)
+    steps_list = args.steps or ([25, 100] if args.quick else [25, 100, 400])
+    reps = args.reps or (2 if args.quick else 5)
+    notes: list[str] = []
+    print(f"# snnTorch tutorial race: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads, no GPU; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
+          "infer vs snnTorch | train / GEMM floor | infer / GEMM floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results = {}
+    for static in (True, False):
+        for steps in steps_list:
+            r = time_case(steps, static, reps, notes)
+            results[(static, steps)] = r
+            base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
+            for name in r["train"]:
+                tr, inf = r["train"][name], r["infer"][name]
+                print(f"| {'static' if static else 'dynamic'} | {steps} | {name} | {tr:.1f} | {inf:.1f} | "
+                      f"{BATCH / tr * 1e3:.0f} | {base_t / tr:.2f}x | {base_i / inf:.2f}x | "
+                      f"{tr / r['floor']['train']:.2f} | {inf / r['floor']['infer']:.2f} |", flush=True)
+            print(f"| {'static' if static else 'dynamic'} | {steps} | GEMM floor | {r['floor']['train']:.1f} | "
+                  f"{r['floor']['infer']:.1f} | | | | 1.00 | 1.00 |", flush=True)
+
+    print("\n## Scaling (kernel contender, train ms; dynamic input)")
+    print("| T | B | train ms | ms per (T*B) sample-step |")
+    print("|---|---|---|---|")
+    for steps, batch in ((25, 64), (25, 128), (25, 256), (50, 128), (100, 128)):
+        if args.quick and batch == 256:
+            continue
+        r = time_case(steps, False, max(reps // 2, 1), notes, batch=batch)
+        tr = r["train"]["kernel"]
+        print(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |", flush=True)
+
+    if not args.no_memory:
+        print("\n## Peak memory growth of one train step (MB, fresh process each)")
+        print("| input | contender | T=25 | T=100 | growth 25->100 |")
+        print("|---|---|---|---|---|")
+        for static in (True, False):
+            growth = {}
+            for name in ("snntorch", "kernel", "snnir"):
+                m25, m100 = peak_growth_mb(name, 25, static), peak_growth_mb(name, 100, static)
+                if m25 is None or m100 is None:
+                    continue
+                growth[name] = m100 - m25
+                print(f"| {'static' if static else 'dynamic'} | {name} | {m25:.0f} | {m100:.0f} | "
+                      f"{m100 - m25:.0f} |", flush=True)
+            for name in ("kernel", "snnir"):
+                if name in growth and growth["snntorch"] > 0:
+                    notes.append(f"{'static' if static else 'dynamic'} {name}: memory growth T=25->100 is "
+                                 f"{growth[name] / growth['snntorch']:.2f} of snnTorch's")
+    if notes:
+        print("\nNotes:")
+        for note in notes:
+            print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

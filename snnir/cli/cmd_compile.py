@@ -1,0 +1,41 @@
+"""``snnir compile FILE.nir --target torch|ipu|onnx -o OUT [--dt DT] [--reset MODE]``.
+
+``torch``: ``OUT`` is a ``.py`` file: a readable, standalone module that
+rebuilds the graph and compiles it with the torch target, its weights in a
+file beside it (see :mod:`snnir.targets.torch.codegen`). Other targets:
+``snnir.compile(graph, target=..., out_dir=OUT)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from snnir.cli.cmd_inspect import add_read_options, load_graph
+
+TARGETS = ("torch", "ipu", "onnx")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compile", help="compile a NIR file for a target (torch source, ipu, onnx)")
+    add_read_options(parser)
+    parser.add_argument("--target", choices=TARGETS, default="torch", help="what to compile for (default torch)")
+    parser.add_argument("-o", "--output", required=True, help="torch: the .py file to write; others: a directory")
+    parser.add_argument("--weights-format", choices=("safetensors", "torch"),
+                        help="torch: weights file format (default safetensors when installed)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import snnir
+
+    graph, _ = load_graph(args)
+    if args.target == "torch":
+        from snnir.targets.torch.codegen import write_module
+
+        source, weights = write_module(graph, args.output, args.weights_format, source=Path(args.file).name)
+        print(f"wrote {source} and {weights}")
+        return 0
+    result = snnir.compile(graph, target=args.target, out_dir=args.output)
+    print(f"compiled {args.file} for {args.target} into {args.output}" + (f": {result}" if isinstance(result, (str, Path)) else ""))
+    return 0

@@ -1,0 +1,75 @@
+"""``snnir plot FILE.nir --input X.npy -o raster.png [--sample B]``.
+
+Simulates the file and draws a raster of one batch sample: one panel per
+top-level spiking node and per Output (time on x, flattened neuron on y).
+Needs matplotlib, imported only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from snnir.cli.cmd_inspect import add_read_options, load_graph
+from snnir.cli.cmd_run import load_input
+from snnir.errors import SnnirError
+from snnir.ir import Graph, Output, schedule
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plot", help="draw a spike raster of a simulated NIR file")
+    add_read_options(parser)
+    parser.add_argument("--input", required=True, help="[T, B, *shape] .npy, or .npz keyed by Input name")
+    parser.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf, .svg)")
+    parser.add_argument("--sample", type=int, default=0, help="which batch sample to draw")
+    parser.set_defaults(func=run)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise SnnirError("plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
+    """The graph with an extra Output after every top-level spiking node, and
+    node -> its probe's Output name, in execution order."""
+    spiking = [name for name in schedule(graph).order if getattr(graph.nodes[name], "spiking", False)]
+    probes = {name: f"{name}#spikes" for name in spiking}
+    edges = graph.edges + tuple(probes.items())
+    return graph.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+
+
+def run(args: argparse.Namespace) -> int:
+    import snnir
+
+    plt = _pyplot()
+    graph, _ = load_graph(args)
+    probed, probes = with_spike_probes(graph)
+    panel_outputs = {**{name: name for name in graph.outputs}, **probes}
+    results = snnir.run(probed, load_input(args.input))
+    batch = next(iter(results.values())).shape[1]
+    if not 0 <= args.sample < batch:
+        raise SnnirError(f"--sample {args.sample} is outside the batch of {batch}")
+    panels = {
+        name: results[key][:, args.sample].reshape(results[key].shape[0], -1) for name, key in panel_outputs.items()
+    }
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2 + 2 * len(panels)), squeeze=False)
+    for axis, (name, spikes) in zip(axes[:, 0], panels.items()):
+        times, neurons = np.nonzero(spikes)
+        axis.scatter(times, neurons, s=4, marker="|", color="black")
+        axis.set_title(f"{name}: {int(spikes.sum())} spikes")
+        axis.set_xlim(-0.5, spikes.shape[0] - 0.5)
+        axis.set_ylabel("neuron")
+    axes[-1, 0].set_xlabel("time step")
+    figure.tight_layout()
+    figure.savefig(args.output)
+    plt.close(figure)
+    print(f"wrote {args.output}")
+    return 0

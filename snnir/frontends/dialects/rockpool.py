@@ -1,0 +1,93 @@
+"""Rockpool 3.1 (torch backend): what its ``to_nir`` writes and what its ``from_nir`` reads.
+
+Rockpool steps exactly (``alpha = exp(-dt / tau)``) and counts spikes:
+``LIFTorch`` (written as ``CubaLIF``): ``i' = beta (i + x)``, ``v' = alpha v + i'``;
+``LIFNeuronTorch`` (written as ``LIF``): ``v' = alpha v + x``; then
+``floor(v / thr)`` spikes when ``v >= thr`` and reset by subtraction, same step.
+``to_nir`` writes ``r = tau exp(-dt / tau) / dt`` and no ``dt`` (default 1e-3), which is
+not the gain it uses; ``on_read`` sets the exact NIR gains at the read ``dt``
+(``r = 1 / (1 - alpha)``, ``w_in = beta / (1 - beta)``). Rockpool's files carry
+shapes that nir's type check refuses (read them with snnir, which does not need it).
+
+``from_nir`` recovers ``dt`` as ``min(tau_mem / (1 + r))`` and reads ``LIF.tau_mem``
+(NIR's ``LIF`` has ``tau``: it fails). ``on_write`` therefore refuses ``LIF`` and
+writes ``CubaLIF`` with ``r = tau_mem / dt - 1`` and the gains folded into the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.frontends.dialects import (
+    Dialect, drop_sample_batch, map_neurons, note_semantics, register_dialect,
+)
+from snnir.ir.graph import Graph
+from snnir.ir.ops import LIF, CubaLIF, Neuron
+
+ROCKPOOL_DT = 1e-3
+SEMANTICS = {"discretisation": "exp", "reset": "subtract", "reset_timing": "same", "threshold_compare": "ge",
+             "spike_mode": "multi", "current_order": "current_first"}
+
+
+def _decay(tau, dt: float) -> np.ndarray:
+    return np.exp(-dt / np.asarray(tau, float))
+
+
+def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    dt = op.sem.dt
+    if isinstance(op, LIF):
+        alpha, tau = _decay(op.tau, dt), op.tau
+        changes = {"r": 1.0 / (1.0 - alpha)}
+    elif isinstance(op, CubaLIF):
+        alpha, beta, tau = _decay(op.tau_mem, dt), _decay(op.tau_syn, dt), op.tau_mem
+        changes = {"r": 1.0 / (1.0 - alpha), "w_in": beta / (1.0 - beta)}
+    else:
+        return op
+    if not np.allclose(op.r, tau * alpha / dt, rtol=1e-4):
+        warnings.append(f"node '{path}': r is not Rockpool's tau*exp(-dt/tau)/dt at dt={dt}: was dt different?")
+    return op.replace(**changes)
+
+
+def _on_read(graph: Graph, warnings: list[str]) -> Graph:
+    graph = drop_sample_batch(graph, warnings)
+    return map_neurons(graph, lambda path, op: _exact_gains(path, op, warnings))
+
+
+def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    if not isinstance(op, CubaLIF):
+        raise SnnirError(f"Rockpool 3.1's from_nir cannot read {op.op_type} (its LIF import reads a "
+                         "'tau_mem' that NIR's LIF does not have); only CubaLIF is written", path)
+    if np.any(op.v_leak != 0.0):
+        raise SnnirError("Rockpool reads v_leak as a bias current; only v_leak = 0 is written", path)
+    note_semantics(op, path, "Rockpool", SEMANTICS, warnings)
+    dt = op.sem.dt
+    if op.sem.discretisation == "euler":
+        alpha, g_mem = 1.0 - dt / op.tau_mem, dt / op.tau_mem
+        beta, g_syn = 1.0 - dt / op.tau_syn, dt / op.tau_syn
+    else:
+        alpha, beta = _decay(op.tau_mem, dt), _decay(op.tau_syn, dt)
+        g_mem, g_syn = 1.0 - alpha, 1.0 - beta
+    tau_mem, tau_syn = -dt / np.log(alpha), -dt / np.log(beta)
+    # Rockpool: i' = beta (i + x), v' = alpha v + i'. Ours: i' = beta i + g_syn w_in x,
+    # v' = alpha v + g_mem r i'. So v_ours = v_rockpool * scale.
+    scale = g_mem * np.asarray(op.r, float) * g_syn * np.asarray(op.w_in, float) / beta
+    if not np.allclose(scale, 1.0):
+        warnings.append(f"node '{path}': input gains folded into v_threshold for Rockpool")
+    return op.replace(tau_mem=tau_mem, tau_syn=tau_syn, r=tau_mem / dt - 1.0, w_in=np.ones_like(tau_mem),
+                      v_threshold=op.v_threshold / scale, sem=op.sem.with_(**SEMANTICS))
+
+
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    warnings.append("rockpool: the file is for Rockpool's from_nir (r = tau_mem/dt - 1 carries dt), "
+                    "not plain NIR")
+    return map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
+
+
+DIALECT = register_dialect(Dialect(
+    name="rockpool",
+    description="Rockpool 3.1: exact exp step at dt=1e-3, multi-spike, subtract; r in files is not the gain",
+    on_read=_on_read,
+    on_write=_on_write,
+    read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
+))

@@ -1,0 +1,209 @@
+"""snnTorch neurons as snnir ops, exactly (read from snnTorch 1.0's ``_neurons``).
+
+snnTorch steps (``reset`` = spike of the previous step, i.e. ``mem_prev > thr``):
+
+- ``Leaky``:    mem = beta mem + x, the reset applied to ``beta mem``-side
+  before the input ("subtract": ``- reset thr``; "zero": ``(1 - reset) mem``).
+  This is our Euler LIF with ``reset_timing="next"``, ``tau = dt/(1-beta)``,
+  ``r = tau/dt`` (so the input gain ``dt/tau * r`` is 1).
+- ``Synaptic``: syn = alpha syn + x; mem = beta mem + syn: CubaLIF with
+  ``current_order="current_first"``, ``w_in = tau_syn/dt``, ``r = tau_mem/dt``.
+- ``RLeaky`` / ``RSynaptic``: as Leaky / Synaptic with ``recurrent(spk_prev)``
+  added to the input: an edge neuron -> recurrent op -> neuron (the schedule
+  delays the neuron's edge by one step; zero spikes at t=0, so a recurrent
+  Linear adds its bias from the first step, as snnTorch does).
+- ``Lapicque``: mem = (1 - dt/(RC)) mem + dt/(RC) R x: LIF with ``tau = RC``,
+  ``r = R``, ``dt = time_step``.
+- ``Alpha`` (reset "none" only): two LIs (excitatory, inhibitory) whose
+  outputs sum, scaled by ``tau_alpha``, into a Threshold.
+
+``reset_delay=False`` with "zero" is our ``reset_timing="same"`` (exact for
+thresholds >= 0, where snnTorch's ``do_reset`` correction never sees a
+post-reset membrane above threshold). Refused as inexact, with the reason:
+"subtract" with ``reset_delay=False`` (snnTorch tests the spike on a membrane
+that subtracted the previous step's reset again), "zero" reset with a delay
+in Synaptic/RLeaky/RSynaptic/Lapicque (they zero the whole new membrane,
+input included), graded spikes, inhibition, state quantisation, SLSTM.
+``RSynaptic`` ignores ``reset_delay`` in snnTorch 1.0 (its correction writes
+to a local variable), so it is always traced as delayed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.frontends.fragment import Fragment
+from snnir.ir.ops import IF, LI, LIF, CubaLIF, Scale, Threshold
+from snnir.ir.semantics import DEFAULT_DT, Semantics
+
+SUPPORTED = ("Leaky", "Synaptic", "RLeaky", "RSynaptic", "Lapicque", "Alpha")
+
+
+def is_snntorch_neuron(module: Any) -> bool:
+    try:
+        from snntorch._neurons.neurons import SpikingNeuron
+    except ImportError:
+        return False
+    return isinstance(module, SpikingNeuron)
+
+
+def _array(module: Any, name: str) -> np.ndarray:
+    return getattr(module, name).detach().cpu().double().numpy().copy()
+
+
+def _learnable(module: Any, name: str) -> bool:
+    value = getattr(module, name, None)
+    return bool(getattr(value, "requires_grad", False)) and name in dict(module.named_parameters(recurse=False))
+
+
+def _refuse(layer: str, what: str) -> SnnirError:
+    return SnnirError(f"cannot be traced exactly: {what}", layer)
+
+
+def _check_common(module: Any, layer: str) -> None:
+    if getattr(module, "inhibition", False):
+        raise _refuse(layer, "inhibition=True (winner-take-all spikes have no NIR equivalent)")
+    if getattr(module, "state_quant", False):
+        raise _refuse(layer, "state_quant (quantised states) is not supported")
+    factor = getattr(module, "graded_spikes_factor", None)
+    if factor is not None and not np.all(factor.detach().cpu().numpy() == 1):
+        raise _refuse(layer, "graded spikes (graded_spikes_factor != 1)")
+
+
+def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:
+    """snnTorch clamps decays to [0, 1]; 1 (no leak) has no finite tau."""
+    value = np.clip(value, 0.0, 1.0)
+    if np.any(value == 1.0):
+        raise _refuse(layer, f"{name} = 1 (no leak) has no finite time constant here")
+    return value
+
+
+def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
+    """(reset, reset_timing) for snnTorch's reset_mechanism and reset_delay."""
+    reset = module.reset_mechanism
+    delayed = getattr(module, "reset_delay", True) or type(module).__name__ == "RSynaptic"
+    if reset == "none":
+        return "none", "same"
+    if delayed:
+        if reset == "zero" and not zero_keeps_input:
+            raise _refuse(
+                layer,
+                f"reset_mechanism='zero' with reset_delay=True: {type(module).__name__} zeroes the whole "
+                "membrane after a spike, this step's input included",
+            )
+        return reset, "next"
+    if reset == "subtract":
+        raise _refuse(
+            layer,
+            "reset_mechanism='subtract' with reset_delay=False: snnTorch tests the spike on a membrane that "
+            "subtracts the previous step's reset once more; use reset_delay=True or reset_mechanism='zero'",
+        )
+    if np.any(_array(module, "threshold") < 0):
+        raise _refuse(layer, "reset_delay=False with a negative threshold")
+    return "zero", "same"
+
+
+def _trainable(module: Any, mapping: dict[str, str]) -> tuple[str, ...]:
+    return tuple(ours for theirs, ours in mapping.items() if _learnable(module, theirs))
+
+
+def _meta(module: Any) -> dict[str, Any]:
+    return {"source": f"snntorch.{type(module).__name__}"}
+
+
+def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
+    reset, timing = _timing(module, layer, zero_keeps_input)
+    sem = Semantics(dt=DEFAULT_DT, reset=reset, reset_timing=timing)
+    threshold = _array(module, "threshold")
+    beta = np.clip(_array(module, "beta"), 0.0, 1.0)
+    trainable = _trainable(module, {"beta": "tau", "threshold": "v_threshold"})
+    if np.all(beta == 1.0):
+        return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem,
+                  trainable=tuple(t for t in trainable if t != "tau"), metadata=_meta(module))
+    beta = _decay(beta, layer, "beta")
+    tau = sem.dt / (1.0 - beta)
+    return LIF(tau=tau, r=tau / sem.dt, v_leak=np.zeros(()), v_threshold=threshold, sem=sem,
+               trainable=trainable, metadata=_meta(module))
+
+
+def _synaptic(module: Any, layer: str) -> CubaLIF:
+    reset, timing = _timing(module, layer, zero_keeps_input=False)
+    sem = Semantics(dt=DEFAULT_DT, reset=reset, reset_timing=timing, current_order="current_first")
+    tau_syn = sem.dt / (1.0 - _decay(_array(module, "alpha"), layer, "alpha"))
+    tau_mem = sem.dt / (1.0 - _decay(_array(module, "beta"), layer, "beta"))
+    return CubaLIF(
+        tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / sem.dt, v_leak=np.zeros(()),
+        v_threshold=_array(module, "threshold"), w_in=tau_syn / sem.dt, sem=sem,
+        trainable=_trainable(module, {"alpha": "tau_syn", "beta": "tau_mem", "threshold": "v_threshold"}),
+        metadata=_meta(module),
+    )
+
+
+def _recurrent(module: Any, layer: str) -> Any:
+    from snnir.frontends.torch_nn_map import layer_op
+
+    if module.all_to_all:
+        op = layer_op(module.recurrent, f"{layer}_recurrent")
+        if op is None:
+            raise _refuse(layer, f"recurrent layer {type(module.recurrent).__name__}")
+        return op
+    v = module.recurrent.V
+    trainable = ("scale",) if getattr(v, "requires_grad", False) else ()
+    return Scale(scale=v.detach().cpu().double().numpy().copy(), trainable=trainable)
+
+
+def _alpha(module: Any, layer: str) -> Fragment:
+    if module.reset_mechanism != "none":
+        raise _refuse(
+            layer,
+            f"Alpha with reset_mechanism={module.reset_mechanism!r} (its reset rewrites the synaptic "
+            "states in a way no NIR neuron does); use reset_mechanism='none'",
+        )
+    sem = Semantics(dt=DEFAULT_DT)
+    alpha = _decay(_array(module, "alpha"), layer, "alpha")
+    beta = _decay(_array(module, "beta"), layer, "beta")
+    tau_alpha = np.log(alpha) / (np.log(beta) - np.log(alpha)) + 1.0
+    tau_exc, tau_inh = sem.dt / (1.0 - alpha), sem.dt / (1.0 - beta)
+    zero = np.zeros(())
+    return Fragment(
+        nodes={
+            "": Threshold(threshold=_array(module, "threshold"), metadata=_meta(module)),
+            "exc": LI(tau=tau_exc, r=tau_exc / sem.dt, v_leak=zero, sem=sem),
+            "inh": LI(tau=tau_inh, r=-tau_inh / sem.dt, v_leak=zero, sem=sem),
+            "exc_scale": Scale(scale=tau_alpha),
+            "inh_scale": Scale(scale=tau_alpha),
+        },
+        entries=("exc", "inh"),
+        edges=(("exc", "exc_scale"), ("inh", "inh_scale"), ("exc_scale", ""), ("inh_scale", "")),
+    )
+
+
+def neuron_fragment(module: Any, layer: str) -> Fragment:
+    """The exact ops for one snnTorch neuron, or a SnnirError naming the layer and option."""
+    kind = type(module).__name__
+    if kind not in SUPPORTED:
+        raise SnnirError(f"snnTorch {kind} is not supported (supported: {', '.join(SUPPORTED)})", layer)
+    _check_common(module, layer)
+    if kind == "Leaky":
+        return Fragment.single(_leaky(module, layer, zero_keeps_input=True))
+    if kind == "Synaptic":
+        return Fragment.single(_synaptic(module, layer))
+    if kind == "RLeaky":
+        neuron = _leaky(module, layer, zero_keeps_input=False)
+        return Fragment({"": neuron, "recurrent": _recurrent(module, layer)},
+                        edges=(("", "recurrent"), ("recurrent", "")))
+    if kind == "RSynaptic":
+        return Fragment({"": _synaptic(module, layer), "recurrent": _recurrent(module, layer)},
+                        edges=(("", "recurrent"), ("recurrent", "")))
+    if kind == "Lapicque":
+        reset, timing = _timing(module, layer, zero_keeps_input=False)
+        sem = Semantics(dt=float(module.time_step), reset=reset, reset_timing=timing)
+        r = _array(module, "R")
+        return Fragment.single(LIF(tau=r * _array(module, "C"), r=r, v_leak=np.zeros(()),
+                                   v_threshold=_array(module, "threshold"), sem=sem,
+                                   trainable=_trainable(module, {"threshold": "v_threshold"}),
+                                   metadata=_meta(module)))
+    return _alpha(module, layer)

@@ -1,0 +1,96 @@
+"""torch.nn layers as snnir ops (per-sample: torch's batch dimension is dropped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
+
+#: Layers that pass their input through in eval mode (no node).
+PASSTHROUGH = ("Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
+BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
+LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool2d", "Flatten")
+
+
+def array(tensor: Any) -> np.ndarray:
+    """A tensor's values in its own dtype (lossless)."""
+    return tensor.detach().cpu().numpy().copy()
+
+
+def _trainable(module: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in names if getattr(getattr(module, n, None), "requires_grad", False))
+
+
+def _conv(module: Any, layer: str) -> Op:
+    if module.padding_mode != "zeros":
+        raise SnnirError(f"{type(module).__name__} padding_mode={module.padding_mode!r} is not supported", layer)
+    cls = Conv1d if type(module).__name__ == "Conv1d" else Conv2d
+    bias = array(module.bias) if module.bias is not None else np.zeros((), dtype=array(module.weight).dtype)
+    return cls(
+        weight=array(module.weight), bias=bias, stride=module.stride, padding=module.padding,
+        dilation=module.dilation, groups=module.groups, trainable=_trainable(module, ("weight", "bias")),
+    )
+
+
+def _avg_pool(module: Any, layer: str) -> Op:
+    if module.ceil_mode or module.divisor_override is not None:
+        raise SnnirError("AvgPool2d with ceil_mode or divisor_override is not supported", layer)
+    if not module.count_include_pad and np.any(np.asarray(module.padding) != 0):
+        raise SnnirError("AvgPool2d with padding and count_include_pad=False is not supported", layer)
+    return AvgPool2d(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding)
+
+
+def flatten_op(start_dim: int, end_dim: int, layer: str) -> Flatten:
+    """torch's batched ``flatten(start_dim, end_dim)`` as a per-sample Flatten."""
+    if start_dim == 0:
+        raise SnnirError("flattening the batch dimension (start_dim=0) is not supported", layer)
+    return Flatten(start_dim=start_dim - 1 if start_dim > 0 else start_dim,
+                   end_dim=end_dim - 1 if end_dim > 0 else end_dim)
+
+
+def layer_op(module: Any, layer: str) -> Op | None:
+    """The op for a known stateless torch.nn layer, else ``None``."""
+    kind = type(module).__name__
+    if kind == "Linear":
+        trainable = _trainable(module, ("weight", "bias"))
+        if module.bias is None:
+            return Linear(weight=array(module.weight), trainable=trainable)
+        return Affine(weight=array(module.weight), bias=array(module.bias), trainable=trainable)
+    if kind in ("Conv1d", "Conv2d"):
+        return _conv(module, layer)
+    if kind == "AvgPool2d":
+        return _avg_pool(module, layer)
+    if kind == "Flatten":
+        return flatten_op(module.start_dim, module.end_dim, layer)
+    return None
+
+
+def fold_batchnorm(target: Op, bn: Any, layer: str, source: str) -> Op:
+    """``target`` followed by eval-mode ``bn``, as one op of the same family."""
+    if bn.training and not bn.track_running_stats:
+        raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
+    if bn.running_mean is None:
+        raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
+    mean = bn.running_mean.detach().cpu().double().numpy()
+    var = bn.running_var.detach().cpu().double().numpy()
+    gamma = bn.weight.detach().cpu().double().numpy() if bn.affine else np.ones_like(mean)
+    beta = bn.bias.detach().cpu().double().numpy() if bn.affine else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.eps)
+    shift = beta - mean * scale
+    if isinstance(target, (Affine, Linear)):
+        bias = np.asarray(getattr(target, "bias", np.zeros(())), dtype=np.float64)
+        return Affine(weight=scale[:, None] * np.asarray(target.weight, np.float64),
+                      bias=scale * bias + shift, trainable=("weight", "bias") if target.trainable else ())
+    if isinstance(target, (Conv1d, Conv2d)):
+        weight = np.asarray(target.weight, np.float64)
+        bias = np.broadcast_to(np.asarray(target.bias, np.float64), scale.shape)
+        return target.replace(weight=scale.reshape((-1,) + (1,) * (weight.ndim - 1)) * weight,
+                              bias=scale * bias + shift)
+    raise SnnirError(
+        f"BatchNorm can only be folded into a preceding Linear or Conv layer, not into '{source}' "
+        f"({type(target).__name__})",
+        layer,
+    )

@@ -1,0 +1,413 @@
+"""Trace a torch-style spiking network into a Graph by running it once.
+
+How: a deep copy of the model runs in eval mode under ``torch.no_grad``.
+Forward hooks record every call of a *leaf* layer (snnTorch neuron, known
+torch.nn layer, or any module with ``to_op()``); a ``TorchFunctionMode``
+records the functional glue between leaves (``+``/``-`` for residuals,
+scalar ``*``, ``flatten``/``view``/``reshape``, ``x[t]`` on the input
+sequence). Each tensor is tagged with the nodes whose (summed) outputs it
+carries, so arbitrary Python control flow is followed. A layer called at
+every step of a time loop becomes one node: repeated calls must see the same
+inputs. Anything else applied to traced values raises SnnirError when used.
+
+Invariants: the model passed in is never touched (no state, flag or
+parameter changes); node names are module paths with ``.`` replaced by ``_``
+(a suffix ``_2``, ``_3``... resolves clashes), plus ``input``, ``output``
+and functional nodes named after their function; learnable parameters are
+listed in each op's ``trainable``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from snnir.errors import SnnirError
+from snnir.frontends.fragment import Fragment
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Input, Op, Output, Scale
+from snnir.ir.verify import verify
+
+_IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
+_ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
+_SUB_FUNCS = {"sub", "__sub__", "__isub__"}
+_MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
+_RESHAPE_FUNCS = {"flatten", "view", "reshape"}
+
+
+@dataclass(frozen=True)
+class _Tag:
+    """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
+    (a neuron's internal state), ``sequence`` (the whole input) or ``bad``."""
+
+    kind: str
+    sources: tuple[str, ...] = ()
+    why: str = ""
+
+
+class _Recorder:
+    def __init__(self, model: Any):
+        import torch
+
+        self.torch = torch
+        self.tags: dict[int, tuple[Any, _Tag]] = {}
+        self.nodes: dict[str, Op] = {}
+        self.inputs_of: dict[str, tuple[str, ...]] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.layer_nodes: dict[str, Fragment] = {}
+        self.names: dict[str, str] = {}
+        self.functional: dict[tuple, str] = {}
+        self.passthrough: dict[int, tuple[str, ...]] = {}
+        self.folded: set[str] = set()
+        self.path_of = {id(m): p for p, m in model.named_modules()}
+        self.stack: list[str] = []
+        self.depth = 0
+        self.last_output: tuple[str, ...] | None = None
+        self.input_shape: tuple[int, ...] | None = None
+
+    # --- tags ------------------------------------------------------------------
+    def tag(self, tensor: Any, tag: _Tag) -> None:
+        self.tags[id(tensor)] = (tensor, tag)
+
+    def tag_of(self, obj: Any) -> _Tag | None:
+        entry = self.tags.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
+
+    def where(self) -> str:
+        return self.stack[-1] if self.stack and self.stack[-1] else "<model>"
+
+    def node_name(self, base: str) -> str:
+        name = base or "model"
+        candidate, k = name, 2
+        while candidate in self.nodes or candidate in ("input", "output"):
+            candidate, k = f"{name}_{k}", k + 1
+        return candidate
+
+    def use(self, obj: Any, layer: str) -> tuple[str, ...]:
+        """The sources a leaf's input carries, or a SnnirError naming the layer."""
+        tag = self.tag_of(obj)
+        if tag is None:
+            raise SnnirError("its input does not derive from the model input", layer)
+        if tag.kind == "bad":
+            raise SnnirError(f"its input went through {tag.why}, which cannot be traced", layer)
+        if tag.kind == "state":
+            raise SnnirError(f"its input is a neuron state ({tag.why}); only spikes and currents can be traced", layer)
+        if tag.kind == "sequence":
+            return self.input_node(tuple(obj.shape[1:]), layer)
+        return tag.sources
+
+    def input_node(self, shape: tuple[int, ...], layer: str) -> tuple[str, ...]:
+        if self.input_shape is None:
+            self.input_shape = shape
+            self.nodes["input"] = Input(shape=shape)
+        elif self.input_shape != shape:
+            raise SnnirError(f"the model input is used with shapes {list(self.input_shape)} and {list(shape)}", layer)
+        return ("input",)
+
+    def connect(self, node: str, sources: tuple[str, ...], entries: tuple[str, ...], layer: str) -> None:
+        key = tuple(sorted(sources))
+        if node in self.inputs_of:
+            if self.inputs_of[node] != key:
+                raise SnnirError(
+                    f"is called on different inputs ({list(self.inputs_of[node])} and {list(key)}); "
+                    "a layer may be reused across time steps but not shared within one",
+                    layer,
+                )
+            return
+        self.inputs_of[node] = key
+        self.edges.extend((src, entry) for entry in entries for src in key)
+
+    # --- leaf layers -------------------------------------------------------------
+    def leaf_kind(self, module: Any) -> str | None:
+        from snnir.frontends.snntorch_map import is_snntorch_neuron
+        from snnir.frontends.torch_nn_map import BATCHNORMS, LAYERS, PASSTHROUGH
+
+        if callable(getattr(module, "to_op", None)):
+            return "to_op"
+        if is_snntorch_neuron(module):
+            return "snntorch"
+        name = type(module).__name__
+        if name in PASSTHROUGH:
+            return "passthrough"
+        if name in BATCHNORMS:
+            return "batchnorm"
+        if type(module).__module__.startswith("torch.nn") and name in LAYERS:
+            return "layer"
+        return None
+
+    def fragment(self, module: Any, kind: str, layer: str) -> Fragment:
+        from snnir.frontends.snntorch_map import neuron_fragment
+        from snnir.frontends.torch_nn_map import layer_op
+
+        if kind == "snntorch":
+            return neuron_fragment(module, layer)
+        if kind == "to_op":
+            op = module.to_op()
+            if not isinstance(op, Op):
+                raise SnnirError(f"to_op() returned {type(op).__name__}, not an snnir Op", layer)
+            return Fragment.single(op)
+        return Fragment.single(layer_op(module, layer))
+
+    def pre_hook(self, module: Any, args: tuple) -> None:
+        path = self.path_of.get(id(module), type(module).__name__)
+        self.stack.append(path)
+        if self.depth:
+            self.depth += 0 if self.leaf_kind(module) is None else 1
+            return
+        kind = self.leaf_kind(module)
+        if kind is None:
+            return
+        self.depth += 1
+        layer = path.replace(".", "_") or "model"
+        if not args:
+            raise SnnirError("is called without a tensor input", layer)
+        sources = self.use(args[0], layer)
+        if kind == "passthrough":
+            self.passthrough[id(module)] = sources
+            return
+        if kind == "batchnorm":
+            self.passthrough[id(module)] = self.fold(module, sources, layer, path)
+            return
+        if path not in self.names:
+            fragment = self.fragment(module, kind, layer)
+            name = self.node_name(layer)
+            self.names[path] = name
+            self.layer_nodes[name] = fragment
+            for key, op in fragment.nodes.items():
+                self.nodes[fragment.name(name, key)] = op
+            self.edges.extend((fragment.name(name, a), fragment.name(name, b)) for a, b in fragment.edges)
+        name = self.names[path]
+        fragment = self.layer_nodes[name]
+        self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer)
+
+    def fold(self, bn: Any, sources: tuple[str, ...], layer: str, path: str) -> tuple[str, ...]:
+        from snnir.frontends.torch_nn_map import fold_batchnorm
+
+        if len(sources) != 1 or sources[0] not in self.layer_nodes:
+            raise SnnirError("BatchNorm must directly follow one Linear or Conv layer to be folded", layer)
+        if path not in self.folded:
+            self.folded.add(path)
+            self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])
+        return sources
+
+    def post_hook(self, module: Any, args: tuple, output: Any) -> None:
+        self.stack.pop()
+        kind = self.leaf_kind(module)
+        if kind is None:
+            return
+        self.depth -= 1
+        if self.depth:
+            return
+        path = self.path_of.get(id(module), type(module).__name__)
+        if id(module) in self.passthrough:
+            sources = self.passthrough.pop(id(module))
+        else:
+            name = self.names[path]
+            sources = (self.layer_nodes[name].name(name, self.layer_nodes[name].exit),)
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        self.tag(outputs[0], _Tag("value", sources))
+        for extra in outputs[1:]:
+            if isinstance(extra, self.torch.Tensor):
+                self.tag(extra, _Tag("state", why=f"state of '{path}'"))
+        self.last_output = sources
+
+    # --- functional glue ---------------------------------------------------------
+    def functional_node(self, key: tuple, base: str, op: Op, sources: tuple[str, ...]) -> tuple[str, ...]:
+        if key not in self.functional:
+            name = self.node_name(base)
+            self.functional[key] = name
+            self.nodes[name] = op
+            self.connect(name, sources, (name,), name)
+        return (self.functional[key],)
+
+    def negated(self, sources: tuple[str, ...]) -> tuple[str, ...]:
+        return self.functional_node(("neg", sources), "neg", Scale(scale=-1.0), sources)
+
+    def on_function(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
+        torch = self.torch
+        flat = list(args) + list(kwargs.values())
+        tagged = [(a, self.tag_of(a)) for a in flat if isinstance(a, torch.Tensor) and self.tag_of(a)]
+        if not tagged or not isinstance(result, torch.Tensor):
+            if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
+                for r in result:
+                    if isinstance(r, torch.Tensor):
+                        self.tag(r, _Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
+            if func is torch.stack and isinstance(result, torch.Tensor):
+                self.stack_tag(args[0] if args else kwargs.get("tensors", ()), result)
+            return
+        name = _name(func)
+        tags = [t for _, t in tagged]
+        new = self.glue(name, args, tags, result)
+        self.tag(result, new or _Tag("bad", why=f"'{name}' in '{self.where()}'"))
+
+    def stack_tag(self, tensors: Any, result: Any) -> None:
+        tags = {self.tag_of(t) for t in tensors}
+        if len(tags) == 1 and None not in tags:
+            self.tag(result, next(iter(tags)))
+
+    def glue(self, name: str, args: tuple, tags: list[_Tag], result: Any) -> _Tag | None:
+        """The tag of ``name(*args)``, or ``None`` when it cannot be expressed."""
+        if len(tags) == 1 and tags[0].kind == "sequence":
+            if name == "__getitem__":
+                return _Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
+            # any other use of the whole input means one call is one step
+            tags = [_Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
+        if any(t.kind != "value" for t in tags):
+            bad = next(t for t in tags if t.kind != "value")
+            return bad if bad.kind == "bad" else None
+        if name in _IDENTITY_FUNCS and result.shape == args[0].shape:
+            return tags[0]
+        if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
+            return _Tag("value", tags[0].sources + tags[1].sources)
+        if name in _SUB_FUNCS and len(tags) == 2 and len(args) == 2:
+            return _Tag("value", tags[0].sources + self.negated(tags[1].sources))
+        if name in ("neg", "__neg__") and len(args) == 1:
+            return _Tag("value", self.negated(tags[0].sources))
+        if name in _MUL_FUNCS and len(tags) == 1 and len(args) == 2:
+            factor = args[1] if self.tag_of(args[0]) else args[0]
+            if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+                key = ("scale", float(factor), tags[0].sources)
+                return _Tag("value", self.functional_node(key, "scale", Scale(scale=float(factor)), tags[0].sources))
+            return None
+        if name in _RESHAPE_FUNCS and len(tags) == 1:
+            if result.shape == args[0].shape:
+                return tags[0]
+            dims = _flatten_dims(tuple(args[0].shape), tuple(result.shape))
+            if dims is None:
+                return None
+            from snnir.frontends.torch_nn_map import flatten_op
+
+            key = ("flatten", dims, tags[0].sources)
+            return _Tag("value", self.functional_node(key, "flatten", flatten_op(*dims, self.where()), tags[0].sources))
+        return None
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__name__", None) or str(func)
+
+
+def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int] | None:
+    """(start, end) with ``flatten(start, end)`` mapping ``before`` to ``after`` (batched shapes)."""
+    if before == after or not before or not after or before[0] != after[0]:
+        return None
+    for start in range(1, len(before)):
+        for end in range(start + 1, len(before)):
+            joined = 1
+            for d in before[start : end + 1]:
+                joined *= d
+            if before[:start] + (joined,) + before[end + 1 :] == after:
+                return start, end - len(before) if end == len(before) - 1 else end
+    return None
+
+
+def trace(model: Any, sample_input: Any) -> Graph:
+    """Trace ``model`` on ``sample_input`` into a Graph whose output is the
+    last layer's spikes.
+
+    Step-style models (one call = one step, e.g. ``nn.Sequential`` of snnTorch
+    neurons with ``init_hidden=True``) take one step ``[B, ...]``; models that
+    loop over time take what their forward takes (``[T, B, ...]`` indexed as
+    ``x[t]``). ``model`` is left untouched.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise SnnirError(f"trace needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(sample_input, torch.Tensor):
+        try:
+            sample_input = torch.as_tensor(sample_input)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SnnirError(f"sample_input is not a tensor: {exc}") from None
+    if sample_input.ndim < 2:
+        raise SnnirError(f"sample_input needs a batch dimension, got shape {list(sample_input.shape)}")
+    try:
+        twin = copy.deepcopy(model, _detached_states(model))
+    except Exception as exc:  # noqa: BLE001 - any failure means we cannot trace without side effects
+        raise SnnirError(f"the model cannot be copied for tracing: {exc}") from None
+    twin.eval()
+    recorder = _Recorder(twin)
+    handles = []
+    for module in twin.modules():
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook))
+        handles.append(module.register_forward_hook(recorder.post_hook))
+    dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), None)
+    x = sample_input.detach().clone()
+    x = x.to(dtype) if dtype is not None and x.is_floating_point() else x
+    recorder.tag(x, _Tag("sequence"))
+    try:
+        with torch.no_grad(), _Mode(recorder):
+            result = twin(x)
+    except SnnirError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's forward failed; say where
+        raise SnnirError(f"the model's forward failed while tracing: {type(exc).__name__}: {exc}",
+                         recorder.where().replace(".", "_") if recorder.stack else None) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _finish(recorder, result, model)
+
+
+def _detached_states(model: Any) -> dict[int, Any]:
+    """deepcopy memo: hidden states still attached to an autograd graph (a
+    model traced right after training) are copied detached."""
+    import torch
+
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in list(vars(module).values()) + list(module._buffers.values()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+    return memo
+
+
+def _finish(recorder: _Recorder, result: Any, model: Any) -> Graph:
+    if "input" not in recorder.nodes:
+        raise SnnirError("no traced layer received the model input")
+    sources = None
+    for item in _flatten_result(result):
+        tag = recorder.tag_of(item)
+        if tag is not None and tag.kind == "value":
+            sources = tag.sources
+            break
+    if sources is None:
+        sources = recorder.last_output
+    if not sources or sources == ("input",):
+        raise SnnirError("the model's output does not come from any traced layer")
+    nodes = dict(recorder.nodes)
+    nodes["output"] = Output()
+    edges = list(recorder.edges) + [(src, "output") for src in sources]
+    graph = Graph(nodes, tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
+    verify(graph)
+    return graph
+
+
+def _flatten_result(result: Any) -> list[Any]:
+    if isinstance(result, (tuple, list)):
+        return [leaf for item in result for leaf in _flatten_result(item)]
+    if isinstance(result, dict):
+        return [leaf for item in result.values() for leaf in _flatten_result(item)]
+    return [result]
+
+
+def _mode_class() -> type:
+    from torch.overrides import TorchFunctionMode
+
+    class Mode(TorchFunctionMode):
+        def __init__(self, recorder: _Recorder):
+            super().__init__()
+            self.recorder = recorder
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            result = func(*args, **kwargs)
+            if not self.recorder.depth:
+                self.recorder.on_function(func, args, kwargs, result)
+            return result
+
+    return Mode
+
+
+def _Mode(recorder: _Recorder) -> Any:  # noqa: N802 - reads as a context manager
+    return _mode_class()(recorder)

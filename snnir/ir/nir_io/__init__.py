@@ -1,0 +1,236 @@
+"""NIR file I/O: ``read``/``load`` NIR HDF5 files into a :class:`Graph`, ``write`` them back.
+
+Invariants:
+- our files are plain NIR 1.0 (``nir.read`` loads them); what NIR cannot say
+  (semantics, trainable names, exact shapes and dtypes) travels in each node's
+  metadata under the one key ``snnir`` (see :mod:`snnir.ir.nir_io.encoding`),
+  so read(write(g)) == g;
+- where a file states no semantics, defaults apply in this order: file-less
+  defaults (dt = :data:`DEFAULT_DT`, reset ``"zero"``), the dialect's
+  ``read_defaults``, then the caller's ``dt``/``reset``/``semantics``; every
+  node they touched is listed in :class:`ReadReport`;
+- every read graph has passed :func:`verify`; bad files raise a one-line
+  :class:`SnnirError` naming the node;
+- writing goes to a temporary file in the target directory that replaces the
+  target only once complete: on error the old file is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings as _warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import h5py
+
+from snnir.errors import SnnirError, SnnirWarning
+from snnir.frontends.dialects import get_dialect
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Output, Subgraph
+from snnir.ir.ops.base import Op
+from snnir.ir.registry import is_extension
+from snnir.ir.semantics import DEFAULT_DT, Semantics
+from snnir.ir.shapes import infer_shapes
+from snnir.ir.verify import verify
+from snnir.ir.nir_io.encoding import SNNIR_KEY
+from snnir.ir.nir_io.reader import Reader
+from snnir.ir.nir_io.writer import NIR_VERSION, write_file
+
+#: How ``write`` expresses an extension op in standard NIR: op class -> fn(op) -> Graph of
+#: standard ops with one Input and one Output. The node becomes a nested NIRGraph of the same
+#: name (so it reads back as a :class:`Subgraph`). Ops missing here fall back to their
+#: reference-interpreter expansion.
+LOWER_EXTENSION: dict[type[Op], Callable[[Op], Graph]] = {}
+
+#: Where a file states no semantics: dt of the NIR paper, reset to v_reset as NIR >= 1.0 says.
+FILELESS_DEFAULTS: Mapping[str, Any] = {"dt": DEFAULT_DT, "reset": "zero"}
+
+__all__ = ["read", "load", "write", "ReadReport", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
+           "NIR_VERSION"]
+
+
+@dataclass
+class ReadReport:
+    """What ``load`` assumed (``defaults_applied``), noticed (``warnings``) or fixed (``repairs``)."""
+
+    defaults_applied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+
+
+def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
+         repair: bool = False, semantics: Mapping[str, Any] | None = None) -> Graph:
+    """Read a NIR file into a verified graph; warns once (:class:`SnnirWarning`) with what it assumed."""
+    graph, report = load(path, dt=dt, reset=reset, dialect=dialect, repair=repair, semantics=semantics)
+    by_default: dict[str, list[str]] = {}
+    for line in report.defaults_applied:
+        node, _, what = line.partition(": ")
+        by_default.setdefault(what, []).append(node)
+    lines = (
+        [f"default applied ({what}) to nodes {', '.join(nodes)}" for what, nodes in by_default.items()]
+        + [f"repaired: {r}" for r in report.repairs]
+        + report.warnings
+    )
+    if lines:
+        _warnings.warn(SnnirWarning(f"reading {os.fspath(path) if _is_path(path) else 'file'}: "
+                                    + "; ".join(lines)), stacklevel=2)
+    return graph
+
+
+def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
+         repair: bool = False, semantics: Mapping[str, Any] | None = None) -> tuple[Graph, ReadReport]:
+    """Read a NIR file; return the verified graph and a :class:`ReadReport`. See :func:`read`."""
+    chosen = get_dialect(dialect)
+    caller = {k: v for k, v in {"dt": dt, "reset": reset, **(semantics or {})}.items() if v is not None}
+    sem, sources = _default_semantics(chosen.read_defaults, caller)
+    reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair)
+    graph = _read_file(path, reader)
+    report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
+    graph = _normalise_outputs(graph, report.warnings)
+    graph = chosen.on_read(graph, report.warnings)
+    report.warnings.extend(verify(graph).warnings)
+    return graph, report
+
+
+def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extensions: bool = False) -> None:
+    """Write ``graph`` as a NIR file that ``nir.read`` loads and :func:`read` restores exactly.
+
+    Extension ops are written lowered to standard NIR (see :data:`LOWER_EXTENSION`) unless
+    ``keep_extensions``, which writes their ``snnir.*`` type and fields (read back exactly).
+    """
+    if not isinstance(graph, Graph):
+        raise SnnirError(f"write needs a Graph, got {type(graph).__name__}")
+    notes: list[str] = []
+    graph = get_dialect(dialect).on_write(graph, notes)
+    if not keep_extensions:
+        graph = lower_extensions(graph)
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise SnnirError(f"cannot write {target}: no such directory {directory}")
+    if os.path.isdir(target):
+        raise SnnirError(f"cannot write {target}: it is a directory")
+    fd, temp = tempfile.mkstemp(prefix=".snnir-", suffix=".nir.tmp", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(temp, "w") as file:
+            write_file(file, graph)
+        os.chmod(temp, _file_mode(target))
+        os.replace(temp, target)
+    except OSError as exc:
+        os.unlink(temp)
+        raise SnnirError(f"cannot write {target}: {exc}") from None
+    except BaseException:
+        os.unlink(temp)
+        raise
+    if notes:
+        _warnings.warn(SnnirWarning(f"writing {target}: " + "; ".join(notes)), stacklevel=2)
+
+
+def _file_mode(target: str) -> int:
+    """The replaced file's permissions, or what a newly created file would get."""
+    if os.path.exists(target):
+        return os.stat(target).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
+    """``graph`` with every extension op replaced by a nested NIRGraph of standard ops."""
+    nodes = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=lower_extensions(op.graph, f"{prefix}{name}."))
+        elif is_extension(op.op_type):
+            op = Subgraph(graph=lower_extensions(_lowering(op, prefix + name), f"{prefix}{name}."))
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
+
+
+def _lowering(op: Op, path: str) -> Graph:
+    lower = LOWER_EXTENSION.get(type(op))
+    if lower is None:
+        from snnir.targets.reference.interpreter import EXTENSIONS
+
+        lower = EXTENSIONS.get(type(op))
+    if lower is None:
+        raise SnnirError(f"extension op {op.op_type} has no lowering to standard NIR; "
+                         "write with keep_extensions=True", path)
+    lowered = lower(op)
+    if len(lowered.inputs) != 1 or len(lowered.outputs) != 1:
+        raise SnnirError(f"the lowering of {op.op_type} must have one Input and one Output", path)
+    return lowered
+
+
+def _default_semantics(dialect_defaults: Mapping[str, Any], caller: Mapping[str, Any]) -> tuple[Semantics, str]:
+    """The semantics for nodes whose file says none, and a line saying where each field came from."""
+    layers = [("default", dict(FILELESS_DEFAULTS)), ("dialect", dict(dialect_defaults)), ("caller", dict(caller))]
+    chosen: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            chosen[key], origin[key] = value, source
+    sem = Semantics.from_dict(chosen)
+    described = ", ".join(f"{k}={chosen[k]!r} ({origin[k]})" for k in chosen)
+    rest = "" if set(chosen) >= set(Semantics.__dataclass_fields__) else ", others Semantics defaults"
+    return sem, f"semantics not in file; used {described}{rest}"
+
+
+def _is_path(path: Any) -> bool:
+    return isinstance(path, (str, bytes, os.PathLike))
+
+
+def _read_file(path: Any, reader: Reader) -> Graph:
+    if _is_path(path):
+        name = os.fspath(path)
+        if not os.path.isfile(name):
+            raise SnnirError(f"no such file: {name}")
+        if os.path.getsize(name) == 0:
+            raise SnnirError(f"{name} is empty, not a NIR (HDF5) file")
+    else:
+        name = getattr(path, "name", "file")
+    try:
+        with h5py.File(path, "r") as file:
+            return reader.read_root(file)
+    except SnnirError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        where = f" (at node '{reader.current}')" if reader.current else ""
+        raise SnnirError(f"cannot read {name} as a NIR (HDF5) file{where}: {type(exc).__name__}: {detail}",
+                         reader.current) from None
+
+
+def _normalise_outputs(graph: Graph, notes: list[str]) -> Graph:
+    """Output shapes that disagree with inference but hold as many elements become the inferred shape."""
+    try:
+        shapes = infer_shapes(graph)
+    except SnnirError:
+        return graph  # the verifier reports it
+    return _normalise_level(graph, "", shapes.inputs, notes)
+
+
+def _normalise_level(graph: Graph, prefix: str, inferred: Mapping[str, Any], notes: list[str]) -> Graph:
+    nodes = {}
+    for name, op in graph.nodes.items():
+        path = prefix + name
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=_normalise_level(op.graph, path + ".", inferred, notes))
+        elif isinstance(op, Output) and op.shape is not None and inferred.get(path) is not None:
+            got = tuple(inferred[path])
+            if got != op.shape and _count(got) == _count(op.shape):
+                notes.append(f"node '{path}': Output shape {list(op.shape)} normalised to {list(got)}")
+                op = op.replace(shape=got)
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+

@@ -1,0 +1,157 @@
+"""Clean-up passes: ``infer_shapes``, ``canonicalize``, ``eliminate_dead_nodes``.
+
+All keep Output values and surviving nodes' state exactly (no arithmetic is
+re-associated): identities are removed, scalar neuron parameters are
+broadcast, an Affine whose bias is all zero becomes a Linear, and "same" or
+"valid" convolution padding becomes explicit integers.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Affine, Conv1d, Conv2d, Flatten, Input, Linear, Scale, Subgraph
+from snnir.ir.ops.neuron import Neuron
+from snnir.ir.schedule import node_digraph
+from snnir.ir.verify import verify
+from snnir.passes.analysis import NEURONS, bypass, in_edges, shapes_of
+from snnir.passes.base import Match, RewritePass, Rule, register_pass
+
+
+@register_pass("infer_shapes")
+def infer_shapes(graph: Graph) -> Graph:
+    """Verify the graph and record every node's output shape in
+    ``metadata["snnir.shapes"]`` (``{node path: [dims]}``)."""
+    shapes = verify(graph).shapes
+    recorded = {path: list(shape) for path, shape in shapes.outputs.items()}
+    return graph.replace(metadata={**graph.metadata, "snnir.shapes": recorded})
+
+
+def _is_identity(op, input_shape) -> str | None:
+    """``None`` if ``op`` is the identity on inputs of ``input_shape``, else why not."""
+    if isinstance(op, Scale):
+        return None if np.all(op.scale == 1) else "its scale is not all ones"
+    if isinstance(op, (Linear, Affine)):
+        w = op.weight
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.array_equal(w, np.eye(w.shape[0])):
+            return "its weight is not an identity matrix"
+        if isinstance(op, Affine) and np.any(op.bias != 0):
+            return "its bias is not zero"
+        return None
+    if isinstance(op, Flatten):
+        if input_shape is None:
+            return "its input shape is unknown"
+        start, end = op.dims(len(input_shape), "?")
+        return None if start == end else f"it joins dims {start}..{end} of {list(input_shape)}"
+    return f"{op.op_type} is not an identity op"
+
+
+class RemoveIdentity(Rule):
+    """Drop a node that computes y = x (Scale(1), Linear(I), Affine(I, 0), a Flatten joining one dim)."""
+
+    name = "remove_identity"
+    pattern = ((Scale, Linear, Affine, Flatten),)
+
+    def check(self, graph: Graph, match: Match) -> str | None:
+        (node,) = match.nodes
+        shape = shapes_of(graph).inputs.get(node) if isinstance(graph.nodes[node], Flatten) else None
+        reason = _is_identity(graph.nodes[node], shape)
+        if reason:
+            return reason
+        if not in_edges(graph, node):
+            return "it has no input"
+        edges = bypass(graph, node)
+        if len(set(edges)) != len(edges):
+            return "removing it would duplicate an edge (a source would feed a consumer twice)"
+        return None
+
+    def rewrite(self, graph: Graph, match: Match) -> Graph:
+        (node,) = match.nodes
+        edges = bypass(graph, node)
+        return graph.replace(nodes={n: op for n, op in graph.nodes.items() if n != node}, edges=edges)
+
+
+class BroadcastNeuronParams(Rule):
+    """Give every neuron parameter the neuron's full input shape."""
+
+    name = "broadcast_neuron_params"
+    pattern = (NEURONS,)
+
+    def check(self, graph: Graph, match: Match) -> str | None:
+        (node,) = match.nodes
+        shape = shapes_of(graph).inputs.get(node)
+        if shape is None:
+            return "its input shape is unknown"
+        if all(value.shape == tuple(shape) for value in graph.nodes[node].params().values()):
+            return "its parameters already have the input shape"
+        return None
+
+    def rewrite(self, graph: Graph, match: Match) -> Graph:
+        (node,) = match.nodes
+        op: Neuron = graph.nodes[node]
+        shape = tuple(shapes_of(graph).inputs[node])
+        changes = {name: np.broadcast_to(value, shape).copy() for name, value in op.params().items()}
+        return graph.with_nodes(**{node: op.replace(**changes)})
+
+
+class AffineWithoutBias(Rule):
+    """An Affine whose bias is all zero is a Linear."""
+
+    name = "affine_without_bias"
+    pattern = ((Affine,),)
+
+    def check(self, graph: Graph, match: Match) -> str | None:
+        op = graph.nodes[match.nodes[0]]
+        if np.any(op.bias != 0):
+            return "its bias is not zero"
+        if "bias" in op.trainable:
+            return "its bias is trainable"
+        return None
+
+    def rewrite(self, graph: Graph, match: Match) -> Graph:
+        (node,) = match.nodes
+        op = graph.nodes[node]
+        return graph.with_nodes(**{node: Linear(op.weight, metadata=op.metadata, trainable=op.trainable)})
+
+
+class ExplicitConvPadding(Rule):
+    """A convolution's ``"same"``/``"valid"`` padding becomes explicit integers."""
+
+    name = "explicit_conv_padding"
+    pattern = ((Conv1d, Conv2d),)
+
+    def check(self, graph: Graph, match: Match) -> str | None:
+        padding = graph.nodes[match.nodes[0]].padding
+        return None if isinstance(padding, str) else "its padding is already explicit"
+
+    def rewrite(self, graph: Graph, match: Match) -> Graph:
+        (node,) = match.nodes
+        op = graph.nodes[node]
+        return graph.with_nodes(**{node: op.replace(padding=op.explicit_padding())})
+
+
+CANONICAL_RULES = (RemoveIdentity(), AffineWithoutBias(), BroadcastNeuronParams(), ExplicitConvPadding())
+canonicalize = register_pass()(
+    RewritePass("canonicalize", CANONICAL_RULES, "remove identities, drop zero biases, broadcast neuron parameters, make padding explicit")
+)
+
+
+@register_pass("eliminate_dead_nodes")
+def eliminate_dead_nodes(graph: Graph) -> Graph:
+    """Remove nodes from which no Output is reachable (Inputs and, inside nested
+    graphs, Outputs are kept: they are the interface)."""
+    g = node_digraph(graph)
+    live = set()
+    for output in graph.outputs:
+        live |= nx.ancestors(g, output) | {output}
+    dead = [n for n, op in graph.nodes.items() if n not in live and not isinstance(op, Input)]
+    graph = graph.without_nodes(dead)
+    nested = {
+        name: op.replace(graph=eliminate_dead_nodes(op.graph))
+        for name, op in graph.nodes.items()
+        if isinstance(op, Subgraph)
+    }
+    return graph.with_nodes(**nested) if nested else graph
+

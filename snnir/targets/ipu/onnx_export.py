@@ -1,0 +1,420 @@
+"""Export a graph as a one-timestep ONNX model with explicit state.
+
+The model's inputs are the graph inputs (named by their Input nodes,
+``[batch, *shape]``) followed by one tensor per state variable
+(``"<node path>.<state>"``); its outputs are the graph outputs (named by their
+Output nodes) followed by the new states (``"<...>.next"``). States start at
+zero. A delayed (recurrent) edge reads its source's previous output from the
+extra state ``"<source>.out"``. Fused neuron steps and the surrogate spike are
+custom ops in domain ``ai.snnir`` (see :mod:`snnir.targets.ipu.kernels`) whose
+ONNX function bodies, made of standard ops, ship in ``model.functions``: any
+ONNX runtime runs them, PopART binds the custom ops instead. Built with
+``onnx.helper`` from the snnir graph; nothing is traced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import FunctionProto, TensorProto, helper, numpy_helper
+
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops import (
+    Affine, AvgPool2d, Conv1d, Conv2d, Delay, Flatten, Input, Linear, Output, Scale, Subgraph,
+    SumPool2d, Threshold,
+)
+from snnir.ir.ops.neuron import Neuron
+from snnir.ir.schedule import schedule
+from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.ir.verify import verify
+from snnir.targets.ipu.kernels import DOMAIN, DOMAIN_VERSION, SPIKE_OP, Kernel, coefficients, kernel_for
+from snnir.targets.reference.interpreter import EXTENSIONS
+
+OPSET = 18
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+PRECISIONS = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
+BATCH = "batch"
+
+
+@dataclass
+class OnnxExport:
+    """An exported model and its manifest (``states``: name -> shape, ``BATCH`` marking the batch dim)."""
+
+    model: onnx.ModelProto
+    manifest: dict[str, Any]
+    kernels: dict[str, Kernel] = field(default_factory=dict)
+
+
+def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32", **manifest_extra: Any) -> Path:
+    """Write ``out_dir/model.onnx`` and ``out_dir/manifest.json``; returns ``out_dir``."""
+    exported = export(graph, precision=precision)
+    return write(exported, out_dir, **manifest_extra)
+
+
+def write(exported: OnnxExport, out_dir: Any, **manifest_extra: Any) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(exported.model, out / MODEL_FILE)
+    manifest = {**exported.manifest, **manifest_extra}
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def export(graph: Graph, *, precision: str = "fp32") -> OnnxExport:
+    """Build the ONNX model of one step of ``graph`` (verified first)."""
+    if precision not in PRECISIONS:
+        raise SnnirError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    shapes = verify(graph).shapes
+    builder = _Builder(shapes, precision)
+    ports = {}
+    for name in graph.inputs:
+        ports[name] = name
+        builder.graph_inputs.append(builder.value_info(name, shapes.outputs[name], builder.act_type))
+    outs = builder.level(graph, "", ports)
+    for name, tensor in outs.items():
+        builder.add("Identity", [tensor], [name])
+        builder.graph_outputs.append(builder.value_info(name, shapes.inputs[name], builder.act_type))
+    model = builder.model()
+    onnx.checker.check_model(model)
+    return OnnxExport(model, builder.manifest(graph), builder.kernels)
+
+
+class _Builder:
+    def __init__(self, shapes: Shapes, precision: str):
+        self.shapes = shapes
+        self.precision = precision
+        self.act_type, self.act_dtype = PRECISIONS[precision]
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.graph_inputs: list[onnx.ValueInfoProto] = []
+        self.graph_outputs: list[onnx.ValueInfoProto] = []
+        self.state_inputs: list[onnx.ValueInfoProto] = []
+        self.state_outputs: list[onnx.ValueInfoProto] = []
+        self.states: dict[str, dict[str, Any]] = {}
+        self.kernels: dict[str, Kernel] = {}
+        self.node_info: dict[str, dict[str, Any]] = {}
+        self.uses_spike = False
+
+    # --- small helpers -----------------------------------------------------
+    def value_info(self, name: str, shape, elem_type: int, leading: tuple = (BATCH,)) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, elem_type, list(leading) + [int(d) for d in shape])
+
+    def add(self, op_type: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs: Any) -> None:
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], domain=domain, **attrs))
+
+    def const(self, name: str, array: np.ndarray, dtype=None) -> str:
+        array = np.asarray(array, dtype=dtype if dtype is not None else self.act_dtype)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def state(self, name: str, shape, elem_type: int, leading: tuple = (BATCH,)) -> str:
+        """Declare state ``name`` (an input) and its ``name.next`` output; returns the input name."""
+        self.state_inputs.append(self.value_info(name, shape, elem_type, leading))
+        self.state_outputs.append(self.value_info(f"{name}.next", shape, elem_type, leading))
+        self.states[name] = {
+            "shape": list(leading) + [int(d) for d in shape],
+            "dtype": "float32" if elem_type == TensorProto.FLOAT else "float16",
+            "init": "zeros",
+        }
+        return name
+
+    def sum(self, path: str, port: Any, tensors: list[str]) -> str:
+        total = tensors[0]
+        for k, tensor in enumerate(tensors[1:]):
+            out = f"{path}/sum{'' if port is None else '.' + port}{k}"
+            self.add("Add", [total, tensor], [out])
+            total = out
+        return total
+
+    # --- graph levels --------------------------------------------------------
+    def level(self, graph: Graph, prefix: str, ports: Mapping[str, str]) -> dict[str, str]:
+        """Emit one graph level; ``ports`` maps its Input nodes to tensors. Returns Output -> tensor."""
+        sched = schedule(graph)
+        sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        for src, dst in graph.edges:
+            node, port = graph.resolve(dst, as_source=False)
+            s_node, s_port = graph.resolve(src, as_source=True)
+            key = f"{s_node}.{s_port}" if s_port is not None else s_node
+            sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
+        previous: dict[str, str] = {}
+        for key, _, delayed in (s for lst in sources.values() for s in lst):
+            if delayed and key not in previous:
+                shape = self.shapes.outputs[prefix + key]
+                previous[key] = self.state(f"{prefix}{key}.out", shape, self.act_type)
+        values: dict[str, str] = {}
+        for name in sched.order:
+            op = graph.nodes[name]
+            path = prefix + name
+            if isinstance(op, Input):
+                values[name] = ports[name]
+                continue
+            summed: dict[str | None, list[str]] = {}
+            for key, port, delayed in sources.get(name, []):
+                summed.setdefault(port, []).append(previous[key] if delayed else values[key])
+            inputs = {port: self.sum(path, port, tensors) for port, tensors in summed.items()}
+            if isinstance(op, Subgraph):
+                child_ports = {(p if p is not None else op.graph.inputs[0]): t for p, t in inputs.items()}
+                outs = self.level(op.graph, path + ".", child_ports)
+                for port, tensor in outs.items():
+                    values[f"{name}.{port}"] = tensor
+                if len(outs) == 1:
+                    values[name] = next(iter(outs.values()))
+                continue
+            x = inputs[None]
+            if type(op) in EXTENSIONS:  # run by its definition, state under its path (as snnir.run)
+                values[name] = self.extension(op, path, x)
+                continue
+            if isinstance(op, Output):
+                values[name] = x
+                continue
+            try:
+                values[name] = self.lower(op, path, x)
+            except SnnirError as exc:
+                raise SnnirError(exc.reason, exc.node or path) from None
+        for key, state in previous.items():
+            self.add("Identity", [values[key]], [f"{state}.next"])
+        return {name: values[name] for name in graph.outputs}
+
+    def extension(self, op: Any, path: str, x: str) -> str:
+        expansion = EXTENSIONS[type(op)](op)
+        inner = infer_shapes(expansion)
+        for table, inner_table in ((self.shapes.inputs, inner.inputs), (self.shapes.outputs, inner.outputs)):
+            table.update({f"{path}.{key}": value for key, value in inner_table.items()})
+        outs = self.level(expansion, path + ".", {expansion.inputs[0]: x})
+        return next(iter(outs.values()))
+
+    # --- ops ---------------------------------------------------------------------
+    def lower(self, op: Any, path: str, x: str) -> str:
+        y = f"{path}/y"
+        if isinstance(op, (Affine, Linear)):
+            wt = self.const(f"{path}/weight_t", np.asarray(op.weight).T)
+            if isinstance(op, Linear):
+                self.add("MatMul", [x, wt], [y])
+            else:
+                self.add("MatMul", [x, wt], [f"{path}/matmul"])
+                self.add("Add", [f"{path}/matmul", self.const(f"{path}/bias", op.bias)], [y])
+        elif isinstance(op, Scale):
+            self.add("Mul", [x, self.const(f"{path}/scale", op.scale)], [y])
+        elif isinstance(op, Flatten):
+            shape = [0] + list(self.shapes.outputs[path])
+            self.add("Reshape", [x, self.const(f"{path}/shape", shape, np.int64)], [y])
+        elif isinstance(op, (Conv1d, Conv2d)):
+            bias = np.broadcast_to(np.asarray(op.bias), (op.weight.shape[0],))
+            pads = list(op.explicit_padding())
+            self.add(
+                "Conv", [x, self.const(f"{path}/weight", op.weight), self.const(f"{path}/bias", bias)], [y],
+                kernel_shape=list(op.weight.shape[2:]), strides=list(op.stride), dilations=list(op.dilation),
+                pads=pads + pads, group=int(op.groups),
+            )
+        elif isinstance(op, SumPool2d):
+            channels = self.shapes.inputs[path][0]
+            ones = np.ones((channels, 1) + tuple(op.kernel_size))
+            self.add(
+                "Conv", [x, self.const(f"{path}/ones", ones)], [y], kernel_shape=list(op.kernel_size),
+                strides=list(op.stride), pads=list(op.padding) * 2, group=int(channels),
+            )
+        elif isinstance(op, AvgPool2d):
+            self.add(
+                "AveragePool", [x], [y], kernel_shape=list(op.kernel_size), strides=list(op.stride),
+                pads=list(op.padding) * 2, count_include_pad=1,
+            )
+        elif isinstance(op, Threshold):
+            self.add("Sub", [x, self.const(f"{path}/threshold", op.threshold)], [f"{path}/shifted"])
+            self.add(SPIKE_OP, [f"{path}/shifted"], [y], domain=DOMAIN)
+            self.uses_spike = True
+        elif isinstance(op, Delay):
+            return self.delay(op, path, x)
+        elif isinstance(op, Neuron):
+            return self.neuron(op, path, x)
+        else:
+            raise SnnirError(f"the ONNX/IPU target has no lowering for {op.op_type}", path)
+        return y
+
+    def delay(self, op: Delay, path: str, x: str) -> str:
+        shape = tuple(self.shapes.outputs[path])
+        steps = np.broadcast_to(op.steps(path), shape)
+        depth = int(steps.max()) if steps.size else 0
+        self.node_info[path] = {"op": "Delay", "steps": int(depth), "dt": op.sem.dt}
+        if depth == 0:
+            self.add("Identity", [x], [f"{path}/y"])
+            return f"{path}/y"
+        buffer = self.state(f"{path}.buffer", shape, self.act_type, leading=(depth, BATCH))
+        axis0 = self.const(f"{path}/axis0", [0], np.int64)
+        self.add("Unsqueeze", [x, axis0], [f"{path}/x1"])
+        self.add("Concat", [buffer, f"{path}/x1"], [f"{path}/history"], axis=0)
+        index = self.const(f"{path}/index", (depth - steps)[None, None], np.int64)
+        self.add("Shape", [f"{path}/x1"], [f"{path}/x1_shape"])
+        self.add("Expand", [index, f"{path}/x1_shape"], [f"{path}/index_b"])
+        self.add("GatherElements", [f"{path}/history", f"{path}/index_b"], [f"{path}/picked"], axis=0)
+        self.add("Squeeze", [f"{path}/picked", axis0], [f"{path}/y"])
+        big = self.const(f"{path}/end", [np.iinfo(np.int64).max], np.int64)
+        self.add("Slice", [f"{path}/history", self.const(f"{path}/one", [1], np.int64), big, axis0],
+                 [f"{buffer}.next"])
+        return f"{path}/y"
+
+    def neuron(self, op: Neuron, path: str, x: str) -> str:
+        kernel = kernel_for(op)
+        self.kernels[kernel.name] = kernel
+        shape = self.shapes.outputs[path]
+        state_ins = [self.state(f"{path}.{s}", shape, TensorProto.FLOAT) for s in kernel.state_names]
+        coeffs = [
+            self.const(f"{path}/{name}", value, np.float32) for name, value in coefficients(op).items()
+        ]
+        if self.precision == "fp16":
+            self.add("Cast", [x], [f"{path}/x32"], to=TensorProto.FLOAT)
+            x = f"{path}/x32"
+        y32 = f"{path}/y32" if self.precision == "fp16" else f"{path}/y"
+        outs = [y32] + [f"{s}.next" for s in state_ins]
+        self.add(kernel.name, [x] + state_ins + coeffs, outs, domain=DOMAIN)
+        if self.precision == "fp16":
+            self.add("Cast", [y32], [f"{path}/y"], to=self.act_type)
+        self.node_info[path] = {
+            "op": op.op_type, "kernel": kernel.name, "states": list(kernel.state_names),
+            "dt": op.sem.dt, "semantics": op.sem.to_dict(),
+        }
+        return f"{path}/y"
+
+    # --- assembly -------------------------------------------------------------------
+    def model(self) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "snnir_step", self.graph_inputs + self.state_inputs,
+            self.graph_outputs + self.state_outputs, self.initializers,
+        )
+        functions = [neuron_function(k) for k in self.kernels.values()]
+        if self.uses_spike:
+            functions.append(spike_function())
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+        model = helper.make_model(graph, opset_imports=opsets, functions=functions, producer_name="snnir")
+        model.ir_version = 8
+        return model
+
+    def manifest(self, graph: Graph) -> dict[str, Any]:
+        return {
+            "format": "snnir-onnx-step/1",
+            "model": MODEL_FILE,
+            "precision": self.precision,
+            "state_precision": "fp32 (neurons); activations elsewhere",
+            "domain": DOMAIN,
+            "domain_version": DOMAIN_VERSION,
+            "inputs": {n: [BATCH] + list(self.shapes.outputs[n]) for n in graph.inputs},
+            "outputs": {n: [BATCH] + list(self.shapes.inputs[n]) for n in graph.outputs},
+            "states": self.states,
+            "custom_ops": sorted(self.kernels) + ([SPIKE_OP] if self.uses_spike else []),
+            "nodes": self.node_info,
+        }
+
+
+# --- function bodies (the definitions onnxruntime executes) ----------------------------
+class _Body:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
+        return output
+
+    def scalar(self, name: str, value: float) -> str:
+        return self.op("Constant", [], name, value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+
+def _spike(body: _Body, u: str, kernel: Kernel) -> str:
+    if kernel.spike_mode == "multi":
+        body.op("Div", [u, "thr"], "u_over_thr")
+        body.op("Floor", ["u_over_thr"], "floored")
+        return body.op("Max", ["floored", body.scalar("zero_f", 0.0)], "spikes")
+    compare = "GreaterOrEqual" if kernel.threshold_compare == "ge" else "Greater"
+    body.op(compare, [u, "thr"], "fired")
+    return body.op("Cast", ["fired"], "spikes", to=TensorProto.FLOAT)
+
+
+def _reset(body: _Body, u: str, z: str, kernel: Kernel, out: str) -> str:
+    if kernel.reset == "zero":
+        body.op("Greater", [z, body.scalar(f"{out}_zero", 0.0)], f"{out}_fired")
+        return body.op("Where", [f"{out}_fired", "v_reset", u], out)
+    if kernel.reset == "subtract":
+        body.op("Mul", [z, "thr"], f"{out}_zthr")
+        return body.op("Sub", [u, f"{out}_zthr"], out)
+    return body.op("Identity", [u], out)
+
+
+def neuron_function(kernel: Kernel) -> FunctionProto:
+    """The ONNX function defining ``kernel``'s forward step (float32 tensors)."""
+    body = _Body()
+    drive_in = "x"
+    if kernel.has_current:
+        body.op("Mul", ["a_syn", "i"], "i_decayed")
+        body.op("Mul", ["g_syn", "x"], "i_input")
+        body.op("Add", ["i_decayed", "i_input"], "i_next")
+        drive_in = "i_next" if kernel.current_order == "current_first" else "i"
+    body.op("Sub", ["v", "v_leak"], "v_rel")
+    body.op("Mul", ["a_mem", "v_rel"], "v_rel_decayed")
+    body.op("Add", ["v_leak", "v_rel_decayed"], "leaked")
+    body.op("Mul", ["g_mem", drive_in], "drive")
+    if not kernel.spiking:
+        body.op("Add", ["leaked", "drive"], "v_next")
+        body.op("Identity", ["v_next"], "y")
+    elif kernel.reset_timing == "next":
+        _reset(body, "leaked", "z", kernel, "leaked_reset")
+        body.op("Add", ["leaked_reset", "drive"], "v_next")
+        _spike(body, "v_next", kernel)
+        body.op("Identity", ["spikes"], "y")
+        body.op("Identity", ["spikes"], "z_next")
+    else:
+        body.op("Add", ["leaked", "drive"], "u")
+        _spike(body, "u", kernel)
+        body.op("Identity", ["spikes"], "y")
+        _reset(body, "u", "spikes", kernel, "v_next")
+    return helper.make_function(
+        DOMAIN, kernel.name, list(kernel.input_names), list(kernel.output_names), body.nodes,
+        [helper.make_opsetid("", OPSET)], attributes=["surrogate", "slope"],
+    )
+
+
+def spike_function() -> FunctionProto:
+    """``Spike``: y = 1 where x > 0 else 0 (its surrogate gradient is the IPU grad op's business)."""
+    body = _Body()
+    body.op("Greater", ["x", body.scalar("zero_f", 0.0)], "fired")
+    body.op("Cast", ["fired"], "y", to=TensorProto.FLOAT)
+    return helper.make_function(
+        DOMAIN, SPIKE_OP, ["x"], ["y"], body.nodes, [helper.make_opsetid("", OPSET)],
+        attributes=["surrogate", "slope"],
+    )
+
+
+# --- running with onnxruntime ---------------------------------------------------------
+def simulate(model_dir: Any, x: Any) -> dict[str, np.ndarray]:
+    """Step ``model_dir/model.onnx`` with onnxruntime over ``x`` (``[T, B, *shape]`` or a dict by
+    Input name), states from zero. Returns ``{output: [T, B, ...]}`` and ``{state: [T, ...]}`` (float64)."""
+    import onnxruntime as ort
+
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    session = ort.InferenceSession(str(model_dir / manifest["model"]), providers=["CPUExecutionProvider"])
+    names = list(manifest["inputs"])
+    given = dict(x) if isinstance(x, Mapping) else {names[0]: x}
+    dtype = np.float16 if manifest["precision"] == "fp16" else np.float32
+    arrays = {n: np.asarray(given[n]) for n in names}
+    steps, batch = next(iter(arrays.values())).shape[:2]
+    state = {
+        n: np.zeros([batch if d == BATCH else d for d in s["shape"]], dtype=s["dtype"])
+        for n, s in manifest["states"].items()
+    }
+    outputs = list(manifest["outputs"]) + [f"{n}.next" for n in state]
+    results: dict[str, list[np.ndarray]] = {n: [] for n in list(manifest["outputs"]) + list(state)}
+    for t in range(steps):
+        feed = {n: arrays[n][t].astype(dtype) for n in names}
+        feed.update(state)
+        values = dict(zip(outputs, session.run(outputs, feed)))
+        state = {n: values[f"{n}.next"] for n in state}
+        for n in manifest["outputs"]:
+            results[n].append(values[n])
+        for n, v in state.items():
+            results[n].append(v)
+    return {n: np.stack(v).astype(np.float64) for n, v in results.items()}

@@ -1,0 +1,169 @@
+"""Readable, standalone Python source for a graph, with its weights in a file beside it.
+
+The generated module spells the graph out node by node (ops, semantics, edges)
+and reads every parameter array from the weights file: ``.safetensors`` when
+the ``safetensors`` package is installed, else a ``.pt`` file of plain tensors
+that is loaded with ``torch.load(weights_only=True)`` (never unpickled).
+``load_model()`` compiles it with the torch target; it needs only snnir.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+import snnir.ir
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Op
+from snnir.ir.semantics import Semantics
+
+_LOADERS = {
+    "safetensors": '''def load_weights(path=WEIGHTS):
+    """Parameter arrays by "<node>.<parameter>"."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))''',
+    "torch": '''def load_weights(path=WEIGHTS):
+    """Parameter arrays by "<node>.<parameter>" (plain tensors: nothing is unpickled)."""
+    import torch
+
+    return {name: tensor.numpy() for name, tensor in torch.load(path, weights_only=True).items()}''',
+}
+_SUFFIX = {"safetensors": ".safetensors", "torch": ".weights.pt"}
+
+
+def default_weights_format() -> str:
+    return "safetensors" if importlib.util.find_spec("safetensors") else "torch"
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.weights: dict[str, np.ndarray] = {}
+        self.imports: dict[str, set[str]] = {}
+
+    def need(self, cls: type) -> str:
+        module = "snnir.ir" if getattr(snnir.ir, cls.__name__, None) is cls else cls.__module__
+        self.imports.setdefault(module, set()).add(cls.__name__)
+        return cls.__name__
+
+    def op(self, op: Op, path: str, indent: str) -> str:
+        args, extras = [], []
+        for field in dataclasses.fields(op):
+            value = getattr(op, field.name)
+            if field.name == "trainable":
+                if value:
+                    extras.append(f"trainable={tuple(value)!r}")
+            elif field.name == "metadata":
+                if value and _literal(dict(value)):
+                    extras.append(f"metadata={dict(value)!r}")
+            elif field.metadata.get("kind") == "param":
+                key = f"{path}.{field.name}"
+                self.weights[key] = np.array(value, order="C")  # keeps 0-d arrays 0-d
+                args.append(f"{field.name}=w[{key!r}]")
+            elif isinstance(value, Semantics):
+                args.append(f"{field.name}={self.semantics(value)}")
+            elif isinstance(value, Op):
+                args.append(f"{field.name}={self.op(value, f'{path}.{field.name}', indent + '    ')}")
+            elif isinstance(value, Graph):
+                args.append(f"{field.name}={self.graph(value, path + '.', indent + '    ')}")
+            elif field.default is dataclasses.MISSING or value != field.default:
+                if not _literal(value):
+                    raise SnnirError(f"cannot write {op.op_type}.{field.name}={value!r} as source", path)
+                args.append(f"{field.name}={value!r}")
+        args += extras
+        name = self.need(type(op))
+        one_line = f"{name}({', '.join(args)})"
+        if len(one_line) + len(indent) <= 100:
+            return one_line
+        inner = indent + "    "
+        return f"{name}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{indent})"
+
+    def semantics(self, sem: Semantics) -> str:
+        self.need(Semantics)
+        default = Semantics()
+        changed = [f"{k}={v!r}" for k, v in sem.to_dict().items() if k == "dt" or getattr(default, k) != v]
+        return f"Semantics({', '.join(changed)})"
+
+    def graph(self, graph: Graph, prefix: str, indent: str) -> str:
+        self.need(Graph)
+        inner = indent + "    "
+        nodes = "".join(
+            f"{inner}    {name!r}: {self.op(op, prefix + name, inner + '    ')},\n" for name, op in graph.nodes.items()
+        )
+        edges = "".join(f"{inner}    ({src!r}, {dst!r}),\n" for src, dst in graph.edges)
+        metadata = f",\n{inner}metadata={dict(graph.metadata)!r}" if graph.metadata and _literal(dict(graph.metadata)) else ""
+        return f"Graph(\n{inner}{{\n{nodes}{inner}}},\n{inner}(\n{edges}{inner}){metadata},\n{indent})"
+
+
+def _literal(value) -> bool:
+    try:
+        return ast.literal_eval(repr(value)) == value
+    except (ValueError, SyntaxError, TypeError):
+        return False
+
+
+def generate_source(graph: Graph, weights_name: str, weights_format: str, source: str = "a snnir graph"):
+    """``(python source, weights by key)`` for ``graph``."""
+    writer = _Writer()
+    body = writer.graph(graph, "", "    ")
+    imports = "\n".join(
+        f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(writer.imports.items())
+    )
+    text = f'''"""Generated by `snnir compile` from {source}.
+
+``load_model()`` returns a trainable torch module of the graph below, with its
+parameters read from {weights_name} (next to this file). Needs only snnir.
+"""
+
+from pathlib import Path
+
+{imports}
+from snnir.targets.torch import compile_torch
+
+WEIGHTS = Path(__file__).with_name({weights_name!r})
+
+
+{_LOADERS[weights_format]}
+
+
+def build_graph(w):
+    """The snnir graph; ``w`` maps "<node>.<parameter>" to arrays."""
+    return {body}
+
+
+def load_model(**options):
+    """The graph as a torch module; ``options`` as for ``snnir.targets.torch.compile_torch``."""
+    return compile_torch(build_graph(load_weights()), **options)
+
+
+if __name__ == "__main__":
+    print(load_model())
+'''
+    return text, writer.weights
+
+
+def write_module(graph: Graph, path: str | Path, weights_format: str | None = None, source: str = "a snnir graph"):
+    """Write ``path`` (a ``.py`` file) and its weights file beside it; returns both paths."""
+    path = Path(path)
+    if path.suffix != ".py":
+        raise SnnirError(f"the generated module must be a .py file, got {path}")
+    weights_format = weights_format or default_weights_format()
+    if weights_format not in _LOADERS:
+        raise SnnirError(f"weights format must be one of {list(_LOADERS)}, got {weights_format!r}")
+    weights_path = path.with_name(path.stem + _SUFFIX[weights_format])
+    text, weights = generate_source(graph, weights_path.name, weights_format, source)
+    if weights_format == "safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(weights, str(weights_path))
+    else:
+        import torch
+
+        torch.save({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, weights_path)
+    path.write_text(text)
+    return path, weights_path

@@ -1,0 +1,286 @@
+"""A graph as a torch module: one submodule per node, named as the node.
+
+Execution, per graph level: strongly connected components in topological
+order. A component without recurrence runs over the whole sequence at once
+(stateless ops on ``[T*B, ...]``, neurons by their sequence scan); a recurrent
+component steps through time, its delayed edges reading the previous step's
+value (zero at the first step), exactly as :mod:`snnir.ir.schedule` defines.
+
+State is one flat dict of tensors: ``"<node path>.<state>"`` for op states (the
+keys of :func:`snnir.run`'s traces) and ``"<source>@prev"`` for the last value
+carried by a delayed edge.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import networkx as nx
+import torch
+from torch import nn
+
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Input, Op, Output, Subgraph
+from snnir.ir.schedule import node_digraph, schedule
+from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.targets.reference.interpreter import EXTENSIONS
+from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule
+from snnir.targets.torch.surrogate import Surrogate
+
+State = dict[str, torch.Tensor]
+
+
+class Options:
+    """Compile options shared by every level: which parameters train, the
+    surrogate, the dtype and whether neuron scans may use the fast path."""
+
+    def __init__(
+        self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool
+    ):
+        self.surrogate, self.dtype, self.fast, self.detach_reset = surrogate, dtype, fast, detach_reset
+        self.mode = trainable if isinstance(trainable, str) else "list"
+        if self.mode not in ("metadata", "all", "list"):
+            raise SnnirError(f"trainable must be 'metadata', 'all' or a list of names, got {trainable!r}")
+        self.names = set() if isinstance(trainable, str) else set(trainable)
+        if self.mode == "list":
+            known = set()
+            for path, op in graph.walk():
+                known.update(op.param_names())
+                known.update(f"{path}.{p}" for p in op.param_names())
+            unknown = sorted(self.names - known)
+            if unknown:
+                raise SnnirError(f"trainable names {unknown} match no parameter ('name' or 'node.name')")
+
+    def trainable_for(self, path: str, op: Op) -> frozenset[str]:
+        if self.mode == "metadata":
+            return frozenset(op.trainable)
+        names = op.param_names()
+        if self.mode == "all":
+            return frozenset(p for p in names if op.params()[p].dtype.kind == "f")
+        return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)
+
+
+def attribute_name(node: str) -> str:
+    """A submodule name for a node: dots become underscores (torch forbids dots)."""
+    return node.replace(".", "_")
+
+
+class GraphModule(nn.Module):
+    """One graph level; nested graphs and expanded extension ops are child levels."""
+
+    def __init__(self, graph: Graph, shapes: Shapes, shape_prefix: str, prefix: str, options: Options):
+        super().__init__()
+        self._graph = graph
+        self._shapes, self._shape_prefix, self._prefix = shapes, shape_prefix, prefix
+        self._attrs: dict[str, str] = {}
+        self._state_names: dict[str, tuple[str, ...]] = {}
+        sched = schedule(graph)
+        for name, op in graph.nodes.items():
+            if isinstance(op, (Input, Output)):
+                continue
+            self._attrs[name] = self._free_attribute(name)
+            self.add_module(self._attrs[name], self._lower(name, op, options))
+        self._sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        for src, dst in graph.edges:
+            node, port = graph.resolve(dst, as_source=False)
+            s_node, s_port = graph.resolve(src, as_source=True)
+            key = f"{s_node}.{s_port}" if s_port is not None else s_node
+            self._sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
+        self._plan = self._components(graph, sched.order)
+        self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
+
+    # --- building ---------------------------------------------------------------------
+    def _free_attribute(self, name: str) -> str:
+        attr = attribute_name(name)
+        while hasattr(self, attr) or attr in self._attrs.values():
+            attr += "_"
+        return attr
+
+    def _lower(self, name: str, op: Op, options: Options) -> nn.Module:
+        path = self._prefix + name
+        shape_key = self._shape_prefix + name
+        if isinstance(op, Subgraph):
+            return GraphModule(op.graph, self._shapes, shape_key + ".", path + ".", options)
+        in_shape = self._shapes.inputs.get(shape_key)
+        lowering = LOWERINGS.get(type(op))
+        if lowering is None and type(op) in EXTENSIONS:
+            expanded = EXTENSIONS[type(op)](op)
+            sub_shapes = infer_shapes(expanded, {expanded.inputs[0]: in_shape})
+            return ExpandedModule(op, GraphModule(expanded, sub_shapes, "", path + ".", options))
+        if lowering is None:
+            raise SnnirError(f"the torch target has no lowering for op type '{op.op_type}'", path)
+        ctx = LoweringContext(
+            path=path,
+            trainable=options.trainable_for(path, op),
+            surrogate=options.surrogate,
+            dtype=options.dtype,
+            in_shape=in_shape,
+            out_shape=tuple(self._shapes.outputs[shape_key]),
+            fast=options.fast,
+            detach_reset=options.detach_reset,
+        )
+        module = lowering(op, ctx)
+        if module.stateful:
+            probe = module.initial_state(1, ctx.out_shape, options.dtype, "meta")
+            self._state_names[name] = tuple(probe)
+        return module
+
+    @staticmethod
+    def _components(graph: Graph, order: tuple[str, ...]) -> list[tuple[tuple[str, ...], bool]]:
+        """SCCs in topological order, members in schedule order; flag the recurrent ones."""
+        g = node_digraph(graph)
+        position = {name: i for i, name in enumerate(order)}
+        condensed = nx.condensation(g)
+        members = condensed.graph["mapping"]
+        groups: dict[int, list[str]] = {}
+        for node, comp in members.items():
+            groups.setdefault(comp, []).append(node)
+        first = {c: min(position[n] for n in nodes) for c, nodes in groups.items()}
+        plan = []
+        for comp in nx.lexicographical_topological_sort(condensed, key=lambda c: first[c]):
+            nodes = tuple(sorted(groups[comp], key=position.__getitem__))
+            plan.append((nodes, len(nodes) > 1 or g.has_edge(nodes[0], nodes[0])))
+        return plan
+
+    def node_module(self, name: str) -> nn.Module:
+        """The submodule of node ``name`` of this level."""
+        return getattr(self, self._attrs[name])
+
+    # --- state ------------------------------------------------------------------------
+    def initial_state(self, batch: int, dtype: torch.dtype, device: Any) -> State:
+        state: State = {}
+        for name, attr in self._attrs.items():
+            module = getattr(self, attr)
+            if isinstance(module, (GraphModule, ExpandedModule)):
+                state.update(module.initial_state(batch, dtype, device))
+            elif module.stateful:
+                shape = self._shapes.outputs[self._shape_prefix + name]
+                for key, value in module.initial_state(batch, shape, dtype, device).items():
+                    state[f"{self._prefix}{name}.{key}"] = value
+        for key in self._delayed_keys:
+            shape = tuple(self._shapes.outputs[self._shape_prefix + key])
+            state[f"{self._prefix}{key}@prev"] = torch.zeros((batch,) + shape, dtype=dtype, device=device)
+        return state
+
+    # --- running ----------------------------------------------------------------------
+    def run(self, inputs: Mapping[str, torch.Tensor], state: State, record: bool):
+        """Sequences ``[T, B, ...]`` by Input name -> (outputs by Output name, new state, traces or None)."""
+        values: dict[str, torch.Tensor] = {}
+        new_state: State = {}
+        traces: dict[str, torch.Tensor] | None = {} if record else None
+        steps = next(iter(inputs.values())).shape[0]
+        for members, recurrent in self._plan:
+            if recurrent:
+                self._run_recurrent(members, steps, values, state, new_state, traces)
+                continue
+            name = members[0]
+            if name in inputs:
+                values[name] = inputs[name]
+                continue
+            outs, node_state, node_traces = self._run_node(name, self._gather(name, values), state, record)
+            values.update(outs)
+            new_state.update(node_state)
+            if traces is not None and node_traces:
+                traces.update(node_traces)
+        return {name: values[name] for name in self._graph.outputs}, new_state, traces
+
+    def _gather(self, name, values, step_values=None, prev=None, t=None) -> dict[str | None, torch.Tensor]:
+        summed: dict[str | None, torch.Tensor] = {}
+        for key, port, delayed in self._sources.get(name, ()):
+            if delayed:
+                value = prev[key][None]
+            elif step_values is not None and key in step_values:
+                value = step_values[key]
+            elif t is not None:
+                value = values[key][t : t + 1]
+            else:
+                value = values[key]
+            summed[port] = summed[port] + value if port in summed else value
+        return summed
+
+    def _run_node(self, name: str, x: dict, state: State, record: bool):
+        """Run one node over sequences; returns (values by source key, its new state, its traces)."""
+        op = self._graph.nodes[name]
+        if isinstance(op, Output):
+            return {name: x[None]}, {}, None
+        module = self.node_module(name)
+        if isinstance(module, (GraphModule, ExpandedModule)):
+            outs, new_state, traces = module.run_ports(x, state, record)
+            values = {f"{name}.{port}": value for port, value in outs.items()}
+            if len(outs) == 1:
+                values[name] = next(iter(outs.values()))
+            return values, new_state, traces
+        seq = x[None]
+        if not module.stateful:
+            steps, batch = seq.shape[:2]
+            y = module(seq.reshape((steps * batch,) + tuple(seq.shape[2:])))
+            return {name: y.reshape((steps, batch) + tuple(y.shape[1:]))}, {}, None
+        key = f"{self._prefix}{name}."
+        own = {s: state[key + s] for s in self._state_names[name]}
+        y, final, traces = module.sequence(seq, own, record)
+        new_state = {key + s: v for s, v in final.items()}
+        return {name: y}, new_state, ({key + s: v for s, v in traces.items()} if traces else None)
+
+    def run_ports(self, ports: dict, state: State, record: bool):
+        """Run as a nested level: ``ports`` by Input name (``None`` for the only one)."""
+        inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
+        return self.run(inputs, state, record)
+
+    def _run_recurrent(self, members, steps, values, state, new_state, traces) -> None:
+        current = dict(state)
+        prev = {key: state[f"{self._prefix}{key}@prev"] for key in self._delayed_keys}
+        collected: dict[str, list[torch.Tensor]] = {}
+        step_traces: dict[str, list[torch.Tensor]] = {}
+        for t in range(steps):
+            step_values: dict[str, torch.Tensor] = {}
+            for name in members:
+                x = self._gather(name, values, step_values, prev, t)
+                outs, node_state, node_traces = self._run_node(name, x, current, traces is not None)
+                step_values.update(outs)
+                current.update(node_state)
+                new_state.update(node_state)
+                for key, value in (node_traces or {}).items():
+                    step_traces.setdefault(key, []).append(value)
+            for key in self._delayed_keys:
+                if key in step_values:
+                    prev[key] = step_values[key][0]
+            for key, value in step_values.items():
+                collected.setdefault(key, []).append(value)
+        for key, value in collected.items():
+            values[key] = torch.cat(value)
+        for key in self._delayed_keys:
+            new_state[f"{self._prefix}{key}@prev"] = prev[key]
+        if traces is not None:
+            traces.update({key: torch.cat(v) for key, v in step_traces.items()})
+
+    # --- back to a graph --------------------------------------------------------------
+    def to_graph(self) -> Graph:
+        """The graph with this module's current parameter values."""
+        nodes = {}
+        for name, op in self._graph.nodes.items():
+            if name not in self._attrs:
+                nodes[name] = op
+                continue
+            module = self.node_module(name)
+            nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
+        return self._graph.replace(nodes=nodes)
+
+
+class ExpandedModule(nn.Module):
+    """An extension op without a torch lowering, run by its reference expansion.
+    Its parameters are those of the expansion; ``to_op`` returns the op unchanged."""
+
+    def __init__(self, op: Op, expansion: GraphModule):
+        super().__init__()
+        self.source_op = op
+        self.expansion = expansion
+
+    def initial_state(self, batch, dtype, device):
+        return self.expansion.initial_state(batch, dtype, device)
+
+    def run_ports(self, ports, state, record):
+        return self.expansion.run_ports(ports, state, record)
+
+    def to_op(self) -> Op:
+        return self.source_op

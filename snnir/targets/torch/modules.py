@@ -1,0 +1,303 @@
+"""Torch modules for single ops, and the lowering table that builds them.
+
+Every module keeps its op's parameters as tensors named like the op's fields:
+``nn.Parameter`` when trained, buffers otherwise, so ``state_dict`` holds them
+all. Tensors carry a leading batch dimension (``[B, *shape]``); stateless
+modules also accept time folded into the batch (``[T*B, *shape]``).
+
+Gradients: spikes use the surrogate's derivative. A zero reset carries no
+gradient through the spike; a subtract reset ``u - z thr`` carries none through
+``z`` when ``detach_reset`` (snnTorch's default) and the surrogate's otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnir.errors import SnnirError
+from snnir.ir.ops import (
+    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op,
+    Scale, SumPool2d, Threshold,
+)
+from snnir.ir.ops.neuron import Neuron
+from snnir.targets.torch.surrogate import Surrogate
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoweringContext:
+    """What a lowering needs besides the op: ``trainable`` names the op's
+    parameters to train; ``in_shape``/``out_shape`` are per sample."""
+
+    path: str
+    trainable: frozenset[str]
+    surrogate: Surrogate
+    dtype: torch.dtype
+    in_shape: tuple[int, ...] | None
+    out_shape: tuple[int, ...]
+    fast: bool = True
+    detach_reset: bool = True
+
+
+class OpModule(nn.Module):
+    """One op as a module. Stateless: ``forward(x)``. Stateful: ``step`` and
+    ``sequence`` with an explicit state dict. ``to_op`` gives the op back with
+    the current parameter values."""
+
+    stateful = False
+
+    def __init__(self, op: Op, ctx: LoweringContext):
+        super().__init__()
+        self.source_op = op
+        self.path = ctx.path
+        self.surrogate = ctx.surrogate
+        self._param_dtypes: dict[str, np.dtype] = {}
+        for name, value in op.params().items():
+            if value.dtype.kind not in "fiub":
+                continue
+            tensor = torch.tensor(np.array(value, dtype=np.float64), dtype=ctx.dtype)
+            self._param_dtypes[name] = value.dtype
+            if name in ctx.trainable:
+                self.register_parameter(name, nn.Parameter(tensor))
+            else:
+                self.register_buffer(name, tensor)
+
+    def to_op(self) -> Op:
+        """The source op with this module's current parameter values (in their original
+        dtypes); values this module's dtype holds unchanged keep their exact originals."""
+        changes = {}
+        for name, dtype in self._param_dtypes.items():
+            current = getattr(self, name).detach().cpu().numpy()
+            original = getattr(self.source_op, name)
+            if not np.array_equal(current, original.astype(current.dtype)):
+                changes[name] = current.astype(dtype)
+        return self.source_op.replace(**changes) if changes else self.source_op
+
+    def initial_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> State:
+        return {}
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+    def sequence(self, x: torch.Tensor, state: State, record: bool = False):
+        """``x`` is ``[T, B, ...]``; returns ``(y [T, B, ...], final state, traces or None)``."""
+        outs, traces = [], {name: [] for name in state} if record else None
+        for t in range(x.shape[0]):
+            y, state = self.step(x[t], state)
+            outs.append(y)
+            if traces is not None:
+                for name, value in state.items():
+                    traces[name].append(value)
+        stacked = {k: torch.stack(v) for k, v in traces.items()} if traces is not None else None
+        return torch.stack(outs), state, stacked
+
+
+# --- stateless ---------------------------------------------------------------------------
+class AffineModule(OpModule):
+    """y = x W^T + b"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) + self.bias
+
+
+class LinearModule(OpModule):
+    """y = x W^T"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class ScaleModule(OpModule):
+    """y = s * x"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class FlattenModule(OpModule):
+    """Joins per-sample dims start..end (the batch dim is kept)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start, end = self.source_op.dims(x.dim() - 1, self.path)
+        return torch.flatten(x, start + 1, end + 1)
+
+
+class ThresholdModule(OpModule):
+    """y = H(x - threshold), surrogate gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.surrogate.spike(x - self.threshold)
+
+
+class ConvModule(OpModule):
+    """Cross-correlation as torch's conv1d/conv2d, symmetric explicit padding."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.source_op
+        conv = F.conv1d if op.spatial_rank == 1 else F.conv2d
+        y = conv(x, self.weight, None, op.stride, op.explicit_padding(), op.dilation, op.groups)
+        bias = self.bias
+        return y + (bias.reshape((-1,) + (1,) * op.spatial_rank) if bias.dim() else bias)
+
+
+class PoolModule(OpModule):
+    """Sum or mean over zero-padded windows (padding counted in the mean)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.source_op
+        pad_h, pad_w = op.padding
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+        y = F.avg_pool2d(x, op.kernel_size, op.stride)
+        if isinstance(op, SumPool2d):
+            y = y * float(np.prod(op.kernel_size))
+        return y
+
+
+# --- stateful ----------------------------------------------------------------------------
+class DelayModule(OpModule):
+    """y[t] = x[t - n]; state ``buffer`` [depth, B, ...] holds the last inputs, newest last."""
+
+    stateful = True
+
+    def __init__(self, op: Delay, ctx: LoweringContext):
+        super().__init__(op, dataclasses.replace(ctx, trainable=frozenset()))
+        steps = np.broadcast_to(op.steps(ctx.path), ctx.out_shape)
+        self.depth = int(steps.max()) if steps.size else 0
+        self.register_buffer("_lag", torch.as_tensor(self.depth - steps, dtype=torch.long), persistent=False)
+
+    def initial_state(self, batch, shape, dtype, device):
+        return {"buffer": torch.zeros((self.depth, batch) + tuple(shape), dtype=dtype, device=device)}
+
+    def step(self, x, state):
+        history = torch.cat([state["buffer"], x[None]], dim=0)
+        index = self._lag.expand(x.shape)[None]
+        return torch.gather(history, 0, index)[0], {"buffer": history[1:]}
+
+
+def _decay_and_gain(tau: torch.Tensor, sem) -> tuple[torch.Tensor, torch.Tensor]:
+    if sem.discretisation == "euler":
+        return 1.0 - sem.dt / tau, sem.dt / tau
+    a = torch.exp(-sem.dt / tau)
+    return a, 1.0 - a
+
+
+class NeuronModule(OpModule):
+    """Any standard neuron, stepped exactly as :mod:`snnir.ir.ops.neuron` states."""
+
+    stateful = True
+
+    def __init__(self, op: Neuron, ctx: LoweringContext):
+        super().__init__(op, ctx)
+        self.fast = ctx.fast
+        self.detach_reset = ctx.detach_reset
+
+    @property
+    def sem(self):
+        return self.source_op.sem
+
+    def initial_state(self, batch, shape, dtype, device):
+        return {
+            name: torch.zeros((batch,) + tuple(shape), dtype=dtype, device=device)
+            for name in self.source_op.state_names
+        }
+
+    def _spike(self, u: torch.Tensor) -> torch.Tensor:
+        x = u - self.v_threshold
+        if self.sem.spike_mode == "multi":
+            # forward: the exact count (soft == hard); backward: a single spike's surrogate
+            soft = self.surrogate.spike(x, inclusive=True)
+            hard = (x.detach() >= 0).to(x.dtype)
+            count = torch.clamp(torch.floor(u.detach() / self.v_threshold.detach()), min=0)
+            return count + (soft - hard)
+        return self.surrogate.spike(x, inclusive=self.sem.threshold_compare == "ge")
+
+    def _reset(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.sem.reset == "zero":
+            return torch.where(z.detach().round() > 0, self.v_reset, u)
+        if self.sem.reset == "subtract":
+            return u - (z.detach().round() if self.detach_reset else z) * self.v_threshold
+        return u
+
+    def step(self, x, state):
+        op, sem = self.source_op, self.sem
+        new: State = {}
+        if op.has_current:
+            a_syn, b_syn = _decay_and_gain(self.tau_syn, sem)
+            a_mem, b_mem = _decay_and_gain(self.tau_mem, sem)
+            i_new = a_syn * state["i"] + b_syn * self.w_in * x
+            new["i"] = i_new
+            drive = b_mem * self.r * (i_new if sem.current_order == "current_first" else state["i"])
+            leaked = self.v_leak + a_mem * (state["v"] - self.v_leak)
+        elif isinstance(op, (I, IF)):
+            drive = sem.dt * self.r * x
+            leaked = state["v"]
+        else:
+            a, b = _decay_and_gain(self.tau, sem)
+            drive = b * self.r * x
+            leaked = self.v_leak + a * (state["v"] - self.v_leak)
+        if not op.spiking:
+            new["v"] = leaked + drive
+            return new["v"], new
+        if sem.reset_timing == "next":
+            u = self._reset(leaked, state["z"]) + drive
+            z = self._spike(u)
+            new.update(v=u, z=z)
+        else:
+            u = leaked + drive
+            z = self._spike(u)
+            new["v"] = self._reset(u, z)
+        return z, new
+
+    def sequence(self, x, state, record=False):
+        scan = _scan_module() if self.fast else None
+        if scan is not None:
+            params = {name: getattr(self, name) for name in self._param_dtypes}
+            return scan.neuron_sequence(
+                self.source_op, params, x, state, self.surrogate, record=record, detach_reset=self.detach_reset
+            )
+        return super().sequence(x, state, record)
+
+
+def _scan_module():
+    """The fast-path neuron scans, when that module is present."""
+    try:
+        return importlib.import_module("snnir.targets.torch.scan")
+    except ModuleNotFoundError as exc:
+        if exc.name != "snnir.targets.torch.scan":
+            raise
+        return None
+
+
+# --- the lowering table ----------------------------------------------------------------
+Lowering = Callable[[Op, LoweringContext], OpModule]
+
+#: op class -> lowering; ``Input``, ``Output`` and ``Subgraph`` are handled by the graph module,
+#: and extension ops without a lowering run by their reference expansion.
+LOWERINGS: dict[type[Op], Lowering] = {
+    Affine: AffineModule, Linear: LinearModule, Scale: ScaleModule, Flatten: FlattenModule,
+    Threshold: ThresholdModule, Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule,
+    AvgPool2d: PoolModule, Delay: DelayModule, I: NeuronModule, IF: NeuronModule, LI: NeuronModule,
+    LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule,
+}
+
+
+def register_lowering(op_class: type[Op], lowering: Lowering | None = None):
+    """Register how ``op_class`` becomes a module (usable as a decorator).
+
+    A lowering is ``fn(op, ctx: LoweringContext) -> OpModule``; stateless modules
+    implement ``forward(x)``, stateful ones ``initial_state``/``step`` (and may
+    override ``sequence``).
+    """
+    if lowering is None:
+        return lambda fn: register_lowering(op_class, fn)
+    LOWERINGS[op_class] = lowering
+    return lowering

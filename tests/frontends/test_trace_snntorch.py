@@ -1,0 +1,226 @@
+"""Traced snnTorch networks match snnTorch's own forward: identical spikes, membranes within 1e-5,
+over 100 steps with batch 4, before and after a round trip through a .nir file."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import snnir
+from snnir.errors import SnnirError
+
+snn = pytest.importorskip("snntorch")
+
+from tests.frontends._harness import (  # noqa: E402
+    as_float64, assert_same_snapshot, check_same, random_input, run_step_model, state_snapshot,
+)
+
+N_IN, N_HID, N_OUT = 6, 12, 5
+
+
+def per_neuron(n: int, low: float, high: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def two_layer(make_neuron, seed: int = 0) -> torch.nn.Module:
+    """Linear -> neuron -> Linear -> neuron (output=True), step-style."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(N_IN, N_HID), make_neuron(N_HID, False),
+        torch.nn.Linear(N_HID, N_OUT), make_neuron(N_OUT, True),
+    )
+
+
+def assert_matches_snntorch(model: torch.nn.Module, scale: float = 2.0, tmp_path=None) -> snnir.Graph:
+    x = random_input((N_IN,), scale)
+    graph = snnir.trace(model, x[0].float())
+    spikes, states = run_step_model(as_float64(model), x)
+    assert 0 < spikes.mean() < 1, "the test input should make some but not all neurons spike"
+    check_same(graph, spikes, states, x.numpy())
+    if tmp_path is not None:
+        path = tmp_path / "model.nir"
+        snnir.write(graph, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_same(snnir.read(path), spikes, states, x.numpy())
+    return graph
+
+
+LEAKY_CASES = [
+    (reset, delay, beta_kind, thr_kind)
+    for reset, delay in [("subtract", True), ("zero", True), ("zero", False), ("none", True), ("none", False)]
+    for beta_kind in ("scalar", "vector")
+    for thr_kind in ("scalar", "vector")
+]
+
+
+@pytest.mark.parametrize("reset,delay,beta_kind,thr_kind", LEAKY_CASES)
+def test_leaky_matrix(reset, delay, beta_kind, thr_kind, tmp_path):
+    def make(n, output):
+        beta = 0.85 if beta_kind == "scalar" else per_neuron(n, 0.5, 0.95, n)
+        thr = 1.0 if thr_kind == "scalar" else per_neuron(n, 0.5, 1.5, n + 1)
+        return snn.Leaky(beta=beta, threshold=thr, reset_mechanism=reset, reset_delay=delay,
+                         init_hidden=True, output=output)
+
+    assert_matches_snntorch(two_layer(make), tmp_path=tmp_path if beta_kind == thr_kind == "vector" else None)
+
+
+def test_leaky_learnable_parameters_are_recorded(tmp_path):
+    def make(n, output):
+        return snn.Leaky(beta=per_neuron(n, 0.5, 0.9, n), threshold=torch.ones(n), learn_beta=True,
+                         learn_threshold=True, init_hidden=True, output=output)
+
+    model = two_layer(make)
+    model[0].weight.requires_grad_(False)
+    graph = assert_matches_snntorch(model, tmp_path=tmp_path)
+    assert set(graph.nodes["1"].trainable) == {"tau", "v_threshold"}
+    assert graph.nodes["0"].trainable == ("bias",)
+    assert graph.nodes["2"].trainable == ("weight", "bias")
+
+
+def test_leaky_without_leak_becomes_if():
+    graph = assert_matches_snntorch(two_layer(lambda n, o: snn.Leaky(beta=1.0, init_hidden=True, output=o)), 0.6)
+    assert graph.nodes["1"].op_type == "IF"
+
+
+@pytest.mark.parametrize("reset,delay", [("subtract", True), ("none", True), ("zero", False), ("none", False)])
+@pytest.mark.parametrize("vector", [False, True])
+def test_synaptic_matrix(reset, delay, vector):
+    def make(n, output):
+        alpha = per_neuron(n, 0.3, 0.9, n) if vector else 0.7
+        beta = per_neuron(n, 0.5, 0.95, n + 2) if vector else 0.85
+        return snn.Synaptic(alpha=alpha, beta=beta, reset_mechanism=reset, reset_delay=delay,
+                            init_hidden=True, output=output)
+
+    assert_matches_snntorch(two_layer(make), scale=1.0)
+
+
+@pytest.mark.parametrize("reset,delay", [("subtract", True), ("none", True), ("zero", False)])
+@pytest.mark.parametrize("recurrence", ["linear", "scalar_v", "vector_v"])
+def test_rleaky_matrix(reset, delay, recurrence):
+    def make(n, output):
+        if recurrence == "linear":
+            extra = dict(all_to_all=True, linear_features=n)
+        else:
+            extra = dict(all_to_all=False, V=0.5 if recurrence == "scalar_v" else per_neuron(n, -1, 1, n))
+        return snn.RLeaky(beta=0.8, reset_mechanism=reset, reset_delay=delay, init_hidden=True,
+                          output=output, **extra)
+
+    graph = assert_matches_snntorch(two_layer(make))
+    expected = "Affine" if recurrence == "linear" else "Scale"
+    assert graph.nodes["1_recurrent"].op_type == expected
+    assert ("1", "1_recurrent") in graph.edges and ("1_recurrent", "1") in graph.edges
+
+
+@pytest.mark.parametrize("reset", ["subtract", "none"])
+@pytest.mark.parametrize("recurrence", ["linear", "scalar_v"])
+def test_rsynaptic_matrix(reset, recurrence, tmp_path):
+    def make(n, output):
+        extra = dict(all_to_all=True, linear_features=n) if recurrence == "linear" else dict(all_to_all=False, V=0.5)
+        return snn.RSynaptic(alpha=0.6, beta=0.8, reset_mechanism=reset, init_hidden=True, output=output, **extra)
+
+    assert_matches_snntorch(two_layer(make), scale=1.0, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "none"])
+@pytest.mark.parametrize("params,scale", [(dict(beta=0.9), 4.0), (dict(R=5.0, C=2.0, time_step=0.5), 1.0)])
+def test_lapicque(reset, params, scale):
+    assert_matches_snntorch(
+        two_layer(lambda n, o: snn.Lapicque(reset_mechanism=reset, threshold=0.1, init_hidden=True, output=o, **params)), scale
+    )
+
+
+def test_alpha_without_reset():
+    def make(n, output):
+        return snn.Alpha(alpha=0.9, beta=0.8, reset_mechanism="none", init_hidden=True, output=output)
+
+    x = random_input((N_IN,), 2.0)
+    model = two_layer(make)
+    graph = snnir.trace(model, x[0].float())
+    spikes, states = run_step_model(as_float64(model), x)
+    assert 0 < spikes.mean() < 1
+    check_same(graph, spikes, {}, x.numpy())
+
+
+class LoopNet(torch.nn.Module):
+    """The snnTorch tutorial shape: explicit states, a Python loop over time."""
+
+    def __init__(self, neuron: str = "leaky"):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc1 = torch.nn.Linear(N_IN, N_HID)
+        self.fc2 = torch.nn.Linear(N_HID, N_OUT)
+        self.neuron = neuron
+        if neuron == "leaky":
+            self.lif1, self.lif2 = snn.Leaky(beta=0.9), snn.Leaky(beta=0.8)
+        else:
+            self.lif1 = snn.RSynaptic(alpha=0.6, beta=0.8, all_to_all=False, V=0.3, reset_delay=False)
+            self.lif2 = snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=N_OUT, reset_delay=False)
+
+    def forward(self, x):
+        spk_rec, mem_rec = [], []
+        if self.neuron == "leaky":
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            for step in range(x.shape[0]):
+                spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
+                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+                spk_rec.append(spk2)
+                mem_rec.append(mem2)
+        else:
+            # snnTorch's reset_delay=False path needs states of the right shape
+            spk1, syn1, mem1 = (torch.zeros(x.shape[1], N_HID, dtype=x.dtype) for _ in range(3))
+            spk2, syn2, mem2 = (torch.zeros(x.shape[1], N_OUT, dtype=x.dtype) for _ in range(3))
+            for step in range(x.shape[0]):
+                spk1, syn1, mem1 = self.lif1(self.fc1(x[step]), spk1, syn1, mem1)
+                spk2, syn2, mem2 = self.lif2(self.fc2(spk1), spk2, syn2, mem2)
+                spk_rec.append(spk2)
+                mem_rec.append(mem2)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+@pytest.mark.parametrize("neuron", ["leaky", "rsynaptic_reset_delay_false"])
+def test_loop_style_module(neuron):
+    model = LoopNet("leaky" if neuron == "leaky" else "rsynaptic")
+    x = random_input((N_IN,), 1.5)
+    graph = snnir.trace(model, x[:3].float())
+    assert set(graph.nodes) >= {"input", "fc1", "lif1", "fc2", "lif2", "output"}
+    with torch.no_grad():
+        spikes, mem = as_float64(model)(x)
+    check_same(graph, spikes.double().numpy(), {"lif2.v": mem.numpy()}, x.numpy())
+
+
+def test_trace_leaves_the_model_untouched():
+    model = two_layer(lambda n, o: snn.Leaky(beta=0.9, init_hidden=True, output=o, learn_beta=True))
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(3, N_IN))  # give it hidden state of another batch size
+    before = state_snapshot(model)
+    snnir.trace(model, torch.rand(4, N_IN))
+    assert_same_snapshot(before, state_snapshot(model))
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: snn.Leaky(beta=0.9, reset_delay=False, init_hidden=True), "reset_delay=False"),
+        (lambda: snn.Synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero", init_hidden=True), "zeroes the whole"),
+        (lambda: snn.RLeaky(beta=0.9, linear_features=N_HID, reset_mechanism="zero", init_hidden=True), "zero"),
+        (lambda: snn.Leaky(beta=0.9, inhibition=True, init_hidden=True), "inhibition"),
+        (lambda: snn.Leaky(beta=0.9, graded_spikes_factor=2.0, init_hidden=True), "graded"),
+        (lambda: snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True), "Alpha"),
+        (lambda: snn.SLSTM(N_HID, N_HID, init_hidden=True), "SLSTM"),
+        (lambda: snn.Synaptic(alpha=1.0, beta=0.9, init_hidden=True), "alpha = 1"),
+    ],
+)
+def test_inexact_options_are_refused_naming_the_layer(make, needle):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HID), make())
+    with pytest.raises(SnnirError) as info:
+        snnir.trace(model, torch.rand(4, N_IN))
+    assert info.value.node == "1"
+    assert needle in str(info.value)

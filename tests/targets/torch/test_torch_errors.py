@@ -1,0 +1,79 @@
+"""Bad input to the torch target raises one SnnirError naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snnir
+from snnir import SnnirError
+from snnir.ir import LIF, Output
+from snnir.targets.torch import compile_torch
+
+from torch_target_graphs import graphs_for
+
+
+@pytest.fixture(scope="module")
+def lif_module():
+    return compile_torch(graphs_for(LIF)[0])
+
+
+def test_wrong_input_shape(lif_module):
+    with pytest.raises(SnnirError, match=r"node 'in': input must have shape \[T, B, 5\], got \[4, 2, 3\]"):
+        lif_module(torch.zeros(4, 2, 3))
+    with pytest.raises(SnnirError, match=r"\[B, 5\]"):
+        lif_module.step(torch.zeros(4, 2, 5))
+
+
+def test_wrong_input_dtype(lif_module):
+    with pytest.raises(SnnirError, match="dtype torch.float64 but the module computes in torch.float32"):
+        lif_module(torch.zeros(4, 2, 5, dtype=torch.float64))
+
+
+def test_missing_input_of_multi_input_graph():
+    module = compile_torch(graphs_for(Output)[0])
+    with pytest.raises(SnnirError, match=r"node 'b': missing input"):
+        module({"a": torch.zeros(3, 1, 3)})
+    with pytest.raises(SnnirError, match="pass a dict by Input name"):
+        module(torch.zeros(3, 1, 3))
+    with pytest.raises(SnnirError, match="no Input node named"):
+        module({"a": torch.zeros(3, 1, 3), "b": torch.zeros(3, 1, 3), "c": torch.zeros(3, 1, 3)})
+    with pytest.raises(SnnirError, match="disagree"):
+        module({"a": torch.zeros(3, 1, 3), "b": torch.zeros(3, 2, 3)})
+
+
+def test_state_from_another_batch_size(lif_module):
+    state = lif_module.initial_state(2)
+    with pytest.raises(SnnirError, match=r"node 'cell': state 'cell.v' has shape \[2, 4\], expected \[3, 4\]"):
+        lif_module.step(torch.zeros(3, 5), state)
+    with pytest.raises(SnnirError, match="state keys do not fit"):
+        lif_module.step(torch.zeros(2, 5), {"v": torch.zeros(2, 4)})
+
+
+def test_bad_options():
+    graph = graphs_for(LIF)[0]
+    with pytest.raises(SnnirError, match="unknown torch compile options"):
+        compile_torch(graph, learning_rate=1)
+    with pytest.raises(SnnirError, match="match no parameter"):
+        compile_torch(graph, trainable=["cell.nope"])
+    with pytest.raises(SnnirError, match="unknown surrogate"):
+        compile_torch(graph, surrogate="relu")
+    with pytest.raises(SnnirError, match="unknown target"):
+        snnir.compile(graph, target="fpga")
+
+
+def test_invalid_graph_names_the_node():
+    graph = graphs_for(LIF)[0]
+    broken = graph.replace(edges=graph.edges + (("out", "cell"),))
+    with pytest.raises(SnnirError, match="node 'out'"):
+        compile_torch(broken)
+
+
+def test_trainable_choices():
+    graph = graphs_for(LIF)[0]
+    assert set(dict(compile_torch(graph, trainable=["tau", "fc.weight"]).named_parameters())) == {
+        "cell.tau", "fc.weight"}
+    every = set(dict(compile_torch(graph, trainable="all").named_parameters()))
+    assert {"fc.weight", "fc.bias", "cell.tau", "cell.v_threshold", "rec.weight"} <= every
+    marked = graph.with_nodes(cell=graph.nodes["cell"].replace(trainable=("tau",)))
+    assert set(dict(compile_torch(marked).named_parameters())) == {"cell.tau"}
