@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements-interop.txt | $(PY)
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	test -f $(CONSTRAINTS) || printf 'torch==$(TORCH_VERSION)\nnir==$(NIR_VERSION)\n' > $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test]"
-	$(PIP) install -q -c $(CONSTRAINTS) -r requirements-interop.txt
+	scripts/install_interop.sh $(PY) $(CONSTRAINTS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -191,11 +191,11 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH) -> dict:
+def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH, scaling: bool = False) -> dict:
     from snntorch import functional as SF
 
     x, targets = make_input(steps, static, batch)
-    found = contenders(steps, static, x, notes) if batch == BATCH else _scaling_contenders(steps, x)
+    found = _scaling_contenders(steps) if scaling else contenders(steps, static, x, notes)
     loss_fn = SF.ce_count_loss()
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
     train = {n: [] for n in found}
@@ -216,7 +216,7 @@ def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int 
     }
 
 
-def _scaling_contenders(steps, x):
+def _scaling_contenders(steps):
     ref = snntorch_net(steps)
     kernel = KernelNet(ref, steps)
     return {"snntorch": (ref, ref), "kernel": (kernel, kernel)}
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     for steps, batch in ((25, 64), (25, 128), (25, 256), (50, 128), (100, 128)):
         if args.quick and batch == 256:
             continue
-        r = time_case(steps, False, max(reps // 2, 1), notes, batch=batch)
+        r = time_case(steps, False, max(reps // 2, 1), notes, batch=batch, scaling=True)
         tr = r["train"]["kernel"]
         print(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |", flush=True)
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> float:
         ours = module(x).numpy()
     reference = snnir.run(again, x.double().numpy())[again.outputs[0]]
     print(f"exported {args.out}; reference interpreter agrees on {np.mean(ours == reference):.1%} of output spikes")
-    return float(loss)
+    return loss.item()
 
 
 if __name__ == "__main__":

@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         axis.set_ylabel("neuron")
     axes[-1, 0].set_xlabel("time step")
     figure.tight_layout()
-    figure.savefig(args.output)
-    plt.close(figure)
+    try:
+        figure.savefig(args.output)
+    except ValueError as exc:  # matplotlib's answer to an unknown image format
+        raise SnnirError(f"cannot write {args.output}: {exc}") from None
+    finally:
+        plt.close(figure)
     print(f"wrote {args.output}")
     return 0

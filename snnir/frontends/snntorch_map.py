@@ -19,11 +19,15 @@ snnTorch steps (``reset`` = spike of the previous step, i.e. ``mem_prev > thr``)
 
 ``reset_delay=False`` with "zero" is our ``reset_timing="same"`` (exact for
 thresholds >= 0, where snnTorch's ``do_reset`` correction never sees a
-post-reset membrane above threshold). Refused as inexact, with the reason:
-"subtract" with ``reset_delay=False`` (snnTorch tests the spike on a membrane
-that subtracted the previous step's reset again), "zero" reset with a delay
-in Synaptic/RLeaky/RSynaptic/Lapicque (they zero the whole new membrane,
-input included), graded spikes, inhibition, state quantisation, SLSTM.
+post-reset membrane above threshold). "subtract" with ``reset_delay=False``
+tests the spike on the membrane minus the *previous* step's reset once more:
+
+    p = (m_prev > thr);  u = beta m_prev + x;  s = (u - p thr > thr);  m = u - s thr
+
+No single neuron does this, so it becomes graph structure (see
+:func:`_recheck_fragment`). Refused as inexact, with the reason: "zero" reset
+with a delay in Synaptic/RLeaky/RSynaptic/Lapicque (they zero the whole new
+membrane, input included), graded spikes, inhibition, state quantisation, SLSTM.
 ``RSynaptic`` ignores ``reset_delay`` in snnTorch 1.0 (its correction writes
 to a local variable), so it is always traced as delayed.
 """
@@ -82,7 +86,8 @@ def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:
 
 
 def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
-    """(reset, reset_timing) for snnTorch's reset_mechanism and reset_delay."""
+    """(reset, reset_timing) for snnTorch's reset_mechanism and reset_delay
+    (subtract without delay is graph structure, built before this is asked)."""
     reset = module.reset_mechanism
     delayed = getattr(module, "reset_delay", True) or type(module).__name__ == "RSynaptic"
     if reset == "none":
@@ -96,11 +101,7 @@ def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
             )
         return reset, "next"
     if reset == "subtract":
-        raise _refuse(
-            layer,
-            "reset_mechanism='subtract' with reset_delay=False: snnTorch tests the spike on a membrane that "
-            "subtracts the previous step's reset once more; use reset_delay=True or reset_mechanism='zero'",
-        )
+        raise _refuse(layer, "reset_mechanism='subtract' with reset_delay=False")
     if np.any(_array(module, "threshold") < 0):
         raise _refuse(layer, "reset_delay=False with a negative threshold")
     return "zero", "same"
@@ -181,12 +182,62 @@ def _alpha(module: Any, layer: str) -> Fragment:
     )
 
 
+def _recheck_fragment(module: Any, layer: str, recurrent: Any = None) -> Fragment:
+    """snnTorch's subtract reset with ``reset_delay=False`` as graph structure.
+
+    ``mem`` (an LI, or syn -> mem for Synaptic) holds u, the membrane before
+    this step's reset: u = beta (u_prev - thr s_prev) + x. ``last`` (an LI with
+    decay 0) holds s, so its edges deliver s_prev. ``recheck`` (a Threshold on
+    u_prev - thr s_prev, i.e. on m_prev) gives p. The layer's own node is the
+    Threshold s = (beta u_prev - beta thr s_prev + x - thr p > thr), where
+    u_prev and s_prev arrive over edges the schedule delays by one step.
+    """
+    sem = Semantics(dt=DEFAULT_DT)
+    thr = _array(module, "threshold")
+    beta = _decay(_array(module, "beta"), layer, "beta")
+    tau = sem.dt / (1.0 - beta)
+    zero = np.zeros(())
+    nodes = {
+        "": Threshold(threshold=thr, metadata=_meta(module)),
+        "mem": LI(tau=tau, r=tau / sem.dt, v_leak=zero, sem=sem),
+        "last": LI(tau=np.full(np.shape(thr), sem.dt), r=np.ones(()), v_leak=zero, sem=sem),
+        "recheck": Threshold(threshold=thr),
+        "mem_decay": Scale(scale=beta),
+        "last_decay": Scale(scale=-beta * thr),
+        "last_recheck": Scale(scale=-thr),
+        "recheck_gain": Scale(scale=-thr),
+    }
+    edges = [
+        ("mem", "mem_decay"), ("mem_decay", ""), ("last", "last_decay"), ("last_decay", ""),
+        ("last_decay", "mem"), ("", "last"), ("mem", "recheck"), ("last", "last_recheck"),
+        ("last_recheck", "recheck"), ("recheck", "recheck_gain"), ("recheck_gain", ""),
+    ]
+    entries: tuple[str, ...] = ("mem", "")
+    if hasattr(module, "alpha"):
+        tau_syn = sem.dt / (1.0 - _decay(_array(module, "alpha"), layer, "alpha"))
+        nodes["syn"] = LI(tau=tau_syn, r=tau_syn / sem.dt, v_leak=zero, sem=sem)
+        edges += [("syn", "mem"), ("syn", "")]
+        entries = ("syn",)
+    if recurrent is not None:
+        nodes["recurrent"] = recurrent
+        edges += [("last", "recurrent")] + [("recurrent", e) for e in entries]
+    return Fragment(nodes, entries=entries, edges=tuple(edges))
+
+
+def _rechecks(module: Any) -> bool:
+    return module.reset_mechanism == "subtract" and not getattr(module, "reset_delay", True)
+
+
 def neuron_fragment(module: Any, layer: str) -> Fragment:
     """The exact ops for one snnTorch neuron, or a SnnirError naming the layer and option."""
     kind = type(module).__name__
     if kind not in SUPPORTED:
         raise SnnirError(f"snnTorch {kind} is not supported (supported: {', '.join(SUPPORTED)})", layer)
     _check_common(module, layer)
+    if kind in ("Leaky", "Synaptic") and _rechecks(module):
+        return _recheck_fragment(module, layer)
+    if kind == "RLeaky" and _rechecks(module):
+        return _recheck_fragment(module, layer, _recurrent(module, layer))
     if kind == "Leaky":
         return Fragment.single(_leaky(module, layer, zero_keeps_input=True))
     if kind == "Synaptic":

@@ -31,6 +31,11 @@ class Graph:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for what, value in (("nodes", self.nodes), ("metadata", self.metadata)):
+            if not isinstance(value, Mapping):
+                raise SnnirError(f"graph {what} must be a mapping, got {type(value).__name__}")
+        if isinstance(self.edges, (str, bytes)) or not isinstance(self.edges, Iterable):
+            raise SnnirError(f"graph edges must be a sequence of (source, destination) pairs, got {self.edges!r}")
         nodes = dict(self.nodes)
         for name, op in nodes.items():
             if not isinstance(name, str) or not name:

@@ -122,5 +122,7 @@ def _infer_node(graph: Graph, prefix: str, name: str, incoming: dict, given: dic
         raise SnnirError("an Input node cannot also have incoming edges", path)
     shapes.inputs[path] = in_shape
     out = op.infer_shape(in_shape, path)
+    if any(int(d) <= 0 for d in out):
+        raise SnnirError(f"output shape {list(out)} is empty", path)
     _check_size(path, out)
     shapes.outputs[path] = tuple(out)

@@ -14,7 +14,7 @@ import numpy as np
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Flatten, Input, Linear, Scale, Subgraph
 from snnir.ir.ops.neuron import Neuron
-from snnir.ir.schedule import node_digraph
+from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.verify import verify
 from snnir.passes.analysis import NEURONS, bypass, in_edges, shapes_of
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
@@ -65,6 +65,13 @@ class RemoveIdentity(Rule):
         edges = bypass(graph, node)
         if len(set(edges)) != len(edges):
             return "removing it would duplicate an edge (a source would feed a consumer twice)"
+        before = schedule(graph).delayed
+        after = schedule(self.rewrite(graph, match)).delayed
+        for src, dst in edges:
+            was = (src, dst) in before if (src, dst) in graph.edges else (src, node) in before
+            if was != ((src, dst) in after):
+                return (f"it lies on a loop: bypassing it would change whether {src} -> {dst} "
+                        "carries last step's value")
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:

@@ -111,6 +111,8 @@ def test_plot_writes_a_raster(nir_file, x_file, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", str(nir_file), "--input", str(x_file), "-o", str(png), "--sample", "7"]) == 1
     assert "outside the batch" in one_line_error(capsys, "plot")
+    assert main(["plot", str(nir_file), "--input", str(x_file), "-o", str(tmp_path / "raster.xyz")]) == 1
+    assert "raster.xyz" in one_line_error(capsys, "plot")
 
 
 def test_plot_without_matplotlib_says_so(nir_file, x_file, tmp_path, capsys, monkeypatch):

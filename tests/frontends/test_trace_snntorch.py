@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,9 +50,10 @@ def assert_matches_snntorch(model: torch.nn.Module, scale: float = 2.0, tmp_path
     return graph
 
 
+ALL_RESETS = [("subtract", True), ("subtract", False), ("zero", True), ("zero", False), ("none", True), ("none", False)]
 LEAKY_CASES = [
     (reset, delay, beta_kind, thr_kind)
-    for reset, delay in [("subtract", True), ("zero", True), ("zero", False), ("none", True), ("none", False)]
+    for reset, delay in ALL_RESETS
     for beta_kind in ("scalar", "vector")
     for thr_kind in ("scalar", "vector")
 ]
@@ -65,7 +67,9 @@ def test_leaky_matrix(reset, delay, beta_kind, thr_kind, tmp_path):
         return snn.Leaky(beta=beta, threshold=thr, reset_mechanism=reset, reset_delay=delay,
                          init_hidden=True, output=output)
 
-    assert_matches_snntorch(two_layer(make), tmp_path=tmp_path if beta_kind == thr_kind == "vector" else None)
+    graph = assert_matches_snntorch(two_layer(make), tmp_path=tmp_path if beta_kind == thr_kind == "vector" else None)
+    if reset == "subtract" and not delay:
+        assert graph.nodes["3"].op_type == "Threshold" and graph.nodes["3_mem"].op_type == "LI"
 
 
 def test_leaky_learnable_parameters_are_recorded(tmp_path):
@@ -86,7 +90,7 @@ def test_leaky_without_leak_becomes_if():
     assert graph.nodes["1"].op_type == "IF"
 
 
-@pytest.mark.parametrize("reset,delay", [("subtract", True), ("none", True), ("zero", False), ("none", False)])
+@pytest.mark.parametrize("reset,delay", [r for r in ALL_RESETS if r != ("zero", True)])
 @pytest.mark.parametrize("vector", [False, True])
 def test_synaptic_matrix(reset, delay, vector):
     def make(n, output):
@@ -98,7 +102,7 @@ def test_synaptic_matrix(reset, delay, vector):
     assert_matches_snntorch(two_layer(make), scale=1.0)
 
 
-@pytest.mark.parametrize("reset,delay", [("subtract", True), ("none", True), ("zero", False)])
+@pytest.mark.parametrize("reset,delay", [("subtract", True), ("subtract", False), ("none", True), ("zero", False)])
 @pytest.mark.parametrize("recurrence", ["linear", "scalar_v", "vector_v"])
 def test_rleaky_matrix(reset, delay, recurrence):
     def make(n, output):
@@ -112,7 +116,8 @@ def test_rleaky_matrix(reset, delay, recurrence):
     graph = assert_matches_snntorch(two_layer(make))
     expected = "Affine" if recurrence == "linear" else "Scale"
     assert graph.nodes["1_recurrent"].op_type == expected
-    assert ("1", "1_recurrent") in graph.edges and ("1_recurrent", "1") in graph.edges
+    spikes = "1_last" if reset == "subtract" and not delay else "1"
+    assert (spikes, "1_recurrent") in graph.edges and ("1_recurrent", "1") in graph.edges
 
 
 @pytest.mark.parametrize("reset", ["subtract", "none"])
@@ -206,7 +211,6 @@ def test_trace_leaves_the_model_untouched():
 @pytest.mark.parametrize(
     "make,needle",
     [
-        (lambda: snn.Leaky(beta=0.9, reset_delay=False, init_hidden=True), "reset_delay=False"),
         (lambda: snn.Synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero", init_hidden=True), "zeroes the whole"),
         (lambda: snn.RLeaky(beta=0.9, linear_features=N_HID, reset_mechanism="zero", init_hidden=True), "zero"),
         (lambda: snn.Leaky(beta=0.9, inhibition=True, init_hidden=True), "inhibition"),
@@ -224,3 +228,16 @@ def test_inexact_options_are_refused_naming_the_layer(make, needle):
         snnir.trace(model, torch.rand(4, N_IN))
     assert info.value.node == "1"
     assert needle in str(info.value)
+
+
+def test_subtract_without_delay_rechecks_a_membrane_left_above_threshold():
+    """Strong input leaves the post-reset membrane above threshold, where snnTorch's
+    reset_delay=False differs from a plain same-step subtract reset."""
+    model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_OUT),
+                                snn.Leaky(beta=0.9, reset_delay=False, init_hidden=True, output=True))
+    x = random_input((N_IN,), 6.0)
+    graph = snnir.trace(model, x[0].float())
+    spikes, states = run_step_model(as_float64(model), x)
+    assert (states["1.v"] > 1.0).mean() > 0.05  # the case that needs the recheck happens often
+    out = check_same(graph, spikes, {}, x.numpy())
+    np.testing.assert_allclose(out["1_mem.v"] - out["output"], states["1.v"], atol=1e-5, rtol=0)

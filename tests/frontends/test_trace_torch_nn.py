@@ -208,3 +208,60 @@ def test_convolutional_rleaky_with_conv_recurrence():
     spikes, states = run_step_model(as_float64(model), x)
     assert 0 < spikes.mean() < 1
     check_same(graph, spikes, states, x.numpy())
+
+
+def test_snnir_nn_layers_trace_to_their_own_ops():
+    snnir_nn = pytest.importorskip("snnir.nn")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(7)
+            self.fc = torch.nn.Linear(5, 6)
+            self.lif = snnir_nn.LIF(tau=2e-3, r=2.0, v_threshold=0.5, reset="subtract", trainable=("tau",))
+
+        def forward(self, x):
+            state, out = None, []
+            for t in range(x.shape[0]):
+                y, state = self.lif(self.fc(x[t]), state)
+                out.append(y)
+            return torch.stack(out)
+
+    model = Net().double()
+    x = random_input((5,), 2.0)
+    graph = snnir.trace(model, x[:2])
+    assert graph.nodes["lif"] == model.lif.to_op()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(snnir.run(graph, x.numpy())["output"], expected)
+
+
+def test_tutorial_style_static_input_loop():
+    """snnTorch tutorial 5 / the IPU tutorial: the same frame is fed at every step."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(8)
+            self.fc1, self.lif1 = torch.nn.Linear(12, 8), snn.Leaky(beta=0.9)
+            self.fc2, self.lif2 = torch.nn.Linear(8, 3), snn.Leaky(beta=0.9)
+
+        def forward(self, x, num_steps=25):
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            spk2_rec = []
+            for _ in range(num_steps):
+                spk1, mem1 = self.lif1(self.fc1(x.view(x.shape[0], -1)), mem1)
+                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+                spk2_rec.append(spk2)
+            return torch.stack(spk2_rec, dim=0)
+
+    model = Net()
+    frame = torch.rand(4, 3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+    graph = snnir.trace(model, frame.float())
+    assert graph.nodes["input"].shape == (3, 4) and graph.nodes["flatten"].op_type == "Flatten"
+    with torch.no_grad():
+        expected = as_float64(model)(frame).double().numpy()
+    assert 0 < expected.mean() < 1
+    out = snnir.run(graph, np.broadcast_to(frame.numpy(), (25,) + tuple(frame.shape)))["output"]
+    np.testing.assert_array_equal(out, expected)

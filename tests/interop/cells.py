@@ -26,7 +26,7 @@ import numpy as np
 
 import snnir
 from snnir.ir import Graph
-from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Input, Output
+from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Input, Output
 from snnir.ir.semantics import Semantics
 
 try:  # run as a module of the test package, or as a file from the benchmark
@@ -387,6 +387,55 @@ def _rockpool_export(kind: str) -> Callable[[Path], Outcome]:
     return check
 
 
+# --- Spyx (JAX) ------------------------------------------------------------------
+def _spyx_import(kind: str) -> Callable[[Path], Outcome]:
+    def check(tmp: Path) -> Outcome:
+        spyx_nir, missing = _skip_unless("spyx.nir")
+        if missing:
+            return missing
+        import jax.numpy as jnp
+        import spyx.nn as snn
+        from flax import nnx
+
+        rngs = nnx.Rngs(0)
+
+        def neuron(n: int, beta: float):
+            return snn.IF((n,), threshold=0.7) if kind == "IF" else snn.LIF((n,), beta=beta, threshold=0.5, rngs=rngs)
+
+        model = snn.Sequential(nnx.Linear(6, 10, rngs=rngs), neuron(10, 0.8), nnx.Linear(10, 4, rngs=rngs),
+                               neuron(4, 0.9))
+        x = spikes_in((6,), scale=2.0)
+        theirs, _ = snn.run(model, jnp.asarray(x))
+        path = _save(spyx_nir.to_nir(model, {"input": np.array([6])}, {"output": np.array([4])}, dt=1), tmp,
+                     f"spyx-{kind}")
+        return compare(run_ours(read_quiet(path, dialect="spyx"), x), np.asarray(theirs))
+
+    return check
+
+
+def _spyx_export(tmp: Path) -> Outcome:
+    spyx_nir, missing = _skip_unless("spyx.nir")
+    if missing:
+        return missing
+    import jax.numpy as jnp
+    import nir
+
+    sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
+    graph = _our_feedforward("LIF", sem)
+    for neuron in ("n1", "n2"):  # Spyx's timing: each layer's spikes leave one step late
+        late = neuron + "_spyx_delay"
+        graph = graph.replace(
+            nodes={**graph.nodes, late: Delay(delay=np.asarray(1.0), sem=sem)},
+            edges=tuple((late if s == neuron else s, d) for s, d in graph.edges) + ((neuron, late),))
+    graph = graph.with_nodes(n1=graph.nodes["n1"].replace(tau=np.full(10, 5.0)),
+                             n2=graph.nodes["n2"].replace(tau=np.full(4, 5.0)))
+    path = tmp / "ours-spyx.nir"
+    write_quiet(graph, path, dialect="spyx")
+    x = spikes_in((6,), scale=1.0)
+    _, theirs = spyx_nir.from_nir(nir.read(path), jnp.asarray(x), dt=1.0)
+    return compare(run_ours(graph, x), np.asarray(theirs))
+
+
 # --- graphs built in snnir --------------------------------------------------------
 def _our_feedforward(kind: str, sem: Semantics) -> Graph:
     """Input[6] -> Affine -> neuron[10] -> Affine -> neuron[4] -> Output, fixed random weights."""
@@ -464,8 +513,8 @@ def _cnn_sinabs(library: str, floor: bool = True) -> Callable[[Path], Outcome]:
                 theirs = _snntorch_graph_module(import_from_nir(nir.read(path)), x)
             except Exception as exc:  # noqa: BLE001 - the peer's failure is the finding
                 return Outcome("unsupported", f"snnTorch's import_from_nir module fails to run: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}; it would also build "
-                               "IF as Leaky(beta=0.9)")
+                               f"{type(exc).__name__} (it builds IF as Leaky(beta=0.9, init_hidden=False), whose "
+                               "(spk, mem) tuple reaches the next Conv2d)")
             return compare(ours, theirs, "snnTorch's import_from_nir builds IF as Leaky(beta=0.9)")
 
     return check
@@ -481,7 +530,18 @@ def _stepped(module, x: np.ndarray) -> np.ndarray:
     return np.stack(outs)
 
 
-def _braille(mode: str) -> Callable[[Path], Outcome]:
+def _leaky_style_zero_reset(neuron) -> None:
+    """Make a (R)Synaptic zero reset act as Leaky's: clear the membrane, then integrate."""
+    import types
+
+    def state_function(self, input_):
+        self.mem = (1 - self.reset) * self.mem
+        return self._base_state_function(input_)
+
+    neuron.state_function = types.MethodType(state_function, neuron)
+
+
+def _braille(mode: str, leaky_style: bool = False) -> Callable[[Path], Outcome]:
     """snnTorch's own network for a Braille file, built by hand from its parameters:
     ``import_from_nir`` cannot load nested graphs with nirtorch 2.6 (its
     ``_construct_state_recursive`` calls ``GraphModule.items``), and ``RSynaptic`` with
@@ -516,14 +576,18 @@ def _braille(mode: str) -> Callable[[Path], Outcome]:
 
         recurrent = snn.RSynaptic(linear_features=hidden, **decays(lif1))
         linear(rec, recurrent.recurrent)
-        net = torch.nn.Sequential(linear(fc1), recurrent, linear(fc2), snn.Synaptic(**decays(lif2)))
+        readout = snn.Synaptic(**decays(lif2))
+        if leaky_style:
+            for neuron in (recurrent, readout):
+                _leaky_style_zero_reset(neuron)
+        net = torch.nn.Sequential(linear(fc1), recurrent, linear(fc2), readout)
         rng = np.random.default_rng(0)
         x = (rng.random((100, B, fc1.weight.shape[1])) < 0.2).astype(np.float32)
         theirs = _snntorch_sequence(net, x)
         ours = run_ours(read_quiet(path, dialect="snntorch", reset=mode), x)
         return compare(ours, theirs, "snnTorch's Synaptic/RSynaptic zero reset (delayed) also discards the input "
-                       "of the step after a spike (mem = 0), unlike Leaky's and ours; with that one line changed "
-                       "the spikes match exactly (checked by hand)")
+                       "of the step after a spike (mem = 0), unlike Leaky's and ours; the 'Leaky-style' cell "
+                       "changes only that and matches exactly")
 
     return check
 
@@ -556,11 +620,15 @@ CELLS: tuple[Cell, ...] = (
     Cell("rockpool", "LIF", "export", _unsupported(
         "Rockpool 3.1's from_nir reads LIF.tau_mem, which NIR's LIF lacks (AttributeError); "
         "snnir refuses to write LIF for Rockpool"), expected="unsupported"),
+    Cell("spyx", "LIF", "import", _spyx_import("LIF")),
+    Cell("spyx", "IF", "import", _spyx_import("IF")),
+    Cell("spyx", "LIF", "export", _spyx_export),
     Cell("sinabs", "cnn_sinabs.nir", "import", _cnn_sinabs("sinabs"), expected="differs"),
     Cell("sinabs", "cnn_sinabs.nir (min_v_mem off)", "import", _cnn_sinabs("sinabs", floor=False)),
     Cell("norse", "cnn_sinabs.nir", "import", _cnn_sinabs("norse")),
     Cell("snntorch", "cnn_sinabs.nir", "import", _cnn_sinabs("snntorch"), expected="unsupported"),
     Cell("snntorch", "braille zero", "import", _braille("zero"), expected="differs"),
+    Cell("snntorch", "braille zero (Leaky-style reset)", "import", _braille("zero", leaky_style=True)),
     Cell("snntorch", "braille subtract", "import", _braille("subtract")),
 )
 

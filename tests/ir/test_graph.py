@@ -86,6 +86,20 @@ def test_constructor_rejects_non_graphs(nodes, edges, fragment):
         Graph(nodes, edges)
 
 
+@pytest.mark.parametrize(
+    "nodes, edges, metadata, fragment",
+    [
+        ([1, 2], (), {}, "nodes must be a mapping"),
+        ({}, 5, {}, "edges must be a sequence"),
+        ({}, "ab", {}, "edges must be a sequence"),
+        ({}, (), 5, "metadata must be a mapping"),
+    ],
+)
+def test_constructor_rejects_wrong_containers(nodes, edges, metadata, fragment):
+    with pytest.raises(SnnirError, match=fragment):
+        Graph(nodes, edges, metadata)
+
+
 def nested() -> Graph:
     """Outer graph feeding one nested graph with two input and two output ports."""
     inner = Graph(

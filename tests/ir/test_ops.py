@@ -91,7 +91,7 @@ def test_params_copy_the_callers_array_and_keep_dtype():
         (Conv1d(weight=np.ones((4, 2, 3))), (2, 9, 9), "expects input [C, 1 spatial dims]"),
         (Conv1d(weight=np.ones((4, 2, 3))), (2, 2), "output would be empty"),
         (Conv2d(weight=np.ones((3, 1, 3, 3)), groups=2), (2, 5, 5), "groups=2"),
-        (Conv2d(weight=np.ones((4, 2, 3))), (2, 5, 5), "must be 4-D"),
+        (Conv2d(weight=np.ones((4, 2, 3))), (2, 5, 5), "must be 4-D and non-empty"),
         (Conv2d(weight=np.ones((4, 2, 3, 3)), bias=np.ones(3)), (2, 5, 5), "bias has shape [3]"),
         (Conv2d(weight=np.ones((4, 2, 3, 3)), input_shape=(6, 6)), (2, 5, 5), "declares input_shape"),
         (Conv2d(weight=np.ones((4, 2, 2, 2)), padding="same"), (2, 5, 5), "odd effective kernel"),
@@ -126,7 +126,10 @@ def test_shape_errors_name_the_node(op, in_shape, fragment):
         (lambda: SumPool2d(kernel_size=(1, 2, 3)), "kernel_size must be 2 integers"),
         (lambda: Flatten(start_dim=1.5), "must be an integer"),
         (lambda: LIF(tau=ONE, r=ONE, v_leak=ZERO, v_threshold=ONE, sem="exp"), "must be a Semantics"),
-        (lambda: LIF(tau=ONE, r=ONE, v_leak=ZERO, v_threshold=ONE, sem=Semantics(spike_mode="multi")), "needs threshold_compare 'ge'"),
+        (
+            lambda: LIF(tau=ONE, r=ONE, v_leak=ZERO, v_threshold=ONE, sem=Semantics(spike_mode="multi")),
+            "needs threshold_compare 'ge'",
+        ),
         (lambda: Linear(weight=np.ones((1, 1)), trainable=("bias",)), "no parameters ['bias']"),
         (lambda: Subgraph(graph="g"), "must be a Graph"),
         (lambda: Semantics(dt=0), "dt must be a finite positive number"),
@@ -172,3 +175,15 @@ def test_op_equality_compares_dtype_and_values():
     assert a != Linear(weight=np.ones((2, 2), dtype=np.float32))
     assert a != Linear(weight=np.eye(2))
     assert a != Scale(scale=np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("op_type", sorted(k for k, (op, _, _) in examples().items() if op.params()))
+def test_non_finite_parameters_are_refused_naming_the_node(op_type):
+    op, in_shape, _ = examples()[op_type]
+    for name, value in op.params().items():
+        bad = np.array(value, dtype=np.float64)
+        bad.reshape(-1)[0] = np.nan
+        graph = Graph.sequential(("x", Input(in_shape)), ("node", op.replace(**{name: bad})), ("y", Output()))
+        with pytest.raises(SnnirError, match=f"parameter {name} has 1 non-finite") as info:
+            verify(graph)
+        assert info.value.node == "node"

@@ -67,7 +67,8 @@ def test_format_graph_is_deterministic_and_one_line_per_node():
 
 
 def test_format_graph_of_a_broken_graph_still_prints():
-    broken = Graph.sequential(("x", Input((2,))), ("fc", Affine(weight=np.ones((3, 3)), bias=np.zeros(3))), ("y", Output()))
+    wrong_fc = Affine(weight=np.ones((3, 3)), bias=np.zeros(3))
+    broken = Graph.sequential(("x", Input((2,))), ("fc", wrong_fc), ("y", Output()))
     text = format_graph(broken)
     assert "shapes unknown" in text and "node 'fc'" in text
     assert "fc  Affine  ? -> ?" in text

@@ -9,7 +9,7 @@ import pytest
 
 from snnir.errors import SnnirError
 from snnir.ir import (
-    LIF, Affine, Graph, Input, Op, Output, Scale, Semantics, Subgraph, verify,
+    LIF, Affine, Conv1d, Graph, Input, Op, Output, Scale, Semantics, Subgraph, verify,
 )
 
 ONE = np.ones(())
@@ -49,7 +49,8 @@ def case(nodes, edges):
 
 BAD = {
     "unknown op": (
-        case({"x": Input((2,)), "m": Mystery(), "y": Output()}, (("x", "m"), ("m", "y"))), "m", "unknown op type 'Mystery'"),
+        case({"x": Input((2,)), "m": Mystery(), "y": Output()}, (("x", "m"), ("m", "y"))),
+        "m", "unknown op type 'Mystery'"),
     "dangling edge": (
         case({"x": Input((2,)), "y": Output()}, (("x", "y"), ("x", "ghost"))), "ghost", "names no node"),
     "duplicate edge": (
@@ -66,9 +67,11 @@ BAD = {
     "inf tau": (
         Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.array(np.inf))), ("y", Output())), "lif", "non-finite"),
     "negative tau": (
-        Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.array(-1.0))), ("y", Output())), "lif", "tau must be positive"),
+        Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.array(-1.0))), ("y", Output())),
+        "lif", "tau must be positive"),
     "wrong param shape": (
-        Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.ones(3))), ("y", Output())), "lif", "tau has shape [3]"),
+        Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.ones(3))), ("y", Output())),
+        "lif", "tau has shape [3]"),
     "incompatible neuron params": (
         Graph.sequential(("x", Input((2,))), ("lif", lif(tau=np.ones(3), r=np.ones(2))), ("y", Output())),
         "lif", "incompatible shapes"),
@@ -81,6 +84,11 @@ BAD = {
              (("x", "a"), ("a", "b"), ("b", "a"), ("b", "y"))), "a", "cycle with no stateful node"),
     "Output declared shape": (
         Graph.sequential(("x", Input((2,))), ("y", Output(shape=(3,)))), "y", "declares shape [3]"),
+    "empty output shape": (
+        Graph.sequential(("x", Input((2,))), ("fc", fc(2, 0)), ("y", Output())), "fc", "output shape [0] is empty"),
+    "empty conv kernel": (
+        Graph.sequential(("x", Input((2, 5))), ("c", Conv1d(weight=np.ones((3, 2, 0)))), ("y", Output())),
+        "c", "non-empty"),
     "port on a plain node": (
         case({"x": Input((2,)), "y": Output()}, (("x", "y.p"),)), "y.p", "not a graph"),
     "multi spike negative threshold": (

@@ -174,3 +174,20 @@ def test_random_dags_keep_results_at_every_level(seed):
     x = random_input(graph, seed, steps=15)
     for level in (1, 2):
         assert_equivalent(graph, snnir.optimize(graph, level=level), x)
+
+
+@pytest.mark.parametrize("seed", range(0, 40, 4))
+def test_nested_random_dags_flatten_exactly(seed):
+    inner = random_dag(seed)
+    try:
+        snnir.verify(inner)
+    except snnir.SnnirError:
+        pytest.skip("this random wiring closed a loop through stateless nodes only")
+    shape = inner.nodes["in"].shape
+    graph = Graph({"x": Input(shape), "sub": Subgraph(inner), "y0": Output(), "y1": Output()},
+                  (("x", "sub"), ("sub.out0", "y0"), ("sub.out1", "y1")))
+    x = random_input(graph, seed, steps=15)
+    flat = snnir.optimize(graph, passes=["flatten_subgraphs"])
+    assert not any(isinstance(op, Subgraph) for op in flat.nodes.values())
+    assert_equivalent(graph, flat, x)
+    assert_equivalent(graph, snnir.optimize(graph, level=2), x)

@@ -105,6 +105,16 @@ def test_remove_identity_reasons():
     assert "duplicate an edge" in dict(RemoveIdentity().explain(square))[("s",)]
 
 
+def test_remove_identity_keeps_loop_delays():
+    neuron = LIF(tau=np.array(5e-3), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(0.5),
+                 sem=Semantics(dt=DT))
+    graph = Graph({"in": Input((3,)), "id": Linear(np.eye(3)), "n": neuron, "out": Output()},
+                  (("in", "id"), ("n", "id"), ("id", "n"), ("id", "out")))
+    reason = dict(RemoveIdentity().explain(graph))[("id",)]
+    assert reason == "it lies on a loop: bypassing it would change whether n -> out carries last step's value"
+    assert "id" in snnir.optimize(graph, passes=["canonicalize"]).nodes
+
+
 def test_canonical_rule_reasons():
     graph = chain(("a", Affine(np.ones((3, 3)), np.ones(3))), ("n", lif()))
     assert dict(AffineWithoutBias().explain(graph))[("a",)] == "its bias is not zero"

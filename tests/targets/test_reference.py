@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import snnir
 from snnir.errors import SnnirError
 from snnir.ir import (
-    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Graph, Input, Linear, Output,
+    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, Graph, I, Input, Linear, Output,
     Scale, Semantics, Subgraph, SumPool2d, Threshold,
 )
 from snnir.targets.reference import check_lowerings
@@ -103,13 +103,19 @@ def test_cuba_impulse_response(discretisation, order):
 # --- integrate-and-fire ---------------------------------------------------------------------------
 @pytest.mark.parametrize("x_value", [0.37, 0.9, 2.45])
 def test_if_spike_counts(x_value):
-    """Per step v grows by dt r x. Subtract reset loses no charge: floor(T dt r x / thr) spikes
-    when single spikes keep up (dt r x <= thr); zero reset fires every floor(thr / (dt r x)) + 1 steps."""
+    """Per step v grows by dt r x. Subtract reset loses no charge: floor(T dt r x / thr) spikes, with
+    single spikes while they keep up (dt r x <= thr) and with multi-spikes always; zero reset fires
+    every floor(thr / (dt r x)) + 1 steps (no step lands exactly on the threshold here)."""
     steps, thr = 97, 1.0
     x = np.full((steps, 1, 1), x_value)
-    subtract = IF(r=ONE, v_threshold=np.array(thr), sem=Semantics(dt=1.0, reset="subtract", spike_mode="multi", threshold_compare="ge"))
+    charge_spikes = math.floor(steps * x_value / thr)
+    multi = IF(r=ONE, v_threshold=np.array(thr), sem=Semantics(dt=1.0, reset="subtract", spike_mode="multi",
+                                                               threshold_compare="ge"))
+    assert snnir.run(single(multi, (1,)), x)["y"].sum() == charge_spikes
+    if x_value <= thr:
+        subtract = multi.replace(sem=Semantics(dt=1.0, reset="subtract"))
+        assert snnir.run(single(subtract, (1,)), x)["y"].sum() == charge_spikes
     zero = IF(r=ONE, v_threshold=np.array(thr), sem=Semantics(dt=1.0, reset="zero"))
-    assert snnir.run(single(subtract, (1,)), x)["y"].sum() == math.floor(steps * x_value / thr)
     period = math.floor(thr / x_value) + 1
     assert snnir.run(single(zero, (1,)), x)["y"].sum() == steps // period
 
@@ -285,7 +291,8 @@ def test_several_inputs_as_a_dict_are_summed():
     np.testing.assert_allclose(out["sum"], a + b)
     assert set(out) == {"y", "sum", "lif.v", "lif.z"}
     assert all(v.shape == (6, 3, 2) and v.dtype == np.float64 for v in out.values())
-    single_input = snnir.run(Graph.sequential(("x", Input((2,))), ("lif", two_input_graph().nodes["lif"]), ("y", Output())), a + b)
+    summed_first = Graph.sequential(("x", Input((2,))), ("lif", two_input_graph().nodes["lif"]), ("y", Output()))
+    single_input = snnir.run(summed_first, a + b)
     np.testing.assert_array_equal(out["y"], single_input["y"])
 
 
@@ -437,17 +444,54 @@ def test_unfed_nested_input_port_contributes_zero():
     dilation=st.integers(1, 2),
     size=st.integers(5, 9),
 )
-def test_random_conv_shapes_and_values_match_loops(rank, groups, c_out_per_group, kernel, stride, padding, dilation, size):
+def test_random_conv_shapes_and_values_match_loops(
+    rank, groups, c_out_per_group, kernel, stride, padding, dilation, size
+):
     """infer_shape agrees with what the kernel computes, and the values with direct loops."""
     rng = np.random.default_rng(kernel + 3 * stride + 7 * size)
     c_in = 2 * groups
     w = rng.normal(size=(c_out_per_group * groups, 2) + (kernel,) * rank)
     b = rng.normal(size=w.shape[0])
     in_shape = (c_in,) + (size,) * rank
-    op = (Conv1d if rank == 1 else Conv2d)(weight=w, bias=b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    cls = Conv1d if rank == 1 else Conv2d
+    op = cls(weight=w, bias=b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     out_shape = op.infer_shape(in_shape, "conv")
     x = rng.normal(size=(1, 2) + in_shape)
     y = snnir.run(single(op, in_shape), x)["y"]
     assert y.shape[2:] == out_shape
     expected = conv_loops(x[0], w, b, op.stride, op.padding, op.dilation, groups)
     np.testing.assert_allclose(y[0], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_integrator_sums_its_input():
+    """I: v_t = dt r sum_{s <= t} x_s."""
+    x = np.random.default_rng(7).normal(size=(20, 2, 3))
+    op = I(r=np.array([1.0, 2.0, -0.5]), sem=Semantics(dt=1e-3))
+    y = snnir.run(single(op, (3,)), x)["y"]
+    np.testing.assert_allclose(y, 1e-3 * np.array([1.0, 2.0, -0.5]) * np.cumsum(x, axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["current_first", "voltage_first"])
+def test_cuba_li_is_cuba_lif_without_spikes(order):
+    rng = np.random.default_rng(8)
+    sem = Semantics(dt=1e-3, discretisation="exp", current_order=order)
+    params = dict(tau_syn=rng.uniform(2e-3, 1e-2, 3), tau_mem=rng.uniform(5e-3, 2e-2, 3), r=ONE, v_leak=ZERO,
+                  w_in=rng.uniform(0.5, 2, 3))
+    x = rng.normal(size=(40, 2, 3))
+    li = snnir.run(single(CubaLI(**params, sem=sem), (3,)), x, record=True)
+    lif = snnir.run(single(CubaLIF(**params, v_threshold=np.array(1e9), sem=sem), (3,)), x, record=True)
+    np.testing.assert_array_equal(li["y"], lif["n.v"])
+    np.testing.assert_array_equal(li["n.i"], lif["n.i"])
+
+
+def test_loop_through_a_delay_adds_the_loop_step():
+    """Delay is stateful, so its edge back into its own loop is delayed like any other:
+    x -> s -> d -> s feeds back after delay/dt + 1 steps."""
+    graph = Graph(
+        {"x": Input((1,)), "s": Scale(scale=ONE), "d": Delay(delay=np.array(2.0), sem=Semantics(dt=1.0)),
+         "y": Output()},
+        (("x", "s"), ("s", "d"), ("d", "s"), ("s", "y")),
+    )
+    x = np.zeros((8, 1, 1))
+    x[0] = 1.0
+    np.testing.assert_array_equal(snnir.run(graph, x)["y"][:, 0, 0], [1, 0, 0, 1, 0, 0, 1, 0])

@@ -205,6 +205,28 @@ def test_static_input_equals_expanded_input(cls):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [LI, LIF])
+def test_unit_gain_as_snntorch_maps_it(cls):
+    """snnTorch's Leaky maps to tau = dt / (1 - beta), r = tau / dt: input gain exactly 1."""
+    rng = np.random.default_rng(4)
+    dt, beta = 1e-4, 0.9
+    tau = dt / (1 - beta)
+    fields = {"tau": tau, "r": tau / dt, "v_leak": 0.0}
+    if cls is LIF:
+        fields["v_threshold"] = 1.0
+    op = cls(**fields, sem=Semantics(dt=dt, reset="subtract", reset_timing="next"))
+    P = {k: torch.tensor(np.asarray(v), dtype=torch.float64) for k, v in op.params().items()}
+    x = torch.from_numpy(_inputs(rng, False)).requires_grad_(True)
+    state = {s: torch.zeros(B, N, dtype=torch.float64) for s in op.state_names}
+    got, _, _ = neuron_sequence(op, P, x, None, Surrogate("arctan"))
+    want, _ = _unrolled(op, P, x, state, Surrogate("arctan"))
+    w = torch.from_numpy(rng.normal(size=(T, B, N)))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    (g,) = torch.autograd.grad((got * w).sum(), [x])
+    (e,) = torch.autograd.grad((want * w).sum(), [x])
+    torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10)
+
+
 def test_no_grad_path_and_float32_match():
     rng = np.random.default_rng(3)
     op = _random_op(LIF, Semantics(reset="subtract", reset_timing="next"), rng)

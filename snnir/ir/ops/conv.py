@@ -70,8 +70,10 @@ class _ConvBase(Op):
         shape = require_input(self, input_shape, node)
         rank = self.spatial_rank
         weight = self.weight
-        if weight.ndim != rank + 2:
-            raise SnnirError(f"{self.op_type}.weight must be {rank + 2}-D, got shape {list(weight.shape)}", node)
+        if weight.ndim != rank + 2 or 0 in weight.shape:
+            raise SnnirError(
+                f"{self.op_type}.weight must be {rank + 2}-D and non-empty, got shape {list(weight.shape)}", node
+            )
         if len(shape) != rank + 1:
             raise SnnirError(f"{self.op_type} expects input [C, {rank} spatial dims], got {list(shape)}", node)
         c_out, c_in_per_group = int(weight.shape[0]), int(weight.shape[1])

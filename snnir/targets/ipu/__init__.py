@@ -22,7 +22,6 @@ from snnir.targets.ipu import codegen
 from snnir.targets.ipu.kernels import DOMAIN, DOMAIN_VERSION, SPIKE_OP, SURROGATES
 from snnir.targets.ipu.onnx_export import MANIFEST_FILE, export
 from snnir.targets.ipu.onnx_export import write as write_onnx
-from snnir.targets.torch.surrogate import DEFAULT_SLOPES
 
 PYTHON_MODULE = "ipu_model.py"
 GRAPH_FILE = "graph.nir"
@@ -51,6 +50,8 @@ def compile_ipu(
     precision: str = "fp32",
 ) -> IpuArtifacts:
     """Write the IPU build of ``graph`` into ``out_dir`` (created if missing)."""
+    from snnir.targets.torch.surrogate import DEFAULT_SLOPES  # the surrogates' definitions (imports torch)
+
     if surrogate not in SURROGATES:
         raise SnnirError(f"unknown surrogate '{surrogate}' (known: {', '.join(SURROGATES)})")
     slope = DEFAULT_SLOPES[surrogate] if slope is None else slope

@@ -210,8 +210,8 @@ class {name}Op : public popart::Op {{
     ops.push_back(std::make_unique<{name}GradOp>(*this));
     return ops;
   }}
-  void appendAttributes(popart::OpSerialiserBase &os) const override {{
-    popart::Op::appendAttributes(os);
+  void appendOutlineAttributes(popart::OpSerialiserBase &os) const override {{
+    popart::Op::appendOutlineAttributes(os);
     os.appendAttribute("surrogate", std::string(SNNIR_SURROGATE_NAME));
     os.appendAttribute("slope", SNNIR_SLOPE);
   }}
@@ -299,7 +299,7 @@ namespace {{
 
 const char *const kDomain = "{DOMAIN}";
 const int kVersion = {DOMAIN_VERSION};
-const popart::DataTypes kFloat = {{popart::DataType::FLOAT16, popart::DataType::FLOAT}};
+const popart::OpDefinition::DataTypes kFloat = {{popart::DataType::FLOAT16, popart::DataType::FLOAT}};
 
 // Adds the codelets once per Poplar graph.
 void loadCodelets(poplar::Graph &graph) {{

@@ -52,13 +52,15 @@ class OnnxExport:
     kernels: dict[str, Kernel] = field(default_factory=dict)
 
 
-def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32", **manifest_extra: Any) -> Path:
+def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32") -> Path:
     """Write ``out_dir/model.onnx`` and ``out_dir/manifest.json``; returns ``out_dir``."""
-    exported = export(graph, precision=precision)
-    return write(exported, out_dir, **manifest_extra)
+    if out_dir is None:
+        raise SnnirError("the ONNX target needs an output directory (out_dir=...)")
+    return write(export(graph, precision=precision), out_dir)
 
 
 def write(exported: OnnxExport, out_dir: Any, **manifest_extra: Any) -> Path:
+    """Save the model and its manifest (with ``manifest_extra`` entries added) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(exported.model, out / MODEL_FILE)

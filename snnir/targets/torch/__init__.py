@@ -165,8 +165,8 @@ def compile_torch(
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
     if not isinstance(graph, Graph):
         raise SnnirError(f"compile_torch needs a Graph, got {type(graph).__name__}")
-    if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise SnnirError(f"dtype must be a torch floating dtype, got {dtype!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise SnnirError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if not isinstance(surrogate, Surrogate):
         surrogate = Surrogate(surrogate, slope)
     elif slope is not None:

@@ -25,7 +25,7 @@ from snnir.ir.ops import Input, Op, Output, Subgraph
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
-from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule
+from snnir.targets.torch.modules import LOWERINGS, LoweringContext
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -89,6 +89,11 @@ class GraphModule(nn.Module):
             self._sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
         self._plan = self._components(graph, sched.order)
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
+        #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
+        self._component_delayed = {
+            members: sorted({k for m in members for k, _, d in self._sources.get(m, ()) if d})
+            for members, _ in self._plan
+        }
 
     # --- building ---------------------------------------------------------------------
     def _free_attribute(self, name: str) -> str:
@@ -229,7 +234,8 @@ class GraphModule(nn.Module):
 
     def _run_recurrent(self, members, steps, values, state, new_state, traces) -> None:
         current = dict(state)
-        prev = {key: state[f"{self._prefix}{key}@prev"] for key in self._delayed_keys}
+        delayed_keys = self._component_delayed[members]
+        prev = {key: state[f"{self._prefix}{key}@prev"] for key in delayed_keys}
         collected: dict[str, list[torch.Tensor]] = {}
         step_traces: dict[str, list[torch.Tensor]] = {}
         for t in range(steps):
@@ -242,14 +248,13 @@ class GraphModule(nn.Module):
                 new_state.update(node_state)
                 for key, value in (node_traces or {}).items():
                     step_traces.setdefault(key, []).append(value)
-            for key in self._delayed_keys:
-                if key in step_values:
-                    prev[key] = step_values[key][0]
+            for key in delayed_keys:
+                prev[key] = step_values[key][0]
             for key, value in step_values.items():
                 collected.setdefault(key, []).append(value)
         for key, value in collected.items():
             values[key] = torch.cat(value)
-        for key in self._delayed_keys:
+        for key in delayed_keys:
             new_state[f"{self._prefix}{key}@prev"] = prev[key]
         if traces is not None:
             traces.update({key: torch.cat(v) for key, v in step_traces.items()})

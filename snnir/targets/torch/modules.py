@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnir.errors import SnnirError
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op,
     Scale, SumPool2d, Threshold,

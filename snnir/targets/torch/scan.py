@@ -24,6 +24,7 @@ resets and surrogate derivatives are recomputed from ``u`` in backward.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -225,6 +226,18 @@ def _sum_to(g: Tensor | None, like: Tensor | None) -> Tensor | None:
     return g.sum(dim=dims, keepdim=True) if dims else g
 
 
+def _surrogate_grad(surrogate: Surrogate, x: Tensor) -> Tensor:
+    """``surrogate.grad(x)``, computed in place in ``x`` for the built-in shapes."""
+    k = float(surrogate.slope)
+    if surrogate.name == "fast_sigmoid":
+        return x.abs_().mul_(k).add_(1.0).square_().reciprocal_()
+    if surrogate.name == "arctan":
+        return x.mul_(math.pi / 2 * k).square_().add_(1.0).reciprocal_().mul_(k / 2)
+    if surrogate.name == "triangular":
+        return x.abs_().mul_(-k).add_(1.0).clamp_(min=0.0).mul_(k)
+    return surrogate.grad(x)
+
+
 class _NeuronSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, steps, static, x, v0, i0, z0, *coeff_values):  # type: ignore[override]
@@ -257,18 +270,20 @@ class _NeuronSequence(torch.autograd.Function):
             else:
                 acc[name] = value  # always a fresh tensor here
 
-        sg = cfg.surrogate.grad
+        scratch = torch.empty_like(v0)
         thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
         subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
         g_x = torch.zeros_like(v0) if static else torch.empty((steps,) + v0.shape, dtype=v0.dtype, device=v0.device)
+        # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
+        direct = not (static or cfg.has_current) and isinstance(gain, float) and gain == 1.0
         g_v = g_v.expand_as(v0)
         g_i = g_i.expand_as(v0) if cfg.has_current else None
-        g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state
+        g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state (None: 0)
         for t in range(steps - 1, -1, -1):
             u = us[t]
             if cfg.spiking:
-                s = sg(u - thr)
-                g_spike = g_out[t] + g_zs if cfg.next_timing else g_out[t]  # all gradient at z_t
+                s = _surrogate_grad(cfg.surrogate, torch.sub(u, thr, out=scratch))
+                g_spike = g_out[t] if g_zs is None else g_out[t] + g_zs  # all gradient at z_t
                 g_u = g_v
                 if not cfg.next_timing and cfg.reset == "zero":
                     fired = _spike(cfg, c, u) > 0 if cfg.multi else (u >= thr if cfg.inclusive else u > thr)
@@ -281,15 +296,15 @@ class _NeuronSequence(torch.autograd.Function):
                         g_spike = g_spike - g_v * thr
                     if need["thr"]:
                         add("thr", -g_v * z)
-                g_u = torch.addcmul(g_u, g_spike, s)
+                g_u = torch.addcmul(g_u, g_spike, s, out=g_x[t]) if direct else torch.addcmul(g_u, g_spike, s)
                 if need["thr"]:
                     add("thr", -g_spike * s)
             else:
-                g_u = g_v + g_out[t]
+                g_u = torch.add(g_v, g_out[t], out=g_x[t]) if direct else g_v + g_out[t]
             # u = [reset(]leak(v_prev)[, z_prev)] + gain * drive_input
             g_leaked = g_u
             if cfg.next_timing:
-                g_zs = torch.zeros_like(g_u) if not subtract_grad else -g_u * thr
+                g_zs = -g_u * thr if subtract_grad else None
                 if cfg.reset != "none":
                     z_prev = z0 if t == 0 else _spike(cfg, c, us[t - 1])
                     if cfg.reset == "zero":
@@ -308,7 +323,7 @@ class _NeuronSequence(torch.autograd.Function):
                         add("a_mem", g_leaked * (v_prev if c["v_leak"] is None else v_prev - c["v_leak"]))
                     if need["v_leak"]:
                         add("v_leak", g_leaked * (1.0 - a_mem))
-            g_drive_in = g_u * gain
+            g_drive_in = g_u if direct else g_u * gain
             if cfg.has_current:
                 i_prev = i0 if t == 0 else is_[t - 1]
                 if need["gain"]:
@@ -326,9 +341,11 @@ class _NeuronSequence(torch.autograd.Function):
                 g_in = g_drive_in
             if static:
                 g_x += g_in
-            else:
+            elif not direct:
                 g_x[t] = g_in
         g_coeffs = [_sum_to(acc.get(n), shapes[n]) if need[n] else None for n in _COEFFS]
+        if cfg.next_timing and g_zs is None:
+            g_zs = torch.zeros_like(v0)
         g_z0 = g_zs if cfg.next_timing and ctx.needs_input_grad[6] else None
         g_i0 = g_i if cfg.has_current and ctx.needs_input_grad[5] else None
         g_v0 = g_v if ctx.needs_input_grad[4] else None

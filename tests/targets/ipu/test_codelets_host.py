@@ -319,9 +319,17 @@ def test_spike_vertices(harnesses, surrogate):
                                gy * np_surrogate(surrogate, x.astype(np.float32)), rtol=1e-5, atol=1e-6)
 
 
-def test_all_surrogates_compile(tmp_path):
-    """Each surrogate's branch of the header compiles (the vertices above exercise two numerically)."""
-    kernel = Kernel("LIF", True, False, "zero")
+def test_every_surrogate_matches_the_torch_definition(tmp_path):
+    """Each surrogate branch of the header against snnir.targets.torch.surrogate, via the Spike vertex."""
+    assert set(SURROGATES) == set(DEFAULT_SLOPES)
+    x = np.random.default_rng(4).normal(0, 0.5, 300)
+    gy = np.random.default_rng(5).normal(0, 1, 300)
     for name in SURROGATES:
         (tmp_path / name).mkdir()
-        Harness(tmp_path / name, name, [kernel])
+        harness = Harness(tmp_path / name, name, [])
+        got = harness(codegen.SPIKE_VERTICES[1], {"x": x, "grad_y": gy})["grad_x"]
+        x32 = torch.tensor(x.astype(np.float32), dtype=torch.float64)
+        want = gy * Surrogate(name).grad(x32).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(np_surrogate(name, x), Surrogate(name).grad(torch.tensor(x)).numpy(),
+                                   rtol=1e-12, err_msg=name)

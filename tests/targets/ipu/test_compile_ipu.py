@@ -195,6 +195,7 @@ def test_fp16_manifest(tmp_path):
     assert manifest["ipu"]["library"] == codegen.LIBRARY
 
 
+@pytest.mark.hardware
 def test_on_ipu_hardware(tmp_path):
     """Hardware tier: build the library with the Poplar SDK and run on an IPU."""
     poptorch = pytest.importorskip(
@@ -211,6 +212,7 @@ def test_on_ipu_hardware(tmp_path):
     assert np.array_equal(got, snnir.run(graph, x)["output"])
 
 
+@pytest.mark.interop
 def test_example_script(tmp_path):
     pytest.importorskip("snntorch", reason="the example traces an snnTorch network")
     import runpy
@@ -218,3 +220,14 @@ def test_example_script(tmp_path):
     example = runpy.run_path(str(Path(__file__).resolve().parents[3] / "examples" / "compile_for_ipu.py"))
     with pytest.warns(RuntimeWarning, match="poptorch"):
         assert example["main"](tmp_path) == 0
+
+
+def test_command_line(tmp_path, capsys):
+    from snnir.cli.main import main
+
+    graph = tutorial_like(np.random.default_rng(0))
+    snnir.write(graph, tmp_path / "net.nir")
+    assert main(["compile", str(tmp_path / "net.nir"), "--target", "ipu", "-o", str(tmp_path / "ipu")]) == 0
+    assert (tmp_path / "ipu" / codegen.CUSTOM_OPS).exists() and (tmp_path / "ipu" / "model.onnx").exists()
+    assert main(["compile", str(tmp_path / "net.nir"), "--target", "onnx", "-o", str(tmp_path / "onnx")]) == 0
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["manifest.json", "model.onnx"]

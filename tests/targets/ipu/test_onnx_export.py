@@ -101,6 +101,7 @@ def test_fp16_runs_with_fp32_state(tmp_path):
     assert np.isfinite(got["out_li"]).all()
 
 
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore:reading")  # the files lack semantics: the read says what it assumed
 def test_fixture_graphs(fixtures_dir, tmp_path):
     """dt = 1e-4 as in the NIR paper, except Sinabs' CNN, stepped with dt = 1 as Sinabs does;

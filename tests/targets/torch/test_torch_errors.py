@@ -77,3 +77,20 @@ def test_trainable_choices():
     assert {"fc.weight", "fc.bias", "cell.tau", "cell.v_threshold", "rec.weight"} <= every
     marked = graph.with_nodes(cell=graph.nodes["cell"].replace(trainable=("tau",)))
     assert set(dict(compile_torch(marked).named_parameters())) == {"cell.tau"}
+
+
+def test_registered_lowering_is_used(monkeypatch):
+    from snnir.ir import Affine
+    from snnir.targets.torch import LOWERINGS, register_lowering
+    from snnir.targets.torch.modules import AffineModule
+
+    class Doubled(AffineModule):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    monkeypatch.setitem(LOWERINGS, Affine, LOWERINGS[Affine])
+    register_lowering(Affine, Doubled)
+    graph = graphs_for(Affine)[0]
+    x = torch.randn(3, 2, 5)
+    torch.testing.assert_close(compile_torch(graph)(x), 2 * torch.as_tensor(
+        snnir.run(graph, x.double().numpy())["out"], dtype=torch.float32), rtol=1e-5, atol=1e-5)

@@ -177,6 +177,6 @@ def test_training_reduces_loss():
         loss = torch.nn.functional.cross_entropy(module(x).mean(0) * 20, labels)
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
-    assert not torch.equal(module.lif.tau, torch.as_tensor(graph.nodes["lif"].tau, dtype=torch.float32))
+    assert not torch.equal(module.lif.tau, torch.tensor(np.array(graph.nodes["lif"].tau), dtype=torch.float32))

@@ -1,0 +1,98 @@
+"""Spyx 1.0 (JAX): what its ``to_nir`` writes and what its ``from_nir`` reads.
+
+Spyx counts time in steps (``dt = 1`` by default) and writes ``tau = dt / (1 - beta)``
+with ``r = beta`` (not a gain: Spyx adds its input unscaled, ``V' = beta V + x``).
+Its ``LIF``/``IF`` emit the spike of the membrane *before* the update,
+``s_t = H(V_{t-1} - thr)``, and subtract it in the same update: in our terms a
+forward-Euler neuron with ``reset_timing="next"``, subtract reset, ``v > thr``,
+whose spikes leave one step late. ``on_read`` sets the unit gains (``r = tau/dt``,
+``IF`` ``r = 1/dt``) and inserts a one-step ``Delay`` after every top-level spiking
+neuron; ``on_write`` removes such delays (Spyx adds them back by itself) and folds
+the input gain into the threshold, as Spyx's ``from_nir`` ignores ``r``.
+``CuBaLIF`` subtracts the reset before the decay (``beta (V - s thr)``), which our
+semantics cannot say: it is read with a warning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semantics, register_dialect
+from snnir.ir.graph import Graph
+from snnir.ir.ops import IF, LIF, CubaLIF, Delay, Neuron
+from snnir.ir.semantics import Semantics
+
+SPYX_DT = 1.0
+SEMANTICS = {"discretisation": "euler", "reset": "subtract", "reset_timing": "next", "threshold_compare": "gt",
+             "spike_mode": "single", "current_order": "current_first"}
+DELAY_SUFFIX = "_spyx_delay"
+
+
+def _unit_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    dt = op.sem.dt
+    if isinstance(op, IF):
+        return op.replace(r=np.full(np.shape(op.r), 1.0 / dt))
+    if isinstance(op, LIF):
+        return op.replace(r=np.asarray(op.tau, float) / dt)
+    if isinstance(op, CubaLIF):
+        warnings.append(f"node '{path}': Spyx's CuBaLIF decays its reset (beta (V - s thr)); read as "
+                        "reset after the decay, which differs after each spike")
+        return op.replace(r=np.asarray(op.tau_mem, float) / dt, w_in=np.asarray(op.tau_syn, float) / dt)
+    return op
+
+
+def _on_read(graph: Graph, warnings: list[str]) -> Graph:
+    graph = map_neurons(graph, lambda path, op: _unit_gains(path, op, warnings))
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for name, op in graph.nodes.items():
+        if isinstance(op, Neuron) and op.spiking:
+            late = name + DELAY_SUFFIX
+            nodes[late] = Delay(delay=np.asarray(op.sem.dt), sem=Semantics(dt=op.sem.dt))
+            edges = [(late if src == name else src, dst) for src, dst in edges] + [(name, late)]
+    warnings.append("spyx: each spiking layer's output delayed one step, as Spyx emits it")
+    return graph.replace(nodes=nodes, edges=tuple(edges))
+
+
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    for name, op in graph.nodes.items():
+        if isinstance(op, Neuron) and op.spiking:
+            late = name + DELAY_SUFFIX
+            if isinstance(nodes.get(late), Delay):
+                del nodes[late]
+                edges = [(name if src == late else src, dst) for src, dst in edges if (src, dst) != (name, late)]
+            else:
+                warnings.append(f"node '{name}': Spyx emits its spikes one step late")
+    graph = graph.replace(nodes=nodes, edges=tuple(edges))
+
+    return map_neurons(graph, lambda path, op: _for_spyx(path, op, warnings))
+
+
+def _for_spyx(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """Spyx adds its input unscaled (``V' = beta V + x``, ``beta = 1 - dt/tau``): fold our
+    input gain into the threshold (exact for subtract reset and ``v_leak = 0``)."""
+    if not isinstance(op, (IF, LIF)):
+        raise SnnirError(f"Spyx's from_nir is not written for {op.op_type} here (only LIF and IF)", path)
+    note_semantics(op, path, "Spyx", SEMANTICS, warnings)
+    if isinstance(op, IF):
+        gain = op.sem.dt * np.asarray(op.r, float)
+        unit = {"r": np.full(np.shape(gain), 1.0 / op.sem.dt)}
+    else:
+        if np.any(op.v_leak != 0.0):
+            raise SnnirError("Spyx's LIF has no v_leak; only v_leak = 0 is written", path)
+        op = as_euler(op, op.sem.dt, path)
+        gain = op.sem.dt / op.tau * op.r
+        unit = {"r": op.tau / op.sem.dt}
+    if not np.allclose(gain, 1.0):
+        warnings.append(f"node '{path}': input gain folded into v_threshold (Spyx adds its input unscaled)")
+    return op.replace(v_threshold=op.v_threshold / gain, sem=op.sem.with_(**SEMANTICS), **unit)
+
+
+DIALECT = register_dialect(Dialect(
+    name="spyx",
+    description="Spyx 1.0: dt=1 Euler, spikes of the previous membrane (one step late), subtract reset",
+    on_read=_on_read,
+    on_write=_on_write,
+    read_defaults={"dt": SPYX_DT, **SEMANTICS},
+))

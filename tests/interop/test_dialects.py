@@ -1,0 +1,104 @@
+"""Dialect transforms without the peer libraries: re-timing keeps dynamics, lossy writes
+warn, impossible writes refuse naming the node, and ``snnir convert`` works."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import snnir
+from snnir.cli.main import main
+from snnir.errors import SnnirError
+from snnir.frontends.dialects import DIALECTS, as_euler, get_dialect, map_neurons
+from snnir.ir import Graph
+from snnir.ir.ops import LIF, Affine, CubaLIF, Input, Output
+from snnir.ir.semantics import Semantics
+
+LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool")
+
+
+def _graph(sem: Semantics, v_leak: float = 0.0, cuba: bool = False) -> Graph:
+    rng = np.random.default_rng(3)
+    neuron = (CubaLIF(tau_syn=np.full(5, 3e-3), tau_mem=np.full(5, 7e-3), r=np.full(5, 1.5), v_leak=np.full(5, v_leak),
+                      v_threshold=np.full(5, 0.1), sem=sem) if cuba else
+              LIF(tau=np.full(5, 6e-3), r=np.full(5, 2.0), v_leak=np.full(5, v_leak), v_threshold=np.full(5, 0.3),
+                  sem=sem))
+    return Graph.sequential(("input", Input(shape=(4,))), ("fc", Affine(weight=rng.normal(0.5, 0.5, (5, 4)),
+                                                                        bias=np.zeros(5))),
+                            ("lif", neuron), ("output", Output()))
+
+
+def _spikes(seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((200, 2, 4)) < 0.3).astype(float)
+
+
+def test_every_library_dialect_is_registered() -> None:
+    for name in LIBRARIES:
+        dialect = get_dialect(name)
+        assert dialect.name == name and dialect.description
+    assert set(LIBRARIES) <= set(DIALECTS)
+
+
+@pytest.mark.parametrize("cuba", [False, True])
+@pytest.mark.parametrize("discretisation", ["exp", "euler"])
+def test_as_euler_keeps_the_dynamics(cuba: bool, discretisation: str) -> None:
+    graph = _graph(Semantics(dt=1e-3, discretisation=discretisation), cuba=cuba)
+    retimed = map_neurons(graph, lambda path, op: as_euler(op, 1e-4, path))
+    assert retimed.nodes["lif"].sem.dt == 1e-4 and retimed.nodes["lif"].sem.discretisation == "euler"
+    x = _spikes()
+    before = snnir.run(graph, x, record=True)
+    after = snnir.run(retimed, x, record=True)
+    np.testing.assert_array_equal(before["output"], after["output"])
+    np.testing.assert_allclose(before["lif.v"], after["lif.v"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("library", ["snntorch", "norse"])
+def test_writing_warns_about_semantics_the_library_drops(library: str, tmp_path) -> None:
+    graph = _graph(Semantics(dt=1e-3, reset="subtract", reset_timing="next"))
+    with pytest.warns(UserWarning, match="reset"):
+        snnir.write(graph, tmp_path / "out.nir", dialect=library)
+
+
+@pytest.mark.parametrize("library", ["snntorch", "sinabs", "rockpool"])
+def test_writing_what_the_library_cannot_read_names_the_node(library: str, tmp_path) -> None:
+    graph = _graph(Semantics(dt=1e-3), v_leak=0.2, cuba=library == "rockpool")
+    with pytest.raises(SnnirError, match="node 'lif'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, tmp_path / "out.nir", dialect=library)
+
+
+def test_rockpool_refuses_lif(tmp_path) -> None:
+    with pytest.raises(SnnirError, match="node 'lif'.*LIF"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(_graph(Semantics(dt=1e-3)), tmp_path / "out.nir", dialect="rockpool")
+
+
+def test_norse_read_undoes_the_dt_scaling(tmp_path) -> None:
+    """A Norse file stores tau * dt; read back with dialect='norse' the true tau returns."""
+    graph = _graph(Semantics(dt=1e-3, discretisation="euler"))
+    path = tmp_path / "norse.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph.with_nodes(lif=graph.nodes["lif"].replace(tau=np.full(5, 6e-3 * 1e-3))), path)
+        read = get_dialect("norse").on_read(snnir.read(path), [])
+    np.testing.assert_allclose(read.nodes["lif"].tau, 6e-3)
+
+
+def test_convert_between_dialects(tmp_path, capsys) -> None:
+    source, target = tmp_path / "in.nir", tmp_path / "out.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(_graph(Semantics(dt=1e-3)), source)
+    assert main(["convert", str(source), str(target), "--from", "nir", "--to", "snntorch"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        written = snnir.read(target)
+    assert written.nodes["lif"].sem.dt == 1e-4
+
+
+def test_convert_to_an_unknown_library_fails_in_one_line(tmp_path, capsys) -> None:
+    assert main(["convert", str(tmp_path / "missing.nir"), str(tmp_path / "o.nir"), "--to", "bogus"]) == 1
+    assert "unknown dialect 'bogus'" in capsys.readouterr().err
