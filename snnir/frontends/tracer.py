@@ -331,9 +331,10 @@ def trace(model: Any, sample_input: Any) -> Graph:
     for module in twin.modules():
         handles.append(module.register_forward_pre_hook(recorder.pre_hook))
         handles.append(module.register_forward_hook(recorder.post_hook))
-    dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), None)
+    first = next((p for p in twin.parameters() if p.is_floating_point()), None)
     x = sample_input.detach().clone()
-    x = x.to(dtype) if dtype is not None and x.is_floating_point() else x
+    if first is not None:  # the model's device and, for float input, its dtype
+        x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
     recorder.tag(x, _Tag("sequence"))
     try:
         with torch.no_grad(), _Mode(recorder):
