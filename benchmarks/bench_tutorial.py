@@ -17,9 +17,10 @@ inference (no_grad forward) in ms, samples/s, ratios to snnTorch and to the GEMM
 floor (the Linears' forward GEMMs, plus dW1, dW2 and dX2 for training, at T*B
 rows, or B rows for the first layer with static input), and peak memory growth of
 one train step. Memory: torch has no CPU allocator statistics, so each memory
-figure comes from a fresh subprocess as ``ru_maxrss`` after a train step minus
-the RSS just before it (after a warm-up step), with glibc's mmap threshold fixed
-at 64 KiB so freed tensors really leave the RSS.
+figure comes from a fresh subprocess: after a warm-up train step, the peak RSS
+(``VmHWM``, reset through ``/proc/self/clear_refs``) of one more train step minus
+the RSS just before it, with glibc's mmap threshold fixed at 64 KiB so freed
+tensors really leave the RSS (Linux only).
 
 Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400]``.
 """
@@ -30,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -223,9 +223,13 @@ def _scaling_contenders(steps):
 
 
 # --- memory, one fresh process per figure ----------------------------------------------
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from ``/proc/self/status``."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory_child(name: str, steps: int, static: bool) -> None:
@@ -244,10 +248,11 @@ def memory_child(name: str, steps: int, static: bool) -> None:
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss_fn = SF.ce_count_loss()
     train_step(module, forward, optimiser, x, targets, loss_fn)
-    before = _rss_bytes()
+    before = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak RSS (VmHWM)
+        f.write("5")
     train_step(module, forward, optimiser, x, targets, loss_fn)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(max(peak - before, 0)))
+    print(json.dumps(_status_bytes("VmHWM") - before))
 
 
 def peak_growth_mb(name: str, steps: int, static: bool) -> float | None:

@@ -30,11 +30,11 @@ def write(graph: Graph, path: Any, **options: Any) -> None:
     _write(graph, path, **options)
 
 
-def trace(model: Any, sample_input: Any, **options: Any) -> Graph:
-    """Trace a torch-style spiking network; see :func:`snnir.frontends.trace`."""
+def trace(model: Any, sample_input: Any) -> Graph:
+    """Trace a torch-style spiking network; see :func:`snnir.frontends.tracer.trace`."""
     from snnir.frontends import trace as _trace
 
-    return _trace(model, sample_input, **options)
+    return _trace(model, sample_input)
 
 
 def optimize(graph: Graph, level: int = 2, passes: Any = None, **options: Any) -> Graph:

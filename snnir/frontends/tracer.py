@@ -168,6 +168,7 @@ class _Recorder:
             return
         if kind == "batchnorm":
             self.passthrough[id(module)] = self.fold(module, sources, layer, path)
+            self.tag(args[0], _Tag("bad", why=f"'{sources[0]}' before the BatchNorm '{layer}' folded into it"))
             return
         if path not in self.names:
             fragment = self.fragment(module, kind, layer)
@@ -186,6 +187,8 @@ class _Recorder:
 
         if len(sources) != 1 or sources[0] not in self.layer_nodes:
             raise SnnirError("BatchNorm must directly follow one Linear or Conv layer to be folded", layer)
+        if any(src == sources[0] for src, _ in self.edges):
+            raise SnnirError(f"cannot fold into '{sources[0]}': its output is also used before the BatchNorm", layer)
         if path not in self.folded:
             self.folded.add(path)
             self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])

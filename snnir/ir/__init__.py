@@ -1,7 +1,7 @@
 """The IR core: ops, graphs, time semantics, shapes and the verifier.
 
 Imports no torch, h5py or poptorch; NIR file I/O lives in :mod:`snnir.ir.nir_io`,
-which depends on this core and is imported on demand.
+(a package), which depends on this core and is imported on demand.
 """
 
 from snnir.errors import SnnirError

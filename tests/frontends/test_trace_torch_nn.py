@@ -175,6 +175,23 @@ def test_batchnorm_needs_a_layer_before_it():
     assert info.value.node == "0"
 
 
+@pytest.mark.parametrize("use_first", [True, False])
+def test_batchnorm_fold_refuses_a_layer_whose_raw_output_is_used(use_first):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn, self.out = torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.fc(x)
+            if use_first:
+                return self.out(h) + self.out(self.bn(h))
+            return self.out(self.bn(h) + h)
+
+    with pytest.raises(SnnirError, match="fold|before the BatchNorm"):
+        snnir.trace(Net(), torch.rand(2, 3))
+
+
 def test_bad_arguments():
     with pytest.raises(SnnirError, match="torch.nn.Module"):
         snnir.trace(lambda x: x, torch.rand(2, 3))

@@ -81,7 +81,9 @@ def map_neurons(graph: Graph, fn: Callable[[str, "Neuron"], "Neuron"], prefix: s
     return graph.replace(nodes=nodes)
 
 
-def _decay_gain(tau: np.ndarray, sem: Semantics) -> tuple[np.ndarray, np.ndarray]:
+def decay_gain(tau: np.ndarray, sem: Semantics) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step decay ``a`` and input gain ``b`` of a time constant (the neuron docstring's)."""
+    tau = np.asarray(tau, float)
     if sem.discretisation == "euler":
         return 1.0 - sem.dt / tau, sem.dt / tau
     decay = np.exp(-sem.dt / tau)
@@ -102,7 +104,7 @@ def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
         return op.replace(r=np.asarray(op.r, float) * op.sem.dt / dt, sem=sem)
 
     def retime(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        decay, gain = _decay_gain(np.asarray(tau, float), op.sem)
+        decay, gain = decay_gain(tau, op.sem)
         if np.any(decay >= 1.0):
             raise SnnirError("a time constant too long for a finite forward-Euler tau at this dt", path)
         return dt / (1.0 - decay), gain / (1.0 - decay)
@@ -117,10 +119,18 @@ def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
 
 
 def note_semantics(op: "Neuron", path: str, library: str, wanted: dict, warnings: list[str]) -> None:
-    """Warn for each Semantics field of ``op`` that ``library``'s reader will not honour."""
+    """Warn for each Semantics field that matters to ``op`` and that ``library``'s reader
+    will not honour (``wanted`` maps field names to the values that library uses)."""
+    ignored = set()
+    if not op.spiking:
+        ignored |= {"reset", "reset_timing", "threshold_compare", "spike_mode"}
+    if not op.has_current:
+        ignored.add("current_order")
+    if "tau" not in op.param_names() and "tau_mem" not in op.param_names():
+        ignored.add("discretisation")
     for name, value in wanted.items():
         have = getattr(op.sem, name)
-        if have != value and (name != "reset_timing" or getattr(op, "spiking", False)):
+        if name not in ignored and have != value:
             warnings.append(f"node '{path}': {library} reads it with {name}={value!r}, not {have!r} (lossy)")
 
 

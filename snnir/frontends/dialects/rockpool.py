@@ -20,7 +20,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
-    Dialect, drop_sample_batch, map_neurons, note_semantics, register_dialect,
+    Dialect, decay_gain, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LIF, CubaLIF, Neuron
@@ -62,12 +62,8 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         raise SnnirError("Rockpool reads v_leak as a bias current; only v_leak = 0 is written", path)
     note_semantics(op, path, "Rockpool", SEMANTICS, warnings)
     dt = op.sem.dt
-    if op.sem.discretisation == "euler":
-        alpha, g_mem = 1.0 - dt / op.tau_mem, dt / op.tau_mem
-        beta, g_syn = 1.0 - dt / op.tau_syn, dt / op.tau_syn
-    else:
-        alpha, beta = _decay(op.tau_mem, dt), _decay(op.tau_syn, dt)
-        g_mem, g_syn = 1.0 - alpha, 1.0 - beta
+    alpha, g_mem = decay_gain(op.tau_mem, op.sem)
+    beta, g_syn = decay_gain(op.tau_syn, op.sem)
     tau_mem, tau_syn = -dt / np.log(alpha), -dt / np.log(beta)
     # Rockpool: i' = beta (i + x), v' = alpha v + i'. Ours: i' = beta i + g_syn w_in x,
     # v' = alpha v + g_mem r i'. So v_ours = v_rockpool * scale.

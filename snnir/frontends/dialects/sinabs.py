@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.frontends.dialects import Dialect, map_neurons, note_semantics, register_dialect
+from snnir.frontends.dialects import Dialect, decay_gain, map_neurons, note_semantics, register_dialect
 from snnir.ir.graph import Graph
 from snnir.ir.ops import IF, LI, LIF, Neuron
 
@@ -37,11 +37,7 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         return op.replace(r=np.ones_like(gain), v_threshold=op.v_threshold / gain, sem=sem)
     if np.any(op.v_leak != 0.0):
         raise SnnirError("Sinabs' from_nir needs v_leak = 0", path)
-    if op.sem.discretisation == "euler":
-        decay, gain = 1.0 - op.sem.dt / op.tau, op.sem.dt / op.tau
-    else:
-        decay = np.exp(-op.sem.dt / op.tau)
-        gain = 1.0 - decay
+    decay, gain = decay_gain(op.tau, op.sem)
     if np.any(decay <= 0.0):
         raise SnnirError("a decay <= 0 per step has no Sinabs time constant", path)
     tau = -1.0 / np.log(decay)  # in steps
@@ -52,7 +48,9 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     if isinstance(op, LI):
         if not np.allclose(g, 1.0):
             raise SnnirError("Sinabs reads LI with r = 1 and adds x unscaled; this LI has another gain", path)
-        return op.replace(tau=tau, r=r, sem=sem)
+        warnings.append(f"node '{path}': written with r = 1, which Sinabs' from_nir requires for LI "
+                        "(it adds x unscaled): the file is for Sinabs, not plain NIR")
+        return op.replace(tau=tau, r=np.ones_like(r), sem=sem)
     if not np.allclose(g, 1.0):
         warnings.append(f"node '{path}': threshold divided by the input gain (Sinabs adds x unscaled)")
     return op.replace(tau=tau, r=r, v_threshold=op.v_threshold / g, sem=sem)

@@ -180,6 +180,8 @@ class _Builder:
                 values[name] = self.lower(op, path, x)
             except SnnirError as exc:
                 raise SnnirError(exc.reason, exc.node or path) from None
+            info = self.node_info.setdefault(path, {"op": op.op_type})
+            info["shape"] = [BATCH] + list(self.shapes.outputs[path])
         for key, state in previous.items():
             self.add("Identity", [values[key]], [f"{state}.next"])
         return {name: values[name] for name in graph.outputs}
@@ -243,7 +245,7 @@ class _Builder:
         shape = tuple(self.shapes.outputs[path])
         steps = np.broadcast_to(op.steps(path), shape)
         depth = int(steps.max()) if steps.size else 0
-        self.node_info[path] = {"op": "Delay", "steps": int(depth), "dt": op.sem.dt}
+        self.node_info[path] = {"op": "Delay", "depth": depth, "dt": op.sem.dt}
         if depth == 0:
             self.add("Identity", [x], [f"{path}/y"])
             return f"{path}/y"
@@ -251,11 +253,10 @@ class _Builder:
         axis0 = self.const(f"{path}/axis0", [0], np.int64)
         self.add("Unsqueeze", [x, axis0], [f"{path}/x1"])
         self.add("Concat", [buffer, f"{path}/x1"], [f"{path}/history"], axis=0)
-        index = self.const(f"{path}/index", (depth - steps)[None, None], np.int64)
-        self.add("Shape", [f"{path}/x1"], [f"{path}/x1_shape"])
-        self.add("Expand", [index, f"{path}/x1_shape"], [f"{path}/index_b"])
-        self.add("GatherElements", [f"{path}/history", f"{path}/index_b"], [f"{path}/picked"], axis=0)
-        self.add("Squeeze", [f"{path}/picked", axis0], [f"{path}/y"])
+        # y = history[depth - steps] per element, as a one-hot mask summed over time (exact)
+        mask = (np.arange(depth + 1).reshape((-1,) + (1,) * steps.ndim) == depth - steps)[:, None]
+        self.add("Mul", [f"{path}/history", self.const(f"{path}/mask", mask)], [f"{path}/picked"])
+        self.add("ReduceSum", [f"{path}/picked", axis0], [f"{path}/y"], keepdims=0)
         big = self.const(f"{path}/end", [np.iinfo(np.int64).max], np.int64)
         self.add("Slice", [f"{path}/history", self.const(f"{path}/one", [1], np.int64), big, axis0],
                  [f"{buffer}.next"])

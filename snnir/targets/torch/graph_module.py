@@ -25,7 +25,7 @@ from snnir.ir.ops import Input, Op, Output, Subgraph
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
-from snnir.targets.torch.modules import LOWERINGS, LoweringContext
+from snnir.targets.torch.modules import LOWERINGS, LoweringContext, Shared
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -71,7 +71,7 @@ class GraphModule(nn.Module):
 
     def __init__(self, graph: Graph, shapes: Shapes, shape_prefix: str, prefix: str, options: Options):
         super().__init__()
-        self._graph = graph
+        self._shared_graph = Shared(graph)
         self._shapes, self._shape_prefix, self._prefix = shapes, shape_prefix, prefix
         self._attrs: dict[str, str] = {}
         self._state_names: dict[str, tuple[str, ...]] = {}
@@ -94,6 +94,10 @@ class GraphModule(nn.Module):
             members: sorted({k for m in members for k, _, d in self._sources.get(m, ()) if d})
             for members, _ in self._plan
         }
+
+    @property
+    def _graph(self) -> Graph:
+        return self._shared_graph.value
 
     # --- building ---------------------------------------------------------------------
     def _free_attribute(self, name: str) -> str:
@@ -216,14 +220,11 @@ class GraphModule(nn.Module):
             if len(outs) == 1:
                 values[name] = next(iter(outs.values()))
             return values, new_state, traces
-        seq = x[None]
         if not module.stateful:
-            steps, batch = seq.shape[:2]
-            y = module(seq.reshape((steps * batch,) + tuple(seq.shape[2:])))
-            return {name: y.reshape((steps, batch) + tuple(y.shape[1:]))}, {}, None
+            return {name: module(x[None])}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
-        y, final, traces = module.sequence(seq, own, record)
+        y, final, traces = module(x[None], own, record)
         new_state = {key + s: v for s, v in final.items()}
         return {name: y}, new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 
@@ -278,7 +279,7 @@ class ExpandedModule(nn.Module):
 
     def __init__(self, op: Op, expansion: GraphModule):
         super().__init__()
-        self.source_op = op
+        self._source = Shared(op)
         self.expansion = expansion
 
     def initial_state(self, batch, dtype, device):
@@ -288,4 +289,4 @@ class ExpandedModule(nn.Module):
         return self.expansion.run_ports(ports, state, record)
 
     def to_op(self) -> Op:
-        return self.source_op
+        return self._source.value

@@ -2,8 +2,9 @@
 
 Every module keeps its op's parameters as tensors named like the op's fields:
 ``nn.Parameter`` when trained, buffers otherwise, so ``state_dict`` holds them
-all. Tensors carry a leading batch dimension (``[B, *shape]``); stateless
-modules also accept time folded into the batch (``[T*B, *shape]``).
+all. Stateless modules map ``[*lead, *shape]`` for any leading dims (time and
+batch at once: one GEMM or convolution for a whole sequence); stateful ones
+are called on a whole sequence ``[T, B, *shape]`` with an explicit state.
 
 Gradients: spikes use the surrogate's derivative. A zero reset carries no
 gradient through the spike; a subtract reset ``u - z thr`` carries none through
@@ -32,6 +33,19 @@ from snnir.targets.torch.surrogate import Surrogate
 State = dict[str, torch.Tensor]
 
 
+class Shared:
+    """Holds an immutable IR value (op, graph) that module copies share: ``copy.deepcopy``
+    of a module keeps the same value (graphs hold read-only mappings, which cannot be copied)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> "Shared":
+        return self
+
+
 @dataclass(frozen=True)
 class LoweringContext:
     """What a lowering needs besides the op: ``trainable`` names the op's
@@ -48,27 +62,32 @@ class LoweringContext:
 
 
 class OpModule(nn.Module):
-    """One op as a module. Stateless: ``forward(x)``. Stateful: ``step`` and
-    ``sequence`` with an explicit state dict. ``to_op`` gives the op back with
-    the current parameter values."""
+    """One op as a module. Stateless: ``forward(x)`` on ``[*lead, *shape]``.
+    Stateful: ``forward(x, state, record)`` runs a whole sequence (``sequence``,
+    by default a loop over ``step``), with an explicit state dict. ``to_op``
+    gives the op back with the current parameter values."""
 
     stateful = False
 
     def __init__(self, op: Op, ctx: LoweringContext):
         super().__init__()
-        self.source_op = op
+        self._source = Shared(op)
         self.path = ctx.path
+        self.in_rank = len(ctx.in_shape) if ctx.in_shape is not None else 0
         self.surrogate = ctx.surrogate
         self._param_dtypes: dict[str, np.dtype] = {}
         for name, value in op.params().items():
-            if value.dtype.kind not in "fiub":
-                continue
             tensor = torch.tensor(np.array(value, dtype=np.float64), dtype=ctx.dtype)
             self._param_dtypes[name] = value.dtype
             if name in ctx.trainable:
                 self.register_parameter(name, nn.Parameter(tensor))
             else:
                 self.register_buffer(name, tensor)
+
+    @property
+    def source_op(self) -> Op:
+        """The op this module was lowered from (original parameter values)."""
+        return self._source.value
 
     def to_op(self) -> Op:
         """The source op with this module's current parameter values (in their original
@@ -80,6 +99,10 @@ class OpModule(nn.Module):
             if not np.array_equal(current, original.astype(current.dtype)):
                 changes[name] = current.astype(dtype)
         return self.source_op.replace(**changes) if changes else self.source_op
+
+    def forward(self, x: torch.Tensor, state: State, record: bool = False):
+        """Stateful ops: ``sequence``; stateless ones override this."""
+        return self.sequence(x, state, record)
 
     def initial_state(self, batch: int, shape: tuple[int, ...], dtype: torch.dtype, device: Any) -> State:
         return {}
@@ -123,11 +146,19 @@ class ScaleModule(OpModule):
 
 
 class FlattenModule(OpModule):
-    """Joins per-sample dims start..end (the batch dim is kept)."""
+    """Joins per-sample dims start..end (leading dims are kept)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start, end = self.source_op.dims(x.dim() - 1, self.path)
-        return torch.flatten(x, start + 1, end + 1)
+        start, end = self.source_op.dims(self.in_rank, self.path)
+        lead = x.dim() - self.in_rank
+        return torch.flatten(x, start + lead, end + lead)
+
+
+def _per_sample(module: OpModule, x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply ``fn`` on ``[N, *shape]`` with all leading dims of ``x`` folded into N."""
+    lead = tuple(x.shape[: x.dim() - module.in_rank])
+    y = fn(x.reshape((-1,) + tuple(x.shape[len(lead):])))
+    return y.reshape(lead + tuple(y.shape[1:]))
 
 
 class ThresholdModule(OpModule):
@@ -141,6 +172,9 @@ class ConvModule(OpModule):
     """Cross-correlation as torch's conv1d/conv2d, symmetric explicit padding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _per_sample(self, x, self._conv)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
         op = self.source_op
         conv = F.conv1d if op.spatial_rank == 1 else F.conv2d
         y = conv(x, self.weight, None, op.stride, op.explicit_padding(), op.dilation, op.groups)
@@ -152,6 +186,9 @@ class PoolModule(OpModule):
     """Sum or mean over zero-padded windows (padding counted in the mean)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _per_sample(self, x, self._pool)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         op = self.source_op
         pad_h, pad_w = op.padding
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))

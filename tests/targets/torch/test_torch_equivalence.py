@@ -212,3 +212,22 @@ def test_two_recurrent_components_continue_from_state():
         assert {"a@prev", "b@prev"} <= set(state)
         second = module(x[7:], state=state)
     torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
+
+
+def test_deepcopy_and_state_dict_round_trip():
+    import copy
+
+    graph = graphs_for(snnir.ir.Subgraph)[0]
+    module = compile_torch(graph, trainable="all")
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.01)
+    assert not torch.equal(twin.fc.weight, module.fc.weight)
+    twin.load_state_dict(module.state_dict())
+    x = torch.as_tensor(random_input(graph, 8, 2), dtype=torch.float32)
+    with torch.no_grad():
+        a, b = module(x), twin(x)
+    for name in graph.outputs:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    assert twin.to_graph() == module.to_graph()
