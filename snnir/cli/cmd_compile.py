@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {source} and {weights}")
         return 0
     result = snnir.compile(graph, target=args.target, out_dir=args.output)
-    print(f"compiled {args.file} for {args.target} into {args.output}" + (f": {result}" if isinstance(result, (str, Path)) else ""))
+    detail = f": {result}" if isinstance(result, (str, Path)) else ""
+    print(f"compiled {args.file} for {args.target} into {args.output}{detail}")
     return 0

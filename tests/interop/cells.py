@@ -8,8 +8,8 @@ with the library's ``from_nir`` and run by it; compared with ``snnir.run`` of ou
 
 Each check returns an :class:`Outcome`: ``exact`` (every spike equal), ``differs``
 (with the share of spike entries that differ, and why) or ``unsupported`` (why).
-snnTorch and Sinabs spike functions return float32, so those peers run in float32 and
-we in float64 on the same (float32) parameters and inputs; Norse runs in float64.
+snnTorch's and Sinabs' spike functions return float32, Rockpool and Spyx (JAX) default to
+it: those peers run in float32, Norse in float64; we run float64 on the same parameters.
 Used by ``tests/interop/test_matrix.py`` and ``benchmarks/interop_matrix.py``.
 """
 
@@ -29,10 +29,7 @@ from snnir.ir import Graph
 from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Input, Output
 from snnir.ir.semantics import Semantics
 
-try:  # run as a module of the test package, or as a file from the benchmark
-    from tests.interop import peers
-except ImportError:  # pragma: no cover
-    import peers  # type: ignore[no-redef]
+from tests.interop import peers
 
 T, B = 40, 3
 
@@ -49,8 +46,7 @@ class Cell:
     op: str
     direction: str
     check: Callable[[Path], Outcome]
-    expected: str = "exact"
-    why: str = ""  # for an expected status other than "exact"
+    expected: str = "exact"  # a cell expected otherwise explains itself in its outcome's note
 
     @property
     def name(self) -> str:

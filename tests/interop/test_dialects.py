@@ -13,7 +13,7 @@ from snnir.cli.main import main
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import DIALECTS, as_euler, get_dialect, map_neurons
 from snnir.ir import Graph
-from snnir.ir.ops import LIF, Affine, CubaLIF, Input, Output
+from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Input, Output
 from snnir.ir.semantics import Semantics
 
 LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool")
@@ -67,6 +67,20 @@ def test_writing_what_the_library_cannot_read_names_the_node(library: str, tmp_p
     with pytest.raises(SnnirError, match="node 'lif'"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snnir.write(graph, tmp_path / "out.nir", dialect=library)
+
+
+def test_snntorch_refuses_if_it_cannot_run(tmp_path) -> None:
+    graph = Graph.sequential(("input", Input(shape=(3,))), ("if", IF(r=np.ones(3), v_threshold=np.ones(3))),
+                             ("output", Output()))
+    with pytest.raises(SnnirError, match="node 'if'.*Leaky"):
+        snnir.write(graph, tmp_path / "out.nir", dialect="snntorch")
+
+
+def test_snntorch_needs_one_threshold_per_layer(tmp_path) -> None:
+    graph = _graph(Semantics(dt=1e-4, reset="zero"))
+    graph = graph.with_nodes(lif=graph.nodes["lif"].replace(v_threshold=np.linspace(0.1, 0.5, 5)))
+    with pytest.raises(SnnirError, match="node 'lif'.*one v_threshold"):
+        snnir.write(graph, tmp_path / "out.nir", dialect="snntorch")
 
 
 def test_rockpool_refuses_lif(tmp_path) -> None:

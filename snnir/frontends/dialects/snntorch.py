@@ -38,21 +38,29 @@ def _on_read(graph: Graph, warnings: list[str]) -> Graph:
 
 
 def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
-    if not isinstance(op, (IF, LIF, CubaLIF)):
-        raise SnnirError(f"snnTorch's import_from_nir has no module for {op.op_type}", path)
     if isinstance(op, IF):
-        warnings.append(f"node '{path}': snnTorch imports IF as a leaky neuron with beta=0.9 (its bug)")
-    if np.any(getattr(op, "v_leak", 0.0) != 0.0):
+        raise SnnirError("snnTorch's import_from_nir builds IF as Leaky(beta=0.9, init_hidden=False), which "
+                         "leaks and returns a tuple the next layer cannot take: not written", path)
+    if not isinstance(op, (LIF, CubaLIF)):
+        raise SnnirError(f"snnTorch's import_from_nir has no module for {op.op_type}", path)
+    if np.any(op.v_leak != 0.0):
         raise SnnirError("snnTorch's import_from_nir needs v_leak = 0", path)
     if op.spiking and np.any(op.v_reset != 0.0):
         warnings.append(f"node '{path}': snnTorch ignores v_reset (resets to 0)")
     note_semantics(op, path, "snnTorch's import_from_nir", IMPORT_SEMANTICS, warnings)
-    op = as_euler(op, SNNTORCH_DT, path) if not isinstance(op, IF) else op
+    op = as_euler(op, SNNTORCH_DT, path)
     if isinstance(op, CubaLIF):
         gain = op.r * SNNTORCH_DT / op.tau_mem  # snnTorch needs r = tau_mem / dt: mem += syn
         if not np.allclose(gain, 1.0):
             warnings.append(f"node '{path}': membrane gain folded into the threshold (snnTorch needs r = tau_mem/dt)")
             op = op.replace(r=op.tau_mem / SNNTORCH_DT, v_threshold=op.v_threshold / gain)
+        input_gain = op.w_in * SNNTORCH_DT / op.tau_syn
+    else:
+        input_gain = op.r * SNNTORCH_DT / op.tau
+    # snnTorch divides the threshold by the input gain and needs one threshold per layer
+    ratio = np.asarray(op.v_threshold / input_gain)
+    if not np.allclose(ratio, ratio.flat[0]):
+        raise SnnirError("snnTorch needs one v_threshold / input gain for the whole layer", path)
     return op.replace(sem=op.sem.with_(**IMPORT_SEMANTICS))
 
 

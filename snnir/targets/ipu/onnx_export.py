@@ -45,7 +45,7 @@ BATCH = "batch"
 
 @dataclass
 class OnnxExport:
-    """An exported model and its manifest (``states``: name -> shape, ``BATCH`` marking the batch dim)."""
+    """An exported model, its manifest (shapes mark the batch dim with ``BATCH``) and its kernels by name."""
 
     model: onnx.ModelProto
     manifest: dict[str, Any]
@@ -62,7 +62,10 @@ def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32") -> Path
 def write(exported: OnnxExport, out_dir: Any, **manifest_extra: Any) -> Path:
     """Save the model and its manifest (with ``manifest_extra`` entries added) into ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnnirError(f"cannot create the output directory {out}: {exc.strerror}") from None
     onnx.save(exported.model, out / MODEL_FILE)
     manifest = {**exported.manifest, **manifest_extra}
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -96,7 +96,9 @@ class _Writer:
             f"{inner}    {name!r}: {self.op(op, prefix + name, inner + '    ')},\n" for name, op in graph.nodes.items()
         )
         edges = "".join(f"{inner}    ({src!r}, {dst!r}),\n" for src, dst in graph.edges)
-        metadata = f",\n{inner}metadata={dict(graph.metadata)!r}" if graph.metadata and _literal(dict(graph.metadata)) else ""
+        metadata = ""
+        if graph.metadata and _literal(dict(graph.metadata)):
+            metadata = f",\n{inner}metadata={dict(graph.metadata)!r}"
         return f"Graph(\n{inner}{{\n{nodes}{inner}}},\n{inner}(\n{edges}{inner}){metadata},\n{indent})"
 
 

@@ -100,6 +100,9 @@ class OpModule(nn.Module):
                 changes[name] = current.astype(dtype)
         return self.source_op.replace(**changes) if changes else self.source_op
 
+    def extra_repr(self) -> str:
+        return self.source_op.summary()
+
     def forward(self, x: torch.Tensor, state: State, record: bool = False):
         """Stateful ops: ``sequence``; stateless ones override this."""
         return self.sequence(x, state, record)

@@ -273,7 +273,12 @@ class _NeuronSequence(torch.autograd.Function):
         scratch = torch.empty_like(v0)
         thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
         subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
-        g_x = torch.zeros_like(v0) if static else torch.empty((steps,) + v0.shape, dtype=v0.dtype, device=v0.device)
+        if static:
+            g_x = torch.zeros_like(v0)
+        elif cfg.spiking:
+            g_x = us  # u_t is last read at step t, so dL/dx_t can take its place (saves a [T, B, ...])
+        else:
+            g_x = torch.empty((steps,) + v0.shape, dtype=v0.dtype, device=v0.device)
         # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
         direct = not (static or cfg.has_current) and isinstance(gain, float) and gain == 1.0
         g_v = g_v.expand_as(v0)

@@ -89,6 +89,9 @@ def test_model_interface(tmp_path):
     custom = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     assert custom == {f.name for f in model.functions} == set(manifest["custom_ops"])
     assert manifest["nodes"]["lif"]["semantics"]["reset_timing"] == graph.nodes["lif"].sem.reset_timing
+    for batch in (1, 6):  # one model, any batch size
+        x = rng.normal(0.3, 1.0, (5, batch, 5))
+        assert np.array_equal(simulate(tmp_path, x)["out_lif"], snnir.run(graph, x)["out_lif"])
 
 
 def test_fp16_runs_with_fp32_state(tmp_path):
@@ -131,3 +134,7 @@ def test_bad_input_names_the_node(tmp_path):
         compile_onnx(graph, tmp_path)
     with pytest.raises(SnnirError, match="precision"):
         compile_onnx(graph, tmp_path, precision="int8")
+    good = snnir.Graph.sequential(("input", snnir.ir.Input((3,))), ("output", snnir.ir.Output()))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SnnirError, match="output directory"):
+        compile_onnx(good, tmp_path / "file")

@@ -231,3 +231,28 @@ def test_deepcopy_and_state_dict_round_trip():
     for name in graph.outputs:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
     assert twin.to_graph() == module.to_graph()
+
+
+_SEM_CHOICES = dict(
+    discretisation=("euler", "exp"), reset=("zero", "subtract", "none"), reset_timing=("same", "next"),
+    threshold_compare=("gt", "ge"), spike_mode=("single", "multi"), current_order=("current_first", "voltage_first"),
+)
+
+
+def test_random_semantics_match_reference():
+    """Every semantics option combination, sampled by hypothesis, on every spiking neuron."""
+    from hypothesis import given, settings, strategies as st
+
+    from snnir.ir import IF, LIF, CubaLIF, Semantics
+    from torch_target_graphs import DT, neuron_graph
+
+    @settings(max_examples=25, deadline=None, derandomize=True)
+    @given(cls=st.sampled_from([IF, LIF, CubaLIF]), seed=st.integers(0, 1000),
+           choice=st.fixed_dictionaries({k: st.sampled_from(v) for k, v in _SEM_CHOICES.items()}))
+    def check(cls, seed, choice):
+        if choice["spike_mode"] == "multi":
+            choice = {**choice, "threshold_compare": "ge"}
+        graph = neuron_graph(cls, np.random.default_rng(seed), Semantics(dt=DT, **choice), recurrent=seed % 2 == 0)
+        assert_matches_reference(graph, random_input(graph, 15, 2, seed=seed))
+
+    check()
