@@ -160,5 +160,11 @@ class Graph:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __copy__(self) -> "Graph":
+        return self  # immutable: a copy is the graph itself
+
+    def __deepcopy__(self, memo: dict) -> "Graph":
+        return self
+
     def __repr__(self) -> str:
         return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges)"

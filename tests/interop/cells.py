@@ -29,7 +29,7 @@ from snnir.ir import Graph
 from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Input, Output
 from snnir.ir.semantics import Semantics
 
-from tests.interop import peers
+from . import peers
 
 T, B = 40, 3
 

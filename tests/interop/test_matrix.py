@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.interop.cells import CELLS, Cell
+from .cells import CELLS, Cell
 
 pytestmark = pytest.mark.interop
 
