@@ -16,7 +16,7 @@ $(PY):
 # torch first (a local CPU wheel here), then everything else under the constraints file,
 # so no later install can swap torch (or nir, or numpy once pinned there). An existing
 # constraints file is kept: it may pin more than this default.
-$(STAMP): pyproject.toml requirements-interop.txt | $(PY)
+$(STAMP): pyproject.toml requirements-interop.txt scripts/install_interop.sh | $(PY)
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	test -f $(CONSTRAINTS) || printf 'torch==$(TORCH_VERSION)\nnir==$(NIR_VERSION)\n' > $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test]"

@@ -212,6 +212,8 @@ def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int 
     return {
         "train": {n: statistics.median(v) for n, v in train.items()},
         "infer": {n: statistics.median(v) for n, v in infer.items()},
+        "train_min": {n: min(v) for n, v in train.items()},
+        "infer_min": {n: min(v) for n, v in infer.items()},
         "floor": {"train": floor_train, "infer": floor_infer},
     }
 
@@ -269,7 +271,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, T=25 and 100 only")
     parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 5, quick 2)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -280,11 +282,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(THREADS)
     steps_list = args.steps or ([25, 100] if args.quick else [25, 100, 400])
-    reps = args.reps or (2 if args.quick else 5)
+    reps = args.reps or (3 if args.quick else 7)
     notes: list[str] = []
     print(f"# snnTorch tutorial race: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads, no GPU; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
     print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
           "infer vs snnTorch | train / GEMM floor | infer / GEMM floor |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -296,7 +299,8 @@ def main(argv=None) -> int:
             base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
             for name in r["train"]:
                 tr, inf = r["train"][name], r["infer"][name]
-                print(f"| {'static' if static else 'dynamic'} | {steps} | {name} | {tr:.1f} | {inf:.1f} | "
+                print(f"| {'static' if static else 'dynamic'} | {steps} | {name} | {tr:.1f} ({r['train_min'][name]:.1f}) | "
+                      f"{inf:.1f} ({r['infer_min'][name]:.1f}) | "
                       f"{BATCH / tr * 1e3:.0f} | {base_t / tr:.2f}x | {base_i / inf:.2f}x | "
                       f"{tr / r['floor']['train']:.2f} | {inf / r['floor']['infer']:.2f} |", flush=True)
             print(f"| {'static' if static else 'dynamic'} | {steps} | GEMM floor | {r['floor']['train']:.1f} | "

@@ -20,8 +20,9 @@ listed in each op's ``trainable``.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
@@ -39,21 +40,29 @@ _RESHAPE_FUNCS = {"flatten", "view", "reshape"}
 @dataclass(frozen=True)
 class _Tag:
     """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
-    (a neuron's internal state), ``sequence`` (the whole input) or ``bad``."""
+    (a neuron's internal state), ``sequence`` (the whole input) or ``bad``.
+    ``padded``: an all-zero untraced tensor was summed in (a delayed edge's
+    value at the first step, see :func:`trace_submodules`)."""
 
     kind: str
     sources: tuple[str, ...] = ()
     why: str = ""
+    padded: bool = False
 
 
 class _Recorder:
-    def __init__(self, model: Any):
+    """``whole_sequences``: the model is a compiled module that runs whole
+    sequences ``[T, B, ...]`` and names its leaves by node path (``path``)."""
+
+    def __init__(self, model: Any, whole_sequences: bool = False, reserved: tuple[str, ...] = ("input", "output")):
         import torch
 
         self.torch = torch
+        self.whole_sequences = whole_sequences
+        self.reserved = reserved
         self.tags: dict[int, tuple[Any, _Tag]] = {}
         self.nodes: dict[str, Op] = {}
-        self.inputs_of: dict[str, tuple[str, ...]] = {}
+        self.inputs_of: dict[str, tuple[tuple[str, ...], bool]] = {}
         self.edges: list[tuple[str, str]] = []
         self.layer_nodes: dict[str, Fragment] = {}
         self.names: dict[str, str] = {}
@@ -80,13 +89,15 @@ class _Recorder:
     def node_name(self, base: str) -> str:
         name = base or "model"
         candidate, k = name, 2
-        while candidate in self.nodes or candidate in ("input", "output"):
+        while candidate in self.nodes or candidate in self.reserved:
             candidate, k = f"{name}_{k}", k + 1
         return candidate
 
     def use(self, obj: Any, layer: str) -> tuple[str, ...]:
         """The sources a leaf's input carries, or a SnnirError naming the layer."""
         tag = self.tag_of(obj)
+        if tag is None and self.is_zero(obj):
+            return ()
         if tag is None:
             raise SnnirError("its input does not derive from the model input", layer)
         if tag.kind == "bad":
@@ -105,17 +116,33 @@ class _Recorder:
             raise SnnirError(f"the model input is used with shapes {list(self.input_shape)} and {list(shape)}", layer)
         return ("input",)
 
-    def connect(self, node: str, sources: tuple[str, ...], entries: tuple[str, ...], layer: str) -> None:
+    def is_zero(self, obj: Any) -> bool:
+        """An untraced all-zero tensor (only in whole-sequence mode): a delayed
+        edge's value at the first step, which adds nothing."""
+        return (
+            self.whole_sequences and isinstance(obj, self.torch.Tensor) and self.tag_of(obj) is None
+            and not bool(obj.any())
+        )
+
+    def connect(
+        self, node: str, sources: tuple[str, ...], entries: tuple[str, ...], layer: str, padded: bool = False
+    ) -> None:
+        """Record ``sources -> entries`` once. A first call whose input was
+        ``padded`` (some delayed inputs still zero) may be completed later."""
         key = tuple(sorted(sources))
         if node in self.inputs_of:
-            if self.inputs_of[node] != key:
+            known, was_padded = self.inputs_of[node]
+            if known == key:
+                return
+            if not (was_padded and not Counter(known) - Counter(key)):
                 raise SnnirError(
-                    f"is called on different inputs ({list(self.inputs_of[node])} and {list(key)}); "
+                    f"is called on different inputs ({list(known)} and {list(key)}); "
                     "a layer may be reused across time steps but not shared within one",
                     layer,
                 )
-            return
-        self.inputs_of[node] = key
+            for edge in ((src, entry) for entry in entries for src in known):
+                self.edges.remove(edge)
+        self.inputs_of[node] = (key, padded)
         self.edges.extend((src, entry) for entry in entries for src in key)
 
     # --- leaf layers -------------------------------------------------------------
@@ -159,10 +186,12 @@ class _Recorder:
         if kind is None:
             return
         self.depth += 1
-        layer = path.replace(".", "_") or "model"
+        layer = self.layer_name(module, path)
         if not args:
             raise SnnirError("is called without a tensor input", layer)
         sources = self.use(args[0], layer)
+        tag = self.tag_of(args[0])
+        padded = tag.padded if tag is not None else self.is_zero(args[0])
         if kind == "passthrough":
             self.passthrough[id(module)] = sources
             return
@@ -180,7 +209,14 @@ class _Recorder:
             self.edges.extend((fragment.name(name, a), fragment.name(name, b)) for a, b in fragment.edges)
         name = self.names[path]
         fragment = self.layer_nodes[name]
-        self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer)
+        self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)
+
+    def layer_name(self, module: Any, path: str) -> str:
+        """A compiled module's leaves carry their node path; other leaves are named by module path."""
+        node_path = getattr(module, "path", None)
+        if self.whole_sequences and isinstance(node_path, str) and node_path:
+            return node_path
+        return path.replace(".", "_") or "model"
 
     def fold(self, bn: Any, sources: tuple[str, ...], layer: str, path: str) -> tuple[str, ...]:
         from snnir.frontends.torch_nn_map import fold_batchnorm
@@ -238,6 +274,8 @@ class _Recorder:
                         self.tag(r, _Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
             if func is torch.stack and isinstance(result, torch.Tensor):
                 self.stack_tag(args[0] if args else kwargs.get("tensors", ()), result)
+            if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
+                self.cat_tag(args, kwargs, result)
             return
         name = _name(func)
         tags = [t for _, t in tagged]
@@ -248,6 +286,19 @@ class _Recorder:
         tags = {self.tag_of(t) for t in tensors}
         if len(tags) == 1 and None not in tags:
             self.tag(result, next(iter(tags)))
+
+    def cat_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
+        """Steps joined along time: one node's values, the padded first step included."""
+        tensors = args[0] if args else kwargs.get("tensors", ())
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        tags = [self.tag_of(t) for t in tensors]
+        if dim != 0 or not tags or any(t is None or t.kind != "value" for t in tags):
+            return
+        full = {t.sources for t in tags if not t.padded}
+        if len(full) == 1:
+            self.tag(result, _Tag("value", next(iter(full))))
+        elif not full and len({t.sources for t in tags}) == 1:
+            self.tag(result, tags[0])
 
     def glue(self, name: str, args: tuple, tags: list[_Tag], result: Any) -> _Tag | None:
         """The tag of ``name(*args)``, or ``None`` when it cannot be expressed."""
@@ -261,8 +312,12 @@ class _Recorder:
             return bad if bad.kind == "bad" else None
         if name in _IDENTITY_FUNCS and result.shape == args[0].shape:
             return tags[0]
+        if self.whole_sequences and name == "__getitem__" and len(args) == 2 and _time_index(args[1]):
+            return tags[0]
         if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
-            return _Tag("value", tags[0].sources + tags[1].sources)
+            return _Tag("value", tags[0].sources + tags[1].sources, padded=tags[0].padded or tags[1].padded)
+        if name in _ADD_FUNCS and len(tags) == 1 and len(args) == 2 and any(self.is_zero(a) for a in args):
+            return _Tag("value", tags[0].sources, padded=True)
         if name in _SUB_FUNCS and len(tags) == 2 and len(args) == 2:
             return _Tag("value", tags[0].sources + self.negated(tags[1].sources))
         if name in ("neg", "__neg__") and len(args) == 1:
@@ -284,6 +339,11 @@ class _Recorder:
             key = ("flatten", dims, tags[0].sources)
             return _Tag("value", self.functional_node(key, "flatten", flatten_op(*dims, self.where()), tags[0].sources))
         return None
+
+
+def _time_index(index: Any) -> bool:
+    """``x[t]``, ``x[a:b]`` or ``x[None]``: an index that only touches the leading (time) dimension."""
+    return index is None or isinstance(index, slice) or (isinstance(index, int) and not isinstance(index, bool))
 
 
 def _name(func: Any) -> str:
@@ -311,12 +371,17 @@ def trace(model: Any, sample_input: Any) -> Graph:
     Step-style models (one call = one step, e.g. ``nn.Sequential`` of snnTorch
     neurons with ``init_hidden=True``) take one step ``[B, ...]``; models that
     loop over time take what their forward takes (``[T, B, ...]`` indexed as
-    ``x[t]``). ``model`` is left untouched.
+    ``x[t]``). A module that knows its graph (``to_graph()``, as a compiled
+    ``snnir.compile(graph, target="torch")`` module) gives that graph, with its
+    current parameters, after ``sample_input`` (what its forward takes) is
+    checked against the graph's inputs. ``model`` is left untouched.
     """
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise SnnirError(f"trace needs a torch.nn.Module, got {type(model).__name__}")
+    if callable(getattr(model, "to_graph", None)):
+        return _own_graph(model, sample_input)
     if not isinstance(sample_input, torch.Tensor):
         try:
             sample_input = torch.as_tensor(sample_input)
@@ -324,24 +389,98 @@ def trace(model: Any, sample_input: Any) -> Graph:
             raise SnnirError(f"sample_input is not a tensor: {exc}") from None
     if sample_input.ndim < 2:
         raise SnnirError(f"sample_input needs a batch dimension, got shape {list(sample_input.shape)}")
-    try:
-        twin = copy.deepcopy(model, _detached_states(model))
-    except Exception as exc:  # noqa: BLE001 - any failure means we cannot trace without side effects
-        raise SnnirError(f"the model cannot be copied for tracing: {exc}") from None
-    twin.eval()
+    twin = _twin(model)
     recorder = _Recorder(twin)
-    handles = []
-    for module in twin.modules():
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook))
-        handles.append(module.register_forward_hook(recorder.post_hook))
     first = next((p for p in twin.parameters() if p.is_floating_point()), None)
     x = sample_input.detach().clone()
     if first is not None:  # the model's device and, for float input, its dtype
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
     recorder.tag(x, _Tag("sequence"))
+    result = _record(twin, recorder, x)
+    return _finish(recorder, result, model)
+
+
+def trace_submodules(module: Any, sample_input: Any) -> Graph:
+    """Trace a compiled module (``snnir.compile(graph, target="torch")``) through
+    its op submodules, without asking it for its graph.
+
+    ``sample_input`` is what its forward takes: ``[T, B, *shape]`` or a dict by
+    Input name. Every op submodule (``to_op()``) becomes the node named by its
+    ``path``; the glue between them (sums, time slicing, the delayed edges that
+    are zero at the first step) becomes edges. Ports and graph metadata are not
+    modules: they come from ``module.graph``. Nested graphs come back inlined,
+    their nodes named ``"<sub>.<inner>"`` (as the ``flatten_subgraphs`` pass names them).
+    """
+    import torch
+
+    skeleton = getattr(module, "graph", None)
+    if not isinstance(module, torch.nn.Module) or not isinstance(skeleton, Graph):
+        raise SnnirError(f"trace_submodules needs a compiled snnir module, got {type(module).__name__}")
+    given = sample_input if isinstance(sample_input, Mapping) else {
+        name: sample_input for name in skeleton.inputs[:1]
+    }
+    unknown = sorted(set(given) - set(skeleton.inputs))
+    if unknown or len(given) != len(skeleton.inputs):
+        raise SnnirError(f"sample_input must give the Input nodes {list(skeleton.inputs)} (a dict when several)")
+    twin = _twin(module)
+    recorder = _Recorder(twin, whole_sequences=True, reserved=skeleton.inputs + skeleton.outputs)
+    tensors = list(twin.parameters()) + list(twin.buffers())
+    first = next((t for t in tensors if t.is_floating_point()), None)
+    xs = {}
+    for name, value in given.items():
+        x = torch.as_tensor(value).detach().clone()
+        if first is not None and x.is_floating_point():
+            x = x.to(device=first.device, dtype=first.dtype)
+        recorder.nodes[name] = skeleton.nodes[name]
+        recorder.tag(x, _Tag("value", (name,)))
+        xs[name] = x
+    result = _record(twin, recorder, xs if isinstance(sample_input, Mapping) else xs[skeleton.inputs[0]])
+    return _finish_ports(recorder, result, skeleton)
+
+
+def _own_graph(model: Any, sample_input: Any) -> Graph:
+    """``model.to_graph()``, once ``sample_input`` fits its inputs ``[T, B, *shape]``."""
+    import torch
+
+    graph = model.to_graph()
+    if not isinstance(graph, Graph):
+        raise SnnirError(f"{type(model).__name__}.to_graph() returned {type(graph).__name__}, not a Graph")
+    shapes = verify(graph).shapes
+    given = sample_input if isinstance(sample_input, Mapping) else {
+        name: sample_input for name in graph.inputs[:1]
+    }
+    if set(given) != set(graph.inputs):
+        raise SnnirError(f"sample_input must give the Input nodes {list(graph.inputs)} (a dict when several)")
+    for name, value in given.items():
+        shape = tuple(torch.as_tensor(value).shape)
+        expected = tuple(shapes.outputs[name])
+        if len(shape) != len(expected) + 2 or shape[2:] != expected:
+            raise SnnirError(
+                f"sample input must have shape [T, B, {', '.join(map(str, expected))}], got {list(shape)}", name
+            )
+    return graph
+
+
+def _twin(model: Any) -> Any:
+    """A deep copy in eval mode, so that tracing leaves ``model`` untouched."""
+    try:
+        twin = copy.deepcopy(model, _detached_states(model))
+    except Exception as exc:  # noqa: BLE001 - any failure means we cannot trace without side effects
+        raise SnnirError(f"the model cannot be copied for tracing: {exc}") from None
+    return twin.eval()
+
+
+def _record(twin: Any, recorder: _Recorder, x: Any) -> Any:
+    """Run ``twin(x)`` once with every module hooked and the glue recorded."""
+    import torch
+
+    handles = []
+    for module in twin.modules():
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook))
+        handles.append(module.register_forward_hook(recorder.post_hook))
     try:
         with torch.no_grad(), _Mode(recorder):
-            result = twin(x)
+            return twin(x)
     except SnnirError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's forward failed; say where
@@ -350,7 +489,6 @@ def trace(model: Any, sample_input: Any) -> Graph:
     finally:
         for handle in handles:
             handle.remove()
-    return _finish(recorder, result, model)
 
 
 def _detached_states(model: Any) -> dict[int, Any]:
@@ -383,6 +521,27 @@ def _finish(recorder: _Recorder, result: Any, model: Any) -> Graph:
     nodes["output"] = Output()
     edges = list(recorder.edges) + [(src, "output") for src in sources]
     graph = Graph(nodes, tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
+    verify(graph)
+    return graph
+
+
+def _finish_ports(recorder: _Recorder, result: Any, skeleton: Graph) -> Graph:
+    """The traced nodes wired to ``skeleton``'s Output nodes (a dict result by name)."""
+    results = dict(result) if isinstance(result, Mapping) else {name: result for name in skeleton.outputs[:1]}
+    if set(results) != set(skeleton.outputs):
+        raise SnnirError(f"the module returned {sorted(results)}, not the Output nodes {list(skeleton.outputs)}")
+    nodes = dict(recorder.nodes)
+    edges = list(recorder.edges)
+    for name, value in results.items():
+        tag = recorder.tag_of(value)
+        if tag is None or tag.kind != "value":
+            raise SnnirError("this output does not come from any traced op", name)
+        nodes[name] = skeleton.nodes[name]
+        edges += [(src, name) for src in tag.sources]
+    unfed = sorted(n for n, (sources, _) in recorder.inputs_of.items() if not sources)
+    if unfed:
+        raise SnnirError("only ever received zeros, never a traced value", unfed[0])
+    graph = Graph(nodes, tuple(edges), skeleton.metadata)
     verify(graph)
     return graph
 

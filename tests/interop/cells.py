@@ -605,6 +605,7 @@ CELLS: tuple[Cell, ...] = (
     Cell("norse", "conv", "import", _norse_import("conv")),
     Cell("norse", "LIF", "export", _norse_export("LIF")),
     Cell("norse", "CubaLIF", "export", _norse_export("CubaLIF")),
+    Cell("norse", "IF", "export", _norse_export("IF")),
     Cell("sinabs", "LIF", "import", _sinabs_import("LIF")),
     Cell("sinabs", "IF", "import", _sinabs_import("IF")),
     Cell("sinabs", "conv", "import", _sinabs_import("conv")),

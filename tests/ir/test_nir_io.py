@@ -471,3 +471,20 @@ def test_nested_graph_written_by_nir(tmp_path):
     graph, report = load(tmp_path / "n.nir", dt=1e-3)
     assert isinstance(graph.nodes["sub"], Subgraph) and graph.nodes["sub"].graph.nodes["li"].sem.dt == 1e-3
     assert run(graph, np.ones((4, 1, 2)))["output"].shape == (4, 1, 2)
+
+
+def test_dialect_leaves_stated_semantics_alone(tmp_path):
+    """A file snnir wrote states its semantics: a dialect must not re-interpret those nodes."""
+    from snnir.ir import LIF, Affine, Graph, Input, Output
+
+    graph = Graph.sequential(
+        ("input", Input((3,))),
+        ("fc", Affine(np.ones((2, 3)), np.zeros(2))),
+        ("lif", LIF(tau=np.full(2, 1e-2), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))),
+        ("output", Output()),
+    )
+    path = tmp_path / "ours.nir"
+    snnir.write(graph, path)
+    again, report = load(path, dialect="norse")
+    assert report.defaults_applied == []
+    assert again == graph

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import h5py
 
 from snnir.errors import SnnirError, SnnirWarning
-from snnir.frontends.dialects import get_dialect
+from snnir.frontends.dialects import get_dialect, map_neurons
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Output, Subgraph
 from snnir.ir.ops.base import Op
@@ -89,9 +89,21 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     graph = _read_file(path, reader)
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
     graph = _normalise_outputs(graph, report.warnings)
-    graph = chosen.on_read(graph, report.warnings)
+    graph = _dialect_on_read(chosen, graph, report)
     report.warnings.extend(verify(graph).warnings)
     return graph, report
+
+
+def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport) -> Graph:
+    """Apply the dialect only to neurons whose semantics the file did not state:
+    a file snnir wrote already means exactly what its records say."""
+    defaulted = {line.partition(": ")[0] for line in report.defaults_applied}
+    as_read = dict(graph.walk())
+    adjusted = dialect.on_read(graph, report.warnings)
+    return map_neurons(
+        adjusted,
+        lambda path, op: op if path in defaulted or path not in as_read else as_read[path],
+    )
 
 
 def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extensions: bool = False) -> None:
