@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml requirements-interop.txt scripts/install_interop.sh | $
 	test -f $(CONSTRAINTS) || printf 'torch==$(TORCH_VERSION)\nnir==$(NIR_VERSION)\n' > $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test]"
 	scripts/install_interop.sh $(PY) $(CONSTRAINTS)
+	$(PIP) download -q --no-deps nir==1.0.8 -d $(VENV)/nir-1.0.8
 	touch $(STAMP)
 
 install: $(STAMP)

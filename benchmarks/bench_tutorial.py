@@ -163,8 +163,8 @@ def train_step(module, forward, optimiser, x, targets, loss_fn):
     optimiser.step()
 
 
-def gemm_floor(steps: int, static: bool, batch: int, reps: int) -> tuple[float, float]:
-    """(train, inference) ms of the Linears' unavoidable matrix multiplies."""
+def gemm_floor(steps: int, static: bool, batch: int):
+    """``(train, inference)`` closures running the Linears' unavoidable matrix multiplies."""
     rows1, rows2 = (batch if static else steps * batch), steps * batch
     a1, w1 = torch.rand(rows1, N_IN), torch.rand(N_HID, N_IN)
     a2, w2 = torch.rand(rows2, N_HID), torch.rand(N_OUT, N_HID)
@@ -174,15 +174,13 @@ def gemm_floor(steps: int, static: bool, batch: int, reps: int) -> tuple[float, 
         a1 @ w1.T
         a2 @ w2.T
 
-    def backward():
+    def train():
+        forward()
         g2 @ w2  # dX2
         g2.T @ a2  # dW2
         g1.T @ a1  # dW1
 
-    fwd = [_timed(forward) for _ in range(reps)]
-    bwd = [_timed(backward) for _ in range(reps)]
-    f = statistics.median(fwd)
-    return f + statistics.median(bwd), f
+    return train, forward
 
 
 def _timed(fn) -> float:
@@ -200,6 +198,8 @@ def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int 
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
     train = {n: [] for n in found}
     infer = {n: [] for n in found}
+    floor_train, floor_infer = gemm_floor(steps, static, batch)
+    floor = {"train": [], "infer": []}
     for rep in range(reps + 1):  # the first round warms up
         for name, (module, forward) in found.items():
             t_train = _timed(lambda: train_step(module, forward, optimisers[name], x, targets, loss_fn))
@@ -208,13 +208,15 @@ def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int 
             if rep:
                 train[name].append(t_train)
                 infer[name].append(t_infer)
-    floor_train, floor_infer = gemm_floor(steps, static, batch, max(reps, 3))
+        if rep:
+            floor["train"].append(_timed(floor_train))
+            floor["infer"].append(_timed(floor_infer))
     return {
         "train": {n: statistics.median(v) for n, v in train.items()},
         "infer": {n: statistics.median(v) for n, v in infer.items()},
         "train_min": {n: min(v) for n, v in train.items()},
         "infer_min": {n: min(v) for n, v in infer.items()},
-        "floor": {"train": floor_train, "infer": floor_infer},
+        "floor": {k: statistics.median(v) for k, v in floor.items()},
     }
 
 

@@ -10,6 +10,13 @@ carries, so arbitrary Python control flow is followed. A layer called at
 every step of a time loop becomes one node: repeated calls must see the same
 inputs. Anything else applied to traced values raises SnnirError when used.
 
+Compiled snnir modules (``to_graph()``): ``trace`` returns that graph;
+:func:`trace_submodules` traces them for real, running whole sequences
+``[T, B, ...]``: leaves are named by their node ``path``, indexing along time
+and ``torch.cat`` keep a tensor's sources, and an untraced all-zero tensor
+(a delayed edge at the first step) adds nothing, so a layer's first call may
+see fewer sources than the later ones.
+
 Invariants: the model passed in is never touched (no state, flag or
 parameter changes); node names are module paths with ``.`` replaced by ``_``
 (a suffix ``_2``, ``_3``... resolves clashes), plus ``input``, ``output``
@@ -27,7 +34,7 @@ from typing import Any, Mapping
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Input, Op, Output, Scale
+from snnir.ir.ops import Input, Op, Output, Scale, Subgraph
 from snnir.ir.verify import verify
 
 _IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
@@ -182,6 +189,12 @@ class _Recorder:
         if self.depth:
             self.depth += 0 if self.leaf_kind(module) is None else 1
             return
+        if not self.whole_sequences and path and callable(getattr(module, "to_graph", None)):
+            raise SnnirError(
+                "is a compiled snnir module inside the traced model, which cannot be traced through; "
+                "trace it on its own (snnir.trace(module, x) returns its graph)",
+                path.replace(".", "_"),
+            )
         kind = self.leaf_kind(module)
         if kind is None:
             return
@@ -416,19 +429,15 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
     skeleton = getattr(module, "graph", None)
     if not isinstance(module, torch.nn.Module) or not isinstance(skeleton, Graph):
         raise SnnirError(f"trace_submodules needs a compiled snnir module, got {type(module).__name__}")
-    given = sample_input if isinstance(sample_input, Mapping) else {
-        name: sample_input for name in skeleton.inputs[:1]
-    }
-    unknown = sorted(set(given) - set(skeleton.inputs))
-    if unknown or len(given) != len(skeleton.inputs):
-        raise SnnirError(f"sample_input must give the Input nodes {list(skeleton.inputs)} (a dict when several)")
+    _refuse_nested_cycles(skeleton)
+    given = _by_input(sample_input, skeleton.inputs)
     twin = _twin(module)
     recorder = _Recorder(twin, whole_sequences=True, reserved=skeleton.inputs + skeleton.outputs)
     tensors = list(twin.parameters()) + list(twin.buffers())
     first = next((t for t in tensors if t.is_floating_point()), None)
     xs = {}
     for name, value in given.items():
-        x = torch.as_tensor(value).detach().clone()
+        x = value.detach().clone()
         if first is not None and x.is_floating_point():
             x = x.to(device=first.device, dtype=first.dtype)
         recorder.nodes[name] = skeleton.nodes[name]
@@ -438,27 +447,56 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
     return _finish_ports(recorder, result, skeleton)
 
 
+def _refuse_nested_cycles(graph: Graph, prefix: str = "") -> None:
+    """Inlining a nested graph that lies on a cycle would move its delays, so it is refused."""
+    import networkx as nx
+
+    from snnir.ir.schedule import node_digraph
+
+    digraph = node_digraph(graph)
+    for component in nx.strongly_connected_components(digraph):
+        for node in sorted(component):
+            op = graph.nodes[node]
+            if isinstance(op, Subgraph) and (len(component) > 1 or digraph.has_edge(node, node)):
+                raise SnnirError(
+                    "this nested graph lies on a cycle: traced through its submodules it would come back "
+                    "inlined, which moves its delays; snnir.trace(module, x) returns it intact",
+                    prefix + node,
+                )
+            if isinstance(op, Subgraph):
+                _refuse_nested_cycles(op.graph, f"{prefix}{node}.")
+
+
 def _own_graph(model: Any, sample_input: Any) -> Graph:
     """``model.to_graph()``, once ``sample_input`` fits its inputs ``[T, B, *shape]``."""
-    import torch
-
     graph = model.to_graph()
     if not isinstance(graph, Graph):
         raise SnnirError(f"{type(model).__name__}.to_graph() returned {type(graph).__name__}, not a Graph")
     shapes = verify(graph).shapes
-    given = sample_input if isinstance(sample_input, Mapping) else {
-        name: sample_input for name in graph.inputs[:1]
-    }
-    if set(given) != set(graph.inputs):
-        raise SnnirError(f"sample_input must give the Input nodes {list(graph.inputs)} (a dict when several)")
-    for name, value in given.items():
-        shape = tuple(torch.as_tensor(value).shape)
+    for name, value in _by_input(sample_input, graph.inputs).items():
+        shape = tuple(value.shape)
         expected = tuple(shapes.outputs[name])
         if len(shape) != len(expected) + 2 or shape[2:] != expected:
             raise SnnirError(
                 f"sample input must have shape [T, B, {', '.join(map(str, expected))}], got {list(shape)}", name
             )
     return graph
+
+
+def _by_input(sample_input: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``sample_input`` as tensors by Input name: a dict, or one tensor for a single Input."""
+    import torch
+
+    given = sample_input if isinstance(sample_input, Mapping) else {name: sample_input for name in names[:1]}
+    if set(given) != set(names):
+        raise SnnirError(f"sample_input must give the Input nodes {list(names)} (a dict when several)")
+    tensors = {}
+    for name, value in given.items():
+        try:
+            tensors[name] = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SnnirError(f"sample input is not a tensor: {exc}", name) from None
+    return tensors
 
 
 def _twin(model: Any) -> Any:
@@ -541,6 +579,14 @@ def _finish_ports(recorder: _Recorder, result: Any, skeleton: Graph) -> Graph:
     unfed = sorted(n for n, (sources, _) in recorder.inputs_of.items() if not sources)
     if unfed:
         raise SnnirError("only ever received zeros, never a traced value", unfed[0])
+    repeated = sorted(edge for edge, count in Counter(edges).items() if count > 1)
+    if repeated:
+        src, dst = repeated[0]
+        raise SnnirError(
+            f"receives '{src}' twice through the ports of a nested graph: inlined, that is a duplicate edge, "
+            "which graphs do not allow; snnir.trace(module, x) returns the nested graph intact",
+            dst,
+        )
     graph = Graph(nodes, tuple(edges), skeleton.metadata)
     verify(graph)
     return graph

@@ -19,7 +19,10 @@ Gradient conventions (what an unrolled autograd implementation built from
 Memory: for training it keeps the pre-reset membranes ``u`` (one tensor of
 ``x``'s dtype per step), the synaptic currents for Cuba neurons, and the
 input only when a parameter multiplying it needs a gradient; spikes,
-resets and surrogate derivatives are recomputed from ``u`` in backward.
+resets and surrogate derivatives are recomputed from ``u`` in backward,
+which then writes the input gradient into ``u``'s storage (so a second
+backward through the same graph raises torch's in-place error). Under
+``no_grad`` nothing is kept.
 """
 
 from __future__ import annotations
@@ -358,6 +361,13 @@ class _NeuronSequence(torch.autograd.Function):
         return (None, None, None, g_x, g_v0, g_i0, g_z0, *g_coeffs)
 
 
+def _broadcasts(shape, target) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == tuple(target)
+    except RuntimeError:
+        return False
+
+
 def _initial_state(op: Neuron, state: Mapping[str, Tensor] | None, batch_shape, like: Tensor) -> dict[str, Tensor]:
     state = dict(state or {})
     unknown = sorted(set(state) - set(op.state_names))
@@ -397,7 +407,8 @@ def neuron_sequence(
       (missing ones start at zero); ``final_state`` has the same names.
     - ``out``: ``[T, B, *shape]`` spikes (spiking neurons) or membranes.
     - ``traces`` (``record=True``): ``{state: [T, B, *shape]}`` after each
-      step, detached from autograd; otherwise ``None``.
+      step, detached from autograd (while training, an extra forward loop
+      computes them); otherwise ``None``.
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")
@@ -410,17 +421,15 @@ def neuron_sequence(
         raise SnnirError(f"{op.op_type}: input must be [T, B, ...], got shape {list(x.shape)}")
     n_steps = steps if static else x.shape[0]
     batch_shape = tuple(x.shape if static else x.shape[1:])
+    for name in op.param_names():
+        shape = tuple(params[name].shape) if params.get(name) is not None else np.shape(getattr(op, name))
+        if not _broadcasts(shape, batch_shape[1:]):
+            raise SnnirError(
+                f"{op.op_type} parameter '{name}' of shape {list(shape)} does not broadcast to the "
+                f"neuron shape {list(batch_shape[1:])}"
+            )
     cfg = _config(op, surrogate or Surrogate(), detach_reset)
     c = coefficients(op, params, x)
-    for name, value in c.items():
-        if value is not None:
-            try:
-                torch.broadcast_shapes(value.shape, batch_shape[1:])
-            except RuntimeError:
-                raise SnnirError(
-                    f"{op.op_type} parameter for '{name}' of shape {list(value.shape)} does not "
-                    f"broadcast to the neuron shape {list(batch_shape[1:])}"
-                ) from None
     init = _initial_state(op, state, batch_shape, x)
     tracked = torch.is_grad_enabled() and (
         x.requires_grad
