@@ -66,6 +66,22 @@ class Graph:
     def outputs(self) -> tuple[str, ...]:
         return tuple(n for n, op in self.nodes.items() if isinstance(op, Output))
 
+    def bind_inputs(self, x: Any) -> dict[str, Any]:
+        """``x`` by Input name: a mapping naming every Input exactly, or one value
+        when the graph has one Input."""
+        names = self.inputs
+        if isinstance(x, Mapping):
+            missing = [n for n in names if n not in x]
+            extra = [k for k in x if k not in names]
+            if missing:
+                raise SnnirError(f"missing input for Input node(s) {missing}", missing[0])
+            if extra:
+                raise SnnirError(f"no Input node named {extra}; inputs are {list(names)}")
+            return dict(x)
+        if len(names) == 1:
+            return {names[0]: x}
+        raise SnnirError(f"the graph has {len(names)} inputs {list(names)}: pass a dict by Input name")
+
     def resolve(self, endpoint: str, as_source: bool) -> tuple[str, str | None]:
         """``(node, port)`` for an edge endpoint; port is ``None`` unless it
         addresses a nested graph's Input (destination) or Output (source)."""

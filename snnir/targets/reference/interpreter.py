@@ -134,19 +134,7 @@ class _Level:
 
 
 def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarray], int, int]:
-    names = graph.inputs
-    if isinstance(x, Mapping):
-        missing = [n for n in names if n not in x]
-        extra = [k for k in x if k not in names]
-        if missing:
-            raise SnnirError(f"missing input for Input node(s) {missing}", missing[0])
-        if extra:
-            raise SnnirError(f"no Input node named {extra}; inputs are {list(names)}")
-        given = dict(x)
-    elif len(names) == 1:
-        given = {names[0]: x}
-    else:
-        raise SnnirError(f"the graph has {len(names)} inputs {list(names)}: pass a dict by Input name")
+    given = graph.bind_inputs(x)
     arrays: dict[str, np.ndarray] = {}
     time_batch = None
     for name, value in given.items():

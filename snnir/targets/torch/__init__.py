@@ -74,19 +74,7 @@ class SnnirModule(GraphModule):
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
     def _check_inputs(self, x: Any, time: bool) -> tuple[dict[str, torch.Tensor], int]:
-        names = self._graph.inputs
-        if isinstance(x, Mapping):
-            missing = [n for n in names if n not in x]
-            extra = [k for k in x if k not in names]
-            if missing:
-                raise SnnirError(f"missing input for Input node(s) {missing}", missing[0])
-            if extra:
-                raise SnnirError(f"no Input node named {extra}; inputs are {list(names)}")
-            given = dict(x)
-        elif len(names) == 1:
-            given = {names[0]: x}
-        else:
-            raise SnnirError(f"the graph has {len(names)} inputs {list(names)}: pass a dict by Input name")
+        given = self._graph.bind_inputs(x)
         dtype, device = self._dtype_probe.dtype, self._dtype_probe.device
         lead = "T, B" if time else "B"
         inputs, leading = {}, None
