@@ -5,13 +5,16 @@ builds a small graph containing it; every cell runs that graph on random inputs
 (``STEPS`` steps, batch ``BATCH``) through one path and compares it with
 :func:`snnir.run` (numpy float64):
 
-- ``nir``: write a .nir file and read it back;
+- ``nir``, ``nir:keep_extensions``: write a .nir file (extension ops lowered or kept), read it back;
 - ``pass:<name>``: every registered pass alone; ``O0``..``O2``: :func:`snnir.optimize`;
 - ``torch``: the torch target in float64: spikes identical, other values rtol 1e-6;
+  ``torch:float32``: in float32, spikes identical, other values rtol 1e-4;
 - ``onnx``: model.onnx stepped by onnxruntime in float32: spikes identical, other
-  values rtol 1e-4. Float32 rounding can only flip a spike whose membrane sits at
-  its threshold, so :func:`robust_inputs` picks inputs whose reference spikes do not
-  change under a 1e-4 relative input perturbation (far above float32 rounding).
+  values rtol 1e-4; ``ipu``: the IPU build, run only where poptorch is.
+
+Float32 rounding can only flip a spike whose membrane sits at its threshold, so
+:func:`robust_inputs` picks inputs whose reference spikes do not change under a
+1e-4 relative input perturbation (far above float32 rounding).
 
 A new op with no example here, or no lowering in a target's table, fails.
 """
@@ -34,7 +37,7 @@ from snnir.ir.registry import OPS
 from snnir.passes import LEVELS, PASSES
 
 STEPS, BATCH, DT = 50, 3, 1e-3
-RTOL = {"float64": 1e-6, "onnx": 1e-4}
+RTOL = {"float64": 1e-6, "float32": 1e-4}
 
 #: Options for passes that cannot run without them; each keeps behaviour step by step.
 PASS_OPTIONS = {"change_dt": {"dt": 2 * DT}}  # doubling dt rescales taus and delays exactly
@@ -175,7 +178,7 @@ PATHS = (
     ["nir", "nir:keep_extensions"]
     + [f"pass:{name}" for name in sorted(PASSES)]
     + [f"O{level}" for level in sorted(LEVELS)]
-    + ["torch", "onnx", "ipu"]
+    + ["torch", "torch:float32", "onnx", "ipu"]
 )
 #: (op type, path) -> why that cell is known to fail (xfail strict); empty when all conform.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
@@ -219,23 +222,25 @@ def _run_path(path: str, graph: Graph, x: np.ndarray, tmp_path) -> tuple[dict, f
         return snnir.run(rewritten, x, record=True), RTOL["float64"]
     if path.startswith("O"):
         return snnir.run(snnir.optimize(graph, level=int(path[1:])), x, record=True), RTOL["float64"]
-    if path == "torch":
+    if path.startswith("torch"):
         import torch
 
-        module = snnir.compile(graph, target="torch", dtype=torch.float64)
+        dtype = torch.float32 if path.endswith("float32") else torch.float64
+        module = snnir.compile(graph, target="torch", dtype=dtype)
         with torch.no_grad():
-            out, traces = module(torch.from_numpy(x), record=True)
+            out, traces = module(torch.from_numpy(x).to(dtype), record=True)
         outs = out if isinstance(out, dict) else {graph.outputs[0]: out}
-        return {k: v.numpy() for k, v in {**outs, **traces}.items()}, RTOL["float64"]
+        rtol = RTOL["float64"] if dtype == torch.float64 else RTOL["float32"]
+        return {k: v.numpy() for k, v in {**outs, **traces}.items()}, rtol
     if path == "onnx":
         if importlib.util.find_spec("onnxruntime") is None:
             pytest.skip("onnxruntime is not installed (the test extra)")
         from snnir.targets.ipu.onnx_export import simulate
 
         model_dir = snnir.compile(graph, target="onnx", out_dir=tmp_path / "onnx")
-        return simulate(model_dir, x), RTOL["onnx"]
+        return simulate(model_dir, x), RTOL["float32"]
     if path == "ipu":
-        return _run_ipu(graph, x, tmp_path), RTOL["onnx"]
+        return _run_ipu(graph, x, tmp_path), RTOL["float32"]
     raise AssertionError(f"unknown path {path}")
 
 
@@ -262,7 +267,7 @@ def test_conforms_to_reference(op_type, path, references, tmp_path):
     assert_conforms(got, want, rtol, keys=graph.outputs)
     # state of nodes the path keeps (same name, same state variable) must match too
     assert_conforms(got, want, rtol, keys=[k for k in want if k in got and k not in graph.outputs])
-    if path in ("nir", "torch"):  # these keep every node: every state trace must be there
+    if path.startswith(("nir", "torch")):  # these keep every node: every state trace must be there
         assert_conforms(got, want, rtol)
 
 

@@ -239,6 +239,21 @@ def test_no_grad_path_and_float32_match():
     torch.testing.assert_close(fast, tracked.detach(), rtol=0, atol=0)
 
 
+def test_record_while_training_and_repeated_backward():
+    rng = np.random.default_rng(5)
+    op = _random_op(CubaLIF, Semantics(reset="zero", reset_timing="next"), rng)
+    P = _torch_params(op)
+    x = torch.from_numpy(_inputs(rng, False)).requires_grad_(True)
+    out, final, traces = neuron_sequence(op, P, x, None, record=True)
+    assert set(traces) == set(op.state_names) and not traces["v"].requires_grad
+    torch.testing.assert_close(traces["v"][-1], final["v"].detach(), rtol=0, atol=0)
+    loss = (out * torch.from_numpy(rng.normal(size=(T, B, N)))).sum() + final["v"].sum()
+    first = torch.autograd.grad(loss, [x, P["tau_mem"]], retain_graph=True)
+    second = torch.autograd.grad(loss, [x, P["tau_mem"]])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_bad_inputs_raise_snnir_errors():
     op = LIF(tau=np.ones(N) * 1e-3, r=np.ones(N), v_leak=np.zeros(N), v_threshold=np.ones(N))
     x = torch.zeros(T, B, N)

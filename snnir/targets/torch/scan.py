@@ -19,9 +19,8 @@ Gradient conventions (what an unrolled autograd implementation built from
 Memory: for training it keeps the pre-reset membranes ``u`` (one tensor of
 ``x``'s dtype per step), the synaptic currents for Cuba neurons, and the
 input only when a parameter multiplying it needs a gradient; spikes,
-resets and surrogate derivatives are recomputed from ``u`` in backward,
-which then writes the input gradient into ``u``'s storage (so a second
-backward through the same graph raises torch's in-place error). Under
+resets and surrogate derivatives are recomputed from ``u`` in backward
+(saved tensors are never modified, so ``retain_graph`` works). Under
 ``no_grad`` nothing is kept.
 """
 
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from snnir.errors import SnnirError
-from snnir.ir.ops.neuron import IF, LI, LIF, CubaLI, CubaLIF, I, Neuron
+from snnir.ir.ops.neuron import IF, LI, LIF, I, Neuron
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
@@ -48,7 +47,6 @@ class _Config:
 
     spiking: bool
     has_current: bool
-    leaky: bool
     next_timing: bool
     reset: str
     inclusive: bool
@@ -63,7 +61,6 @@ def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
     return _Config(
         spiking=op.spiking,
         has_current=op.has_current,
-        leaky=isinstance(op, (LI, LIF, CubaLI, CubaLIF)),
         next_timing=op.spiking and sem.reset_timing == "next",
         reset=sem.reset if op.spiking else "none",
         inclusive=sem.threshold_compare == "ge",
@@ -132,11 +129,11 @@ def _scalars(c: Mapping[str, Tensor | None]) -> dict:
     return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
 
 
-def _leak(c: dict, v: Tensor) -> Tensor:
+def _leak(c: dict, v: Tensor, out: Tensor | None = None) -> Tensor:
     if c["a_mem"] is None:
         return v
     if c["v_leak"] is None:
-        return torch.mul(v, c["a_mem"])
+        return torch.mul(v, c["a_mem"], out=out)
     return c["v_leak"] + c["a_mem"] * (v - c["v_leak"])
 
 
@@ -150,14 +147,15 @@ def _spike(cfg: _Config, c: dict, u: Tensor, out: Tensor | None = None) -> Tenso
     return (torch.ge if cfg.inclusive else torch.gt)(u, thr, out=out)
 
 
-def _reset(cfg: _Config, c: dict, u: Tensor, z: Tensor) -> Tensor:
+def _reset(cfg: _Config, c: dict, u: Tensor, z: Tensor, out: Tensor | None = None) -> Tensor:
+    """The reset of ``u`` by spikes ``z`` (a subtract reset may write into ``out``)."""
     if cfg.reset == "zero":
         if isinstance(c["v_reset"], float):
             return u.masked_fill(z > 0, c["v_reset"])
         return torch.where(z > 0, c["v_reset"], u)
     if cfg.reset == "subtract":
         if isinstance(c["thr"], float) and not cfg.multi:  # z is 0/1: u - thr z is exact either way
-            return torch.add(u, z, alpha=-c["thr"])
+            return torch.add(u, z, alpha=-c["thr"], out=out)
         return u - z * c["thr"]
     return u
 
@@ -182,6 +180,8 @@ def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict
     def scaled(k, value):  # k * value, skipping an exact multiply by one
         return value if isinstance(k, float) and k == 1.0 else k * value
 
+    scratch = torch.empty_like(v)  # leak and reset are written here, u into us[t] or pong[t % 2]
+    pong = None if us is not None else (torch.empty_like(v), torch.empty_like(v))
     drive_const = None
     if static:
         drive_const = scaled(gain_syn, x) if cfg.has_current else scaled(gain, x)
@@ -195,10 +195,10 @@ def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict
                 is_[t] = i
         else:
             drive = drive_const if static else scaled(gain, xt)
-        leaked = _leak(c, v)
+        leaked = _leak(c, v, out=scratch)
         if cfg.next_timing:
-            leaked = _reset(cfg, c, leaked, z)
-        u = torch.add(leaked, drive, out=us[t]) if us is not None else leaked + drive
+            leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
+        u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
         if cfg.spiking:
             z = _spike(cfg, c, u, out=out[t])
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
@@ -276,12 +276,7 @@ class _NeuronSequence(torch.autograd.Function):
         scratch = torch.empty_like(v0)
         thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
         subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
-        if static:
-            g_x = torch.zeros_like(v0)
-        elif cfg.spiking:
-            g_x = us  # u_t is last read at step t, so dL/dx_t can take its place (saves a [T, B, ...])
-        else:
-            g_x = torch.empty((steps,) + v0.shape, dtype=v0.dtype, device=v0.device)
+        g_x = torch.zeros_like(v0) if static else torch.empty_like(us)
         # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
         direct = not (static or cfg.has_current) and isinstance(gain, float) and gain == 1.0
         g_v = g_v.expand_as(v0)
@@ -313,13 +308,13 @@ class _NeuronSequence(torch.autograd.Function):
             g_leaked = g_u
             if cfg.next_timing:
                 g_zs = -g_u * thr if subtract_grad else None
-                if cfg.reset != "none":
+                if cfg.reset == "zero" or (cfg.reset == "subtract" and need["thr"]):
                     z_prev = z0 if t == 0 else _spike(cfg, c, us[t - 1])
                     if cfg.reset == "zero":
                         g_leaked = g_u.masked_fill(z_prev > 0, 0.0)
                         if need["v_reset"]:
                             add("v_reset", g_u - g_leaked)
-                    elif need["thr"]:
+                    else:
                         add("thr", -g_u * z_prev)
             if a_mem is None:
                 g_v = g_leaked
