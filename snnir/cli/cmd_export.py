@@ -25,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="sample input shape with the batch first, e.g. 1,784 (one step; [T,B,...] for "
                              "models that loop over time themselves)")
     parser.add_argument("-o", "--output", required=True, help="NIR file to write")
+    parser.add_argument("--dialect", help="write the form this library reads best (snntorch, norse, ...)")
     parser.set_defaults(func=run)
 
 
@@ -73,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
         raise SnnirError(f"{args.builder}() failed: {type(exc).__name__}: {exc}") from None
     dtype = next((p.dtype for p in model.parameters()), torch.float32) if isinstance(model, torch.nn.Module) else None
     graph = snnir.trace(model, torch.zeros(shape, dtype=dtype))
-    snnir.write(graph, args.output)
+    snnir.write(graph, args.output, dialect=args.dialect)
     print(f"wrote {args.output}: {len(graph.nodes)} nodes, {len(graph.edges)} edges")
     return 0

@@ -14,6 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("optimize", help="optimise a NIR graph and report what changed")
     parser.add_argument("input", help="NIR file to read")
     parser.add_argument("-o", "--output", required=True, help="NIR file to write")
+    parser.add_argument("--dialect", help="the library that wrote the input file (its semantics defaults)")
+    parser.add_argument("--to-dialect", help="write the form this library reads best")
     level = parser.add_mutually_exclusive_group()
     for n in (0, 1, 2):
         level.add_argument(f"-O{n}", dest="level", action="store_const", const=n, help=f"optimisation level {n}")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import snnir
     from snnir.passes import estimate_cost
 
-    graph = snnir.read(args.input)
+    graph = snnir.read(args.input, dialect=args.dialect)
     options = {}
     if args.dt is not None:
         options["dt"] = args.dt
@@ -50,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
     before, after = estimate_cost(graph), estimate_cost(optimised)
     print(f"before: {before.report()}")
     print(f"after:  {after.report()}")
-    snnir.write(optimised, args.output, keep_extensions=args.keep_extensions)
+    snnir.write(optimised, args.output, keep_extensions=args.keep_extensions, dialect=args.to_dialect)
     print(f"wrote {args.output}")
     return 0
