@@ -21,6 +21,7 @@ A new op with no example here, or no lowering in a target's table, fails.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -28,11 +29,13 @@ import pytest
 
 import snnir
 from snnir.ir import Graph, Semantics
+from snnir.ir import semantics as semantics_options
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Input, Linear, Output,
     Scale, Subgraph, SumPool2d, Threshold,
 )
 from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.ir.ops.neuron import Neuron
 from snnir.ir.registry import OPS
 from snnir.passes import LEVELS, PASSES
 
@@ -65,7 +68,7 @@ def _neuron(kind: type, rng: np.random.Generator, n: int, sem: Semantics):
 #: One semantics per neuron type; with the nested graph's (reset "none") the loop covers every option.
 NEURON_SEMANTICS = {
     I: Semantics(dt=DT, discretisation="exp"),
-    IF: Semantics(dt=DT, reset="subtract", threshold_compare="ge", spike_mode="multi"),
+    IF: Semantics(dt=DT, reset="subtract", reset_timing="next_after_input", threshold_compare="ge", spike_mode="multi"),
     LI: Semantics(dt=DT, discretisation="exp", current_order="voltage_first"),
     LIF: Semantics(dt=DT, reset="zero", reset_timing="next", threshold_compare="ge"),
     CubaLI: Semantics(dt=DT, discretisation="euler", current_order="voltage_first"),
@@ -280,6 +283,26 @@ def test_examples_exercise_spikes(references):
         if spiking and not any(want[k].sum() > 0 for k in spiking):
             silent.append(op_type)
     assert not silent, f"no output spikes for {silent}"
+
+
+def test_examples_cover_every_semantics_option():
+    """Every value of every Semantics option (but dt) is used by some example's neuron."""
+    choices = {
+        "discretisation": semantics_options.DISCRETISATIONS, "reset": semantics_options.RESETS,
+        "reset_timing": semantics_options.RESET_TIMINGS, "threshold_compare": semantics_options.THRESHOLD_COMPARES,
+        "spike_mode": semantics_options.SPIKE_MODES, "current_order": semantics_options.CURRENT_ORDERS,
+    }
+    fields = {f.name for f in dataclasses.fields(Semantics)} - {"dt"}
+    assert fields == set(choices), f"new Semantics fields {fields - set(choices)}: cover them here"
+    used = {name: set() for name in choices}
+    for op_type in OP_TYPES:
+        for _, op in conformance_graph(op_type)[0].walk():
+            for neuron in (op, getattr(op, "neuron", None)):
+                if isinstance(neuron, Neuron):
+                    for name in choices:
+                        used[name].add(getattr(neuron.sem, name))
+    missing = {name: sorted(set(values) - used[name]) for name, values in choices.items() if set(values) - used[name]}
+    assert missing == {}, f"no example uses {missing}"
 
 
 # --- lowering tables ---------------------------------------------------------------------

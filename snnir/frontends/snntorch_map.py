@@ -17,6 +17,12 @@ snnTorch steps (``reset`` = spike of the previous step, i.e. ``mem_prev > thr``)
 - ``Alpha`` (reset "none" only): two LIs (excitatory, inhibitory) whose
   outputs sum, scaled by ``tau_alpha``, into a Threshold.
 
+"zero" with the delay in ``Synaptic``, ``RLeaky``, ``RSynaptic`` and ``Lapicque``
+zeroes the whole new membrane, input (and recurrent input) included:
+``mem = (beta mem + syn) (1 - reset)``; ``syn`` itself is never reset
+(``_base_state_reset_zero`` returns 0 for it). That is our
+``reset_timing="next_after_input"``.
+
 ``reset_delay=False`` with "zero" is our ``reset_timing="same"`` (exact for
 thresholds >= 0, where snnTorch's ``do_reset`` correction never sees a
 post-reset membrane above threshold). "subtract" with ``reset_delay=False``
@@ -25,9 +31,8 @@ tests the spike on the membrane minus the *previous* step's reset once more:
     p = (m_prev > thr);  u = beta m_prev + x;  s = (u - p thr > thr);  m = u - s thr
 
 No single neuron does this, so it becomes graph structure (see
-:func:`_recheck_fragment`). Refused as inexact, with the reason: "zero" reset
-with a delay in Synaptic/RLeaky/RSynaptic/Lapicque (they zero the whole new
-membrane, input included), graded spikes, inhibition, state quantisation, SLSTM.
+:func:`_recheck_fragment`). Refused as inexact, with the reason: graded
+spikes, inhibition, state quantisation, SLSTM.
 ``RSynaptic`` ignores ``reset_delay`` in snnTorch 1.0 (its correction writes
 to a local variable), so it is always traced as delayed.
 """
@@ -87,19 +92,14 @@ def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:
 
 def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
     """(reset, reset_timing) for snnTorch's reset_mechanism and reset_delay
-    (subtract without delay is graph structure, built before this is asked)."""
+    (subtract without delay is graph structure, built before this is asked);
+    ``zero_keeps_input``: a delayed zero reset happens before the input (Leaky)."""
     reset = module.reset_mechanism
     delayed = getattr(module, "reset_delay", True) or type(module).__name__ == "RSynaptic"
     if reset == "none":
         return "none", "same"
     if delayed:
-        if reset == "zero" and not zero_keeps_input:
-            raise _refuse(
-                layer,
-                f"reset_mechanism='zero' with reset_delay=True: {type(module).__name__} zeroes the whole "
-                "membrane after a spike, this step's input included",
-            )
-        return reset, "next"
+        return reset, "next" if reset != "zero" or zero_keeps_input else "next_after_input"
     if reset == "subtract":
         raise _refuse(layer, "reset_mechanism='subtract' with reset_delay=False")
     if np.any(_array(module, "threshold") < 0):

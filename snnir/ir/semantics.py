@@ -19,7 +19,9 @@ from snnir.errors import SnnirError
 
 DISCRETISATIONS = ("euler", "exp")
 RESETS = ("zero", "subtract", "none")
-RESET_TIMINGS = ("same", "next")
+RESET_TIMINGS = ("same", "next", "next_after_input")
+#: Timings that apply the previous step's spikes, so a spiking neuron keeps them as state ``z``.
+DELAYED_RESET_TIMINGS = ("next", "next_after_input")
 THRESHOLD_COMPARES = ("gt", "ge")
 SPIKE_MODES = ("single", "multi")
 CURRENT_ORDERS = ("current_first", "voltage_first")
@@ -40,7 +42,10 @@ class Semantics:
       or ``"none"``.
     - ``reset_timing``: ``"same"`` resets in the step that spikes; ``"next"``
       applies the reset of step t-1 after the decay of step t, before the
-      input (snnTorch's default ``reset_delay=True``).
+      input (snnTorch's default ``reset_delay=True``); ``"next_after_input"``
+      applies it after decay *and* input, so a zero reset discards this step's
+      input too (snnTorch's Synaptic, RLeaky, RSynaptic and Lapicque with
+      ``reset_mechanism="zero"`` and ``reset_delay=True``).
     - ``threshold_compare``: spike when ``v > thr`` (``"gt"``) or ``v >= thr``.
     - ``spike_mode``: ``"single"`` (one spike at most per step) or ``"multi"``
       (``floor(v / thr)`` spikes, as Sinabs' MultiSpike; needs ``"ge"``).

@@ -14,7 +14,9 @@ every step (declared by the user). ``metadata["snnir.hoisted"]`` (from
 ``hoist_time_invariant``): the stateless nodes, in schedule order, whose
 inputs all derive from static Inputs only; their output is computed once and
 reused for all T. A compiled module then takes ``module(x, steps=T)`` with
-static inputs given as ``[B, ...]``.
+static inputs given as ``[B, ...]``; the torch target applies this same rule
+itself at run time (also inside nested graphs and fused layer-neuron nodes),
+so it hoists whether or not this metadata is present.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def test_extension_op_without_lowering_comes_back_expanded():
 
 NEURONS = (I, IF, LI, LIF, CubaLI, CubaLIF)
 SEMANTICS_CHOICES = {
-    "discretisation": ("euler", "exp"), "reset": ("zero", "subtract", "none"), "reset_timing": ("same", "next"),
+    "discretisation": ("euler", "exp"), "reset": ("zero", "subtract", "none"), "reset_timing": ("same", "next", "next_after_input"),
     "threshold_compare": ("gt", "ge"), "spike_mode": ("single", "multi"),
     "current_order": ("current_first", "voltage_first"),
 }

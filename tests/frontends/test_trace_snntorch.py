@@ -90,7 +90,7 @@ def test_leaky_without_leak_becomes_if():
     assert graph.nodes["1"].op_type == "IF"
 
 
-@pytest.mark.parametrize("reset,delay", [r for r in ALL_RESETS if r != ("zero", True)])
+@pytest.mark.parametrize("reset,delay", ALL_RESETS)
 @pytest.mark.parametrize("vector", [False, True])
 def test_synaptic_matrix(reset, delay, vector):
     def make(n, output):
@@ -102,7 +102,9 @@ def test_synaptic_matrix(reset, delay, vector):
     assert_matches_snntorch(two_layer(make), scale=1.0)
 
 
-@pytest.mark.parametrize("reset,delay", [("subtract", True), ("subtract", False), ("none", True), ("zero", False)])
+@pytest.mark.parametrize(
+    "reset,delay", [("subtract", True), ("subtract", False), ("none", True), ("zero", False), ("zero", True)]
+)
 @pytest.mark.parametrize("recurrence", ["linear", "scalar_v", "vector_v"])
 def test_rleaky_matrix(reset, delay, recurrence):
     def make(n, output):
@@ -120,7 +122,7 @@ def test_rleaky_matrix(reset, delay, recurrence):
     assert (spikes, "1_recurrent") in graph.edges and ("1_recurrent", "1") in graph.edges
 
 
-@pytest.mark.parametrize("reset", ["subtract", "none"])
+@pytest.mark.parametrize("reset", ["subtract", "none", "zero"])
 @pytest.mark.parametrize("recurrence", ["linear", "scalar_v"])
 def test_rsynaptic_matrix(reset, recurrence, tmp_path):
     def make(n, output):
@@ -130,12 +132,30 @@ def test_rsynaptic_matrix(reset, recurrence, tmp_path):
     assert_matches_snntorch(two_layer(make), scale=1.0, tmp_path=tmp_path)
 
 
-@pytest.mark.parametrize("reset", ["subtract", "none"])
+@pytest.mark.parametrize("reset", ["subtract", "none", "zero"])
 @pytest.mark.parametrize("params,scale", [(dict(beta=0.9), 4.0), (dict(R=5.0, C=2.0, time_step=0.5), 1.0)])
 def test_lapicque(reset, params, scale):
     assert_matches_snntorch(
         two_layer(lambda n, o: snn.Lapicque(reset_mechanism=reset, threshold=0.1, init_hidden=True, output=o, **params)), scale
     )
+
+
+@pytest.mark.parametrize(
+    "make,timing",
+    [
+        (lambda: snn.Leaky(beta=0.9, reset_mechanism="zero", init_hidden=True), "next"),
+        (lambda: snn.Synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero", init_hidden=True), "next_after_input"),
+        (lambda: snn.RLeaky(beta=0.9, linear_features=N_HID, reset_mechanism="zero", init_hidden=True),
+         "next_after_input"),
+        (lambda: snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=N_HID, reset_mechanism="zero", init_hidden=True),
+         "next_after_input"),
+        (lambda: snn.Lapicque(beta=0.9, reset_mechanism="zero", init_hidden=True), "next_after_input"),
+    ],
+)
+def test_delayed_zero_reset_timing(make, timing):
+    """Leaky zeroes before the input; the others zero the whole new membrane, input included."""
+    graph = snnir.trace(torch.nn.Sequential(torch.nn.Linear(N_IN, N_HID), make()), torch.rand(4, N_IN))
+    assert graph.nodes["1"].sem.reset == "zero" and graph.nodes["1"].sem.reset_timing == timing
 
 
 def test_alpha_without_reset():
@@ -211,8 +231,6 @@ def test_trace_leaves_the_model_untouched():
 @pytest.mark.parametrize(
     "make,needle",
     [
-        (lambda: snn.Synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero", init_hidden=True), "zeroes the whole"),
-        (lambda: snn.RLeaky(beta=0.9, linear_features=N_HID, reset_mechanism="zero", init_hidden=True), "zero"),
         (lambda: snn.Leaky(beta=0.9, inhibition=True, init_hidden=True), "inhibition"),
         (lambda: snn.Leaky(beta=0.9, graded_spikes_factor=2.0, init_hidden=True), "graded"),
         (lambda: snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True), "Alpha"),

@@ -33,7 +33,7 @@ def random_sem(rng: np.random.Generator) -> Semantics:
         dt=float(rng.uniform(1e-4, 1e-3)),
         discretisation=str(rng.choice(["euler", "exp"])),
         reset=str(rng.choice(["zero", "subtract", "none"])),
-        reset_timing=str(rng.choice(["same", "next"])),
+        reset_timing=str(rng.choice(["same", "next", "next_after_input"])),
         threshold_compare=compare,
         spike_mode="multi" if compare == "ge" and rng.random() < 0.5 else "single",
         current_order=str(rng.choice(["current_first", "voltage_first"])),

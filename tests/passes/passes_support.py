@@ -16,7 +16,7 @@ def random_sem(rng: np.random.Generator) -> Semantics:
         dt=DT,
         discretisation=str(rng.choice(["euler", "exp"])),
         reset=str(rng.choice(["zero", "subtract", "none"])),
-        reset_timing=str(rng.choice(["same", "next"])),
+        reset_timing=str(rng.choice(["same", "next", "next_after_input"])),
         threshold_compare=str(rng.choice(["gt", "ge"])),
         current_order=str(rng.choice(["current_first", "voltage_first"])),
     )

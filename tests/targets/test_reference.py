@@ -353,7 +353,7 @@ def random_network(seed: int) -> Graph:
             dt=dt,
             discretisation=str(rng.choice(["euler", "exp"])),
             reset=str(rng.choice(["zero", "subtract", "none"])),
-            reset_timing=str(rng.choice(["same", "next"])),
+            reset_timing=str(rng.choice(["same", "next", "next_after_input"])),
             threshold_compare="ge" if multi or rng.random() < 0.5 else "gt",
             spike_mode="multi" if multi else "single",
             current_order=str(rng.choice(["current_first", "voltage_first"])),

@@ -20,13 +20,16 @@ b = 1 - a.  For I and IF both give v + dt r x (a = 1, gain dt).
     drive    = r x  |  r i'  (current_first)  |  r i  (voltage_first)
     same:  u = leak(v) + b_mem drive;  z = spike(u);  v' = reset(u, z)
     next:  u = reset(leak(v), z_prev) + b_mem drive;  z = spike(u);  v' = u
+    next_after_input:
+           u = reset(leak(v) + b_mem drive, z_prev);  z = spike(u);  v' = u
 
     spike(u): single: 1 if u > thr (gt) or u >= thr (ge), else 0
               multi:  max(floor(u / thr), 0)          (requires ge)
     reset(u, z): zero: v_reset where z > 0 else u;  subtract: u - z thr;  none: u
 
 States are ``v`` (and ``i`` for Cuba neurons; ``z`` for spiking neurons with
-``reset_timing == "next"``), all zero at t = 0.
+``reset_timing`` "next" or "next_after_input"), all zero at t = 0. The
+current ``i`` is never reset.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.base import Op, Shape, broadcast_param_shape, param, require_input
-from snnir.ir.semantics import Semantics
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS, Semantics
 
 
 class Neuron(Op):
@@ -57,7 +60,7 @@ class Neuron(Op):
     @property
     def state_names(self) -> tuple[str, ...]:
         names = ("i", "v") if self.has_current else ("v",)
-        if self.spiking and self.sem.reset_timing == "next":
+        if self.spiking and self.sem.reset_timing in DELAYED_RESET_TIMINGS:
             names += ("z",)
         return names
 

@@ -23,6 +23,7 @@ CODELETS = "snnir_codelets.cpp"
 CUSTOM_OPS = "snnir_custom_ops.cpp"
 LIBRARY = "libsnnir_ipu_ops.so"
 RESET_ENUM = {"zero": "RESET_ZERO", "subtract": "RESET_SUBTRACT", "none": "RESET_NONE"}
+TIMING_ENUM = {"same": "TIMING_SAME", "next": "TIMING_NEXT", "next_after_input": "TIMING_NEXT_AFTER_INPUT"}
 STATE_FIELDS = ("i", "v", "z")
 COEFF_FIELDS = ("a_syn", "g_syn", "a_mem", "v_leak", "g_mem", "thr", "v_reset")
 
@@ -66,7 +67,7 @@ def config_header(surrogate: str, slope: float) -> str:
 
 def _step_type(kernel: Kernel) -> str:
     flags = [
-        kernel.spiking, kernel.has_current, RESET_ENUM[kernel.reset], kernel.reset_timing == "next",
+        kernel.spiking, kernel.has_current, RESET_ENUM[kernel.reset], TIMING_ENUM[kernel.reset_timing],
         kernel.threshold_compare == "ge", kernel.spike_mode == "multi", kernel.current_order == "current_first",
     ]
     return "Step<" + ", ".join(f if isinstance(f, str) else str(f).lower() for f in flags) + ">"

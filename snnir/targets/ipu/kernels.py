@@ -28,6 +28,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS
 from snnir.targets.reference.kernels import decay_and_gain
 
 DOMAIN = "ai.snnir"
@@ -63,7 +64,7 @@ class Kernel:
     @property
     def state_names(self) -> tuple[str, ...]:
         names = ("i", "v") if self.has_current else ("v",)
-        return names + (("z",) if self.spiking and self.reset_timing == "next" else ())
+        return names + (("z",) if self.spiking and self.reset_timing in DELAYED_RESET_TIMINGS else ())
 
     @property
     def coeff_names(self) -> tuple[str, ...]:

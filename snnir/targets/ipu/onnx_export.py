@@ -372,6 +372,12 @@ def neuron_function(kernel: Kernel) -> FunctionProto:
         _spike(body, "v_next", kernel)
         body.op("Identity", ["spikes"], "y")
         body.op("Identity", ["spikes"], "z_next")
+    elif kernel.reset_timing == "next_after_input":
+        body.op("Add", ["leaked", "drive"], "u")
+        _reset(body, "u", "z", kernel, "v_next")
+        _spike(body, "v_next", kernel)
+        body.op("Identity", ["spikes"], "y")
+        body.op("Identity", ["spikes"], "z_next")
     else:
         body.op("Add", ["leaked", "drive"], "u")
         _spike(body, "u", kernel)

@@ -118,6 +118,10 @@ def _fire(op: Neuron, leaked: np.ndarray, drive: np.ndarray, state: dict) -> tup
         u = reset(leaked, state["z"], op) + drive
         z = spike(u, thr, op.sem)
         return z, {"v": u, "z": z}
+    if op.sem.reset_timing == "next_after_input":
+        u = reset(leaked + drive, state["z"], op)
+        z = spike(u, thr, op.sem)
+        return z, {"v": u, "z": z}
     u = leaked + drive
     z = spike(u, thr, op.sem)
     return z, {"v": reset(u, z, op)}

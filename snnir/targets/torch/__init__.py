@@ -28,6 +28,10 @@ class SnnirModule(GraphModule):
       ``[T, B, ...]`` for one Output, else a dict by Output name. ``record=True``
       also returns state traces keyed ``"<node>.<state>"`` (as :func:`snnir.run`);
       ``return_state=True`` also returns the final state.
+    - ``module(x, steps=T)``: static inputs, the same at every step, given once as
+      ``[B, *shape]`` (a dict may mix them with ``[T, B, *shape]`` ones). A
+      ``[T, B, *shape]`` tensor with time stride 0 (from ``expand``) is static too.
+      Stateless nodes fed only static values run once on ``[B, ...]``.
     - ``module.step(x_t, state)``: one step on ``[B, *shape]``; returns ``(out, new_state)``.
       The state is explicit: ``module.initial_state(batch)`` gives a fresh one.
     - ``module.to_graph()``: the graph with the current (trained) parameters.
@@ -51,10 +55,13 @@ class SnnirModule(GraphModule):
             batch, dtype or self._dtype_probe.dtype, device if device is not None else self._dtype_probe.device
         )
 
-    def forward(self, x: Any, state: State | None = None, record: bool = False, return_state: bool = False):
-        inputs, batch = self._check_inputs(x, time=True)
+    def forward(
+        self, x: Any, state: State | None = None, record: bool = False, return_state: bool = False,
+        steps: int | None = None,
+    ):
+        inputs, static, steps, batch = self._check_sequences(x, steps)
         state = self._check_state(state, batch)
-        outs, new_state, traces = self.run(inputs, state, record)
+        outs, new_state, traces = self.run(inputs, state, record, steps, static)
         result: tuple = (self._unwrap(outs),)
         if record:
             result += (traces,)
@@ -64,47 +71,91 @@ class SnnirModule(GraphModule):
 
     def step(self, x: Any, state: State | None = None):
         """One step: ``x`` is ``[B, *shape]`` (or a dict); returns ``(out, new_state)``."""
-        inputs, batch = self._check_inputs(x, time=False)
+        inputs, batch = self._check_step_inputs(x)
         state = self._check_state(state, batch)
-        outs, new_state, _ = self.run({k: v[None] for k, v in inputs.items()}, state, False)
+        outs, new_state, _ = self.run({k: v[None] for k, v in inputs.items()}, state, False, 1)
         return self._unwrap({k: v[0] for k, v in outs.items()}), new_state
 
     # --- input checks -----------------------------------------------------------------
     def _unwrap(self, outs: dict[str, torch.Tensor]):
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
-    def _check_inputs(self, x: Any, time: bool) -> tuple[dict[str, torch.Tensor], int]:
+    def _check_sequences(self, x: Any, steps: int | None) -> tuple[dict[str, torch.Tensor], frozenset[str], int, int]:
+        """Inputs for :meth:`run`: (tensors by Input name, the static ones as ``[B, ...]``, T, B)."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise SnnirError(f"steps must be a positive integer, got {steps!r}")
         given = self._graph.bind_inputs(x)
-        dtype, device = self._dtype_probe.dtype, self._dtype_probe.device
-        lead = "T, B" if time else "B"
-        inputs, leading = {}, None
+        inputs, static, batch, found = {}, set(), None, None
         for name, value in given.items():
-            if not isinstance(value, torch.Tensor):
-                try:
-                    value = torch.as_tensor(value)
-                except (TypeError, ValueError, RuntimeError) as exc:
-                    raise SnnirError(f"input is not numeric: {exc}", name) from None
-            if value.dtype != dtype:
+            value = self._as_tensor(name, value)
+            shape = tuple(self._shapes.outputs[name])
+            dims = ", ".join(map(str, shape))
+            if value.dim() == len(shape) + 1 and tuple(value.shape[1:]) == shape:
+                if steps is None:
+                    raise SnnirError(
+                        f"input of shape {list(value.shape)} is a static [B, {dims}] input: give steps=T "
+                        f"(module(x, steps=T)) or a [T, B, {dims}] sequence",
+                        name,
+                    )
+                static.add(name)
+            elif value.dim() == len(shape) + 2 and tuple(value.shape[2:]) == shape:
+                t = value.shape[0]
+                if steps is not None and t != steps:
+                    raise SnnirError(f"input has {t} time steps but steps={steps}", name)
+                if found is not None and t != found:
+                    raise SnnirError(f"inputs disagree on T: {found} vs {t}", name)
+                found = t
+                if value.stride(0) == 0 and t > 0:  # expand()ed over time: the same at every step
+                    value = value[0]
+                    static.add(name)
+            else:
                 raise SnnirError(
-                    f"input has dtype {value.dtype} but the module computes in {dtype}; "
-                    f"cast the input (x.to({dtype})) or the module (module.to({value.dtype}))",
+                    f"input must have shape [T, B, {dims}], got {list(value.shape)} "
+                    f"(or [B, {dims}] with steps=T for a static input)",
                     name,
                 )
-            if value.device != device:
-                raise SnnirError(f"input is on {value.device} but the module is on {device}", name)
-            shape = tuple(self._shapes.outputs[name])
-            n_lead = 2 if time else 1
-            if value.dim() != len(shape) + n_lead or tuple(value.shape[n_lead:]) != shape:
-                raise SnnirError(
-                    f"input must have shape [{lead}, {', '.join(map(str, shape))}], got {list(value.shape)}", name
-                )
-            if leading is not None and tuple(value.shape[:n_lead]) != leading:
-                raise SnnirError(f"inputs disagree on [{lead}]: {list(leading)} vs {list(value.shape[:n_lead])}", name)
-            leading = tuple(value.shape[:n_lead])
+            b = value.shape[0] if name in static else value.shape[1]
+            if batch is not None and b != batch:
+                raise SnnirError(f"inputs disagree on the batch size B: {batch} vs {b}", name)
+            batch = b
             inputs[name] = value
-        if time and leading[0] == 0:
+        steps = steps if steps is not None else found
+        if steps == 0:
             raise SnnirError("input has no time steps (T = 0)")
-        return inputs, leading[-1]
+        return inputs, frozenset(static), steps, batch
+
+    def _as_tensor(self, name: str, value: Any) -> torch.Tensor:
+        """``value`` as a tensor in the module's dtype and device, or a SnnirError naming the Input."""
+        dtype, device = self._dtype_probe.dtype, self._dtype_probe.device
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise SnnirError(f"input is not numeric: {exc}", name) from None
+        if value.dtype != dtype:
+            raise SnnirError(
+                f"input has dtype {value.dtype} but the module computes in {dtype}; "
+                f"cast the input (x.to({dtype})) or the module (module.to({value.dtype}))",
+                name,
+            )
+        if value.device != device:
+            raise SnnirError(f"input is on {value.device} but the module is on {device}", name)
+        return value
+
+    def _check_step_inputs(self, x: Any) -> tuple[dict[str, torch.Tensor], int]:
+        """Inputs of one step, ``[B, *shape]`` by Input name, and B."""
+        inputs, batch = {}, None
+        for name, value in self._graph.bind_inputs(x).items():
+            value = self._as_tensor(name, value)
+            shape = tuple(self._shapes.outputs[name])
+            if value.dim() != len(shape) + 1 or tuple(value.shape[1:]) != shape:
+                dims = ", ".join(map(str, shape))
+                raise SnnirError(f"input must have shape [B, {dims}], got {list(value.shape)}", name)
+            if batch is not None and value.shape[0] != batch:
+                raise SnnirError(f"inputs disagree on the batch size B: {batch} vs {value.shape[0]}", name)
+            batch = value.shape[0]
+            inputs[name] = value
+        return inputs, batch
 
     def _check_state(self, state: State | None, batch: int) -> State:
         if state is None:

@@ -6,6 +6,13 @@ order. A component without recurrence runs over the whole sequence at once
 component steps through time, its delayed edges reading the previous step's
 value (zero at the first step), exactly as :mod:`snnir.ir.schedule` defines.
 
+Static (time-invariant) values: a static Input is ``[B, ...]``, held over the
+T steps. A stateless node whose inputs are all static runs once on
+``[B, ...]`` and its output is static too (the rule of the
+``hoist_time_invariant`` pass, applied at run time, also inside nested graphs
+and fused layer-neuron nodes). A neuron fed only a static value runs its scan
+with ``steps=T``; any other consumer sees it broadcast over time.
+
 State is one flat dict of tensors: ``"<node path>.<state>"`` for op states (the
 keys of :func:`snnir.run`'s traces) and ``"<source>@prev"`` for the last value
 carried by a delayed edge.
@@ -173,67 +180,101 @@ class GraphModule(nn.Module):
         return state
 
     # --- running ----------------------------------------------------------------------
-    def run(self, inputs: Mapping[str, torch.Tensor], state: State, record: bool):
-        """Sequences ``[T, B, ...]`` by Input name -> (outputs by Output name, new state, traces or None)."""
+    def run(
+        self, inputs: Mapping[str, torch.Tensor], state: State, record: bool, steps: int,
+        static: frozenset[str] = frozenset(),
+    ):
+        """Inputs by Input name: ``[T, B, ...]`` with ``T = steps``, or ``[B, ...]`` held over
+        the steps for the names in ``static`` -> (outputs ``[T, B, ...]`` by Output name, new
+        state, traces or None). A static Output comes back as an expanded view (time stride 0)."""
+        outs, static_outs, new_state, traces = self._run_level(inputs, static, state, record, steps)
+        for name in static_outs:
+            outs[name] = outs[name].expand((steps,) + tuple(outs[name].shape))
+        return outs, new_state, traces
+
+    def _run_level(self, inputs, static, state, record, steps):
+        """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result."""
         values: dict[str, torch.Tensor] = {}
+        held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
         traces: dict[str, torch.Tensor] | None = {} if record else None
-        steps = next(iter(inputs.values())).shape[0]
         for members, recurrent in self._plan:
             if recurrent:
-                self._run_recurrent(members, steps, values, state, new_state, traces)
+                self._run_recurrent(members, steps, values, held, state, new_state, traces)
                 continue
             name = members[0]
             if name in inputs:
                 values[name] = inputs[name]
+                if name in static:
+                    held.add(name)
                 continue
-            outs, node_state, node_traces = self._run_node(name, self._gather(name, values), state, record)
+            x, held_ports = self._gather(name, values, held)
+            outs, held_outs, node_state, node_traces = self._run_node(name, x, held_ports, state, record, steps)
             values.update(outs)
+            held.update(held_outs)
             new_state.update(node_state)
             if traces is not None and node_traces:
                 traces.update(node_traces)
-        return {name: values[name] for name in self._graph.outputs}, new_state, traces
+        outputs = self._graph.outputs
+        return {name: values[name] for name in outputs}, {n for n in outputs if n in held}, new_state, traces
 
-    def _gather(self, name, values, step_values=None, prev=None, t=None) -> dict[str | None, torch.Tensor]:
+    def _gather(self, name, values, held, step_values=None, prev=None, t=None):
+        """The summed input of each port of ``name`` and the set of ports whose sum is static.
+        A static ``[B, ...]`` term broadcasts against ``[T, B, ...]`` ones."""
         summed: dict[str | None, torch.Tensor] = {}
+        static_ports: dict[str | None, bool] = {}
         for key, port, delayed in self._sources.get(name, ()):
+            is_static = False
             if delayed:
                 value = prev[key][None]
             elif step_values is not None and key in step_values:
                 value = step_values[key]
             elif t is not None:
-                value = values[key][t : t + 1]
+                value = values[key][None] if key in held else values[key][t : t + 1]
             else:
                 value = values[key]
+                is_static = key in held
             summed[port] = summed[port] + value if port in summed else value
-        return summed
+            static_ports[port] = static_ports.get(port, True) and is_static
+        return summed, {port for port, flag in static_ports.items() if flag}
 
-    def _run_node(self, name: str, x: dict, state: State, record: bool):
-        """Run one node over sequences; returns (values by source key, its new state, its traces)."""
+    def _run_node(self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int):
+        """Run one node over sequences; returns (values by source key, the keys among them that
+        are static ``[B, ...]``, its new state, its traces)."""
         op = self._graph.nodes[name]
+        static = None in static_ports
         if isinstance(op, Output):
-            return {name: x[None]}, {}, None
+            return {name: x[None]}, ({name} if static else set()), {}, None
         module = self.node_module(name)
         if isinstance(module, (GraphModule, ExpandedModule)):
-            outs, new_state, traces = module.run_ports(x, state, record)
+            outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps)
             values = {f"{name}.{port}": value for port, value in outs.items()}
+            held = {f"{name}.{port}" for port in static_outs}
             if len(outs) == 1:
                 values[name] = next(iter(outs.values()))
-            return values, new_state, traces
+                held |= {name} if static_outs else set()
+            return values, held, new_state, traces
         if not module.stateful:
-            return {name: module(x[None])}, {}, None
+            return {name: module(x[None])}, ({name} if static else set()), {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
-        y, final, traces = module(x[None], own, record)
+        if static and module.takes_held_input:
+            y, final, traces = module(x[None], own, record, steps=steps)
+        elif static:
+            y, final, traces = module(x[None].expand((steps,) + tuple(x[None].shape)), own, record)
+        else:
+            y, final, traces = module(x[None], own, record)
         new_state = {key + s: v for s, v in final.items()}
-        return {name: y}, new_state, ({key + s: v for s, v in traces.items()} if traces else None)
+        return {name: y}, set(), new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 
-    def run_ports(self, ports: dict, state: State, record: bool):
-        """Run as a nested level: ``ports`` by Input name (``None`` for the only one)."""
+    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int):
+        """Run as a nested level: ``ports`` by Input name (``None`` for the only one), those in
+        ``static_ports`` static; returns :meth:`_run_level`'s results."""
         inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
-        return self.run(inputs, state, record)
+        static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
+        return self._run_level(inputs, static, state, record, steps)
 
-    def _run_recurrent(self, members, steps, values, state, new_state, traces) -> None:
+    def _run_recurrent(self, members, steps, values, held, state, new_state, traces) -> None:
         current = dict(state)
         delayed_keys = self._component_delayed[members]
         prev = {key: state[f"{self._prefix}{key}@prev"] for key in delayed_keys}
@@ -242,8 +283,8 @@ class GraphModule(nn.Module):
         for t in range(steps):
             step_values: dict[str, torch.Tensor] = {}
             for name in members:
-                x = self._gather(name, values, step_values, prev, t)
-                outs, node_state, node_traces = self._run_node(name, x, current, traces is not None)
+                x, _ = self._gather(name, values, held, step_values, prev, t)
+                outs, _, node_state, node_traces = self._run_node(name, x, set(), current, traces is not None, 1)
                 step_values.update(outs)
                 current.update(node_state)
                 new_state.update(node_state)
@@ -285,8 +326,8 @@ class ExpandedModule(nn.Module):
     def initial_state(self, batch, dtype, device):
         return self.expansion.initial_state(batch, dtype, device)
 
-    def run_ports(self, ports, state, record):
-        return self.expansion.run_ports(ports, state, record)
+    def run_ports(self, ports, static_ports, state, record, steps):
+        return self.expansion.run_ports(ports, static_ports, state, record, steps)
 
     def to_op(self) -> Op:
         return self._source.value

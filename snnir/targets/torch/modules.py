@@ -68,6 +68,9 @@ class OpModule(nn.Module):
     gives the op back with the current parameter values."""
 
     stateful = False
+    #: a stateful module whose ``forward`` takes ``steps=T`` with a static ``[B, ...]`` input
+    #: held over T steps (others get the input expanded to ``[T, B, ...]``)
+    takes_held_input = False
 
     def __init__(self, op: Op, ctx: LoweringContext):
         super().__init__()
@@ -128,10 +131,10 @@ class OpModule(nn.Module):
 
 # --- stateless ---------------------------------------------------------------------------
 class AffineModule(OpModule):
-    """y = x W^T + b"""
+    """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight) + self.bias
+        return F.linear(x, self.weight, self.bias)
 
 
 class LinearModule(OpModule):
@@ -233,6 +236,7 @@ class NeuronModule(OpModule):
     """Any standard neuron, stepped exactly as :mod:`snnir.ir.ops.neuron` states."""
 
     stateful = True
+    takes_held_input = True
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
         super().__init__(op, ctx)
@@ -290,20 +294,35 @@ class NeuronModule(OpModule):
             u = self._reset(leaked, state["z"]) + drive
             z = self._spike(u)
             new.update(v=u, z=z)
+        elif sem.reset_timing == "next_after_input":
+            u = self._reset(leaked + drive, state["z"])
+            z = self._spike(u)
+            new.update(v=u, z=z)
         else:
             u = leaked + drive
             z = self._spike(u)
             new["v"] = self._reset(u, z)
         return z, new
 
-    def sequence(self, x, state, record=False):
-        scan = _scan_module() if self.fast else None
+    def forward(self, x, state, record=False, steps=None):
+        return self.sequence(x, state, record, steps)
+
+    def sequence(self, x, state, record=False, steps=None):
+        """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps."""
+        scan = _scan_module() if self.fast and self.sem.reset_timing in _SCANNED_TIMINGS else None
         if scan is not None:
             params = {name: getattr(self, name) for name in self._param_dtypes}
             return scan.neuron_sequence(
-                self.source_op, params, x, state, self.surrogate, record=record, detach_reset=self.detach_reset
+                self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
+                detach_reset=self.detach_reset,
             )
+        if steps is not None:
+            x = x.expand((steps,) + tuple(x.shape))
         return super().sequence(x, state, record)
+
+
+#: Reset timings the fast scan implements; other timings step one at a time.
+_SCANNED_TIMINGS = ("same", "next")
 
 
 def _scan_module():

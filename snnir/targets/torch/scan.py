@@ -332,7 +332,7 @@ class _NeuronSequence(torch.autograd.Function):
                 if need["gain"]:
                     add("gain", g_u * (is_[t] if cfg.current_first else i_prev))
                 g_i_in = g_i + g_drive_in if cfg.current_first else g_i  # gradient at i_t
-                g_i = g_i_in * a_syn if cfg.current_first else torch.addcmul(g_drive_in, g_i_in, a_syn)
+                g_i = g_i_in * a_syn if cfg.current_first else g_drive_in + g_i_in * a_syn
                 if need["a_syn"]:
                     add("a_syn", g_i_in * i_prev)
                 if need["gain_syn"]:
@@ -431,6 +431,10 @@ def neuron_sequence(
         or any(v.requires_grad for v in init.values())
         or any(v is not None and v.requires_grad for v in c.values())
     )
+    from snnir.targets.torch import native  # imported here: native builds on this module
+
+    if native.supports(op, cfg, x, record):
+        return native.neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
     if record or not tracked:
         with torch.no_grad():
             out, final, _, _, traces = _run(cfg, c, x, n_steps, static, init, keep=False, record=record)

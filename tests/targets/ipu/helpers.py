@@ -26,6 +26,9 @@ def semantics_cases() -> list[Semantics]:
         ))
     cases.append(Semantics(dt=DT, reset="subtract", threshold_compare="ge", spike_mode="multi"))
     cases.append(Semantics(dt=DT, reset="zero", reset_timing="next", threshold_compare="ge", spike_mode="multi"))
+    cases.append(Semantics(dt=DT, reset="zero", reset_timing="next_after_input"))
+    cases.append(Semantics(dt=DT, discretisation="exp", reset="subtract", reset_timing="next_after_input",
+                           threshold_compare="ge", spike_mode="multi", current_order="voltage_first"))
     return cases
 
 

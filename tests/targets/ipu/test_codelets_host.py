@@ -123,10 +123,13 @@ def np_forward(k: Kernel, x, s, c):
     if not k.spiking:
         out["v_next"] = out["y"] = leaked + drive
         return out, out["v_next"]
-    u = (np_reset(k, leaked, s["z"], c) if k.reset_timing == "next" else leaked) + drive
+    if k.reset_timing == "next_after_input":
+        u = np_reset(k, leaked + drive, s["z"], c)
+    else:
+        u = (np_reset(k, leaked, s["z"], c) if k.reset_timing == "next" else leaked) + drive
     z = np_spike(k, u, c["thr"])
     out["y"] = z
-    if k.reset_timing == "next":
+    if k.reset_timing in ("next", "next_after_input"):
         out["v_next"], out["z_next"] = u, z
     else:
         out["v_next"] = np_reset(k, u, z, c)
@@ -169,6 +172,9 @@ def np_backward(k: Kernel, surrogate, x, s, c, g):
     elif k.reset_timing == "next":
         gu = g["v_next"] + (g["y"] + g["z_next"]) * np_surrogate(surrogate, u - c["thr"])
         g_leaked = gu * d_reset(s["z"])
+    elif k.reset_timing == "next_after_input":
+        gu = (g["v_next"] + (g["y"] + g["z_next"]) * np_surrogate(surrogate, u - c["thr"])) * d_reset(s["z"])
+        g_leaked = gu
     else:
         z = np_spike(k, u, c["thr"])
         gu = g["v_next"] * d_reset(z) + g["y"] * np_surrogate(surrogate, u - c["thr"])
@@ -212,6 +218,9 @@ def torch_backward(k: Kernel, surrogate, x, s, c, g):
         out["v_next"] = out["y"] = leaked + cc["g_mem"] * d
     elif k.reset_timing == "next":
         out["v_next"] = reset(leaked, t["z"]) + cc["g_mem"] * d
+        out["y"] = out["z_next"] = spike(out["v_next"])
+    elif k.reset_timing == "next_after_input":
+        out["v_next"] = reset(leaked + cc["g_mem"] * d, t["z"])
         out["y"] = out["z_next"] = spike(out["v_next"])
     else:
         u = leaked + cc["g_mem"] * d

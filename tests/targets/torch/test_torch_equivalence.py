@@ -234,7 +234,7 @@ def test_deepcopy_and_state_dict_round_trip():
 
 
 _SEM_CHOICES = dict(
-    discretisation=("euler", "exp"), reset=("zero", "subtract", "none"), reset_timing=("same", "next"),
+    discretisation=("euler", "exp"), reset=("zero", "subtract", "none"), reset_timing=("same", "next", "next_after_input"),
     threshold_compare=("gt", "ge"), spike_mode=("single", "multi"), current_order=("current_first", "voltage_first"),
 )
 

@@ -11,6 +11,8 @@
 namespace snnir {
 
 enum Reset { RESET_ZERO = 0, RESET_SUBTRACT = 1, RESET_NONE = 2 };
+// When the previous step's spike z resets: same step, next step before or after the input.
+enum Timing { TIMING_SAME = 0, TIMING_NEXT = 1, TIMING_NEXT_AFTER_INPUT = 2 };
 enum Surrogate { FAST_SIGMOID = 0, ARCTAN = 1, SIGMOID = 2, STRAIGHT_THROUGH = 3, TRIANGULAR = 4 };
 
 // Absent fields are zero.
@@ -60,7 +62,7 @@ inline float reset_slope(float z) {
   return (R == RESET_ZERO && z > 0.0f) ? 0.0f : 1.0f;
 }
 
-template <bool Spiking, bool Current, int R, bool Next, bool Ge, bool Multi, bool CurrentFirst>
+template <bool Spiking, bool Current, int R, int Timing, bool Ge, bool Multi, bool CurrentFirst>
 struct Step {
   // y and the next state from input x and state s.
   static void forward(float x, const State &s, const Coeff &c, float &y, State &n) {
@@ -75,8 +77,12 @@ struct Step {
     if constexpr (!Spiking) {
       n.v = leaked + drive;
       y = n.v;
-    } else if constexpr (Next) {
+    } else if constexpr (Timing == TIMING_NEXT) {
       n.v = reset<R>(leaked, s.z, c) + drive;
+      y = spike<Ge, Multi>(n.v, c.thr);
+      n.z = y;
+    } else if constexpr (Timing == TIMING_NEXT_AFTER_INPUT) {
+      n.v = reset<R>(leaked + drive, s.z, c);
       y = spike<Ge, Multi>(n.v, c.thr);
       n.z = y;
     } else {
@@ -97,15 +103,19 @@ struct Step {
     }
     const float leaked = c.v_leak + c.a_mem * (s.v - c.v_leak);
     const float drive = c.g_mem * d;
-    float gu = 0.0f;
+    float gu = 0.0f;  // d / d drive
     float g_leaked = 0.0f;
     if constexpr (!Spiking) {
       gu = gy + gn.v;
       g_leaked = gu;
-    } else if constexpr (Next) {
+    } else if constexpr (Timing == TIMING_NEXT) {
       const float u = reset<R>(leaked, s.z, c) + drive;
       gu = gn.v + (gy + gn.z) * surrogate_grad(u - c.thr);
       g_leaked = gu * reset_slope<R>(s.z);
+    } else if constexpr (Timing == TIMING_NEXT_AFTER_INPUT) {
+      const float u = reset<R>(leaked + drive, s.z, c);
+      gu = (gn.v + (gy + gn.z) * surrogate_grad(u - c.thr)) * reset_slope<R>(s.z);
+      g_leaked = gu;
     } else {
       const float u = leaked + drive;
       const float z = spike<Ge, Multi>(u, c.thr);

@@ -1,0 +1,471 @@
+// Fused CPU scan of one snnir neuron over T steps (forward and BPTT backward).
+//
+// Same update, operation order and gradient conventions as the Python loop in
+// snnir/targets/torch/scan.py (which states them); that module is the
+// specification. Elements are split into chunks of kChunk; each chunk keeps its
+// state in local arrays and walks time inside, one branch-free (vectorizable)
+// loop per stage.
+// Built with -ffp-contract=off so no multiply-add is fused: every operation
+// rounds as the corresponding torch op does.
+//
+// Layout: x is [T, M] (or [M] when held static), states [M] (M = batch x N
+// neurons); each coefficient is a scalar or given over the N neurons (an absent
+// one is an empty tensor).
+// Coefficient order: a_mem, v_leak, gain, thr, v_reset, a_syn, gain_syn.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+// A chunk's local arrays (about 20 of kChunk values per thread, plus T x kChunk
+// recomputed membranes in the backward) stay in cache; each
+// step then reads and writes kChunk-long contiguous runs of the [T, M] tensors.
+constexpr int64_t kChunk = 1024;
+// Local arrays are kStride apart so that no two share an address modulo 4 KiB
+// (as the tensors' chunks do), which would stall loads behind stores.
+constexpr int64_t kStride = kChunk + 16;
+enum Coef { A_MEM, V_LEAK, GAIN, THR, V_RESET, A_SYN, GAIN_SYN, N_COEF };
+enum Reset { RESET_NONE = 0, RESET_ZERO = 1, RESET_SUBTRACT = 2 };
+enum Surr { FAST_SIGMOID = 0, ARCTAN = 1, TRIANGULAR = 2, SIGMOID = 3, STRAIGHT_THROUGH = 4 };
+
+struct Config {
+  bool spiking, has_current, next_timing, inclusive, multi, current_first, detach_reset;
+  int reset, surrogate;
+  double slope;
+};
+
+Config make_config(const std::vector<int64_t>& f, double slope) {
+  TORCH_CHECK(f.size() == 9, "neuron_scan: expected 9 flags");
+  return Config{f[0] != 0, f[1] != 0, f[2] != 0, f[3] != 0, f[4] != 0, f[5] != 0, f[6] != 0,
+                static_cast<int>(f[7]), static_cast<int>(f[8]), slope};
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.numel() ? t.data_ptr<T>() : nullptr;
+}
+
+// dst[e] = src[(b + e) % period] for e < n: a chunk of a coefficient given over
+// the neuron shape (period N) or as a scalar (period 1), broadcast over the batch.
+template <typename T>
+const T* load_chunk(const T* src, int64_t period, int64_t b, int64_t n, T* dst) {
+  if (!src) return nullptr;
+  if (period == 1) {
+    std::fill(dst, dst + n, src[0]);
+    return dst;
+  }
+  int64_t r = b % period;
+  for (int64_t e = 0; e < n; ++e) {
+    dst[e] = src[r];
+    r = r + 1 == period ? 0 : r + 1;
+  }
+  return dst;
+}
+
+template <typename T>
+inline T spike_multi(T u, T thr) {
+  const T q = std::floor(u / thr);
+  return q < T(0) ? T(0) : q;  // NaN passes through, as torch.clamp
+}
+
+template <int KIND, typename T>
+inline T surrogate_grad_of(double slope, T x) {
+  const T k = static_cast<T>(slope);
+  if (KIND == FAST_SIGMOID) {
+    const T d = std::abs(x) * k + T(1);
+    return T(1) / (d * d);
+  }
+  if (KIND == ARCTAN) {
+    const T a = x * static_cast<T>(M_PI / 2 * slope);
+    return (T(1) / (a * a + T(1))) * static_cast<T>(slope / 2);
+  }
+  if (KIND == TRIANGULAR) {
+    const T a = std::abs(x) * (-k) + T(1);
+    return (a < T(0) ? T(0) : a) * k;
+  }
+  if (KIND == SIGMOID) {
+    const T s = T(1) / (T(1) + std::exp(-(k * x)));
+    return k * s * (T(1) - s);
+  }
+  return T(1);
+}
+
+// z[e] = spike(u[e]) over a chunk (branches outside the loops, so they vectorize).
+template <typename T>
+void spikes(const Config& c, const T* u, const T* thr, T* z, int64_t n) {
+  if (c.multi) {
+    for (int64_t e = 0; e < n; ++e) z[e] = spike_multi(u[e], thr[e]);
+  } else if (c.inclusive) {
+    for (int64_t e = 0; e < n; ++e) z[e] = u[e] >= thr[e] ? T(1) : T(0);
+  } else {
+    for (int64_t e = 0; e < n; ++e) z[e] = u[e] > thr[e] ? T(1) : T(0);
+  }
+}
+
+// Runs one chunk of n elements over all steps from the states in v, i, z
+// (updated in place; k: the chunk's coefficients; scratch: 2 local arrays).
+// Writes u_t at u0 + t * u_step (for non-spiking neurons u is the output),
+// spikes at out + t * out_step, and i_t at is + t * is_step when is is given.
+template <typename T>
+void run_chunk(const Config& c, const T* const* k, const T* x, int64_t x_step, int64_t steps,
+               int64_t n, T* v, T* i, T* z, T* scratch, T* u0, int64_t u_step, T* out,
+               int64_t out_step, T* is, int64_t is_step) {
+  const T *a_mem = k[A_MEM], *v_leak = k[V_LEAK], *gain = k[GAIN], *thr = k[THR],
+          *v_reset = k[V_RESET], *a_syn = k[A_SYN], *gain_syn = k[GAIN_SYN];
+  T *drive = scratch, *lk = scratch + kStride;
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* xt = x + t * x_step;
+    T* u = u0 + t * u_step;
+    if (c.has_current) {
+      for (int64_t e = 0; e < n; ++e) {
+        T i_new = a_syn[e] * i[e] + gain_syn[e] * xt[e];
+        drive[e] = gain[e] * (c.current_first ? i_new : i[e]);
+        i[e] = i_new;
+      }
+      if (is) std::copy(i, i + n, is + t * is_step);
+    } else {
+      for (int64_t e = 0; e < n; ++e) drive[e] = gain[e] * xt[e];
+    }
+    if (!a_mem) {
+      std::copy(v, v + n, lk);
+    } else if (!v_leak) {
+      for (int64_t e = 0; e < n; ++e) lk[e] = v[e] * a_mem[e];
+    } else {
+      for (int64_t e = 0; e < n; ++e) lk[e] = v_leak[e] + a_mem[e] * (v[e] - v_leak[e]);
+    }
+    if (c.next_timing && c.reset == RESET_ZERO) {
+      for (int64_t e = 0; e < n; ++e) lk[e] = z[e] > T(0) ? v_reset[e] : lk[e];
+    } else if (c.next_timing && c.reset == RESET_SUBTRACT) {
+      for (int64_t e = 0; e < n; ++e) lk[e] = lk[e] - z[e] * thr[e];
+    }
+    for (int64_t e = 0; e < n; ++e) u[e] = lk[e] + drive[e];
+    if (!c.spiking) {
+      std::copy(u, u + n, v);
+      continue;
+    }
+    spikes(c, u, thr, z, n);
+    std::copy(z, z + n, out + t * out_step);
+    if (c.next_timing || c.reset == RESET_NONE) {
+      std::copy(u, u + n, v);
+    } else if (c.reset == RESET_ZERO) {
+      for (int64_t e = 0; e < n; ++e) v[e] = z[e] > T(0) ? v_reset[e] : u[e];
+    } else {
+      for (int64_t e = 0; e < n; ++e) v[e] = u[e] - z[e] * thr[e];
+    }
+  }
+}
+
+// Per-thread local arrays, kStride apart.
+template <typename T>
+struct Locals {
+  explicit Locals(int64_t count) : storage(count * kStride) {}
+  T* operator()(int64_t j) { return storage.data() + j * kStride; }
+  std::vector<T> storage;
+};
+
+// The chunk [b, b + n) of every coefficient into locals 0..N_COEF-1; kc[j] is
+// null for an absent coefficient.
+template <typename T>
+void load_coefficients(const T* const* k, const int64_t* period, int64_t b, int64_t n,
+                       Locals<T>& local, const T** kc) {
+  for (int j = 0; j < N_COEF; ++j) kc[j] = load_chunk(k[j], period[j], b, n, local(j));
+}
+
+template <typename T>
+void load_states(const Config& c, const T* v0, const T* i0, const T* z0, int64_t b, int64_t n,
+                 T* v, T* i, T* z) {
+  std::copy(v0 + b, v0 + b + n, v);
+  if (c.has_current) std::copy(i0 + b, i0 + b + n, i);
+  if (c.next_timing) std::copy(z0 + b, z0 + b + n, z);
+}
+
+template <typename T>
+void forward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const T* z0,
+                    const T* const* k, const int64_t* period, int64_t steps, bool is_static,
+                    int64_t M, T* out, T* v_end, T* i_end, T* z_end) {
+  at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
+    Locals<T> local(N_COEF + 7);
+    T *v = local(N_COEF), *i = local(N_COEF + 1), *z = local(N_COEF + 2),
+      *x_static = local(N_COEF + 3), *ubuf = local(N_COEF + 4), *scratch = local(N_COEF + 5);
+    for (int64_t b = begin; b < end; b += kChunk) {
+      const int64_t n = std::min(kChunk, end - b);
+      const T* kc[N_COEF];
+      load_coefficients(k, period, b, n, local, kc);
+      load_states(c, v0, i0, z0, b, n, v, i, z);
+      if (is_static) std::copy(x + b, x + b + n, x_static);
+      const T* xc = is_static ? x_static : x + b;
+      const int64_t x_step = is_static ? 0 : M;
+      if (c.spiking) {  // u only lives in ubuf
+        run_chunk(c, kc, xc, x_step, steps, n, v, i, z, scratch, ubuf, 0, out + b, M,
+                  static_cast<T*>(nullptr), 0);
+      } else {
+        run_chunk(c, kc, xc, x_step, steps, n, v, i, z, scratch, out + b, M, out + b, M,
+                  static_cast<T*>(nullptr), 0);
+      }
+      std::copy(v, v + n, v_end + b);
+      if (c.has_current) std::copy(i, i + n, i_end + b);
+      if (c.next_timing) std::copy(z, z + n, z_end + b);
+    }
+  });
+}
+
+// s[e] = surrogate'(u[e] - thr[e]) over a chunk.
+template <typename T>
+void surrogate_grads(const Config& c, const T* u, const T* thr, T* s, int64_t n) {
+  switch (c.surrogate) {
+#define SNNIR_SURROGATE_LOOP(KIND) \
+  case KIND:                       \
+    for (int64_t e = 0; e < n; ++e) s[e] = surrogate_grad_of<KIND>(c.slope, u[e] - thr[e]); \
+    break;
+    SNNIR_SURROGATE_LOOP(FAST_SIGMOID)
+    SNNIR_SURROGATE_LOOP(ARCTAN)
+    SNNIR_SURROGATE_LOOP(TRIANGULAR)
+    SNNIR_SURROGATE_LOOP(SIGMOID)
+    SNNIR_SURROGATE_LOOP(STRAIGHT_THROUGH)
+#undef SNNIR_SURROGATE_LOOP
+  }
+}
+
+// Gradients over a chunk of elements; acc[j] (when non-null) receives the
+// per-element sum over steps of the gradient at coefficient j.
+template <typename T>
+void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const T* z0,
+                     const T* const* k, const int64_t* period, const T* g_out,
+                     const T* g_v_end, const T* g_i_end, const T* g_z_end, int64_t steps,
+                     bool is_static, int64_t M, T* g_x, T* g_v0, T* g_i0, T* g_z0,
+                     T* const* acc) {
+  const bool subtract_grad = c.reset == RESET_SUBTRACT && !c.detach_reset;
+  const bool same_timing = c.spiking && !c.next_timing;
+  at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
+    Locals<T> local(N_COEF + 13);
+    T *gv = local(N_COEF), *gi = local(N_COEF + 1), *gz = local(N_COEF + 2), *gx = local(N_COEF + 3),
+      *s = local(N_COEF + 4), *g_spike = local(N_COEF + 5), *g_u = local(N_COEF + 6),
+      *g_leaked = local(N_COEF + 7), *zt = local(N_COEF + 8), *prev = local(N_COEF + 9),
+      *x_static = local(N_COEF + 10), *scratch = local(N_COEF + 11);
+    // the chunk's u_t and i_t of every step, recomputed by a forward pass
+    std::vector<T> u_steps(steps * kStride), i_steps(c.has_current ? steps * kStride : 0);
+    const T* us = u_steps.data();
+    const T* is = i_steps.data();
+    for (int64_t b = begin; b < end; b += kChunk) {
+      const int64_t n = std::min(kChunk, end - b);
+      const T* kc[N_COEF];
+      load_coefficients(k, period, b, n, local, kc);
+      const T *a_mem = kc[A_MEM], *v_leak = kc[V_LEAK], *gain = kc[GAIN], *thr = kc[THR],
+              *v_reset = kc[V_RESET], *a_syn = kc[A_SYN], *gain_syn = kc[GAIN_SYN];
+      if (is_static) std::copy(x + b, x + b + n, x_static);
+      load_states(c, v0, i0, z0, b, n, gv, gi, gz);  // used as the forward's states first
+      run_chunk(c, kc, is_static ? x_static : x + b, is_static ? 0 : M, steps, n, gv, gi, gz,
+                scratch, u_steps.data(), kStride, prev, 0,
+                c.has_current ? i_steps.data() : nullptr, kStride);
+      auto sum = [&](int j) { return acc[j] ? acc[j] + b : nullptr; };
+      T *s_a_mem = sum(A_MEM), *s_v_leak = sum(V_LEAK), *s_gain = sum(GAIN), *s_thr = sum(THR),
+        *s_v_reset = sum(V_RESET), *s_a_syn = sum(A_SYN), *s_gain_syn = sum(GAIN_SYN);
+      std::copy(g_v_end + b, g_v_end + b + n, gv);
+      if (c.has_current) std::copy(g_i_end + b, g_i_end + b + n, gi);
+      if (c.next_timing) std::copy(g_z_end + b, g_z_end + b + n, gz);
+      std::fill(gx, gx + n, T(0));
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        const T* u = us + t * kStride;
+        const T* u_prev = t ? us + (t - 1) * kStride : nullptr;
+        const T* go = g_out + t * M + b;
+        const T* xt = is_static ? x_static : x + t * M + b;
+        // through the spike and a same-step reset: g_u, the gradient at u
+        if (c.spiking) {
+          surrogate_grads(c, u, thr, s, n);
+          if (c.next_timing) {
+            for (int64_t e = 0; e < n; ++e) g_spike[e] = go[e] + gz[e];
+          } else {
+            std::copy(go, go + n, g_spike);
+          }
+          if (same_timing && c.reset == RESET_ZERO) {
+            spikes(c, u, thr, zt, n);
+            for (int64_t e = 0; e < n; ++e) g_u[e] = zt[e] > T(0) ? T(0) : gv[e];
+            if (s_v_reset)
+              for (int64_t e = 0; e < n; ++e) s_v_reset[e] += gv[e] - g_u[e];
+          } else if (same_timing && c.reset == RESET_SUBTRACT) {
+            spikes(c, u, thr, zt, n);
+            if (!c.detach_reset)
+              for (int64_t e = 0; e < n; ++e) g_spike[e] = g_spike[e] - gv[e] * thr[e];
+            if (s_thr)
+              for (int64_t e = 0; e < n; ++e) s_thr[e] += -gv[e] * zt[e];
+            std::copy(gv, gv + n, g_u);
+          } else {
+            std::copy(gv, gv + n, g_u);
+          }
+          for (int64_t e = 0; e < n; ++e) g_u[e] = g_u[e] + g_spike[e] * s[e];
+          if (s_thr)
+            for (int64_t e = 0; e < n; ++e) s_thr[e] += -g_spike[e] * s[e];
+        } else {
+          for (int64_t e = 0; e < n; ++e) g_u[e] = gv[e] + go[e];
+        }
+        // through a reset by the previous step's spikes: g_leaked
+        std::copy(g_u, g_u + n, g_leaked);
+        if (c.next_timing) {
+          if (subtract_grad) {
+            for (int64_t e = 0; e < n; ++e) gz[e] = -g_u[e] * thr[e];
+          } else {
+            std::fill(gz, gz + n, T(0));
+          }
+          if (c.reset == RESET_ZERO || (c.reset == RESET_SUBTRACT && s_thr)) {
+            if (t) {
+              spikes(c, u_prev, thr, prev, n);
+            } else {
+              std::copy(z0 + b, z0 + b + n, prev);
+            }
+            if (c.reset == RESET_ZERO) {
+              for (int64_t e = 0; e < n; ++e) g_leaked[e] = prev[e] > T(0) ? T(0) : g_u[e];
+              if (s_v_reset)
+                for (int64_t e = 0; e < n; ++e) s_v_reset[e] += g_u[e] - g_leaked[e];
+            } else {
+              for (int64_t e = 0; e < n; ++e) s_thr[e] += -g_u[e] * prev[e];
+            }
+          }
+        }
+        // through the leak: gv, the gradient at the previous step's stored membrane
+        if (!a_mem) {
+          std::copy(g_leaked, g_leaked + n, gv);
+        } else {
+          for (int64_t e = 0; e < n; ++e) gv[e] = g_leaked[e] * a_mem[e];
+          if (s_a_mem || s_v_leak) {
+            if (!t) {
+              std::copy(v0 + b, v0 + b + n, prev);
+            } else if (!same_timing || c.reset == RESET_NONE) {
+              std::copy(u_prev, u_prev + n, prev);
+            } else {
+              spikes(c, u_prev, thr, zt, n);
+              if (c.reset == RESET_ZERO) {
+                for (int64_t e = 0; e < n; ++e) prev[e] = zt[e] > T(0) ? v_reset[e] : u_prev[e];
+              } else {
+                for (int64_t e = 0; e < n; ++e) prev[e] = u_prev[e] - zt[e] * thr[e];
+              }
+            }
+            if (s_a_mem && v_leak) {
+              for (int64_t e = 0; e < n; ++e) s_a_mem[e] += g_leaked[e] * (prev[e] - v_leak[e]);
+            } else if (s_a_mem) {
+              for (int64_t e = 0; e < n; ++e) s_a_mem[e] += g_leaked[e] * prev[e];
+            }
+            if (s_v_leak)
+              for (int64_t e = 0; e < n; ++e) s_v_leak[e] += g_leaked[e] * (T(1) - a_mem[e]);
+          }
+        }
+        // through the drive (and the synaptic current) to the input: g_spike is reused as g_in
+        T* g_in = g_spike;
+        if (c.has_current) {
+          const T* i_now = is + t * kStride;
+          const T* i_prev = t ? is + (t - 1) * kStride : i0 + b;
+          if (s_gain) {
+            const T* drive_in = c.current_first ? i_now : i_prev;
+            for (int64_t e = 0; e < n; ++e) s_gain[e] += g_u[e] * drive_in[e];
+          }
+          T* g_i_in = g_leaked;  // free again
+          if (c.current_first) {
+            for (int64_t e = 0; e < n; ++e) g_i_in[e] = gi[e] + g_u[e] * gain[e];
+            for (int64_t e = 0; e < n; ++e) gi[e] = g_i_in[e] * a_syn[e];
+          } else {
+            std::copy(gi, gi + n, g_i_in);
+            for (int64_t e = 0; e < n; ++e) gi[e] = g_u[e] * gain[e] + g_i_in[e] * a_syn[e];
+          }
+          if (s_a_syn)
+            for (int64_t e = 0; e < n; ++e) s_a_syn[e] += g_i_in[e] * i_prev[e];
+          if (s_gain_syn)
+            for (int64_t e = 0; e < n; ++e) s_gain_syn[e] += g_i_in[e] * xt[e];
+          for (int64_t e = 0; e < n; ++e) g_in[e] = g_i_in[e] * gain_syn[e];
+        } else {
+          if (s_gain)
+            for (int64_t e = 0; e < n; ++e) s_gain[e] += g_u[e] * xt[e];
+          for (int64_t e = 0; e < n; ++e) g_in[e] = g_u[e] * gain[e];
+        }
+        if (is_static) {
+          for (int64_t e = 0; e < n; ++e) gx[e] += g_in[e];
+        } else if (g_x) {
+          std::copy(g_in, g_in + n, g_x + t * M + b);
+        }
+      }
+      std::copy(gv, gv + n, g_v0 + b);
+      if (c.has_current) std::copy(gi, gi + n, g_i0 + b);
+      if (c.next_timing) std::copy(gz, gz + n, g_z0 + b);
+      if (is_static && g_x) std::copy(gx, gx + n, g_x + b);
+    }
+  });
+}
+
+at::Tensor empty_unless(bool cond, at::IntArrayRef shape, const at::Tensor& like) {
+  return cond ? at::empty(shape, like.options()) : at::empty({0}, like.options());
+}
+
+std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& i0,
+                                const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
+                                int64_t steps, bool is_static, const std::vector<int64_t>& flags,
+                                double slope) {
+  const Config c = make_config(flags, slope);
+  const int64_t M = v0.numel();
+  auto out = at::empty({steps, M}, v0.options());
+  auto v_end = at::empty({M}, v0.options());
+  auto i_end = empty_unless(c.has_current, {M}, v0);
+  auto z_end = empty_unless(c.next_timing, {M}, v0);
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_scan_forward", [&] {
+    const scalar_t* k[N_COEF];
+    int64_t period[N_COEF];
+    for (int j = 0; j < N_COEF; ++j) {
+      k[j] = ptr_or_null<scalar_t>(coeffs[j]);
+      period[j] = coeffs[j].numel();
+    }
+    forward_kernel<scalar_t>(c, x.data_ptr<scalar_t>(), v0.data_ptr<scalar_t>(),
+                             ptr_or_null<scalar_t>(i0), ptr_or_null<scalar_t>(z0), k, period, steps,
+                             is_static, M, out.data_ptr<scalar_t>(), v_end.data_ptr<scalar_t>(),
+                             i_end.numel() ? i_end.data_ptr<scalar_t>() : nullptr,
+                             z_end.numel() ? z_end.data_ptr<scalar_t>() : nullptr);
+  });
+  return {out, v_end, i_end, z_end};
+}
+
+// Returns g_x, g_v0, g_i0, g_z0 and, per coefficient, its per-element gradient
+// summed over steps (empty unless needed[j]). The membranes and currents of the
+// forward are recomputed chunk by chunk (nothing of size [T, M] is kept).
+std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& i0,
+                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs, const at::Tensor& g_out,
+                                 const at::Tensor& g_v, const at::Tensor& g_i,
+                                 const at::Tensor& g_z, int64_t steps, bool is_static,
+                                 const std::vector<int64_t>& flags, double slope,
+                                 const std::vector<int64_t>& needed, bool need_x) {
+  const Config c = make_config(flags, slope);
+  const int64_t M = v0.numel();
+  auto g_x = need_x ? (is_static ? at::empty({M}, v0.options()) : at::empty({steps, M}, v0.options()))
+                    : at::empty({0}, v0.options());
+  auto g_v0 = at::empty({M}, v0.options());
+  auto g_i0 = empty_unless(c.has_current, {M}, v0);
+  auto g_z0 = empty_unless(c.next_timing, {M}, v0);
+  std::vector<at::Tensor> result{g_x, g_v0, g_i0, g_z0};
+  for (int j = 0; j < N_COEF; ++j)
+    result.push_back(needed[j] ? at::zeros({M}, v0.options()) : at::empty({0}, v0.options()));
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_scan_backward", [&] {
+    const scalar_t* k[N_COEF];
+    scalar_t* acc[N_COEF];
+    int64_t period[N_COEF];
+    for (int j = 0; j < N_COEF; ++j) {
+      k[j] = ptr_or_null<scalar_t>(coeffs[j]);
+      period[j] = coeffs[j].numel();
+      acc[j] = result[4 + j].numel() ? result[4 + j].data_ptr<scalar_t>() : nullptr;
+    }
+    backward_kernel<scalar_t>(
+        c, x.data_ptr<scalar_t>(), v0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(i0),
+        ptr_or_null<scalar_t>(z0), k, period,
+        g_out.data_ptr<scalar_t>(), g_v.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(g_i),
+        ptr_or_null<scalar_t>(g_z), steps, is_static, M,
+        g_x.numel() ? g_x.data_ptr<scalar_t>() : nullptr, g_v0.data_ptr<scalar_t>(),
+        g_i0.numel() ? g_i0.data_ptr<scalar_t>() : nullptr,
+        g_z0.numel() ? g_z0.data_ptr<scalar_t>() : nullptr, acc);
+  });
+  return result;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused neuron scan, forward");
+  m.def("backward", &backward, "fused neuron scan, backward");
+}

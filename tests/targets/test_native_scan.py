@@ -1,0 +1,219 @@
+"""The fused C++ neuron scan against the Python loop and the reference interpreter.
+
+Forward: spikes and states identical to the Python path (float32 and float64)
+and float64 spikes identical to ``snnir.run``. Backward: every gradient equal to
+the Python path's to 1e-10 (float64). Skips when the kernel cannot be built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import warnings
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+import snnir
+from snnir.ir import Graph, Semantics
+from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I, Input, Output
+from snnir.targets.torch import native
+from snnir.targets.torch.scan import _config, neuron_sequence
+from snnir.targets.torch.surrogate import DEFAULT_SLOPES, Surrogate
+
+T, B, N = 16, 3, 5
+SURROGATES = tuple(DEFAULT_SLOPES)
+
+
+@pytest.fixture(scope="module")
+def extension():
+    """The extension, built once per session (first build ~30-60 s)."""
+    module = native.extension()
+    if module is None:
+        pytest.skip("the native neuron scan could not be built here (no C++ compiler or ninja)")
+    return module
+
+
+def _cases():
+    cases = []
+    for cls in (I, LI, CubaLI, IF, LIF, CubaLIF):
+        spiking = cls.spiking
+        for disc, reset, timing, (cmp, mode), order in itertools.product(
+            ("euler", "exp"),
+            ("zero", "subtract", "none") if spiking else ("zero",),
+            ("same", "next") if spiking else ("same",),
+            (("gt", "single"), ("ge", "single"), ("ge", "multi")) if spiking else (("gt", "single"),),
+            ("current_first", "voltage_first") if cls.has_current else ("current_first",),
+        ):
+            k = len(cases)
+            sem = Semantics(discretisation=disc, reset=reset, reset_timing=timing, threshold_compare=cmp,
+                            spike_mode=mode, current_order=order)
+            # rotate the options that do not change the update's structure
+            cases.append((cls, sem, SURROGATES[k % len(SURROGATES)], k % 2 == 0, k % 3 == 0, k % 4 == 1))
+    return cases
+
+
+CASES = _cases()
+IDS = [
+    f"{c.__name__}-{s.discretisation}-{s.reset}-{s.reset_timing}-{s.threshold_compare}-{s.spike_mode}-"
+    f"{s.current_order}-{g}-{'perneuron' if pn else 'scalar'}-{'static' if st else 'dynamic'}"
+    f"{'-detach' if dr else ''}"
+    for c, s, g, pn, st, dr in CASES
+]
+
+
+def _random_op(cls, sem, rng, per_neuron):
+    shape = (N,) if per_neuron else ()
+    u = lambda lo, hi: rng.uniform(lo, hi, shape)  # noqa: E731
+    fields = {
+        "tau": u(2e-4, 2e-3), "tau_syn": u(2e-4, 1e-3), "tau_mem": u(2e-4, 2e-3), "v_leak": u(-0.2, 0.2),
+        "v_threshold": u(0.5, 1.5), "v_reset": u(-0.3, 0.1), "w_in": u(0.5, 2.0),
+        "r": u(0.5, 2.0) * (1e4 if cls in (I, IF) else 5.0),
+    }
+    names = set(cls.__dataclass_fields__) - {"sem", "metadata", "trainable"}
+    return cls(**{k: v for k, v in fields.items() if k in names}, sem=sem)
+
+
+def _run_both(monkeypatch, op, params, x, state, **kwargs):
+    """(native, python) results of ``neuron_sequence`` on the same inputs."""
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    with mock.patch.object(native, "neuron_sequence", wraps=native.neuron_sequence) as spy:
+        fast = neuron_sequence(op, params, x, state, **kwargs)
+    assert spy.called, "the native kernel was not dispatched"
+    monkeypatch.setenv("SNNIR_NATIVE", "0")
+    slow = neuron_sequence(op, params, x, state, **kwargs)
+    return fast, slow
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("cls", "sem", "surrogate", "per_neuron", "static", "detach"), CASES, ids=IDS)
+def test_native_matches_python_and_reference(extension, monkeypatch, dtype, cls, sem, surrogate, per_neuron,
+                                             static, detach):
+    rng = np.random.default_rng(CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
+    op = _random_op(cls, sem, rng, per_neuron)
+    scale = 3.0 if sem.spike_mode == "multi" else 1.0
+    x_np = rng.normal(0.4, 1.0, (B, N) if static else (T, B, N)) * scale
+    state_np = {s: rng.normal(0, 0.3, (B, N)) for s in op.state_names}
+    if "z" in state_np:
+        state_np["z"] = (state_np["z"] > 0).astype(np.float64)
+    kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
+
+    # forward (no grad): identical to the Python loop; float64 spikes identical to snnir.run
+    x = torch.from_numpy(x_np).to(dtype)
+    (out, final, _), (out_py, final_py, _) = _run_both(monkeypatch, op, {}, x, None, **kwargs)
+    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
+    for name in op.state_names:
+        torch.testing.assert_close(final[name], final_py[name], rtol=0, atol=0)
+    if dtype == torch.float64:
+        graph = Graph.sequential(("x", Input((N,))), ("n", op), ("y", Output()))
+        ref = snnir.run(graph, np.broadcast_to(x_np, (T, B, N)) if static else x_np)["y"]
+        if op.spiking:
+            np.testing.assert_array_equal(out.numpy(), ref)
+        else:
+            np.testing.assert_allclose(out.numpy(), ref, rtol=1e-9, atol=1e-12)
+
+    # backward: every gradient as the Python loop's
+    params = {k: torch.tensor(np.asarray(v), dtype=dtype, requires_grad=True) for k, v in op.params().items()}
+    x = torch.from_numpy(x_np).to(dtype).requires_grad_(True)
+    state = {s: torch.from_numpy(v).to(dtype).requires_grad_(True) for s, v in state_np.items()}
+    w_out = torch.from_numpy(rng.normal(size=(T, B, N))).to(dtype)
+    w_state = {s: torch.from_numpy(rng.normal(size=(B, N))).to(dtype) for s in op.state_names}
+    (out, final, _), (out_py, final_py, _) = _run_both(monkeypatch, op, params, x, state, **kwargs)
+    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
+    leaves = [x, *state.values(), *params.values()]
+    names = ["x", *state, *params]
+
+    def grads(o, f):
+        loss = (o * w_out).sum() + sum((f[s] * w_state[s]).sum() for s in op.state_names)
+        return torch.autograd.grad(loss, leaves, allow_unused=True)
+
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for name, g, e in zip(names, grads(out, final), grads(out_py, final_py)):
+        assert (g is None) == (e is None), name
+        if g is not None:
+            torch.testing.assert_close(g, e, **tol, msg=lambda m: f"grad of {name}: {m}")
+
+
+def test_broadcast_parameters_and_multi_dim_neurons(extension, monkeypatch):
+    """Parameters of shape [3] on neurons of shape [2, 3]: gradients summed back to [3]."""
+    rng = np.random.default_rng(7)
+    op = LIF(tau=rng.uniform(5e-4, 2e-3, 3), r=rng.uniform(1, 5, 3), v_leak=np.zeros(3),
+             v_threshold=np.full(3, 0.8), sem=Semantics(reset="subtract"))
+    params = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in op.params().items()}
+    x = torch.from_numpy(rng.normal(0.5, 1.0, (T, B, 2, 3))).requires_grad_(True)
+    (out, _, _), (out_py, _, _) = _run_both(monkeypatch, op, params, x, None)
+    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
+    leaves = [x, *params.values()]
+    w = torch.from_numpy(rng.normal(size=out.shape))
+    got = torch.autograd.grad((out * w).sum(), leaves, allow_unused=True)
+    want = torch.autograd.grad((out_py * w).sum(), leaves, allow_unused=True)
+    for g, e, leaf in zip(got, want, leaves):
+        if leaf is params["v_reset"]:  # unused by a subtract reset
+            assert g is None and e is None
+            continue
+        assert g.shape == e.shape == leaf.shape
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_disabled_by_environment_and_record_use_python_loop(extension, monkeypatch):
+    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+    x = torch.randn(T, B, N)
+    with mock.patch.object(native, "neuron_sequence", wraps=native.neuron_sequence) as spy:
+        monkeypatch.setenv("SNNIR_NATIVE", "0")
+        neuron_sequence(op, {}, x, None)
+        monkeypatch.setenv("SNNIR_NATIVE", "1")
+        neuron_sequence(op, {}, x, None, record=True)
+        neuron_sequence(op, {}, x.half(), None)
+        assert not spy.called
+        neuron_sequence(op, {}, x, None)
+        assert spy.call_count == 1
+
+
+def test_build_failure_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    monkeypatch.setattr(native, "_extension", {})
+    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+    x = torch.randn(T, B, N)
+    with mock.patch("torch.utils.cpp_extension.load", side_effect=RuntimeError("no compiler")) as load:
+        with pytest.warns(RuntimeWarning, match="could not be built.*no compiler"):
+            first, _, _ = neuron_sequence(op, {}, x, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            second, _, _ = neuron_sequence(op, {}, x, None)
+    assert load.call_count == 1
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_semantics_it_does_not_implement_use_python_loop(extension):
+    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0, sem=Semantics(reset_timing="next_after_input"))
+    cfg = _config(op, Surrogate(), False)
+    x = torch.randn(T, B, N)
+    assert not native.supports(op, cfg, x, record=False)
+    same = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+    assert native.supports(same, _config(same, Surrogate(), False), x, record=False)
+
+
+def test_repeated_backward_with_retain_graph(extension, monkeypatch):
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    rng = np.random.default_rng(9)
+    op = _random_op(CubaLIF, Semantics(reset="zero", reset_timing="next"), rng, per_neuron=True)
+    params = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in op.params().items()}
+    x = torch.from_numpy(rng.normal(0.4, 1.0, (T, B, N))).requires_grad_(True)
+    out, final, _ = neuron_sequence(op, params, x, None)
+    loss = (out * torch.from_numpy(rng.normal(size=(T, B, N)))).sum() + final["v"].sum()
+    first = torch.autograd.grad(loss, [x, params["tau_mem"]], retain_graph=True)
+    second = torch.autograd.grad(loss, [x, params["tau_mem"]])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_config_flags_it_does_not_know_use_python_loop(extension):
+    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+    cfg = _config(op, Surrogate(), False)
+    Later = dataclasses.make_dataclass("Later", [("later_flag", bool)], bases=(type(cfg),), frozen=True)
+    x = torch.randn(T, B, N)
+    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    assert native.supports(op, Later(**common, later_flag=False), x, record=False)
+    assert not native.supports(op, Later(**common, later_flag=True), x, record=False)
