@@ -186,7 +186,8 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
-def test_semantics_it_does_not_implement_use_python_loop(extension):
+def test_semantics_it_does_not_implement_use_python_loop(extension, monkeypatch):
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
     op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0, sem=Semantics(reset_timing="next_after_input"))
     cfg = _config(op, Surrogate(), False)
     x = torch.randn(T, B, N)
@@ -217,3 +218,10 @@ def test_config_flags_it_does_not_know_use_python_loop(extension):
     common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     assert native.supports(op, Later(**common, later_flag=False), x, record=False)
     assert not native.supports(op, Later(**common, later_flag=True), x, record=False)
+
+
+def test_native_kernel_is_opt_in(monkeypatch):
+    monkeypatch.delenv("SNNIR_NATIVE", raising=False)
+    assert not native.enabled()
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    assert native.enabled()
