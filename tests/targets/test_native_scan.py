@@ -27,6 +27,12 @@ T, B, N = 16, 3, 5
 SURROGATES = tuple(DEFAULT_SLOPES)
 
 
+@pytest.fixture(autouse=True)
+def native_enabled(monkeypatch):
+    """The kernel is opt-in; these tests opt in (and opt out where they say so)."""
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+
+
 @pytest.fixture(scope="module")
 def extension():
     """The extension, built once per session (first build ~30-60 s)."""
