@@ -29,7 +29,7 @@ def _semantics_cases():
         for disc, reset, timing, (cmp, mode), order in itertools.product(
             ("euler", "exp"),
             ("zero", "subtract", "none") if spiking else ("zero",),
-            ("same", "next") if spiking else ("same",),
+            ("same", "next", "next_after_input") if spiking else ("same",),
             SPIKE_OPTIONS if spiking else SPIKE_OPTIONS[:1],
             ("current_first", "voltage_first") if cuba else ("current_first",),
         ):
@@ -116,6 +116,11 @@ def _unrolled(op, P, x, state, surrogate, detach_reset=False):
             outs.append(st["v"])
         elif sem.reset_timing == "next":
             u = reset(leaked, st["z"]) + drive
+            st["z"] = spike(u)
+            st["v"] = u
+            outs.append(st["z"])
+        elif sem.reset_timing == "next_after_input":
+            u = reset(leaked + drive, st["z"])
             st["z"] = spike(u)
             st["v"] = u
             outs.append(st["z"])

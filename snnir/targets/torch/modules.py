@@ -309,7 +309,7 @@ class NeuronModule(OpModule):
 
     def sequence(self, x, state, record=False, steps=None):
         """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps."""
-        scan = _scan_module() if self.fast and self.sem.reset_timing in _SCANNED_TIMINGS else None
+        scan = _scan_module() if self.fast else None
         if scan is not None:
             params = {name: getattr(self, name) for name in self._param_dtypes}
             return scan.neuron_sequence(
@@ -319,10 +319,6 @@ class NeuronModule(OpModule):
         if steps is not None:
             x = x.expand((steps,) + tuple(x.shape))
         return super().sequence(x, state, record)
-
-
-#: Reset timings the fast scan implements; other timings step one at a time.
-_SCANNED_TIMINGS = ("same", "next")
 
 
 def _scan_module():

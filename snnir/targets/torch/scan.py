@@ -35,6 +35,7 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.neuron import IF, LI, LIF, I, Neuron
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
@@ -47,13 +48,14 @@ class _Config:
 
     spiking: bool
     has_current: bool
-    next_timing: bool
+    next_timing: bool  # a delayed reset: state z holds the last spikes
     reset: str
     inclusive: bool
     multi: bool
     current_first: bool
     detach_reset: bool
     surrogate: Surrogate
+    after_input: bool  # the delayed reset comes after the input ("next_after_input")
 
 
 def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
@@ -61,13 +63,14 @@ def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
     return _Config(
         spiking=op.spiking,
         has_current=op.has_current,
-        next_timing=op.spiking and sem.reset_timing == "next",
+        next_timing=op.spiking and sem.reset_timing in DELAYED_RESET_TIMINGS,
         reset=sem.reset if op.spiking else "none",
         inclusive=sem.threshold_compare == "ge",
         multi=sem.spike_mode == "multi",
         current_first=sem.current_order == "current_first",
         detach_reset=detach_reset,
         surrogate=surrogate,
+        after_input=op.spiking and sem.reset_timing == "next_after_input",
     )
 
 
@@ -196,9 +199,12 @@ def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict
         else:
             drive = drive_const if static else scaled(gain, xt)
         leaked = _leak(c, v, out=scratch)
-        if cfg.next_timing:
+        if cfg.next_timing and not cfg.after_input:
             leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
         u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
+        if cfg.after_input:
+            after = _reset(cfg, c, u, z, out=u)
+            u = after if after is u else u.copy_(after)
         if cfg.spiking:
             z = _spike(cfg, c, u, out=out[t])
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
@@ -278,7 +284,7 @@ class _NeuronSequence(torch.autograd.Function):
         subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
         g_x = torch.zeros_like(v0) if static else torch.empty_like(us)
         # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
-        direct = not (static or cfg.has_current) and isinstance(gain, float) and gain == 1.0
+        direct = not (static or cfg.has_current or cfg.after_input) and isinstance(gain, float) and gain == 1.0
         g_v = g_v.expand_as(v0)
         g_i = g_i.expand_as(v0) if cfg.has_current else None
         g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state (None: 0)
@@ -316,6 +322,8 @@ class _NeuronSequence(torch.autograd.Function):
                             add("v_reset", g_u - g_leaked)
                     else:
                         add("thr", -g_u * z_prev)
+                if cfg.after_input:
+                    g_u = g_leaked  # the drive also entered before the reset
             if a_mem is None:
                 g_v = g_leaked
             else:
