@@ -29,12 +29,20 @@ IMPORT_SEMANTICS = {"reset": "zero", "reset_timing": "same", "threshold_compare"
                     "current_order": "current_first", "spike_mode": "single"}
 
 
+def _synaptic_delayed_reset(path: str, op: Neuron) -> Neuron:
+    """snnTorch's CubaLIF come from (R)Synaptic, whose delayed zero reset clears the whole
+    new membrane, this step's input included (Leaky's clears before the input)."""
+    if isinstance(op, CubaLIF) and op.sem.reset == "zero" and op.sem.reset_timing == "next":
+        return op.replace(sem=op.sem.with_(reset_timing="next_after_input"))
+    return op
+
+
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     warnings.append(
         "snntorch files do not store the reset mechanism: assumed Leaky's default (subtract, "
         "delayed one step); pass reset='zero' for reset_mechanism='zero'"
     )
-    return drop_sample_batch(graph, warnings)
+    return map_neurons(drop_sample_batch(graph, warnings), _synaptic_delayed_reset)
 
 
 def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
