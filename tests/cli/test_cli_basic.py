@@ -105,7 +105,7 @@ def test_run_refuses_pickles_and_bad_shapes(nir_file, tmp_path, capsys):
 
 
 def test_plot_writes_a_raster(nir_file, x_file, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
     png = tmp_path / "raster.png"
     assert main(["plot", str(nir_file), "--input", str(x_file), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

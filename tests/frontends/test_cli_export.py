@@ -12,7 +12,7 @@ import snnir
 from snnir.cli.cmd_export import load_builder
 from snnir.cli.main import main
 
-pytest.importorskip("snntorch")
+pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
 BUILDER = """
 import torch
@@ -39,7 +39,7 @@ def test_export_writes_a_file_nir_and_snnir_read(builder_file, tmp_path, capsys)
     out = tmp_path / "model.nir"
     assert main(["export", f"{builder_file}:build", "--input-shape", "1,12", "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     assert set(nir.read(str(out)).nodes) == {"input", "0", "1", "2", "3", "output"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

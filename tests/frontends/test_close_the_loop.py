@@ -380,7 +380,7 @@ def test_trace_submodules_needs_a_compiled_module():
 
 
 def test_snntorch_model_traced_compiled_and_traced_again():
-    snn = pytest.importorskip("snntorch")
+    snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Linear(6, 5),

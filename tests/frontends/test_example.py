@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("snntorch")
+pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "export_snntorch.py"
 

@@ -12,7 +12,7 @@ import torch
 import snnir
 from snnir.errors import SnnirError
 
-snn = pytest.importorskip("snntorch")
+snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
 from tests.frontends._harness import (  # noqa: E402
     as_float64, assert_same_snapshot, check_same, random_input, run_step_model, state_snapshot,

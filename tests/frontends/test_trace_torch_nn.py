@@ -14,7 +14,7 @@ from snnir.ir import LIF, Semantics
 
 from tests.frontends._harness import as_float64, check_same, random_input, run_step_model
 
-snn = pytest.importorskip("snntorch")
+snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
 
 class Residual(torch.nn.Module):

@@ -38,7 +38,7 @@ def test_every_fixture_loads_verifies_round_trips_and_runs(fixtures_dir, tmp_pat
 
 
 def test_nir_reads_our_rewrite_of_every_fixture(fixtures_dir, tmp_path):
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     for path in sorted(fixtures_dir.glob("*.nir")):
         graph = load(path, repair=path.name == BROKEN)[0]
         write(graph, tmp_path / path.name)

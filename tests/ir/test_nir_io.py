@@ -194,7 +194,7 @@ NIR_104_KNOWS = sorted(set(OPS) - {"CubaLI"} - {t for t in OPS if t.startswith("
 @pytest.mark.parametrize("variant", [False, True], ids=["scalar", "per_neuron"])
 @pytest.mark.parametrize("op_type", NIR_104_KNOWS)
 def test_nir_reads_what_we_write(op_type, variant, tmp_path):
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     rng = np.random.default_rng(2)
     op, shape = example(op_type, rng, variant and op_type != "NIRGraph")
     if "v_reset" in op.param_names():  # nir 1.0.4 has no v_reset: only all-zero resets are expressible
@@ -206,7 +206,7 @@ def test_nir_reads_what_we_write(op_type, variant, tmp_path):
 
 @pytest.mark.parametrize("op_type", sorted(t for t in OPS if t.startswith("snnir.")))
 def test_extensions_lowered_for_nir(op_type, tmp_path):
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     rng = np.random.default_rng(4)
     op, shape = example(op_type, rng, False)
     graph = wrap(op, shape)
@@ -219,7 +219,7 @@ def test_extensions_lowered_for_nir(op_type, tmp_path):
 
 
 def test_nir_written_file_loads(tmp_path):
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     nir_graph = nir.NIRGraph.from_list(
         nir.Affine(weight=np.ones((3, 2), dtype=np.float32), bias=np.zeros(3, dtype=np.float32)),
         nir.LIF(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
@@ -386,7 +386,7 @@ def test_extension_lowered_by_default(gain_op, tmp_path):
     assert isinstance(back.nodes["node"], Subgraph)
     x = np.random.default_rng(3).standard_normal((4, 2, 3))
     np.testing.assert_allclose(run(back, x)["out"], run(graph, x)["out"])
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     assert "node" in nir.read(tmp_path / "g.nir").nodes
 
 
@@ -461,7 +461,7 @@ def test_legacy_layouts(tmp_path):
 
 
 def test_nested_graph_written_by_nir(tmp_path):
-    nir = pytest.importorskip("nir")
+    nir = pytest.importorskip("nir", reason="the nir package is not installed")
     inner = nir.NIRGraph.from_list(nir.LI(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2)))
     outer = nir.NIRGraph(
         nodes={"input": nir.Input(np.array([2])), "sub": inner, "output": nir.Output(np.array([2]))},

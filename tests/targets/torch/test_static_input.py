@@ -258,7 +258,7 @@ def test_state_carries_over_between_static_chunks():
 
 def test_snntorch_tutorial_network_static_pipeline():
     """trace -> optimize -> compile of snnTorch's tutorial net: module(x, steps=T) spikes equal snnTorch's."""
-    snn = pytest.importorskip("snntorch")
+    snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
     class Net(torch.nn.Module):
         def __init__(self):
