@@ -1,6 +1,6 @@
 """DistributedDataParallel on 2 CPU processes (gloo) gives the single-process gradients.
 
-The workers are forked (not spawned) so they need not import torch again: ~4 s instead of ~20 s."""
+The workers are spawned, not forked: a fork after torch has started its thread pool can deadlock."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 def test_ddp_matches_single_process(tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available in this torch build")
-    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork")
+    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
     module, x = _model_and_data()
     expected = _train(module, x, STEPS)
     for rank in range(2):
