@@ -44,14 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from snnir.ir.printer import format_table
-    from snnir.ir.verify import verify
 
-    graph, report = load_graph(args)
-    checks = verify(graph)
+    graph, report = load_graph(args)  # reading verifies; its warnings are in the report
     print(f"{args.file}: {sum(1 for _ in graph.walk())} nodes, inputs {list(graph.inputs)}, "
           f"outputs {list(graph.outputs)}")
     print(format_table(graph), end="")
-    lines = report_lines(report) + [f"warning: {w}" for w in checks.warnings]
+    lines = report_lines(report)
     print("semantics and warnings:" if lines else "semantics: all stated in the file; no warnings")
     for line in lines:
         print(f"  {line}")
