@@ -274,3 +274,44 @@ def test_bad_inputs_raise_snnir_errors():
         neuron_sequence(Linear(weight=np.ones((N, N))), {}, x, None)
     with pytest.raises(SnnirError, match="floating"):
         neuron_sequence(op, {}, x.long(), None)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["per-step", "held"])
+@pytest.mark.parametrize(
+    ("cls", "reset", "timing"),
+    [(LIF, "subtract", "next"), (LIF, "subtract", "same"), (IF, "subtract", "next"), (LIF, "none", "same")],
+)
+def test_scalar_backward_equals_general_recursion(monkeypatch, cls, reset, timing, static):
+    """Uniform, untrained coefficients take the one-add-per-step backward (snnTorch's Leaky);
+    its gradients equal the general recursion's, also for the held input's recompute."""
+    from snnir.targets.torch import scan
+
+    rng = np.random.default_rng(6)
+    fields = {"tau": np.full(N, 1e-3), "r": np.full(N, 10.0), "v_leak": np.zeros(N), "v_threshold": np.full(N, 0.8)}
+    if cls is IF:
+        fields = {"r": np.full(N, 1e4), "v_threshold": np.full(N, 0.8)}
+    op = cls(**fields, sem=Semantics(dt=1e-4, reset=reset, reset_timing=timing))
+    shape = (B, N) if static else (T, B, N)
+    x0 = torch.from_numpy(rng.normal(0.3, 0.5, shape))
+    state0 = {s: torch.from_numpy(rng.normal(0, 0.3, (B, N))) for s in op.state_names}
+    if "z" in state0:
+        state0["z"] = (state0["z"] > 0).double()
+    w_out, w_v = torch.from_numpy(rng.normal(size=(T, B, N))), torch.from_numpy(rng.normal(size=(B, N)))
+
+    def grads():
+        x = x0.clone().requires_grad_(True)
+        v0 = state0["v"].clone().requires_grad_(True)
+        out, final, _ = neuron_sequence(
+            op, {}, x, dict(state0, v=v0), Surrogate("arctan"), steps=T if static else None, detach_reset=True
+        )
+        return torch.autograd.grad((out * w_out).sum() + (final["v"] * w_v).sum(), [x, v0])
+
+    calls = []
+    original = scan._linear_bptt
+    monkeypatch.setattr(scan, "_linear_bptt", lambda *a: calls.append(1) or original(*a))
+    fast = grads()
+    assert calls, "the scalar backward was not taken"
+    monkeypatch.setattr(scan, "_linear_backward_applies", lambda *a: False)
+    general = grads()
+    for f, g in zip(fast, general):
+        torch.testing.assert_close(f, g, rtol=1e-10, atol=1e-12)

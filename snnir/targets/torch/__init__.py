@@ -18,7 +18,7 @@ from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.surrogate import Surrogate
 
-_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset")
+_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk")
 
 
 class SnnirModule(GraphModule):
@@ -189,6 +189,7 @@ def compile_torch(
     device: Any = None,
     fast: bool = True,
     detach_reset: bool = True,
+    time_chunk: int = 16,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -199,6 +200,9 @@ def compile_torch(
     - ``dtype``: ``torch.float32`` or ``torch.float64``; ``device``: where to put it.
     - ``fast``: use the time-batched neuron scans of ``snnir.targets.torch.scan`` when present.
     - ``detach_reset``: no gradient through the spike in a subtract reset (snnTorch's default).
+    - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once).
+      Results are identical; training memory no longer grows with T for a held input
+      (see docs/performance.md).
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
@@ -210,7 +214,10 @@ def compile_torch(
         surrogate = Surrogate(surrogate, slope)
     elif slope is not None:
         surrogate = Surrogate(surrogate.name, slope)
-    module = SnnirModule(graph, Options(graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset)))
+    if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 0:
+        raise SnnirError(f"time_chunk must be a non-negative integer, got {time_chunk!r}")
+    options = Options(graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk)
+    module = SnnirModule(graph, options)
     return module.to(device) if device is not None else module
 
 

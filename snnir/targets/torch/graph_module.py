@@ -28,7 +28,9 @@ from torch import nn
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Input, Op, Output, Subgraph
+from snnir.ir.ops import Delay, Flatten, Input, Op, Output, Subgraph, Threshold
+from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
@@ -43,9 +45,11 @@ class Options:
     surrogate, the dtype and whether neuron scans may use the fast path."""
 
     def __init__(
-        self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool
+        self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool,
+        time_chunk: int = 0,
     ):
         self.surrogate, self.dtype, self.fast, self.detach_reset = surrogate, dtype, fast, detach_reset
+        self.time_chunk = time_chunk
         self.mode = trainable if isinstance(trainable, str) else "list"
         if self.mode not in ("metadata", "all", "list"):
             raise SnnirError(f"trainable must be 'metadata', 'all' or a list of names, got {trainable!r}")
@@ -68,6 +72,44 @@ class Options:
         return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)
 
 
+def _emits_spikes(op: Op) -> bool:
+    """Every output value of ``op`` is exactly 0 or 1."""
+    if isinstance(op, Threshold):
+        return True
+    neuron = op.neuron if isinstance(op, FusedLayerNeuron) else op
+    return isinstance(neuron, Neuron) and neuron.spiking and neuron.sem.spike_mode == "single"
+
+
+def binary_values(graph: Graph, order: tuple[str, ...], binary_inputs: frozenset[str]) -> set[str]:
+    """Nodes of one level whose output is exactly 0/1: single-spike neurons, Threshold, the
+    Inputs named in ``binary_inputs``, and Flatten or Delay of one such value."""
+    binary: set[str] = set()
+    for name in order:
+        op = graph.nodes[name]
+        if (isinstance(op, Input) and name in binary_inputs) or _emits_spikes(op):
+            binary.add(name)
+        elif isinstance(op, (Flatten, Delay)) and binary_feed(graph, name, binary):
+            binary.add(name)
+    return binary
+
+
+def binary_feed(graph: Graph, name: str, binary: set[str]) -> bool:
+    """Node ``name`` is fed by exactly one edge, from a node in ``binary`` (a sum of two
+    spike trains is not 0/1)."""
+    sources = [src for src, dst in graph.edges if graph.resolve(dst, as_source=False)[0] == name]
+    return len(sources) == 1 and graph.resolve(sources[0], as_source=True) == (sources[0], None) and sources[0] in binary
+
+
+def time_chunks(steps: int, chunk: int) -> list[int]:
+    """``steps`` split into the fewest runs of at most ``chunk`` steps, as equal as possible
+    (one run when ``chunk`` is 0)."""
+    if chunk <= 0 or steps <= chunk:
+        return [steps]
+    count = -(-steps // chunk)
+    size, extra = divmod(steps, count)
+    return [size + 1] * extra + [size] * (count - extra)
+
+
 def attribute_name(node: str) -> str:
     """A submodule name for a node: dots become underscores (torch forbids dots)."""
     return node.replace(".", "_")
@@ -76,18 +118,23 @@ def attribute_name(node: str) -> str:
 class GraphModule(nn.Module):
     """One graph level; nested graphs and expanded extension ops are child levels."""
 
-    def __init__(self, graph: Graph, shapes: Shapes, shape_prefix: str, prefix: str, options: Options):
+    def __init__(
+        self, graph: Graph, shapes: Shapes, shape_prefix: str, prefix: str, options: Options,
+        binary_inputs: frozenset[str] = frozenset(),
+    ):
         super().__init__()
         self._shared_graph = Shared(graph)
         self._shapes, self._shape_prefix, self._prefix = shapes, shape_prefix, prefix
         self._attrs: dict[str, str] = {}
         self._state_names: dict[str, tuple[str, ...]] = {}
+        self.time_chunk = options.time_chunk
         sched = schedule(graph)
+        binary = binary_values(graph, sched.order, binary_inputs)
         for name, op in graph.nodes.items():
             if isinstance(op, (Input, Output)):
                 continue
             self._attrs[name] = self._free_attribute(name)
-            self.add_module(self._attrs[name], self._lower(name, op, options))
+            self.add_module(self._attrs[name], self._lower(name, op, options, binary_feed(graph, name, binary)))
         self._sources: dict[str, list[tuple[str, str | None, bool]]] = {}
         for src, dst in graph.edges:
             node, port = graph.resolve(dst, as_source=False)
@@ -113,7 +160,7 @@ class GraphModule(nn.Module):
             attr += "_"
         return attr
 
-    def _lower(self, name: str, op: Op, options: Options) -> nn.Module:
+    def _lower(self, name: str, op: Op, options: Options, binary_input: bool) -> nn.Module:
         path = self._prefix + name
         shape_key = self._shape_prefix + name
         if isinstance(op, Subgraph):
@@ -123,7 +170,8 @@ class GraphModule(nn.Module):
         if lowering is None and type(op) in EXTENSIONS:
             expanded = EXTENSIONS[type(op)](op)
             sub_shapes = infer_shapes(expanded, {expanded.inputs[0]: in_shape})
-            return ExpandedModule(op, GraphModule(expanded, sub_shapes, "", path + ".", options))
+            fed = frozenset(expanded.inputs[:1]) if binary_input else frozenset()
+            return ExpandedModule(op, GraphModule(expanded, sub_shapes, "", path + ".", options, fed))
         if lowering is None:
             raise SnnirError(f"the torch target has no lowering for op type '{op.op_type}'", path)
         ctx = LoweringContext(
@@ -135,6 +183,7 @@ class GraphModule(nn.Module):
             out_shape=tuple(self._shapes.outputs[shape_key]),
             fast=options.fast,
             detach_reset=options.detach_reset,
+            binary_input=binary_input,
         )
         module = lowering(op, ctx)
         if module.stateful:
@@ -187,13 +236,42 @@ class GraphModule(nn.Module):
         """Inputs by Input name: ``[T, B, ...]`` with ``T = steps``, or ``[B, ...]`` held over
         the steps for the names in ``static`` -> (outputs ``[T, B, ...]`` by Output name, new
         state, traces or None). A static Output comes back as an expanded view (time stride 0)."""
-        outs, static_outs, new_state, traces = self._run_level(inputs, static, state, record, steps)
+        sizes = time_chunks(steps, self.time_chunk)
+        if len(sizes) == 1:
+            outs, static_outs, new_state, traces = self._run_level(inputs, static, state, record, steps)
+        else:
+            outs, static_outs, new_state, traces = self._run_chunks(inputs, static, state, record, sizes)
         for name in static_outs:
             outs[name] = outs[name].expand((steps,) + tuple(outs[name].shape))
         return outs, new_state, traces
 
-    def _run_level(self, inputs, static, state, record, steps):
-        """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result."""
+    def _run_chunks(self, inputs, static, state, record, sizes):
+        """:meth:`_run_level` over consecutive runs of steps, the state carried from one to the
+        next and static values computed once. Identical results; for training, autograd keeps
+        one run's values at a time in the backward, and a neuron with a held input keeps only
+        its state at the start of each run (see ``scan.py``)."""
+        cache: dict = {}
+        current, new_state = dict(state), {}
+        parts: dict[str, list[torch.Tensor]] = {}
+        trace_parts: dict[str, list[torch.Tensor]] = {}
+        start = 0
+        for size in sizes:
+            chunk = {n: v if n in static else v[start : start + size] for n, v in inputs.items()}
+            outs, static_outs, changed, traces = self._run_level(chunk, static, current, record, size, cache)
+            current.update(changed)
+            new_state.update(changed)
+            for name, value in outs.items():
+                parts.setdefault(name, []).append(value)
+            for key, value in (traces or {}).items():
+                trace_parts.setdefault(key, []).append(value)
+            start += size
+        outs = {n: p[0] if n in static_outs else torch.cat(p) for n, p in parts.items()}
+        traces = {k: torch.cat(p) for k, p in trace_parts.items()} if record else None
+        return outs, static_outs, new_state, traces
+
+    def _run_level(self, inputs, static, state, record, steps, cache=None):
+        """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result.
+        ``cache`` (chunked runs) keeps the outputs of nodes fed only static values, by path."""
         values: dict[str, torch.Tensor] = {}
         held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
@@ -209,7 +287,9 @@ class GraphModule(nn.Module):
                     held.add(name)
                 continue
             x, held_ports = self._gather(name, values, held)
-            outs, held_outs, node_state, node_traces = self._run_node(name, x, held_ports, state, record, steps)
+            outs, held_outs, node_state, node_traces = self._run_node(
+                name, x, held_ports, state, record, steps, cache
+            )
             values.update(outs)
             held.update(held_outs)
             new_state.update(node_state)
@@ -238,7 +318,9 @@ class GraphModule(nn.Module):
             static_ports[port] = static_ports.get(port, True) and is_static
         return summed, {port for port, flag in static_ports.items() if flag}
 
-    def _run_node(self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int):
+    def _run_node(
+        self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache=None
+    ):
         """Run one node over sequences; returns (values by source key, the keys among them that
         are static ``[B, ...]``, its new state, its traces)."""
         op = self._graph.nodes[name]
@@ -247,7 +329,7 @@ class GraphModule(nn.Module):
             return {name: x[None]}, ({name} if static else set()), {}, None
         module = self.node_module(name)
         if isinstance(module, (GraphModule, ExpandedModule)):
-            outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps)
+            outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps, cache)
             values = {f"{name}.{port}": value for port, value in outs.items()}
             held = {f"{name}.{port}" for port in static_outs}
             if len(outs) == 1:
@@ -255,7 +337,15 @@ class GraphModule(nn.Module):
                 held |= {name} if static_outs else set()
             return values, held, new_state, traces
         if not module.stateful:
-            return {name: module(x[None])}, ({name} if static else set()), {}, None
+            if not static:
+                return {name: module(x[None])}, set(), {}, None
+            key = self._prefix + name
+            if cache is None or key not in cache:
+                value = module(x[None])
+                if cache is None:
+                    return {name: value}, {name}, {}, None
+                cache[key] = value
+            return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
         if static and module.takes_held_input:
@@ -267,12 +357,12 @@ class GraphModule(nn.Module):
         new_state = {key + s: v for s, v in final.items()}
         return {name: y}, set(), new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 
-    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int):
+    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int, cache=None):
         """Run as a nested level: ``ports`` by Input name (``None`` for the only one), those in
         ``static_ports`` static; returns :meth:`_run_level`'s results."""
         inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
         static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
-        return self._run_level(inputs, static, state, record, steps)
+        return self._run_level(inputs, static, state, record, steps, cache)
 
     def _run_recurrent(self, members, steps, values, held, state, new_state, traces) -> None:
         current = dict(state)
@@ -326,8 +416,8 @@ class ExpandedModule(nn.Module):
     def initial_state(self, batch, dtype, device):
         return self.expansion.initial_state(batch, dtype, device)
 
-    def run_ports(self, ports, static_ports, state, record, steps):
-        return self.expansion.run_ports(ports, static_ports, state, record, steps)
+    def run_ports(self, ports, static_ports, state, record, steps, cache=None):
+        return self.expansion.run_ports(ports, static_ports, state, record, steps, cache)
 
     def to_op(self) -> Op:
         return self._source.value

@@ -28,6 +28,7 @@ from snnir.ir.ops import (
     Scale, SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -59,6 +60,8 @@ class LoweringContext:
     out_shape: tuple[int, ...]
     fast: bool = True
     detach_reset: bool = True
+    #: every input value is exactly 0 or 1 (spikes of one single-spike neuron)
+    binary_input: bool = False
 
 
 class OpModule(nn.Module):
@@ -131,17 +134,19 @@ class OpModule(nn.Module):
 
 # --- stateless ---------------------------------------------------------------------------
 class AffineModule(OpModule):
-    """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM)."""
+    """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM).
+    Fed spikes (``binary_input``), it keeps its input as bits for the backward."""
+
+    def __init__(self, op: Op, ctx: LoweringContext):
+        super().__init__(op, ctx)
+        self._linear = spike_linear if ctx.binary_input and ctx.fast else F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self._linear(x, self.weight, getattr(self, "bias", None))
 
 
-class LinearModule(OpModule):
+class LinearModule(AffineModule):
     """y = x W^T"""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
 
 
 class ScaleModule(OpModule):
@@ -314,11 +319,24 @@ class NeuronModule(OpModule):
             params = {name: getattr(self, name) for name in self._param_dtypes}
             return scan.neuron_sequence(
                 self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
-                detach_reset=self.detach_reset,
+                detach_reset=self.detach_reset, coeffs=self._coefficients(scan, params, x),
             )
         if steps is not None:
             x = x.expand((steps,) + tuple(x.shape))
         return super().sequence(x, state, record)
+
+
+    def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
+        """The scan's coefficients, computed once while no parameter trains or changes
+        (keyed by each tensor's identity and version); None when one trains."""
+        if any(p.requires_grad for p in params.values()):
+            return None
+        key = (like.dtype, like.device) + tuple((p.data_ptr(), p._version) for p in params.values())
+        memo = self.__dict__.get("_coefficient_memo")
+        if memo is None or memo[0] != key:
+            memo = (key, scan.coefficients(self.source_op, params, like))
+            self.__dict__["_coefficient_memo"] = memo
+        return memo[1]
 
 
 def _scan_module():

@@ -102,7 +102,14 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
         return value.to(device=like.device, dtype=torch.float64)
 
     def cast(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.to(like.dtype)
+        """``t`` in ``like``'s dtype; one value when all its values are equal and it needs no
+        gradient (so the step uses a Python float: much faster per op)."""
+        if t is None:
+            return None
+        t = t.to(like.dtype)
+        if t.dim() and not t.requires_grad and bool((t == t.reshape(-1)[0]).all()):
+            return t.reshape(-1)[0].clone()
+        return t
 
     sem = op.sem
     out: dict[str, Tensor | None] = dict.fromkeys(_COEFFS)
@@ -170,14 +177,20 @@ def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
     return _reset(cfg, c, u, _spike(cfg, c, u))
 
 
-def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool):
-    """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces)."""
+def _run(
+    cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
+    spikes: bool = True,
+):
+    """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
+    ``spikes=False`` (a backward's recompute): spikes go to a two-step ring, and ``out`` is None."""
     c = _scalars(c)
     v, i, z = state["v"], state.get("i"), state.get("z")
-    out = torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)
-    us = out if not cfg.spiking else (torch.empty_like(out) if keep else None)
-    is_ = torch.empty_like(out) if cfg.has_current and keep else None
-    traces = {name: torch.empty_like(out) for name in state} if record else None
+    ring = cfg.spiking and not spikes
+    out = torch.empty((2 if ring else steps,) + v.shape, dtype=v.dtype, device=v.device)
+    per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
+    us = out if not cfg.spiking else (per_step() if keep else None)
+    is_ = per_step() if cfg.has_current and keep else None
+    traces = {name: per_step() for name in state} if record else None
     gain, gain_syn = c["gain"], c["gain_syn"]
 
     def scaled(k, value):  # k * value, skipping an exact multiply by one
@@ -206,7 +219,7 @@ def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict
             after = _reset(cfg, c, u, z, out=u)
             u = after if after is u else u.copy_(after)
         if cfg.spiking:
-            z = _spike(cfg, c, u, out=out[t])
+            z = _spike(cfg, c, u, out=out[t % 2 if ring else t])
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
         else:
             v = u
@@ -221,7 +234,7 @@ def _run(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict
         final["i"] = i
     if cfg.next_timing:
         final["z"] = z
-    return out, final, us, is_, traces
+    return (None if ring else out), final, us, is_, traces
 
 
 def _sum_to(g: Tensor | None, like: Tensor | None) -> Tensor | None:
@@ -256,10 +269,12 @@ class _NeuronSequence(torch.autograd.Function):
             state["i"] = i0
         if cfg.next_timing:
             state["z"] = z0
-        out, final, us, is_, _ = _run(cfg, c, x, steps, static, state, keep=True, record=False)
+        # a held input is recomputed from: keep nothing of size T (see the module docstring)
+        out, final, us, is_, _ = _run(cfg, c, x, steps, static, state, keep=not static, record=False)
         ctx.cfg, ctx.steps, ctx.static = cfg, steps, static
-        needs_x = ctx.needs_input_grad[7 + _COEFFS.index("gain_syn" if cfg.has_current else "gain")]
-        ctx.save_for_backward(x if needs_x else None, v0, i0, z0, us, is_, *coeff_values)
+        needs_x = static or ctx.needs_input_grad[7 + _COEFFS.index("gain_syn" if cfg.has_current else "gain")]
+        kept = (None, None) if static else (us, is_)
+        ctx.save_for_backward(x if needs_x else None, v0, i0, z0, *kept, *coeff_values)
         dummy = torch.zeros((), dtype=x.dtype, device=x.device)
         i_t, z_t = final.get("i", dummy), final.get("z", dummy)
         return out, final["v"].clone(), i_t.clone(), z_t.clone()
@@ -271,97 +286,149 @@ class _NeuronSequence(torch.autograd.Function):
         shapes = dict(zip(_COEFFS, coeff_values))
         c = _scalars(shapes)
         need = {n: ctx.needs_input_grad[7 + k] for k, n in enumerate(_COEFFS)}
-        acc: dict[str, Tensor] = {}
-
-        def add(name: str, value: Tensor) -> None:
-            if name in acc:
-                acc[name].add_(value)
-            else:
-                acc[name] = value  # always a fresh tensor here
-
-        scratch = torch.empty_like(v0)
-        thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
-        subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
-        g_x = torch.zeros_like(v0) if static else torch.empty_like(us)
-        # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
-        direct = not (static or cfg.has_current or cfg.after_input) and isinstance(gain, float) and gain == 1.0
-        g_v = g_v.expand_as(v0)
-        g_i = g_i.expand_as(v0) if cfg.has_current else None
-        g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state (None: 0)
-        for t in range(steps - 1, -1, -1):
-            u = us[t]
-            if cfg.spiking:
-                s = _surrogate_grad(cfg.surrogate, torch.sub(u, thr, out=scratch))
-                g_spike = g_out[t] if g_zs is None else g_out[t] + g_zs  # all gradient at z_t
-                g_u = g_v
-                if not cfg.next_timing and cfg.reset == "zero":
-                    fired = _spike(cfg, c, u) > 0 if cfg.multi else (u >= thr if cfg.inclusive else u > thr)
-                    g_u = g_v.masked_fill(fired, 0.0)
-                    if need["v_reset"]:
-                        add("v_reset", g_v - g_u)
-                elif not cfg.next_timing and cfg.reset == "subtract":
-                    z = _spike(cfg, c, u)
-                    if not cfg.detach_reset:
-                        g_spike = g_spike - g_v * thr
-                    if need["thr"]:
-                        add("thr", -g_v * z)
-                g_u = torch.addcmul(g_u, g_spike, s, out=g_x[t]) if direct else torch.addcmul(g_u, g_spike, s)
-                if need["thr"]:
-                    add("thr", -g_spike * s)
-            else:
-                g_u = torch.add(g_v, g_out[t], out=g_x[t]) if direct else g_v + g_out[t]
-            # u = [reset(]leak(v_prev)[, z_prev)] + gain * drive_input
-            g_leaked = g_u
-            if cfg.next_timing:
-                g_zs = -g_u * thr if subtract_grad else None
-                if cfg.reset == "zero" or (cfg.reset == "subtract" and need["thr"]):
-                    z_prev = z0 if t == 0 else _spike(cfg, c, us[t - 1])
-                    if cfg.reset == "zero":
-                        g_leaked = g_u.masked_fill(z_prev > 0, 0.0)
-                        if need["v_reset"]:
-                            add("v_reset", g_u - g_leaked)
-                    else:
-                        add("thr", -g_u * z_prev)
-                if cfg.after_input:
-                    g_u = g_leaked  # the drive also entered before the reset
-            if a_mem is None:
-                g_v = g_leaked
-            else:
-                g_v = g_leaked * a_mem
-                if need["a_mem"] or need["v_leak"]:
-                    v_prev = v0 if t == 0 else _v_after(cfg, c, us[t - 1])
-                    if need["a_mem"]:
-                        add("a_mem", g_leaked * (v_prev if c["v_leak"] is None else v_prev - c["v_leak"]))
-                    if need["v_leak"]:
-                        add("v_leak", g_leaked * (1.0 - a_mem))
-            g_drive_in = g_u if direct else g_u * gain
-            if cfg.has_current:
-                i_prev = i0 if t == 0 else is_[t - 1]
-                if need["gain"]:
-                    add("gain", g_u * (is_[t] if cfg.current_first else i_prev))
-                g_i_in = g_i + g_drive_in if cfg.current_first else g_i  # gradient at i_t
-                g_i = g_i_in * a_syn if cfg.current_first else g_drive_in + g_i_in * a_syn
-                if need["a_syn"]:
-                    add("a_syn", g_i_in * i_prev)
-                if need["gain_syn"]:
-                    add("gain_syn", g_i_in * (x if static else x[t]))
-                g_in = g_i_in * c["gain_syn"]
-            else:
-                if need["gain"]:
-                    add("gain", g_u * (x if static else x[t]))
-                g_in = g_drive_in
-            if static:
-                g_x += g_in
-            elif not direct:
-                g_x[t] = g_in
+        owned = static  # membranes recomputed here, so the backward may overwrite them
+        if owned:
+            state = {"v": v0, "i": i0, "z": z0}
+            with torch.no_grad():
+                _, _, us, is_, _ = _run(cfg, shapes, x, steps, static, state, keep=True, record=False, spikes=False)
+        if _linear_backward_applies(cfg, c, need):
+            g_x, g_v0 = _linear_bptt(cfg, c, static, us, owned, g_out, g_v, g_z)
+            g_i0 = g_z0 = None
+            acc: dict[str, Tensor] = {}
+        else:
+            g_x, g_v0, g_i0, g_z0, acc = _bptt(cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z)
         g_coeffs = [_sum_to(acc.get(n), shapes[n]) if need[n] else None for n in _COEFFS]
-        if cfg.next_timing and g_zs is None:
-            g_zs = torch.zeros_like(v0)
-        g_z0 = g_zs if cfg.next_timing and ctx.needs_input_grad[6] else None
-        g_i0 = g_i if cfg.has_current and ctx.needs_input_grad[5] else None
-        g_v0 = g_v if ctx.needs_input_grad[4] else None
-        g_x = g_x if ctx.needs_input_grad[3] else None
-        return (None, None, None, g_x, g_v0, g_i0, g_z0, *g_coeffs)
+        if cfg.next_timing and g_z0 is None and ctx.needs_input_grad[6]:
+            g_z0 = torch.zeros_like(v0)
+        return (
+            None, None, None,
+            g_x if ctx.needs_input_grad[3] else None,
+            g_v0 if ctx.needs_input_grad[4] else None,
+            g_i0 if cfg.has_current and ctx.needs_input_grad[5] else None,
+            g_z0 if cfg.next_timing and ctx.needs_input_grad[6] else None,
+            *g_coeffs,
+        )
+
+
+def _linear_backward_applies(cfg: _Config, c: dict, need: dict) -> bool:
+    """True when the BPTT recursion is ``g_u[t] = g_out[t] s[t] + a g_u[t+1]`` with scalars:
+    single spikes, no current, a subtract reset without gradient through the spike
+    (snnTorch's ``Leaky``) or no reset, scalar decay and gain, no coefficient gradient."""
+    return (
+        cfg.spiking and not cfg.multi and not cfg.has_current and not cfg.after_input
+        and (cfg.reset == "none" or (cfg.reset == "subtract" and cfg.detach_reset))
+        and c["v_leak"] is None and not isinstance(c["thr"], Tensor)
+        and not isinstance(c["a_mem"], Tensor) and not isinstance(c["gain"], Tensor)
+        and not any(need.values())
+    )
+
+
+def _linear_bptt(cfg: _Config, c: dict, static: bool, us: Tensor, owned: bool, g_out, g_v, g_z):
+    """(dL/dx, dL/dv0) for :func:`_linear_backward_applies`: the surrogate derivative of all
+    steps at once, then one scaled add per step (``owned``: ``us`` may be overwritten)."""
+    a, gain = (1.0 if c["a_mem"] is None else c["a_mem"]), c["gain"]
+    g_u = torch.sub(us, c["thr"], out=us if owned else None)  # every step's surrogate slope...
+    _surrogate_grad(cfg.surrogate, g_u)
+    last = g_u[-1] * (g_out[-1] + g_z) if cfg.next_timing else None  # z_T feeds the next step's state
+    g_u.mul_(g_out)  # ...times dL/dz: the direct gradient of each u_t
+    if last is not None:
+        g_u[-1] = last
+    g_u[-1] += g_v  # v_T is u_T (or u_T minus a detached reset)
+    for t in range(g_u.shape[0] - 2, -1, -1):
+        g_u[t].add_(g_u[t + 1], alpha=a)
+    g_v0 = g_u[0] * a
+    g_x = g_u.sum(0) if static else g_u
+    return (g_x if gain == 1.0 else g_x * gain), g_v0
+
+
+def _bptt(cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z):
+    """The general BPTT recursion: (dL/dx, dL/dv0, dL/di0, dL/dz0, coefficient gradients)."""
+    acc: dict[str, Tensor] = {}
+
+    def add(name: str, value: Tensor) -> None:
+        if name in acc:
+            acc[name].add_(value)
+        else:
+            acc[name] = value  # always a fresh tensor here
+
+    scratch = torch.empty_like(v0)
+    thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
+    subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
+    g_x = torch.zeros_like(v0) if static else torch.empty_like(us)
+    # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
+    direct = not (static or cfg.has_current or cfg.after_input) and isinstance(gain, float) and gain == 1.0
+    g_v = g_v.expand_as(v0)
+    g_i = g_i.expand_as(v0) if cfg.has_current else None
+    g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state (None: 0)
+    for t in range(steps - 1, -1, -1):
+        u = us[t]
+        if cfg.spiking:
+            s = _surrogate_grad(cfg.surrogate, torch.sub(u, thr, out=scratch))
+            g_spike = g_out[t] if g_zs is None else g_out[t] + g_zs  # all gradient at z_t
+            g_u = g_v
+            if not cfg.next_timing and cfg.reset == "zero":
+                fired = _spike(cfg, c, u) > 0 if cfg.multi else (u >= thr if cfg.inclusive else u > thr)
+                g_u = g_v.masked_fill(fired, 0.0)
+                if need["v_reset"]:
+                    add("v_reset", g_v - g_u)
+            elif not cfg.next_timing and cfg.reset == "subtract":
+                z = _spike(cfg, c, u)
+                if not cfg.detach_reset:
+                    g_spike = g_spike - g_v * thr
+                if need["thr"]:
+                    add("thr", -g_v * z)
+            g_u = torch.addcmul(g_u, g_spike, s, out=g_x[t]) if direct else torch.addcmul(g_u, g_spike, s)
+            if need["thr"]:
+                add("thr", -g_spike * s)
+        else:
+            g_u = torch.add(g_v, g_out[t], out=g_x[t]) if direct else g_v + g_out[t]
+        # u = [reset(]leak(v_prev)[, z_prev)] + gain * drive_input
+        g_leaked = g_u
+        if cfg.next_timing:
+            g_zs = -g_u * thr if subtract_grad else None
+            if cfg.reset == "zero" or (cfg.reset == "subtract" and need["thr"]):
+                z_prev = z0 if t == 0 else _spike(cfg, c, us[t - 1])
+                if cfg.reset == "zero":
+                    g_leaked = g_u.masked_fill(z_prev > 0, 0.0)
+                    if need["v_reset"]:
+                        add("v_reset", g_u - g_leaked)
+                else:
+                    add("thr", -g_u * z_prev)
+            if cfg.after_input:
+                g_u = g_leaked  # the drive also entered before the reset
+        if a_mem is None:
+            g_v = g_leaked
+        else:
+            g_v = g_leaked * a_mem
+            if need["a_mem"] or need["v_leak"]:
+                v_prev = v0 if t == 0 else _v_after(cfg, c, us[t - 1])
+                if need["a_mem"]:
+                    add("a_mem", g_leaked * (v_prev if c["v_leak"] is None else v_prev - c["v_leak"]))
+                if need["v_leak"]:
+                    add("v_leak", g_leaked * (1.0 - a_mem))
+        g_drive_in = g_u if direct else g_u * gain
+        if cfg.has_current:
+            i_prev = i0 if t == 0 else is_[t - 1]
+            if need["gain"]:
+                add("gain", g_u * (is_[t] if cfg.current_first else i_prev))
+            g_i_in = g_i + g_drive_in if cfg.current_first else g_i  # gradient at i_t
+            g_i = g_i_in * a_syn if cfg.current_first else g_drive_in + g_i_in * a_syn
+            if need["a_syn"]:
+                add("a_syn", g_i_in * i_prev)
+            if need["gain_syn"]:
+                add("gain_syn", g_i_in * (x if static else x[t]))
+            g_in = g_i_in * c["gain_syn"]
+        else:
+            if need["gain"]:
+                add("gain", g_u * (x if static else x[t]))
+            g_in = g_drive_in
+        if static:
+            g_x += g_in
+        elif not direct:
+            g_x[t] = g_in
+    if cfg.next_timing and g_zs is None:
+        g_zs = torch.zeros_like(v0)
+    return g_x, g_v, (g_i if cfg.has_current else None), (g_zs if cfg.next_timing else None), acc
 
 
 def _broadcasts(shape, target) -> bool:
@@ -397,6 +464,7 @@ def neuron_sequence(
     record: bool = False,
     steps: int | None = None,
     detach_reset: bool = False,
+    coeffs: Mapping[str, Tensor | None] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
     """Run ``op`` over all steps of ``x``; returns ``(out, final_state, traces)``.
 
@@ -412,6 +480,8 @@ def neuron_sequence(
     - ``traces`` (``record=True``): ``{state: [T, B, *shape]}`` after each
       step, detached from autograd (while training, an extra forward loop
       computes them); otherwise ``None``.
+    - ``coeffs``: :func:`coefficients` of ``op`` and ``params`` computed before (a caller
+      running many sequences with unchanged parameters saves their cost).
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")
@@ -432,7 +502,7 @@ def neuron_sequence(
                 f"neuron shape {list(batch_shape[1:])}"
             )
     cfg = _config(op, surrogate or Surrogate(), detach_reset)
-    c = coefficients(op, params, x)
+    c = coefficients(op, params, x) if coeffs is None else coeffs
     init = _initial_state(op, state, batch_shape, x)
     tracked = torch.is_grad_enabled() and (
         x.requires_grad

@@ -18,6 +18,7 @@ from snnir.errors import SnnirError
 from snnir.ir import LIF, Affine, CubaLIF, Delay, Graph, Input, Linear, Output, Scale, Semantics, Threshold
 from snnir.passes import hoisted_nodes
 from snnir.targets.torch import compile_torch
+from snnir.targets.torch.graph_module import time_chunks
 
 from torch_target_graphs import DT, SEMANTICS, graphs_for, neuron, subgraph_graph
 
@@ -126,19 +127,21 @@ def _record_rows(module: torch.nn.Module) -> list[tuple[int, ...]]:
     return seen
 
 
-def test_mixed_static_and_dynamic_inputs():
+@pytest.mark.parametrize("time_chunk", [0, 4], ids=["whole", "chunked"])
+def test_mixed_static_and_dynamic_inputs(time_chunk):
     rng = np.random.default_rng(5)
     graph = snnir.optimize(_two_input_graph(rng), passes=["hoist_time_invariant"], static_inputs=["bias_in"])
     assert hoisted_nodes(graph) == ["w", "w2"]
     x = rng.normal(0.5, 2.0, (T, B, 3))
     bias = rng.normal(0.5, 2.0, (B, 3))
     ref = snnir.run(graph, {"x": x, "bias_in": np.repeat(bias[None], T, axis=0)}, record=True)
-    module = compile_torch(graph, dtype=torch.float64)
+    module = compile_torch(graph, dtype=torch.float64, time_chunk=time_chunk)
     rows = {name: _record_rows(module.node_module(name)) for name in ("fc", "w", "w2")}
     with torch.no_grad():
         out, traces = module({"x": torch.as_tensor(x), "bias_in": torch.as_tensor(bias)}, steps=T, record=True)
-    # the hoisted nodes (and only they) ran once on B rows
-    assert rows == {"fc": [(T, B, 3)], "w": [(B, 3)], "w2": [(B, 4)]}
+    # the hoisted nodes (and only they) ran once on B rows; the others on each run of steps
+    chunks = [(n, B, 3) for n in time_chunks(T, time_chunk)]
+    assert rows == {"fc": chunks, "w": [(B, 3)], "w2": [(B, 4)]}
     got = {**out, **traces}
     assert set(got) == set(ref)
     for key, expected in ref.items():
@@ -148,7 +151,7 @@ def test_mixed_static_and_dynamic_inputs():
 
 def test_time_stride_zero_sequence_is_static():
     graph = snnir.optimize(graphs_for(LIF)[1], static_inputs=["in"])  # fused fc + lif
-    module = compile_torch(graph, dtype=torch.float64)
+    module = compile_torch(graph, dtype=torch.float64, time_chunk=0)
     rows = _record_rows(module.node_module("cell").expansion.node_module("layer"))
     image = torch.as_tensor(_static(graph)["in"])
     with torch.no_grad():
@@ -170,7 +173,7 @@ def test_a_held_input_reaches_the_neuron_scan_with_steps(monkeypatch):
         return original(op, params, x, state, *args, **kwargs)
 
     monkeypatch.setattr(scan, "neuron_sequence", spy)
-    module = compile_torch(graphs_for(LIF)[1], dtype=torch.float64)
+    module = compile_torch(graphs_for(LIF)[1], dtype=torch.float64, time_chunk=0)
     with torch.no_grad():
         module(torch.zeros(B, 5, dtype=torch.float64), steps=T)
     assert calls == [((B, 4), T)]
