@@ -29,6 +29,7 @@ Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -106,19 +107,47 @@ class KernelNet(nn.Module):
         return self._lif(self.fc2(spk1))
 
 
-def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor):
+@contextlib.contextmanager
+def native_kernel(on: bool):
+    """The opt-in native C++ neuron scan on or off (``SNNIR_NATIVE``) inside the block."""
+    old = os.environ.get("SNNIR_NATIVE")
+    os.environ["SNNIR_NATIVE"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SNNIR_NATIVE"]
+        else:
+            os.environ["SNNIR_NATIVE"] = old
+
+
+def native_available(notes: list[str]) -> bool:
+    """Build (or load from cache) the native kernel once; note how long it took."""
+    from snnir.targets.torch import native
+
+    start = time.perf_counter()
+    with native_kernel(True):
+        ok = native.extension() is not None
+    notes.append(f"native kernel: {'ready' if ok else 'could not be built'} in {time.perf_counter() - start:.1f} s "
+                 "(a first build compiles C++; later processes load it from torch's extension cache)")
+    return ok
+
+
+def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, native: bool = False):
     """``trace -> optimize -> compile`` as ``(module, x -> spikes)``; a static ``[B, 784]``
-    image is held over the steps by the module (``module(x, steps=T)``)."""
+    image is held over the steps by the module (``module(x, steps=T)``). ``native``: the
+    forward runs with the native C++ neuron scan (its backward follows the forward's choice)."""
     import snnir
 
     graph = snnir.trace(reference, sample)
-    if static:
-        graph = snnir.optimize(graph, static_inputs=list(graph.inputs))
-        module = snnir.compile(graph, target="torch", surrogate="arctan")
-        return module, lambda x: module(x, steps=steps)
-    graph = snnir.optimize(graph)
+    graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
     module = snnir.compile(graph, target="torch", surrogate="arctan")
-    return module, module
+
+    def forward(x):
+        with native_kernel(native):
+            return module(x, steps=steps) if static else module(x)
+
+    return module, forward
 
 
 # --- measurement ----------------------------------------------------------------------
@@ -131,20 +160,21 @@ def make_input(steps: int, static: bool, batch: int = BATCH):
     return (torch.rand(steps, batch, N_IN, generator=g) < image).float(), targets
 
 
-def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str]):
+def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str], native: bool = False):
     """{name: (module, forward)} with spikes asserted equal to snnTorch's."""
     ref = snntorch_net(steps)
     out = {"snntorch": (ref, ref)}
     kernel = KernelNet(ref, steps)
     out["kernel"] = (kernel, kernel)
-    start = time.perf_counter()
-    module, forward = snnir_pipeline(ref, steps, static, x)
-    with torch.no_grad():
-        forward(x)
-    took = time.perf_counter() - start
-    out["snnir"] = (module, forward)
-    notes.append(f"snnir pipeline ({'static' if static else 'dynamic'}, T={steps}): "
-                 f"trace+optimize+compile+first call {took:.2f} s")
+    for name, use_native in (("snnir", False), ("snnir-native", True))[: 2 if native else 1]:
+        start = time.perf_counter()
+        module, forward = snnir_pipeline(ref, steps, static, x, native=use_native)
+        with torch.no_grad():
+            forward(x)
+        took = time.perf_counter() - start
+        out[name] = (module, forward)
+        notes.append(f"{name} pipeline ({'static' if static else 'dynamic'}, T={steps}): "
+                     f"trace+optimize+compile+first call {took:.2f} s")
     with torch.no_grad():
         want = ref(x)
         for name, (_, forward) in out.items():
@@ -187,11 +217,14 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def time_case(steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH, scaling: bool = False) -> dict:
+def time_case(
+    steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH, scaling: bool = False,
+    native: bool = False,
+) -> dict:
     from snntorch import functional as SF
 
     x, targets = make_input(steps, static, batch)
-    found = _scaling_contenders(steps) if scaling else contenders(steps, static, x, notes)
+    found = _scaling_contenders(steps) if scaling else contenders(steps, static, x, notes, native)
     loss_fn = SF.ce_count_loss()
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
     train = {n: [] for n in found}
@@ -246,7 +279,7 @@ def memory_child(name: str, steps: int, static: bool) -> None:
     elif name == "kernel":
         module = forward = KernelNet(ref, steps)
     else:
-        module, forward = snnir_pipeline(ref, steps, static, x)
+        module, forward = snnir_pipeline(ref, steps, static, x, native=name == "snnir-native")
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss_fn = SF.ce_count_loss()
     train_step(module, forward, optimiser, x, targets, loss_fn)
@@ -267,12 +300,36 @@ def peak_growth_mb(name: str, steps: int, static: bool) -> float | None:
 
 
 # --- report --------------------------------------------------------------------------
+def print_targets(results: dict, memory: dict) -> None:
+    """The issue's targets against this run's figures, per snnir contender and T."""
+    print("\n## Against the targets (this run)")
+    print("| target | contender | " + " | ".join(f"T={t}" for _, t in sorted(k for k in results if k[0])) + " |")
+    print("|---|---|" + "---|" * sum(1 for k in results if k[0]))
+    names = [n for n in ("snnir", "snnir-native") if any(n in r["train"] for r in results.values())]
+    checks = (
+        ("static train >= 8x snnTorch", True, lambda r, n: r["train"]["snntorch"] / r["train"][n], 8.0, True),
+        ("static inference >= 10x snnTorch", True, lambda r, n: r["infer"]["snntorch"] / r["infer"][n], 10.0, True),
+        ("dynamic train <= 1.2x GEMM floor", False, lambda r, n: r["train"][n] / r["floor"]["train"], 1.2, False),
+        ("dynamic inference <= 1.2x GEMM floor", False, lambda r, n: r["infer"][n] / r["floor"]["infer"], 1.2, False),
+    )
+    for label, static, value, bound, above in checks:
+        for name in names:
+            cells = []
+            for steps in sorted(t for s, t in results if s == static):
+                v = value(results[(static, steps)], name)
+                cells.append(f"{v:.2f} {'yes' if (v >= bound if above else v <= bound) else 'no'}")
+            print(f"| {label} | {name} | " + " | ".join(cells) + " |")
+    for (static, name), ratio in sorted(memory.items()):
+        print(f"| training memory growth T=25->100 <= 1/4 of snnTorch's ({'static' if static else 'dynamic'}) | "
+              f"{name} | {ratio:.2f} {'yes' if ratio <= 0.25 else 'no'} |")
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, T=25 and 100 only")
     parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--no-native", action="store_true", help="skip the native-kernel contender")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -291,10 +348,11 @@ def main(argv=None) -> int:
     print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
           "infer vs snnTorch | train / GEMM floor | infer / GEMM floor |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    native = not args.no_native and native_available(notes)
     results = {}
     for static in (True, False):
         for steps in steps_list:
-            r = time_case(steps, static, reps, notes)
+            r = time_case(steps, static, reps, notes, native=native)
             results[(static, steps)] = r
             base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
             for name in r["train"]:
@@ -316,23 +374,27 @@ def main(argv=None) -> int:
         tr = r["train"]["kernel"]
         print(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |", flush=True)
 
+    memory: dict = {}
     if not args.no_memory:
         print("\n## Peak memory growth of one train step (MB, fresh process each)")
         print("| input | contender | T=25 | T=100 | growth 25->100 |")
         print("|---|---|---|---|---|")
+        names = ("snntorch", "kernel", "snnir") + (("snnir-native",) if native else ())
         for static in (True, False):
             growth = {}
-            for name in ("snntorch", "kernel", "snnir"):
+            for name in names:
                 m25, m100 = peak_growth_mb(name, 25, static), peak_growth_mb(name, 100, static)
                 if m25 is None or m100 is None:
                     continue
                 growth[name] = m100 - m25
                 print(f"| {'static' if static else 'dynamic'} | {name} | {m25:.0f} | {m100:.0f} | "
                       f"{m100 - m25:.0f} |", flush=True)
-            for name in ("kernel", "snnir"):
-                if name in growth and growth["snntorch"] > 0:
+            for name in names[1:]:
+                if name in growth and growth.get("snntorch", 0) > 0:
+                    memory[(static, name)] = growth[name] / growth["snntorch"]
                     notes.append(f"{'static' if static else 'dynamic'} {name}: memory growth T=25->100 is "
                                  f"{growth[name] / growth['snntorch']:.2f} of snnTorch's")
+    print_targets(results, memory)
     if notes:
         print("\nNotes:")
         for note in notes:

@@ -231,3 +231,36 @@ def test_native_kernel_is_opt_in(monkeypatch):
     assert not native.enabled()
     monkeypatch.setenv("SNNIR_NATIVE", "1")
     assert native.enabled()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("cls", "sem", "surrogate", "per_neuron", "static", "detach"), CASES, ids=IDS)
+def test_fused_backward_without_parameter_gradients(extension, monkeypatch, dtype, cls, sem, surrogate,
+                                                    per_neuron, static, detach):
+    """Gradients of the input and states only (the kernel's fused backward where it applies),
+    with a full output gradient and with broadcast ones (read in place, not copied)."""
+    rng = np.random.default_rng(1000 + CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
+    op = _random_op(cls, sem, rng, per_neuron)
+    scale = 3.0 if sem.spike_mode == "multi" else 1.0
+    x = torch.from_numpy(rng.normal(0.4, 1.0, (B, N) if static else (T, B, N)) * scale).to(dtype)
+    x.requires_grad_(True)
+    state = {s: torch.from_numpy(rng.normal(0, 0.3, (B, N))).to(dtype) for s in op.state_names}
+    if "z" in state:
+        state["z"] = (state["z"] > 0).to(dtype)
+    state = {s: v.requires_grad_(True) for s, v in state.items()}
+    kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
+    (out, final, _), (out_py, final_py, _) = _run_both(monkeypatch, op, {}, x, state, **kwargs)
+    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
+    leaves = [x, *state.values()]
+    w_out = torch.from_numpy(rng.normal(size=(T, B, N))).to(dtype)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    losses = (  # output gradients: full, one value (a sum), and broadcast over steps
+        lambda o, f: (o * w_out).sum() + f["v"].sum(), lambda o, f: o.sum(), lambda o, f: (o * w_out[0]).sum(),
+    )
+    for loss_of in losses:
+        got = torch.autograd.grad(loss_of(out, final), leaves, retain_graph=True, allow_unused=True)
+        want = torch.autograd.grad(loss_of(out_py, final_py), leaves, retain_graph=True, allow_unused=True)
+        for g, e in zip(got, want):
+            assert (g is None) == (e is None)
+            if g is not None:
+                torch.testing.assert_close(g, e, **tol)

@@ -278,14 +278,16 @@ def test_bad_inputs_raise_snnir_errors():
 
 @pytest.mark.parametrize("static", [False, True], ids=["per-step", "held"])
 @pytest.mark.parametrize(
-    ("cls", "reset", "timing"),
-    [(LIF, "subtract", "next"), (LIF, "subtract", "same"), (IF, "subtract", "next"), (LIF, "none", "same")],
+    ("cls", "reset", "timing", "surrogate"),
+    [(LIF, "subtract", "next", "arctan"), (LIF, "subtract", "same", "sigmoid"), (IF, "subtract", "next", "triangular"),
+     (LIF, "none", "same", "straight_through"), (IF, "none", "next", "fast_sigmoid")],
 )
-def test_scalar_backward_equals_general_recursion(monkeypatch, cls, reset, timing, static):
+def test_scalar_backward_equals_general_recursion(monkeypatch, cls, reset, timing, surrogate, static):
     """Uniform, untrained coefficients take the one-add-per-step backward (snnTorch's Leaky);
     its gradients equal the general recursion's, also for the held input's recompute."""
     from snnir.targets.torch import scan
 
+    monkeypatch.setenv("SNNIR_NATIVE", "0")  # the Python loop, whatever the environment
     rng = np.random.default_rng(6)
     fields = {"tau": np.full(N, 1e-3), "r": np.full(N, 10.0), "v_leak": np.zeros(N), "v_threshold": np.full(N, 0.8)}
     if cls is IF:
@@ -302,7 +304,7 @@ def test_scalar_backward_equals_general_recursion(monkeypatch, cls, reset, timin
         x = x0.clone().requires_grad_(True)
         v0 = state0["v"].clone().requires_grad_(True)
         out, final, _ = neuron_sequence(
-            op, {}, x, dict(state0, v=v0), Surrogate("arctan"), steps=T if static else None, detach_reset=True
+            op, {}, x, dict(state0, v=v0), Surrogate(surrogate), steps=T if static else None, detach_reset=True
         )
         return torch.autograd.grad((out * w_out).sum() + (final["v"] * w_v).sum(), [x, v0])
 

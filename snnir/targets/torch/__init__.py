@@ -189,7 +189,7 @@ def compile_torch(
     device: Any = None,
     fast: bool = True,
     detach_reset: bool = True,
-    time_chunk: int = 16,
+    time_chunk: int = 32,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.

@@ -55,7 +55,8 @@ _extension: dict[str, object] = {}  # "module": the loaded extension or None onc
 
 def enabled() -> bool:
     """True only when the environment sets ``SNNIR_NATIVE=1`` (opt-in: the first build
-    takes about half a minute and, measured here, buys memory rather than speed)."""
+    compiles C++ for about 40-50 s here, and needs a compiler; see docs/performance.md for
+    what it buys)."""
     return os.environ.get("SNNIR_NATIVE", "0") == "1"
 
 
@@ -170,7 +171,8 @@ class _NativeSequence(torch.autograd.Function):
         needed = [int(ctx.needs_input_grad[7 + k]) for k in range(len(_COEFFS))]
         g_x, g_v0, g_i0, g_z0, *acc = extension().backward(
             x_flat, v0, i0, z0, flat,
-            g_out.contiguous().view(steps, -1), state_grad(g_v, True), state_grad(g_i, cfg.has_current),
+            g_out.reshape(steps, -1),  # a view where possible: a broadcast is read in place
+            state_grad(g_v, True), state_grad(g_i, cfg.has_current),
             state_grad(g_z, cfg.next_timing), steps, static, _flags(cfg), float(cfg.surrogate.slope),
             needed, bool(ctx.needs_input_grad[3]),
         )

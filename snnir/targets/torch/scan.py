@@ -328,7 +328,7 @@ def _linear_bptt(cfg: _Config, c: dict, static: bool, us: Tensor, owned: bool, g
     steps at once, then one scaled add per step (``owned``: ``us`` may be overwritten)."""
     a, gain = (1.0 if c["a_mem"] is None else c["a_mem"]), c["gain"]
     g_u = torch.sub(us, c["thr"], out=us if owned else None)  # every step's surrogate slope...
-    _surrogate_grad(cfg.surrogate, g_u)
+    g_u = _surrogate_grad(cfg.surrogate, g_u)
     last = g_u[-1] * (g_out[-1] + g_z) if cfg.next_timing else None  # z_T feeds the next step's state
     g_u.mul_(g_out)  # ...times dL/dz: the direct gradient of each u_t
     if last is not None:
@@ -432,10 +432,11 @@ def _bptt(cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, 
 
 
 def _broadcasts(shape, target) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, target) == tuple(target)
-    except RuntimeError:
+    """``shape`` broadcasts to ``target`` without changing it (numpy's rule)."""
+    shape, target = tuple(shape), tuple(target)
+    if len(shape) > len(target):
         return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 def _initial_state(op: Neuron, state: Mapping[str, Tensor] | None, batch_shape, like: Tensor) -> dict[str, Tensor]:

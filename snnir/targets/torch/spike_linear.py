@@ -31,11 +31,26 @@ class _SpikeLinear(torch.autograd.Function):
         g_s = g.matmul(weight) if ctx.needs_input_grad[0] else None
         g_w = g_b = None
         if ctx.needs_input_grad[1]:
-            s = spikes.to(ctx.dtype)
-            g_w = g.reshape(-1, g.shape[-1]).T.matmul(s.reshape(-1, s.shape[-1]))
+            g_w = _weight_grad(g.reshape(-1, g.shape[-1]), spikes.reshape(-1, spikes.shape[-1]), ctx.dtype)
         if ctx.bias_shape is not None and ctx.needs_input_grad[2]:
             g_b = g.reshape(-1, g.shape[-1]).sum(0).sum_to_size(ctx.bias_shape)
         return g_s, g_w, g_b
+
+
+def _weight_grad(g: Tensor, spikes: Tensor, dtype: torch.dtype, block_bytes: int = 1 << 20) -> Tensor:
+    """``g^T s`` with the bool ``s`` converted a block of rows at a time into one small
+    buffer (a full-size float copy of ``s`` would be a fresh allocation of the size this
+    module avoids keeping, paid again at every step in page faults)."""
+    rows = max(1, block_bytes // max(1, spikes.shape[1] * spikes.element_size() * 4))
+    if spikes.shape[0] <= rows:
+        return g.T.matmul(spikes.to(dtype))
+    g_w = g.new_zeros(g.shape[1], spikes.shape[1])
+    block = torch.empty((rows, spikes.shape[1]), dtype=dtype, device=g.device)
+    for start in range(0, spikes.shape[0], rows):
+        part = spikes[start : start + rows]
+        converted = block[: part.shape[0]].copy_(part)
+        g_w.addmm_(g[start : start + rows].T, converted)
+    return g_w
 
 
 def spike_linear(s: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
