@@ -20,7 +20,8 @@ import snnir
 from snnir.ir import Graph, Semantics
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I, Input, Output
 from snnir.targets.torch import native
-from snnir.targets.torch.scan import _config, neuron_sequence
+from snnir.targets.torch.neuron_update import _config
+from snnir.targets.torch.scan import neuron_sequence
 from snnir.targets.torch.surrogate import DEFAULT_SLOPES, Surrogate
 
 T, B, N = 16, 3, 5

@@ -38,7 +38,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from snnir.ir.ops.neuron import Neuron
-from snnir.targets.torch.scan import _COEFFS, _Config, _sum_to
+from snnir.targets.torch.bptt import _sum_to
+from snnir.targets.torch.neuron_update import _COEFFS, _Config
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)

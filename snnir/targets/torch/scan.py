@@ -16,248 +16,32 @@ Gradient conventions (what an unrolled autograd implementation built from
 - subtract reset ``u - z thr``: gradient through ``z`` unless
   ``detach_reset=True`` (snnTorch's behaviour).
 
-Memory: for training it keeps the pre-reset membranes ``u`` (one tensor of
-``x``'s dtype per step), the synaptic currents for Cuba neurons, and the
-input only when a parameter multiplying it needs a gradient; spikes,
-resets and surrogate derivatives are recomputed from ``u`` in backward
-(saved tensors are never modified, so ``retain_graph`` works). Under
-``no_grad`` nothing is kept.
+Memory: for training with a per-step input it keeps the pre-reset membranes
+``u`` (one tensor of ``x``'s dtype per step), the synaptic currents for Cuba
+neurons, and the input only when a parameter multiplying it needs a gradient;
+spikes, resets and surrogate derivatives are recomputed from ``u`` in backward.
+With a held input (``steps=T``) it keeps only the input and the initial state
+and reruns the forward loop in the backward. Saved tensors are never modified,
+so ``retain_graph`` works. Under ``no_grad`` nothing is kept.
+
+The update and its forward loop live in :mod:`~snnir.targets.torch.neuron_update`,
+the backward recursions in :mod:`~snnir.targets.torch.bptt`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 import torch
 
 from snnir.errors import SnnirError
-from snnir.ir.ops.neuron import IF, LI, LIF, I, Neuron
-from snnir.ir.semantics import DELAYED_RESET_TIMINGS
+from snnir.ir.ops.neuron import Neuron
+from snnir.targets.torch.bptt import _bptt, _linear_backward_applies, _linear_bptt, _sum_to
+from snnir.targets.torch.neuron_update import _COEFFS, _config, _run, _scalars, coefficients
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
-_COEFFS = ("a_mem", "v_leak", "gain", "thr", "v_reset", "a_syn", "gain_syn")
-
-
-@dataclass(frozen=True)
-class _Config:
-    """What the step does, fixed by the op's class and semantics."""
-
-    spiking: bool
-    has_current: bool
-    next_timing: bool  # a delayed reset: state z holds the last spikes
-    reset: str
-    inclusive: bool
-    multi: bool
-    current_first: bool
-    detach_reset: bool
-    surrogate: Surrogate
-    after_input: bool  # the delayed reset comes after the input ("next_after_input")
-
-
-def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
-    sem = op.sem
-    return _Config(
-        spiking=op.spiking,
-        has_current=op.has_current,
-        next_timing=op.spiking and sem.reset_timing in DELAYED_RESET_TIMINGS,
-        reset=sem.reset if op.spiking else "none",
-        inclusive=sem.threshold_compare == "ge",
-        multi=sem.spike_mode == "multi",
-        current_first=sem.current_order == "current_first",
-        detach_reset=detach_reset,
-        surrogate=surrogate,
-        after_input=op.spiking and sem.reset_timing == "next_after_input",
-    )
-
-
-def _decay(tau: Tensor, discretisation: str, dt: float) -> tuple[Tensor, Tensor]:
-    """(a, b) of the neuron docstring, differentiable in ``tau``."""
-    if discretisation == "euler":
-        return 1.0 - dt / tau, dt / tau
-    a = torch.exp(-dt / tau)
-    return a, 1.0 - a
-
-
-def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor | None]:
-    """The step's coefficients from the op's parameters (autograd-tracked).
-
-    ``params`` overrides the op's own arrays by name. Coefficients are
-    computed in float64 and cast to ``like``'s dtype, so that e.g. an Euler
-    decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``. ``None`` means
-    "absent" (decay 1, zero leak, no reset value, no current).
-    """
-    known = set(op.param_names())
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise SnnirError(f"{op.op_type} has no parameters {unknown} (it has {sorted(known)})")
-
-    def get(name: str) -> Tensor:
-        value = params.get(name)
-        if value is None:
-            return torch.tensor(np.asarray(getattr(op, name), dtype=np.float64), device=like.device)
-        return value.to(device=like.device, dtype=torch.float64)
-
-    def cast(t: Tensor | None) -> Tensor | None:
-        """``t`` in ``like``'s dtype; one value when all its values are equal and it needs no
-        gradient (so the step uses a Python float: much faster per op)."""
-        if t is None:
-            return None
-        t = t.to(like.dtype)
-        if t.dim() and not t.requires_grad and bool((t == t.reshape(-1)[0]).all()):
-            return t.reshape(-1)[0].clone()
-        return t
-
-    sem = op.sem
-    out: dict[str, Tensor | None] = dict.fromkeys(_COEFFS)
-    if isinstance(op, (I, IF)):
-        out["gain"] = sem.dt * get("r")
-    elif isinstance(op, (LI, LIF)):
-        a, b = _decay(get("tau"), sem.discretisation, sem.dt)
-        out["a_mem"], out["gain"] = a, b * get("r")
-    else:
-        a_syn, b_syn = _decay(get("tau_syn"), sem.discretisation, sem.dt)
-        a_mem, b_mem = _decay(get("tau_mem"), sem.discretisation, sem.dt)
-        out.update(a_mem=a_mem, gain=b_mem * get("r"), a_syn=a_syn, gain_syn=b_syn * get("w_in"))
-    if "v_leak" in known:
-        v_leak = get("v_leak")
-        if v_leak.requires_grad or bool((v_leak != 0).any()):
-            out["v_leak"] = v_leak
-    if op.spiking:
-        out["thr"] = get("v_threshold")
-        if sem.reset == "zero":
-            out["v_reset"] = get("v_reset")
-    return {k: cast(v) for k, v in out.items()}
-
-
-# --- elementwise pieces shared by forward and backward ---------------------------
-# ``c`` holds the coefficients with 0-d ones as Python floats (much faster per op).
-def _scalars(c: Mapping[str, Tensor | None]) -> dict:
-    return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
-
-
-def _leak(c: dict, v: Tensor, out: Tensor | None = None) -> Tensor:
-    if c["a_mem"] is None:
-        return v
-    if c["v_leak"] is None:
-        return torch.mul(v, c["a_mem"], out=out)
-    return c["v_leak"] + c["a_mem"] * (v - c["v_leak"])
-
-
-def _spike(cfg: _Config, c: dict, u: Tensor, out: Tensor | None = None) -> Tensor:
-    """Spikes of pre-reset membranes ``u`` (written into ``out`` when given)."""
-    thr = c["thr"]
-    if cfg.multi:
-        z = torch.clamp(torch.floor(u / thr), min=0.0)
-        return z if out is None else out.copy_(z)
-    out = torch.empty_like(u) if out is None else out
-    return (torch.ge if cfg.inclusive else torch.gt)(u, thr, out=out)
-
-
-def _reset(cfg: _Config, c: dict, u: Tensor, z: Tensor, out: Tensor | None = None) -> Tensor:
-    """The reset of ``u`` by spikes ``z`` (a subtract reset may write into ``out``)."""
-    if cfg.reset == "zero":
-        if isinstance(c["v_reset"], float):
-            return u.masked_fill(z > 0, c["v_reset"])
-        return torch.where(z > 0, c["v_reset"], u)
-    if cfg.reset == "subtract":
-        if isinstance(c["thr"], float) and not cfg.multi:  # z is 0/1: u - thr z is exact either way
-            return torch.add(u, z, alpha=-c["thr"], out=out)
-        return u - z * c["thr"]
-    return u
-
-
-def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
-    """The stored membrane after a step whose pre-reset membrane was ``u``."""
-    if not cfg.spiking or cfg.next_timing:
-        return u
-    return _reset(cfg, c, u, _spike(cfg, c, u))
-
-
-def _run(
-    cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
-    spikes: bool = True,
-):
-    """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
-    ``spikes=False`` (a backward's recompute): spikes go to a two-step ring, and ``out`` is None."""
-    c = _scalars(c)
-    v, i, z = state["v"], state.get("i"), state.get("z")
-    ring = cfg.spiking and not spikes
-    out = torch.empty((2 if ring else steps,) + v.shape, dtype=v.dtype, device=v.device)
-    per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
-    us = out if not cfg.spiking else (per_step() if keep else None)
-    is_ = per_step() if cfg.has_current and keep else None
-    traces = {name: per_step() for name in state} if record else None
-    gain, gain_syn = c["gain"], c["gain_syn"]
-
-    def scaled(k, value):  # k * value, skipping an exact multiply by one
-        return value if isinstance(k, float) and k == 1.0 else k * value
-
-    scratch = torch.empty_like(v)  # leak and reset are written here, u into us[t] or pong[t % 2]
-    pong = None if us is not None else (torch.empty_like(v), torch.empty_like(v))
-    drive_const = None
-    if static:
-        drive_const = scaled(gain_syn, x) if cfg.has_current else scaled(gain, x)
-    for t in range(steps):
-        xt = x if static else x[t]
-        if cfg.has_current:
-            i_new = c["a_syn"] * i + (drive_const if static else scaled(gain_syn, xt))
-            drive = scaled(gain, i_new if cfg.current_first else i)
-            i = i_new
-            if is_ is not None:
-                is_[t] = i
-        else:
-            drive = drive_const if static else scaled(gain, xt)
-        leaked = _leak(c, v, out=scratch)
-        if cfg.next_timing and not cfg.after_input:
-            leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
-        u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
-        if cfg.after_input:
-            after = _reset(cfg, c, u, z, out=u)
-            u = after if after is u else u.copy_(after)
-        if cfg.spiking:
-            z = _spike(cfg, c, u, out=out[t % 2 if ring else t])
-            v = u if cfg.next_timing else _reset(cfg, c, u, z)
-        else:
-            v = u
-        if record:
-            traces["v"][t] = v
-            if i is not None:
-                traces["i"][t] = i
-            if cfg.next_timing:
-                traces["z"][t] = z
-    final = {"v": v}
-    if cfg.has_current:
-        final["i"] = i
-    if cfg.next_timing:
-        final["z"] = z
-    return (None if ring else out), final, us, is_, traces
-
-
-def _sum_to(g: Tensor | None, like: Tensor | None) -> Tensor | None:
-    """``g`` summed down to ``like``'s (broadcast) shape."""
-    if g is None or like is None:
-        return None
-    lead = g.dim() - like.dim()
-    if lead:
-        g = g.sum(dim=tuple(range(lead)))
-    dims = tuple(d for d, n in enumerate(like.shape) if n == 1 and g.shape[d] != 1)
-    return g.sum(dim=dims, keepdim=True) if dims else g
-
-
-def _surrogate_grad(surrogate: Surrogate, x: Tensor) -> Tensor:
-    """``surrogate.grad(x)``, computed in place in ``x`` for the built-in shapes."""
-    k = float(surrogate.slope)
-    if surrogate.name == "fast_sigmoid":
-        return x.abs_().mul_(k).add_(1.0).square_().reciprocal_()
-    if surrogate.name == "arctan":
-        return x.mul_(math.pi / 2 * k).square_().add_(1.0).reciprocal_().mul_(k / 2)
-    if surrogate.name == "triangular":
-        return x.abs_().mul_(-k).add_(1.0).clamp_(min=0.0).mul_(k)
-    return surrogate.grad(x)
 
 
 class _NeuronSequence(torch.autograd.Function):
@@ -308,127 +92,6 @@ class _NeuronSequence(torch.autograd.Function):
             g_z0 if cfg.next_timing and ctx.needs_input_grad[6] else None,
             *g_coeffs,
         )
-
-
-def _linear_backward_applies(cfg: _Config, c: dict, need: dict) -> bool:
-    """True when the BPTT recursion is ``g_u[t] = g_out[t] s[t] + a g_u[t+1]`` with scalars:
-    single spikes, no current, a subtract reset without gradient through the spike
-    (snnTorch's ``Leaky``) or no reset, scalar decay and gain, no coefficient gradient."""
-    return (
-        cfg.spiking and not cfg.multi and not cfg.has_current and not cfg.after_input
-        and (cfg.reset == "none" or (cfg.reset == "subtract" and cfg.detach_reset))
-        and c["v_leak"] is None and not isinstance(c["thr"], Tensor)
-        and not isinstance(c["a_mem"], Tensor) and not isinstance(c["gain"], Tensor)
-        and not any(need.values())
-    )
-
-
-def _linear_bptt(cfg: _Config, c: dict, static: bool, us: Tensor, owned: bool, g_out, g_v, g_z):
-    """(dL/dx, dL/dv0) for :func:`_linear_backward_applies`: the surrogate derivative of all
-    steps at once, then one scaled add per step (``owned``: ``us`` may be overwritten)."""
-    a, gain = (1.0 if c["a_mem"] is None else c["a_mem"]), c["gain"]
-    g_u = torch.sub(us, c["thr"], out=us if owned else None)  # every step's surrogate slope...
-    g_u = _surrogate_grad(cfg.surrogate, g_u)
-    last = g_u[-1] * (g_out[-1] + g_z) if cfg.next_timing else None  # z_T feeds the next step's state
-    g_u.mul_(g_out)  # ...times dL/dz: the direct gradient of each u_t
-    if last is not None:
-        g_u[-1] = last
-    g_u[-1] += g_v  # v_T is u_T (or u_T minus a detached reset)
-    for t in range(g_u.shape[0] - 2, -1, -1):
-        g_u[t].add_(g_u[t + 1], alpha=a)
-    g_v0 = g_u[0] * a
-    g_x = g_u.sum(0) if static else g_u
-    return (g_x if gain == 1.0 else g_x * gain), g_v0
-
-
-def _bptt(cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z):
-    """The general BPTT recursion: (dL/dx, dL/dv0, dL/di0, dL/dz0, coefficient gradients)."""
-    acc: dict[str, Tensor] = {}
-
-    def add(name: str, value: Tensor) -> None:
-        if name in acc:
-            acc[name].add_(value)
-        else:
-            acc[name] = value  # always a fresh tensor here
-
-    scratch = torch.empty_like(v0)
-    thr, gain, a_mem, a_syn = c["thr"], c["gain"], c["a_mem"], c["a_syn"]
-    subtract_grad = cfg.reset == "subtract" and not cfg.detach_reset
-    g_x = torch.zeros_like(v0) if static else torch.empty_like(us)
-    # with unit gain and no current, dL/dx_t is dL/du_t: compute it in place
-    direct = not (static or cfg.has_current or cfg.after_input) and isinstance(gain, float) and gain == 1.0
-    g_v = g_v.expand_as(v0)
-    g_i = g_i.expand_as(v0) if cfg.has_current else None
-    g_zs = g_z.expand_as(v0) if cfg.next_timing else None  # gradient at z_t as next step's state (None: 0)
-    for t in range(steps - 1, -1, -1):
-        u = us[t]
-        if cfg.spiking:
-            s = _surrogate_grad(cfg.surrogate, torch.sub(u, thr, out=scratch))
-            g_spike = g_out[t] if g_zs is None else g_out[t] + g_zs  # all gradient at z_t
-            g_u = g_v
-            if not cfg.next_timing and cfg.reset == "zero":
-                fired = _spike(cfg, c, u) > 0 if cfg.multi else (u >= thr if cfg.inclusive else u > thr)
-                g_u = g_v.masked_fill(fired, 0.0)
-                if need["v_reset"]:
-                    add("v_reset", g_v - g_u)
-            elif not cfg.next_timing and cfg.reset == "subtract":
-                z = _spike(cfg, c, u)
-                if not cfg.detach_reset:
-                    g_spike = g_spike - g_v * thr
-                if need["thr"]:
-                    add("thr", -g_v * z)
-            g_u = torch.addcmul(g_u, g_spike, s, out=g_x[t]) if direct else torch.addcmul(g_u, g_spike, s)
-            if need["thr"]:
-                add("thr", -g_spike * s)
-        else:
-            g_u = torch.add(g_v, g_out[t], out=g_x[t]) if direct else g_v + g_out[t]
-        # u = [reset(]leak(v_prev)[, z_prev)] + gain * drive_input
-        g_leaked = g_u
-        if cfg.next_timing:
-            g_zs = -g_u * thr if subtract_grad else None
-            if cfg.reset == "zero" or (cfg.reset == "subtract" and need["thr"]):
-                z_prev = z0 if t == 0 else _spike(cfg, c, us[t - 1])
-                if cfg.reset == "zero":
-                    g_leaked = g_u.masked_fill(z_prev > 0, 0.0)
-                    if need["v_reset"]:
-                        add("v_reset", g_u - g_leaked)
-                else:
-                    add("thr", -g_u * z_prev)
-            if cfg.after_input:
-                g_u = g_leaked  # the drive also entered before the reset
-        if a_mem is None:
-            g_v = g_leaked
-        else:
-            g_v = g_leaked * a_mem
-            if need["a_mem"] or need["v_leak"]:
-                v_prev = v0 if t == 0 else _v_after(cfg, c, us[t - 1])
-                if need["a_mem"]:
-                    add("a_mem", g_leaked * (v_prev if c["v_leak"] is None else v_prev - c["v_leak"]))
-                if need["v_leak"]:
-                    add("v_leak", g_leaked * (1.0 - a_mem))
-        g_drive_in = g_u if direct else g_u * gain
-        if cfg.has_current:
-            i_prev = i0 if t == 0 else is_[t - 1]
-            if need["gain"]:
-                add("gain", g_u * (is_[t] if cfg.current_first else i_prev))
-            g_i_in = g_i + g_drive_in if cfg.current_first else g_i  # gradient at i_t
-            g_i = g_i_in * a_syn if cfg.current_first else g_drive_in + g_i_in * a_syn
-            if need["a_syn"]:
-                add("a_syn", g_i_in * i_prev)
-            if need["gain_syn"]:
-                add("gain_syn", g_i_in * (x if static else x[t]))
-            g_in = g_i_in * c["gain_syn"]
-        else:
-            if need["gain"]:
-                add("gain", g_u * (x if static else x[t]))
-            g_in = g_drive_in
-        if static:
-            g_x += g_in
-        elif not direct:
-            g_x[t] = g_in
-    if cfg.next_timing and g_zs is None:
-        g_zs = torch.zeros_like(v0)
-    return g_x, g_v, (g_i if cfg.has_current else None), (g_zs if cfg.next_timing else None), acc
 
 
 def _broadcasts(shape, target) -> bool:

@@ -1,0 +1,219 @@
+r"""One neuron update as the fast path runs it: its configuration, its coefficients and the
+forward loop over T steps (:func:`_run`).
+
+Invariant: the loop performs the update of :mod:`snnir.ir.ops.neuron` in the reference
+kernels' operation order, so float64 spikes equal :func:`snnir.run`'s; the backward
+(:mod:`snnir.targets.torch.bptt`) and the native kernel recompute membranes with this
+same order. Coefficients are computed in float64 and cast to the input's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from snnir.errors import SnnirError
+from snnir.ir.ops.neuron import IF, LI, LIF, I, Neuron
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS
+from snnir.targets.torch.surrogate import Surrogate
+
+Tensor = torch.Tensor
+_COEFFS = ("a_mem", "v_leak", "gain", "thr", "v_reset", "a_syn", "gain_syn")
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What the step does, fixed by the op's class and semantics."""
+
+    spiking: bool
+    has_current: bool
+    next_timing: bool  # a delayed reset: state z holds the last spikes
+    reset: str
+    inclusive: bool
+    multi: bool
+    current_first: bool
+    detach_reset: bool
+    surrogate: Surrogate
+    after_input: bool  # the delayed reset comes after the input ("next_after_input")
+
+
+def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
+    sem = op.sem
+    return _Config(
+        spiking=op.spiking,
+        has_current=op.has_current,
+        next_timing=op.spiking and sem.reset_timing in DELAYED_RESET_TIMINGS,
+        reset=sem.reset if op.spiking else "none",
+        inclusive=sem.threshold_compare == "ge",
+        multi=sem.spike_mode == "multi",
+        current_first=sem.current_order == "current_first",
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        after_input=op.spiking and sem.reset_timing == "next_after_input",
+    )
+
+
+def _decay(tau: Tensor, discretisation: str, dt: float) -> tuple[Tensor, Tensor]:
+    """(a, b) of the neuron docstring, differentiable in ``tau``."""
+    if discretisation == "euler":
+        return 1.0 - dt / tau, dt / tau
+    a = torch.exp(-dt / tau)
+    return a, 1.0 - a
+
+
+def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor | None]:
+    """The step's coefficients from the op's parameters (autograd-tracked).
+
+    ``params`` overrides the op's own arrays by name. Coefficients are
+    computed in float64 and cast to ``like``'s dtype, so that e.g. an Euler
+    decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``. ``None`` means
+    "absent" (decay 1, zero leak, no reset value, no current).
+    """
+    known = set(op.param_names())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise SnnirError(f"{op.op_type} has no parameters {unknown} (it has {sorted(known)})")
+
+    def get(name: str) -> Tensor:
+        value = params.get(name)
+        if value is None:
+            return torch.tensor(np.asarray(getattr(op, name), dtype=np.float64), device=like.device)
+        return value.to(device=like.device, dtype=torch.float64)
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        """``t`` in ``like``'s dtype; one value when all its values are equal and it needs no
+        gradient (so the step uses a Python float: much faster per op)."""
+        if t is None:
+            return None
+        t = t.to(like.dtype)
+        if t.dim() and not t.requires_grad and bool((t == t.reshape(-1)[0]).all()):
+            return t.reshape(-1)[0].clone()
+        return t
+
+    sem = op.sem
+    out: dict[str, Tensor | None] = dict.fromkeys(_COEFFS)
+    if isinstance(op, (I, IF)):
+        out["gain"] = sem.dt * get("r")
+    elif isinstance(op, (LI, LIF)):
+        a, b = _decay(get("tau"), sem.discretisation, sem.dt)
+        out["a_mem"], out["gain"] = a, b * get("r")
+    else:
+        a_syn, b_syn = _decay(get("tau_syn"), sem.discretisation, sem.dt)
+        a_mem, b_mem = _decay(get("tau_mem"), sem.discretisation, sem.dt)
+        out.update(a_mem=a_mem, gain=b_mem * get("r"), a_syn=a_syn, gain_syn=b_syn * get("w_in"))
+    if "v_leak" in known:
+        v_leak = get("v_leak")
+        if v_leak.requires_grad or bool((v_leak != 0).any()):
+            out["v_leak"] = v_leak
+    if op.spiking:
+        out["thr"] = get("v_threshold")
+        if sem.reset == "zero":
+            out["v_reset"] = get("v_reset")
+    return {k: cast(v) for k, v in out.items()}
+
+
+# --- elementwise pieces shared by forward and backward ---------------------------
+# ``c`` holds the coefficients with 0-d ones as Python floats (much faster per op).
+def _scalars(c: Mapping[str, Tensor | None]) -> dict:
+    return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
+
+
+def _leak(c: dict, v: Tensor, out: Tensor | None = None) -> Tensor:
+    if c["a_mem"] is None:
+        return v
+    if c["v_leak"] is None:
+        return torch.mul(v, c["a_mem"], out=out)
+    return c["v_leak"] + c["a_mem"] * (v - c["v_leak"])
+
+
+def _spike(cfg: _Config, c: dict, u: Tensor, out: Tensor | None = None) -> Tensor:
+    """Spikes of pre-reset membranes ``u`` (written into ``out`` when given)."""
+    thr = c["thr"]
+    if cfg.multi:
+        z = torch.clamp(torch.floor(u / thr), min=0.0)
+        return z if out is None else out.copy_(z)
+    out = torch.empty_like(u) if out is None else out
+    return (torch.ge if cfg.inclusive else torch.gt)(u, thr, out=out)
+
+
+def _reset(cfg: _Config, c: dict, u: Tensor, z: Tensor, out: Tensor | None = None) -> Tensor:
+    """The reset of ``u`` by spikes ``z`` (a subtract reset may write into ``out``)."""
+    if cfg.reset == "zero":
+        if isinstance(c["v_reset"], float):
+            return u.masked_fill(z > 0, c["v_reset"])
+        return torch.where(z > 0, c["v_reset"], u)
+    if cfg.reset == "subtract":
+        if isinstance(c["thr"], float) and not cfg.multi:  # z is 0/1: u - thr z is exact either way
+            return torch.add(u, z, alpha=-c["thr"], out=out)
+        return u - z * c["thr"]
+    return u
+
+
+def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
+    """The stored membrane after a step whose pre-reset membrane was ``u``."""
+    if not cfg.spiking or cfg.next_timing:
+        return u
+    return _reset(cfg, c, u, _spike(cfg, c, u))
+
+
+def _run(
+    cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
+    spikes: bool = True,
+):
+    """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
+    ``spikes=False`` (a backward's recompute): spikes go to a two-step ring, and ``out`` is None."""
+    c = _scalars(c)
+    v, i, z = state["v"], state.get("i"), state.get("z")
+    ring = cfg.spiking and not spikes
+    out = torch.empty((2 if ring else steps,) + v.shape, dtype=v.dtype, device=v.device)
+    per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
+    us = out if not cfg.spiking else (per_step() if keep else None)
+    is_ = per_step() if cfg.has_current and keep else None
+    traces = {name: per_step() for name in state} if record else None
+    gain, gain_syn = c["gain"], c["gain_syn"]
+
+    def scaled(k, value):  # k * value, skipping an exact multiply by one
+        return value if isinstance(k, float) and k == 1.0 else k * value
+
+    scratch = torch.empty_like(v)  # leak and reset are written here, u into us[t] or pong[t % 2]
+    pong = None if us is not None else (torch.empty_like(v), torch.empty_like(v))
+    drive_const = None
+    if static:
+        drive_const = scaled(gain_syn, x) if cfg.has_current else scaled(gain, x)
+    for t in range(steps):
+        xt = x if static else x[t]
+        if cfg.has_current:
+            i_new = c["a_syn"] * i + (drive_const if static else scaled(gain_syn, xt))
+            drive = scaled(gain, i_new if cfg.current_first else i)
+            i = i_new
+            if is_ is not None:
+                is_[t] = i
+        else:
+            drive = drive_const if static else scaled(gain, xt)
+        leaked = _leak(c, v, out=scratch)
+        if cfg.next_timing and not cfg.after_input:
+            leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
+        u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
+        if cfg.after_input:
+            after = _reset(cfg, c, u, z, out=u)
+            u = after if after is u else u.copy_(after)
+        if cfg.spiking:
+            z = _spike(cfg, c, u, out=out[t % 2 if ring else t])
+            v = u if cfg.next_timing else _reset(cfg, c, u, z)
+        else:
+            v = u
+        if record:
+            traces["v"][t] = v
+            if i is not None:
+                traces["i"][t] = i
+            if cfg.next_timing:
+                traces["z"][t] = z
+    final = {"v": v}
+    if cfg.has_current:
+        final["i"] = i
+    if cfg.next_timing:
+        final["z"] = z
+    return (None if ring else out), final, us, is_, traces
