@@ -22,359 +22,22 @@ parameter changes); node names are module paths with ``.`` replaced by ``_``
 (a suffix ``_2``, ``_3``... resolves clashes), plus ``input``, ``output``
 and functional nodes named after their function; learnable parameters are
 listed in each op's ``trainable``.
+
+This module drives a trace (copy the model, hook it, run it once, wire the
+outputs); what a run records lives in :mod:`snnir.frontends.recorder`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from snnir.errors import SnnirError
-from snnir.frontends.fragment import Fragment
+from snnir.frontends.recorder import Recorder, Tag
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Input, Op, Output, Scale, Subgraph
+from snnir.ir.ops import Output, Subgraph
 from snnir.ir.verify import verify
-
-_IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
-_ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
-_SUB_FUNCS = {"sub", "__sub__", "__isub__"}
-_MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
-_RESHAPE_FUNCS = {"flatten", "view", "reshape"}
-
-
-@dataclass(frozen=True)
-class _Tag:
-    """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
-    (a neuron's internal state), ``sequence`` (the whole input) or ``bad``.
-    ``padded``: an all-zero untraced tensor was summed in (a delayed edge's
-    value at the first step, see :func:`trace_submodules`)."""
-
-    kind: str
-    sources: tuple[str, ...] = ()
-    why: str = ""
-    padded: bool = False
-
-
-class _Recorder:
-    """``whole_sequences``: the model is a compiled module that runs whole
-    sequences ``[T, B, ...]`` and names its leaves by node path (``path``)."""
-
-    def __init__(self, model: Any, whole_sequences: bool = False, reserved: tuple[str, ...] = ("input", "output")):
-        import torch
-
-        self.torch = torch
-        self.whole_sequences = whole_sequences
-        self.reserved = reserved
-        self.tags: dict[int, tuple[Any, _Tag]] = {}
-        self.nodes: dict[str, Op] = {}
-        self.inputs_of: dict[str, tuple[tuple[str, ...], bool]] = {}
-        self.edges: list[tuple[str, str]] = []
-        self.layer_nodes: dict[str, Fragment] = {}
-        self.names: dict[str, str] = {}
-        self.functional: dict[tuple, str] = {}
-        self.passthrough: dict[int, tuple[str, ...]] = {}
-        self.folded: set[str] = set()
-        self.path_of = {id(m): p for p, m in model.named_modules()}
-        self.stack: list[str] = []
-        self.depth = 0
-        self.last_output: tuple[str, ...] | None = None
-        self.input_shape: tuple[int, ...] | None = None
-
-    # --- tags ------------------------------------------------------------------
-    def tag(self, tensor: Any, tag: _Tag) -> None:
-        self.tags[id(tensor)] = (tensor, tag)
-
-    def tag_of(self, obj: Any) -> _Tag | None:
-        entry = self.tags.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else None
-
-    def where(self) -> str:
-        return self.stack[-1] if self.stack and self.stack[-1] else "<model>"
-
-    def node_name(self, base: str) -> str:
-        name = base or "model"
-        candidate, k = name, 2
-        while candidate in self.nodes or candidate in self.reserved:
-            candidate, k = f"{name}_{k}", k + 1
-        return candidate
-
-    def use(self, obj: Any, layer: str) -> tuple[str, ...]:
-        """The sources a leaf's input carries, or a SnnirError naming the layer."""
-        tag = self.tag_of(obj)
-        if tag is None and self.is_zero(obj):
-            return ()
-        if tag is None:
-            raise SnnirError("its input does not derive from the model input", layer)
-        if tag.kind == "bad":
-            raise SnnirError(f"its input went through {tag.why}, which cannot be traced", layer)
-        if tag.kind == "state":
-            raise SnnirError(f"its input is a neuron state ({tag.why}); only spikes and currents can be traced", layer)
-        if tag.kind == "sequence":
-            return self.input_node(tuple(obj.shape[1:]), layer)
-        return tag.sources
-
-    def input_node(self, shape: tuple[int, ...], layer: str) -> tuple[str, ...]:
-        if self.input_shape is None:
-            self.input_shape = shape
-            self.nodes["input"] = Input(shape=shape)
-        elif self.input_shape != shape:
-            raise SnnirError(f"the model input is used with shapes {list(self.input_shape)} and {list(shape)}", layer)
-        return ("input",)
-
-    def is_zero(self, obj: Any) -> bool:
-        """An untraced all-zero tensor (only in whole-sequence mode): a delayed
-        edge's value at the first step, which adds nothing."""
-        return (
-            self.whole_sequences and isinstance(obj, self.torch.Tensor) and self.tag_of(obj) is None
-            and not bool(obj.any())
-        )
-
-    def connect(
-        self, node: str, sources: tuple[str, ...], entries: tuple[str, ...], layer: str, padded: bool = False
-    ) -> None:
-        """Record ``sources -> entries`` once. A first call whose input was
-        ``padded`` (some delayed inputs still zero) may be completed later."""
-        key = tuple(sorted(sources))
-        if node in self.inputs_of:
-            known, was_padded = self.inputs_of[node]
-            if known == key:
-                return
-            if not (was_padded and not Counter(known) - Counter(key)):
-                raise SnnirError(
-                    f"is called on different inputs ({list(known)} and {list(key)}); "
-                    "a layer may be reused across time steps but not shared within one",
-                    layer,
-                )
-            for edge in ((src, entry) for entry in entries for src in known):
-                self.edges.remove(edge)
-        self.inputs_of[node] = (key, padded)
-        self.edges.extend((src, entry) for entry in entries for src in key)
-
-    # --- leaf layers -------------------------------------------------------------
-    def leaf_kind(self, module: Any) -> str | None:
-        from snnir.frontends.snntorch_map import is_snntorch_neuron
-        from snnir.frontends.torch_nn_map import BATCHNORMS, LAYERS, PASSTHROUGH
-
-        if callable(getattr(module, "to_op", None)):
-            return "to_op"
-        if is_snntorch_neuron(module):
-            return "snntorch"
-        name = type(module).__name__
-        if name in PASSTHROUGH:
-            return "passthrough"
-        if name in BATCHNORMS:
-            return "batchnorm"
-        if type(module).__module__.startswith("torch.nn") and name in LAYERS:
-            return "layer"
-        return None
-
-    def fragment(self, module: Any, kind: str, layer: str) -> Fragment:
-        from snnir.frontends.snntorch_map import neuron_fragment
-        from snnir.frontends.torch_nn_map import layer_op
-
-        if kind == "snntorch":
-            return neuron_fragment(module, layer)
-        if kind == "to_op":
-            op = module.to_op()
-            if not isinstance(op, Op):
-                raise SnnirError(f"to_op() returned {type(op).__name__}, not an snnir Op", layer)
-            return Fragment.single(op)
-        return Fragment.single(layer_op(module, layer))
-
-    def pre_hook(self, module: Any, args: tuple) -> None:
-        path = self.path_of.get(id(module), type(module).__name__)
-        self.stack.append(path)
-        if self.depth:
-            self.depth += 0 if self.leaf_kind(module) is None else 1
-            return
-        if not self.whole_sequences and path and callable(getattr(module, "to_graph", None)):
-            raise SnnirError(
-                "is a compiled snnir module inside the traced model, which cannot be traced through; "
-                "trace it on its own (snnir.trace(module, x) returns its graph)",
-                path.replace(".", "_"),
-            )
-        kind = self.leaf_kind(module)
-        if kind is None:
-            return
-        self.depth += 1
-        layer = self.layer_name(module, path)
-        if not args:
-            raise SnnirError("is called without a tensor input", layer)
-        sources = self.use(args[0], layer)
-        tag = self.tag_of(args[0])
-        padded = tag.padded if tag is not None else self.is_zero(args[0])
-        if kind == "passthrough":
-            self.passthrough[id(module)] = sources
-            return
-        if kind == "batchnorm":
-            self.passthrough[id(module)] = self.fold(module, sources, layer, path)
-            self.tag(args[0], _Tag("bad", why=f"'{sources[0]}' before the BatchNorm '{layer}' folded into it"))
-            return
-        if path not in self.names:
-            fragment = self.fragment(module, kind, layer)
-            name = self.node_name(layer)
-            self.names[path] = name
-            self.layer_nodes[name] = fragment
-            for key, op in fragment.nodes.items():
-                self.nodes[fragment.name(name, key)] = op
-            self.edges.extend((fragment.name(name, a), fragment.name(name, b)) for a, b in fragment.edges)
-        name = self.names[path]
-        fragment = self.layer_nodes[name]
-        self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)
-
-    def layer_name(self, module: Any, path: str) -> str:
-        """A compiled module's leaves carry their node path; other leaves are named by module path."""
-        node_path = getattr(module, "path", None)
-        if self.whole_sequences and isinstance(node_path, str) and node_path:
-            return node_path
-        return path.replace(".", "_") or "model"
-
-    def fold(self, bn: Any, sources: tuple[str, ...], layer: str, path: str) -> tuple[str, ...]:
-        from snnir.frontends.torch_nn_map import fold_batchnorm
-
-        if len(sources) != 1 or sources[0] not in self.layer_nodes:
-            raise SnnirError("BatchNorm must directly follow one Linear or Conv layer to be folded", layer)
-        if any(src == sources[0] for src, _ in self.edges):
-            raise SnnirError(f"cannot fold into '{sources[0]}': its output is also used before the BatchNorm", layer)
-        if path not in self.folded:
-            self.folded.add(path)
-            self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])
-        return sources
-
-    def post_hook(self, module: Any, args: tuple, output: Any) -> None:
-        self.stack.pop()
-        kind = self.leaf_kind(module)
-        if kind is None:
-            return
-        self.depth -= 1
-        if self.depth:
-            return
-        path = self.path_of.get(id(module), type(module).__name__)
-        if id(module) in self.passthrough:
-            sources = self.passthrough.pop(id(module))
-        else:
-            name = self.names[path]
-            sources = (self.layer_nodes[name].name(name, self.layer_nodes[name].exit),)
-        outputs = output if isinstance(output, (tuple, list)) else (output,)
-        self.tag(outputs[0], _Tag("value", sources))
-        for extra in outputs[1:]:
-            if isinstance(extra, self.torch.Tensor):
-                self.tag(extra, _Tag("state", why=f"state of '{path}'"))
-        self.last_output = sources
-
-    # --- functional glue ---------------------------------------------------------
-    def functional_node(self, key: tuple, base: str, op: Op, sources: tuple[str, ...]) -> tuple[str, ...]:
-        if key not in self.functional:
-            name = self.node_name(base)
-            self.functional[key] = name
-            self.nodes[name] = op
-            self.connect(name, sources, (name,), name)
-        return (self.functional[key],)
-
-    def negated(self, sources: tuple[str, ...]) -> tuple[str, ...]:
-        return self.functional_node(("neg", sources), "neg", Scale(scale=-1.0), sources)
-
-    def on_function(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        torch = self.torch
-        flat = list(args) + list(kwargs.values())
-        tagged = [(a, self.tag_of(a)) for a in flat if isinstance(a, torch.Tensor) and self.tag_of(a)]
-        if not tagged or not isinstance(result, torch.Tensor):
-            if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
-                for r in result:
-                    if isinstance(r, torch.Tensor):
-                        self.tag(r, _Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
-            if func is torch.stack and isinstance(result, torch.Tensor):
-                self.stack_tag(args[0] if args else kwargs.get("tensors", ()), result)
-            if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
-                self.cat_tag(args, kwargs, result)
-            return
-        name = _name(func)
-        tags = [t for _, t in tagged]
-        new = self.glue(name, args, tags, result)
-        self.tag(result, new or _Tag("bad", why=f"'{name}' in '{self.where()}'"))
-
-    def stack_tag(self, tensors: Any, result: Any) -> None:
-        tags = {self.tag_of(t) for t in tensors}
-        if len(tags) == 1 and None not in tags:
-            self.tag(result, next(iter(tags)))
-
-    def cat_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
-        """Steps joined along time: one node's values, the padded first step included."""
-        tensors = args[0] if args else kwargs.get("tensors", ())
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        tags = [self.tag_of(t) for t in tensors]
-        if dim != 0 or not tags or any(t is None or t.kind != "value" for t in tags):
-            return
-        full = {t.sources for t in tags if not t.padded}
-        if len(full) == 1:
-            self.tag(result, _Tag("value", next(iter(full))))
-        elif not full and len({t.sources for t in tags}) == 1:
-            self.tag(result, tags[0])
-
-    def glue(self, name: str, args: tuple, tags: list[_Tag], result: Any) -> _Tag | None:
-        """The tag of ``name(*args)``, or ``None`` when it cannot be expressed."""
-        if len(tags) == 1 and tags[0].kind == "sequence":
-            if name == "__getitem__":
-                return _Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
-            # any other use of the whole input means one call is one step
-            tags = [_Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
-        if any(t.kind != "value" for t in tags):
-            bad = next(t for t in tags if t.kind != "value")
-            return bad if bad.kind == "bad" else None
-        if name in _IDENTITY_FUNCS and result.shape == args[0].shape:
-            return tags[0]
-        if self.whole_sequences and name == "__getitem__" and len(args) == 2 and _time_index(args[1]):
-            return tags[0]
-        if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
-            return _Tag("value", tags[0].sources + tags[1].sources, padded=tags[0].padded or tags[1].padded)
-        if name in _ADD_FUNCS and len(tags) == 1 and len(args) == 2 and any(self.is_zero(a) for a in args):
-            return _Tag("value", tags[0].sources, padded=True)
-        if name in _SUB_FUNCS and len(tags) == 2 and len(args) == 2:
-            return _Tag("value", tags[0].sources + self.negated(tags[1].sources))
-        if name in ("neg", "__neg__") and len(args) == 1:
-            return _Tag("value", self.negated(tags[0].sources))
-        if name in _MUL_FUNCS and len(tags) == 1 and len(args) == 2:
-            factor = args[1] if self.tag_of(args[0]) else args[0]
-            if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-                key = ("scale", float(factor), tags[0].sources)
-                return _Tag("value", self.functional_node(key, "scale", Scale(scale=float(factor)), tags[0].sources))
-            return None
-        if name in _RESHAPE_FUNCS and len(tags) == 1:
-            if result.shape == args[0].shape:
-                return tags[0]
-            dims = _flatten_dims(tuple(args[0].shape), tuple(result.shape))
-            if dims is None:
-                return None
-            from snnir.frontends.torch_nn_map import flatten_op
-
-            key = ("flatten", dims, tags[0].sources)
-            return _Tag("value", self.functional_node(key, "flatten", flatten_op(*dims, self.where()), tags[0].sources))
-        return None
-
-
-def _time_index(index: Any) -> bool:
-    """``x[t]``, ``x[a:b]`` or ``x[None]``: an index that only touches the leading (time) dimension."""
-    return index is None or isinstance(index, slice) or (isinstance(index, int) and not isinstance(index, bool))
-
-
-def _name(func: Any) -> str:
-    return getattr(func, "__name__", None) or str(func)
-
-
-def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int] | None:
-    """(start, end) with ``flatten(start, end)`` mapping ``before`` to ``after`` (batched shapes)."""
-    if before == after or not before or not after or before[0] != after[0]:
-        return None
-    for start in range(1, len(before)):
-        for end in range(start + 1, len(before)):
-            joined = 1
-            for d in before[start : end + 1]:
-                joined *= d
-            if before[:start] + (joined,) + before[end + 1 :] == after:
-                return start, end - len(before) if end == len(before) - 1 else end
-    return None
 
 
 def trace(model: Any, sample_input: Any) -> Graph:
@@ -403,12 +66,12 @@ def trace(model: Any, sample_input: Any) -> Graph:
     if sample_input.ndim < 2:
         raise SnnirError(f"sample_input needs a batch dimension, got shape {list(sample_input.shape)}")
     twin = _twin(model)
-    recorder = _Recorder(twin)
+    recorder = Recorder(twin)
     first = next((p for p in twin.parameters() if p.is_floating_point()), None)
     x = sample_input.detach().clone()
     if first is not None:  # the model's device and, for float input, its dtype
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
-    recorder.tag(x, _Tag("sequence"))
+    recorder.tag(x, Tag("sequence"))
     result = _record(twin, recorder, x)
     return _finish(recorder, result, model)
 
@@ -432,7 +95,7 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
     _refuse_nested_cycles(skeleton)
     given = _by_input(sample_input, skeleton.inputs)
     twin = _twin(module)
-    recorder = _Recorder(twin, whole_sequences=True, reserved=skeleton.inputs + skeleton.outputs)
+    recorder = Recorder(twin, whole_sequences=True, reserved=skeleton.inputs + skeleton.outputs)
     tensors = list(twin.parameters()) + list(twin.buffers())
     first = next((t for t in tensors if t.is_floating_point()), None)
     xs = {}
@@ -441,7 +104,7 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
         if first is not None and x.is_floating_point():
             x = x.to(device=first.device, dtype=first.dtype)
         recorder.nodes[name] = skeleton.nodes[name]
-        recorder.tag(x, _Tag("value", (name,)))
+        recorder.tag(x, Tag("value", (name,)))
         xs[name] = x
     result = _record(twin, recorder, xs if isinstance(sample_input, Mapping) else xs[skeleton.inputs[0]])
     return _finish_ports(recorder, result, skeleton)
@@ -508,7 +171,7 @@ def _twin(model: Any) -> Any:
     return twin.eval()
 
 
-def _record(twin: Any, recorder: _Recorder, x: Any) -> Any:
+def _record(twin: Any, recorder: Recorder, x: Any) -> Any:
     """Run ``twin(x)`` once with every module hooked and the glue recorded."""
     import torch
 
@@ -542,7 +205,7 @@ def _detached_states(model: Any) -> dict[int, Any]:
     return memo
 
 
-def _finish(recorder: _Recorder, result: Any, model: Any) -> Graph:
+def _finish(recorder: Recorder, result: Any, model: Any) -> Graph:
     if "input" not in recorder.nodes:
         raise SnnirError("no traced layer received the model input")
     sources = None
@@ -563,7 +226,7 @@ def _finish(recorder: _Recorder, result: Any, model: Any) -> Graph:
     return graph
 
 
-def _finish_ports(recorder: _Recorder, result: Any, skeleton: Graph) -> Graph:
+def _finish_ports(recorder: Recorder, result: Any, skeleton: Graph) -> Graph:
     """The traced nodes wired to ``skeleton``'s Output nodes (a dict result by name)."""
     results = dict(result) if isinstance(result, Mapping) else {name: result for name in skeleton.outputs[:1]}
     if set(results) != set(skeleton.outputs):
@@ -604,7 +267,7 @@ def _mode_class() -> type:
     from torch.overrides import TorchFunctionMode
 
     class Mode(TorchFunctionMode):
-        def __init__(self, recorder: _Recorder):
+        def __init__(self, recorder: Recorder):
             super().__init__()
             self.recorder = recorder
 
@@ -618,5 +281,5 @@ def _mode_class() -> type:
     return Mode
 
 
-def _Mode(recorder: _Recorder) -> Any:  # noqa: N802 - reads as a context manager
+def _Mode(recorder: Recorder) -> Any:  # noqa: N802 - reads as a context manager
     return _mode_class()(recorder)

@@ -13,6 +13,12 @@ T steps. A stateless node whose inputs are all static runs once on
 and fused layer-neuron nodes). A neuron fed only a static value runs its scan
 with ``steps=T``; any other consumer sees it broadcast over time.
 
+Runs of steps: the top level runs a sequence as consecutive runs of at most
+``time_chunk`` steps (``time_chunks``), state carried between them and static
+values computed once; results are identical, and training keeps one run's
+gradients at a time. Layers fed only spikes (``binary_values``) keep their input
+as bools for the backward (``spike_linear``).
+
 State is one flat dict of tensors: ``"<node path>.<state>"`` for op states (the
 keys of :func:`snnir.run`'s traces) and ``"<source>@prev"`` for the last value
 carried by a delayed edge.
