@@ -5,6 +5,7 @@ The workers are spawned, not forked: a fork after torch has started its thread p
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -50,10 +51,26 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _spawn_workers(tmp_path) -> None:
+    """Run the two workers; one retry with a fresh rendezvous file, since gloo's loopback
+    connections have failed here (rarely, under heavy CPU contention from other jobs)."""
+    failures = []
+    for attempt in range(2):
+        try:
+            init = tmp_path / f"init{attempt}"
+            mp.start_processes(_worker, args=(2, str(init), str(tmp_path)), nprocs=2, start_method="spawn")
+            if failures:
+                warnings.warn(f"DDP workers passed on the second try; the first failed: {failures[0]}", stacklevel=2)
+            return
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            failures.append(f"attempt {attempt + 1}: {exc}")
+    pytest.fail("DDP workers failed twice:\n" + "\n".join(failures))
+
+
 def test_ddp_matches_single_process(tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available in this torch build")
-    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    _spawn_workers(tmp_path)
     module, x = _model_and_data()
     expected = _train(module, x, STEPS)
     for rank in range(2):
