@@ -280,6 +280,17 @@ def test_unknown_dialect_is_a_clear_error(tmp_path):
         read(tmp_path / "g.nir", dialect="nonesuch")
 
 
+def test_a_file_for_a_peer_needs_every_shape(tmp_path):
+    """Plain NIR may leave a shape unstated; a peer's importer cannot, so writing for one
+    refuses a graph whose shapes do not infer, naming the node, and writes nothing."""
+    graph = Graph.sequential(("x", Input((2, 3))), ("f", Flatten(start_dim=4, end_dim=6)), ("y", Output()))
+    with pytest.raises(SnnirError, match="for sinabs: node 'f'"):
+        write(graph, tmp_path / "peer.nir", dialect="sinabs")
+    assert not os.listdir(tmp_path)
+    write(graph, tmp_path / "plain.nir")
+    assert os.listdir(tmp_path) == ["plain.nir"]
+
+
 def test_reserved_metadata_key_refused(tmp_path):
     graph = wrap(Linear(weight=np.ones((2, 2)), metadata={SNNIR_KEY: 1}), (2,))
     with pytest.raises(SnnirError, match="reserved"):

@@ -118,6 +118,11 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     graph = get_dialect(dialect).on_write(graph, notes)
     if not keep_extensions:
         graph = lower_extensions(graph)
+    if dialect not in (None, "nir"):
+        try:  # a peer's importer needs every node's shape, which NIR only states where inferable
+            infer_shapes(graph)
+        except SnnirError as exc:
+            raise SnnirError(f"cannot write a file for {dialect}: {exc}") from None
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
