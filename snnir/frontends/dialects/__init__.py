@@ -81,6 +81,20 @@ def map_neurons(graph: Graph, fn: Callable[[str, "Neuron"], "Neuron"], prefix: s
     return graph.replace(nodes=nodes)
 
 
+def each_neuron(
+    fn: Callable[[str, "Neuron", list[str]], "Neuron"], note: str | None = None
+) -> Callable[[Graph, list[str]], Graph]:
+    """A dialect hook applying ``fn(path, op, warnings)`` to every neuron (see :func:`map_neurons`),
+    after adding ``note`` to the warnings when given."""
+
+    def hook(graph: Graph, warnings: list[str]) -> Graph:
+        if note:
+            warnings.append(note)
+        return map_neurons(graph, lambda path, op: fn(path, op, warnings))
+
+    return hook
+
+
 def decay_gain(tau: np.ndarray, sem: Semantics) -> tuple[np.ndarray, np.ndarray]:
     """Per-step decay ``a`` and input gain ``b`` of a time constant (the neuron docstring's)."""
     tau = np.asarray(tau, float)

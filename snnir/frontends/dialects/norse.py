@@ -19,7 +19,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
-    Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
+    Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
 from snnir.ir.graph import Graph
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, Neuron
@@ -70,14 +70,10 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(sem=op.sem.with_(**READ_SEMANTICS))
 
 
-def _on_write(graph: Graph, warnings: list[str]) -> Graph:
-    return map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
-
-
 DIALECT = register_dialect(Dialect(
     name="norse",
     description="Norse 1.1: files store tau*dt (dt=1e-3); LIFCell's current jumps by x; Euler, reset to v_reset",
     on_read=_on_read,
-    on_write=_on_write,
+    on_write=each_neuron(_for_import),
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))

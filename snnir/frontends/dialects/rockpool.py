@@ -20,7 +20,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
-    Dialect, decay_gain, drop_sample_batch, map_neurons, note_semantics, register_dialect,
+    Dialect, decay_gain, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LIF, CubaLIF, Neuron
@@ -74,16 +74,11 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
                       v_threshold=op.v_threshold / scale, sem=op.sem.with_(**SEMANTICS))
 
 
-def _on_write(graph: Graph, warnings: list[str]) -> Graph:
-    warnings.append("rockpool: the file is for Rockpool's from_nir (r = tau_mem/dt - 1 carries dt), "
-                    "not plain NIR")
-    return map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
-
-
 DIALECT = register_dialect(Dialect(
     name="rockpool",
     description="Rockpool 3.1: exact exp step at dt=1e-3, multi-spike, subtract; r in files is not the gain",
     on_read=_on_read,
-    on_write=_on_write,
+    on_write=each_neuron(_for_import, note="rockpool: the file is for Rockpool's from_nir "
+                         "(r = tau_mem/dt - 1 carries dt), not plain NIR"),
     read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
 ))

@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.frontends.dialects import Dialect, decay_gain, map_neurons, note_semantics, register_dialect
-from snnir.ir.graph import Graph
+from snnir.frontends.dialects import Dialect, decay_gain, each_neuron, note_semantics, register_dialect
 from snnir.ir.ops import IF, LI, LIF, Neuron
 
 READ_SEMANTICS = {"dt": 1.0, "discretisation": "exp", "reset": "subtract", "reset_timing": "same",
@@ -56,13 +55,9 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(tau=tau, r=r, v_threshold=op.v_threshold / g, sem=sem)
 
 
-def _on_write(graph: Graph, warnings: list[str]) -> Graph:
-    return map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
-
-
 DIALECT = register_dialect(Dialect(
     name="sinabs",
     description="Sinabs 3.x: dt=1 step, exp decay, MultiSpike, reset by subtraction",
-    on_write=_on_write,
+    on_write=each_neuron(_for_import),
     read_defaults=READ_SEMANTICS,
 ))

@@ -17,7 +17,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
-    Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
+    Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
 from snnir.ir.graph import Graph
 from snnir.ir.ops import IF, LIF, CubaLIF, Neuron
@@ -72,15 +72,11 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(sem=op.sem.with_(**IMPORT_SEMANTICS))
 
 
-def _on_write(graph: Graph, warnings: list[str]) -> Graph:
-    return map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
-
-
 DIALECT = register_dialect(Dialect(
     name="snntorch",
     description="snnTorch 1.x: dt=1e-4 Euler, r=tau/dt; reads reset-by-subtraction delayed, writes zero-reset",
     on_read=_on_read,
-    on_write=_on_write,
+    on_write=each_neuron(_for_import),
     read_defaults={"dt": SNNTORCH_DT, "discretisation": "euler", "reset": "subtract", "reset_timing": "next",
                    "threshold_compare": "gt", "spike_mode": "single", "current_order": "current_first"},
 ))
