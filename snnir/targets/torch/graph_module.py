@@ -86,7 +86,10 @@ def _emits_spikes(op: Op) -> bool:
     return isinstance(neuron, Neuron) and neuron.spiking and neuron.sem.spike_mode == "single"
 
 
-def binary_values(graph: Graph, order: tuple[str, ...], binary_inputs: frozenset[str]) -> set[str]:
+Sources = dict[str, list[tuple[str, str | None, bool]]]  # node -> (source key, port, delayed) per edge
+
+
+def binary_values(graph: Graph, order: tuple[str, ...], sources: Sources, binary_inputs: frozenset[str]) -> set[str]:
     """Nodes of one level whose output is exactly 0/1: single-spike neurons, Threshold, the
     Inputs named in ``binary_inputs``, and Flatten or Delay of one such value."""
     binary: set[str] = set()
@@ -94,16 +97,16 @@ def binary_values(graph: Graph, order: tuple[str, ...], binary_inputs: frozenset
         op = graph.nodes[name]
         if (isinstance(op, Input) and name in binary_inputs) or _emits_spikes(op):
             binary.add(name)
-        elif isinstance(op, (Flatten, Delay)) and binary_feed(graph, name, binary):
+        elif isinstance(op, (Flatten, Delay)) and fed_binary(sources, name, binary):
             binary.add(name)
     return binary
 
 
-def binary_feed(graph: Graph, name: str, binary: set[str]) -> bool:
+def fed_binary(sources: Sources, name: str, binary: set[str]) -> bool:
     """Node ``name`` is fed by exactly one edge, from a node in ``binary`` (a sum of two
     spike trains is not 0/1)."""
-    sources = [src for src, dst in graph.edges if graph.resolve(dst, as_source=False)[0] == name]
-    return len(sources) == 1 and graph.resolve(sources[0], as_source=True) == (sources[0], None) and sources[0] in binary
+    feeds = sources.get(name, ())
+    return len(feeds) == 1 and feeds[0][0] in binary
 
 
 def time_chunks(steps: int, chunk: int) -> list[int]:
@@ -114,6 +117,12 @@ def time_chunks(steps: int, chunk: int) -> list[int]:
     count = -(-steps // chunk)
     size, extra = divmod(steps, count)
     return [size + 1] * extra + [size] * (count - extra)
+
+
+def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:
+    """One value from its runs of steps: a static one is the same in each, others concatenate
+    (a single run is returned as is, not copied)."""
+    return parts[0] if static or len(parts) == 1 else torch.cat(parts)
 
 
 def attribute_name(node: str) -> str:
@@ -135,18 +144,19 @@ class GraphModule(nn.Module):
         self._state_names: dict[str, tuple[str, ...]] = {}
         self.time_chunk = options.time_chunk
         sched = schedule(graph)
-        binary = binary_values(graph, sched.order, binary_inputs)
-        for name, op in graph.nodes.items():
-            if isinstance(op, (Input, Output)):
-                continue
-            self._attrs[name] = self._free_attribute(name)
-            self.add_module(self._attrs[name], self._lower(name, op, options, binary_feed(graph, name, binary)))
-        self._sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        self._sources: Sources = {}
         for src, dst in graph.edges:
             node, port = graph.resolve(dst, as_source=False)
             s_node, s_port = graph.resolve(src, as_source=True)
             key = f"{s_node}.{s_port}" if s_port is not None else s_node
             self._sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
+        binary = binary_values(graph, sched.order, self._sources, binary_inputs)
+        for name, op in graph.nodes.items():
+            if isinstance(op, (Input, Output)):
+                continue
+            self._attrs[name] = self._free_attribute(name)
+            fed_spikes = fed_binary(self._sources, name, binary)
+            self.add_module(self._attrs[name], self._lower(name, op, options, fed_spikes))
         self._plan = self._components(graph, sched.order)
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
@@ -242,20 +252,18 @@ class GraphModule(nn.Module):
         """Inputs by Input name: ``[T, B, ...]`` with ``T = steps``, or ``[B, ...]`` held over
         the steps for the names in ``static`` -> (outputs ``[T, B, ...]`` by Output name, new
         state, traces or None). A static Output comes back as an expanded view (time stride 0)."""
-        sizes = time_chunks(steps, self.time_chunk)
-        if len(sizes) == 1:
-            outs, static_outs, new_state, traces = self._run_level(inputs, static, state, record, steps)
-        else:
-            outs, static_outs, new_state, traces = self._run_chunks(inputs, static, state, record, sizes)
+        outs, static_outs, new_state, traces = self._run_chunks(
+            inputs, static, state, record, time_chunks(steps, self.time_chunk)
+        )
         for name in static_outs:
             outs[name] = outs[name].expand((steps,) + tuple(outs[name].shape))
         return outs, new_state, traces
 
     def _run_chunks(self, inputs, static, state, record, sizes):
-        """:meth:`_run_level` over consecutive runs of steps, the state carried from one to the
-        next and static values computed once. Identical results; for training, autograd keeps
-        one run's values at a time in the backward, and a neuron with a held input keeps only
-        its state at the start of each run (see ``scan.py``)."""
+        """:meth:`_run_level` over consecutive runs of ``sizes`` steps (often just one), the
+        state carried from one to the next and static values computed once. Identical results;
+        for training, autograd keeps one run's values at a time in the backward, and a neuron
+        with a held input keeps only its state at the start of each run (see ``scan.py``)."""
         cache: dict = {}
         current, new_state = dict(state), {}
         parts: dict[str, list[torch.Tensor]] = {}
@@ -271,13 +279,13 @@ class GraphModule(nn.Module):
             for key, value in (traces or {}).items():
                 trace_parts.setdefault(key, []).append(value)
             start += size
-        outs = {n: p[0] if n in static_outs else torch.cat(p) for n, p in parts.items()}
-        traces = {k: torch.cat(p) for k, p in trace_parts.items()} if record else None
+        outs = {n: _joined(p, n in static_outs) for n, p in parts.items()}
+        traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
 
-    def _run_level(self, inputs, static, state, record, steps, cache=None):
+    def _run_level(self, inputs, static, state, record, steps, cache):
         """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result.
-        ``cache`` (chunked runs) keeps the outputs of nodes fed only static values, by path."""
+        ``cache`` keeps the outputs of nodes fed only static values, by path, across runs of steps."""
         values: dict[str, torch.Tensor] = {}
         held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
@@ -325,7 +333,7 @@ class GraphModule(nn.Module):
         return summed, {port for port, flag in static_ports.items() if flag}
 
     def _run_node(
-        self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache=None
+        self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict
     ):
         """Run one node over sequences; returns (values by source key, the keys among them that
         are static ``[B, ...]``, its new state, its traces)."""
@@ -346,11 +354,8 @@ class GraphModule(nn.Module):
             if not static:
                 return {name: module(x[None])}, set(), {}, None
             key = self._prefix + name
-            if cache is None or key not in cache:
-                value = module(x[None])
-                if cache is None:
-                    return {name: value}, {name}, {}, None
-                cache[key] = value
+            if key not in cache:
+                cache[key] = module(x[None])
             return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
@@ -363,7 +368,7 @@ class GraphModule(nn.Module):
         new_state = {key + s: v for s, v in final.items()}
         return {name: y}, set(), new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 
-    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int, cache=None):
+    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict):
         """Run as a nested level: ``ports`` by Input name (``None`` for the only one), those in
         ``static_ports`` static; returns :meth:`_run_level`'s results."""
         inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
@@ -380,7 +385,9 @@ class GraphModule(nn.Module):
             step_values: dict[str, torch.Tensor] = {}
             for name in members:
                 x, _ = self._gather(name, values, held, step_values, prev, t)
-                outs, _, node_state, node_traces = self._run_node(name, x, set(), current, traces is not None, 1)
+                outs, _, node_state, node_traces = self._run_node(
+                    name, x, set(), current, traces is not None, 1, {}  # a step of a loop holds no static value
+                )
                 step_values.update(outs)
                 current.update(node_state)
                 new_state.update(node_state)
@@ -422,7 +429,7 @@ class ExpandedModule(nn.Module):
     def initial_state(self, batch, dtype, device):
         return self.expansion.initial_state(batch, dtype, device)
 
-    def run_ports(self, ports, static_ports, state, record, steps, cache=None):
+    def run_ports(self, ports, static_ports, state, record, steps, cache):
         return self.expansion.run_ports(ports, static_ports, state, record, steps, cache)
 
     def to_op(self) -> Op:

@@ -135,7 +135,7 @@ class OpModule(nn.Module):
 # --- stateless ---------------------------------------------------------------------------
 class AffineModule(OpModule):
     """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM).
-    Fed spikes (``binary_input``), it keeps its input as bits for the backward."""
+    Fed spikes (``binary_input``), it keeps its input as bools for the backward."""
 
     def __init__(self, op: Op, ctx: LoweringContext):
         super().__init__(op, ctx)
@@ -324,7 +324,6 @@ class NeuronModule(OpModule):
         if steps is not None:
             x = x.expand((steps,) + tuple(x.shape))
         return super().sequence(x, state, record)
-
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes

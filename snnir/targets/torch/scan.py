@@ -44,17 +44,22 @@ from snnir.targets.torch.surrogate import Surrogate
 Tensor = torch.Tensor
 
 
+def _state(cfg, v0: Tensor, i0: Tensor, z0: Tensor) -> dict[str, Tensor]:
+    """The states this neuron has, by name (``i0``/``z0`` are placeholders otherwise)."""
+    state = {"v": v0}
+    if cfg.has_current:
+        state["i"] = i0
+    if cfg.next_timing:
+        state["z"] = z0
+    return state
+
+
 class _NeuronSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, steps, static, x, v0, i0, z0, *coeff_values):  # type: ignore[override]
         c = dict(zip(_COEFFS, coeff_values))
-        state = {"v": v0}
-        if cfg.has_current:
-            state["i"] = i0
-        if cfg.next_timing:
-            state["z"] = z0
         # a held input is recomputed from: keep nothing of size T (see the module docstring)
-        out, final, us, is_, _ = _run(cfg, c, x, steps, static, state, keep=not static, record=False)
+        out, final, us, is_, _ = _run(cfg, c, x, steps, static, _state(cfg, v0, i0, z0), keep=not static, record=False)
         ctx.cfg, ctx.steps, ctx.static = cfg, steps, static
         needs_x = static or ctx.needs_input_grad[7 + _COEFFS.index("gain_syn" if cfg.has_current else "gain")]
         kept = (None, None) if static else (us, is_)
@@ -72,15 +77,18 @@ class _NeuronSequence(torch.autograd.Function):
         need = {n: ctx.needs_input_grad[7 + k] for k, n in enumerate(_COEFFS)}
         owned = static  # membranes recomputed here, so the backward may overwrite them
         if owned:
-            state = {"v": v0, "i": i0, "z": z0}
             with torch.no_grad():
-                _, _, us, is_, _ = _run(cfg, shapes, x, steps, static, state, keep=True, record=False, spikes=False)
+                _, _, us, is_, _ = _run(
+                    cfg, shapes, x, steps, static, _state(cfg, v0, i0, z0), keep=True, record=False, spikes=False
+                )
         if _linear_backward_applies(cfg, c, need):
             g_x, g_v0 = _linear_bptt(cfg, c, static, us, owned, g_out, g_v, g_z)
             g_i0 = g_z0 = None
             acc: dict[str, Tensor] = {}
         else:
-            g_x, g_v0, g_i0, g_z0, acc = _bptt(cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z)
+            g_x, g_v0, g_i0, g_z0, acc = _bptt(
+                cfg, c, need, steps, static, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z
+            )
         g_coeffs = [_sum_to(acc.get(n), shapes[n]) if need[n] else None for n in _COEFFS]
         if cfg.next_timing and g_z0 is None and ctx.needs_input_grad[6]:
             g_z0 = torch.zeros_like(v0)
