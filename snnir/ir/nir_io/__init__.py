@@ -118,11 +118,12 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     graph = get_dialect(dialect).on_write(graph, notes)
     if not keep_extensions:
         graph = lower_extensions(graph)
-    if dialect not in (None, "nir"):
-        try:  # a peer's importer needs every node's shape, which NIR only states where inferable
-            infer_shapes(graph)
-        except SnnirError as exc:
+    try:
+        shapes = infer_shapes(graph)
+    except SnnirError as exc:
+        if dialect not in (None, "nir"):  # a peer's importer needs every node's shape
             raise SnnirError(f"cannot write a file for {dialect}: {exc}") from None
+        shapes = None  # plain NIR may leave shapes unstated
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
@@ -133,7 +134,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     os.close(fd)
     try:
         with h5py.File(temp, "w") as file:
-            write_file(file, graph)
+            write_file(file, graph, shapes)
         os.chmod(temp, _file_mode(target))
         os.replace(temp, target)
     except OSError as exc:

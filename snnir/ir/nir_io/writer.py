@@ -17,7 +17,7 @@ from snnir.ir.ops import Conv1d, Conv2d, Delay, Flatten, Neuron, Output, Scale, 
 from snnir.ir.ops.base import Op
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import Semantics
-from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.ir.shapes import Shapes
 from snnir.ir.nir_io.encoding import SNNIR_KEY, dumps
 
 #: The NIR format version our files follow.
@@ -30,12 +30,9 @@ _ELEMENTWISE = (Neuron, Scale, Threshold, Delay)
 _NO_METADATA_IN_NIR_104 = frozenset({"Input", "Output", "Linear", "Scale", "Conv2d", "AvgPool2d"})
 
 
-def write_file(file: h5py.File, graph: Graph) -> None:
+def write_file(file: h5py.File, graph: Graph, shapes: Shapes | None) -> None:
+    """Write ``graph`` into ``file``, stating the ``shapes`` inferred for it (None: none known)."""
     file.create_dataset("version", data=NIR_VERSION, dtype=_STR)
-    try:
-        shapes: Shapes | None = infer_shapes(graph)
-    except SnnirError:
-        shapes = None
     _write_graph(file.create_group("node"), graph, "", shapes, {})
 
 
