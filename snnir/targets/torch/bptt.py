@@ -58,14 +58,19 @@ def _linear_backward_applies(cfg: _Config, c: dict, need: dict) -> bool:
 
 def _linear_bptt(cfg: _Config, c: dict, static: bool, us: Tensor, owned: bool, g_out, g_v, g_z):
     """(dL/dx, dL/dv0) for :func:`_linear_backward_applies`: the surrogate derivative of all
-    steps at once, then one scaled add per step (``owned``: ``us`` may be overwritten)."""
+    steps at once, then one scaled add per step (``owned``: ``us`` may be overwritten).
+    ``g_out`` is dL/dz, or a function multiplying the slopes by it in place (a caller that
+    makes dL/dz step by step, as :mod:`~snnir.targets.torch.neuron_linear` does)."""
     a, gain = (1.0 if c["a_mem"] is None else c["a_mem"]), c["gain"]
     g_u = torch.sub(us, c["thr"], out=us if owned else None)  # every step's surrogate slope...
     g_u = _surrogate_grad(cfg.surrogate, g_u)
-    last = g_u[-1] * (g_out[-1] + g_z) if cfg.next_timing else None  # z_T feeds the next step's state
-    g_u.mul_(g_out)  # ...times dL/dz: the direct gradient of each u_t
-    if last is not None:
-        g_u[-1] = last
+    extra = g_u[-1] * g_z if cfg.next_timing else None  # z_T also feeds the next step's state
+    if callable(g_out):  # ...times dL/dz: the direct gradient of each u_t
+        g_out(g_u)
+    else:
+        g_u.mul_(g_out)
+    if extra is not None:
+        g_u[-1] += extra
     g_u[-1] += g_v  # v_T is u_T (or u_T minus a detached reset)
     for t in range(g_u.shape[0] - 2, -1, -1):
         g_u[t].add_(g_u[t + 1], alpha=a)

@@ -40,7 +40,7 @@ from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
-from snnir.targets.torch.modules import LOWERINGS, LoweringContext, Shared
+from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -109,6 +109,16 @@ def fed_binary(sources: Sources, name: str, binary: set[str]) -> bool:
     return len(feeds) == 1 and feeds[0][0] in binary
 
 
+def _hands_over(neuron: nn.Module, layer: nn.Module) -> bool:
+    """A neuron applies its consumer layer only while no forward hook watches either (a hook
+    expects its module to be called: the tracer's, for one)."""
+    hooks = nn.modules.module
+    return not (
+        neuron._forward_hooks or neuron._forward_pre_hooks or layer._forward_hooks or layer._forward_pre_hooks
+        or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+    )
+
+
 def time_chunks(steps: int, chunk: int) -> list[int]:
     """``steps`` split into the fewest runs of at most ``chunk`` steps, as equal as possible
     (one run when ``chunk`` is 0)."""
@@ -164,6 +174,11 @@ class GraphModule(nn.Module):
             members: sorted({k for m in members for k, _, d in self._sources.get(m, ()) if d})
             for members, _ in self._plan
         }
+        #: neuron node -> the layer module it applies to its spikes; layer node -> that neuron's module
+        self._then: dict[str, AffineModule] = {}
+        self._given: dict[str, NeuronModule] = {}
+        if options.fast:
+            self._hand_spikes_to_layers()
 
     @property
     def _graph(self) -> Graph:
@@ -223,6 +238,71 @@ class GraphModule(nn.Module):
             nodes = tuple(sorted(groups[comp], key=position.__getitem__))
             plan.append((nodes, len(nodes) > 1 or g.has_edge(nodes[0], nodes[0])))
         return plan
+
+    # --- neurons that apply the next layer (neuron_linear) ------------------------------------
+    def _consumers(self) -> dict[str, list[tuple[str, bool]]]:
+        """Source key -> (consuming node, delayed) per edge."""
+        found: dict[str, list[tuple[str, bool]]] = {}
+        for node, feeds in self._sources.items():
+            for key, _, delayed in feeds:
+                found.setdefault(key, []).append((node, delayed))
+        return found
+
+    def _in_loop(self, name: str) -> bool:
+        return any(recurrent and name in members for members, recurrent in self._plan)
+
+    def _hand_spikes_to_layers(self) -> None:
+        """Where a node's output is a neuron's spikes and its only consumer (fed by nothing
+        else) starts with a Linear or Affine layer, outside any loop, the neuron applies
+        that layer in its scan and the layer passes its input on (``_then``/``_given``)."""
+        consumers = self._consumers()
+        for name in self._attrs:
+            uses = consumers.get(name, [])
+            if len(uses) != 1 or uses[0][1] or self._in_loop(name):
+                continue
+            consumer = uses[0][0]
+            if consumer not in self._attrs or len(self._sources[consumer]) != 1 or self._in_loop(consumer):
+                continue
+            neuron, layer = self._spike_neuron(name), self._first_layer(consumer)
+            if neuron is not None and layer is not None:
+                neuron[0]._then[neuron[1]] = layer[0].node_module(layer[1])
+                layer[0]._given[layer[1]] = neuron[0].node_module(neuron[1])
+
+    def _only_path(self, name: str) -> "tuple[GraphModule, str] | None":
+        """The level and node inside node ``name``'s expansion (or nested graph) that is
+        its single output's only source and feeds nothing else, or None."""
+        module = self.node_module(name)
+        inner = module.expansion if isinstance(module, ExpandedModule) else module
+        if not isinstance(inner, GraphModule) or len(inner._graph.outputs) != 1:
+            return None
+        (key, _, delayed), = inner._sources[inner._graph.outputs[0]]
+        if delayed or key not in inner._attrs or len(inner._consumers().get(key, [])) != 1 or inner._in_loop(key):
+            return None
+        return inner, key
+
+    def _spike_neuron(self, name: str) -> "tuple[GraphModule, str] | None":
+        """(level, node) of the single-spike neuron whose spikes are node ``name``'s output."""
+        module = self.node_module(name)
+        if isinstance(module, NeuronModule):
+            return (self, name) if module.fast and _emits_spikes(module.source_op) else None
+        found = self._only_path(name)
+        return found[0]._spike_neuron(found[1]) if found else None
+
+    def _first_layer(self, name: str) -> "tuple[GraphModule, str] | None":
+        """(level, node) of the Linear or Affine layer that alone takes node ``name``'s input."""
+        module = self.node_module(name)
+        if isinstance(module, AffineModule):
+            return self, name
+        inner = module.expansion if isinstance(module, ExpandedModule) else module
+        if not isinstance(inner, GraphModule) or len(inner._graph.inputs) != 1:
+            return None
+        uses = inner._consumers().get(inner._graph.inputs[0], [])
+        if len(uses) != 1 or uses[0][1]:
+            return None
+        first = uses[0][0]
+        if first not in inner._attrs or len(inner._sources[first]) != 1 or inner._in_loop(first):
+            return None
+        return inner._first_layer(first)
 
     def node_module(self, name: str) -> nn.Module:
         """The submodule of node ``name`` of this level."""
@@ -351,6 +431,8 @@ class GraphModule(nn.Module):
                 held |= {name} if static_outs else set()
             return values, held, new_state, traces
         if not module.stateful:
+            if name in self._given and _hands_over(self._given[name], module):  # its neuron applied it
+                return {name: x[None]}, set(), {}, None
             if not static:
                 return {name: module(x[None])}, set(), {}, None
             key = self._prefix + name
@@ -359,12 +441,14 @@ class GraphModule(nn.Module):
             return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
+        then = self._then.get(name)
+        extra = {"then": then} if then is not None and _hands_over(module, then) else {}
         if static and module.takes_held_input:
-            y, final, traces = module(x[None], own, record, steps=steps)
+            y, final, traces = module(x[None], own, record, steps=steps, **extra)
         elif static:
             y, final, traces = module(x[None].expand((steps,) + tuple(x[None].shape)), own, record)
         else:
-            y, final, traces = module(x[None], own, record)
+            y, final, traces = module(x[None], own, record, **extra)
         new_state = {key + s: v for s, v in final.items()}
         return {name: y}, set(), new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 

@@ -309,21 +309,44 @@ class NeuronModule(OpModule):
             new["v"] = self._reset(u, z)
         return z, new
 
-    def forward(self, x, state, record=False, steps=None):
-        return self.sequence(x, state, record, steps)
+    def forward(self, x, state, record=False, steps=None, then=None):
+        return self.sequence(x, state, record, steps, then)
 
-    def sequence(self, x, state, record=False, steps=None):
-        """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps."""
+    def sequence(self, x, state, record=False, steps=None, then=None):
+        """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps.
+        ``then``: an :class:`AffineModule` fed only these spikes; the output is then that layer's
+        (run fused with the scan where :mod:`~snnir.targets.torch.neuron_linear` applies)."""
         scan = _scan_module() if self.fast else None
         if scan is not None:
             params = {name: getattr(self, name) for name in self._param_dtypes}
-            return scan.neuron_sequence(
+            coeffs = self._coefficients(scan, params, x)
+            if then is not None and not record:
+                fused = self._fused_with(then, scan, params, coeffs, x, state, steps)
+                if fused is not None:
+                    return fused
+            out = scan.neuron_sequence(
                 self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
-                detach_reset=self.detach_reset, coeffs=self._coefficients(scan, params, x),
+                detach_reset=self.detach_reset, coeffs=coeffs,
             )
-        if steps is not None:
-            x = x.expand((steps,) + tuple(x.shape))
-        return super().sequence(x, state, record)
+        else:
+            out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
+        return out if then is None else (then(out[0]),) + tuple(out[1:])
+
+    def _fused_with(self, layer: AffineModule, scan, params, coeffs, x, state, steps):
+        """``(layer output, final state, None)`` from one fused neuron-then-layer op, or None
+        where it does not apply (the caller then runs the two in turn)."""
+        from snnir.targets.torch import neuron_linear
+        from snnir.targets.torch.neuron_update import _config
+
+        c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, x)
+        cfg = _config(self.source_op, self.surrogate, self.detach_reset)
+        init = {name: state[name].to(x.dtype) for name in self.source_op.state_names}
+        if not neuron_linear.applies(cfg, c, init["v"], layer.weight):
+            return None
+        y, final = neuron_linear.neuron_linear_sequence(
+            cfg, c, x, steps or x.shape[0], steps is not None, init, layer.weight, getattr(layer, "bias", None)
+        )
+        return y, final, None
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes

@@ -44,14 +44,14 @@ from snnir.targets.torch.neuron_update import _COEFFS, _Config
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).parent / "csrc" / "neuron_scan.cpp"
+_CSRC = Path(__file__).parent / "csrc"
 _RESETS = {"none": 0, "zero": 1, "subtract": 2}
 _SURROGATES = {"fast_sigmoid": 0, "arctan": 1, "triangular": 2, "sigmoid": 3, "straight_through": 4}
 _CONFIG_FIELDS = {
     "spiking", "has_current", "next_timing", "reset", "inclusive", "multi", "current_first", "detach_reset",
     "surrogate",
 }
-_extension: dict[str, object] = {}  # "module": the loaded extension or None once tried
+_extension: dict[str, object] = {}  # kernel name -> the loaded extension, or None once tried
 
 
 def enabled() -> bool:
@@ -61,9 +61,10 @@ def enabled() -> bool:
     return os.environ.get("SNNIR_NATIVE", "0") == "1"
 
 
-def extension():
-    """The compiled extension (built on first call), or None if it cannot be built."""
-    if "module" not in _extension:
+def extension(kernel: str = "neuron_scan"):
+    """The compiled extension ``csrc/<kernel>.cpp`` (built on first call), or None if it
+    cannot be built."""
+    if kernel not in _extension:
         start = time.perf_counter()
         try:
             from torch.utils.cpp_extension import load
@@ -71,14 +72,15 @@ def extension():
             # AVX2 only where torch itself found it (a separately cached build)
             avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
             module = load(
-                name="snnir_neuron_scan" + ("_avx2" if avx2 else ""),
-                sources=[str(_SOURCE)],
+                name=f"snnir_{kernel}" + ("_avx2" if avx2 else ""),
+                sources=[str(_CSRC / f"{kernel}.cpp")],
+                extra_include_paths=[str(_CSRC)],
                 extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"] + (["-mavx2"] if avx2 else []),
                 extra_ldflags=["-fopenmp"],
             )
         except Exception as exc:  # no compiler, no ninja, build error: never fatal
             warnings.warn(
-                f"snnir: the native neuron scan could not be built ({type(exc).__name__}: "
+                f"snnir: the native kernel {kernel} could not be built ({type(exc).__name__}: "
                 f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
                 "using the Python loop",
                 RuntimeWarning,
@@ -87,9 +89,9 @@ def extension():
             module = None
         else:
             elapsed = time.perf_counter() - start
-            log.info("snnir native neuron scan ready in %.1f s (built, or loaded from cache)", elapsed)
-        _extension["module"] = module
-    return _extension["module"]
+            log.info("snnir native kernel %s ready in %.1f s (built, or loaded from cache)", kernel, elapsed)
+        _extension[kernel] = module
+    return _extension[kernel]
 
 
 def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool) -> bool:

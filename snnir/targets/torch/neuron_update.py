@@ -10,7 +10,7 @@ same order. Coefficients are computed in float64 and cast to the input's dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -161,14 +161,16 @@ def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
 
 def _run(
     cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
-    spikes: bool = True,
+    spikes: bool = True, then: Callable[[int, Tensor], None] | None = None,
 ):
     """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
-    ``spikes=False`` (a backward's recompute): spikes go to a two-step ring, and ``out`` is None."""
+    ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a two-step
+    ring, and ``out`` is None. ``then(t, z)`` is called with each step's output as it is made."""
     c = _scalars(c)
     v, i, z = state["v"], state.get("i"), state.get("z")
     ring = cfg.spiking and not spikes
-    out = torch.empty((2 if ring else steps,) + v.shape, dtype=v.dtype, device=v.device)
+    # a ring is two separate tensors: each as aligned as a fresh one, so a GEMM on it rounds as on any
+    out = (torch.empty_like(v), torch.empty_like(v)) if ring else v.new_empty((steps,) + v.shape)
     per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
     us = out if not cfg.spiking else (per_step() if keep else None)
     is_ = per_step() if cfg.has_current and keep else None
@@ -205,6 +207,8 @@ def _run(
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
         else:
             v = u
+        if then is not None:
+            then(t, z if cfg.spiking else u)
         if record:
             traces["v"][t] = v
             if i is not None:

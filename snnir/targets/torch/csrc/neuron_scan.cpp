@@ -22,6 +22,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "surrogates.h"
+
 namespace {
 
 // A chunk's local arrays (about 20 of kChunk values per thread, plus T x kChunk
@@ -34,7 +36,6 @@ constexpr int64_t kStride = kChunk + 16;
 enum Coef { A_MEM, V_LEAK, GAIN, THR, V_RESET, A_SYN, GAIN_SYN, N_COEF };
 enum Reset { RESET_NONE = 0, RESET_ZERO = 1, RESET_SUBTRACT = 2 };
 enum Cur { CUR_NONE = 0, CUR_VOLTAGE_FIRST = 1, CUR_CURRENT_FIRST = 2 };  // fast path's current
-enum Surr { FAST_SIGMOID = 0, ARCTAN = 1, TRIANGULAR = 2, SIGMOID = 3, STRAIGHT_THROUGH = 4 };
 
 struct Config {
   bool spiking, has_current, next_timing, inclusive, multi, current_first, detach_reset;
@@ -74,28 +75,6 @@ template <typename T>
 inline T spike_multi(T u, T thr) {
   const T q = std::floor(u / thr);
   return q < T(0) ? T(0) : q;  // NaN passes through, as torch.clamp
-}
-
-template <int KIND, typename T>
-inline T surrogate_grad_of(double slope, T x) {
-  const T k = static_cast<T>(slope);
-  if (KIND == FAST_SIGMOID) {
-    const T d = std::abs(x) * k + T(1);
-    return T(1) / (d * d);
-  }
-  if (KIND == ARCTAN) {
-    const T a = x * static_cast<T>(M_PI / 2 * slope);
-    return (T(1) / (a * a + T(1))) * static_cast<T>(slope / 2);
-  }
-  if (KIND == TRIANGULAR) {
-    const T a = std::abs(x) * (-k) + T(1);
-    return (a < T(0) ? T(0) : a) * k;
-  }
-  if (KIND == SIGMOID) {
-    const T s = T(1) / (T(1) + std::exp(-(k * x)));
-    return k * s * (T(1) - s);
-  }
-  return T(1);
 }
 
 // z[e] = spike(u[e]) over a chunk (branches outside the loops, so they vectorize).

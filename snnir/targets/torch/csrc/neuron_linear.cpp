@@ -1,0 +1,354 @@
+// Fused CPU kernel: a neuron whose spikes feed a Linear layer, forward and backward.
+//
+// The specification is snnir/targets/torch/neuron_linear.py (and its update loop in
+// neuron_update.py): the same operations in the same order, so outputs and final states are
+// the same bits (built with -ffp-contract=off: nothing is fused into a multiply-add). Only the
+// configuration neuron_linear.applies admits: single spikes, no synaptic current, a subtract
+// reset without gradient through the spike (or none), one value per coefficient (an absent
+// decay or gain is 1: x * 1 is exact). Per step, the update runs over the B x N elements in
+// parallel, then the step's spikes, still in cache, go through the layer's GEMM.
+//
+// Layout: x is [T, B, N] (or [B, N] when held static), states [B, N], weight [O, N].
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "surrogates.h"
+
+namespace {
+
+constexpr int64_t kGrain = 16384;  // elements per parallel task
+
+struct Step {
+  bool next, subtract, inclusive;  // a delayed reset; subtract (else none); >= compare
+  double a, gain, thr;
+};
+
+// One step over elements [b, e): v (and z with a delayed reset, NEXT) updated in place, the
+// step's spikes written to zt and bits (when given), u to ut with KEEP. SUB: a subtract reset.
+template <typename T, bool NEXT, bool SUB, bool KEEP>
+void update(const Step& p, const T* __restrict__ xt, T* __restrict__ v, T* __restrict__ z, T* __restrict__ zt,
+            bool* bits, T* __restrict__ ut, int64_t b, int64_t e) {
+  const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
+  const T incl = p.inclusive ? T(1) : T(0);
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    T lk = v[i] * a;
+    if (NEXT && SUB) lk = lk - z[i] * thr;  // z is 0 or 1: u - thr z is exact either way
+    const T u = lk + gain * xt[i];
+    const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
+    zt[i] = s;
+    if (NEXT) {
+      v[i] = u;
+      z[i] = s;
+    } else {
+      v[i] = SUB ? u - s * thr : u;
+    }
+    if (KEEP) ut[i] = u;
+  }
+  if (bits)
+    for (int64_t i = b; i < e; ++i) bits[i] = zt[i] != T(0);
+}
+
+// y[t] = z_t W^T (+ bias), the GEMM F.linear makes for one step.
+void layer_step(at::Tensor y_t, const at::Tensor& z_t, const at::Tensor& weight, const at::Tensor& bias) {
+  if (bias.numel())
+    at::addmm_out(y_t, bias, z_t, weight.t());
+  else
+    at::mm_out(y_t, z_t, weight.t());
+}
+
+// Per-thread buffer for the backward's recomputed membranes, kept between calls: the same
+// pages are reused every training step instead of being faulted in afresh.
+at::Tensor workspace(int64_t n, const at::Tensor& like) {
+  static thread_local at::Tensor buffer;
+  if (!buffer.defined() || buffer.numel() < n || buffer.scalar_type() != like.scalar_type())
+    buffer = at::empty({n}, like.options());
+  return buffer.narrow(0, 0, n);
+}
+
+template <typename T>
+void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, at::Tensor v, at::Tensor z,
+         const at::Tensor& weight, const at::Tensor& bias, at::Tensor y, at::Tensor bits, at::Tensor us) {
+  const int64_t B = v.size(0), N = v.size(1), M = B * N;
+  at::Tensor zt = at::empty({B, N}, v.options());
+  const T* xp = x.data_ptr<T>();
+  T *vp = v.data_ptr<T>(), *zp = z.numel() ? z.data_ptr<T>() : nullptr, *ztp = zt.data_ptr<T>();
+  // the loop's structure fixed at compile time: [delayed reset][subtract reset][keep u]
+  using Kernel = void (*)(const Step&, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
+  const Kernel kernels[2][2][2] = {
+      {{update<T, false, false, false>, update<T, false, false, true>},
+       {update<T, false, true, false>, update<T, false, true, true>}},
+      {{update<T, true, false, false>, update<T, true, false, true>},
+       {update<T, true, true, false>, update<T, true, true, true>}}};
+  const Kernel kernel = kernels[p.next][p.subtract][us.numel() > 0];
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* xt = is_static ? xp : xp + t * M;
+    bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
+    T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
+    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vp, zp, ztp, bt, ut, b, e); });
+    if (y.numel()) layer_step(y[t], zt, weight, bias);
+  }
+}
+
+// Returns y [T, B, O], v_T, z_T, the spikes as bools (want_bits) and the pre-reset
+// membranes (keep_u): what the backward needs.
+std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& z0,
+                                const at::Tensor& weight, const at::Tensor& bias, int64_t steps, bool is_static,
+                                bool next, bool subtract, bool inclusive, double a, double gain, double thr,
+                                bool want_bits, bool keep_u) {
+  const Step p{next, subtract, inclusive, a, gain, thr};
+  const int64_t B = v0.size(0), N = v0.size(1);
+  auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
+  auto y = at::empty({steps, B, weight.size(0)}, v0.options());
+  auto bits = want_bits ? at::empty({steps, B, N}, v0.options().dtype(at::kBool)) : at::empty({0}, v0.options());
+  auto us = keep_u ? at::empty({steps, B, N}, v0.options()) : at::empty({0}, v0.options());
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_forward", [&] {
+    run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, bias, y, bits, us);
+  });
+  return {y, v, next ? z : z0.clone(), bits, us};
+}
+
+// One backward step over elements [b, e): carry holds dL/du of the step after (LAST: the
+// gradients at the final states instead, NEXT: with the spikes' one, gz); g_in goes to gx
+// (added for a held input, stored otherwise; null when not needed).
+template <typename T, int SURR, bool LAST, bool NEXT>
+void grad_step(double slope, T thr, T a, const T* __restrict__ ut, const T* __restrict__ gs, const T* __restrict__ gz,
+               const T* __restrict__ gv, T* __restrict__ carry, T* __restrict__ gx, bool is_static, int64_t b, int64_t e) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    const T s = surrogate_grad_of<SURR>(slope, ut[i] - thr);
+    T g = s * gs[i];
+    if (LAST) {
+      if (NEXT) g = g + s * gz[i];  // z_T also feeds the next step's state
+      g = g + gv[i];
+    } else {
+      g = g + carry[i] * a;
+    }
+    carry[i] = g;
+  }
+  if (!gx) return;
+  if (is_static) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) gx[i] = gx[i] + carry[i];
+  } else {
+    std::copy(carry + b, carry + e, gx + b);
+  }
+}
+
+// The gradients of forward: g_x (empty unless need_x), g_v0 and g_W. us: the saved pre-reset
+// membranes, or empty for a held input (then recomputed from x, v0, z0 into the workspace).
+template <typename T, int SURR>
+void backward_steps(const Step& p, double slope, const at::Tensor& g_y, const at::Tensor& weight,
+                    const at::Tensor& bits, const T* U, const T* gv, const T* gz, int64_t steps, bool is_static,
+                    T* gx, T* carry, at::Tensor g_w) {
+  const int64_t B = g_y.size(1), N = weight.size(1), M = B * N;
+  const T a = static_cast<T>(p.a), thr = static_cast<T>(p.thr);
+  at::Tensor gs = at::empty({B, N}, weight.options()), zf = at::empty({B, N}, weight.options());
+  T* gsp = gs.data_ptr<T>();
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    at::mm_out(gs, g_y[t], weight);  // dL/dz_t
+    const T* ut = U + t * M;
+    T* gxt = gx == nullptr ? nullptr : (is_static ? gx : gx + t * M);
+    const bool last = t == steps - 1;
+    if (last)
+      at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+        if (p.next) grad_step<T, SURR, true, true>(slope, thr, a, ut, gsp, gz, gv, carry, gxt, is_static, b, e);
+        else grad_step<T, SURR, true, false>(slope, thr, a, ut, gsp, gz, gv, carry, gxt, is_static, b, e);
+      });
+    else
+      at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) {
+        grad_step<T, SURR, false, false>(slope, thr, a, ut, gsp, gz, gv, carry, gxt, is_static, b, e);
+      });
+    if (g_w.numel()) {
+      zf.copy_(bits[t].view(at::kByte));  // uint8 -> float: the fast conversion
+      g_w.addmm_(g_y[t].t(), zf);
+    }
+  }
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& weight, const at::Tensor& bits,
+                                 const at::Tensor& us, const at::Tensor& x, const at::Tensor& v0,
+                                 const at::Tensor& z0, const at::Tensor& g_v, const at::Tensor& g_z, int64_t steps,
+                                 bool is_static, bool next, bool subtract, bool inclusive, double a, double gain,
+                                 double thr, int64_t surrogate, double slope, bool need_x, bool need_w) {
+  const Step p{next, subtract, inclusive, a, gain, thr};
+  const int64_t B = v0.size(0), N = v0.size(1), M = B * N;
+  const at::Tensor g_y = g_y_in.contiguous(), gv = g_v.contiguous(), gz = next ? g_z.contiguous() : g_v;
+  auto g_x = need_x ? (is_static ? at::zeros({B, N}, v0.options()) : at::empty({steps, B, N}, v0.options()))
+                    : at::empty({0}, v0.options());
+  auto carry = at::empty({B, N}, v0.options());
+  auto g_w = need_w ? at::zeros_like(weight) : at::empty({0}, weight.options());
+  at::Tensor U = us;
+  if (!U.numel()) {  // a held input: recompute the membranes
+    U = workspace(steps * M, v0);
+    auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
+    AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_recompute", [&] {
+      run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
+                    at::empty({0}, v0.options()), U);
+    });
+  }
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_backward", [&] {
+    scalar_t* gxp = g_x.numel() ? g_x.data_ptr<scalar_t>() : nullptr;
+    auto go = [&](auto surr) {
+      backward_steps<scalar_t, decltype(surr)::value>(
+          p, slope, g_y, weight, bits, U.data_ptr<scalar_t>(), gv.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+          steps, is_static, gxp, carry.data_ptr<scalar_t>(), g_w);
+    };
+    switch (surrogate) {
+      case FAST_SIGMOID: go(std::integral_constant<int, FAST_SIGMOID>{}); break;
+      case ARCTAN: go(std::integral_constant<int, ARCTAN>{}); break;
+      case TRIANGULAR: go(std::integral_constant<int, TRIANGULAR>{}); break;
+      case SIGMOID: go(std::integral_constant<int, SIGMOID>{}); break;
+      default: go(std::integral_constant<int, STRAIGHT_THROUGH>{});
+    }
+  });
+  if (need_x && gain != 1.0) g_x.mul_(gain);
+  return {g_x, carry.mul_(a), g_w};
+}
+
+// ---- Narrow layers (few outputs, as a classifier's): one pass, nothing of size T kept ----
+// Per chunk of one batch row's neurons: the membranes of every step are recomputed into a
+// local buffer (in cache), then time is walked backwards; dL/dz_t = dL/dy_t W and
+// dL/dW += dL/dy_t^T z_t are made in the same pass, O multiply-adds per element each (the
+// spikes are recomputed from the membranes: the forward's, bit for bit). dW goes to one
+// partial sum per thread (dw_part), added up by the caller.
+constexpr int64_t kChunk = 1024;
+
+template <typename T, int SURR, bool NEXT, bool SUB>
+void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64_t steps, int64_t B, int64_t N,
+                  int64_t O, int64_t b, int64_t n0, int64_t L, const T* v0, const T* z0, const T* gy,
+                  const T* W, const T* gv, const T* gz, T* gx, T* gv0, T* dw_part, T* buf) {
+  const int64_t M = B * N, off = b * N + n0;
+  const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
+  const T incl = p.inclusive ? T(1) : T(0);
+  T *ub = buf, *v = buf + steps * L, *z = v + L, *carry = z + L, *gs = carry + L, *zt = gs + L;
+  std::copy(v0 + off, v0 + off + L, v);
+  if (NEXT) std::copy(z0 + off, z0 + off + L, z);
+  for (int64_t t = 0; t < steps; ++t) {  // the forward's update, as update<> does it
+    const T* xt = (is_static ? x : x + t * M) + off;
+    T* ut = ub + t * L;
+#pragma omp simd
+    for (int64_t j = 0; j < L; ++j) {
+      T lk = v[j] * a;
+      if (NEXT && SUB) lk = lk - z[j] * thr;
+      const T u = lk + gain * xt[j];
+      const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
+      ut[j] = u;
+      if (NEXT) {
+        v[j] = u;
+        z[j] = s;
+      } else {
+        v[j] = SUB ? u - s * thr : u;
+      }
+    }
+  }
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const T* g = gy + (t * B + b) * O;  // dL/dy_t of this row
+    const T* ut = ub + t * L;
+    std::fill(gs, gs + L, T(0));
+    for (int64_t o = 0; o < O; ++o) {
+      const T go = g[o];
+      const T* w = W + o * N + n0;
+#pragma omp simd
+      for (int64_t j = 0; j < L; ++j) gs[j] = gs[j] + go * w[j];
+    }
+    const bool last = t == steps - 1;
+#pragma omp simd
+    for (int64_t j = 0; j < L; ++j) {
+      const T u = ut[j];
+      const T s = surrogate_grad_of<SURR>(slope, u - thr);
+      T gu = s * gs[j];
+      if (last) {
+        if (NEXT) gu = gu + s * gz[off + j];  // z_T also feeds the next step's state
+        gu = gu + gv[off + j];
+      } else {
+        gu = gu + carry[j] * a;
+      }
+      carry[j] = gu;
+      zt[j] = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
+    }
+    if (gx) {
+      T* gxt = is_static ? gx + off : gx + t * M + off;
+      if (is_static) {
+#pragma omp simd
+        for (int64_t j = 0; j < L; ++j) gxt[j] = gxt[j] + carry[j];
+      } else {
+        std::copy(carry, carry + L, gxt);
+      }
+    }
+    if (dw_part) {
+      for (int64_t o = 0; o < O; ++o) {
+        const T go = g[o];
+        T* dw = dw_part + o * N + n0;
+#pragma omp simd
+        for (int64_t j = 0; j < L; ++j) dw[j] = dw[j] + go * zt[j];
+      }
+    }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < L; ++j) gv0[off + j] = carry[j] * a;
+}
+
+// The gradients (g_x, g_v0, g_W) of forward for a narrow layer, from the input and the
+// initial state alone (the forward kept no spikes and no membranes).
+std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tensor& weight_in, const at::Tensor& x_in,
+                                        const at::Tensor& v0_in, const at::Tensor& z0_in, const at::Tensor& g_v,
+                                        const at::Tensor& g_z, int64_t steps, bool is_static, bool next, bool subtract,
+                                        bool inclusive, double a, double gain, double thr, int64_t surrogate,
+                                        double slope, bool need_x, bool need_w) {
+  const Step p{next, subtract, inclusive, a, gain, thr};
+  const at::Tensor g_y = g_y_in.contiguous(), weight = weight_in.contiguous(), x = x_in.contiguous();
+  const at::Tensor v0 = v0_in.contiguous(), z0 = next ? z0_in.contiguous() : v0, gv = g_v.contiguous();
+  const at::Tensor gz = next ? g_z.contiguous() : gv;
+  const int64_t B = v0.size(0), N = v0.size(1), O = weight.size(0), chunks_per_row = (N + kChunk - 1) / kChunk;
+  auto g_x = need_x ? (is_static ? at::zeros({B, N}, v0.options()) : at::empty({steps, B, N}, v0.options()))
+                    : at::empty({0}, v0.options());
+  auto g_v0 = at::empty({B, N}, v0.options());
+  const int64_t threads = at::get_num_threads();
+  auto dw_parts = need_w ? at::zeros({threads, O, N}, v0.options()) : at::empty({0}, v0.options());
+  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_backward_narrow", [&] {
+    using T = scalar_t;
+    auto run_chunks = [&](auto surr, auto nxt, auto sub) {
+      constexpr int S = decltype(surr)::value;
+      constexpr bool NX = decltype(nxt)::value, SB = decltype(sub)::value;
+      at::parallel_for(0, B * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> buf((steps + 5) * kChunk);
+        T* part = need_w ? dw_parts.data_ptr<T>() + at::get_thread_num() * O * N : nullptr;
+        for (int64_t c = begin; c < end; ++c) {
+          const int64_t b = c / chunks_per_row, n0 = (c % chunks_per_row) * kChunk;
+          narrow_chunk<T, S, NX, SB>(p, slope, x.data_ptr<T>(), is_static, steps, B, N, O, b, n0,
+                                     std::min(kChunk, N - n0), v0.data_ptr<T>(), z0.data_ptr<T>(),
+                                     g_y.data_ptr<T>(), weight.data_ptr<T>(), gv.data_ptr<T>(), gz.data_ptr<T>(),
+                                     need_x ? g_x.data_ptr<T>() : nullptr, g_v0.data_ptr<T>(), part, buf.data());
+        }
+      });
+    };
+    auto with_reset = [&](auto surr) {
+      if (next && subtract) run_chunks(surr, std::true_type{}, std::true_type{});
+      else if (next) run_chunks(surr, std::true_type{}, std::false_type{});
+      else if (subtract) run_chunks(surr, std::false_type{}, std::true_type{});
+      else run_chunks(surr, std::false_type{}, std::false_type{});
+    };
+    switch (surrogate) {
+      case FAST_SIGMOID: with_reset(std::integral_constant<int, FAST_SIGMOID>{}); break;
+      case ARCTAN: with_reset(std::integral_constant<int, ARCTAN>{}); break;
+      case TRIANGULAR: with_reset(std::integral_constant<int, TRIANGULAR>{}); break;
+      case SIGMOID: with_reset(std::integral_constant<int, SIGMOID>{}); break;
+      default: with_reset(std::integral_constant<int, STRAIGHT_THROUGH>{});
+    }
+  });
+  if (need_x && gain != 1.0) g_x.mul_(gain);
+  return {g_x, g_v0, need_w ? dw_parts.sum(0) : at::empty({0}, v0.options())};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "a neuron then a Linear layer, forward");
+  m.def("backward", &backward, "a neuron then a Linear layer, backward");
+  m.def("backward_narrow", &backward_narrow, "the same for a layer of few outputs, in one pass");
+}

@@ -1,0 +1,184 @@
+r"""A neuron whose spikes feed a Linear or Affine layer, run as one autograd op.
+
+``neuron_linear_sequence`` returns ``y[t] = F.linear(z[t], W, b)`` for the spikes ``z``
+of :func:`~snnir.targets.torch.scan.neuron_sequence`, and the neuron's final state,
+without ever making the ``[T, B, N]`` float spikes: each step's spikes are multiplied
+by ``W`` while they are in cache, the same GEMM ``F.linear`` does on that step (so the
+same rounding: the per-step and the time-batched products are bit-identical here, and
+the tests hold them so). The backward makes ``dL/dz[t] = dL/dy[t] W`` and
+``dL/dW += dL/dy[t]^T z[t]`` step by step too.
+
+Kept for the backward: the spikes as bools (one byte per neuron and step, for
+``dL/dW``), the initial state, and the pre-reset membranes for a per-step input; a held
+input (``steps=T``) is kept instead and the membranes are recomputed.
+
+It applies (:func:`applies`) where the BPTT recursion is one scaled add per step
+(:func:`~snnir.targets.torch.bptt._linear_backward_applies`: snnTorch's ``Leaky``, as
+traced), the coefficients do not train, and the neuron is ``[B, N]``. The torch graph
+module hands a neuron its consumer layer where the graph allows it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from snnir.targets.torch.bptt import _linear_backward_applies, _linear_bptt
+from snnir.targets.torch.neuron_update import _COEFFS, _Config, _run, _scalars
+
+Tensor = torch.Tensor
+
+
+def applies(cfg: _Config, c: dict, v0: Tensor, weight: Tensor) -> bool:
+    """True when the fused op computes this neuron then this layer."""
+    frozen = not any(v is not None and v.requires_grad for v in c.values())
+    return (
+        frozen and v0.dim() == 2 and weight.dim() == 2 and weight.shape[1] == v0.shape[1]
+        and _linear_backward_applies(cfg, _scalars(c), dict.fromkeys(_COEFFS, False))
+    )
+
+
+def _state(cfg: _Config, v0: Tensor, z0: Tensor) -> dict[str, Tensor]:
+    return {"v": v0, "z": z0} if cfg.next_timing else {"v": v0}
+
+
+class _NeuronLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cfg, steps, static, x, v0, z0, weight, bias, *coeff_values):  # type: ignore[override]
+        c = dict(zip(_COEFFS, coeff_values))
+        training = any(ctx.needs_input_grad[3:8])
+        y = v0.new_empty((steps, v0.shape[0], weight.shape[0]))
+        bits = torch.empty((steps,) + v0.shape, dtype=torch.bool, device=v0.device) if ctx.needs_input_grad[6] else None
+        w_t = weight.t()
+
+        def then(t: int, z: Tensor) -> None:
+            if bias is None:
+                torch.mm(z, w_t, out=y[t])
+            else:
+                torch.addmm(bias, z, w_t, out=y[t])
+            if bits is not None:
+                bits[t].copy_(z)
+
+        _, final, us, _, _ = _run(
+            cfg, c, x, steps, static, _state(cfg, v0, z0), keep=training and not static, record=False,
+            spikes=False, then=then,
+        )
+        ctx.cfg, ctx.steps, ctx.static, ctx.has_bias = cfg, steps, static, bias is not None
+        ctx.save_for_backward(x if static else None, v0, z0, us, bits, weight, *coeff_values)
+        return y, final["v"].clone(), final.get("z", z0).clone()
+
+    @staticmethod
+    def backward(ctx, g_y, g_v, g_z):  # type: ignore[override]
+        cfg, steps, static = ctx.cfg, ctx.steps, ctx.static
+        x, v0, z0, us, bits, weight, *coeff_values = ctx.saved_tensors
+        shapes = dict(zip(_COEFFS, coeff_values))
+        if static:  # recomputed here, so the recursion may overwrite them
+            with torch.no_grad():
+                _, _, us, _, _ = _run(cfg, shapes, x, steps, True, _state(cfg, v0, z0), keep=True, record=False, spikes=False)
+        scratch = torch.empty_like(v0)
+
+        def times_g_spikes(slopes: Tensor) -> None:  # slopes[t] *= dL/dz[t] = dL/dy[t] W
+            for t in range(steps):
+                slopes[t].mul_(torch.mm(g_y[t], weight, out=scratch))
+
+        g_x = g_v0 = g_w = g_b = None
+        if any(ctx.needs_input_grad[3:6]):
+            g_x, g_v0 = _linear_bptt(cfg, _scalars(shapes), static, us, static, times_g_spikes, g_v, g_z)
+        if bits is not None:
+            g_w = torch.zeros_like(weight)
+            for t in range(steps):
+                g_w.addmm_(g_y[t].t(), scratch.copy_(bits[t].view(torch.uint8)))
+        if ctx.has_bias and ctx.needs_input_grad[7]:
+            g_b = g_y.sum((0, 1))
+        g_z0 = torch.zeros_like(v0) if cfg.next_timing and ctx.needs_input_grad[5] else None
+        return (
+            None, None, None,
+            g_x if ctx.needs_input_grad[3] else None,
+            g_v0 if ctx.needs_input_grad[4] else None,
+            g_z0, g_w, g_b,
+            *(None for _ in coeff_values),
+        )
+
+
+class _NativeNeuronLinear(torch.autograd.Function):
+    """:class:`_NeuronLinear` by the C++ kernel ``csrc/neuron_linear.cpp`` (``SNNIR_NATIVE=1``):
+    the same outputs bit for bit, gradients to rounding. For a narrow layer (``NARROW``) it keeps
+    only the input and the initial state, and the backward is one pass over chunks of neurons;
+    otherwise it keeps what :class:`_NeuronLinear` keeps, and its recomputed membranes go to a
+    per-thread workspace kept between calls."""
+
+    @staticmethod
+    def forward(ctx, cfg, steps, static, x, v0, z0, weight, bias, *coeff_values):  # type: ignore[override]
+        c = _scalars(dict(zip(_COEFFS, coeff_values)))
+        step = (
+            cfg.next_timing, cfg.reset == "subtract", cfg.inclusive, 1.0 if c["a_mem"] is None else c["a_mem"],
+            c["gain"], c["thr"],
+        )
+        training = any(ctx.needs_input_grad[3:8])
+        narrow = weight.shape[0] <= NARROW  # its backward recomputes everything from x
+        no_bias = v0.new_empty(0)
+        y, v_t, z_t, bits, us = _kernel().forward(
+            x, v0, z0, weight.detach(), no_bias if bias is None else bias.detach(), steps, static, *step,
+            bool(ctx.needs_input_grad[6]) and not narrow, training and not static and not narrow,
+        )
+        ctx.cfg, ctx.steps, ctx.static, ctx.step, ctx.has_bias = cfg, steps, static, step, bias is not None
+        ctx.n_coeffs, ctx.narrow = len(coeff_values), narrow
+        ctx.save_for_backward(x if static or narrow else None, v0, z0, bits, us, weight)
+        return y, v_t, z_t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_y, g_v, g_z):  # type: ignore[override]
+        cfg = ctx.cfg
+        x, v0, z0, bits, us, weight = ctx.saved_tensors
+        from snnir.targets.torch.native import _SURROGATES, extension
+
+        kernel = extension("neuron_linear")  # the forward's choice, whatever the env says now
+        g_z = g_z.expand_as(v0) if cfg.next_timing else v0.new_empty(0)
+        tail = (ctx.steps, ctx.static, *ctx.step, _SURROGATES[cfg.surrogate.name], float(cfg.surrogate.slope),
+                bool(ctx.needs_input_grad[3]), bool(ctx.needs_input_grad[6]))
+        if ctx.narrow:
+            g_x, g_v0, g_w = kernel.backward_narrow(g_y, weight, x, v0, z0, g_v.expand_as(v0), g_z, *tail)
+        else:
+            g_x, g_v0, g_w = kernel.backward(
+                g_y, weight, bits, us, v0.new_empty(0) if x is None else x, v0, z0, g_v.expand_as(v0), g_z, *tail
+            )
+        g_b = g_y.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[7] else None
+        g_z0 = torch.zeros_like(v0) if cfg.next_timing and ctx.needs_input_grad[5] else None
+        return (
+            None, None, None,
+            g_x if ctx.needs_input_grad[3] else None,
+            g_v0 if ctx.needs_input_grad[4] else None,
+            g_z0, g_w if ctx.needs_input_grad[6] else None, g_b,
+            *(None for _ in range(ctx.n_coeffs)),
+        )
+
+
+#: a layer of at most this many outputs takes the native one-pass backward (``backward_narrow``):
+#: its O multiply-adds per element and step beat a GEMM per step only while O is small
+NARROW = 64
+
+
+def _kernel():
+    """The native kernel when ``SNNIR_NATIVE=1`` and it builds, else None."""
+    from snnir.targets.torch import native
+
+    return native.extension("neuron_linear") if native.enabled() else None
+
+
+def neuron_linear_sequence(
+    cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict[str, Tensor], weight: Tensor,
+    bias: Tensor | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(y, final_state)``: ``y`` is ``[T, B, M]``, the layer applied to every step's spikes;
+    ``x``, ``steps``, ``static`` and ``init`` as for ``neuron_sequence`` (see :func:`applies`)."""
+    v0 = init["v"]
+    z0 = init.get("z", v0.new_zeros(()))
+    native = (
+        x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
+        and cfg.surrogate.name in ("fast_sigmoid", "arctan", "triangular", "sigmoid", "straight_through")
+        and _kernel() is not None
+    )
+    op = _NativeNeuronLinear if native else _NeuronLinear
+    y, v_t, z_t = op.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
+    return y, ({"v": v_t, "z": z_t} if cfg.next_timing else {"v": v_t})

@@ -1,0 +1,144 @@
+"""A neuron that applies the next Linear layer in its own scan (``neuron_linear``).
+
+The fused op against the two ops it replaces (``neuron_sequence`` then ``F.linear``):
+the layer's output and the final state identical, every gradient equal to rounding; the
+native kernel against the Python loop the same way. In a compiled module: the same
+outputs and gradients with and without the hand-over, and no hand-over while a forward
+hook watches the layer (the tracer's hooks expect every module to be called).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import snnir
+from snnir.ir import Affine, Graph, Input, Linear, Output, Semantics
+from snnir.ir.ops import LIF
+from snnir.targets.torch import native, neuron_linear
+from snnir.targets.torch.neuron_update import _config
+from snnir.targets.torch.scan import coefficients, neuron_sequence
+from snnir.targets.torch.surrogate import Surrogate
+
+T, B, N, O = 9, 4, 24, 5
+DT = 1e-4
+CASES = list(itertools.product(("next", "same"), ("subtract", "none"), (True, False), (torch.float32, torch.float64)))
+
+
+def _lif(timing: str, reset: str, n: int = N) -> LIF:
+    tau = DT / (1 - 0.9)
+    return LIF(tau=[tau] * n, r=[tau / DT] * n, v_leak=[0.0] * n, v_threshold=[1.0] * n,
+               sem=Semantics(dt=DT, reset=reset, reset_timing=timing))
+
+
+def _inputs(op: LIF, static: bool, dtype, n: int = N, o: int = O, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((B, n) if static else (T, B, n), generator=g, dtype=dtype) * 1.5
+    init = {"v": torch.randn(B, n, generator=g, dtype=dtype)}
+    if "z" in op.state_names:
+        init["z"] = (torch.rand(B, n, generator=g) < 0.3).to(dtype)
+    weight = torch.randn(o, n, generator=g, dtype=dtype)
+    bias = torch.randn(o, generator=g, dtype=dtype)
+    grad = torch.randn(T, B, o, generator=g, dtype=dtype)
+    return x, init, weight, bias, grad
+
+
+def _run(fused: bool, op: LIF, static: bool, x, init, weight, bias, grad):
+    """(y, final v, dL/dx, dL/dv0, dL/dW, dL/db) of the fused op or of the two ops in turn."""
+    x, weight, bias = (t.clone().requires_grad_(True) for t in (x, weight, bias))
+    init = dict(init, v=init["v"].clone().requires_grad_(True))
+    surrogate = Surrogate("arctan", 2.0)
+    if fused:
+        cfg = _config(op, surrogate, detach_reset=True)
+        c = coefficients(op, {}, x)
+        assert neuron_linear.applies(cfg, c, init["v"], weight)
+        y, final = neuron_linear.neuron_linear_sequence(cfg, c, x, T, static, init, weight, bias)
+    else:
+        z, final, _ = neuron_sequence(op, {}, x, init, surrogate, steps=T if static else None, detach_reset=True)
+        y = F.linear(z, weight, bias)
+    (y * grad).sum().add(final["v"].square().sum()).backward()
+    return y.detach(), final["v"].detach(), x.grad, init["v"].grad, weight.grad, bias.grad
+
+
+def _assert_same(got, want, dtype):
+    y, v, *grads = got
+    assert torch.equal(y, want[0]) and torch.equal(v, want[1])
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for g, w in zip(grads, want[2:]):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("timing,reset,static,dtype", CASES)
+def test_fused_equals_neuron_then_linear(monkeypatch, timing, reset, static, dtype):
+    monkeypatch.setenv("SNNIR_NATIVE", "0")
+    op = _lif(timing, reset)
+    args = _inputs(op, static, dtype)
+    _assert_same(_run(True, op, static, *args), _run(False, op, static, *args), dtype)
+
+
+@pytest.mark.parametrize("timing,reset,static,dtype", CASES)
+@pytest.mark.parametrize("n,o", [(N, O), (N, neuron_linear.NARROW + 1), (2 * 1024 + 7, 3)], ids=["narrow", "wide", "chunks"])
+def test_native_equals_python(monkeypatch, timing, reset, static, dtype, n, o):
+    """Narrow and wide layers (two backward strategies); neurons in several chunks of 1024."""
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    if native.extension("neuron_linear") is None:
+        pytest.skip("the native kernel could not be built here (no C++ compiler or ninja)")
+    op = _lif(timing, reset, n)
+    args = _inputs(op, static, dtype, n, o)
+    got = _run(True, op, static, *args)
+    monkeypatch.setenv("SNNIR_NATIVE", "0")
+    _assert_same(got, _run(True, op, static, *args), dtype)
+
+
+def test_does_not_apply_to_trained_or_current_neurons():
+    op = _lif("next", "subtract")
+    cfg = _config(op, Surrogate(), detach_reset=True)
+    v0, weight = torch.zeros(B, N), torch.zeros(O, N)
+    tau = torch.tensor(op.tau, requires_grad=True)
+    assert not neuron_linear.applies(cfg, coefficients(op, {"tau": tau}, v0), v0, weight)
+    assert not neuron_linear.applies(_config(op, Surrogate(), detach_reset=False), coefficients(op, {}, v0), v0, weight)
+    assert not neuron_linear.applies(cfg, coefficients(op, {}, v0), v0, torch.zeros(O, N + 1))
+
+
+def _two_layer_graph(layer=Affine) -> Graph:
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(N, 12, generator=g).numpy(), torch.randn(O, N, generator=g).numpy() / 3
+    if layer is Affine:
+        extra = lambda n: {"bias": torch.randn(n, generator=g).numpy(), "trainable": ("weight", "bias")}  # noqa: E731
+    else:
+        extra = lambda n: {"trainable": ("weight",)}  # noqa: E731
+    nodes = {
+        "x": Input((12,)), "fc1": layer(weight=w1, **extra(N)), "lif1": _lif("next", "subtract"),
+        "fc2": layer(weight=w2, **extra(O)), "lif2": _lif("next", "subtract", O), "y": Output((O,)),
+    }
+    return Graph(nodes=nodes, edges=[("x", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "y")])
+
+
+def _train_once(module, x, static):
+    out = module(x, steps=T) if static else module(x)
+    out.sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("level,static,layer", [(0, False, Affine), (2, False, Linear), (2, True, Affine)])
+def test_compiled_module_hands_spikes_to_the_layer(monkeypatch, level, static, layer):
+    monkeypatch.setenv("SNNIR_NATIVE", "0")
+    graph = _two_layer_graph(layer)
+    graph = snnir.optimize(graph, level=level, **({"static_inputs": ["x"]} if static else {}))
+    x = torch.rand((B, 12) if static else (T, B, 12)) * 4
+    fused = snnir.compile(graph, target="torch", detach_reset=True)
+    plain = snnir.compile(graph, target="torch", detach_reset=True)
+    calls = []
+    for _, module in plain.named_modules():  # a hook on every layer turns the hand-over off
+        if type(module).__name__ in ("AffineModule", "LinearModule"):
+            module.register_forward_hook(lambda *a: calls.append(1))
+    got, got_grads = _train_once(fused, x, static)
+    want, want_grads = _train_once(plain, x, static)
+    assert calls, "the hooked layers were not called"
+    assert torch.equal(got, want)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-5)
+    assert any(level._then for level in fused.modules() if hasattr(level, "_then")), "no neuron took its layer"
