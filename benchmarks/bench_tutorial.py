@@ -133,15 +133,22 @@ def native_available(notes: list[str]) -> bool:
     return ok
 
 
-def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, native: bool = False):
+#: the snnir contenders: name -> (native kernel, recompute)
+SNNIR_CONTENDERS = {"snnir": (False, False), "snnir-native": (True, False), "snnir-recompute": (False, True)}
+
+
+def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, name: str = "snnir"):
     """``trace -> optimize -> compile`` as ``(module, x -> spikes)``; a static ``[B, 784]``
-    image is held over the steps by the module (``module(x, steps=T)``). ``native``: the
-    forward runs with the native C++ neuron scan (its backward follows the forward's choice)."""
+    image is held over the steps by the module (``module(x, steps=T)``). ``snnir-native``:
+    the forward runs with the native C++ kernels (the backward follows the forward's choice);
+    ``snnir-recompute``: compiled with ``recompute=True`` (each run of steps rerun in the
+    backward instead of keeping its activations)."""
     import snnir
 
+    native, recompute = SNNIR_CONTENDERS[name]
     graph = snnir.trace(reference, sample)
     graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
-    module = snnir.compile(graph, target="torch", surrogate="arctan")
+    module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute)
 
     def forward(x):
         with native_kernel(native):
@@ -166,9 +173,9 @@ def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str], nati
     out = {"snntorch": (ref, ref)}
     kernel = KernelNet(ref, steps)
     out["kernel"] = (kernel, kernel)
-    for name, use_native in (("snnir", False), ("snnir-native", True))[: 2 if native else 1]:
+    for name in (n for n in SNNIR_CONTENDERS if native or not SNNIR_CONTENDERS[n][0]):
         start = time.perf_counter()
-        module, forward = snnir_pipeline(ref, steps, static, x, native=use_native)
+        module, forward = snnir_pipeline(ref, steps, static, x, name)
         with torch.no_grad():
             forward(x)
         took = time.perf_counter() - start
@@ -279,7 +286,7 @@ def memory_child(name: str, steps: int, static: bool) -> None:
     elif name == "kernel":
         module = forward = KernelNet(ref, steps)
     else:
-        module, forward = snnir_pipeline(ref, steps, static, x, native=name == "snnir-native")
+        module, forward = snnir_pipeline(ref, steps, static, x, name)
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss_fn = SF.ce_count_loss()
     train_step(module, forward, optimiser, x, targets, loss_fn)
@@ -305,7 +312,7 @@ def print_targets(results: dict, memory: dict) -> None:
     print("\n## Against the targets (this run)")
     print("| target | contender | " + " | ".join(f"T={t}" for _, t in sorted(k for k in results if k[0])) + " |")
     print("|---|---|" + "---|" * sum(1 for k in results if k[0]))
-    names = [n for n in ("snnir", "snnir-native") if any(n in r["train"] for r in results.values())]
+    names = [n for n in SNNIR_CONTENDERS if any(n in r["train"] for r in results.values())]
     checks = (
         ("static train >= 8x snnTorch", True, lambda r, n: r["train"]["snntorch"] / r["train"][n], 8.0, True),
         ("static inference >= 10x snnTorch", True, lambda r, n: r["infer"]["snntorch"] / r["infer"][n], 10.0, True),
@@ -379,7 +386,7 @@ def main(argv=None) -> int:
         print("\n## Peak memory growth of one train step (MB, fresh process each)")
         print("| input | contender | T=25 | T=100 | growth 25->100 |")
         print("|---|---|---|---|---|")
-        names = ("snntorch", "kernel", "snnir") + (("snnir-native",) if native else ())
+        names = ("snntorch", "kernel") + tuple(n for n in SNNIR_CONTENDERS if native or not SNNIR_CONTENDERS[n][0])
         for static in (True, False):
             growth = {}
             for name in names:

@@ -34,28 +34,30 @@ def test_contenders_match_snntorch_and_train(bench, static):
     x, targets = bench.make_input(steps, static, batch=16)
     notes: list[str] = []
     found = bench.contenders(steps, static, x, notes)  # raises if any spikes differ from snnTorch's
-    assert set(found) == {"snntorch", "kernel", "snnir"}
+    assert set(found) == {"snntorch", "kernel", "snnir", "snnir-recompute"}
     module, forward = found["snnir"]
     before = [p.detach().clone() for p in module.parameters()]
     bench.train_step(module, forward, torch.optim.Adam(module.parameters(), lr=1e-3), x, targets, SF.ce_count_loss())
     assert any(not torch.equal(a, p) for a, p in zip(before, module.parameters()))
 
 
-def test_snnir_gradients_equal_snntorch(bench):
-    """One loss, the same weights: the compiled module's layer gradients are snnTorch's
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_snnir_gradients_equal_snntorch(bench, static):
+    """One loss, the same weights: the compiled modules' layer gradients are snnTorch's
     (snnTorch's Leaky: arctan surrogate, reset not differentiated)."""
     from snntorch import functional as SF
 
     steps = 37
-    x, targets = bench.make_input(steps, True, batch=16)
-    found = bench.contenders(steps, True, x, [])
+    x, targets = bench.make_input(steps, static, batch=16)
+    found = bench.contenders(steps, static, x, [])
     loss_fn = SF.ce_count_loss()
     grads = {}
-    for name in ("snntorch", "snnir"):
+    for name in ("snntorch", "snnir", "snnir-recompute"):
         module, forward = found[name]
         module.zero_grad()
         loss_fn(forward(x), targets).backward()
         grads[name] = sorted((tuple(p.shape), p.grad) for p in module.parameters() if p.grad is not None)
-    assert [s for s, _ in grads["snntorch"]] == [s for s, _ in grads["snnir"]]
-    for (_, a), (_, b) in zip(grads["snntorch"], grads["snnir"]):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    for name in ("snnir", "snnir-recompute"):
+        assert [s for s, _ in grads["snntorch"]] == [s for s, _ in grads[name]]
+        for (_, a), (_, b) in zip(grads["snntorch"], grads[name]):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

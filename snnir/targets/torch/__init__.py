@@ -18,7 +18,7 @@ from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.surrogate import Surrogate
 
-_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk")
+_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute")
 
 
 class SnnirModule(GraphModule):
@@ -190,6 +190,7 @@ def compile_torch(
     fast: bool = True,
     detach_reset: bool = True,
     time_chunk: int = 32,
+    recompute: bool = False,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -203,6 +204,10 @@ def compile_torch(
     - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once).
       Results are identical; training memory no longer grows with T for a held input
       (see docs/performance.md).
+    - ``recompute``: training keeps only each run's inputs and starting state and reruns
+      its forward in the backward (activation checkpointing over runs of steps): memory
+      stops growing with T for any input, for about one more forward's time. Identical
+      results and gradients.
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
@@ -216,7 +221,9 @@ def compile_torch(
         surrogate = Surrogate(surrogate.name, slope)
     if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 0:
         raise SnnirError(f"time_chunk must be a non-negative integer, got {time_chunk!r}")
-    options = Options(graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk)
+    if not isinstance(recompute, bool):
+        raise SnnirError(f"recompute must be True or False, got {recompute!r}")
+    options = Options(graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute)
     module = SnnirModule(graph, options)
     return module.to(device) if device is not None else module
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import networkx as nx
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
@@ -52,10 +53,10 @@ class Options:
 
     def __init__(
         self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool,
-        time_chunk: int = 0,
+        time_chunk: int = 0, recompute: bool = False,
     ):
         self.surrogate, self.dtype, self.fast, self.detach_reset = surrogate, dtype, fast, detach_reset
-        self.time_chunk = time_chunk
+        self.time_chunk, self.recompute = time_chunk, recompute
         self.mode = trainable if isinstance(trainable, str) else "list"
         if self.mode not in ("metadata", "all", "list"):
             raise SnnirError(f"trainable must be 'metadata', 'all' or a list of names, got {trainable!r}")
@@ -152,7 +153,7 @@ class GraphModule(nn.Module):
         self._shapes, self._shape_prefix, self._prefix = shapes, shape_prefix, prefix
         self._attrs: dict[str, str] = {}
         self._state_names: dict[str, tuple[str, ...]] = {}
-        self.time_chunk = options.time_chunk
+        self.time_chunk, self.recompute = options.time_chunk, options.recompute
         sched = schedule(graph)
         self._sources: Sources = {}
         for src, dst in graph.edges:
@@ -275,7 +276,10 @@ class GraphModule(nn.Module):
         inner = module.expansion if isinstance(module, ExpandedModule) else module
         if not isinstance(inner, GraphModule) or len(inner._graph.outputs) != 1:
             return None
-        (key, _, delayed), = inner._sources[inner._graph.outputs[0]]
+        feeds = inner._sources.get(inner._graph.outputs[0], [])
+        if len(feeds) != 1:
+            return None
+        key, _, delayed = feeds[0]
         if delayed or key not in inner._attrs or len(inner._consumers().get(key, [])) != 1 or inner._in_loop(key):
             return None
         return inner, key
@@ -348,10 +352,16 @@ class GraphModule(nn.Module):
         current, new_state = dict(state), {}
         parts: dict[str, list[torch.Tensor]] = {}
         trace_parts: dict[str, list[torch.Tensor]] = {}
-        start = 0
+        run, start = self._run_level, 0
+        if self.recompute and torch.is_grad_enabled():
+            # each run keeps its inputs and starting state; its forward reruns in the backward,
+            # each time with a new cache (the rerun must compute, and save, what the first did)
+            def run(*args):
+                return checkpoint(lambda *a: self._run_level(*a, {}), *args[:-1], use_reentrant=False)
         for size in sizes:
             chunk = {n: v if n in static else v[start : start + size] for n, v in inputs.items()}
-            outs, static_outs, changed, traces = self._run_level(chunk, static, current, record, size, cache)
+            # a copy of the state: a rerun in the backward must see this run's, not a later one
+            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache)
             current.update(changed)
             new_state.update(changed)
             for name, value in outs.items():

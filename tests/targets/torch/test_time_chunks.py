@@ -106,3 +106,70 @@ def test_held_input_training_keeps_no_float_per_hidden_neuron_and_step(optimise,
 def test_bad_time_chunk_is_refused():
     with pytest.raises(snnir.SnnirError, match="time_chunk"):
         compile_torch(_tutorial_graph(), time_chunk=-1)
+
+
+@pytest.mark.parametrize(("name", "index", "graph"), GRAPHS, ids=[f"{n}-{i}" for n, i, _ in GRAPHS])
+def test_recompute_changes_nothing_but_memory(name, index, graph):
+    """``recompute=True`` (the forward of each run of steps rerun in the backward): the same
+    outputs, final states and gradients."""
+    x = random_input(graph, T, B)
+    results = []
+    for recompute in (False, True):
+        module = compile_torch(graph, dtype=torch.float64, trainable="all", time_chunk=4, recompute=recompute)
+        inputs = {k: torch.tensor(v, requires_grad=True) for k, v in x.items()} if isinstance(x, dict) else (
+            torch.tensor(x, requires_grad=True))
+        out, final = module(inputs, return_state=True)
+        outs = out if isinstance(out, dict) else {"out": out}
+        loss = sum((v * torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view(v.shape)).sum() for v in outs.values())
+        leaves = (list(inputs.values()) if isinstance(inputs, dict) else [inputs]) + list(module.parameters())
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad else ()
+        results.append((outs, final, grads))
+    (o1, f1, g1), (o2, f2, g2) = results
+    for a, b in ((o1, o2), (f1, f2)):
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    for a, b in zip(g1, g2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_recompute_keeps_less_for_a_per_step_input():
+    graph = snnir.optimize(_tutorial_graph())
+    x = (torch.rand(400, B, 20) < 0.3).float()
+    saved = {}
+    for recompute in (False, True):
+        module = compile_torch(graph, time_chunk=8, recompute=recompute)
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = module(x)
+        out.sum().backward()
+        saved[recompute] = sum(n for ptr, n in storages.items() if ptr != x.untyped_storage().data_ptr())
+    assert saved[True] < saved[False] / 4
+
+
+def test_bad_recompute_is_refused():
+    with pytest.raises(snnir.SnnirError, match="recompute"):
+        compile_torch(_tutorial_graph(), recompute="yes")
+
+
+@pytest.mark.parametrize("optimise", [False, True], ids=["plain", "O2"])
+def test_recompute_with_a_held_input(optimise):
+    """A held input's hoisted work is redone in each rerun (a run's rerun must save what it saved)."""
+    graph = _tutorial_graph()
+    if optimise:
+        graph = snnir.optimize(graph, static_inputs=["x"])
+    x = torch.rand(B, 20) * 3
+    results = []
+    for recompute in (False, True):
+        module = compile_torch(graph, dtype=torch.float64, time_chunk=8, recompute=recompute)
+        out = module(x.double(), steps=37)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum().backward()
+        results.append((out.detach(), [p.grad for p in module.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
