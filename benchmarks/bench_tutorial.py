@@ -127,8 +127,8 @@ def native_available(notes: list[str]) -> bool:
 
     start = time.perf_counter()
     with native_kernel(True):
-        ok = native.extension() is not None
-    notes.append(f"native kernel: {'ready' if ok else 'could not be built'} in {time.perf_counter() - start:.1f} s "
+        ok = native.extension() is not None and native.extension("neuron_linear") is not None
+    notes.append(f"native kernels: {'ready' if ok else 'could not be built'} in {time.perf_counter() - start:.1f} s "
                  "(a first build compiles C++; later processes load it from torch's extension cache)")
     return ok
 
