@@ -16,8 +16,11 @@ with ``steps=T``; any other consumer sees it broadcast over time.
 Runs of steps: the top level runs a sequence as consecutive runs of at most
 ``time_chunk`` steps (``time_chunks``), state carried between them and static
 values computed once; results are identical, and training keeps one run's
-gradients at a time. Layers fed only spikes (``binary_values``) keep their input
-as bools for the backward (``spike_linear``).
+gradients at a time (with ``recompute``, only each run's inputs and start state:
+its forward reruns in the backward). Layers fed only spikes (``binary_values``)
+keep their input as bools for the backward (``spike_linear``); a neuron whose
+spikes only a Linear or Affine layer takes applies that layer in its own scan
+(``spike_flow.plan_handovers``, ``neuron_linear``).
 
 State is one flat dict of tensors: ``"<node path>.<state>"`` for op states (the
 keys of :func:`snnir.run`'s traces) and ``"<source>@prev"`` for the last value
@@ -35,13 +38,12 @@ from torch.utils.checkpoint import checkpoint
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Delay, Flatten, Input, Op, Output, Subgraph, Threshold
-from snnir.ir.ops.fused import FusedLayerNeuron
-from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops import Input, Op, Output, Subgraph
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
+from snnir.targets.torch.spike_flow import Sources, binary_values, fed_binary, hands_over, plan_handovers
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -77,47 +79,6 @@ class Options:
         if self.mode == "all":
             return frozenset(p for p in names if op.params()[p].dtype.kind == "f")
         return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)
-
-
-def _emits_spikes(op: Op) -> bool:
-    """Every output value of ``op`` is exactly 0 or 1."""
-    if isinstance(op, Threshold):
-        return True
-    neuron = op.neuron if isinstance(op, FusedLayerNeuron) else op
-    return isinstance(neuron, Neuron) and neuron.spiking and neuron.sem.spike_mode == "single"
-
-
-Sources = dict[str, list[tuple[str, str | None, bool]]]  # node -> (source key, port, delayed) per edge
-
-
-def binary_values(graph: Graph, order: tuple[str, ...], sources: Sources, binary_inputs: frozenset[str]) -> set[str]:
-    """Nodes of one level whose output is exactly 0/1: single-spike neurons, Threshold, the
-    Inputs named in ``binary_inputs``, and Flatten or Delay of one such value."""
-    binary: set[str] = set()
-    for name in order:
-        op = graph.nodes[name]
-        if (isinstance(op, Input) and name in binary_inputs) or _emits_spikes(op):
-            binary.add(name)
-        elif isinstance(op, (Flatten, Delay)) and fed_binary(sources, name, binary):
-            binary.add(name)
-    return binary
-
-
-def fed_binary(sources: Sources, name: str, binary: set[str]) -> bool:
-    """Node ``name`` is fed by exactly one edge, from a node in ``binary`` (a sum of two
-    spike trains is not 0/1)."""
-    feeds = sources.get(name, ())
-    return len(feeds) == 1 and feeds[0][0] in binary
-
-
-def _hands_over(neuron: nn.Module, layer: nn.Module) -> bool:
-    """A neuron applies its consumer layer only while no forward hook watches either (a hook
-    expects its module to be called: the tracer's, for one)."""
-    hooks = nn.modules.module
-    return not (
-        neuron._forward_hooks or neuron._forward_pre_hooks or layer._forward_hooks or layer._forward_pre_hooks
-        or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
-    )
 
 
 def time_chunks(steps: int, chunk: int) -> list[int]:
@@ -175,11 +136,10 @@ class GraphModule(nn.Module):
             members: sorted({k for m in members for k, _, d in self._sources.get(m, ()) if d})
             for members, _ in self._plan
         }
-        #: neuron node -> the layer module it applies to its spikes; layer node -> that neuron's module
-        self._then: dict[str, AffineModule] = {}
+        self._then: dict[str, AffineModule] = {}  # see spike_flow.py
         self._given: dict[str, NeuronModule] = {}
         if options.fast:
-            self._hand_spikes_to_layers()
+            plan_handovers(self)
 
     @property
     def _graph(self) -> Graph:
@@ -240,74 +200,6 @@ class GraphModule(nn.Module):
             plan.append((nodes, len(nodes) > 1 or g.has_edge(nodes[0], nodes[0])))
         return plan
 
-    # --- neurons that apply the next layer (neuron_linear) ------------------------------------
-    def _consumers(self) -> dict[str, list[tuple[str, bool]]]:
-        """Source key -> (consuming node, delayed) per edge."""
-        found: dict[str, list[tuple[str, bool]]] = {}
-        for node, feeds in self._sources.items():
-            for key, _, delayed in feeds:
-                found.setdefault(key, []).append((node, delayed))
-        return found
-
-    def _in_loop(self, name: str) -> bool:
-        return any(recurrent and name in members for members, recurrent in self._plan)
-
-    def _hand_spikes_to_layers(self) -> None:
-        """Where a node's output is a neuron's spikes and its only consumer (fed by nothing
-        else) starts with a Linear or Affine layer, outside any loop, the neuron applies
-        that layer in its scan and the layer passes its input on (``_then``/``_given``)."""
-        consumers = self._consumers()
-        for name in self._attrs:
-            uses = consumers.get(name, [])
-            if len(uses) != 1 or uses[0][1] or self._in_loop(name):
-                continue
-            consumer = uses[0][0]
-            if consumer not in self._attrs or len(self._sources[consumer]) != 1 or self._in_loop(consumer):
-                continue
-            neuron, layer = self._spike_neuron(name), self._first_layer(consumer)
-            if neuron is not None and layer is not None:
-                neuron[0]._then[neuron[1]] = layer[0].node_module(layer[1])
-                layer[0]._given[layer[1]] = neuron[0].node_module(neuron[1])
-
-    def _only_path(self, name: str) -> "tuple[GraphModule, str] | None":
-        """The level and node inside node ``name``'s expansion (or nested graph) that is
-        its single output's only source and feeds nothing else, or None."""
-        module = self.node_module(name)
-        inner = module.expansion if isinstance(module, ExpandedModule) else module
-        if not isinstance(inner, GraphModule) or len(inner._graph.outputs) != 1:
-            return None
-        feeds = inner._sources.get(inner._graph.outputs[0], [])
-        if len(feeds) != 1:
-            return None
-        key, _, delayed = feeds[0]
-        if delayed or key not in inner._attrs or len(inner._consumers().get(key, [])) != 1 or inner._in_loop(key):
-            return None
-        return inner, key
-
-    def _spike_neuron(self, name: str) -> "tuple[GraphModule, str] | None":
-        """(level, node) of the single-spike neuron whose spikes are node ``name``'s output."""
-        module = self.node_module(name)
-        if isinstance(module, NeuronModule):
-            return (self, name) if module.fast and _emits_spikes(module.source_op) else None
-        found = self._only_path(name)
-        return found[0]._spike_neuron(found[1]) if found else None
-
-    def _first_layer(self, name: str) -> "tuple[GraphModule, str] | None":
-        """(level, node) of the Linear or Affine layer that alone takes node ``name``'s input."""
-        module = self.node_module(name)
-        if isinstance(module, AffineModule):
-            return self, name
-        inner = module.expansion if isinstance(module, ExpandedModule) else module
-        if not isinstance(inner, GraphModule) or len(inner._graph.inputs) != 1:
-            return None
-        uses = inner._consumers().get(inner._graph.inputs[0], [])
-        if len(uses) != 1 or uses[0][1]:
-            return None
-        first = uses[0][0]
-        if first not in inner._attrs or len(inner._sources[first]) != 1 or inner._in_loop(first):
-            return None
-        return inner._first_layer(first)
-
     def node_module(self, name: str) -> nn.Module:
         """The submodule of node ``name`` of this level."""
         return getattr(self, self._attrs[name])
@@ -352,12 +244,8 @@ class GraphModule(nn.Module):
         current, new_state = dict(state), {}
         parts: dict[str, list[torch.Tensor]] = {}
         trace_parts: dict[str, list[torch.Tensor]] = {}
-        run, start = self._run_level, 0
-        if self.recompute and torch.is_grad_enabled():
-            # each run keeps its inputs and starting state; its forward reruns in the backward,
-            # each time with a new cache (the rerun must compute, and save, what the first did)
-            def run(*args):
-                return checkpoint(lambda *a: self._run_level(*a, {}), *args[:-1], use_reentrant=False)
+        run = self._rerun_in_backward if self.recompute and torch.is_grad_enabled() else self._run_level
+        start = 0
         for size in sizes:
             chunk = {n: v if n in static else v[start : start + size] for n, v in inputs.items()}
             # a copy of the state: a rerun in the backward must see this run's, not a later one
@@ -372,6 +260,11 @@ class GraphModule(nn.Module):
         outs = {n: _joined(p, n in static_outs) for n, p in parts.items()}
         traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
+
+    def _rerun_in_backward(self, inputs, static, state, record, steps, cache):
+        """:meth:`_run_level` keeping only its inputs and starting state (``recompute=True``): its
+        forward reruns in the backward, with a new cache each time (a rerun must save what it saved)."""
+        return checkpoint(lambda *a: self._run_level(*a, {}), inputs, static, state, record, steps, use_reentrant=False)
 
     def _run_level(self, inputs, static, state, record, steps, cache):
         """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result.
@@ -441,7 +334,7 @@ class GraphModule(nn.Module):
                 held |= {name} if static_outs else set()
             return values, held, new_state, traces
         if not module.stateful:
-            if name in self._given and _hands_over(self._given[name], module):  # its neuron applied it
+            if name in self._given and hands_over(self._given[name], module):  # its neuron applied it
                 return {name: x[None]}, set(), {}, None
             if not static:
                 return {name: module(x[None])}, set(), {}, None
@@ -452,7 +345,7 @@ class GraphModule(nn.Module):
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
         then = self._then.get(name)
-        extra = {"then": then} if then is not None and _hands_over(module, then) else {}
+        extra = {"then": then} if then is not None and hands_over(module, then) else {}
         if static and module.takes_held_input:
             y, final, traces = module(x[None], own, record, steps=steps, **extra)
         elif static:

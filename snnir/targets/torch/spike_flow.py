@@ -1,0 +1,135 @@
+"""Where spikes flow in a graph module's level, decided once from the graph when it is built.
+
+- :func:`binary_values`: the values that are exactly 0/1, so that a Linear fed one keeps
+  its input as bools (``spike_linear``).
+- :func:`plan_handovers`: the neurons that apply the next layer in their own scan
+  (:mod:`~snnir.targets.torch.neuron_linear`). Where a node's output is a single-spike
+  neuron's spikes and its only consumer (fed by nothing else) starts with a Linear or
+  Affine layer, both outside any loop, the neuron's level records the layer
+  (``level._then[neuron] = layer module``) and the layer's level records that its input
+  already is its output (``level._given[layer] = neuron module``). The neuron may sit
+  inside an expansion (a fused layer-neuron node) or a nested graph, as long as it alone
+  feeds that node's single output; the layer likewise alone takes that node's single input.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Delay, Flatten, Input, Op, Threshold
+from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.ir.ops.neuron import Neuron
+from snnir.targets.torch.modules import AffineModule, NeuronModule
+
+
+def _emits_spikes(op: Op) -> bool:
+    """Every output value of ``op`` is exactly 0 or 1."""
+    if isinstance(op, Threshold):
+        return True
+    neuron = op.neuron if isinstance(op, FusedLayerNeuron) else op
+    return isinstance(neuron, Neuron) and neuron.spiking and neuron.sem.spike_mode == "single"
+
+
+Sources = dict[str, list[tuple[str, str | None, bool]]]  # node -> (source key, port, delayed) per edge
+
+
+def binary_values(graph: Graph, order: tuple[str, ...], sources: Sources, binary_inputs: frozenset[str]) -> set[str]:
+    """Nodes of one level whose output is exactly 0/1: single-spike neurons, Threshold, the
+    Inputs named in ``binary_inputs``, and Flatten or Delay of one such value."""
+    binary: set[str] = set()
+    for name in order:
+        op = graph.nodes[name]
+        if (isinstance(op, Input) and name in binary_inputs) or _emits_spikes(op):
+            binary.add(name)
+        elif isinstance(op, (Flatten, Delay)) and fed_binary(sources, name, binary):
+            binary.add(name)
+    return binary
+
+
+def fed_binary(sources: Sources, name: str, binary: set[str]) -> bool:
+    """Node ``name`` is fed by exactly one edge, from a node in ``binary`` (a sum of two
+    spike trains is not 0/1)."""
+    feeds = sources.get(name, ())
+    return len(feeds) == 1 and feeds[0][0] in binary
+
+
+def hands_over(neuron: nn.Module, layer: nn.Module) -> bool:
+    """A neuron applies its consumer layer only while no forward hook watches either (a hook
+    expects its module to be called: the tracer's, for one)."""
+    hooks = nn.modules.module
+    return not (
+        neuron._forward_hooks or neuron._forward_pre_hooks or layer._forward_hooks or layer._forward_pre_hooks
+        or hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+    )
+
+
+def plan_handovers(level) -> None:
+    """Fill ``_then`` and ``_given`` of ``level`` and of the levels inside its nodes."""
+    consumers = _consumers(level)
+    for name in level._attrs:
+        uses = consumers.get(name, [])
+        if len(uses) != 1 or uses[0][1] or _in_loop(level, name):
+            continue
+        consumer = uses[0][0]
+        if consumer not in level._attrs or len(level._sources[consumer]) != 1 or _in_loop(level, consumer):
+            continue
+        neuron, layer = _spike_neuron(level, name), _first_layer(level, consumer)
+        if neuron is not None and layer is not None:
+            neuron[0]._then[neuron[1]] = layer[0].node_module(layer[1])
+            layer[0]._given[layer[1]] = neuron[0].node_module(neuron[1])
+
+
+def _consumers(level) -> dict[str, list[tuple[str, bool]]]:
+    """Source key -> (consuming node, delayed) per edge of ``level``."""
+    found: dict[str, list[tuple[str, bool]]] = {}
+    for node, feeds in level._sources.items():
+        for key, _, delayed in feeds:
+            found.setdefault(key, []).append((node, delayed))
+    return found
+
+
+def _in_loop(level, name: str) -> bool:
+    return any(recurrent and name in members for members, recurrent in level._plan)
+
+
+def _inner(level, name: str):
+    """The graph module inside node ``name`` (its expansion or nested graph), or None."""
+    from snnir.targets.torch.graph_module import ExpandedModule, GraphModule
+
+    module = level.node_module(name)
+    inner = module.expansion if isinstance(module, ExpandedModule) else module
+    return inner if isinstance(inner, GraphModule) else None
+
+
+def _spike_neuron(level, name: str):
+    """(level, node) of the single-spike neuron whose spikes are node ``name``'s output, or None."""
+    module = level.node_module(name)
+    if isinstance(module, NeuronModule):
+        return (level, name) if module.fast and _emits_spikes(module.source_op) else None
+    inner = _inner(level, name)
+    if inner is None or len(inner._graph.outputs) != 1:
+        return None
+    feeds = inner._sources.get(inner._graph.outputs[0], [])
+    if len(feeds) != 1:
+        return None
+    key, _, delayed = feeds[0]
+    if delayed or key not in inner._attrs or len(_consumers(inner).get(key, [])) != 1 or _in_loop(inner, key):
+        return None
+    return _spike_neuron(inner, key)
+
+
+def _first_layer(level, name: str):
+    """(level, node) of the Linear or Affine layer that alone takes node ``name``'s input, or None."""
+    if isinstance(level.node_module(name), AffineModule):
+        return level, name
+    inner = _inner(level, name)
+    if inner is None or len(inner._graph.inputs) != 1:
+        return None
+    uses = _consumers(inner).get(inner._graph.inputs[0], [])
+    if len(uses) != 1 or uses[0][1]:
+        return None
+    first = uses[0][0]
+    if first not in inner._attrs or len(inner._sources[first]) != 1 or _in_loop(inner, first):
+        return None
+    return _first_layer(inner, first)
