@@ -42,26 +42,41 @@ def _state(cfg: _Config, v0: Tensor, z0: Tensor) -> dict[str, Tensor]:
     return {"v": v0, "z": z0} if cfg.next_timing else {"v": v0}
 
 
+#: steps whose spikes go through the layer's GEMM together (a ring of this many steps' spikes)
+BLOCK = 8
+
+
+def _blocks(steps: int):
+    """``(t0, t1)`` of consecutive blocks of at most ``BLOCK`` steps, aligned to multiples of it."""
+    return [(t0, min(t0 + BLOCK, steps)) for t0 in range(0, steps, BLOCK)]
+
+
 class _NeuronLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, steps, static, x, v0, z0, weight, bias, *coeff_values):  # type: ignore[override]
         c = dict(zip(_COEFFS, coeff_values))
         training = any(ctx.needs_input_grad[3:8])
-        y = v0.new_empty((steps, v0.shape[0], weight.shape[0]))
+        n, o = weight.shape[1], weight.shape[0]
+        y = v0.new_empty((steps, v0.shape[0], o))
         bits = torch.empty((steps,) + v0.shape, dtype=torch.bool, device=v0.device) if ctx.needs_input_grad[6] else None
+        ring = v0.new_empty((min(BLOCK, steps),) + v0.shape)  # one block's spikes; its rows one GEMM
         w_t = weight.t()
 
         def then(t: int, z: Tensor) -> None:
+            if (t + 1) % BLOCK and t != steps - 1:
+                return
+            t0 = t - t % BLOCK
+            block = ring[: t + 1 - t0].view(-1, n)
             if bias is None:
-                torch.mm(z, w_t, out=y[t])
+                torch.mm(block, w_t, out=y[t0 : t + 1].view(-1, o))
             else:
-                torch.addmm(bias, z, w_t, out=y[t])
+                torch.addmm(bias, block, w_t, out=y[t0 : t + 1].view(-1, o))
             if bits is not None:
-                bits[t].copy_(z)
+                bits[t0 : t + 1].view(-1, n).copy_(block)
 
         _, final, us, _, _ = _run(
             cfg, c, x, steps, static, _state(cfg, v0, z0), keep=training and not static, record=False,
-            spikes=False, then=then,
+            spikes=False, then=then, ring=ring,
         )
         ctx.cfg, ctx.steps, ctx.static, ctx.has_bias = cfg, steps, static, bias is not None
         ctx.save_for_backward(x if static else None, v0, z0, us, bits, weight, *coeff_values)
@@ -75,19 +90,26 @@ class _NeuronLinear(torch.autograd.Function):
         if static:  # recomputed here, so the recursion may overwrite them
             with torch.no_grad():
                 _, _, us, _, _ = _run(cfg, shapes, x, steps, True, _state(cfg, v0, z0), keep=True, record=False, spikes=False)
-        scratch = torch.empty_like(v0)
+        n, o = weight.shape[1], weight.shape[0]
+        scratch = v0.new_empty((min(BLOCK, steps),) + v0.shape)
 
-        def times_g_spikes(slopes: Tensor) -> None:  # slopes[t] *= dL/dz[t] = dL/dy[t] W
-            for t in range(steps):
-                slopes[t].mul_(torch.mm(g_y[t], weight, out=scratch))
+        def rows(t0: int, t1: int) -> tuple[Tensor, Tensor]:
+            """dL/dy of steps t0..t1 as GEMM rows, and the scratch those steps' [B, N] values fill."""
+            return g_y[t0:t1].reshape(-1, o), scratch[: t1 - t0].view(-1, n)
+
+        def times_g_spikes(slopes: Tensor) -> None:  # slopes[t] *= dL/dz[t] = dL/dy[t] W, block by block
+            for t0, t1 in _blocks(steps):
+                g_rows, block = rows(t0, t1)
+                slopes[t0:t1].view(-1, n).mul_(torch.mm(g_rows, weight, out=block))
 
         g_x = g_v0 = g_w = g_b = None
         if any(ctx.needs_input_grad[3:6]):
             g_x, g_v0 = _linear_bptt(cfg, _scalars(shapes), static, us, static, times_g_spikes, g_v, g_z)
         if bits is not None:
             g_w = torch.zeros_like(weight)
-            for t in range(steps):
-                g_w.addmm_(g_y[t].t(), scratch.copy_(bits[t].view(torch.uint8)))
+            for t0, t1 in _blocks(steps):
+                g_rows, block = rows(t0, t1)
+                g_w.addmm_(g_rows.t(), block.copy_(bits[t0:t1].view(-1, n).view(torch.uint8)))
         if ctx.has_bias and ctx.needs_input_grad[7]:
             g_b = g_y.sum((0, 1))
         g_z0 = torch.zeros_like(v0) if cfg.next_timing and ctx.needs_input_grad[5] else None

@@ -161,16 +161,17 @@ def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
 
 def _run(
     cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
-    spikes: bool = True, then: Callable[[int, Tensor], None] | None = None,
+    spikes: bool = True, then: Callable[[int, Tensor], None] | None = None, ring: Tensor | None = None,
 ):
     """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
-    ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a two-step
-    ring, and ``out`` is None. ``then(t, z)`` is called with each step's output as it is made."""
+    ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a ring,
+    step ``t`` to ``ring[t % len(ring)]`` (two steps unless given), and ``out`` is None.
+    ``then(t, z)`` is called with each step's output as it is made."""
     c = _scalars(c)
     v, i, z = state["v"], state.get("i"), state.get("z")
-    ring = cfg.spiking and not spikes
-    # a ring is two separate tensors: each as aligned as a fresh one, so a GEMM on it rounds as on any
-    out = (torch.empty_like(v), torch.empty_like(v)) if ring else v.new_empty((steps,) + v.shape)
+    if cfg.spiking and not spikes and ring is None:
+        ring = (torch.empty_like(v), torch.empty_like(v))  # each as aligned as a fresh tensor
+    out = None if ring is not None else v.new_empty((steps,) + v.shape)
     per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
     us = out if not cfg.spiking else (per_step() if keep else None)
     is_ = per_step() if cfg.has_current and keep else None
@@ -203,7 +204,7 @@ def _run(
             after = _reset(cfg, c, u, z, out=u)
             u = after if after is u else u.copy_(after)
         if cfg.spiking:
-            z = _spike(cfg, c, u, out=out[t % 2 if ring else t])
+            z = _spike(cfg, c, u, out=out[t] if ring is None else ring[t % len(ring)])
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
         else:
             v = u
@@ -220,4 +221,4 @@ def _run(
         final["i"] = i
     if cfg.next_timing:
         final["z"] = z
-    return (None if ring else out), final, us, is_, traces
+    return out, final, us, is_, traces
