@@ -2,11 +2,11 @@ r"""A neuron whose spikes feed a Linear or Affine layer, run as one autograd op.
 
 ``neuron_linear_sequence`` returns ``y[t] = F.linear(z[t], W, b)`` for the spikes ``z``
 of :func:`~snnir.targets.torch.scan.neuron_sequence`, and the neuron's final state,
-without ever making the ``[T, B, N]`` float spikes: each step's spikes are multiplied
-by ``W`` while they are in cache, the same GEMM ``F.linear`` does on that step (so the
-same rounding: the per-step and the time-batched products are bit-identical here, and
-the tests hold them so). The backward makes ``dL/dz[t] = dL/dy[t] W`` and
-``dL/dW += dL/dy[t]^T z[t]`` step by step too.
+without ever making the ``[T, B, N]`` float spikes: the spikes of a block of ``BLOCK``
+steps are multiplied by ``W`` while they are in cache, rows of the GEMM ``F.linear`` does
+(the same rounding: per-step, per-block and time-batched products are bit-identical here,
+and the tests hold them so). The backward makes ``dL/dz[t] = dL/dy[t] W`` and
+``dL/dW += dL/dy[t]^T z[t]`` block by block too.
 
 Kept for the backward: the spikes as bools (one byte per neuron and step, for
 ``dL/dW``), the initial state, and the pre-reset membranes for a per-step input; a held
