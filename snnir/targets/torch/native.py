@@ -39,7 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.torch.bptt import _sum_to
-from snnir.targets.torch.neuron_update import _COEFFS, _Config
+from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
@@ -202,9 +202,4 @@ def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, 
         out, v_t, i_t, z_t = _NativeSequence.apply(*args)
     else:
         (out, v_t, i_t, z_t), _ = _forward(*args[:7], args[7:])
-    final = {"v": v_t}
-    if cfg.has_current:
-        final["i"] = i_t
-    if cfg.next_timing:
-        final["z"] = z_t
-    return out, final, None
+    return out, _state(cfg, v_t, i_t, z_t), None

@@ -24,7 +24,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from snnir.targets.torch.bptt import _linear_backward_applies, _linear_bptt
-from snnir.targets.torch.neuron_update import _COEFFS, _Config, _run, _scalars
+from snnir.targets.torch.neuron_update import _COEFFS, _Config, _run, _scalars, _state
 
 Tensor = torch.Tensor
 
@@ -36,10 +36,6 @@ def applies(cfg: _Config, c: dict, v0: Tensor, weight: Tensor) -> bool:
         frozen and v0.dim() == 2 and weight.dim() == 2 and weight.shape[1] == v0.shape[1]
         and _linear_backward_applies(cfg, _scalars(c), dict.fromkeys(_COEFFS, False))
     )
-
-
-def _state(cfg: _Config, v0: Tensor, z0: Tensor) -> dict[str, Tensor]:
-    return {"v": v0, "z": z0} if cfg.next_timing else {"v": v0}
 
 
 #: steps whose spikes go through the layer's GEMM together (a ring of this many steps' spikes)
@@ -75,7 +71,7 @@ class _NeuronLinear(torch.autograd.Function):
                 bits[t0 : t + 1].view(-1, n).copy_(block)
 
         _, final, us, _, _ = _run(
-            cfg, c, x, steps, static, _state(cfg, v0, z0), keep=training and not static, record=False,
+            cfg, c, x, steps, static, _state(cfg, v0, None, z0), keep=training and not static, record=False,
             spikes=False, then=then, ring=ring,
         )
         ctx.cfg, ctx.steps, ctx.static, ctx.has_bias = cfg, steps, static, bias is not None
@@ -89,7 +85,7 @@ class _NeuronLinear(torch.autograd.Function):
         shapes = dict(zip(_COEFFS, coeff_values))
         if static:  # recomputed here, so the recursion may overwrite them
             with torch.no_grad():
-                _, _, us, _, _ = _run(cfg, shapes, x, steps, True, _state(cfg, v0, z0), keep=True, record=False, spikes=False)
+                _, _, us, _, _ = _run(cfg, shapes, x, steps, True, _state(cfg, v0, None, z0), keep=True, record=False, spikes=False)
         n, o = weight.shape[1], weight.shape[0]
         scratch = v0.new_empty((min(BLOCK, steps),) + v0.shape)
 
@@ -203,4 +199,4 @@ def neuron_linear_sequence(
     )
     op = _NativeNeuronLinear if native else _NeuronLinear
     y, v_t, z_t = op.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
-    return y, ({"v": v_t, "z": z_t} if cfg.next_timing else {"v": v_t})
+    return y, _state(cfg, v_t, None, z_t)

@@ -56,6 +56,16 @@ def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
     )
 
 
+def _state(cfg: _Config, v: Tensor, i: Tensor | None, z: Tensor | None) -> dict[str, Tensor]:
+    """The states this neuron has, by name (``i``/``z`` may be placeholders otherwise)."""
+    state = {"v": v}
+    if cfg.has_current:
+        state["i"] = i
+    if cfg.next_timing:
+        state["z"] = z
+    return state
+
+
 def _decay(tau: Tensor, discretisation: str, dt: float) -> tuple[Tensor, Tensor]:
     """(a, b) of the neuron docstring, differentiable in ``tau``."""
     if discretisation == "euler":

@@ -38,20 +38,10 @@ import torch
 from snnir.errors import SnnirError
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.torch.bptt import _bptt, _linear_backward_applies, _linear_bptt, _sum_to
-from snnir.targets.torch.neuron_update import _COEFFS, _config, _run, _scalars, coefficients
+from snnir.targets.torch.neuron_update import _COEFFS, _config, _run, _scalars, _state, coefficients
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
-
-
-def _state(cfg, v0: Tensor, i0: Tensor, z0: Tensor) -> dict[str, Tensor]:
-    """The states this neuron has, by name (``i0``/``z0`` are placeholders otherwise)."""
-    state = {"v": v0}
-    if cfg.has_current:
-        state["i"] = i0
-    if cfg.next_timing:
-        state["z"] = z0
-    return state
 
 
 class _NeuronSequence(torch.autograd.Function):
@@ -197,12 +187,7 @@ def neuron_sequence(
         cfg, n_steps, static, x, init["v"], init.get("i", dummy), init.get("z", dummy),
         *(c[n] for n in _COEFFS),
     )
-    final = {"v": v_t}
-    if cfg.has_current:
-        final["i"] = i_t
-    if cfg.next_timing:
-        final["z"] = z_t
-    return out, final, traces
+    return out, _state(cfg, v_t, i_t, z_t), traces
 
 
 __all__ = ["neuron_sequence", "coefficients"]

@@ -198,13 +198,7 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
           p, slope, g_y, weight, bits, U.data_ptr<scalar_t>(), gv.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
           steps, is_static, gxp, carry.data_ptr<scalar_t>(), g_w);
     };
-    switch (surrogate) {
-      case FAST_SIGMOID: go(std::integral_constant<int, FAST_SIGMOID>{}); break;
-      case ARCTAN: go(std::integral_constant<int, ARCTAN>{}); break;
-      case TRIANGULAR: go(std::integral_constant<int, TRIANGULAR>{}); break;
-      case SIGMOID: go(std::integral_constant<int, SIGMOID>{}); break;
-      default: go(std::integral_constant<int, STRAIGHT_THROUGH>{});
-    }
+    with_surrogate(static_cast<int>(surrogate), go);
   });
   if (need_x && gain != 1.0) g_x.mul_(gain);
   return {g_x, carry.mul_(a), g_w};
@@ -353,13 +347,7 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
       else if (subtract) run_chunks(surr, std::false_type{}, std::true_type{});
       else run_chunks(surr, std::false_type{}, std::false_type{});
     };
-    switch (surrogate) {
-      case FAST_SIGMOID: with_reset(std::integral_constant<int, FAST_SIGMOID>{}); break;
-      case ARCTAN: with_reset(std::integral_constant<int, ARCTAN>{}); break;
-      case TRIANGULAR: with_reset(std::integral_constant<int, TRIANGULAR>{}); break;
-      case SIGMOID: with_reset(std::integral_constant<int, SIGMOID>{}); break;
-      default: with_reset(std::integral_constant<int, STRAIGHT_THROUGH>{});
-    }
+    with_surrogate(static_cast<int>(surrogate), with_reset);
   });
   if (need_x && gain != 1.0) g_x.mul_(gain);
   return {g_x, g_v0, need_w ? dw_parts.sum(0) : at::empty({0}, v0.options())};

@@ -325,17 +325,6 @@ void with_structure(const Config& c, bool vleak, bool scalar, F&& f) {
   });
 }
 
-template <typename F>
-void with_surrogate(int kind, F&& f) {
-  switch (kind) {
-    case FAST_SIGMOID: f(I_<FAST_SIGMOID>{}); break;
-    case ARCTAN: f(I_<ARCTAN>{}); break;
-    case TRIANGULAR: f(I_<TRIANGULAR>{}); break;
-    case SIGMOID: f(I_<SIGMOID>{}); break;
-    default: f(I_<STRAIGHT_THROUGH>{}); break;
-  }
-}
-
 // Prepares a chunk for the fast path: an absent a_mem becomes ones; a static
 // input is turned into its constant drive (gain * x, or gain_syn * x with a
 // current) whose multiplier then becomes ones. Returns the input to scan.

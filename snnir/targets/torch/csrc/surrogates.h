@@ -2,6 +2,7 @@
 // Operation order as bptt._surrogate_grad's in-place torch ops (built with -ffp-contract=off).
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 namespace {
 
@@ -27,6 +28,18 @@ inline T surrogate_grad_of(double slope, T x) {
     return k * s * (T(1) - s);
   }
   return T(1);
+}
+
+// Calls f(std::integral_constant<int, KIND>{}) for a surrogate chosen at run time.
+template <typename F>
+void with_surrogate(int kind, F&& f) {
+  switch (kind) {
+    case FAST_SIGMOID: f(std::integral_constant<int, FAST_SIGMOID>{}); break;
+    case ARCTAN: f(std::integral_constant<int, ARCTAN>{}); break;
+    case TRIANGULAR: f(std::integral_constant<int, TRIANGULAR>{}); break;
+    case SIGMOID: f(std::integral_constant<int, SIGMOID>{}); break;
+    default: f(std::integral_constant<int, STRAIGHT_THROUGH>{}); break;
+  }
 }
 
 }  // namespace
