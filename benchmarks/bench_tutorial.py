@@ -29,7 +29,6 @@ Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -107,27 +106,12 @@ class KernelNet(nn.Module):
         return self._lif(self.fc2(spk1))
 
 
-@contextlib.contextmanager
-def native_kernel(on: bool):
-    """The opt-in native C++ neuron scan on or off (``SNNIR_NATIVE``) inside the block."""
-    old = os.environ.get("SNNIR_NATIVE")
-    os.environ["SNNIR_NATIVE"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["SNNIR_NATIVE"]
-        else:
-            os.environ["SNNIR_NATIVE"] = old
-
-
 def native_available(notes: list[str]) -> bool:
     """Build (or load from cache) the native kernel once; note how long it took."""
     from snnir.targets.torch import native
 
     start = time.perf_counter()
-    with native_kernel(True):
-        ok = native.extension() is not None and native.extension("neuron_linear") is not None
+    ok = native.extension() is not None and native.extension("neuron_linear") is not None
     notes.append(f"native kernels: {'ready' if ok else 'could not be built'} in {time.perf_counter() - start:.1f} s "
                  "(a first build compiles C++; later processes load it from torch's extension cache)")
     return ok
@@ -140,19 +124,18 @@ SNNIR_CONTENDERS = {"snnir": (False, False), "snnir-native": (True, False), "snn
 def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, name: str = "snnir"):
     """``trace -> optimize -> compile`` as ``(module, x -> spikes)``; a static ``[B, 784]``
     image is held over the steps by the module (``module(x, steps=T)``). ``snnir-native``:
-    the forward runs with the native C++ kernels (the backward follows the forward's choice);
-    ``snnir-recompute``: compiled with ``recompute=True`` (each run of steps rerun in the
-    backward instead of keeping its activations)."""
+    compiled with ``native=True`` (the C++ kernels); ``snnir-recompute``: with
+    ``recompute=True`` (each run of steps rerun in the backward instead of keeping its
+    activations)."""
     import snnir
 
     native, recompute = SNNIR_CONTENDERS[name]
     graph = snnir.trace(reference, sample)
     graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
-    module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute)
+    module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute, native=native)
 
     def forward(x):
-        with native_kernel(native):
-            return module(x, steps=steps) if static else module(x)
+        return module(x, steps=steps) if static else module(x)
 
     return module, forward
 

@@ -18,7 +18,7 @@ from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.surrogate import Surrogate
 
-_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute")
+_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native")
 
 
 class SnnirModule(GraphModule):
@@ -191,6 +191,7 @@ def compile_torch(
     detach_reset: bool = True,
     time_chunk: int = 32,
     recompute: bool = False,
+    native: bool | None = None,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -208,6 +209,9 @@ def compile_torch(
       its forward in the backward (activation checkpointing over runs of steps): memory
       stops growing with T for any input, for about one more forward's time. Identical
       results and gradients.
+    - ``native``: run neurons with the C++ kernels (``True``; built on first use, about a
+      minute, then cached; where they cannot be built, one warning and the Python loop),
+      never (``False``), or as the environment's ``SNNIR_NATIVE=1`` says (``None``).
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
@@ -223,7 +227,11 @@ def compile_torch(
         raise SnnirError(f"time_chunk must be a non-negative integer, got {time_chunk!r}")
     if not isinstance(recompute, bool):
         raise SnnirError(f"recompute must be True or False, got {recompute!r}")
-    options = Options(graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute)
+    if native is not None and not isinstance(native, bool):
+        raise SnnirError(f"native must be True, False or None, got {native!r}")
+    options = Options(
+        graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute, native
+    )
     module = SnnirModule(graph, options)
     return module.to(device) if device is not None else module
 

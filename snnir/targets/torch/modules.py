@@ -62,6 +62,8 @@ class LoweringContext:
     detach_reset: bool = True
     #: every input value is exactly 0 or 1 (spikes of one single-spike neuron)
     binary_input: bool = False
+    #: use the native C++ kernels (None: as ``SNNIR_NATIVE`` says)
+    native: bool | None = None
 
 
 class OpModule(nn.Module):
@@ -245,7 +247,7 @@ class NeuronModule(OpModule):
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
         super().__init__(op, ctx)
-        self.fast = ctx.fast
+        self.fast, self.native = ctx.fast, ctx.native
         self.detach_reset = ctx.detach_reset
 
     @property
@@ -326,7 +328,7 @@ class NeuronModule(OpModule):
                     return fused
             out = scan.neuron_sequence(
                 self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
-                detach_reset=self.detach_reset, coeffs=coeffs,
+                detach_reset=self.detach_reset, coeffs=coeffs, native=self.native,
             )
         else:
             out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
@@ -344,7 +346,8 @@ class NeuronModule(OpModule):
         if not neuron_linear.applies(cfg, c, init["v"], layer.weight):
             return None
         y, final = neuron_linear.neuron_linear_sequence(
-            cfg, c, x, steps or x.shape[0], steps is not None, init, layer.weight, getattr(layer, "bias", None)
+            cfg, c, x, steps or x.shape[0], steps is not None, init, layer.weight, getattr(layer, "bias", None),
+            self.native,
         )
         return y, final, None
 

@@ -54,11 +54,12 @@ _CONFIG_FIELDS = {
 _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or None once tried
 
 
-def enabled() -> bool:
-    """True only when the environment sets ``SNNIR_NATIVE=1`` (opt-in: the first build
+def enabled(choice: bool | None = None) -> bool:
+    """Whether to use the native kernels: ``choice`` when given (``compile_torch(native=...)``),
+    else True only when the environment sets ``SNNIR_NATIVE=1`` (opt-in: the first build
     compiles C++ for about 40-50 s here, and needs a compiler; see docs/performance.md for
     what it buys)."""
-    return os.environ.get("SNNIR_NATIVE", "0") == "1"
+    return choice if choice is not None else os.environ.get("SNNIR_NATIVE", "0") == "1"
 
 
 def extension(kernel: str = "neuron_scan"):
@@ -94,14 +95,15 @@ def extension(kernel: str = "neuron_scan"):
     return _extension[kernel]
 
 
-def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool) -> bool:
-    """Whether the native kernel runs this case (building it if needed).
+def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | None = None) -> bool:
+    """Whether the native kernel runs this case (building it if needed); ``choice`` as for
+    :func:`enabled`.
 
     Only the semantics it implements: another reset timing, or a ``_Config``
     flag added later and set, turns it off until the kernel learns them.
     """
     return (
-        enabled()
+        enabled(choice)
         and not record
         and op.sem.reset_timing in ("same", "next")
         and not any(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _CONFIG_FIELDS)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from snnir.targets.torch import native as kernels
 from snnir.targets.torch.bptt import _linear_backward_applies, _linear_bptt
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _run, _scalars, _state
 
@@ -119,7 +120,7 @@ class _NeuronLinear(torch.autograd.Function):
 
 
 class _NativeNeuronLinear(torch.autograd.Function):
-    """:class:`_NeuronLinear` by the C++ kernel ``csrc/neuron_linear.cpp`` (``SNNIR_NATIVE=1``):
+    """:class:`_NeuronLinear` by the C++ kernel ``csrc/neuron_linear.cpp`` (``native=True``):
     the same outputs bit for bit, gradients to rounding. For a narrow layer (``NARROW``) it keeps
     only the input and the initial state, and the backward is one pass over chunks of neurons;
     otherwise it keeps what :class:`_NeuronLinear` keeps, and its recomputed membranes go to a
@@ -135,7 +136,7 @@ class _NativeNeuronLinear(torch.autograd.Function):
         training = any(ctx.needs_input_grad[3:8])
         narrow = weight.shape[0] <= NARROW  # its backward recomputes everything from x
         no_bias = v0.new_empty(0)
-        y, v_t, z_t, bits, us = _kernel().forward(
+        y, v_t, z_t, bits, us = _kernel(True).forward(
             x, v0, z0, weight.detach(), no_bias if bias is None else bias.detach(), steps, static, *step,
             bool(ctx.needs_input_grad[6]) and not narrow, training and not static and not narrow,
         )
@@ -149,11 +150,9 @@ class _NativeNeuronLinear(torch.autograd.Function):
     def backward(ctx, g_y, g_v, g_z):  # type: ignore[override]
         cfg = ctx.cfg
         x, v0, z0, bits, us, weight = ctx.saved_tensors
-        from snnir.targets.torch.native import _SURROGATES, extension
-
-        kernel = extension("neuron_linear")  # the forward's choice, whatever the env says now
+        kernel = _kernel(True)  # the forward's choice, whatever the env says now
         g_z = g_z.expand_as(v0) if cfg.next_timing else v0.new_empty(0)
-        tail = (ctx.steps, ctx.static, *ctx.step, _SURROGATES[cfg.surrogate.name], float(cfg.surrogate.slope),
+        tail = (ctx.steps, ctx.static, *ctx.step, kernels._SURROGATES[cfg.surrogate.name], float(cfg.surrogate.slope),
                 bool(ctx.needs_input_grad[3]), bool(ctx.needs_input_grad[6]))
         if ctx.narrow:
             g_x, g_v0, g_w = kernel.backward_narrow(g_y, weight, x, v0, z0, g_v.expand_as(v0), g_z, *tail)
@@ -177,26 +176,24 @@ class _NativeNeuronLinear(torch.autograd.Function):
 NARROW = 64
 
 
-def _kernel():
-    """The native kernel when ``SNNIR_NATIVE=1`` and it builds, else None."""
-    from snnir.targets.torch import native
-
-    return native.extension("neuron_linear") if native.enabled() else None
+def _kernel(choice: bool | None = None):
+    """The native kernel when chosen (``native.enabled``) and it builds, else None."""
+    return kernels.extension("neuron_linear") if kernels.enabled(choice) else None
 
 
 def neuron_linear_sequence(
     cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict[str, Tensor], weight: Tensor,
-    bias: Tensor | None,
+    bias: Tensor | None, native: bool | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``(y, final_state)``: ``y`` is ``[T, B, M]``, the layer applied to every step's spikes;
-    ``x``, ``steps``, ``static`` and ``init`` as for ``neuron_sequence`` (see :func:`applies`)."""
+    ``x``, ``steps``, ``static``, ``init`` and ``native`` as for ``neuron_sequence`` (see
+    :func:`applies`)."""
     v0 = init["v"]
     z0 = init.get("z", v0.new_zeros(()))
-    native = (
+    use_native = (
         x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
-        and cfg.surrogate.name in ("fast_sigmoid", "arctan", "triangular", "sigmoid", "straight_through")
-        and _kernel() is not None
+        and cfg.surrogate.name in kernels._SURROGATES and _kernel(native) is not None
     )
-    op = _NativeNeuronLinear if native else _NeuronLinear
+    op = _NativeNeuronLinear if use_native else _NeuronLinear
     y, v_t, z_t = op.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
     return y, _state(cfg, v_t, None, z_t)

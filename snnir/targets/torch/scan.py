@@ -127,6 +127,7 @@ def neuron_sequence(
     steps: int | None = None,
     detach_reset: bool = False,
     coeffs: Mapping[str, Tensor | None] | None = None,
+    native: bool | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
     """Run ``op`` over all steps of ``x``; returns ``(out, final_state, traces)``.
 
@@ -144,6 +145,7 @@ def neuron_sequence(
       computes them); otherwise ``None``.
     - ``coeffs``: :func:`coefficients` of ``op`` and ``params`` computed before (a caller
       running many sequences with unchanged parameters saves their cost).
+    - ``native``: use the native C++ kernel where it applies (None: as ``SNNIR_NATIVE`` says).
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")
@@ -171,10 +173,10 @@ def neuron_sequence(
         or any(v.requires_grad for v in init.values())
         or any(v is not None and v.requires_grad for v in c.values())
     )
-    from snnir.targets.torch import native  # imported here: native builds on this module
+    from snnir.targets.torch import native as kernels  # imported here: it builds on this module
 
-    if native.supports(op, cfg, x, record):
-        return native.neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
+    if kernels.supports(op, cfg, x, record, native):
+        return kernels.neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
     if record or not tracked:
         with torch.no_grad():
             out, final, _, _, traces = _run(cfg, c, x, n_steps, static, init, keep=False, record=record)

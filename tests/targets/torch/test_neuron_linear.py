@@ -142,3 +142,30 @@ def test_compiled_module_hands_spikes_to_the_layer(monkeypatch, level, static, l
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-5)
     assert any(level._then for level in fused.modules() if hasattr(level, "_then")), "no neuron took its layer"
+
+
+def test_compile_option_native_overrides_the_environment(monkeypatch):
+    """``compile_torch(native=False)`` never touches the kernels, whatever ``SNNIR_NATIVE`` says;
+    ``native=True`` uses them with the variable unset, with the same spikes and gradients."""
+    graph = snnir.optimize(_two_layer_graph(), static_inputs=["x"])
+    x = torch.rand(B, 12) * 4
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    built = native.extension
+    monkeypatch.setattr(native, "extension", lambda *a: pytest.fail("a kernel was asked for"))
+    want, want_grads = _train_once(snnir.compile(graph, target="torch", native=False), x, True)
+    monkeypatch.setattr(native, "extension", built)
+    monkeypatch.delenv("SNNIR_NATIVE")
+    if native.extension("neuron_linear") is None or native.extension() is None:
+        pytest.skip("the native kernels could not be built here (no C++ compiler or ninja)")
+    used = []
+    monkeypatch.setattr(native, "extension", lambda *a: used.append(a) or built(*a))
+    got, got_grads = _train_once(snnir.compile(graph, target="torch", native=True), x, True)
+    assert ("neuron_linear",) in used
+    assert torch.equal(got, want)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_native_option_is_refused():
+    with pytest.raises(snnir.SnnirError, match="native"):
+        snnir.compile(_two_layer_graph(), target="torch", native="yes")
