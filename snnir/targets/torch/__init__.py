@@ -206,9 +206,9 @@ def compile_torch(
       Results are identical; training memory no longer grows with T for a held input
       (see docs/performance.md).
     - ``recompute``: training keeps only each run's inputs and starting state and reruns
-      its forward in the backward (activation checkpointing over runs of steps): memory
-      stops growing with T for any input, for about one more forward's time. Identical
-      results and gradients.
+      its forward in the backward (activation checkpointing over runs of steps): with
+      ``time_chunk`` > 0, memory stops growing with T for any input, for about one more
+      forward's time. Identical results and gradients.
     - ``native``: run neurons with the C++ kernels (``True``; built on first use, about a
       minute, then cached; where they cannot be built, one warning and the Python loop),
       never (``False``), or as the environment's ``SNNIR_NATIVE=1`` says (``None``).
