@@ -199,59 +199,22 @@ class _Builder:
 
     # --- ops ---------------------------------------------------------------------
     def lower(self, op: Any, path: str, x: str) -> str:
-        y = f"{path}/y"
-        if isinstance(op, (Affine, Linear)):
-            wt = self.const(f"{path}/weight_t", np.asarray(op.weight).T)
-            if isinstance(op, Linear):
-                self.add("MatMul", [x, wt], [y])
-            else:
-                self.add("MatMul", [x, wt], [f"{path}/matmul"])
-                self.add("Add", [f"{path}/matmul", self.const(f"{path}/bias", op.bias)], [y])
-        elif isinstance(op, Scale):
-            self.add("Mul", [x, self.const(f"{path}/scale", op.scale)], [y])
-        elif isinstance(op, Flatten):
-            shape = [0] + list(self.shapes.outputs[path])
-            self.add("Reshape", [x, self.const(f"{path}/shape", shape, np.int64)], [y])
-        elif isinstance(op, (Conv1d, Conv2d)):
-            bias = np.broadcast_to(np.asarray(op.bias), (op.weight.shape[0],))
-            pads = list(op.explicit_padding())
-            self.add(
-                "Conv", [x, self.const(f"{path}/weight", op.weight), self.const(f"{path}/bias", bias)], [y],
-                kernel_shape=list(op.weight.shape[2:]), strides=list(op.stride), dilations=list(op.dilation),
-                pads=pads + pads, group=int(op.groups),
-            )
-        elif isinstance(op, SumPool2d):
-            channels = self.shapes.inputs[path][0]
-            ones = np.ones((channels, 1) + tuple(op.kernel_size))
-            self.add(
-                "Conv", [x, self.const(f"{path}/ones", ones)], [y], kernel_shape=list(op.kernel_size),
-                strides=list(op.stride), pads=list(op.padding) * 2, group=int(channels),
-            )
-        elif isinstance(op, AvgPool2d):
-            self.add(
-                "AveragePool", [x], [y], kernel_shape=list(op.kernel_size), strides=list(op.stride),
-                pads=list(op.padding) * 2, count_include_pad=1,
-            )
-        elif isinstance(op, Threshold):
-            self.add("Sub", [x, self.const(f"{path}/threshold", op.threshold)], [f"{path}/shifted"])
-            self.add(SPIKE_OP, [f"{path}/shifted"], [y], domain=DOMAIN)
-            self.uses_spike = True
-        elif isinstance(op, Delay):
-            return self.delay(op, path, x)
-        elif isinstance(op, Neuron):
-            return self.neuron(op, path, x)
-        else:
+        """Emit one op's step by its entry in ``LOWERINGS`` (or its nearest base class's)."""
+        lowering = next((LOWERINGS[cls] for cls in type(op).__mro__ if cls in LOWERINGS), None)
+        if lowering is None:
             raise SnnirError(f"the ONNX/IPU target has no lowering for {op.op_type}", path)
+        y = f"{path}/y"
+        lowering(self, op, path, x, y)
         return y
 
-    def delay(self, op: Delay, path: str, x: str) -> str:
+    def delay(self, op: Delay, path: str, x: str, y: str) -> None:
         shape = tuple(self.shapes.outputs[path])
         steps = np.broadcast_to(op.steps(path), shape)
         depth = int(steps.max()) if steps.size else 0
         self.node_info[path] = {"op": "Delay", "depth": depth, "dt": op.sem.dt}
         if depth == 0:
-            self.add("Identity", [x], [f"{path}/y"])
-            return f"{path}/y"
+            self.add("Identity", [x], [y])
+            return
         buffer = self.state(f"{path}.buffer", shape, self.act_type, leading=(depth, BATCH))
         axis0 = self.const(f"{path}/axis0", [0], np.int64)
         self.add("Unsqueeze", [x, axis0], [f"{path}/x1"])
@@ -259,13 +222,12 @@ class _Builder:
         # y = history[depth - steps] per element, as a one-hot mask summed over time (exact)
         mask = (np.arange(depth + 1).reshape((-1,) + (1,) * steps.ndim) == depth - steps)[:, None]
         self.add("Mul", [f"{path}/history", self.const(f"{path}/mask", mask)], [f"{path}/picked"])
-        self.add("ReduceSum", [f"{path}/picked", axis0], [f"{path}/y"], keepdims=0)
+        self.add("ReduceSum", [f"{path}/picked", axis0], [y], keepdims=0)
         big = self.const(f"{path}/end", [np.iinfo(np.int64).max], np.int64)
         self.add("Slice", [f"{path}/history", self.const(f"{path}/one", [1], np.int64), big, axis0],
                  [f"{buffer}.next"])
-        return f"{path}/y"
 
-    def neuron(self, op: Neuron, path: str, x: str) -> str:
+    def neuron(self, op: Neuron, path: str, x: str, y: str) -> None:
         kernel = kernel_for(op)
         self.kernels[kernel.name] = kernel
         shape = self.shapes.outputs[path]
@@ -276,16 +238,15 @@ class _Builder:
         if self.precision == "fp16":
             self.add("Cast", [x], [f"{path}/x32"], to=TensorProto.FLOAT)
             x = f"{path}/x32"
-        y32 = f"{path}/y32" if self.precision == "fp16" else f"{path}/y"
+        y32 = f"{path}/y32" if self.precision == "fp16" else y
         outs = [y32] + [f"{s}.next" for s in state_ins]
         self.add(kernel.name, [x] + state_ins + coeffs, outs, domain=DOMAIN)
         if self.precision == "fp16":
-            self.add("Cast", [y32], [f"{path}/y"], to=self.act_type)
+            self.add("Cast", [y32], [y], to=self.act_type)
         self.node_info[path] = {
             "op": op.op_type, "kernel": kernel.name, "states": list(kernel.state_names),
             "dt": op.sem.dt, "semantics": op.sem.to_dict(),
         }
-        return f"{path}/y"
 
     # --- assembly -------------------------------------------------------------------
     def model(self) -> onnx.ModelProto:
@@ -430,3 +391,58 @@ def simulate(model_dir: Any, x: Any) -> dict[str, np.ndarray]:
         for n, v in state.items():
             results[n].append(v)
     return {n: np.stack(v).astype(np.float64) for n, v in results.items()}
+
+
+# --- the lowering table: op class -> fn(builder, op, path, x, y) writing the op's step to y --------
+def _dense(b: _Builder, op: Any, path: str, x: str, y: str) -> None:
+    wt = b.const(f"{path}/weight_t", np.asarray(op.weight).T)
+    if isinstance(op, Linear):
+        b.add("MatMul", [x, wt], [y])
+    else:
+        b.add("MatMul", [x, wt], [f"{path}/matmul"])
+        b.add("Add", [f"{path}/matmul", b.const(f"{path}/bias", op.bias)], [y])
+
+
+def _scale(b: _Builder, op: Scale, path: str, x: str, y: str) -> None:
+    b.add("Mul", [x, b.const(f"{path}/scale", op.scale)], [y])
+
+
+def _flatten(b: _Builder, op: Flatten, path: str, x: str, y: str) -> None:
+    b.add("Reshape", [x, b.const(f"{path}/shape", [0] + list(b.shapes.outputs[path]), np.int64)], [y])
+
+
+def _conv(b: _Builder, op: Any, path: str, x: str, y: str) -> None:
+    bias = np.broadcast_to(np.asarray(op.bias), (op.weight.shape[0],))
+    pads = list(op.explicit_padding())
+    b.add(
+        "Conv", [x, b.const(f"{path}/weight", op.weight), b.const(f"{path}/bias", bias)], [y],
+        kernel_shape=list(op.weight.shape[2:]), strides=list(op.stride), dilations=list(op.dilation),
+        pads=pads + pads, group=int(op.groups),
+    )
+
+
+def _sum_pool(b: _Builder, op: SumPool2d, path: str, x: str, y: str) -> None:
+    channels = b.shapes.inputs[path][0]
+    ones = b.const(f"{path}/ones", np.ones((channels, 1) + tuple(op.kernel_size)))
+    b.add("Conv", [x, ones], [y], kernel_shape=list(op.kernel_size), strides=list(op.stride),
+          pads=list(op.padding) * 2, group=int(channels))
+
+
+def _avg_pool(b: _Builder, op: AvgPool2d, path: str, x: str, y: str) -> None:
+    b.add("AveragePool", [x], [y], kernel_shape=list(op.kernel_size), strides=list(op.stride),
+          pads=list(op.padding) * 2, count_include_pad=1)
+
+
+def _threshold(b: _Builder, op: Threshold, path: str, x: str, y: str) -> None:
+    b.add("Sub", [x, b.const(f"{path}/threshold", op.threshold)], [f"{path}/shifted"])
+    b.add(SPIKE_OP, [f"{path}/shifted"], [y], domain=DOMAIN)
+    b.uses_spike = True
+
+
+#: every op the ONNX/IPU target lowers; a class not listed takes its nearest listed base's
+#: (every neuron op: ``Neuron``'s fused step)
+LOWERINGS: dict[type, Any] = {
+    Affine: _dense, Linear: _dense, Scale: _scale, Flatten: _flatten, Conv1d: _conv, Conv2d: _conv,
+    SumPool2d: _sum_pool, AvgPool2d: _avg_pool, Threshold: _threshold, Delay: _Builder.delay,
+    Neuron: _Builder.neuron,
+}
