@@ -72,7 +72,9 @@ def _infer(graph: Graph, prefix: str, given: dict[str, Shape], shapes: Shapes) -
 
 def _incoming(graph: Graph, prefix: str, name: str, shapes: Shapes) -> dict[str | None, list] | None:
     """Known source shapes by destination port; ``None`` while a source is still unknown
-    and no source is known for some port."""
+    and no source is known for some port. A nested graph's port whose sources are all
+    unknown (fed only by a loop) takes the shape its Input node declares; the loop edges
+    are checked against it once their sources are known (``_infer``)."""
     by_port: dict[str | None, list] = {}
     for src, dst in graph.edges:
         dst_node, port = graph.resolve(dst, as_source=False)
@@ -80,8 +82,12 @@ def _incoming(graph: Graph, prefix: str, name: str, shapes: Shapes) -> dict[str 
             continue
         key = _source_key(graph, prefix, src)
         by_port.setdefault(port, []).append((src, shapes.outputs.get(key)))
+    op = graph.nodes[name]
     for port, sources in by_port.items():
         known = [s for s in sources if s[1] is not None]
+        if not known and isinstance(op, Subgraph):
+            inner = port if port is not None else op.graph.inputs[0]
+            known = [(f"{name}.{inner} (declared)", op.graph.nodes[inner].shape)]
         if not known:
             return None
         by_port[port] = known

@@ -165,3 +165,26 @@ def test_loop_fed_only_by_itself_has_no_shape():
     with pytest.raises(SnnirError, match="cannot be determined") as info:
         verify(graph)
     assert info.value.node == "lif"
+
+
+def _nested_with_feedback(declared: int = 2) -> Graph:
+    """A nested graph with ports ``x`` (from the input) and ``fb`` (only from a loop out of
+    the nested graph's own output, through a Linear), ``fb`` declared ``(declared,)``."""
+    inner = Graph(
+        {"x": Input((2,)), "fb": Input((declared,)), "p": fc(declared, 2), "lif": lif(), "out": Output()},
+        (("x", "lif"), ("fb", "p"), ("p", "lif"), ("lif", "out")),
+    )
+    return Graph(
+        {"x": Input((2,)), "sub": Subgraph(inner), "w": fc(), "y": Output()},
+        (("x", "sub.x"), ("sub.out", "w"), ("w", "sub.fb"), ("sub.out", "y")),
+    )
+
+
+def test_nested_port_fed_only_by_a_loop_takes_its_declared_shape():
+    assert verify(_nested_with_feedback()).shapes.out("w") == (2,)
+
+
+def test_nested_port_fed_by_a_loop_of_another_shape_is_refused():
+    with pytest.raises(SnnirError, match=r"carries shape \[2\] but the node receives \[3\]") as info:
+        verify(_nested_with_feedback(declared=3))
+    assert info.value.node == "sub"

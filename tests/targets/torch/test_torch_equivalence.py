@@ -256,3 +256,27 @@ def test_random_semantics_match_reference():
         assert_matches_reference(graph, random_input(graph, 15, 2, seed=seed))
 
     check()
+
+
+def test_nested_port_fed_only_by_a_loop_runs_as_the_reference():
+    """A nested graph whose port ``fb`` is fed only by a loop out of its own output: its
+    shape comes from the port's Input declaration; torch equals the reference."""
+    from snnir.ir import LIF, Affine, Input, Output, Subgraph
+
+    def lif():
+        return LIF(tau=np.array(0.01), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
+
+    inner = Graph(
+        {"x": Input((2,)), "fb": Input((2,)), "p": Affine(weight=-np.eye(2), bias=np.zeros(2)), "lif": lif(),
+         "out": Output()},
+        (("x", "lif"), ("fb", "p"), ("p", "lif"), ("lif", "out")),
+    )
+    graph = Graph(
+        {"x": Input((2,)), "sub": Subgraph(inner), "w": Affine(weight=np.ones((2, 2)), bias=np.zeros(2)),
+         "y": Output()},
+        (("x", "sub.x"), ("sub.out", "w"), ("w", "sub.fb"), ("sub.out", "y")),
+    )
+    x = np.random.default_rng(0).uniform(0, 400, (20, 3, 2))
+    want = snnir.run(graph, x)["y"]
+    got = compile_torch(graph, dtype=torch.float64)(torch.tensor(x)).detach().numpy()
+    assert want.sum() > 0 and np.array_equal(got, want)
