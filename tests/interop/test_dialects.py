@@ -116,3 +116,34 @@ def test_convert_between_dialects(tmp_path, capsys) -> None:
 def test_convert_to_an_unknown_library_fails_in_one_line(tmp_path, capsys) -> None:
     assert main(["convert", str(tmp_path / "missing.nir"), str(tmp_path / "o.nir"), "--to", "bogus"]) == 1
     assert "unknown dialect 'bogus'" in capsys.readouterr().err
+
+
+def _spyx_conv_graph() -> Graph:
+    from snnir.ir.ops import Conv2d, Flatten
+
+    rng = np.random.default_rng(0)
+    sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
+    return Graph.sequential(
+        ("x", Input((2, 5, 5))),
+        ("conv", Conv2d(weight=rng.normal(size=(3, 2, 3, 3)), bias=np.zeros(3))),
+        ("lif1", LIF(tau=np.full((3, 3, 3), 5.0), r=np.full((3, 3, 3), 5.0), v_leak=np.zeros((3, 3, 3)),
+                     v_threshold=np.ones((3, 3, 3)), sem=sem)),
+        ("flat", Flatten(start_dim=0)),
+        ("fc", Affine(weight=rng.normal(size=(4, 27)), bias=np.zeros(4))),
+        ("y", Output()),
+    )
+
+
+def test_spyx_linear_after_flatten_is_written_channels_last_and_read_back(tmp_path) -> None:
+    """Spyx flattens ``[H, W, C]``: the weights after a Flatten of ``[C, H, W]`` are written in
+    that column order, and the spyx reading restates them channel-first."""
+    graph = _spyx_conv_graph()
+    path = tmp_path / "spyx-conv.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, path, dialect="spyx")
+        as_written = snnir.read(path).nodes["fc"].weight
+        back = snnir.read(path, dialect="spyx").nodes["fc"].weight
+    want = np.asarray(graph.nodes["fc"].weight)
+    assert np.array_equal(as_written, want.reshape(4, 3, 3, 3).transpose(0, 2, 3, 1).reshape(4, 27))
+    assert np.array_equal(back, want)

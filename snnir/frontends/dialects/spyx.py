@@ -11,6 +11,11 @@ neuron; ``on_write`` removes such delays (Spyx adds them back by itself) and fol
 the input gain into the threshold, as Spyx's ``from_nir`` ignores ``r``.
 ``CuBaLIF`` subtracts the reset before the decay (``beta (V - s thr)``), which our
 semantics cannot say: it is read with a warning.
+
+Spyx runs channels-last (``[H, W, C]``) and flattens in that order, while its ``to_nir``
+writes NIR's channel-first shapes and OIHW conv weights but leaves the Linear after a
+Flatten in its own order. ``on_read`` restates such a Linear's (or Affine's) weight
+columns in NIR's channel-first order, ``on_write`` back in Spyx's.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semantics, register_dialect
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LIF, CubaLIF, Delay, Neuron
+from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Flatten, Linear, Neuron
 from snnir.ir.semantics import Semantics
+from snnir.ir.shapes import infer_shapes
 
 SPYX_DT = 1.0
 SEMANTICS = {"discretisation": "euler", "reset": "subtract", "reset_timing": "next", "threshold_compare": "gt",
@@ -42,7 +48,42 @@ def _unit_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op
 
 
+def _flatten_order(graph: Graph, warnings: list[str], to_nir: bool) -> Graph:
+    """Linear/Affine weights after a Flatten of ``[C, *positions]``: Spyx's channels-last
+    column order restated channel-first (``to_nir``), or back."""
+    fed: dict[str, list[str]] = {}
+    for src, dst in graph.edges:
+        fed.setdefault(dst, []).append(src)
+    flattens = [n for n, op in graph.nodes.items() if isinstance(op, Flatten)]
+    if not flattens:
+        return graph
+    try:
+        shapes = infer_shapes(graph)
+    except SnnirError as exc:
+        warnings.append(f"spyx: shapes unknown ({exc}); Linear weights after a Flatten kept as written")
+        return graph
+    nodes = dict(graph.nodes)
+    for name, op in graph.nodes.items():
+        sources = fed.get(name, [])
+        if not isinstance(op, (Affine, Linear)) or len(sources) != 1 or sources[0] not in flattens:
+            continue
+        shape = tuple(shapes.inputs[sources[0]])
+        if len(shape) < 2 or len(shapes.outputs[sources[0]]) != 1:
+            continue
+        weight = np.asarray(op.weight)
+        rows, channels, positions = weight.shape[0], shape[0], shape[1:]
+        if to_nir:  # columns ordered (*positions, C) -> (C, *positions)
+            weight = np.moveaxis(weight.reshape((rows,) + positions + (channels,)), -1, 1)
+        else:
+            weight = np.moveaxis(weight.reshape((rows, channels) + positions), 1, -1)
+        nodes[name] = op.replace(weight=np.ascontiguousarray(weight).reshape(rows, -1))
+        warnings.append(f"node '{name}': Spyx flattens channels-last; its weights restated "
+                        f"{'channel-first, as NIR orders them' if to_nir else 'channels-last, as Spyx orders them'}")
+    return graph.replace(nodes=nodes)
+
+
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
+    graph = _flatten_order(graph, warnings, to_nir=True)
     graph = map_neurons(graph, lambda path, op: _unit_gains(path, op, warnings))
     nodes, edges = dict(graph.nodes), list(graph.edges)
     for name, op in graph.nodes.items():
@@ -64,8 +105,7 @@ def _on_write(graph: Graph, warnings: list[str]) -> Graph:
                 edges = [(name if src == late else src, dst) for src, dst in edges if (src, dst) != (name, late)]
             else:
                 warnings.append(f"node '{name}': Spyx emits its spikes one step late")
-    graph = graph.replace(nodes=nodes, edges=tuple(edges))
-
+    graph = _flatten_order(graph.replace(nodes=nodes, edges=tuple(edges)), warnings, to_nir=False)
     return map_neurons(graph, lambda path, op: _for_spyx(path, op, warnings))
 
 
