@@ -50,7 +50,7 @@ def _cases():
         for disc, reset, timing, (cmp, mode), order in itertools.product(
             ("euler", "exp"),
             ("zero", "subtract", "none") if spiking else ("zero",),
-            ("same", "next") if spiking else ("same",),
+            ("same", "next", "next_after_input") if spiking else ("same",),
             (("gt", "single"), ("ge", "single"), ("ge", "multi")) if spiking else (("gt", "single"),),
             ("current_first", "voltage_first") if cls.has_current else ("current_first",),
         ):
@@ -191,16 +191,6 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
             second, _, _ = neuron_sequence(op, {}, x, None)
     assert load.call_count == 1
     torch.testing.assert_close(first, second, rtol=0, atol=0)
-
-
-def test_semantics_it_does_not_implement_use_python_loop(extension, monkeypatch):
-    monkeypatch.setenv("SNNIR_NATIVE", "1")
-    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0, sem=Semantics(reset_timing="next_after_input"))
-    cfg = _config(op, Surrogate(), False)
-    x = torch.randn(T, B, N)
-    assert not native.supports(op, cfg, x, record=False)
-    same = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
-    assert native.supports(same, _config(same, Surrogate(), False), x, record=False)
 
 
 def test_repeated_backward_with_retain_graph(extension, monkeypatch):

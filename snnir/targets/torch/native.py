@@ -49,7 +49,7 @@ _RESETS = {"none": 0, "zero": 1, "subtract": 2}
 _SURROGATES = {"fast_sigmoid": 0, "arctan": 1, "triangular": 2, "sigmoid": 3, "straight_through": 4}
 _CONFIG_FIELDS = {
     "spiking", "has_current", "next_timing", "reset", "inclusive", "multi", "current_first", "detach_reset",
-    "surrogate",
+    "surrogate", "after_input",
 }
 _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or None once tried
 
@@ -99,13 +99,12 @@ def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | N
     """Whether the native kernel runs this case (building it if needed); ``choice`` as for
     :func:`enabled`.
 
-    Only the semantics it implements: another reset timing, or a ``_Config``
-    flag added later and set, turns it off until the kernel learns them.
+    Only the semantics it implements: a ``_Config`` flag added later and set turns it
+    off until the kernel learns it.
     """
     return (
         enabled(choice)
         and not record
-        and op.sem.reset_timing in ("same", "next")
         and not any(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _CONFIG_FIELDS)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
@@ -119,6 +118,7 @@ def _flags(cfg: _Config) -> list[int]:
     return [
         int(cfg.spiking), int(cfg.has_current), int(cfg.next_timing), int(cfg.inclusive), int(cfg.multi),
         int(cfg.current_first), int(cfg.detach_reset), _RESETS[cfg.reset], _SURROGATES[cfg.surrogate.name],
+        int(cfg.after_input),
     ]
 
 

@@ -40,13 +40,14 @@ enum Cur { CUR_NONE = 0, CUR_VOLTAGE_FIRST = 1, CUR_CURRENT_FIRST = 2 };  // fas
 struct Config {
   bool spiking, has_current, next_timing, inclusive, multi, current_first, detach_reset;
   int reset, surrogate;
+  bool after_input;  // the delayed reset comes after the input ("next_after_input")
   double slope;
 };
 
 Config make_config(const std::vector<int64_t>& f, double slope) {
-  TORCH_CHECK(f.size() == 9, "neuron_scan: expected 9 flags");
+  TORCH_CHECK(f.size() == 10, "neuron_scan: expected 10 flags");
   return Config{f[0] != 0, f[1] != 0, f[2] != 0, f[3] != 0, f[4] != 0, f[5] != 0, f[6] != 0,
-                static_cast<int>(f[7]), static_cast<int>(f[8]), slope};
+                static_cast<int>(f[7]), static_cast<int>(f[8]), f[9] != 0, slope};
 }
 
 template <typename T>
@@ -89,6 +90,17 @@ void spikes(const Config& c, const T* u, const T* thr, T* z, int64_t n) {
   }
 }
 
+// m = reset(m, z) by the previous step's spikes z, for a delayed reset (in place).
+template <typename T>
+void reset_by_previous(const Config& c, const T* z, const T* thr, const T* v_reset, T* m, int64_t n) {
+  if (!c.next_timing) return;
+  if (c.reset == RESET_ZERO) {
+    for (int64_t e = 0; e < n; ++e) m[e] = z[e] > T(0) ? v_reset[e] : m[e];
+  } else if (c.reset == RESET_SUBTRACT) {
+    for (int64_t e = 0; e < n; ++e) m[e] = m[e] - z[e] * thr[e];
+  }
+}
+
 // Runs one chunk of n elements over all steps from the states in v, i, z
 // (updated in place; k: the chunk's coefficients; scratch: 2 local arrays).
 // Writes u_t at u0 + t * u_step (for non-spiking neurons u is the output),
@@ -120,12 +132,10 @@ void run_chunk(const Config& c, const T* const* k, const T* x, int64_t x_step, i
     } else {
       for (int64_t e = 0; e < n; ++e) lk[e] = v_leak[e] + a_mem[e] * (v[e] - v_leak[e]);
     }
-    if (c.next_timing && c.reset == RESET_ZERO) {
-      for (int64_t e = 0; e < n; ++e) lk[e] = z[e] > T(0) ? v_reset[e] : lk[e];
-    } else if (c.next_timing && c.reset == RESET_SUBTRACT) {
-      for (int64_t e = 0; e < n; ++e) lk[e] = lk[e] - z[e] * thr[e];
-    }
+    // a delayed reset by the previous step's spikes: of the leaked membrane, or after the input
+    if (!c.after_input) reset_by_previous(c, z, thr, v_reset, lk, n);
     for (int64_t e = 0; e < n; ++e) u[e] = lk[e] + drive[e];
+    if (c.after_input) reset_by_previous(c, z, thr, v_reset, u, n);
     if (!c.spiking) {
       std::copy(u, u + n, v);
       continue;
@@ -164,7 +174,7 @@ using I_ = std::integral_constant<int, V>;
 // the fused loop of the other two pairs scalar, with branches (5-8x slower
 // than the per-stage loops), so they keep run_chunk.
 bool fast_path(const Config& c) {
-  return c.spiking && !c.multi && c.reset == (c.next_timing ? RESET_SUBTRACT : RESET_ZERO);
+  return c.spiking && !c.multi && !c.after_input && c.reset == (c.next_timing ? RESET_SUBTRACT : RESET_ZERO);
 }
 
 // The spike (1 or 0; NaN never fires) as value selects, which vectorize best;
@@ -553,7 +563,8 @@ void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, cons
         } else {
           for (int64_t e = 0; e < n; ++e) g_u[e] = gv[e] + go[e];
         }
-        // through a reset by the previous step's spikes: g_leaked
+        // through a reset by the previous step's spikes: g_leaked (with the reset after the
+        // input, the drive entered before it: its gradient is g_leaked too)
         std::copy(g_u, g_u + n, g_leaked);
         if (c.next_timing) {
           if (subtract_grad) {
@@ -576,6 +587,7 @@ void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, cons
             }
           }
         }
+        if (c.after_input) std::copy(g_leaked, g_leaked + n, g_u);
         // through the leak: gv, the gradient at the previous step's stored membrane
         if (!a_mem) {
           std::copy(g_leaked, g_leaked + n, gv);
