@@ -48,6 +48,17 @@ def _blocks(steps: int):
     return [(t0, min(t0 + BLOCK, steps)) for t0 in range(0, steps, BLOCK)]
 
 
+def _input_grads(ctx, g_y: Tensor, v0: Tensor, g_x, g_v0, g_w) -> tuple:
+    """A backward's results in its forward's argument order (cfg, steps, static, x, v0, z0,
+    weight, bias, coefficients...), None where no gradient is wanted."""
+    need = ctx.needs_input_grad
+    g_b = g_y.sum((0, 1)) if ctx.has_bias and need[7] else None
+    g_z0 = torch.zeros_like(v0) if ctx.cfg.next_timing and need[5] else None
+    return (
+        None, None, None, g_x if need[3] else None, g_v0 if need[4] else None, g_z0, g_w if need[6] else None, g_b,
+    ) + (None,) * (len(need) - 8)
+
+
 class _NeuronLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, steps, static, x, v0, z0, weight, bias, *coeff_values):  # type: ignore[override]
@@ -99,7 +110,7 @@ class _NeuronLinear(torch.autograd.Function):
                 g_rows, block = rows(t0, t1)
                 slopes[t0:t1].view(-1, n).mul_(torch.mm(g_rows, weight, out=block))
 
-        g_x = g_v0 = g_w = g_b = None
+        g_x = g_v0 = g_w = None
         if any(ctx.needs_input_grad[3:6]):
             g_x, g_v0 = _linear_bptt(cfg, _scalars(shapes), static, us, static, times_g_spikes, g_v, g_z)
         if bits is not None:
@@ -107,16 +118,7 @@ class _NeuronLinear(torch.autograd.Function):
             for t0, t1 in _blocks(steps):
                 g_rows, block = rows(t0, t1)
                 g_w.addmm_(g_rows.t(), block.copy_(bits[t0:t1].view(-1, n).view(torch.uint8)))
-        if ctx.has_bias and ctx.needs_input_grad[7]:
-            g_b = g_y.sum((0, 1))
-        g_z0 = torch.zeros_like(v0) if cfg.next_timing and ctx.needs_input_grad[5] else None
-        return (
-            None, None, None,
-            g_x if ctx.needs_input_grad[3] else None,
-            g_v0 if ctx.needs_input_grad[4] else None,
-            g_z0, g_w, g_b,
-            *(None for _ in coeff_values),
-        )
+        return _input_grads(ctx, g_y, v0, g_x, g_v0, g_w)
 
 
 class _NativeNeuronLinear(torch.autograd.Function):
@@ -141,7 +143,7 @@ class _NativeNeuronLinear(torch.autograd.Function):
             bool(ctx.needs_input_grad[6]) and not narrow, training and not static and not narrow,
         )
         ctx.cfg, ctx.steps, ctx.static, ctx.step, ctx.has_bias = cfg, steps, static, step, bias is not None
-        ctx.n_coeffs, ctx.narrow = len(coeff_values), narrow
+        ctx.narrow = narrow
         ctx.save_for_backward(x if static or narrow else None, v0, z0, bits, us, weight)
         return y, v_t, z_t
 
@@ -160,15 +162,7 @@ class _NativeNeuronLinear(torch.autograd.Function):
             g_x, g_v0, g_w = kernel.backward(
                 g_y, weight, bits, us, v0.new_empty(0) if x is None else x, v0, z0, g_v.expand_as(v0), g_z, *tail
             )
-        g_b = g_y.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[7] else None
-        g_z0 = torch.zeros_like(v0) if cfg.next_timing and ctx.needs_input_grad[5] else None
-        return (
-            None, None, None,
-            g_x if ctx.needs_input_grad[3] else None,
-            g_v0 if ctx.needs_input_grad[4] else None,
-            g_z0, g_w if ctx.needs_input_grad[6] else None, g_b,
-            *(None for _ in range(ctx.n_coeffs)),
-        )
+        return _input_grads(ctx, g_y, v0, g_x, g_v0, g_w)
 
 
 #: a layer of at most this many outputs takes the native one-pass backward (``backward_narrow``):

@@ -72,8 +72,9 @@ def _tutorial_graph(n_in=20, n_hid=40, n_out=5, seed=0):
     )
 
 
-def _saved_bytes(module, x, steps) -> int:
-    """Bytes autograd keeps for the backward of one forward (each storage counted once)."""
+def _saved_bytes(module, x, steps=None) -> int:
+    """Bytes autograd keeps for the backward of one forward (each storage counted once), the
+    input's own storage aside; ``steps``: ``x`` is held over that many steps."""
     storages: dict[int, int] = {}
 
     def pack(t):
@@ -81,9 +82,9 @@ def _saved_bytes(module, x, steps) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = module(x, steps=steps)
+        out = module(x) if steps is None else module(x, steps=steps)
     out.sum().backward()
-    return sum(storages.values())
+    return sum(n for ptr, n in storages.items() if ptr != x.untyped_storage().data_ptr())
 
 
 @pytest.mark.parametrize("chunk", [0, 8], ids=["whole", "chunked"])
@@ -136,19 +137,8 @@ def test_recompute_changes_nothing_but_memory(name, index, graph):
 def test_recompute_keeps_less_for_a_per_step_input():
     graph = snnir.optimize(_tutorial_graph())
     x = (torch.rand(400, B, 20) < 0.3).float()
-    saved = {}
-    for recompute in (False, True):
-        module = compile_torch(graph, time_chunk=8, recompute=recompute)
-        storages: dict[int, int] = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = module(x)
-        out.sum().backward()
-        saved[recompute] = sum(n for ptr, n in storages.items() if ptr != x.untyped_storage().data_ptr())
+    saved = {recompute: _saved_bytes(compile_torch(graph, time_chunk=8, recompute=recompute), x)
+             for recompute in (False, True)}
     assert saved[True] < saved[False] / 4
 
 
