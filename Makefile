@@ -24,7 +24,10 @@ $(STAMP): pyproject.toml requirements-interop.txt scripts/install_interop.sh | $
 	$(PIP) download -q --no-deps nir==1.0.8 -d $(VENV)/nir-1.0.8
 	touch $(STAMP)
 
+# The C++ neuron kernels (about 35 s once; cached by a hash of their sources): where no
+# compiler is found, compiled modules run the Python loop instead.
 install: $(STAMP)
+	$(VENV)/bin/snnir native --build || echo "snnir: native kernels not built; compiled modules use the Python loop"
 
 demo: install
 	$(PY) examples/demo.py

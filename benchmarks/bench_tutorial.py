@@ -7,10 +7,11 @@ after each Linear, batch 128, ``ce_count_loss``, ``Adam(lr=1e-3)``. Inputs:
 - dynamic: ``[T, 128, 784]`` rate-coded spikes.
 
 Contenders: ``snntorch`` (eager), ``snnir`` (``snnir.trace`` -> ``snnir.optimize`` ->
-``snnir.compile(target="torch")``; a static image is passed once as
-``module(x, steps=T)``, so the compiled module runs the first Linear on B rows) and
-``kernel`` (the same network built by hand from ``snnir.targets.torch.scan`` and
-``torch.nn.Linear``). Spikes of every contender are asserted identical
+``snnir.compile(target="torch")`` with its defaults, the C++ kernels built first as
+``make install`` does; a static image is passed once as ``module(x, steps=T)``, so the
+compiled module runs the first Linear on B rows), ``snnir-python`` (``native=False``: the
+Python loop), ``snnir-recompute`` (``recompute=True``) and ``kernel`` (the same network
+built by hand from ``snnir.targets.torch.scan`` and ``torch.nn.Linear``). Spikes of every contender are asserted identical
 to snnTorch's on the same weights and input before anything is timed.
 
 Reported per case: median train step (forward, loss, backward, Adam) and
@@ -106,27 +107,28 @@ class KernelNet(nn.Module):
         return self._lif(self.fc2(spk1))
 
 
-def native_available(notes: list[str]) -> bool:
-    """Build (or load from cache) the native kernel once; note how long it took."""
+def build_native(notes: list[str]) -> None:
+    """Build the C++ kernels as ``make install`` does (or find them built): the default
+    ``snnir`` contender then runs on them; note how long it took."""
     from snnir.targets.torch import native
 
     start = time.perf_counter()
-    ok = native.extension() is not None and native.extension("neuron_linear") is not None
-    notes.append(f"native kernels: {'ready' if ok else 'could not be built'} in {time.perf_counter() - start:.1f} s "
-                 "(a first build compiles C++; later processes load it from torch's extension cache)")
-    return ok
+    ok = all(t is not None for t in native.build().values())
+    notes.append(f"native kernels: {'ready' if ok else 'could not be built: snnir runs the Python loop'} in "
+                 f"{time.perf_counter() - start:.1f} s (a first build compiles C++; later processes import it)")
 
 
-#: the snnir contenders: name -> (native kernel, recompute)
-SNNIR_CONTENDERS = {"snnir": (False, False), "snnir-native": (True, False), "snnir-recompute": (False, True)}
+#: the snnir contenders: name -> (compile's ``native`` option, recompute); ``None`` is the
+#: default (the C++ kernels where built, which ``build_native`` sees to)
+SNNIR_CONTENDERS = {"snnir": (None, False), "snnir-python": (False, False), "snnir-recompute": (None, True)}
 
 
 def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, name: str = "snnir"):
     """``trace -> optimize -> compile`` as ``(module, x -> spikes)``; a static ``[B, 784]``
-    image is held over the steps by the module (``module(x, steps=T)``). ``snnir-native``:
-    compiled with ``native=True`` (the C++ kernels); ``snnir-recompute``: with
-    ``recompute=True`` (each run of steps rerun in the backward instead of keeping its
-    activations)."""
+    image is held over the steps by the module (``module(x, steps=T)``). ``snnir``: the
+    defaults (the C++ kernels where built); ``snnir-python``: ``native=False`` (the Python
+    loop); ``snnir-recompute``: ``recompute=True`` (each run of steps rerun in the backward
+    instead of keeping its activations)."""
     import snnir
 
     native, recompute = SNNIR_CONTENDERS[name]
@@ -150,13 +152,13 @@ def make_input(steps: int, static: bool, batch: int = BATCH):
     return (torch.rand(steps, batch, N_IN, generator=g) < image).float(), targets
 
 
-def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str], native: bool = False):
+def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str]):
     """{name: (module, forward)} with spikes asserted equal to snnTorch's."""
     ref = snntorch_net(steps)
     out = {"snntorch": (ref, ref)}
     kernel = KernelNet(ref, steps)
     out["kernel"] = (kernel, kernel)
-    for name in (n for n in SNNIR_CONTENDERS if native or not SNNIR_CONTENDERS[n][0]):
+    for name in SNNIR_CONTENDERS:
         start = time.perf_counter()
         module, forward = snnir_pipeline(ref, steps, static, x, name)
         with torch.no_grad():
@@ -209,12 +211,11 @@ def _timed(fn) -> float:
 
 def time_case(
     steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH, scaling: bool = False,
-    native: bool = False,
 ) -> dict:
     from snntorch import functional as SF
 
     x, targets = make_input(steps, static, batch)
-    found = _scaling_contenders(steps) if scaling else contenders(steps, static, x, notes, native)
+    found = _scaling_contenders(steps, x) if scaling else contenders(steps, static, x, notes)
     loss_fn = SF.ce_count_loss()
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
     train = {n: [] for n in found}
@@ -241,10 +242,10 @@ def time_case(
     }
 
 
-def _scaling_contenders(steps):
+def _scaling_contenders(steps, x):
+    """snnTorch and the default compiled module (spikes as checked by :func:`contenders`)."""
     ref = snntorch_net(steps)
-    kernel = KernelNet(ref, steps)
-    return {"snntorch": (ref, ref), "kernel": (kernel, kernel)}
+    return {"snntorch": (ref, ref), "snnir": snnir_pipeline(ref, steps, False, x)}
 
 
 # --- memory, one fresh process per figure ----------------------------------------------
@@ -319,7 +320,6 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    parser.add_argument("--no-native", action="store_true", help="skip the native-kernel contender")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -338,11 +338,11 @@ def main(argv=None) -> int:
     print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
           "infer vs snnTorch | train / GEMM floor | infer / GEMM floor |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    native = not args.no_native and native_available(notes)
+    build_native(notes)
     results = {}
     for static in (True, False):
         for steps in steps_list:
-            r = time_case(steps, static, reps, notes, native=native)
+            r = time_case(steps, static, reps, notes)
             results[(static, steps)] = r
             base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
             for name in r["train"]:
@@ -354,14 +354,14 @@ def main(argv=None) -> int:
             print(f"| {'static' if static else 'dynamic'} | {steps} | GEMM floor | {r['floor']['train']:.1f} | "
                   f"{r['floor']['infer']:.1f} | | | | 1.00 | 1.00 |", flush=True)
 
-    print("\n## Scaling (kernel contender, train ms; dynamic input)")
+    print("\n## Scaling (snnir, train ms; dynamic input)")
     print("| T | B | train ms | ms per (T*B) sample-step |")
     print("|---|---|---|---|")
     for steps, batch in ((25, 64), (25, 128), (25, 256), (50, 128), (100, 128)):
         if args.quick and batch == 256:
             continue
         r = time_case(steps, False, max(reps // 2, 1), notes, batch=batch, scaling=True)
-        tr = r["train"]["kernel"]
+        tr = r["train"]["snnir"]
         print(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |", flush=True)
 
     memory: dict = {}
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
         print("\n## Peak memory growth of one train step (MB, fresh process each)")
         print("| input | contender | T=25 | T=100 | growth 25->100 |")
         print("|---|---|---|---|---|")
-        names = ("snntorch", "kernel") + tuple(n for n in SNNIR_CONTENDERS if native or not SNNIR_CONTENDERS[n][0])
+        names = ("snntorch", "kernel") + tuple(SNNIR_CONTENDERS)
         for static in (True, False):
             growth = {}
             for name in names:

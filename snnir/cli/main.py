@@ -9,7 +9,7 @@ import sys
 
 from snnir.errors import SnnirError
 
-COMMANDS = ("inspect", "run", "verify", "convert", "export", "optimize", "compile", "plot")
+COMMANDS = ("inspect", "run", "verify", "convert", "export", "optimize", "compile", "plot", "native")
 
 
 def build_parser() -> argparse.ArgumentParser:

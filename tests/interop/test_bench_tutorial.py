@@ -17,6 +17,16 @@ pytestmark = pytest.mark.interop
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tutorial.py"
 
 
+@pytest.fixture(autouse=True)
+def default_kernels(monkeypatch):
+    """The benchmark's defaults: the C++ kernels where they build (``snnir``), next to the
+    Python loop (``snnir-python``)."""
+    monkeypatch.delenv("SNNIR_NATIVE", raising=False)
+    from snnir.targets.torch import native
+
+    native.build()
+
+
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("snntorch", reason="snntorch is not installed (pip install -e '.[test]')")
@@ -34,7 +44,7 @@ def test_contenders_match_snntorch_and_train(bench, static):
     x, targets = bench.make_input(steps, static, batch=16)
     notes: list[str] = []
     found = bench.contenders(steps, static, x, notes)  # raises if any spikes differ from snnTorch's
-    assert set(found) == {"snntorch", "kernel", "snnir", "snnir-recompute"}
+    assert set(found) == {"snntorch", "kernel", "snnir", "snnir-python", "snnir-recompute"}
     module, forward = found["snnir"]
     before = [p.detach().clone() for p in module.parameters()]
     bench.train_step(module, forward, torch.optim.Adam(module.parameters(), lr=1e-3), x, targets, SF.ce_count_loss())
@@ -52,12 +62,12 @@ def test_snnir_gradients_equal_snntorch(bench, static):
     found = bench.contenders(steps, static, x, [])
     loss_fn = SF.ce_count_loss()
     grads = {}
-    for name in ("snntorch", "snnir", "snnir-recompute"):
+    for name in ("snntorch", "snnir", "snnir-python", "snnir-recompute"):
         module, forward = found[name]
         module.zero_grad()
         loss_fn(forward(x), targets).backward()
         grads[name] = sorted((tuple(p.shape), p.grad) for p in module.parameters() if p.grad is not None)
-    for name in ("snnir", "snnir-recompute"):
+    for name in ("snnir", "snnir-python", "snnir-recompute"):
         assert [s for s, _ in grads["snntorch"]] == [s for s, _ in grads[name]]
         for (_, a), (_, b) in zip(grads["snntorch"], grads[name]):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

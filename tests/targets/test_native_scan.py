@@ -30,7 +30,7 @@ SURROGATES = tuple(DEFAULT_SLOPES)
 
 @pytest.fixture(autouse=True)
 def native_enabled(monkeypatch):
-    """The kernel is opt-in; these tests opt in (and opt out where they say so)."""
+    """The suite runs the Python loop; these tests opt in (and opt out where they say so)."""
     monkeypatch.setenv("SNNIR_NATIVE", "1")
 
 
@@ -178,9 +178,10 @@ def test_disabled_by_environment_and_record_use_python_loop(extension, monkeypat
         assert spy.call_count == 1
 
 
-def test_build_failure_warns_once_and_falls_back(monkeypatch):
+def test_build_failure_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("SNNIR_NATIVE", "1")
     monkeypatch.setattr(native, "_extension", {})
+    monkeypatch.setattr(native, "library_path", lambda kernel: tmp_path / f"{kernel}.so")  # not built
     op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
     x = torch.randn(T, B, N)
     with mock.patch("torch.utils.cpp_extension.load", side_effect=RuntimeError("no compiler")) as load:
@@ -217,11 +218,51 @@ def test_config_flags_it_does_not_know_use_python_loop(extension):
     assert not native.supports(op, Later(**common, later_flag=True), x, record=False)
 
 
-def test_native_kernel_is_opt_in(monkeypatch):
-    monkeypatch.delenv("SNNIR_NATIVE", raising=False)
-    assert not native.enabled()
-    monkeypatch.setenv("SNNIR_NATIVE", "1")
-    assert native.enabled()
+@pytest.mark.parametrize("setting", [None, "auto"])
+def test_unset_environment_uses_built_kernels_and_never_compiles(extension, monkeypatch, tmp_path, setting):
+    """``SNNIR_NATIVE`` unset (or ``auto``): a built kernel is used; one not built is not
+    compiled, and the Python loop runs; ``0`` and ``1`` decide outright."""
+    if setting is None:
+        monkeypatch.delenv("SNNIR_NATIVE")
+    else:
+        monkeypatch.setenv("SNNIR_NATIVE", setting)
+    assert native.enabled() and native.enabled(kernel="neuron_scan")
+    assert not native.enabled(False)
+    monkeypatch.setattr(native, "_extension", {})
+    monkeypatch.setattr(native, "library_path", lambda kernel: tmp_path / f"{kernel}.so")
+    with mock.patch("torch.utils.cpp_extension.load", side_effect=AssertionError("compiled")):
+        assert not native.enabled()
+        op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+        with mock.patch.object(native, "neuron_sequence") as spy:
+            neuron_sequence(op, {}, torch.randn(T, B, N), None)
+        assert not spy.called
+    for value, expected in (("0", False), ("1", True)):
+        monkeypatch.setenv("SNNIR_NATIVE", value)
+        assert native.enabled() is expected
+
+
+def test_a_built_library_is_imported_without_compiling(extension, monkeypatch):
+    """A later process imports the library its sources name; it never reruns the compiler."""
+    assert native.library_path("neuron_scan").exists()
+    monkeypatch.setattr(native, "_extension", {})
+    with mock.patch("torch.utils.cpp_extension.load", side_effect=AssertionError("compiled")):
+        module = native.extension(build=False)
+    assert module is not None and module.__name__ == native.library_name("neuron_scan")
+
+
+def test_library_name_follows_the_sources(monkeypatch, tmp_path):
+    """Changed kernel source, shared header or flags: another name, so an old build is never used."""
+    monkeypatch.setattr(native, "_CSRC", tmp_path)
+    (tmp_path / "neuron_scan.cpp").write_text("int a;")
+    (tmp_path / "surrogates.h").write_text("int b;")
+    names = []
+    for edit in (None, ("neuron_scan.cpp", "int c;"), ("surrogates.h", "int d;")):
+        if edit:
+            (tmp_path / edit[0]).write_text(edit[1])
+        native.library_name.cache_clear()
+        names.append(native.library_name("neuron_scan"))
+    native.library_name.cache_clear()
+    assert len(set(names)) == 3 and all(n.startswith("snnir_neuron_scan_") for n in names)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

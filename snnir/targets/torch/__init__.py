@@ -209,9 +209,10 @@ def compile_torch(
       its forward in the backward (activation checkpointing over runs of steps): with
       ``time_chunk`` > 0, memory stops growing with T for any input, for about one more
       forward's time. Identical results and gradients.
-    - ``native``: run neurons with the C++ kernels (``True``; built on first use, about a
-      minute, then cached; where they cannot be built, one warning and the Python loop),
-      never (``False``), or as the environment's ``SNNIR_NATIVE=1`` says (``None``).
+    - ``native``: run neurons with the C++ kernels (``True``; built on first use, about
+      35 s, then cached; where they cannot be built, one warning and the Python loop),
+      never (``False``), or (``None``) as ``SNNIR_NATIVE`` says, which unset means: where
+      already built (``make install`` / ``snnir native --build``), never compiling.
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")

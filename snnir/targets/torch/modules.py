@@ -62,7 +62,7 @@ class LoweringContext:
     detach_reset: bool = True
     #: every input value is exactly 0 or 1 (spikes of one single-spike neuron)
     binary_input: bool = False
-    #: use the native C++ kernels (None: as ``SNNIR_NATIVE`` says)
+    #: use the native C++ kernels (None: where built, as ``native.enabled`` decides)
     native: bool | None = None
 
 

@@ -15,21 +15,33 @@ membrane tensor instead: the same size as a per-step input, but with a held
 static input (``steps=T``) nothing of size T is kept at all. The backward is
 once differentiable (no ``create_graph`` double backward).
 
-It is compiled on first use with ``torch.utils.cpp_extension.load`` (needs a
-C++ compiler and ninja; AVX2 code where torch reports AVX2/AVX512; cached in
-torch's extensions directory, so only the first process pays the ~30-60 s
-build, logged once at INFO) and used whenever :func:`supports` says so: CPU
-tensors of float32 or float64, ``record=False``. Every neuron op, semantics
-option, surrogate, parameter shape and parameter gradient of the Python path
-is covered. It is opt-in: ``SNNIR_NATIVE=1`` enables it; if the build fails, one warning is
-issued and the Python loop is used.
+Building: ``snnir native --build`` (run by ``make install``) or a first call with
+``native=True`` compiles each kernel once with ``torch.utils.cpp_extension`` (needs a
+C++ compiler and ninja; about 30-60 s a kernel; AVX2 code where torch reports
+AVX2/AVX512). The library is named by a hash of its sources, flags and torch
+version and kept in torch's extension cache, so a later process (from any checkout
+of the same sources) imports it without compiling, and a changed source is never
+served by an old library.
+
+Choice (:func:`enabled`): ``native=True``/``False`` from ``compile_torch``, else
+``SNNIR_NATIVE``: ``1`` builds where needed, ``0`` never uses the kernels, and unset
+(or ``auto``) uses a kernel when it is already built and the Python loop otherwise,
+so no library call ever starts a compile unasked. Every neuron op, semantics option,
+surrogate, parameter shape and parameter gradient of the Python path is covered
+(:func:`supports`: CPU tensors of float32 or float64, ``record=False``); if a build
+fails, one warning is issued and the Python loop is used.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import hashlib
+import importlib.util
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -54,45 +66,104 @@ _CONFIG_FIELDS = {
 _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or None once tried
 
 
-def enabled(choice: bool | None = None) -> bool:
-    """Whether to use the native kernels: ``choice`` when given (``compile_torch(native=...)``),
-    else True only when the environment sets ``SNNIR_NATIVE=1`` (opt-in: the first build
-    compiles C++ for about 40-50 s here, and needs a compiler; see docs/performance.md for
-    what it buys)."""
-    return choice if choice is not None else os.environ.get("SNNIR_NATIVE", "0") == "1"
+#: the kernels, each ``csrc/<name>.cpp``
+KERNELS = ("neuron_scan", "neuron_linear")
 
 
-def extension(kernel: str = "neuron_scan"):
-    """The compiled extension ``csrc/<kernel>.cpp`` (built on first call), or None if it
-    cannot be built."""
-    if kernel not in _extension:
+def _cflags() -> list[str]:
+    avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")  # only where torch found it
+    return ["-O3", "-fopenmp", "-ffp-contract=off"] + (["-mavx2"] if avx2 else [])
+
+
+@functools.lru_cache(maxsize=None)
+def library_name(kernel: str) -> str:
+    """``snnir_<kernel>_<hash>``: the hash covers the kernel's source, the shared headers,
+    the compiler flags and the torch version, so equal names mean interchangeable builds."""
+    digest = hashlib.sha256()
+    for path in [_CSRC / f"{kernel}.cpp", *sorted(_CSRC.glob("*.h"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(" ".join(_cflags()).encode() + torch.__version__.encode())
+    return f"snnir_{kernel}_{digest.hexdigest()[:12]}"
+
+
+def library_path(kernel: str) -> Path:
+    """Where the built kernel lives: torch's extension cache (``TORCH_EXTENSIONS_DIR``)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    name = library_name(kernel)
+    return Path(get_default_build_root()) / f"snnir-py{sys.version_info[0]}{sys.version_info[1]}" / name / f"{name}.so"
+
+
+def enabled(choice: bool | None = None, kernel: str = "neuron_scan") -> bool:
+    """Whether to use the native kernel: ``choice`` when given (``compile_torch(native=...)``),
+    else as ``SNNIR_NATIVE`` says: ``1`` yes (building it if needed), ``0`` no, unset or
+    anything else: yes when it is already built (loading it here), never compiling."""
+    if choice is not None:
+        return choice
+    setting = os.environ.get("SNNIR_NATIVE", "auto")
+    if setting in ("0", "1"):
+        return setting == "1"
+    return extension(kernel, build=False) is not None
+
+
+def extension(kernel: str = "neuron_scan", build: bool = True):
+    """The kernel ``csrc/<kernel>.cpp`` as a Python module: imported when built before,
+    compiled first when ``build``; None if it is not built and ``build`` is False, or if it
+    cannot be built (one warning, then remembered)."""
+    if kernel in _extension:
+        return _extension[kernel]
+    library = library_path(kernel)
+    if not library.exists() and not build:
+        return None
+    start = time.perf_counter()
+    try:
+        module = _import(library) if library.exists() else _compile(kernel, library)
+    except Exception as exc:  # no compiler, no ninja, build error, unloadable library: never fatal
+        warnings.warn(
+            f"snnir: the native kernel {kernel} could not be built ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
+            "using the Python loop",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        module = None
+    else:
+        log.info("snnir native kernel %s ready in %.1f s (%s)", kernel, time.perf_counter() - start, library)
+    _extension[kernel] = module
+    return module
+
+
+def _import(library: Path):
+    spec = importlib.util.spec_from_file_location(library.stem, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile(kernel: str, library: Path):
+    from torch.utils.cpp_extension import load
+
+    library.parent.mkdir(parents=True, exist_ok=True)
+    return load(
+        name=library.stem,
+        sources=[str(_CSRC / f"{kernel}.cpp")],
+        extra_include_paths=[str(_CSRC)],
+        extra_cflags=_cflags(),
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(library.parent),
+    )
+
+
+def build() -> dict[str, float | None]:
+    """Build (or load) every kernel, the compiles side by side: ``{kernel: seconds taken,
+    or None if it cannot be built}``."""
+
+    def timed(kernel: str) -> float | None:
         start = time.perf_counter()
-        try:
-            from torch.utils.cpp_extension import load
+        return time.perf_counter() - start if extension(kernel) is not None else None
 
-            # AVX2 only where torch itself found it (a separately cached build)
-            avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-            module = load(
-                name=f"snnir_{kernel}" + ("_avx2" if avx2 else ""),
-                sources=[str(_CSRC / f"{kernel}.cpp")],
-                extra_include_paths=[str(_CSRC)],
-                extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"] + (["-mavx2"] if avx2 else []),
-                extra_ldflags=["-fopenmp"],
-            )
-        except Exception as exc:  # no compiler, no ninja, build error: never fatal
-            warnings.warn(
-                f"snnir: the native kernel {kernel} could not be built ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
-                "using the Python loop",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            module = None
-        else:
-            elapsed = time.perf_counter() - start
-            log.info("snnir native kernel %s ready in %.1f s (built, or loaded from cache)", kernel, elapsed)
-        _extension[kernel] = module
-    return _extension[kernel]
+    with concurrent.futures.ThreadPoolExecutor(len(KERNELS)) as pool:
+        return dict(zip(KERNELS, pool.map(timed, KERNELS)))
 
 
 def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | None = None) -> bool:

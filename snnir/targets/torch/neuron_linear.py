@@ -122,7 +122,7 @@ class _NeuronLinear(torch.autograd.Function):
 
 
 class _NativeNeuronLinear(torch.autograd.Function):
-    """:class:`_NeuronLinear` by the C++ kernel ``csrc/neuron_linear.cpp`` (``native=True``):
+    """:class:`_NeuronLinear` by the C++ kernel ``csrc/neuron_linear.cpp`` (where built):
     the same outputs bit for bit, gradients to rounding. For a narrow layer (``NARROW``) it keeps
     only the input and the initial state, and the backward is one pass over chunks of neurons;
     otherwise it keeps what :class:`_NeuronLinear` keeps, and its recomputed membranes go to a
@@ -172,7 +172,7 @@ NARROW = 64
 
 def _kernel(choice: bool | None = None):
     """The native kernel when chosen (``native.enabled``) and it builds, else None."""
-    return kernels.extension("neuron_linear") if kernels.enabled(choice) else None
+    return kernels.extension("neuron_linear") if kernels.enabled(choice, "neuron_linear") else None
 
 
 def neuron_linear_sequence(

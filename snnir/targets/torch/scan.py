@@ -145,7 +145,8 @@ def neuron_sequence(
       computes them); otherwise ``None``.
     - ``coeffs``: :func:`coefficients` of ``op`` and ``params`` computed before (a caller
       running many sequences with unchanged parameters saves their cost).
-    - ``native``: use the native C++ kernel where it applies (None: as ``SNNIR_NATIVE`` says).
+    - ``native``: use the native C++ kernel where it applies (None: where built, see
+      :func:`~snnir.targets.torch.native.enabled`).
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")

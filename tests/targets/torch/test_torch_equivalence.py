@@ -18,6 +18,7 @@ from snnir.ir import Graph
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.reference import EXTENSIONS
 from snnir.targets.torch import LOWERINGS, compile_torch
+from snnir.targets.torch import native as kernels
 
 from torch_target_graphs import all_op_classes, graphs_for, random_input
 
@@ -41,11 +42,15 @@ def _spiking_keys(graph: Graph) -> set[str]:
     }
 
 
-def assert_matches_reference(graph: Graph, x, dtype=torch.float64, fast=True) -> None:
-    ref = snnir.run(graph, x, record=True)
-    module = compile_torch(graph, dtype=dtype, fast=fast)
+def assert_matches_reference(graph: Graph, x, dtype=torch.float64, fast=True, native=False) -> None:
+    """``native``: the C++ kernels, which record no traces: outputs only."""
+    ref = snnir.run(graph, x, record=not native)
+    module = compile_torch(graph, dtype=dtype, fast=fast, native=native)
     with torch.no_grad():
-        out, traces = module(_as_torch(x, dtype), record=True)
+        if native:
+            out, traces = module(_as_torch(x, dtype)), {}
+        else:
+            out, traces = module(_as_torch(x, dtype), record=True)
     got = {**_as_dict(graph, out), **traces}
     spiking_graph = any(getattr(op, "spiking", False) or op.op_type == "Threshold" for _, op in graph.walk())
     assert set(got) == set(ref), (sorted(got), sorted(ref))
@@ -71,15 +76,18 @@ def test_every_registered_op_has_a_lowering():
     assert [cls.op_type for cls in all_op_classes() if cls not in handled] == []
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["scan", "per_step"])
+@pytest.mark.parametrize(("fast", "native"), [(True, False), (False, False), (True, True)],
+                         ids=["scan", "per_step", "native"])
 @pytest.mark.parametrize("op_class", all_op_classes(), ids=lambda c: c.op_type)
-def test_op_matches_reference(op_class, fast):
+def test_op_matches_reference(op_class, fast, native):
     graphs = graphs_for(op_class)
     if not graphs:
         pytest.skip(f"no random-graph generator for {op_class.op_type}; its owner tests it")
+    if native and kernels.build()["neuron_scan"] is None:
+        pytest.skip("the native kernels could not be built here (no C++ compiler or ninja)")
     for index, graph in enumerate(graphs):
         x = random_input(graph, T, B, seed=index)
-        assert_matches_reference(graph, x, fast=fast)
+        assert_matches_reference(graph, x, fast=fast, native=native)
 
 
 def test_neuron_graphs_spike():
