@@ -296,3 +296,9 @@ def test_fused_backward_without_parameter_gradients(extension, monkeypatch, dtyp
             assert (g is None) == (e is None)
             if g is not None:
                 torch.testing.assert_close(g, e, **tol)
+
+
+def test_library_lives_under_torch_extensions_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    path = native.library_path("neuron_linear")
+    assert path.is_relative_to(tmp_path) and path.name == native.library_name("neuron_linear") + ".so"

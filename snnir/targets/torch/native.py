@@ -91,7 +91,8 @@ def library_path(kernel: str) -> Path:
     from torch.utils.cpp_extension import get_default_build_root
 
     name = library_name(kernel)
-    return Path(get_default_build_root()) / f"snnir-py{sys.version_info[0]}{sys.version_info[1]}" / name / f"{name}.so"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    return Path(root) / f"snnir-py{sys.version_info[0]}{sys.version_info[1]}" / name / f"{name}.so"
 
 
 def enabled(choice: bool | None = None, kernel: str = "neuron_scan") -> bool:
