@@ -222,8 +222,11 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
   T *ub = buf, *v = buf + steps * L, *z = v + L, *carry = z + L, *gs = carry + L, *zt = gs + L;
   std::copy(v0 + off, v0 + off + L, v);
   if (NEXT) std::copy(z0 + off, z0 + off + L, z);
-  // the forward's update, written out as update<> does it: calling update<> here (even inlined)
-  // measured 4.5x slower for this backward (8.5 against 1.9 ms, hidden layer, T=25), cause not found
+  // the forward's update, written out as update<> does it. With update<> called here (inlined
+  // or not), GCC no longer vectorises this function's spike compares (perf annotate: scalar
+  // vucomiss and jp branches in the backward loop below, too): 4.5x slower, 8.5 against
+  // 1.9 ms (hidden layer, T=25); also with grad_step<> for the backward loop or a cast form
+  // of the compare (worse). Keep this loop written out until that is understood.
   for (int64_t t = 0; t < steps; ++t) {
     const T* xt = (is_static ? x : x + t * M) + off;
     T* ut = ub + t * L;
