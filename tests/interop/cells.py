@@ -111,6 +111,15 @@ def _skip_unless(module: str):
     return lib, (Outcome("unsupported", reason) if lib is None else None)
 
 
+def _written(graph: Graph, tmp: Path, name: str, dialect: str):
+    """``graph`` written for ``dialect`` to ``tmp/ours-<name>.nir``, as nir reads it back for the peer."""
+    import nir
+
+    path = tmp / f"ours-{name}.nir"
+    write_quiet(graph, path, dialect=dialect)
+    return nir.read(path)
+
+
 def _known(types) -> bool:
     return isinstance(types, dict) and all(v is not None for v in types.values())
 
@@ -194,13 +203,10 @@ def _snntorch_export(kind: str) -> Callable[[Path], Outcome]:
         snn, missing = _skip_unless("snntorch")
         if missing:
             return missing
-        import nir
         from snntorch.import_nir import import_from_nir
 
         graph = _our_feedforward(kind, Semantics(dt=1e-3, discretisation="exp", reset="zero"))
-        path = tmp / f"ours-snntorch-{kind}.nir"
-        write_quiet(graph, path, dialect="snntorch")
-        module = import_from_nir(nir.read(path))
+        module = import_from_nir(_written(graph, tmp, f"snntorch-{kind}", "snntorch"))
         x = spikes_in((6,), scale=1.5)
         return compare(run_ours(graph, x), _snntorch_graph_module(module, x))
 
@@ -248,13 +254,10 @@ def _norse_export(kind: str) -> Callable[[Path], Outcome]:
         norse, missing = _skip_unless("norse.torch")
         if missing:
             return missing
-        import nir
 
         torch = _torch()
         graph = _our_feedforward(kind, Semantics(dt=5e-4, discretisation="exp", reset="zero"))
-        path = tmp / f"ours-norse-{kind}.nir"
-        write_quiet(graph, path, dialect="norse")
-        module = norse.from_nir(nir.read(path), dt=1e-3, ignore_warnings=True).double()
+        module = norse.from_nir(_written(graph, tmp, f"norse-{kind}", "norse"), dt=1e-3, ignore_warnings=True).double()
         x = spikes_in((6,), scale=1.5)
         state, outs = None, []
         with torch.no_grad():
@@ -315,17 +318,14 @@ def _sinabs_export(kind: str) -> Callable[[Path], Outcome]:
         sinabs, missing = _skip_unless("sinabs")
         if missing:
             return missing
-        import nir
         from sinabs.nir import from_nir
 
         sem = Semantics(dt=1e-3, discretisation="euler", reset="subtract", threshold_compare="ge",
                         spike_mode="multi")
         graph = _our_feedforward(kind, sem)
-        path = tmp / f"ours-sinabs-{kind}.nir"
-        write_quiet(graph, path, dialect="sinabs")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = from_nir(nir.read(path), batch_size=B)
+            net = from_nir(_written(graph, tmp, f"sinabs-{kind}", "sinabs"), batch_size=B)
         x = spikes_in((6,), scale=1.0)
         return compare(run_ours(graph, x), _sinabs_run(net, x))
 
@@ -337,7 +337,6 @@ def _sinabs_export_conv(tmp: Path) -> Outcome:
     sinabs, missing = _skip_unless("sinabs")
     if missing:
         return missing
-    import nir
     from sinabs.nir import from_nir
 
     sem = Semantics(dt=1e-3, discretisation="euler", reset="subtract", threshold_compare="ge", spike_mode="multi")
@@ -352,11 +351,9 @@ def _sinabs_export_conv(tmp: Path) -> Outcome:
         ("n2", LIF(tau=np.full(5, 5e-3), r=np.full(5, 1.0), v_leak=np.zeros(5), v_threshold=np.full(5, 0.5),
                    sem=sem)),
         ("output", Output()))
-    path = tmp / "ours-sinabs-conv.nir"
-    write_quiet(graph, path, dialect="sinabs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = from_nir(nir.read(path), batch_size=B)
+        net = from_nir(_written(graph, tmp, "sinabs-conv", "sinabs"), batch_size=B)
     x = spikes_in((2, 8, 8))
     return compare(run_ours(graph, x), _sinabs_run(net, x))
 
@@ -393,16 +390,13 @@ def _rockpool_export(kind: str) -> Callable[[Path], Outcome]:
         nir_module, missing = _skip_unless("rockpool.nn.modules.torch.nir")
         if missing:
             return missing
-        import nir
 
         torch = _torch()
         graph = _our_feedforward(kind, Semantics(dt=1e-3, discretisation="exp", reset="subtract",
                                                  threshold_compare="ge", spike_mode="multi"))
-        path = tmp / f"ours-rockpool-{kind}.nir"
-        write_quiet(graph, path, dialect="rockpool")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = nir_module.from_nir(nir.read(path))
+            net = nir_module.from_nir(_written(graph, tmp, f"rockpool-{kind}", "rockpool"))
         x = spikes_in((6,), scale=1.0)
         with torch.no_grad():
             out = net(torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1))))
@@ -507,7 +501,6 @@ def _spyx_export(tmp: Path) -> Outcome:
     if missing:
         return missing
     import jax.numpy as jnp
-    import nir
 
     sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
     graph = _our_feedforward("LIF", sem)
@@ -518,10 +511,8 @@ def _spyx_export(tmp: Path) -> Outcome:
             edges=tuple((late if s == neuron else s, d) for s, d in graph.edges) + ((neuron, late),))
     graph = graph.with_nodes(n1=graph.nodes["n1"].replace(tau=np.full(10, 5.0)),
                              n2=graph.nodes["n2"].replace(tau=np.full(4, 5.0)))
-    path = tmp / "ours-spyx.nir"
-    write_quiet(graph, path, dialect="spyx")
     x = spikes_in((6,), scale=1.0)
-    _, theirs = spyx_nir.from_nir(nir.read(path), jnp.asarray(x), dt=1.0)
+    _, theirs = spyx_nir.from_nir(_written(graph, tmp, "spyx", "spyx"), jnp.asarray(x), dt=1.0)
     return compare(run_ours(graph, x), np.asarray(theirs))
 
 
@@ -575,7 +566,7 @@ def _cnn_sinabs(library: str, floor: bool = True) -> Callable[[Path], Outcome]:
             return Outcome("unsupported", f"fixture cnn_sinabs.nir not found in {FIXTURES}")
         import nir
 
-        torch = _torch()
+        _torch()  # seeds torch for the peers' modules
         x = _nmnist_events()
         ours = run_ours(read_quiet(path, dialect=library), x)
         with warnings.catch_warnings():

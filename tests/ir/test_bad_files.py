@@ -29,6 +29,19 @@ def good_file(path) -> str:
     return os.fspath(path)
 
 
+STR = h5py.string_dtype()
+
+
+def with_dataset(tmp_path, key: str, **dataset) -> str:
+    """A good file whose dataset ``key`` is removed, or replaced by ``create_dataset(key, **dataset)``."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if dataset:
+            f.create_dataset(key, **dataset)
+    return path
+
+
 def fails(path, match: str, node: str | None = None, **options) -> SnnirError:
     with pytest.raises(SnnirError, match=match) as info:
         read(path, **options)
@@ -86,10 +99,7 @@ def test_no_node_group(tmp_path):
 
 
 def test_missing_required_param(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/lif/tau"]
-    fails(path, "missing required parameter 'tau'", node="lif")
+    fails(with_dataset(tmp_path, "node/nodes/lif/tau"), "missing required parameter 'tau'", node="lif")
 
 
 def test_nan_weights_caught_by_verifier(tmp_path):
@@ -100,20 +110,13 @@ def test_nan_weights_caught_by_verifier(tmp_path):
 
 
 def test_mismatched_shapes(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/fc/weight"]
-        f["node/nodes/fc"].create_dataset("weight", data=np.ones((3, 5), dtype=np.float32))
-    fails(path, "expects input \\[5\\]", node="fc")
+    fails(with_dataset(tmp_path, "node/nodes/fc/weight", data=np.ones((3, 5), dtype=np.float32)), "expects input \\[5\\]", node="fc")
 
 
 def test_huge_declared_weight_refused_before_reading(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/fc/weight"]
-        f["node/nodes/fc"].create_dataset(
-            "weight", shape=(10**6, 10**6), dtype=np.float32, chunks=(256, 256), compression="gzip"
-        )
+    path = with_dataset(
+        tmp_path, "node/nodes/fc/weight", shape=(10**6, 10**6), dtype=np.float32, chunks=(256, 256), compression="gzip"
+    )
     assert os.path.getsize(path) < 1 << 20
     tracemalloc.start()
     try:
@@ -128,61 +131,36 @@ def test_absurd_nesting(tmp_path):
     with h5py.File(tmp_path / "deep.nir", "w") as f:
         group = f.create_group("node")
         for depth in range(MAX_DEPTH + 5):
-            group.create_dataset("type", data="NIRGraph", dtype=h5py.string_dtype())
-            group.create_dataset("edges", data=np.zeros((0, 2), dtype=object), dtype=h5py.string_dtype())
+            group.create_dataset("type", data="NIRGraph", dtype=STR)
+            group.create_dataset("edges", data=np.zeros((0, 2), dtype=object), dtype=STR)
             group = group.create_group("nodes").create_group("g")
-        group.create_dataset("type", data="NIRGraph", dtype=h5py.string_dtype())
+        group.create_dataset("type", data="NIRGraph", dtype=STR)
     fails(tmp_path / "deep.nir", "nested deeper than the limit")
 
 
 def test_strings_for_numbers(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/lif/v_threshold"]
-        f["node/nodes/lif"].create_dataset("v_threshold", data="one", dtype=h5py.string_dtype())
-    fails(path, "'v_threshold' must be numeric", node="lif")
+    fails(with_dataset(tmp_path, "node/nodes/lif/v_threshold", data="one", dtype=STR), "'v_threshold' must be numeric", node="lif")
 
 
 def test_missing_type(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/fc/type"]
-    fails(path, "has no 'type' dataset", node="fc")
+    fails(with_dataset(tmp_path, "node/nodes/fc/type"), "has no 'type' dataset", node="fc")
 
 
 def test_unknown_type(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/nodes/fc/type"]
-        f["node/nodes/fc"].create_dataset("type", data="Teleporter", dtype=h5py.string_dtype())
-    fails(path, "unknown op type 'Teleporter'", node="fc")
+    fails(with_dataset(tmp_path, "node/nodes/fc/type", data="Teleporter", dtype=STR), "unknown op type 'Teleporter'", node="fc")
 
 
 def test_bad_edges(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/edges"]
-        f["node"].create_dataset("edges", data=np.array([["in", "fc", "lif"]], dtype=object),
-                                 dtype=h5py.string_dtype())
-    fails(path, "shape \\[N, 2\\]")
+    fails(with_dataset(tmp_path, "node/edges", data=np.array([["in", "fc", "lif"]], dtype=object), dtype=STR), "shape \\[N, 2\\]")
 
 
 def test_edge_to_missing_node_without_close_match(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        del f["node/edges"]
-        edges = np.array([["in", "fc"], ["fc", "lif"], ["lif", "zzz"]], dtype=object)
-        f["node"].create_dataset("edges", data=edges, dtype=h5py.string_dtype())
-    fails(path, "edge lif -> zzz", repair=True)
+    edges = np.array([["in", "fc"], ["fc", "lif"], ["lif", "zzz"]], dtype=object)
+    fails(with_dataset(tmp_path, "node/edges", data=edges, dtype=STR), "edge lif -> zzz", repair=True)
 
 
 def test_bad_snnir_record(tmp_path):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        meta = f["node/nodes/lif/metadata"]
-        del meta["snnir"]
-        meta.create_dataset("snnir", data="{not json", dtype=h5py.string_dtype())
-    fails(path, "snnir metadata record is not valid", node="lif")
+    fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data="{not json", dtype=STR), "snnir metadata record is not valid", node="lif")
 
 
 @pytest.mark.parametrize("record", [
@@ -192,12 +170,7 @@ def test_bad_snnir_record(tmp_path):
     '{"trainable": "tau"}',
 ])
 def test_hostile_snnir_record(tmp_path, record):
-    path = good_file(tmp_path / "g.nir")
-    with h5py.File(path, "a") as f:
-        meta = f["node/nodes/lif/metadata"]
-        del meta["snnir"]
-        meta.create_dataset("snnir", data=record, dtype=h5py.string_dtype())
-    fails(path, "snnir metadata record is not valid", node="lif")
+    fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data=record, dtype=STR), "snnir metadata record is not valid", node="lif")
 
 
 def test_external_link_refused(tmp_path):
