@@ -302,3 +302,17 @@ def test_library_lives_under_torch_extensions_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     path = native.library_path("neuron_linear")
     assert path.is_relative_to(tmp_path) and path.name == native.library_name("neuron_linear") + ".so"
+
+
+def test_unloadable_library_warns_and_falls_back(monkeypatch, tmp_path):
+    """A damaged library in the cache (say, half written by another process) is not fatal."""
+    monkeypatch.delenv("SNNIR_NATIVE")
+    monkeypatch.setattr(native, "_extension", {})
+    monkeypatch.setattr(native, "library_path", lambda kernel: tmp_path / f"{kernel}.so")
+    (tmp_path / "neuron_scan.so").write_bytes(b"not a shared library")
+    with pytest.warns(RuntimeWarning, match="could not be built or loaded"):
+        assert not native.enabled()
+    op = LIF(tau=1e-3, r=1.0, v_leak=0.0, v_threshold=1.0)
+    with mock.patch.object(native, "neuron_sequence") as spy:
+        neuron_sequence(op, {}, torch.randn(T, B, N), None)
+    assert not spy.called

@@ -121,7 +121,7 @@ def extension(kernel: str = "neuron_scan", build: bool = True):
         module = _import(library) if library.exists() else _compile(kernel, library)
     except Exception as exc:  # no compiler, no ninja, build error, unloadable library: never fatal
         warnings.warn(
-            f"snnir: the native kernel {kernel} could not be built ({type(exc).__name__}: "
+            f"snnir: the native kernel {kernel} could not be built or loaded ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
             "using the Python loop",
             RuntimeWarning,
