@@ -24,12 +24,15 @@ figure comes from a fresh subprocess: after a warm-up train step, the peak RSS
 the RSS just before it, with glibc's mmap threshold fixed at 64 KiB so freed
 tensors really leave the RSS (Linux only).
 
-Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400]``.
+Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400] [--device cuda]``
+(on a GPU, spikes that differ from snnTorch's are counted in the notes instead of stopping
+the run: cuBLAS may round a product differently for another matrix shape).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -43,6 +46,9 @@ from torch import nn
 
 BATCH, N_IN, N_HID, N_OUT, BETA = 128, 784, 1000, 10, 0.9
 THREADS = 2
+#: where every contender runs (``--device``); CUDA timings synchronise, CUDA memory is the
+#: allocator's peak instead of the RSS
+DEVICE = torch.device("cpu")
 
 
 # --- the tutorial network, as snnTorch users write it --------------------------------
@@ -70,7 +76,7 @@ def snntorch_net(steps: int) -> nn.Module:
             return torch.stack(spk2_rec)
 
     torch.manual_seed(0)
-    return Net()
+    return Net().to(DEVICE)
 
 
 # --- the same network from the snnir kernel, built by hand ----------------------------
@@ -88,6 +94,7 @@ class KernelNet(nn.Module):
         self.fc1 = nn.Linear(N_IN, N_HID)
         self.fc2 = nn.Linear(N_HID, N_OUT)
         self.load_state_dict({k: v for k, v in reference.state_dict().items() if k.startswith("fc")})
+        self.to(DEVICE)
         dt = 1e-4
         tau = dt / (1 - BETA)
         sem = Semantics(dt=dt, reset="subtract", reset_timing="next")
@@ -132,9 +139,10 @@ def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch
     import snnir
 
     native, recompute = SNNIR_CONTENDERS[name]
-    graph = snnir.trace(reference, sample)
+    graph = snnir.trace(copy.deepcopy(reference).cpu(), sample.cpu())
     graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
-    module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute, native=native)
+    module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute, native=native,
+                           device=DEVICE)
 
     def forward(x):
         return module(x, steps=steps) if static else module(x)
@@ -147,13 +155,12 @@ def make_input(steps: int, static: bool, batch: int = BATCH):
     g = torch.Generator().manual_seed(1)
     image = torch.rand(batch, N_IN, generator=g)
     targets = torch.randint(0, N_OUT, (batch,), generator=g)
-    if static:
-        return image, targets
-    return (torch.rand(steps, batch, N_IN, generator=g) < image).float(), targets
+    x = image if static else (torch.rand(steps, batch, N_IN, generator=g) < image).float()
+    return x.to(DEVICE), targets.to(DEVICE)
 
 
 def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str]):
-    """{name: (module, forward)} with spikes asserted equal to snnTorch's."""
+    """{name: (module, forward)} with spikes asserted equal to snnTorch's (on a GPU: counted)."""
     ref = snntorch_net(steps)
     out = {"snntorch": (ref, ref)}
     kernel = KernelNet(ref, steps)
@@ -172,7 +179,10 @@ def contenders(steps: int, static: bool, x: torch.Tensor, notes: list[str]):
         for name, (_, forward) in out.items():
             got = forward(x)
             if not torch.equal(got, want):
-                raise AssertionError(f"{name}: spikes differ from snnTorch in {int((got != want).sum())} places")
+                differ = f"{name}: spikes differ from snnTorch in {int((got != want).sum())} of {want.numel()} places"
+                if DEVICE.type == "cpu":
+                    raise AssertionError(differ)
+                notes.append(f"{differ} (on {DEVICE} a matrix multiply may round differently for another shape)")
     return out
 
 
@@ -186,9 +196,9 @@ def train_step(module, forward, optimiser, x, targets, loss_fn):
 def gemm_floor(steps: int, static: bool, batch: int):
     """``(train, inference)`` closures running the Linears' unavoidable matrix multiplies."""
     rows1, rows2 = (batch if static else steps * batch), steps * batch
-    a1, w1 = torch.rand(rows1, N_IN), torch.rand(N_HID, N_IN)
-    a2, w2 = torch.rand(rows2, N_HID), torch.rand(N_OUT, N_HID)
-    g1, g2 = torch.rand(rows1, N_HID), torch.rand(rows2, N_OUT)
+    a1, w1 = torch.rand(rows1, N_IN, device=DEVICE), torch.rand(N_HID, N_IN, device=DEVICE)
+    a2, w2 = torch.rand(rows2, N_HID, device=DEVICE), torch.rand(N_OUT, N_HID, device=DEVICE)
+    g1, g2 = torch.rand(rows1, N_HID, device=DEVICE), torch.rand(rows2, N_OUT, device=DEVICE)
 
     def forward():
         a1 @ w1.T
@@ -204,8 +214,13 @@ def gemm_floor(steps: int, static: bool, batch: int):
 
 
 def _timed(fn) -> float:
+    cuda = DEVICE.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if cuda:
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) * 1e3
 
 
@@ -259,7 +274,8 @@ def _status_bytes(field: str) -> int:
 
 
 def memory_child(name: str, steps: int, static: bool) -> None:
-    """Print the peak RSS growth (bytes) of one train step of contender ``name``."""
+    """Print the peak memory growth (bytes) of one train step of contender ``name``: of the
+    RSS on the CPU, of the CUDA allocator's allocated memory on a GPU."""
     from snntorch import functional as SF
 
     torch.set_num_threads(THREADS)
@@ -274,6 +290,14 @@ def memory_child(name: str, steps: int, static: bool) -> None:
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss_fn = SF.ce_count_loss()
     train_step(module, forward, optimiser, x, targets, loss_fn)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        train_step(module, forward, optimiser, x, targets, loss_fn)
+        torch.cuda.synchronize()
+        print(json.dumps(torch.cuda.max_memory_allocated() - before))
+        return
     before = _status_bytes("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak RSS (VmHWM)
         f.write("5")
@@ -283,7 +307,8 @@ def memory_child(name: str, steps: int, static: bool) -> None:
 
 def peak_growth_mb(name: str, steps: int, static: bool) -> float | None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, __file__, "--memory-child", name, str(steps), "static" if static else "dynamic"]
+    cmd = [sys.executable, __file__, "--memory-child", name, str(steps), "static" if static else "dynamic",
+           "--device", str(DEVICE)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         return None
@@ -320,8 +345,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
     parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--device", default="cpu", help="torch device of every contender (default cpu; e.g. cuda)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.memory_child:
         name, steps, kind = args.memory_child
         memory_child(name, int(steps), kind == "static")
@@ -331,8 +359,9 @@ def main(argv=None) -> int:
     steps_list = args.steps or ([25, 100] if args.quick else [25, 100, 400])
     reps = args.reps or (3 if args.quick else 7)
     notes: list[str] = []
-    print(f"# snnTorch tutorial race: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads, no GPU; "
+    where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
+             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads")
+    print(f"# snnTorch tutorial race on {DEVICE} ({where}), torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
     print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
