@@ -8,8 +8,9 @@ the whole input sequence, or "bad" with the reason) and accumulates the graph
 being built: ``nodes``, ``edges`` and each node's recorded inputs
 (``inputs_of``).
 
-Invariants: a tagged tensor is held in ``tags`` and looked up by identity, so
-a recycled ``id`` never inherits a tag; a leaf layer is one node per module
+Invariants: ``tags`` holds each tagged tensor weakly and looks it up by
+identity: its entry goes when the tensor does (so a long run keeps no step's
+activations alive) and a recycled ``id`` never inherits a tag; a leaf layer is one node per module
 path however often it is called, and every call must see the same sources (a
 first call ``padded`` with zeros may be completed later); a leaf nested inside
 another leaf records nothing (``depth``); each functional glue node is
@@ -20,9 +21,10 @@ leaf's input raises SnnirError naming the layer. This module does not import
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
@@ -59,7 +61,7 @@ class Recorder:
         self.torch = torch
         self.whole_sequences = whole_sequences
         self.reserved = reserved
-        self.tags: dict[int, tuple[Any, Tag]] = {}
+        self.tags: dict[int, tuple[Callable[[], Any], Tag]] = {}  # id -> (weak reference, tag)
         self.nodes: dict[str, Op] = {}
         self.inputs_of: dict[str, tuple[tuple[str, ...], bool]] = {}
         self.edges: list[tuple[str, str]] = []
@@ -76,11 +78,21 @@ class Recorder:
 
     # --- tags ------------------------------------------------------------------
     def tag(self, tensor: Any, tag: Tag) -> None:
-        self.tags[id(tensor)] = (tensor, tag)
+        key = id(tensor)
+        try:
+            held = weakref.ref(tensor, lambda ref: self._forget(key, ref))
+        except TypeError:  # not weakly referenceable: held strongly until the run ends
+            held = lambda: tensor  # noqa: E731
+        self.tags[key] = (held, tag)
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        entry = self.tags.get(key)
+        if entry is not None and entry[0] is ref:  # not a newer tensor's entry under a recycled id
+            del self.tags[key]
 
     def tag_of(self, obj: Any) -> Tag | None:
         entry = self.tags.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else None
+        return entry[1] if entry is not None and entry[0]() is obj else None
 
     def where(self) -> str:
         return self.stack[-1] if self.stack and self.stack[-1] else "<model>"

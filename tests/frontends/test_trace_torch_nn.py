@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+import weakref
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -282,3 +284,38 @@ def test_tutorial_style_static_input_loop():
     assert 0 < expected.mean() < 1
     out = snnir.run(graph, np.broadcast_to(frame.numpy(), (25,) + tuple(frame.shape)))["output"]
     np.testing.assert_array_equal(out, expected)
+
+
+def test_tracing_keeps_no_step_alive():
+    """The recorder tags tensors weakly: over a long loop only what the model itself keeps
+    (here the recorded output spikes) stays alive, not every step's currents and membranes."""
+    from snnir.frontends import recorder
+
+    tagged = []
+    tag = recorder.Recorder.tag
+
+    def spy(self, tensor, what):
+        tagged.append(weakref.ref(tensor))
+        tag(self, tensor, what)
+
+    alive_at_end = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.lif1 = torch.nn.Linear(12, 8), snn.Leaky(beta=0.9)
+            self.fc2, self.lif2 = torch.nn.Linear(8, 3), snn.Leaky(beta=0.9)
+
+        def forward(self, x, num_steps=60):
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            spk2_rec = []
+            for _ in range(num_steps):
+                spk1, mem1 = self.lif1(self.fc1(x), mem1)
+                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+                spk2_rec.append(spk2)
+            alive_at_end.append(sum(ref() is not None for ref in tagged))
+            return torch.stack(spk2_rec, dim=0)
+
+    with mock.patch.object(recorder.Recorder, "tag", spy):
+        snnir.trace(Net(), torch.rand(2, 12))
+    assert len(tagged) > 4 * 60 and alive_at_end[0] < 60 + 10, (len(tagged), alive_at_end)
