@@ -92,7 +92,8 @@ def library_path(kernel: str) -> Path:
 
     name = library_name(kernel)
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
-    return Path(root) / f"snnir-py{sys.version_info[0]}{sys.version_info[1]}" / name / f"{name}.so"
+    suffix = ".pyd" if sys.platform == "win32" else ".so"  # what torch's builds are named
+    return Path(root) / f"snnir-py{sys.version_info[0]}{sys.version_info[1]}" / name / f"{name}{suffix}"
 
 
 def enabled(choice: bool | None = None, kernel: str = "neuron_scan") -> bool:
