@@ -462,8 +462,9 @@ def _spyx_import_more(kind: str) -> Callable[[Path], Outcome]:
                                    nnx.Linear(10, 4, rngs=rngs), snn.LIF((4,), beta=0.9, threshold=0.5, rngs=rngs))
             x, shapes = spikes_in((6,), scale=2.0), (np.array([6]), np.array([4]))
             ours_x = x
-            why = ("Spyx's (R)CuBaLIF decays its reset (beta (V - s thr)), which no NIR semantics says (its "
-                   "feedforward CuBaLIF differs too, 5.21% measured by hand); the cause was not isolated further")
+            why = ("Spyx's (R)CuBaLIF decays its reset (beta (V - s thr)), which no NIR semantics says: a NumPy "
+                   "replay of Spyx's update is Spyx's spikes with that reset and ours without it "
+                   "(test_spyx_recurrent.py)")
         theirs, _ = snn.run(model, jnp.asarray(x))
         graph = spyx_nir.to_nir(model, {"input": shapes[0]}, {"output": shapes[1]}, dt=1)
         path = _save(graph, tmp, f"spyx-{kind}", (8, 8), (4, 6, 6))

@@ -147,3 +147,42 @@ def test_spyx_linear_after_flatten_is_written_channels_last_and_read_back(tmp_pa
     want = np.asarray(graph.nodes["fc"].weight)
     assert np.array_equal(as_written, want.reshape(4, 3, 3, 3).transpose(0, 2, 3, 1).reshape(4, 27))
     assert np.array_equal(back, want)
+
+
+def _spyx_recurrent_graph(spyx_edges: bool) -> Graph:
+    """A recurrent CubaLIF layer: as Spyx's ``to_nir`` writes it (``input -> w_rec``) or as
+    Spyx runs it (``input -> lif``, spikes one step late)."""
+    from snnir.ir.ops import Delay, Linear, Subgraph
+
+    rng = np.random.default_rng(2)
+    sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
+    lif = CubaLIF(tau_mem=np.full(5, 4.0), tau_syn=np.full(5, 2.0), r=np.full(5, 4.0), w_in=np.full(5, 2.0),
+                  v_leak=np.zeros(5), v_threshold=np.full(5, 0.5), sem=sem)
+    inner = {"input": Input((5,)), "w_rec": Linear(weight=rng.normal(0, 0.5, (5, 5))), "lif": lif,
+             "output": Output()}
+    if spyx_edges:
+        edges = [("input", "w_rec"), ("w_rec", "lif"), ("lif", "w_rec"), ("lif", "output")]
+    else:
+        inner["late"] = Delay(delay=np.asarray(1.0), sem=Semantics(dt=1.0))
+        edges = [("input", "lif"), ("w_rec", "lif"), ("lif", "w_rec"), ("lif", "late"), ("late", "output")]
+    nodes = {"x": Input((3,)), "fc": Affine(weight=rng.normal(0.5, 0.5, (5, 3)), bias=np.zeros(5)),
+             "rec": Subgraph(graph=Graph(nodes=inner, edges=edges)), "y": Output()}
+    return Graph(nodes=nodes, edges=[("x", "fc"), ("fc", "rec"), ("rec", "y")])
+
+
+def test_spyx_recurrent_layer_reads_as_spyx_runs_it(tmp_path) -> None:
+    """Spyx's recurrent subgraph routes its input through ``w_rec``; Spyx itself adds the
+    input straight to the neuron. The spyx reading restates that, with the late spikes."""
+    path = tmp_path / "spyx-rec.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(_spyx_recurrent_graph(spyx_edges=True), path)
+        got = snnir.read(path, dialect="spyx")
+    inner = got.nodes["rec"].graph
+    late = "lif_spyx_delay"
+    assert set(inner.edges) == {("input", "lif"), ("w_rec", "lif"), ("lif", "w_rec"), ("lif", late),
+                                (late, "output")}
+    x = (np.random.default_rng(0).random((30, 2, 3)) < 0.5) * 1.0
+    want = snnir.run(_spyx_recurrent_graph(spyx_edges=False), x)["y"]
+    assert 0 < want.mean() < 1
+    np.testing.assert_array_equal(snnir.run(got, x)["y"], want)

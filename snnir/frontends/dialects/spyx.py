@@ -12,6 +12,13 @@ the input gain into the threshold, as Spyx's ``from_nir`` ignores ``r``.
 ``CuBaLIF`` subtracts the reset before the decay (``beta (V - s thr)``), which our
 semantics cannot say: it is read with a warning.
 
+A recurrent layer (``RIF``/``RLIF``/``RCuBaLIF``) is written as a subgraph whose input
+edge goes into the recurrent weights (``input -> w_rec``, ``w_rec <-> neuron``), which
+NIR reads as ``W_rec`` applied to the input too; Spyx's ``from_nir`` ignores those edges
+and adds the input straight to the neuron. ``on_read`` restates the edge as
+``input -> neuron`` and delays the neuron's spikes one step on their way out, as at the
+top level (the loop itself already feeds back one step late).
+
 Spyx runs channels-last (``[H, W, C]``) and flattens in that order, while its ``to_nir``
 writes NIR's channel-first shapes and OIHW conv weights but leaves the Linear after a
 Flatten in its own order. ``on_read`` restates such a Linear's (or Affine's) weight
@@ -25,7 +32,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semantics, register_dialect
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Flatten, Linear, Neuron
+from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph
 from snnir.ir.semantics import Semantics
 from snnir.ir.shapes import infer_shapes
 
@@ -82,9 +89,32 @@ def _flatten_order(graph: Graph, warnings: list[str], to_nir: bool) -> Graph:
     return graph.replace(nodes=nodes)
 
 
+def _recurrent_layer(name: str, op: Subgraph, warnings: list[str]) -> Subgraph:
+    """Spyx's recurrent subgraph (``input -> w_rec <-> neuron -> output``) as Spyx runs it:
+    ``input -> neuron <-> w_rec``, the neuron's spikes one step late to ``output``; any other
+    subgraph unchanged."""
+    inner = op.graph
+    kinds = {type(o): n for n, o in inner.nodes.items()}
+    neuron = next((n for n, o in inner.nodes.items() if isinstance(o, Neuron) and o.spiking), None)
+    weights = next((n for n, o in inner.nodes.items() if isinstance(o, (Linear, Affine))), None)
+    source, sink = kinds.get(Input), kinds.get(Output)
+    spyx_edges = {(source, weights), (weights, neuron), (neuron, weights), (neuron, sink)}
+    if len(inner.nodes) != 4 or None in (neuron, weights, source, sink) or set(inner.edges) != spyx_edges:
+        return op
+    late = neuron + DELAY_SUFFIX
+    dt = inner.nodes[neuron].sem.dt
+    edges = ((source, neuron), (weights, neuron), (neuron, weights), (neuron, late), (late, sink))
+    warnings.append(f"node '{name}': Spyx's recurrent layer adds its input straight to the neuron (its file "
+                    "routes it through w_rec); restated, and its spikes delayed one step")
+    nodes = {**inner.nodes, late: Delay(delay=np.asarray(dt), sem=Semantics(dt=dt))}
+    return op.replace(graph=inner.replace(nodes=nodes, edges=edges))
+
+
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     graph = _flatten_order(graph, warnings, to_nir=True)
     graph = map_neurons(graph, lambda path, op: _unit_gains(path, op, warnings))
+    graph = graph.replace(nodes={n: _recurrent_layer(n, op, warnings) if isinstance(op, Subgraph) else op
+                                 for n, op in graph.nodes.items()})
     nodes, edges = dict(graph.nodes), list(graph.edges)
     for name, op in graph.nodes.items():
         if isinstance(op, Neuron) and op.spiking:
