@@ -149,15 +149,18 @@ def test_spyx_linear_after_flatten_is_written_channels_last_and_read_back(tmp_pa
     assert np.array_equal(back, want)
 
 
-def _spyx_recurrent_graph(spyx_edges: bool) -> Graph:
-    """A recurrent CubaLIF layer: as Spyx's ``to_nir`` writes it (``input -> w_rec``) or as
-    Spyx runs it (``input -> lif``, spikes one step late)."""
+def _spyx_recurrent_graph(spyx_edges: bool, cuba: bool = True) -> Graph:
+    """A recurrent CubaLIF (or LIF) layer: as Spyx's ``to_nir`` writes it (``input -> w_rec``)
+    or as Spyx runs it (``input -> lif``, spikes one step late)."""
     from snnir.ir.ops import Delay, Linear, Subgraph
 
     rng = np.random.default_rng(2)
     sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
-    lif = CubaLIF(tau_mem=np.full(5, 4.0), tau_syn=np.full(5, 2.0), r=np.full(5, 4.0), w_in=np.full(5, 2.0),
-                  v_leak=np.zeros(5), v_threshold=np.full(5, 0.5), sem=sem)
+    if cuba:
+        lif = CubaLIF(tau_mem=np.full(5, 4.0), tau_syn=np.full(5, 2.0), r=np.full(5, 4.0), w_in=np.full(5, 2.0),
+                      v_leak=np.zeros(5), v_threshold=np.full(5, 0.5), sem=sem)
+    else:
+        lif = LIF(tau=np.full(5, 4.0), r=np.full(5, 4.0), v_leak=np.zeros(5), v_threshold=np.full(5, 0.5), sem=sem)
     inner = {"input": Input((5,)), "w_rec": Linear(weight=rng.normal(0, 0.5, (5, 5))), "lif": lif,
              "output": Output()}
     if spyx_edges:
@@ -186,3 +189,15 @@ def test_spyx_recurrent_layer_reads_as_spyx_runs_it(tmp_path) -> None:
     want = snnir.run(_spyx_recurrent_graph(spyx_edges=False), x)["y"]
     assert 0 < want.mean() < 1
     np.testing.assert_array_equal(snnir.run(got, x)["y"], want)
+
+
+def test_spyx_write_drops_the_late_spikes_of_a_recurrent_layer_too(tmp_path) -> None:
+    """Written back for Spyx, the recurrent subgraph is Spyx's four nodes again (its
+    ``from_nir`` parses exactly four; it adds the late step itself)."""
+    path, back = tmp_path / "spyx-rec.nir", tmp_path / "back.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(_spyx_recurrent_graph(spyx_edges=True, cuba=False), path)
+        snnir.write(snnir.read(path, dialect="spyx"), back, dialect="spyx")
+        inner = snnir.read(back).nodes["rec"].graph
+    assert sorted(inner.nodes) == ["input", "lif", "output", "w_rec"]

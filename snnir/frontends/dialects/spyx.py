@@ -125,9 +125,13 @@ def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     return graph.replace(nodes=nodes, edges=tuple(edges))
 
 
-def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+def _without_late_spikes(graph: Graph, warnings: list[str]) -> Graph:
+    """``graph`` without the one-step delays ``on_read`` put after spiking neurons (Spyx adds
+    them back itself), in recurrent subgraphs too."""
     nodes, edges = dict(graph.nodes), list(graph.edges)
     for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            nodes[name] = op.replace(graph=_without_late_spikes(op.graph, warnings))
         if isinstance(op, Neuron) and op.spiking:
             late = name + DELAY_SUFFIX
             if isinstance(nodes.get(late), Delay):
@@ -135,7 +139,11 @@ def _on_write(graph: Graph, warnings: list[str]) -> Graph:
                 edges = [(name if src == late else src, dst) for src, dst in edges if (src, dst) != (name, late)]
             else:
                 warnings.append(f"node '{name}': Spyx emits its spikes one step late")
-    graph = _flatten_order(graph.replace(nodes=nodes, edges=tuple(edges)), warnings, to_nir=False)
+    return graph.replace(nodes=nodes, edges=tuple(edges))
+
+
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    graph = _flatten_order(_without_late_spikes(graph, warnings), warnings, to_nir=False)
     return map_neurons(graph, lambda path, op: _for_spyx(path, op, warnings))
 
 
