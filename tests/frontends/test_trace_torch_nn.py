@@ -256,26 +256,32 @@ def test_snnir_nn_layers_trace_to_their_own_ops():
     np.testing.assert_array_equal(snnir.run(graph, x.numpy())["output"], expected)
 
 
+class TutorialNet(torch.nn.Module):
+    """snnTorch tutorial 5 / the IPU tutorial's loop: the same frame fed at every step;
+    ``after_loop()`` (when given) runs once the steps are done."""
+
+    def __init__(self, num_steps: int = 25, after_loop=None):
+        super().__init__()
+        torch.manual_seed(8)
+        self.num_steps, self.after_loop = num_steps, after_loop
+        self.fc1, self.lif1 = torch.nn.Linear(12, 8), snn.Leaky(beta=0.9)
+        self.fc2, self.lif2 = torch.nn.Linear(8, 3), snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk2_rec = []
+        for _ in range(self.num_steps):
+            spk1, mem1 = self.lif1(self.fc1(x.view(x.shape[0], -1)), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk2_rec.append(spk2)
+        if self.after_loop is not None:
+            self.after_loop()
+        return torch.stack(spk2_rec, dim=0)
+
+
 def test_tutorial_style_static_input_loop():
     """snnTorch tutorial 5 / the IPU tutorial: the same frame is fed at every step."""
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(8)
-            self.fc1, self.lif1 = torch.nn.Linear(12, 8), snn.Leaky(beta=0.9)
-            self.fc2, self.lif2 = torch.nn.Linear(8, 3), snn.Leaky(beta=0.9)
-
-        def forward(self, x, num_steps=25):
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            spk2_rec = []
-            for _ in range(num_steps):
-                spk1, mem1 = self.lif1(self.fc1(x.view(x.shape[0], -1)), mem1)
-                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-                spk2_rec.append(spk2)
-            return torch.stack(spk2_rec, dim=0)
-
-    model = Net()
+    model = TutorialNet()
     frame = torch.rand(4, 3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
     graph = snnir.trace(model, frame.float())
     assert graph.nodes["input"].shape == (3, 4) and graph.nodes["flatten"].op_type == "Flatten"
@@ -299,23 +305,7 @@ def test_tracing_keeps_no_step_alive():
         tag(self, tensor, what)
 
     alive_at_end = []
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.lif1 = torch.nn.Linear(12, 8), snn.Leaky(beta=0.9)
-            self.fc2, self.lif2 = torch.nn.Linear(8, 3), snn.Leaky(beta=0.9)
-
-        def forward(self, x, num_steps=60):
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            spk2_rec = []
-            for _ in range(num_steps):
-                spk1, mem1 = self.lif1(self.fc1(x), mem1)
-                spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-                spk2_rec.append(spk2)
-            alive_at_end.append(sum(ref() is not None for ref in tagged))
-            return torch.stack(spk2_rec, dim=0)
-
+    model = TutorialNet(num_steps=60, after_loop=lambda: alive_at_end.append(sum(r() is not None for r in tagged)))
     with mock.patch.object(recorder.Recorder, "tag", spy):
-        snnir.trace(Net(), torch.rand(2, 12))
+        snnir.trace(model, torch.rand(2, 12))
     assert len(tagged) > 4 * 60 and alive_at_end[0] < 60 + 10, (len(tagged), alive_at_end)
