@@ -316,3 +316,15 @@ def test_unloadable_library_warns_and_falls_back(monkeypatch, tmp_path):
     with mock.patch.object(native, "neuron_sequence") as spy:
         neuron_sequence(op, {}, torch.randn(T, B, N), None)
     assert not spy.called
+
+
+def test_unloadable_library_goes_through_the_build_when_building(monkeypatch, tmp_path):
+    """``native=True`` (``build``): a library that does not load is handed to torch's build,
+    which waits for another process's build of it and loads the result."""
+    monkeypatch.setattr(native, "_extension", {})
+    monkeypatch.setattr(native, "library_path", lambda kernel: tmp_path / f"{kernel}.so")
+    (tmp_path / "neuron_scan.so").write_bytes(b"half written")
+    built = object()
+    with mock.patch.object(native, "_compile", return_value=built) as compile_:
+        assert native.extension(build=True) is built
+    compile_.assert_called_once()

@@ -119,7 +119,7 @@ def extension(kernel: str = "neuron_scan", build: bool = True):
         return None
     start = time.perf_counter()
     try:
-        module = _import(library) if library.exists() else _compile(kernel, library)
+        module = _load(kernel, library, build)
     except Exception as exc:  # no compiler, no ninja, build error, unloadable library: never fatal
         warnings.warn(
             f"snnir: the native kernel {kernel} could not be built or loaded ({type(exc).__name__}: "
@@ -133,6 +133,18 @@ def extension(kernel: str = "neuron_scan", build: bool = True):
         log.info("snnir native kernel %s ready in %.1f s (%s)", kernel, time.perf_counter() - start, library)
     _extension[kernel] = module
     return module
+
+
+def _load(kernel: str, library: Path, build: bool):
+    """Import a built library; where it does not load (say, half written by another process's
+    build) and ``build``, go through torch's build, which waits for that build and loads it."""
+    if library.exists():
+        try:
+            return _import(library)
+        except ImportError:
+            if not build:
+                raise
+    return _compile(kernel, library)
 
 
 def _import(library: Path):
