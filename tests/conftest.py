@@ -16,6 +16,18 @@ FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", REPO.parent / "shared" / "fixtu
 
 
 @pytest.fixture(scope="session")
+def native_kernels():
+    """``snnir.targets.torch.native`` with every C++ kernel built (once; about 35 s the first
+    time); skips where they cannot be built."""
+    from snnir.targets.torch import native
+
+    missing = [kernel for kernel, took in native.build().items() if took is None]
+    if missing:
+        pytest.skip(f"the native kernels {missing} could not be built here (no C++ compiler or ninja)")
+    return native
+
+
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """``../shared/fixtures/nir-paper`` (override with SNNIR_FIXTURES)."""
     if not FIXTURES.is_dir():

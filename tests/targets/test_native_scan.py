@@ -35,12 +35,9 @@ def native_enabled(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def extension():
-    """The extension, built once per session (first build ~30-60 s)."""
-    module = native.extension()
-    if module is None:
-        pytest.skip("the native neuron scan could not be built here (no C++ compiler or ninja)")
-    return module
+def extension(native_kernels):
+    """The neuron scan's extension (the kernels built once per session)."""
+    return native_kernels.extension()
 
 
 def _cases():

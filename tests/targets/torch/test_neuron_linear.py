@@ -81,11 +81,9 @@ def test_fused_equals_neuron_then_linear(monkeypatch, timing, reset, static, dty
 
 @pytest.mark.parametrize("timing,reset,static,dtype", CASES)
 @pytest.mark.parametrize("n,o", [(N, O), (N, neuron_linear.NARROW + 1), (2 * 1024 + 7, 3)], ids=["narrow", "wide", "chunks"])
-def test_native_equals_python(monkeypatch, timing, reset, static, dtype, n, o):
+def test_native_equals_python(native_kernels, monkeypatch, timing, reset, static, dtype, n, o):
     """Narrow and wide layers (two backward strategies); neurons in several chunks of 1024."""
     monkeypatch.setenv("SNNIR_NATIVE", "1")
-    if native.extension("neuron_linear") is None:
-        pytest.skip("the native kernel could not be built here (no C++ compiler or ninja)")
     op = _lif(timing, reset, n)
     args = _inputs(op, static, dtype, n, o)
     got = _run(True, op, static, *args)
@@ -144,7 +142,7 @@ def test_compiled_module_hands_spikes_to_the_layer(monkeypatch, level, static, l
     assert any(level._then for level in fused.modules() if hasattr(level, "_then")), "no neuron took its layer"
 
 
-def test_compile_option_native_overrides_the_environment(monkeypatch):
+def test_compile_option_native_overrides_the_environment(native_kernels, monkeypatch):
     """``compile_torch(native=False)`` never touches the kernels, whatever ``SNNIR_NATIVE`` says;
     ``native=True`` uses them with the variable unset, with the same spikes and gradients."""
     graph = snnir.optimize(_two_layer_graph(), static_inputs=["x"])
@@ -155,8 +153,6 @@ def test_compile_option_native_overrides_the_environment(monkeypatch):
     want, want_grads = _train_once(snnir.compile(graph, target="torch", native=False), x, True)
     monkeypatch.setattr(native, "extension", built)
     monkeypatch.delenv("SNNIR_NATIVE")
-    if native.extension("neuron_linear") is None or native.extension() is None:
-        pytest.skip("the native kernels could not be built here (no C++ compiler or ninja)")
     used = []
     monkeypatch.setattr(native, "extension", lambda *a: used.append(a) or built(*a))
     got, got_grads = _train_once(snnir.compile(graph, target="torch", native=True), x, True)

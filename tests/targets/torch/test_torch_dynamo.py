@@ -13,7 +13,6 @@ import torch
 import snnir
 from snnir.ir import Affine, Graph, Input, Output, Semantics
 from snnir.ir.ops import LIF
-from snnir.targets.torch import native as kernels
 
 
 def _graph() -> Graph:
@@ -30,9 +29,9 @@ def _graph() -> Graph:
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
-def test_torch_compile_keeps_spikes_and_gradients(native):
-    if native and kernels.build()["neuron_linear"] is None:
-        pytest.skip("the native kernels could not be built here (no C++ compiler or ninja)")
+def test_torch_compile_keeps_spikes_and_gradients(request, native):
+    if native:
+        request.getfixturevalue("native_kernels")
     torch._dynamo.reset()
     module = snnir.compile(snnir.optimize(_graph()), target="torch", native=native)
     x = (torch.rand(6, 3, 8, generator=torch.Generator().manual_seed(0)) < 0.5).float()

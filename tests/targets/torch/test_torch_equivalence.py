@@ -18,7 +18,6 @@ from snnir.ir import Graph
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.reference import EXTENSIONS
 from snnir.targets.torch import LOWERINGS, compile_torch
-from snnir.targets.torch import native as kernels
 
 from torch_target_graphs import all_op_classes, graphs_for, random_input
 
@@ -79,12 +78,12 @@ def test_every_registered_op_has_a_lowering():
 @pytest.mark.parametrize(("fast", "native"), [(True, False), (False, False), (True, True)],
                          ids=["scan", "per_step", "native"])
 @pytest.mark.parametrize("op_class", all_op_classes(), ids=lambda c: c.op_type)
-def test_op_matches_reference(op_class, fast, native):
+def test_op_matches_reference(request, op_class, fast, native):
     graphs = graphs_for(op_class)
     if not graphs:
         pytest.skip(f"no random-graph generator for {op_class.op_type}; its owner tests it")
-    if native and kernels.build()["neuron_scan"] is None:
-        pytest.skip("the native kernels could not be built here (no C++ compiler or ninja)")
+    if native:
+        request.getfixturevalue("native_kernels")
     for index, graph in enumerate(graphs):
         x = random_input(graph, T, B, seed=index)
         assert_matches_reference(graph, x, fast=fast, native=native)
