@@ -1,7 +1,7 @@
 """snnir in one minute: inspect and simulate two published NIR files.
 
 Reads ``lif_norse.nir`` and ``cnn_sinabs.nir`` (the NIR paper's fixtures, in
-``../shared/fixtures/nir-paper`` or ``$SNNIR_FIXTURES``), prints each node table
+``tests/fixtures/nir-paper`` or ``$SNNIR_FIXTURES``), prints each node table
 with the semantics the reader assumed, then runs the reference interpreter:
 the LIF neuron on a current step, the CNN on synthetic N-MNIST-like events
 ``[T, B, 2, 34, 34]``, and prints spike counts and firing rates per layer.
@@ -23,7 +23,7 @@ from snnir.ir.nir_io import load
 from snnir.ir.printer import format_table
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", REPO.parent / "shared" / "fixtures" / "nir-paper"))
+FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", REPO / "tests" / "fixtures" / "nir-paper"))
 
 
 def nmnist_like_events(steps: int, batch: int, seed: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ module; a few Adam steps on synthetic spike data change its weights, and
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,8 @@ import torch
 
 import snnir
 
-DEFAULT_NIR = (
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nir-paper" / "braille_noDelay_noBias_subtract.nir"
-)
+FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nir-paper"))
+DEFAULT_NIR = FIXTURES / "braille_noDelay_noBias_subtract.nir"
 
 
 def synthetic_batch(n_inputs: int, n_classes: int, steps: int = 50, batch: int = 16, seed: int = 0):

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 # (``SNNIR_NATIVE=1 make test`` runs it all on the C++ kernels); the kernels' own tests opt in.
 os.environ.setdefault("SNNIR_NATIVE", "0")
 
-FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", REPO.parent / "shared" / "fixtures" / "nir-paper"))
+# The NIR paper's published files ship with the repository (BSD-3; see their README.md).
+FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", REPO / "tests" / "fixtures" / "nir-paper"))
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,6 @@ def native_kernels():
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """``../shared/fixtures/nir-paper`` (override with SNNIR_FIXTURES)."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"the NIR paper fixtures are not at {FIXTURES} (set SNNIR_FIXTURES)")
+    """``tests/fixtures/nir-paper`` (override with SNNIR_FIXTURES); missing files fail, never skip."""
+    assert FIXTURES.is_dir(), f"the NIR paper fixtures are not at {FIXTURES}"
     return FIXTURES

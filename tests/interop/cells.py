@@ -541,9 +541,8 @@ def _our_feedforward(kind: str, sem: Semantics) -> Graph:
     )
 
 
-# --- the NIR paper's files (../shared/fixtures/nir-paper) ---------------------------
-FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-                               / "nir-paper"))
+# --- the NIR paper's files (tests/fixtures/nir-paper) ---------------------------
+FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures" / "nir-paper"))
 
 
 def _fixture(name: str) -> Path | None:
