@@ -1,0 +1,30 @@
+"""The shared limits: defaults, environment overrides, refusals of bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from snnir.errors import SnnirError
+from snnir.limits import DEFAULTS, Limits, current
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv("SNNIR_TIME_LIMIT_S", "2.5")
+    monkeypatch.setenv("SNNIR_DATA_LIMIT_BYTES", "1e6")
+    monkeypatch.setenv("SNNIR_ISOLATE", "0")
+    limits = current()
+    assert (limits.time_s, limits.data_bytes, limits.isolate) == (2.5, 1_000_000, False)
+    assert limits.memory_bytes == DEFAULTS.memory_bytes
+
+
+@pytest.mark.parametrize("variable, text", [("SNNIR_TIME_LIMIT_S", "soon"), ("SNNIR_ISOLATE", "yes"),
+                                            ("SNNIR_DATA_LIMIT_BYTES", "inf"), ("SNNIR_DEPTH_LIMIT", "-1")])
+def test_bad_environment_value(monkeypatch, variable, text):
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(SnnirError, match="SNNIR_|must be a positive"):
+        current()
+
+
+def test_bad_limit():
+    with pytest.raises(SnnirError, match="time_s"):
+        Limits(time_s=0)
