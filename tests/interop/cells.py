@@ -30,6 +30,7 @@ from snnir.ir.ops import IF, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input
 from snnir.ir.semantics import Semantics
 
 from . import peers
+from .cells_snntorch_export import SNNTORCH_EXPORT
 
 T, B = 40, 3
 
@@ -668,6 +669,7 @@ CELLS: tuple[Cell, ...] = (
     Cell("snntorch", "conv", "import", _snntorch_import("conv")),
     Cell("snntorch", "LIF", "export", _snntorch_export("LIF")),
     Cell("snntorch", "CubaLIF", "export", _snntorch_export("CubaLIF")),
+    *(Cell("snntorch", op, "export", check, expected) for op, check, expected in SNNTORCH_EXPORT),
     Cell("norse", "LIF", "import", _norse_import("LIF")),
     Cell("norse", "CubaLIF", "import", _norse_import("CubaLIF")),
     Cell("norse", "IF", "import", _norse_import("IF")),

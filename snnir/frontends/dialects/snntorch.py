@@ -6,9 +6,27 @@ forward Euler ``v' = beta v + x``; the reset mechanism is not stored. Read defau
 a default ``Leaky``: subtract reset, delayed by one step (``reset_delay=True``), spike
 when ``v > threshold``, synaptic current updated before the membrane.
 
-Import always builds ``reset_mechanism="zero"``, ``reset_delay=False`` at ``dt = 1e-4``
-and needs ``v_leak = 0``; ``on_write`` re-times every neuron to that step (the decays and
-gains are kept exactly) and warns about the semantics snnTorch will not honour.
+Import (snnTorch 1.0.0 through nirtorch 2.6) builds every LIF as ``Leaky`` and every
+CubaLIF as ``Synaptic``, both ``reset_mechanism="zero"``, ``reset_delay=False`` at
+``dt = 1e-4``, and needs ``v_leak = 0``. ``on_write`` writes what that importer runs
+with the same spikes at any batch size:
+
+- neurons re-timed to that step (decays and gains kept exactly); a zero reset delayed
+  before the input (``reset_timing="next"``) restated as ``"same"``, which gives the
+  same spikes; any other reset, or a semantics field snnTorch does not honour, warned
+  about naming the node; what it cannot build (IF, LI, per-neuron thresholds, a negative
+  threshold, which its ``reset_delay=False`` correction treats differently) refused;
+- ``Flatten`` with negative dims: the importer builds ``nn.Flatten(start_dim, end_dim)``
+  from the file's batch-free dims, which only negative dims keep off the batch;
+- a neuron in a loop with one weight op (RLeaky / RSynaptic) nested as a graph
+  ``input -> neuron <-> recurrent -> output``, which nirtorch runs with last step's
+  spikes on the loop (zero at the first step). A flat loop is wrapped by snnTorch's own
+  ``_create_rnn_subgraph``, which feeds the input through the recurrent weight. A
+  per-neuron ``Scale`` (RLeaky's ``V``) becomes a diagonal ``Linear``; a recurrent bias,
+  which snnTorch adds from the first step, moves onto the input through an identity
+  ``Affine``;
+- nodes in execution order (nirtorch builds a nested graph before checking its inputs
+  are ready, and fails on a second visit: ``'GraphModule' object has no attribute 'items'``).
 """
 
 from __future__ import annotations
@@ -17,16 +35,24 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
-    Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
+    Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LIF, CubaLIF, Neuron
+from snnir.ir.ops import (
+    IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
+    Subgraph,
+)
+from snnir.ir.schedule import schedule
+from snnir.ir.shapes import Shapes, infer_shapes
 
 #: The step snnTorch's exporter and importer assume.
 SNNTORCH_DT = 1e-4
 #: How ``import_from_nir`` runs every spiking neuron.
 IMPORT_SEMANTICS = {"reset": "zero", "reset_timing": "same", "threshold_compare": "gt",
                     "current_order": "current_first", "spike_mode": "single"}
+#: What ``import_from_nir`` (with nirtorch's defaults) builds a module for.
+READABLE = (Input, Output, Affine, Linear, Conv1d, Conv2d, Flatten, AvgPool2d, LIF, CubaLIF, Subgraph)
+_IMPORTER = "snnTorch's import_from_nir"
 
 
 def _synaptic_delayed_reset(path: str, op: Neuron) -> Neuron:
@@ -45,17 +71,33 @@ def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     return map_neurons(drop_sample_batch(graph, warnings), _synaptic_delayed_reset)
 
 
+def _note_reset(op: Neuron, path: str, warnings: list[str]) -> None:
+    """Warn where snnTorch's zero reset without delay changes this neuron's spikes."""
+    sem = op.sem
+    if sem.reset != "zero":
+        warnings.append(f"node '{path}': {_IMPORTER} resets to zero, this node resets by '{sem.reset}': "
+                        "snnTorch's spikes will differ (lossy)")
+    elif sem.reset_timing == "next_after_input":
+        warnings.append(f"node '{path}': {_IMPORTER} resets in the spiking step, this node clears its whole "
+                        "membrane, input included, one step later: snnTorch's spikes will differ (lossy)")
+
+
 def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     if isinstance(op, IF):
-        raise SnnirError("snnTorch's import_from_nir builds IF as Leaky(beta=0.9, init_hidden=False), which "
+        raise SnnirError(f"{_IMPORTER} builds IF as Leaky(beta=0.9, init_hidden=False), which "
                          "leaks and returns a tuple the next layer cannot take: not written", path)
     if not isinstance(op, (LIF, CubaLIF)):
-        raise SnnirError(f"snnTorch's import_from_nir has no module for {op.op_type}", path)
+        raise SnnirError(f"{_IMPORTER} has no module for {op.op_type}", path)
     if np.any(op.v_leak != 0.0):
-        raise SnnirError("snnTorch's import_from_nir needs v_leak = 0", path)
-    if op.spiking and np.any(op.v_reset != 0.0):
+        raise SnnirError(f"{_IMPORTER} needs v_leak = 0", path)
+    if np.any(op.v_threshold < 0.0):
+        raise SnnirError(f"{_IMPORTER} builds reset_delay=False, whose reset differs for a negative "
+                         "v_threshold: not written", path)
+    if np.any(op.v_reset != 0.0):
         warnings.append(f"node '{path}': snnTorch ignores v_reset (resets to 0)")
-    note_semantics(op, path, "snnTorch's import_from_nir", IMPORT_SEMANTICS, warnings)
+    _note_reset(op, path, warnings)
+    rest = {k: v for k, v in IMPORT_SEMANTICS.items() if k not in ("reset", "reset_timing")}
+    note_semantics(op, path, _IMPORTER, rest, warnings)
     op = as_euler(op, SNNTORCH_DT, path)
     if isinstance(op, CubaLIF):
         gain = op.r * SNNTORCH_DT / op.tau_mem  # snnTorch needs r = tau_mem / dt: mem += syn
@@ -69,14 +111,109 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     ratio = np.asarray(op.v_threshold / input_gain)
     if not np.allclose(ratio, ratio.flat[0]):
         raise SnnirError("snnTorch needs one v_threshold / input gain for the whole layer", path)
+    # a zero reset before the input ("next") spikes exactly as one in the spiking step
     return op.replace(sem=op.sem.with_(**IMPORT_SEMANTICS))
+
+
+# --- the layout its importer reads ----------------------------------------------------
+def _batch_free_flattens(graph: Graph, shapes: Shapes, prefix: str = "") -> Graph:
+    """Every Flatten with dims counted from the end, so ``nn.Flatten`` leaves the batch alone."""
+    nodes = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=_batch_free_flattens(op.graph, shapes, f"{prefix}{name}."))
+        elif isinstance(op, Flatten):
+            rank = len(shapes.inputs[prefix + name])
+            start, end = op.dims(rank, prefix + name)
+            op = op.replace(start_dim=start - rank, end_dim=end - rank)
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
+
+
+def _loop_weight(op: Op, size: int, path: str) -> tuple[Op, np.ndarray | None]:
+    """The recurrent op as a bias-free weight nirtorch reads, and its bias (None: none)."""
+    if isinstance(op, Scale):
+        return Linear(weight=np.diag(np.broadcast_to(np.asarray(op.scale, float), (size,)))), None
+    if isinstance(op, Linear):
+        return Linear(weight=op.weight), None
+    if isinstance(op, Affine):
+        return Linear(weight=op.weight), (op.bias if np.any(op.bias != 0.0) else None)
+    raise SnnirError(f"{_IMPORTER} reads a recurrent Linear, Affine or per-neuron Scale, not {op.op_type}", path)
+
+
+def _nested_loop(graph: Graph, name: str, shapes: Shapes, prefix: str) -> tuple[Graph, str] | None:
+    """``graph`` with neuron ``name`` and its loop weight nested as one graph node, and the
+    weight's name; None when the neuron is in no loop."""
+    loops = [dst for src, dst in graph.edges if src == name and (dst, name) in graph.edges]
+    if not loops:
+        return None
+    path = prefix + name
+    if len(loops) > 1:
+        raise SnnirError(f"{_IMPORTER} reads one recurrent weight per neuron, this one has {len(loops)}", path)
+    loop = loops[0]
+    if graph.in_edges(loop) != [(name, loop)] or graph.out_edges(loop) != [(loop, name)]:
+        raise SnnirError(f"its recurrent op '{loop}' connects beyond the loop, which {_IMPORTER} cannot read", path)
+    shape = shapes.inputs[path]
+    if len(shape) != 1:
+        raise SnnirError(f"{_IMPORTER} reads a recurrent weight on a flat layer, this one is {list(shape)}", path)
+    weight, bias = _loop_weight(graph.nodes[loop], shape[0], prefix + loop)
+    inner: dict[str, Op] = {"input": Input(shape=shape)}
+    feed = "input"
+    if bias is not None:  # snnTorch adds it from the first step; nirtorch's loop is silent there
+        inner["bias"] = Affine(weight=np.eye(shape[0]), bias=bias)
+        feed = "bias"
+    inner.update(neuron=graph.nodes[name], recurrent=weight, output=Output())
+    edges = [("input", "bias")] if bias is not None else []
+    edges += [(feed, "neuron"), ("neuron", "recurrent"), ("recurrent", "neuron"), ("neuron", "output")]
+    nested = Subgraph(graph=Graph(inner, tuple(edges)))
+    outer = graph.without_nodes([loop])
+    return outer.replace(nodes={**outer.nodes, name: nested}), loop
+
+
+def _nest_loops(graph: Graph, shapes: Shapes, prefix: str = "") -> Graph:
+    """Every neuron <-> weight loop as a nested graph (see the module docstring)."""
+    nodes = {name: op.replace(graph=_nest_loops(op.graph, shapes, f"{prefix}{name}."))
+             if isinstance(op, Subgraph) else op for name, op in graph.nodes.items()}
+    graph = graph.replace(nodes=nodes)
+    for name, op in nodes.items():
+        if isinstance(op, Neuron) and name in graph.nodes:
+            nested = _nested_loop(graph, name, shapes, prefix)
+            if nested is not None:
+                graph = nested[0]
+    return graph
+
+
+def _check_readable(graph: Graph, prefix: str = "") -> None:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise SnnirError(f"{_IMPORTER} reads a graph with one Input and one Output, this one has "
+                         f"{len(graph.inputs)} and {len(graph.outputs)}", prefix[:-1] or None)
+    for name, op in graph.nodes.items():
+        if not isinstance(op, READABLE):
+            raise SnnirError(f"{_IMPORTER} has no module for {op.op_type}", prefix + name)
+        if isinstance(op, Subgraph):
+            _check_readable(op.graph, f"{prefix}{name}.")
+
+
+def _in_execution_order(graph: Graph) -> Graph:
+    nodes = {name: op.replace(graph=_in_execution_order(op.graph)) if isinstance(op, Subgraph) else op
+             for name, op in graph.nodes.items()}
+    order = schedule(graph).order
+    return graph.replace(nodes={name: nodes[name] for name in order})
+
+
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    graph = map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
+    shapes = infer_shapes(graph)
+    graph = _nest_loops(_batch_free_flattens(graph, shapes), shapes)
+    _check_readable(graph)
+    return _in_execution_order(graph)
 
 
 DIALECT = register_dialect(Dialect(
     name="snntorch",
     description="snnTorch 1.x: dt=1e-4 Euler, r=tau/dt; reads reset-by-subtraction delayed, writes zero-reset",
     on_read=_on_read,
-    on_write=each_neuron(_for_import),
+    on_write=_on_write,
     read_defaults={"dt": SNNTORCH_DT, "discretisation": "euler", "reset": "subtract", "reset_timing": "next",
                    "threshold_compare": "gt", "spike_mode": "single", "current_order": "current_first"},
 ))

@@ -38,7 +38,7 @@ def write_file(file: h5py.File, graph: Graph, shapes: Shapes | None) -> None:
 
 def _write_graph(group: h5py.Group, graph: Graph, prefix: str, shapes: Shapes | None, record: dict) -> None:
     group.create_dataset("type", data="NIRGraph", dtype=_STR)
-    nodes = group.create_group("nodes")
+    nodes = group.create_group("nodes", track_order=True)  # peers' importers run nodes in file order
     for name, op in graph.nodes.items():
         if "/" in name or name == ".":
             raise SnnirError("node names written to NIR files cannot contain '/' or be '.'", prefix + name)
