@@ -30,6 +30,13 @@ def _model(kind: str, snn, torch):
         flatten = torch.nn.Flatten() if kind == "conv-flatten" else torch.nn.Flatten(1, 3)
         return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), leaky(beta=0.8, threshold=0.5, reset_mechanism="zero"),
                                    flatten, torch.nn.Linear(4 * 6 * 6, 5), readout()), (2, 8, 8)
+    if kind == "conv-avgpool":  # tutorial 6's network, AvgPool2d for its MaxPool2d
+        def conv_layer(c_in, c_out, threshold):
+            return [torch.nn.Conv2d(c_in, c_out, 5), torch.nn.AvgPool2d(2),
+                    leaky(beta=0.5, threshold=threshold, reset_mechanism="zero")]
+        return torch.nn.Sequential(*conv_layer(1, 12, 0.7), *conv_layer(12, 64, 0.6), torch.nn.Flatten(),
+                                   torch.nn.Linear(64 * 4 * 4, 10), leaky(beta=0.5, threshold=2.5,
+                                                                         reset_mechanism="zero")), (1, 28, 28)
     hidden = {
         "leaky-zero": lambda: leaky(beta=0.8, threshold=0.5, reset_mechanism="zero"),
         "leaky-zero-no-delay": lambda: leaky(beta=0.8, threshold=0.5, reset_mechanism="zero", reset_delay=False),
@@ -96,4 +103,5 @@ SNNTORCH_EXPORT: tuple[tuple[str, Callable, str], ...] = (
     ("RSynaptic", export_check("rsynaptic", "one step later"), "differs"),
     ("conv + Flatten, batch 3", export_check("conv-flatten"), "exact"),
     ("conv + Flatten(1, 3) (SAE)", export_check("sae-flatten"), "exact"),
+    ("conv + AvgPool2d (tutorial 6)", export_check("conv-avgpool"), "exact"),
 )

@@ -94,8 +94,9 @@ def test_flatten_dims_count_from_the_end(dims, tmp_path) -> None:
     keep the batch dimension out of it (the SAE tutorial's Flatten(1, 3) is (0, 2) here)."""
     graph = _conv_flatten(Flatten(start_dim=dims[0], end_dim=dims[1]))
     _write(graph, tmp_path / "conv.nir")
-    node = nir.read(tmp_path / "conv.nir").nodes["flat"]
-    assert (node.start_dim, node.end_dim) == (-3, -1)
+    written = nir.read(tmp_path / "conv.nir")
+    assert (written.nodes["flat"].start_dim, written.nodes["flat"].end_dim) == (-3, -1)
+    assert written.nodes["conv"].bias.shape == (4,)  # torch.Tensor refuses snnir's scalar zero bias
     _same_spikes_read_back(graph, tmp_path / "conv.nir", (2, 8, 8))
 
 

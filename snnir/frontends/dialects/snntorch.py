@@ -17,7 +17,8 @@ with the same spikes at any batch size:
   about naming the node; what it cannot build (IF, LI, per-neuron thresholds, a negative
   threshold, which its ``reset_delay=False`` correction treats differently) refused;
 - ``Flatten`` with negative dims: the importer builds ``nn.Flatten(start_dim, end_dim)``
-  from the file's batch-free dims, which only negative dims keep off the batch;
+  from the file's batch-free dims, which only negative dims keep off the batch; a
+  convolution's bias stated per channel (``torch.Tensor`` refuses a scalar);
 - a neuron in a loop with one weight op (RLeaky / RSynaptic) nested as a graph
   ``input -> neuron <-> recurrent -> output``, which nirtorch runs with last step's
   spikes on the loop (zero at the first step). A flat loop is wrapped by snnTorch's own
@@ -116,17 +117,22 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 
 
 # --- the layout its importer reads ----------------------------------------------------
-def _batch_free_flattens(graph: Graph, shapes: Shapes, prefix: str = "") -> Graph:
-    """Every Flatten with dims counted from the end, so ``nn.Flatten`` leaves the batch alone."""
-    nodes = {}
-    for name, op in graph.nodes.items():
-        if isinstance(op, Subgraph):
-            op = op.replace(graph=_batch_free_flattens(op.graph, shapes, f"{prefix}{name}."))
-        elif isinstance(op, Flatten):
-            rank = len(shapes.inputs[prefix + name])
-            start, end = op.dims(rank, prefix + name)
-            op = op.replace(start_dim=start - rank, end_dim=end - rank)
-        nodes[name] = op
+def _as_built(op: Op, path: str, shapes: Shapes) -> Op:
+    """A Flatten with dims counted from the end, so ``nn.Flatten`` leaves the batch alone;
+    a convolution's bias as one value per channel, which ``torch.Tensor`` takes."""
+    if isinstance(op, Flatten):
+        rank = len(shapes.inputs[path])
+        start, end = op.dims(rank, path)
+        return op.replace(start_dim=start - rank, end_dim=end - rank)
+    if isinstance(op, (Conv1d, Conv2d)):
+        return op.replace(bias=np.broadcast_to(op.bias, op.weight.shape[:1]).copy())
+    return op
+
+
+def _restated_ops(graph: Graph, shapes: Shapes, prefix: str = "") -> Graph:
+    nodes = {name: op.replace(graph=_restated_ops(op.graph, shapes, f"{prefix}{name}."))
+             if isinstance(op, Subgraph) else _as_built(op, prefix + name, shapes)
+             for name, op in graph.nodes.items()}
     return graph.replace(nodes=nodes)
 
 
@@ -204,7 +210,7 @@ def _in_execution_order(graph: Graph) -> Graph:
 def _on_write(graph: Graph, warnings: list[str]) -> Graph:
     graph = map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
     shapes = infer_shapes(graph)
-    graph = _nest_loops(_batch_free_flattens(graph, shapes), shapes)
+    graph = _nest_loops(_restated_ops(graph, shapes), shapes)
     _check_readable(graph)
     return _in_execution_order(graph)
 
