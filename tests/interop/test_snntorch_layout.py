@@ -144,6 +144,11 @@ def test_a_loop_snntorch_cannot_read_is_refused_naming_the_neuron(tmp_path) -> N
          "output": Output()},
         (("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")))
     _refused(conv_graph, "node 'lif'.*recurrent weight on a flat layer", tmp_path)
+    longer = Graph(
+        {"input": Input(shape=(4,)), "lif": _lif(4), "a": Linear(weight=np.eye(4)), "b": Linear(weight=np.eye(4)),
+         "output": Output()},
+        (("input", "lif"), ("lif", "a"), ("a", "b"), ("b", "lif"), ("lif", "output")))
+    _refused(longer, "node 'a'.*only as a neuron <-> one weight op; this one runs through a, b, lif", tmp_path)
 
 
 def test_a_negative_threshold_is_refused(tmp_path) -> None:

@@ -32,6 +32,7 @@ with the same spikes at any batch size:
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 
 from snnir.errors import SnnirError
@@ -43,7 +44,7 @@ from snnir.ir.ops import (
     IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
     Subgraph,
 )
-from snnir.ir.schedule import schedule
+from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 
 #: The step snnTorch's exporter and importer assume.
@@ -147,9 +148,9 @@ def _loop_weight(op: Op, size: int, path: str) -> tuple[Op, np.ndarray | None]:
     raise SnnirError(f"{_IMPORTER} reads a recurrent Linear, Affine or per-neuron Scale, not {op.op_type}", path)
 
 
-def _nested_loop(graph: Graph, name: str, shapes: Shapes, prefix: str) -> tuple[Graph, str] | None:
-    """``graph`` with neuron ``name`` and its loop weight nested as one graph node, and the
-    weight's name; None when the neuron is in no loop."""
+def _nested_loop(graph: Graph, name: str, shapes: Shapes, prefix: str) -> Graph | None:
+    """``graph`` with neuron ``name`` and its loop weight nested as one graph node (named
+    ``name``); None when the neuron is in no loop."""
     loops = [dst for src, dst in graph.edges if src == name and (dst, name) in graph.edges]
     if not loops:
         return None
@@ -173,19 +174,23 @@ def _nested_loop(graph: Graph, name: str, shapes: Shapes, prefix: str) -> tuple[
     edges += [(feed, "neuron"), ("neuron", "recurrent"), ("recurrent", "neuron"), ("neuron", "output")]
     nested = Subgraph(graph=Graph(inner, tuple(edges)))
     outer = graph.without_nodes([loop])
-    return outer.replace(nodes={**outer.nodes, name: nested}), loop
+    return outer.replace(nodes={**outer.nodes, name: nested})
 
 
 def _nest_loops(graph: Graph, shapes: Shapes, prefix: str = "") -> Graph:
-    """Every neuron <-> weight loop as a nested graph (see the module docstring)."""
+    """Every neuron <-> weight loop as a nested graph (see the module docstring); any
+    other loop is refused, naming a node on it."""
     nodes = {name: op.replace(graph=_nest_loops(op.graph, shapes, f"{prefix}{name}."))
              if isinstance(op, Subgraph) else op for name, op in graph.nodes.items()}
     graph = graph.replace(nodes=nodes)
     for name, op in nodes.items():
         if isinstance(op, Neuron) and name in graph.nodes:
-            nested = _nested_loop(graph, name, shapes, prefix)
-            if nested is not None:
-                graph = nested[0]
+            graph = _nested_loop(graph, name, shapes, prefix) or graph
+    cycles = [sorted(c) for c in nx.strongly_connected_components(node_digraph(graph)) if len(c) > 1]
+    cycles += [[node] for node in graph.nodes if (node, node) in graph.edges]
+    if cycles:
+        raise SnnirError(f"{_IMPORTER} reads a loop only as a neuron <-> one weight op; this one runs through "
+                         f"{', '.join(cycles[0])}", prefix + cycles[0][0])
     return graph
 
 
