@@ -157,6 +157,14 @@ def test_a_negative_threshold_is_refused(tmp_path) -> None:
     _refused(graph, "node 'lif'.*negative v_threshold", tmp_path)
 
 
+def test_a_lif_layer_with_several_input_gains_is_refused(tmp_path) -> None:
+    """snnTorch's importer divides every LIF threshold by the first neuron's gain."""
+    graph = _recurrent(LOOPS["Linear"])
+    lif = graph.nodes["lif"]
+    graph = graph.with_nodes(lif=lif.replace(r=np.linspace(4.0, 6.0, 8), v_threshold=np.linspace(0.4, 0.6, 8)))
+    _refused(graph, "node 'lif'.*one input gain", tmp_path)
+
+
 def test_two_inputs_are_refused(tmp_path) -> None:
     graph = Graph({"a": Input(shape=(4,)), "b": Input(shape=(4,)), "lif": _lif(4), "output": Output()},
                   (("a", "lif"), ("b", "lif"), ("lif", "output")))

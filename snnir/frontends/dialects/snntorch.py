@@ -108,7 +108,9 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
             op = op.replace(r=op.tau_mem / SNNTORCH_DT, v_threshold=op.v_threshold / gain)
         input_gain = op.w_in * SNNTORCH_DT / op.tau_syn
     else:
-        input_gain = op.r * SNNTORCH_DT / op.tau
+        input_gain = np.asarray(op.r * SNNTORCH_DT / op.tau)
+        if not np.allclose(input_gain, input_gain.flat[0]):  # it divides every threshold by the first gain
+            raise SnnirError("snnTorch's import_from_nir needs one input gain r*dt/tau for the whole LIF layer", path)
     # snnTorch divides the threshold by the input gain and needs one threshold per layer
     ratio = np.asarray(op.v_threshold / input_gain)
     if not np.allclose(ratio, ratio.flat[0]):
