@@ -35,12 +35,18 @@ _ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
 _SUB_FUNCS = {"sub", "__sub__", "__isub__"}
 _MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
 _RESHAPE_FUNCS = {"flatten", "view", "reshape"}
+_ZERO_FACTORIES = {"zeros", "zeros_like", "new_zeros"}
+_STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
+#: what an snnTorch neuron returns after its spikes
+_STATE_OUTPUTS = {"Synaptic": ("syn", "mem"), "RSynaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
 
 
 @dataclass(frozen=True)
 class Tag:
     """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
-    (a neuron's internal state), ``sequence`` (the whole input) or ``bad``.
+    (state ``why`` of the neuron node ``sources[0]``), ``sequence`` (the whole
+    input), ``fresh`` (zeros made during the run: a neuron state set to zero)
+    or ``bad``.
     ``padded``: an all-zero untraced tensor was summed in (a delayed edge's
     value at the first step, see
     :func:`snnir.frontends.tracer.trace_submodules`)."""
@@ -73,8 +79,9 @@ class Recorder:
         self.path_of = {id(m): p for p, m in model.named_modules()}
         self.stack: list[str] = []
         self.depth = 0
-        self.last_output: tuple[str, ...] | None = None
         self.input_shape: tuple[int, ...] | None = None
+        self.fresh_calls: dict[str, list[bool]] = {}  # neuron node -> per call: did it start from zero state?
+        self.modules: dict[str, Any] = {}  # layer node -> its module (of this run's copy)
 
     # --- tags ------------------------------------------------------------------
     def tag(self, tensor: Any, tag: Tag) -> None:
@@ -109,12 +116,13 @@ class Recorder:
         tag = self.tag_of(obj)
         if tag is None and self.is_zero(obj):
             return ()
-        if tag is None:
+        if tag is None or tag.kind == "fresh":
             raise SnnirError("its input does not derive from the model input", layer)
         if tag.kind == "bad":
             raise SnnirError(f"its input went through {tag.why}, which cannot be traced", layer)
         if tag.kind == "state":
-            raise SnnirError(f"its input is a neuron state ({tag.why}); only spikes and currents can be traced", layer)
+            raise SnnirError(f"its input is the {tag.why} of '{tag.sources[0]}', a neuron state; "
+                             "only spikes and currents can be traced", layer)
         if tag.kind == "sequence":
             return self.input_node(tuple(obj.shape[1:]), layer)
         return tag.sources
@@ -187,7 +195,7 @@ class Recorder:
             return Fragment.single(op)
         return Fragment.single(layer_op(module, layer))
 
-    def pre_hook(self, module: Any, args: tuple) -> None:
+    def pre_hook(self, module: Any, args: tuple, kwargs: dict | None = None) -> None:
         path = self.path_of.get(id(module), type(module).__name__)
         self.stack.append(path)
         if self.depth:
@@ -227,6 +235,18 @@ class Recorder:
         name = self.names[path]
         fragment = self.layer_nodes[name]
         self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)
+        self.modules[name] = module
+        if kind == "snntorch":
+            self.fresh_calls.setdefault(name, []).append(self.starts_from_zero(module, args[1:], kwargs or {}))
+
+    def starts_from_zero(self, module: Any, states: tuple, kwargs: dict) -> bool:
+        """Whether this call's state (passed in, else the neuron's own) was set
+        to zeros during the run (``init_leaky()``, ``reset_mem()``, ``torch.zeros``)."""
+        given = [s for s in list(states) + list(kwargs.values()) if isinstance(s, self.torch.Tensor)]
+        if not given:
+            given = [v for v in (getattr(module, a, None) for a in _STATES) if isinstance(v, self.torch.Tensor)]
+        tags = [self.tag_of(s) for s in given]
+        return bool(tags) and all(t is not None and t.kind == "fresh" for t in tags)
 
     def layer_name(self, module: Any, path: str) -> str:
         """A compiled module's leaves carry their node path; other leaves are named by module path."""
@@ -263,10 +283,11 @@ class Recorder:
             sources = (self.layer_nodes[name].name(name, self.layer_nodes[name].exit),)
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         self.tag(outputs[0], Tag("value", sources))
-        for extra in outputs[1:]:
+        names = _STATE_OUTPUTS.get(type(module).__name__, ("mem",)) if kind == "snntorch" else ()
+        for k, extra in enumerate(outputs[1:]):
             if isinstance(extra, self.torch.Tensor):
-                self.tag(extra, Tag("state", why=f"state of '{path}'"))
-        self.last_output = sources
+                state = names[k] if k < len(names) else f"output {k + 1}"
+                self.tag(extra, Tag("state", sources, why=state))
 
     # --- functional glue ---------------------------------------------------------
     def functional_node(self, key: tuple, base: str, op: Op, sources: tuple[str, ...]) -> tuple[str, ...]:
@@ -284,6 +305,10 @@ class Recorder:
         torch = self.torch
         flat = list(args) + list(kwargs.values())
         tagged = [(a, self.tag_of(a)) for a in flat if isinstance(a, torch.Tensor) and self.tag_of(a)]
+        if (not self.whole_sequences and _name(func) in _ZERO_FACTORIES and isinstance(result, torch.Tensor)
+                and not bool(result.any())):
+            self.tag(result, Tag("fresh"))
+            return
         if not tagged or not isinstance(result, torch.Tensor):
             if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
                 for r in result:

@@ -258,3 +258,21 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
                                    trainable=_trainable(module, {"threshold": "v_threshold"}),
                                    metadata=_meta(module)))
     return _alpha(module, layer)
+
+
+def stateless_fragment(module: Any, layer: str) -> Fragment:
+    """A neuron whose state is zero at every call (``init_leaky()`` inside a step
+    ``forward``): snnTorch computes ``mem = beta * 0 + x`` (Synaptic: ``syn = x``,
+    ``mem = syn``) with no reset pending, so the spikes are ``x > threshold``:
+    a Threshold. Exact for thresholds >= 0 (a negative one makes the zero state
+    itself count as a pending reset); other neurons are refused."""
+    kind = type(module).__name__
+    _check_common(module, layer)
+    advice = "initialise its state once, before the time loop, or use init_hidden=True"
+    if kind not in ("Leaky", "Synaptic"):
+        raise _refuse(layer, f"its state is set to zero at every call, which snnir traces for Leaky and Synaptic "
+                             f"only, not {kind}; {advice}")
+    threshold = _array(module, "threshold")
+    if np.any(threshold < 0):
+        raise _refuse(layer, f"its state is set to zero at every call with a negative threshold; {advice}")
+    return Fragment.single(Threshold(threshold=threshold, metadata=_meta(module)))

@@ -34,6 +34,8 @@ from collections import Counter
 from typing import Any, Mapping
 
 from snnir.errors import SnnirError
+from snnir.frontends.guard import check_trace
+from snnir.frontends.outputs import make_stateless, wire_outputs
 from snnir.frontends.recorder import Recorder, Tag
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Output, Subgraph
@@ -73,7 +75,13 @@ def trace(model: Any, sample_input: Any) -> Graph:
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
     recorder.tag(x, Tag("sequence"))
     result = _record(twin, recorder, x)
-    return _finish(recorder, result, model)
+    graph = _finish(recorder, result, model)
+    steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
+    trusted = any(recorder.leaf_kind(m) == "to_op" for m in recorder.modules.values())
+    del twin, result, recorder  # the guard runs a copy of its own
+    if not trusted:  # a to_op() module declares its op; its forward is not its definition
+        check_trace(graph, _twin(model), x, steps, _flatten_result)
+    return graph
 
 
 def trace_submodules(module: Any, sample_input: Any) -> Graph:
@@ -177,7 +185,7 @@ def _record(twin: Any, recorder: Recorder, x: Any) -> Any:
 
     handles = []
     for module in twin.modules():
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook))
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(recorder.post_hook))
     try:
         with torch.no_grad(), _Mode(recorder):
@@ -206,22 +214,13 @@ def _detached_states(model: Any) -> dict[int, Any]:
 
 
 def _finish(recorder: Recorder, result: Any, model: Any) -> Graph:
+    """The recorded nodes with one Output per returned tensor (see :mod:`snnir.frontends.outputs`)."""
     if "input" not in recorder.nodes:
         raise SnnirError("no traced layer received the model input")
-    sources = None
-    for item in _flatten_result(result):
-        tag = recorder.tag_of(item)
-        if tag is not None and tag.kind == "value":
-            sources = tag.sources
-            break
-    if sources is None:
-        sources = recorder.last_output
-    if not sources or sources == ("input",):
-        raise SnnirError("the model's output does not come from any traced layer")
-    nodes = dict(recorder.nodes)
-    nodes["output"] = Output()
-    edges = list(recorder.edges) + [(src, "output") for src in sources]
-    graph = Graph(nodes, tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
+    make_stateless(recorder)
+    outputs, edges = wire_outputs(recorder, _flatten_result(result))
+    nodes = dict(recorder.nodes) | outputs
+    graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
     verify(graph)
     return graph
 
