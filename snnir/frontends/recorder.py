@@ -298,6 +298,13 @@ class Recorder:
             self.connect(name, sources, (name,), name)
         return (self.functional[key],)
 
+    def summed(self, sources: tuple[str, ...]) -> tuple[str, ...]:
+        """A sum of sources with each repeated source (``y + y``) as one scaled node, edges being unique."""
+        def times(src: str, n: int) -> str:
+            return self.functional_node(("scale", float(n), (src,)), "scale", Scale(scale=float(n)), (src,))[0]
+
+        return tuple(src if n == 1 else times(src, n) for src, n in Counter(sources).items())
+
     def negated(self, sources: tuple[str, ...]) -> tuple[str, ...]:
         return self.functional_node(("neg", sources), "neg", Scale(scale=-1.0), sources)
 
@@ -357,11 +364,11 @@ class Recorder:
         if self.whole_sequences and name == "__getitem__" and len(args) == 2 and _time_index(args[1]):
             return tags[0]
         if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
-            return Tag("value", tags[0].sources + tags[1].sources, padded=tags[0].padded or tags[1].padded)
+            return Tag("value", self.summed(tags[0].sources + tags[1].sources), padded=tags[0].padded or tags[1].padded)
         if name in _ADD_FUNCS and len(tags) == 1 and len(args) == 2 and any(self.is_zero(a) for a in args):
             return Tag("value", tags[0].sources, padded=True)
         if name in _SUB_FUNCS and len(tags) == 2 and len(args) == 2:
-            return Tag("value", tags[0].sources + self.negated(tags[1].sources))
+            return Tag("value", self.summed(tags[0].sources + self.negated(tags[1].sources)))
         if name in ("neg", "__neg__") and len(args) == 1:
             return Tag("value", self.negated(tags[0].sources))
         if name in _MUL_FUNCS and len(tags) == 1 and len(args) == 2:
