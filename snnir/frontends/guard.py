@@ -36,12 +36,15 @@ TIE = 1e-9  # a membrane this close to its threshold (relative) may spike either
 TOLERANCE = 1e-8  # float64 values agree to this, relative to the output's largest magnitude
 
 
-def check_trace(graph: Graph, twin: Any, sample: Any, steps: int, flatten: Callable[[Any], list]) -> None:
+def check_trace(graph: Graph, twin: Any, sample: Any, steps: int, indexed: bool,
+                flatten: Callable[[Any], list]) -> None:
     """Raise SnnirError naming the first graph output that differs from the model's value.
 
     ``twin``: an eval-mode copy of the model, which this runs in float64;
     ``steps``: how many time steps one forward call makes (a forward that
-    loops over a static input makes several steps of the same input)."""
+    loops over a static input makes several steps of the same input);
+    ``indexed``: the sample is a sequence ``[T, B, ...]`` forward indexes by step.
+    The sample is reshaped to the graph's Input (which may be the input unsqueezed)."""
     from snnir.targets.reference import run
 
     returned, ties = _run_float64(twin, sample)
@@ -49,7 +52,10 @@ def check_trace(graph: Graph, twin: Any, sample: Any, steps: int, flatten: Calla
         return
     x = sample.detach().cpu().double().numpy() if sample.is_floating_point() else sample.detach().cpu().numpy()
     input_shape = tuple(graph.nodes[graph.inputs[0]].shape)
-    sequence = x if tuple(x.shape[2:]) == input_shape else np.broadcast_to(x, (steps,) + x.shape)
+    if indexed:
+        sequence = x.reshape(x.shape[:2] + input_shape)
+    else:
+        sequence = np.broadcast_to(x.reshape(x.shape[:1] + input_shape), (steps, x.shape[0]) + input_shape)
     got = run(graph, sequence)
     values = [v for v in flatten(returned) if hasattr(v, "detach")]
     for name, value in zip(graph.outputs, values):

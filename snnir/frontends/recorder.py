@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
+from snnir.frontends.functional import avg_pool1d_op, check_avg_pool, functional_op
 from snnir.ir.ops import Input, Op, Scale
 
 _IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
@@ -55,6 +56,7 @@ class Tag:
     sources: tuple[str, ...] = ()
     why: str = ""
     padded: bool = False
+    stacked: int | None = None  # torch.stack'ed along this dim: one step per index
 
 
 class Recorder:
@@ -77,6 +79,9 @@ class Recorder:
         self.passthrough: dict[int, tuple[str, ...]] = {}
         self.folded: set[str] = set()
         self.path_of = {id(m): p for p, m in model.named_modules()}
+        self.owner_of = {id(t): p.rpartition(".")[0].replace(".", "_") for p, t in model.named_parameters()}
+        self.indexed = False  # the input is a sequence indexed along time (loop-style)
+        self.input_as: tuple[int, ...] | None = None  # the input's own step shape, when reshaped for its Input
         self.stack: list[str] = []
         self.depth = 0
         self.input_shape: tuple[int, ...] | None = None
@@ -127,7 +132,17 @@ class Recorder:
             return self.input_node(tuple(obj.shape[1:]), layer)
         return tag.sources
 
+    def reshapes_input(self, before: tuple[int, ...], after: tuple[int, ...]) -> bool:
+        """The model input itself unsqueezed (``x.unsqueeze(1)``) before any layer sees it: the
+        graph's Input takes the reshaped shape. Always the same reshape, or none."""
+        if self.input_as is None and not any(src == "input" for src, _ in self.edges) and before != after:
+            self.input_as, self.input_shape = before, after
+            self.nodes["input"] = Input(shape=after)
+        return self.input_as == before and self.input_shape == after
+
     def input_node(self, shape: tuple[int, ...], layer: str) -> tuple[str, ...]:
+        if self.input_as is not None and shape == self.input_as:
+            return ("input",)
         if self.input_shape is None:
             self.input_shape = shape
             self.nodes["input"] = Input(shape=shape)
@@ -182,7 +197,7 @@ class Recorder:
             return "layer"
         return None
 
-    def fragment(self, module: Any, kind: str, layer: str) -> Fragment:
+    def fragment(self, module: Any, kind: str, layer: str, x: Any) -> Fragment:
         from snnir.frontends.snntorch_map import neuron_fragment
         from snnir.frontends.torch_nn_map import layer_op
 
@@ -193,6 +208,9 @@ class Recorder:
             if not isinstance(op, Op):
                 raise SnnirError(f"to_op() returned {type(op).__name__}, not an snnir Op", layer)
             return Fragment.single(op)
+        if type(module).__name__ == "AvgPool1d":
+            check_avg_pool("AvgPool1d", vars(module), layer)
+            return Fragment.single(avg_pool1d_op(x.shape[1], module.kernel_size, module.stride, module.padding))
         return Fragment.single(layer_op(module, layer))
 
     def pre_hook(self, module: Any, args: tuple, kwargs: dict | None = None) -> None:
@@ -225,7 +243,7 @@ class Recorder:
             self.tag(args[0], Tag("bad", why=f"'{sources[0]}' before the BatchNorm '{layer}' folded into it"))
             return
         if path not in self.names:
-            fragment = self.fragment(module, kind, layer)
+            fragment = self.fragment(module, kind, layer, args[0])
             name = self.node_name(layer)
             self.names[path] = name
             self.layer_nodes[name] = fragment
@@ -299,7 +317,10 @@ class Recorder:
         return (self.functional[key],)
 
     def summed(self, sources: tuple[str, ...]) -> tuple[str, ...]:
-        """A sum of sources with each repeated source (``y + y``) as one scaled node, edges being unique."""
+        """A sum of sources with each repeated source (``y + y``) as one scaled node, edges being unique
+        (a compiled module's repeated source stays repeated: it is refused at its ports)."""
+        if self.whole_sequences:
+            return sources
         def times(src: str, n: int) -> str:
             return self.functional_node(("scale", float(n), (src,)), "scale", Scale(scale=float(n)), (src,))[0]
 
@@ -322,19 +343,22 @@ class Recorder:
                     if isinstance(r, torch.Tensor):
                         self.tag(r, Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
             if func is torch.stack and isinstance(result, torch.Tensor):
-                self.stack_tag(args[0] if args else kwargs.get("tensors", ()), result)
+                self.stack_tag(args, kwargs, result)
             if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
                 self.cat_tag(args, kwargs, result)
             return
         name = _name(func)
         tags = [t for _, t in tagged]
-        new = self.glue(name, args, tags, result)
+        new = self.glue(name, args, kwargs, tags, result)
         self.tag(result, new or Tag("bad", why=f"'{name}' in '{self.where()}'"))
 
-    def stack_tag(self, tensors: Any, result: Any) -> None:
+    def stack_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
+        """Steps of one value stacked: indexing one step (``rec[..., t]``) gives that value back."""
+        tensors = args[0] if args else kwargs.get("tensors", ())
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         tags = {self.tag_of(t) for t in tensors}
         if len(tags) == 1 and None not in tags:
-            self.tag(result, next(iter(tags)))
+            self.tag(result, replace(next(iter(tags)), stacked=dim % result.ndim))
 
     def cat_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
         """Steps joined along time: one node's values, the padded first step included."""
@@ -349,13 +373,19 @@ class Recorder:
         elif not full and len({t.sources for t in tags}) == 1:
             self.tag(result, tags[0])
 
-    def glue(self, name: str, args: tuple, tags: list[Tag], result: Any) -> Tag | None:
-        """The tag of ``name(*args)``, or ``None`` when it cannot be expressed."""
+    def glue(self, name: str, args: tuple, kwargs: dict, tags: list[Tag], result: Any) -> Tag | None:
+        """The tag of ``name(*args, **kwargs)``, or ``None`` when it cannot be expressed."""
         if len(tags) == 1 and tags[0].kind == "sequence":
             if name == "__getitem__":
+                self.indexed = True
                 return Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
             # any other use of the whole input means one call is one step
             tags = [Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
+        if len(tags) == 1 and tags[0].stacked is not None and name == "__getitem__" and len(args) == 2:
+            return replace(tags[0], stacked=None) if _picks_one(args[1], tags[0].stacked, args[0].ndim) else None
+        if tags == [Tag("value", ("input",))] and name == "unsqueeze" and self.reshapes_input(
+                tuple(args[0].shape[1:]), tuple(result.shape[1:])):
+            return tags[0]
         if any(t.kind != "value" for t in tags):
             bad = next(t for t in tags if t.kind != "value")
             return bad if bad.kind == "bad" else None
@@ -377,6 +407,10 @@ class Recorder:
                 key = ("scale", float(factor), tags[0].sources)
                 return Tag("value", self.functional_node(key, "scale", Scale(scale=float(factor)), tags[0].sources))
             return None
+        made = functional_op(name, args, kwargs, lambda t: self.owner_of.get(id(t)), self.where())
+        if made is not None and len(tags) == 1 and self.tag_of(args[0]) is not None:
+            key, base, op = made
+            return Tag("value", self.functional_node(key + (tags[0].sources,), base, op, tags[0].sources))
         if name in _RESHAPE_FUNCS and len(tags) == 1:
             if result.shape == args[0].shape:
                 return tags[0]
@@ -388,6 +422,21 @@ class Recorder:
             key = ("flatten", dims, tags[0].sources)
             return Tag("value", self.functional_node(key, "flatten", flatten_op(*dims, self.where()), tags[0].sources))
         return None
+
+
+def _picks_one(index: Any, dim: int, ndim: int) -> bool:
+    """``index`` takes one integer position along ``dim`` and everything of the other dims."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if items.count(Ellipsis) > 1:
+        return False
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (ndim - len(items) + 1)
+    items += [slice(None)] * (ndim - len(items))
+    whole = [isinstance(i, slice) and i == slice(None) for i in items]
+    picked = items[dim] if dim < len(items) else None
+    return (len(items) == ndim and isinstance(picked, int) and not isinstance(picked, bool)
+            and all(w for k, w in enumerate(whole) if k != dim))
 
 
 def _time_index(index: Any) -> bool:

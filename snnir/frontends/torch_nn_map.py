@@ -12,7 +12,7 @@ from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
 #: Layers that pass their input through in eval mode (no node).
 PASSTHROUGH = ("Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
-LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool2d", "Flatten")
+LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "Flatten")
 
 
 def array(tensor: Any) -> np.ndarray:
@@ -36,10 +36,9 @@ def _conv(module: Any, layer: str) -> Op:
 
 
 def _avg_pool(module: Any, layer: str) -> Op:
-    if module.ceil_mode or module.divisor_override is not None:
-        raise SnnirError("AvgPool2d with ceil_mode or divisor_override is not supported", layer)
-    if not module.count_include_pad and np.any(np.asarray(module.padding) != 0):
-        raise SnnirError("AvgPool2d with padding and count_include_pad=False is not supported", layer)
+    from snnir.frontends.functional import check_avg_pool
+
+    check_avg_pool("AvgPool2d", vars(module), layer)
     return AvgPool2d(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding)
 
 

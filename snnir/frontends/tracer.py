@@ -78,9 +78,10 @@ def trace(model: Any, sample_input: Any) -> Graph:
     graph = _finish(recorder, result, model)
     steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
     trusted = any(recorder.leaf_kind(m) == "to_op" for m in recorder.modules.values())
+    indexed = recorder.indexed
     del twin, result, recorder  # the guard runs a copy of its own
     if not trusted:  # a to_op() module declares its op; its forward is not its definition
-        check_trace(graph, _twin(model), x, steps, _flatten_result)
+        check_trace(graph, _twin(model), x, steps, indexed, _flatten_result)
     return graph
 
 
