@@ -89,26 +89,43 @@ def _run_float64(twin: Any, sample: Any) -> tuple[Any, list[str]]:
     tied with their thresholds."""
     import torch
 
+    ties: list[str] = []
+    twin = in_float64(twin, lambda path, module: module.register_forward_hook(_tie_watch(path, ties)))
+    x = sample.detach().clone()
+    try:
+        with torch.no_grad():
+            return twin(x.double() if x.is_floating_point() else x), ties
+    except Exception as exc:  # noqa: BLE001 - the guard is a check: say why it could not run
+        warnings.warn(f"snnir.trace could not check the traced graph: the model does not run in float64 "
+                      f"({type(exc).__name__}: {exc})", stacklevel=3)
+        return None, []
+
+
+def in_float64(model: Any, watch: Callable[[str, Any], Any] | None = None) -> Any:
+    """``model.double()`` with its snnTorch neurons reset to zero state and giving float64
+    spikes (snnTorch's are float32, which would meet float64 weights in functional calls);
+    ``watch(layer, neuron)`` may hook each neuron first."""
+    import torch
+
     from snnir.frontends.snntorch_map import is_snntorch_neuron
 
-    twin = twin.double()
-    ties: list[str] = []
-    for path, module in twin.named_modules():
+    def to_float64(_module: Any, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return tuple(o.double() if torch.is_tensor(o) and o.is_floating_point() else o for o in output)
+        return output.double() if torch.is_tensor(output) and output.is_floating_point() else output
+
+    model = model.double()
+    for path, module in model.named_modules():
         module.register_forward_pre_hook(
             lambda _m, args: tuple(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
         )
         if is_snntorch_neuron(module):
             if callable(getattr(module, "reset_mem", None)):
                 module.reset_mem()  # a state left over from earlier use is not part of the graph
-            module.register_forward_hook(_tie_watch(path.replace(".", "_") or "model", ties))
-    x = sample.detach().clone()
-    try:
-        with torch.no_grad():
-            return twin(x.double() if x.is_floating_point() else x), ties
-    except Exception as exc:  # noqa: BLE001 - as above
-        warnings.warn(f"snnir.trace could not check the traced graph: the model does not run in float64 "
-                      f"({type(exc).__name__}: {exc})", stacklevel=3)
-        return None, []
+            if watch is not None:
+                watch(path.replace(".", "_") or "model", module)
+            module.register_forward_hook(to_float64)
+    return model
 
 
 def _tie_watch(layer: str, ties: list[str]) -> Callable:

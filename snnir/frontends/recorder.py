@@ -74,10 +74,11 @@ class Recorder:
         self.inputs_of: dict[str, tuple[tuple[str, ...], bool]] = {}
         self.edges: list[tuple[str, str]] = []
         self.layer_nodes: dict[str, Fragment] = {}
-        self.names: dict[str, str] = {}
+        self.names: dict[str, list[str]] = {}  # module path -> its nodes (several when called on several inputs)
+        self.calling: dict[int, str] = {}  # id(module) -> the node of its call in progress
         self.functional: dict[tuple, str] = {}
         self.passthrough: dict[int, tuple[str, ...]] = {}
-        self.folded: set[str] = set()
+        self.folded: dict[str, str] = {}  # BatchNorm path -> the node it is folded into
         self.path_of = {id(m): p for p, m in model.named_modules()}
         self.owner_of = {id(t): p.rpartition(".")[0].replace(".", "_") for p, t in model.named_parameters()}
         self.indexed = False  # the input is a sequence indexed along time (loop-style)
@@ -242,20 +243,42 @@ class Recorder:
             self.passthrough[id(module)] = self.fold(module, sources, layer, path)
             self.tag(args[0], Tag("bad", why=f"'{sources[0]}' before the BatchNorm '{layer}' folded into it"))
             return
-        if path not in self.names:
+        states = list(args[1:]) + list((kwargs or {}).values())
+        name = self.instance(module, kind, self.names.setdefault(path, []), sources, states, layer)
+        if name is None:
             fragment = self.fragment(module, kind, layer, args[0])
             name = self.node_name(layer)
-            self.names[path] = name
+            self.names[path].append(name)
             self.layer_nodes[name] = fragment
             for key, op in fragment.nodes.items():
                 self.nodes[fragment.name(name, key)] = op
             self.edges.extend((fragment.name(name, a), fragment.name(name, b)) for a, b in fragment.edges)
-        name = self.names[path]
+        self.calling[id(module)] = name
         fragment = self.layer_nodes[name]
         self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)
         self.modules[name] = module
         if kind == "snntorch":
             self.fresh_calls.setdefault(name, []).append(self.starts_from_zero(module, args[1:], kwargs or {}))
+
+    def instance(self, module: Any, kind: str, names: list[str], sources: tuple[str, ...], states: list,
+                 layer: str) -> str | None:
+        """Which node of this layer a call is: the one whose state it is passed, else the one with
+        these inputs; ``None`` for a new node (the layer called on another input within a step:
+        a second node with the same parameters)."""
+        if not names or self.whole_sequences:
+            return names[0] if names else None
+        for state in states:
+            tag = self.tag_of(state)
+            if tag is not None and tag.kind in ("state", "value") and tag.sources and tag.sources[0] in names:
+                return tag.sources[0]
+        for name in names:
+            if self.inputs_of[name][0] == tuple(sorted(sources)):
+                return name
+        if kind == "snntorch" and getattr(module, "init_hidden", False):
+            raise SnnirError("is called on different inputs while its state lives in the module (init_hidden=True): "
+                             "snnTorch steps that one state twice per step, which no graph states; use one neuron "
+                             "module per layer, or pass each call its own state (init_hidden=False)", layer)
+        return None
 
     def starts_from_zero(self, module: Any, states: tuple, kwargs: dict) -> bool:
         """Whether this call's state (passed in, else the neuron's own) was set
@@ -276,13 +299,17 @@ class Recorder:
     def fold(self, bn: Any, sources: tuple[str, ...], layer: str, path: str) -> tuple[str, ...]:
         from snnir.frontends.torch_nn_map import fold_batchnorm
 
-        if len(sources) != 1 or sources[0] not in self.layer_nodes:
+        if len(sources) != 1 or sources[0] not in set(self.layer_nodes) | set(self.functional.values()):
             raise SnnirError("BatchNorm must directly follow one Linear or Conv layer to be folded", layer)
+        if self.folded.get(path) == sources[0]:  # a later time step: folded at the first
+            return sources
+        if path in self.folded or sources[0] in self.folded.values():
+            raise SnnirError(f"is applied to '{self.folded.get(path, sources[0])}' and '{sources[0]}'; "
+                             "a BatchNorm folds into one layer, once", layer)
         if any(src == sources[0] for src, _ in self.edges):
             raise SnnirError(f"cannot fold into '{sources[0]}': its output is also used before the BatchNorm", layer)
-        if path not in self.folded:
-            self.folded.add(path)
-            self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])
+        self.folded[path] = sources[0]
+        self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])
         return sources
 
     def post_hook(self, module: Any, args: tuple, output: Any) -> None:
@@ -297,7 +324,7 @@ class Recorder:
         if id(module) in self.passthrough:
             sources = self.passthrough.pop(id(module))
         else:
-            name = self.names[path]
+            name = self.calling[id(module)]
             sources = (self.layer_nodes[name].name(name, self.layer_nodes[name].exit),)
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         self.tag(outputs[0], Tag("value", sources))

@@ -133,7 +133,7 @@ def test_modules_with_to_op_are_leaves():
     "forward,needle,node",
     [
         (lambda m, x: m.lif(torch.relu(m.fc(x))), "relu", "lif"),
-        (lambda m, x: m.lif(m.fc(x) + m.fc(x * 2.0)), "different inputs", "fc"),
+        (lambda m, x: m.lif(m.fc(x)) + m.lif(m.fc(x) * 2.0), "different inputs while its state lives", "lif"),
         (lambda m, x: m.lif(m.fc(x) * m.fc(x)), "mul", "lif"),
         (lambda m, x: m.lif(torch.ones_like(m.fc(x))), "ones_like", "lif"),
         (lambda m, x: m.lif(m.fc(torch.ones(2, 3))), "does not derive", "fc"),
