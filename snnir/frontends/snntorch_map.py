@@ -74,12 +74,15 @@ def _refuse(layer: str, what: str) -> SnnirError:
 
 def _check_common(module: Any, layer: str) -> None:
     if getattr(module, "inhibition", False):
-        raise _refuse(layer, "inhibition=True (winner-take-all spikes have no NIR equivalent)")
+        raise _refuse(layer, "inhibition=True (winner-take-all spikes have no NIR equivalent); "
+                             "use inhibition=False to export it")
     if getattr(module, "state_quant", False):
-        raise _refuse(layer, "state_quant (quantised states) is not supported")
+        raise _refuse(layer, "state_quant (quantised states have no NIR equivalent); "
+                             "use state_quant=False to export it")
     factor = getattr(module, "graded_spikes_factor", None)
     if factor is not None and not np.all(factor.detach().cpu().numpy() == 1):
-        raise _refuse(layer, "graded spikes (graded_spikes_factor != 1)")
+        raise _refuse(layer, "graded spikes (graded_spikes_factor != 1; NIR spikes are 0 or 1); use "
+                             "graded_spikes_factor=1 and scale the next layer's weights by the factor instead")
 
 
 def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:
@@ -160,8 +163,9 @@ def _alpha(module: Any, layer: str) -> Fragment:
     if module.reset_mechanism != "none":
         raise _refuse(
             layer,
-            f"Alpha with reset_mechanism={module.reset_mechanism!r} (its reset rewrites the synaptic "
-            "states in a way no NIR neuron does); use reset_mechanism='none'",
+            f"Alpha with reset_mechanism={module.reset_mechanism!r} (snnTorch's default is 'zero'): after "
+            "a spike its reset rewrites both synaptic currents as well as the membrane, which no NIR neuron "
+            "does (NIR's CubaLIF never resets its current); Alpha(reset_mechanism='none') exports exactly",
         )
     sem = Semantics(dt=DEFAULT_DT)
     alpha = _decay(_array(module, "alpha"), layer, "alpha")
@@ -232,7 +236,9 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
     """The exact ops for one snnTorch neuron, or a SnnirError naming the layer and option."""
     kind = type(module).__name__
     if kind not in SUPPORTED:
-        raise SnnirError(f"snnTorch {kind} is not supported (supported: {', '.join(SUPPORTED)})", layer)
+        why = " (an LSTM cell: its gates have no NIR equivalent)" if "LSTM" in kind else ""
+        raise SnnirError(f"snnTorch {kind}{why} cannot be exported; exportable neurons: {', '.join(SUPPORTED)}",
+                         layer)
     _check_common(module, layer)
     if kind in ("Leaky", "Synaptic") and _rechecks(module):
         return _recheck_fragment(module, layer)
