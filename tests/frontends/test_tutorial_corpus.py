@@ -104,3 +104,14 @@ def test_tutorial_model(case: Case, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compare(snnir.run(snnir.read(tmp_path / "model.nir"), steps), probe, returned, spikes, "file", 1e-9)
+
+
+def test_the_readme_lists_the_corpus():
+    """Regenerate with ``python -m tests.frontends.tutorial_models`` when the corpus changes."""
+    from pathlib import Path
+
+    from tests.frontends.tutorial_models import readme_section
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = readme.split("<!-- corpus:start -->\n")[1].split("\n<!-- corpus:end -->")[0]
+    assert listed == readme_section()

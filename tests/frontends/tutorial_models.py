@@ -265,6 +265,8 @@ class SAE(nn.Module):
             nn.Conv2d(4, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), snn.Leaky(**leaky),
             nn.Flatten(start_dim=1, end_dim=3), nn.Linear(8 * 4 * 4, latent_dim), snn.Leaky(output=True, **leaky),
         )
+        if not with_decoder:
+            return
         self.latentToConv = nn.Sequential(nn.Linear(latent_dim, 8 * 4 * 4), snn.Leaky(output=True, **leaky))
         self.decoder = nn.Sequential(
             nn.Unflatten(1, (8, 4, 4)), snn.Leaky(**leaky),
@@ -274,8 +276,9 @@ class SAE(nn.Module):
 
     def forward(self, x):
         utils.reset(self.encoder)
-        utils.reset(self.decoder)
-        utils.reset(self.latentToConv)
+        if self.with_decoder:
+            utils.reset(self.decoder)
+            utils.reset(self.latentToConv)
         spk_rec, spk_mem = [], []
         for step in range(self.num_steps):
             spk_x, mem_x = self.encoder(x)
@@ -419,3 +422,33 @@ CASES = [
     Case("slstm", seeded(lambda: LSTMNet(conv=False)), (16,), expect="'lstm'.*SLSTM.*LSTM cell"),
     Case("sconv2dlstm", seeded(lambda: LSTMNet(conv=True)), (1, 6, 6), expect="'lstm'.*SConv2dLSTM.*LSTM cell"),
 ]
+
+
+def readme_section() -> str:
+    """The README's list of what the corpus exports exactly and what it refuses (regenerate with
+    ``python -m tests.frontends.tutorial_models``; a test checks the README holds it)."""
+    exact, refused, maxpool, layers = [], [], [], set()
+    for case in CASES:
+        if case.needs_maxpool:
+            maxpool.append(case.name)
+        elif case.expect != "exact":
+            refused.append(case.name)
+        else:
+            exact.append(case.name)
+            inside_neurons: set[int] = set()
+            for module in case.build().modules():
+                if isinstance(module, snn.SpikingNeuron):
+                    layers.add(f"{type(module).__name__}({module.reset_mechanism})")
+                    inside_neurons |= {id(m) for m in module.modules()}
+                elif not list(module.children()) and id(module) not in inside_neurons:
+                    layers.add(type(module).__name__)
+    return "\n".join([
+        f"- exact, every layer's spikes identical to snnTorch's ({len(exact)}): {', '.join(exact)}",
+        f"- layers and reset mechanisms in them: {', '.join(sorted(layers))}",
+        f"- refused, naming the layer and what to change ({len(refused)}): {', '.join(refused)}",
+        f"- waiting for MaxPool ({len(maxpool)}): {', '.join(maxpool)}",
+    ])
+
+
+if __name__ == "__main__":
+    print(readme_section())
