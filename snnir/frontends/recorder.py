@@ -11,8 +11,8 @@ being built: ``nodes``, ``edges`` and each node's recorded inputs
 Invariants: ``tags`` holds each tagged tensor weakly and looks it up by
 identity: its entry goes when the tensor does (so a long run keeps no step's
 activations alive) and a recycled ``id`` never inherits a tag; a leaf layer is one node per module
-path however often it is called, and every call must see the same sources (a
-first call ``padded`` with zeros may be completed later); a leaf nested inside
+path and set of sources however often it is called (a call passed a node's state is that node; a
+first call ``padded`` with zeros may be completed later, in whole-sequence mode); a leaf nested inside
 another leaf records nothing (``depth``); each functional glue node is
 recorded once per (function, sources) key. A "bad" or state tag used as a
 leaf's input raises SnnirError naming the layer. This module does not import

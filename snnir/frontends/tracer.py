@@ -5,10 +5,12 @@ Forward hooks record every call of a *leaf* layer (snnTorch neuron, known
 torch.nn layer, or any module with ``to_op()``); a ``TorchFunctionMode``
 records the functional glue between leaves (``+``/``-`` for residuals,
 scalar ``*``, ``flatten``/``view``/``reshape``, ``x[t]`` on the input
-sequence). Each tensor is tagged with the nodes whose (summed) outputs it
-carries, so arbitrary Python control flow is followed. A layer called at
-every step of a time loop becomes one node: repeated calls must see the same
-inputs. Anything else applied to traced values raises SnnirError when used.
+sequence, functional layers). Each tensor is tagged with the nodes whose
+(summed) outputs it carries, so arbitrary Python control flow is followed. A
+layer called at every step of a time loop becomes one node; called on another
+input within a step, a second node. Anything else applied to traced values
+raises SnnirError when used. Every returned tensor becomes an output, and the
+guard runs the graph against the model before the graph is returned.
 
 Compiled snnir modules (``to_graph()``): ``trace`` returns that graph;
 :func:`trace_submodules` traces them for real, running whole sequences
@@ -43,8 +45,9 @@ from snnir.ir.verify import verify
 
 
 def trace(model: Any, sample_input: Any) -> Graph:
-    """Trace ``model`` on ``sample_input`` into a Graph whose output is the
-    last layer's spikes.
+    """Trace ``model`` on ``sample_input`` into a Graph with one output per
+    tensor ``forward`` returns (see :mod:`snnir.frontends.outputs`), checked
+    against the model on ``sample_input`` (:mod:`snnir.frontends.guard`).
 
     Step-style models (one call = one step, e.g. ``nn.Sequential`` of snnTorch
     neurons with ``init_hidden=True``) take one step ``[B, ...]``; models that
