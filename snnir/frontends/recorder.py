@@ -29,6 +29,7 @@ from typing import Any, Callable
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
 from snnir.frontends.functional import avg_pool1d_op, check_avg_pool, functional_op
+from snnir.frontends.indexing import flatten_dims, picks_one, time_index
 from snnir.ir.ops import Input, Op, Scale
 
 _IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
@@ -409,7 +410,7 @@ class Recorder:
             # any other use of the whole input means one call is one step
             tags = [Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
         if len(tags) == 1 and tags[0].stacked is not None and name == "__getitem__" and len(args) == 2:
-            return replace(tags[0], stacked=None) if _picks_one(args[1], tags[0].stacked, args[0].ndim) else None
+            return replace(tags[0], stacked=None) if picks_one(args[1], tags[0].stacked, args[0].ndim) else None
         if tags == [Tag("value", ("input",))] and name == "unsqueeze" and self.reshapes_input(
                 tuple(args[0].shape[1:]), tuple(result.shape[1:])):
             return tags[0]
@@ -418,7 +419,7 @@ class Recorder:
             return bad if bad.kind == "bad" else None
         if name in _IDENTITY_FUNCS and result.shape == args[0].shape:
             return tags[0]
-        if self.whole_sequences and name == "__getitem__" and len(args) == 2 and _time_index(args[1]):
+        if self.whole_sequences and name == "__getitem__" and len(args) == 2 and time_index(args[1]):
             return tags[0]
         if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
             return Tag("value", self.summed(tags[0].sources + tags[1].sources), padded=tags[0].padded or tags[1].padded)
@@ -441,7 +442,7 @@ class Recorder:
         if name in _RESHAPE_FUNCS and len(tags) == 1:
             if result.shape == args[0].shape:
                 return tags[0]
-            dims = _flatten_dims(tuple(args[0].shape), tuple(result.shape))
+            dims = flatten_dims(tuple(args[0].shape), tuple(result.shape))
             if dims is None:
                 return None
             from snnir.frontends.torch_nn_map import flatten_op
@@ -451,39 +452,5 @@ class Recorder:
         return None
 
 
-def _picks_one(index: Any, dim: int, ndim: int) -> bool:
-    """``index`` takes one integer position along ``dim`` and everything of the other dims."""
-    items = list(index) if isinstance(index, tuple) else [index]
-    if items.count(Ellipsis) > 1:
-        return False
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
-        items[at : at + 1] = [slice(None)] * (ndim - len(items) + 1)
-    items += [slice(None)] * (ndim - len(items))
-    whole = [isinstance(i, slice) and i == slice(None) for i in items]
-    picked = items[dim] if dim < len(items) else None
-    return (len(items) == ndim and isinstance(picked, int) and not isinstance(picked, bool)
-            and all(w for k, w in enumerate(whole) if k != dim))
-
-
-def _time_index(index: Any) -> bool:
-    """``x[t]``, ``x[a:b]`` or ``x[None]``: an index that only touches the leading (time) dimension."""
-    return index is None or isinstance(index, slice) or (isinstance(index, int) and not isinstance(index, bool))
-
-
 def _name(func: Any) -> str:
     return getattr(func, "__name__", None) or str(func)
-
-
-def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int] | None:
-    """(start, end) with ``flatten(start, end)`` mapping ``before`` to ``after`` (batched shapes)."""
-    if before == after or not before or not after or before[0] != after[0]:
-        return None
-    for start in range(1, len(before)):
-        for end in range(start + 1, len(before)):
-            joined = 1
-            for d in before[start : end + 1]:
-                joined *= d
-            if before[:start] + (joined,) + before[end + 1 :] == after:
-                return start, end - len(before) if end == len(before) - 1 else end
-    return None
