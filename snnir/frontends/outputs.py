@@ -146,7 +146,8 @@ def _readout(recorder: Recorder, tag: Tag, extra: dict) -> tuple[str, ...]:
         recorder.edges.append((reset, twin))
         return (twin,)
     raise SnnirError(f"{refuse} with reset_mechanism={module.reset_mechanism!r} depends on its spikes in a "
-                     "way no NIR op states; return the spikes, or use reset_mechanism 'subtract' or 'none'", name)
+                     "way no NIR op states; return only the spikes (output=False for init_hidden neurons), "
+                     "or use reset_mechanism 'subtract' or 'none'", name)
 
 
 def _plain(sem: Semantics) -> Semantics:
