@@ -197,3 +197,32 @@ def test_the_guard_refuses_a_wrong_mapping_naming_the_output(monkeypatch):
     model = Loop(lambda n: snn.Leaky(beta=0.8, init_hidden=True, output=True), ("spk", "mem"))
     with pytest.raises(SnnirError, match="node 'output.*does not compute what the model returns"):
         snnir.trace(model, sequence().float())
+
+
+def test_the_guard_warns_where_a_membrane_ties_with_its_threshold(monkeypatch):
+    """A membrane exactly on its threshold may spike either way by rounding: a difference there
+    is reported as undecidable (a warning), not as an error."""
+    from snnir.frontends import snntorch_map
+
+    original = snntorch_map._leaky
+    monkeypatch.setattr(snntorch_map, "_leaky", lambda module, *a, **k: original(module, *a, **k).replace(
+        tau=np.asarray(original(module, *a, **k).tau) * 2))
+    fc = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        fc.weight.zero_()
+        fc.bias.fill_(1.0)  # the membrane is exactly 1.0, the threshold, at the first step
+
+    class Static(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = fc, snn.Leaky(beta=0.5, threshold=1.0)
+
+        def forward(self, x):
+            mem, out = self.lif.init_leaky(), []
+            for _ in range(5):
+                spk, mem = self.lif(self.fc(x), mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    with pytest.warns(UserWarning, match="could not check output 'output'.*'lif' on its threshold"):
+        snnir.trace(Static(), torch.ones(2, 1))
