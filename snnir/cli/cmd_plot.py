@@ -1,7 +1,8 @@
 """``snnir plot FILE.nir --input X.npy -o raster.png [--sample B]``.
 
 Simulates the file and draws a raster of one batch sample: one panel per
-top-level spiking node and per Output (time on x, flattened neuron on y).
+spiking node, nested graphs included, and per Output that is not already one
+of them (time on x, flattened neuron on y).
 Needs matplotlib, imported only here.
 """
 
@@ -15,6 +16,8 @@ from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.cmd_run import load_input
 from snnir.errors import SnnirError
 from snnir.ir import Graph, Output, schedule
+from snnir.ir.ops.base import Op
+from snnir.ir.ops.fused import FusedLayerNeuron
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,13 +40,32 @@ def _pyplot():
     return plt
 
 
+def is_spiking(op: Op) -> bool:
+    """Whether the op's output is spikes (a fused node's is its neuron's)."""
+    return bool(getattr(op.neuron if isinstance(op, FusedLayerNeuron) else op, "spiking", False))
+
+
 def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
-    """The graph with an extra Output after every top-level spiking node, and
-    node -> its probe's Output name, in execution order."""
-    spiking = [name for name in schedule(graph).order if getattr(graph.nodes[name], "spiking", False)]
+    """The graph with nested graphs inlined (their nodes named ``"sub.inner"``) and an extra Output
+    after every spiking node; and node -> its probe's Output name, in execution order."""
+    from snnir.passes.structure import flatten_subgraphs
+
+    flat = flatten_subgraphs(graph)
+    spiking = [name for name in schedule(flat).order if is_spiking(flat.nodes[name])]
     probes = {name: f"{name}#spikes" for name in spiking}
-    edges = graph.edges + tuple(probes.items())
-    return graph.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+    edges = flat.edges + tuple(probes.items())
+    return flat.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+
+
+def panel_sources(probed: Graph, probes: dict[str, str]) -> dict[str, str]:
+    """Panel title -> result key: one per spiking node (titled with the Output it alone feeds, if
+    any), then one per Output fed by anything else; no two panels show the same values."""
+    outputs = {out: [src for src, dst in probed.edges if dst == out] for out in probed.outputs
+               if out not in probes.values()}
+    fed = {sources[0]: out for out, sources in outputs.items() if len(sources) == 1 and sources[0] in probes}
+    panels = {(f"{name} (output '{fed[name]}')" if name in fed else name): probe for name, probe in probes.items()}
+    panels.update({out: out for out in outputs if out not in fed.values()})
+    return panels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     plt = _pyplot()
     graph, _ = load_graph(args)
     probed, probes = with_spike_probes(graph)
-    panel_outputs = {**{name: name for name in graph.outputs}, **probes}
+    panel_outputs = panel_sources(probed, probes)
     results = snnir.run(probed, load_input(args.input))
     batch = next(iter(results.values())).shape[1]
     if not 0 <= args.sample < batch:

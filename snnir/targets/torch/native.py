@@ -43,12 +43,12 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from snnir.errors import warn
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.torch.bptt import _sum_to
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
@@ -121,12 +121,11 @@ def extension(kernel: str = "neuron_scan", build: bool = True):
     try:
         module = _load(kernel, library, build)
     except Exception as exc:  # no compiler, no ninja, build error, unloadable library: never fatal
-        warnings.warn(
+        warn(
             f"snnir: the native kernel {kernel} could not be built or loaded ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
             "using the Python loop",
             RuntimeWarning,
-            stacklevel=3,
         )
         module = None
     else:
