@@ -3,14 +3,12 @@
 Simulates the file and draws a raster of one batch sample: one panel per
 spiking node, nested graphs included, and per Output that is not already one
 of them (time on x, flattened neuron on y).
-Needs matplotlib, imported only here.
+Needs matplotlib (drawn by :mod:`snnir.plotting`).
 """
 
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.cmd_run import load_input
@@ -18,6 +16,7 @@ from snnir.errors import SnnirError
 from snnir.ir import Graph, Output, schedule
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.plotting import pyplot, spike_raster
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,17 +26,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, help="image file to write (.png, .pdf, .svg)")
     parser.add_argument("--sample", type=int, default=0, help="which batch sample to draw")
     parser.set_defaults(func=run)
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise SnnirError("plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def is_spiking(op: Op) -> bool:
@@ -71,7 +59,7 @@ def panel_sources(probed: Graph, probes: dict[str, str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import snnir
 
-    plt = _pyplot()
+    pyplot()  # matplotlib is needed: say so before simulating
     graph, _ = load_graph(args)
     probed, probes = with_spike_probes(graph)
     panel_outputs = panel_sources(probed, probes)
@@ -82,20 +70,6 @@ def run(args: argparse.Namespace) -> int:
     panels = {
         name: results[key][:, args.sample].reshape(results[key].shape[0], -1) for name, key in panel_outputs.items()
     }
-    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2 + 2 * len(panels)), squeeze=False)
-    for axis, (name, spikes) in zip(axes[:, 0], panels.items()):
-        times, neurons = np.nonzero(spikes)
-        axis.scatter(times, neurons, s=4, marker="|", color="black")
-        axis.set_title(f"{name}: {int(spikes.sum())} spikes")
-        axis.set_xlim(-0.5, spikes.shape[0] - 0.5)
-        axis.set_ylabel("neuron")
-    axes[-1, 0].set_xlabel("time step")
-    figure.tight_layout()
-    try:
-        figure.savefig(args.output)
-    except ValueError as exc:  # matplotlib's answer to an unknown image format
-        raise SnnirError(f"cannot write {args.output}: {exc}") from None
-    finally:
-        plt.close(figure)
+    spike_raster(panels, args.output)
     print(f"wrote {args.output}")
     return 0
