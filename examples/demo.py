@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import snntorch as snn
 import torch
 from snntorch import functional as SF
 
@@ -35,28 +34,11 @@ from snnir.plotting import graph_diagram, membrane_traces, spike_raster
 from snnir.progress import progress
 from snnir.targets.ipu.onnx_export import simulate
 
-STEPS, N_IN, N_HID, N_OUT, BETA, BATCH = 25, 784, 1000, 10, 0.9, 128
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compile_for_ipu import N_IN, N_OUT, STEPS, Net  # noqa: E402 - the tutorial network, as the tutorial writes it
+
+BATCH = 128
 TRAIN_BATCH = 64  # small batches: the demo's training is brief
-
-
-class Net(torch.nn.Module):
-    """The network of snnTorch's IPU tutorial, as it is written there."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = torch.nn.Linear(N_IN, N_HID)
-        self.lif1 = snn.Leaky(beta=BETA)
-        self.fc2 = torch.nn.Linear(N_HID, N_OUT)
-        self.lif2 = snn.Leaky(beta=BETA)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        spikes = []
-        for t in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[t]), mem1)
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            spikes.append(spk2)
-        return torch.stack(spikes)
 
 
 def synthetic_digits(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
