@@ -46,6 +46,8 @@ import time
 import torch
 from torch import nn
 
+from snnir.progress import echo, progress
+
 BATCH, N_IN, N_HID, N_OUT, BETA = 128, 784, 1000, 10, 0.9
 THREADS = 2
 #: where every contender runs (``--device``); CUDA timings synchronise, CUDA memory is the
@@ -382,29 +384,28 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     build_native(notes)
     results = {}
-    for static in (True, False):
-        for steps in steps_list:
-            r = time_case(steps, static, reps, notes)
-            results[(static, steps)] = r
-            base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
-            for name in r["train"]:
-                tr, inf = r["train"][name], r["infer"][name]
-                print(f"| {'static' if static else 'dynamic'} | {steps} | {name} | {tr:.1f} ({r['train_min'][name]:.1f}) | "
-                      f"{inf:.1f} ({r['infer_min'][name]:.1f}) | "
-                      f"{BATCH / tr * 1e3:.0f} | {base_t / tr:.2f}x | {base_i / inf:.2f}x | "
-                      f"{tr / r['floor']['train']:.2f} | {inf / r['floor']['infer']:.2f} |", flush=True)
-            print(f"| {'static' if static else 'dynamic'} | {steps} | GEMM floor | {r['floor']['train']:.1f} | "
-                  f"{r['floor']['infer']:.1f} | | | | 1.00 | 1.00 |", flush=True)
+    cases = [(static, steps) for static in (True, False) for steps in steps_list]
+    for static, steps in progress(cases, desc="timing cases", unit="case", delay=0):
+        r = time_case(steps, static, reps, notes)
+        results[(static, steps)] = r
+        base_t, base_i = r["train"]["snntorch"], r["infer"]["snntorch"]
+        for name in r["train"]:
+            tr, inf = r["train"][name], r["infer"][name]
+            echo(f"| {'static' if static else 'dynamic'} | {steps} | {name} | {tr:.1f} ({r['train_min'][name]:.1f}) | "
+                 f"{inf:.1f} ({r['infer_min'][name]:.1f}) | "
+                 f"{BATCH / tr * 1e3:.0f} | {base_t / tr:.2f}x | {base_i / inf:.2f}x | "
+                 f"{tr / r['floor']['train']:.2f} | {inf / r['floor']['infer']:.2f} |")
+        echo(f"| {'static' if static else 'dynamic'} | {steps} | GEMM floor | {r['floor']['train']:.1f} | "
+             f"{r['floor']['infer']:.1f} | | | | 1.00 | 1.00 |")
 
     print("\n## Scaling (snnir, train ms; dynamic input)")
     print("| T | B | train ms | ms per (T*B) sample-step |")
     print("|---|---|---|---|")
-    for steps, batch in ((25, 64), (25, 128), (25, 256), (50, 128), (100, 128)):
-        if args.quick and batch == 256:
-            continue
+    sizes = [(t, b) for t, b in ((25, 64), (25, 128), (25, 256), (50, 128), (100, 128)) if not (args.quick and b == 256)]
+    for steps, batch in progress(sizes, desc="scaling cases", unit="case", delay=0):
         r = time_case(steps, False, max(reps // 2, 1), notes, batch=batch, scaling=True)
         tr = r["train"]["snnir"]
-        print(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |", flush=True)
+        echo(f"| {steps} | {batch} | {tr:.1f} | {tr / (steps * batch) * 1e3:.2f} us |")
 
     memory: dict = {}
     if not args.no_memory:

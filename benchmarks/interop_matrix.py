@@ -17,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from snnir.progress import echo, progress  # noqa: E402
 from tests.interop.cells import CELLS, run_cell  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "interop_matrix.md")
     args = parser.parse_args(argv)
     rows = []
-    for cell in CELLS:
+    for cell in progress(CELLS, desc="interop cells", unit="cell", delay=0):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 status, note = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         seconds = time.perf_counter() - start
         rows.append((cell, status, note))
-        print(f"{cell.name:55s} {status:12s} {seconds:5.1f}s  {note[:90]}", flush=True)
+        echo(f"{cell.name:55s} {status:12s} {seconds:5.1f}s  {note[:90]}")
     lines = [
         "# Interop compatibility matrix",
         "",

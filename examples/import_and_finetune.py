@@ -2,7 +2,8 @@
 
 The braille classifier of the NIR paper (snnTorch, reset by subtraction; the
 file does not record the reset mode, so we state it) becomes a trainable torch
-module; a few Adam steps on synthetic spike data change its weights, and
+module whose weights and biases train (the file states no trainable flags, so
+torch.nn's apply); a few Adam steps on synthetic spike data change them, and
 ``module.to_graph()`` carries the trained values back into a NIR file.
 
     python examples/import_and_finetune.py [--nir FILE] [--steps 5] [--out braille_finetuned.nir]
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
 
     graph = snnir.read(args.nir, reset="subtract")
-    module = snnir.compile(graph, target="torch", trainable=["weight"], surrogate="fast_sigmoid")  # every weight
+    module = snnir.compile(graph, target="torch", surrogate="fast_sigmoid")  # weights and biases train, as in torch.nn
     (n_inputs,) = graph.nodes[graph.inputs[0]].shape
     n_classes = snnir.verify(graph).shapes.inputs[graph.outputs[0]][0]
     x, labels = synthetic_batch(n_inputs, n_classes)

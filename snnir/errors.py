@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class SnnirError(Exception):
     """A problem with a user's graph, file or input, stated in one line.
 
     ``node`` names the node at fault (``None`` when the problem is not local
     to one node); it is prefixed to the message so every report says where.
+
+    ``flag`` names the boolean keyword argument that fixes the problem, if one does: the message
+    ends ``(read with FLAG=True to fix)``; the command line names its own option instead
+    (:meth:`for_cli`).
     """
 
-    def __init__(self, message: str, node: str | None = None):
+    def __init__(self, message: str, node: str | None = None, *, flag: str | None = None):
         self.node = node
         self.reason = message
-        super().__init__(f"node '{node}': {message}" if node is not None else message)
+        self.flag = flag
+        hint = f" (read with {flag}=True to fix)" if flag else ""
+        super().__init__(f"node '{node}': {message}{hint}" if node is not None else message + hint)
+
+    def for_cli(self) -> "SnnirError":
+        """This error with its hint naming the command-line option (``--flag``)."""
+        if self.flag is None:
+            return self
+        return SnnirError(f"{self.reason} (add --{self.flag.replace('_', '-')} to fix)", self.node)
 
 
 class SnnirWarning(UserWarning):
     """Something assumed or changed on the user's behalf (defaults applied, a file repaired)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = SnnirWarning) -> None:
+    """Issue a warning attributed to the user's line: the first caller outside the snnir package
+    (whatever the depth of snnir calls between), so filters and tracebacks point there."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(category(message), stacklevel=level - 1 if frame is None else level)

@@ -1,8 +1,8 @@
 """``snnir compile FILE.nir --target torch|ipu|onnx -o OUT [--dt DT] [--reset MODE]``.
 
-``torch``: ``OUT`` is a ``.py`` file: a readable, standalone module that
-rebuilds the graph and compiles it with the torch target, its weights in a
-file beside it (see :mod:`snnir.targets.torch.codegen`). Other targets:
+``torch``: ``OUT`` is a ``.py`` file: a readable module that needs torch alone (and
+safetensors for its weights, in a file beside it), not snnir (see
+:mod:`snnir.targets.torch.codegen`). Other targets:
 ``snnir.compile(graph, target=..., out_dir=OUT)``.
 """
 

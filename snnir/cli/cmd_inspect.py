@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from snnir.errors import SnnirError
 from snnir.ir.semantics import RESETS
 
 
@@ -25,7 +26,10 @@ def load_graph(args: argparse.Namespace):
     """``(graph, report)`` from the file and read options in ``args``."""
     from snnir.ir.nir_io import load
 
-    return load(args.file, dt=args.dt, reset=args.reset, dialect=args.dialect, repair=args.repair)
+    try:
+        return load(args.file, dt=args.dt, reset=args.reset, dialect=args.dialect, repair=args.repair)
+    except SnnirError as exc:
+        raise exc.for_cli() from None
 
 
 def report_lines(report) -> list[str]:

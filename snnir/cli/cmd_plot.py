@@ -1,20 +1,22 @@
 """``snnir plot FILE.nir --input X.npy -o raster.png [--sample B]``.
 
 Simulates the file and draws a raster of one batch sample: one panel per
-top-level spiking node and per Output (time on x, flattened neuron on y).
-Needs matplotlib, imported only here.
+spiking node, nested graphs included, and per Output that is not already one
+of them (time on x, flattened neuron on y).
+Needs matplotlib (drawn by :mod:`snnir.plotting`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.cmd_run import load_input
 from snnir.errors import SnnirError
 from snnir.ir import Graph, Output, schedule
+from snnir.ir.ops.base import Op
+from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.plotting import pyplot, spike_raster
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,33 +28,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise SnnirError("plot needs matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def is_spiking(op: Op) -> bool:
+    """Whether the op's output is spikes (a fused node's is its neuron's)."""
+    return bool(getattr(op.neuron if isinstance(op, FusedLayerNeuron) else op, "spiking", False))
 
 
 def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
-    """The graph with an extra Output after every top-level spiking node, and
-    node -> its probe's Output name, in execution order."""
-    spiking = [name for name in schedule(graph).order if getattr(graph.nodes[name], "spiking", False)]
+    """The graph with nested graphs inlined (their nodes named ``"sub.inner"``) and an extra Output
+    after every spiking node; and node -> its probe's Output name, in execution order."""
+    from snnir.passes.structure import flatten_subgraphs
+
+    flat = flatten_subgraphs(graph)
+    spiking = [name for name in schedule(flat).order if is_spiking(flat.nodes[name])]
     probes = {name: f"{name}#spikes" for name in spiking}
-    edges = graph.edges + tuple(probes.items())
-    return graph.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+    edges = flat.edges + tuple(probes.items())
+    return flat.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+
+
+def panel_sources(probed: Graph, probes: dict[str, str]) -> dict[str, str]:
+    """Panel title -> result key: one per spiking node (titled with the Output it alone feeds, if
+    any), then one per Output fed by anything else; no two panels show the same values."""
+    outputs = {out: [src for src, dst in probed.edges if dst == out] for out in probed.outputs
+               if out not in probes.values()}
+    fed = {sources[0]: out for out, sources in outputs.items() if len(sources) == 1 and sources[0] in probes}
+    panels = {(f"{name} (output '{fed[name]}')" if name in fed else name): probe for name, probe in probes.items()}
+    panels.update({out: out for out in outputs if out not in fed.values()})
+    return panels
 
 
 def run(args: argparse.Namespace) -> int:
     import snnir
 
-    plt = _pyplot()
+    pyplot()  # matplotlib is needed: say so before simulating
     graph, _ = load_graph(args)
     probed, probes = with_spike_probes(graph)
-    panel_outputs = {**{name: name for name in graph.outputs}, **probes}
+    panel_outputs = panel_sources(probed, probes)
     results = snnir.run(probed, load_input(args.input))
     batch = next(iter(results.values())).shape[1]
     if not 0 <= args.sample < batch:
@@ -60,20 +70,6 @@ def run(args: argparse.Namespace) -> int:
     panels = {
         name: results[key][:, args.sample].reshape(results[key].shape[0], -1) for name, key in panel_outputs.items()
     }
-    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2 + 2 * len(panels)), squeeze=False)
-    for axis, (name, spikes) in zip(axes[:, 0], panels.items()):
-        times, neurons = np.nonzero(spikes)
-        axis.scatter(times, neurons, s=4, marker="|", color="black")
-        axis.set_title(f"{name}: {int(spikes.sum())} spikes")
-        axis.set_xlim(-0.5, spikes.shape[0] - 0.5)
-        axis.set_ylabel("neuron")
-    axes[-1, 0].set_xlabel("time step")
-    figure.tight_layout()
-    try:
-        figure.savefig(args.output)
-    except ValueError as exc:  # matplotlib's answer to an unknown image format
-        raise SnnirError(f"cannot write {args.output}: {exc}") from None
-    finally:
-        plt.close(figure)
+    spike_raster(panels, args.output)
     print(f"wrote {args.output}")
     return 0

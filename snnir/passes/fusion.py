@@ -11,7 +11,7 @@ import numpy as np
 
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Scale
-from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
 from snnir.ir.shapes import infer_shapes
 from snnir.passes.analysis import LAYERS, NEURONS, in_edges, out_edges
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
@@ -118,7 +118,7 @@ class FuseLayerNeuron(Rule):
         layer, neuron = graph.nodes[layer_name], graph.nodes[neuron_name]
         if isinstance(layer, (Conv1d, Conv2d)) and layer.input_shape is None:
             layer = layer.replace(input_shape=tuple(infer_shapes(graph).inputs[layer_name][1:]))
-        fused = FusedLayerNeuron(layer, neuron, metadata={"snnir.fused_from": [layer_name, neuron_name]})
+        fused = FusedLayerNeuron(layer, neuron, metadata={FUSED_FROM: [layer_name, neuron_name]})
         return _rewire(graph, layer_name, neuron_name, fused)
 
 

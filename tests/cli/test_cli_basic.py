@@ -128,17 +128,3 @@ def test_python_m_snnir_cli_subprocess(nir_file):
         [sys.executable, "-m", "snnir.cli", "inspect", str(nir_file) + ".missing"], capture_output=True, text=True
     )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
-
-
-def test_demo_runs_quickly(fixtures_dir, capsys):
-    import importlib.util
-    import time
-
-    spec = importlib.util.spec_from_file_location("demo", Path(__file__).parents[2] / "examples" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    start = time.perf_counter()
-    assert demo.main() == 0
-    assert time.perf_counter() - start < 30
-    out = capsys.readouterr().out
-    assert "lif_norse.nir" in out and "cnn_sinabs.nir" in out and "spikes per neuron and step" in out

@@ -9,6 +9,9 @@ Invariants:
   defaults (dt = :data:`DEFAULT_DT`, reset ``"zero"``), the dialect's
   ``read_defaults``, then the caller's ``dt``/``reset``/``semantics``; every
   node they touched is listed in :class:`ReadReport`;
+- a file with no ``snnir`` record at all (another tool wrote it) states no trainable flags: the
+  weights and biases of Linear, Affine, Conv and Scale nodes train, neuron parameters do not, as
+  in torch.nn (:func:`torch_nn_trainable`); our own files' records rule;
 - every read graph has passed :func:`verify`; bad files raise a one-line
   :class:`SnnirError` naming the node;
 - writing goes to a temporary file in the target directory that replaces the
@@ -19,17 +22,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings as _warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import h5py
 
-from snnir.errors import SnnirError, SnnirWarning
+from snnir.errors import SnnirError, warn
 from snnir.frontends.dialects import get_dialect, map_neurons
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Output, Subgraph
+from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
+from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import DEFAULT_DT, Semantics
 from snnir.ir.shapes import infer_shapes
@@ -47,7 +50,7 @@ LOWER_EXTENSION: dict[type[Op], Callable[[Op], Graph]] = {}
 #: Where a file states no semantics: dt of the NIR paper, reset to v_reset as NIR >= 1.0 says.
 FILELESS_DEFAULTS: Mapping[str, Any] = {"dt": DEFAULT_DT, "reset": "zero"}
 
-__all__ = ["read", "load", "write", "ReadReport", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
+__all__ = ["read", "load", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
            "NIR_VERSION"]
 
 
@@ -74,8 +77,7 @@ def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
         + report.warnings
     )
     if lines:
-        _warnings.warn(SnnirWarning(f"reading {os.fspath(path) if _is_path(path) else 'file'}: "
-                                    + "; ".join(lines)), stacklevel=2)
+        warn(f"reading {os.fspath(path) if _is_path(path) else 'file'}: " + "; ".join(lines))
     return graph
 
 
@@ -90,8 +92,29 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
     graph = _normalise_outputs(graph, report.warnings)
     graph = _dialect_on_read(chosen, graph, report)
+    if not reader.found_record:
+        graph = torch_nn_trainable(graph)
     report.warnings.extend(verify(graph).warnings)
     return graph, report
+
+
+#: The parameters torch.nn trains by default, per op type with weights.
+TORCH_NN_TRAINABLE: Mapping[type[Op], tuple[str, ...]] = {
+    Linear: ("weight",), Affine: ("weight", "bias"), Conv1d: ("weight", "bias"), Conv2d: ("weight", "bias"),
+    Scale: ("scale",),
+}
+
+
+def torch_nn_trainable(graph: Graph) -> Graph:
+    """``graph`` with the weights and biases of every layer trainable (nested graphs included)."""
+    nodes = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=torch_nn_trainable(op.graph))
+        elif type(op) in TORCH_NN_TRAINABLE:
+            op = op.replace(trainable=TORCH_NN_TRAINABLE[type(op)])
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
 
 
 def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport) -> Graph:
@@ -115,9 +138,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     if not isinstance(graph, Graph):
         raise SnnirError(f"write needs a Graph, got {type(graph).__name__}")
     notes: list[str] = []
-    graph = get_dialect(dialect).on_write(graph, notes)
-    if not keep_extensions:
-        graph = lower_extensions(graph)
+    graph = as_written(graph, dialect=dialect, keep_extensions=keep_extensions, notes=notes)
     try:
         shapes = infer_shapes(graph)
     except SnnirError as exc:
@@ -144,7 +165,47 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
         os.unlink(temp)
         raise
     if notes:
-        _warnings.warn(SnnirWarning(f"writing {target}: " + "; ".join(notes)), stacklevel=2)
+        warn(f"writing {target}: " + "; ".join(notes))
+
+
+def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: bool = False,
+               notes: list[str] | None = None) -> Graph:
+    """The graph :func:`write` puts in the file (what reading it back gives, up to defaults):
+    the dialect's form, then, unless ``keep_extensions``, fused nodes split back into their named
+    layer and neuron (:func:`split_fused`) and other extension ops lowered to standard NIR."""
+    graph = get_dialect(dialect).on_write(graph, [] if notes is None else notes)
+    return graph if keep_extensions else lower_extensions(split_fused(graph))
+
+
+def split_fused(graph: Graph) -> Graph:
+    """``graph`` with every :class:`FusedLayerNeuron` that records the nodes it was fused from
+    (``FUSED_FROM``) back as those two nodes, where the layer's name is free: names survive a file."""
+    nodes: dict[str, Op] = {}
+    edges = list(graph.edges)
+    split: dict[str, list[str]] = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=split_fused(op.graph))
+        origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
+        if origin is not None and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
+            layer = str(origin[0])
+            edges = [(src, layer if dst == name else dst) for src, dst in edges] + [(layer, name)]
+            nodes[layer], op = op.layer, op.neuron
+            split[name] = [layer, name]
+        nodes[name] = op
+    metadata = {key: _split_names(value, split) if key.startswith("snnir.") else value
+                for key, value in graph.metadata.items()}
+    return graph.replace(nodes=nodes, edges=tuple(edges), metadata=metadata)
+
+
+def _split_names(value: Any, split: Mapping[str, list[str]]) -> Any:
+    """A list of node names (or a mapping of such lists, as an execution plan is) with each split
+    node's name replaced by the names it was split into; anything else unchanged."""
+    if isinstance(value, Mapping):
+        return {key: _split_names(names, split) for key, names in value.items()}
+    if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        return type(value)(part for name in value for part in split.get(name, [name]))
+    return value
 
 
 def _file_mode(target: str) -> int:

@@ -13,6 +13,8 @@ tools ignore. Its keys (all optional):
 - ``tuples``: attributes of extension ops that were tuples;
 - ``graphs``: attributes of extension ops that are graphs (sub-groups of type ``NIRGraph``);
 - ``op_metadata``: a nested graph node's own metadata (the group's metadata is the graph's);
+- ``writer``: (in the top graph's record) ``"snnir"``: the file states its trainable flags, so
+  a file without any record gets torch.nn's (see :func:`snnir.ir.nir_io.load`);
 - ``nodes``: (in a graph's record) the records of child nodes whose NIR type has no
   metadata in nir 1.0.4 (Input, Output, Linear, Scale, Conv2d, AvgPool2d).
 

@@ -43,6 +43,7 @@ class Reader:
         self.warnings: list[str] = []
         self.repairs: list[str] = []
         self.current: str | None = None  # the node being read, for error messages
+        self.found_record = False  # whether any node or graph holds an snnir record (a file we wrote)
         self._bytes = 0
 
     # --- structure -----------------------------------------------------------
@@ -55,7 +56,7 @@ class Reader:
             raise SnnirError(f"the top node must be a NIRGraph, got '{kind}'")
         metadata = self._mapping(root.get("metadata"), "<graph>", 0)
         text = metadata.pop(SNNIR_KEY, None)
-        return self._graph(root, "", 0, metadata, loads(text, "<graph>") if isinstance(text, str) else {})
+        return self._graph(root, "", 0, metadata, self._record(text, "<graph>", {}))
 
     def _graph(self, group: h5py.Group, prefix: str, depth: int, metadata: dict, record: dict) -> Graph:
         where = prefix[:-1] or None
@@ -84,7 +85,7 @@ class Reader:
         kind = self._string(group, "type", path)
         metadata = self._mapping(group.get("metadata"), path, 0)
         text = metadata.pop(SNNIR_KEY, None)
-        record = loads(text, path) if isinstance(text, str) else held
+        record = self._record(text, path, held)
         trainable = tuple(record.get("trainable", ()))
         if kind == "NIRGraph":
             graph = self._graph(group, path + ".", depth, metadata, record)
@@ -105,6 +106,12 @@ class Reader:
         if unknown:
             self.warnings.append(f"node '{path}': ignored fields {unknown} that {kind} does not have")
         return self._build(cls, path, kwargs)
+
+    def _record(self, text: Any, path: str, held: dict) -> dict:
+        """The node's own snnir record, else ``held`` (kept for it by its graph)."""
+        record = loads(text, path) if isinstance(text, str) else held
+        self.found_record = self.found_record or bool(record)
+        return record
 
     def _build(self, cls: type[Op], path: str, kwargs: dict) -> Op:
         try:
@@ -152,8 +159,7 @@ class Reader:
             if name in record.get("graphs", ()):
                 meta = self._mapping(member.get("metadata"), path, 0)
                 text = meta.pop(SNNIR_KEY, None)
-                return self._graph(member, f"{path}.{name}.", depth + 1, meta,
-                                   loads(text, path) if isinstance(text, str) else {})
+                return self._graph(member, f"{path}.{name}.", depth + 1, meta, self._record(text, path, {}))
             return self._node(member, f"{path}.{name}", depth + 1, {})
         value = self._dataset(member, f"{path}.{name}", path, allow_strings=True)
         if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -195,8 +201,8 @@ class Reader:
                     fixed.append(match)
                     continue
                 if match is not None:
-                    raise SnnirError(f"edge {src} -> {dst} names no node '{endpoint}'; did you mean '{match}'? "
-                                     "(read with repair=True to fix)", where)
+                    raise SnnirError(f"edge {src} -> {dst} names no node '{endpoint}'; did you mean '{match}'?",
+                                     where, flag="repair")
                 raise SnnirError(f"edge {src} -> {dst}: {reason}", where)
             edges.append((fixed[0], fixed[1]))
         return graph.replace(edges=edges)

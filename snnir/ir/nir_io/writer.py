@@ -33,7 +33,7 @@ _NO_METADATA_IN_NIR_104 = frozenset({"Input", "Output", "Linear", "Scale", "Conv
 def write_file(file: h5py.File, graph: Graph, shapes: Shapes | None) -> None:
     """Write ``graph`` into ``file``, stating the ``shapes`` inferred for it (None: none known)."""
     file.create_dataset("version", data=NIR_VERSION, dtype=_STR)
-    _write_graph(file.create_group("node"), graph, "", shapes, {})
+    _write_graph(file.create_group("node"), graph, "", shapes, {"writer": "snnir"})
 
 
 def _write_graph(group: h5py.Group, graph: Graph, prefix: str, shapes: Shapes | None, record: dict) -> None:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from snnir.ir.graph import Graph
 
 FUSABLE_LAYERS = (Affine, Linear, Conv1d, Conv2d)
+#: Metadata key naming the ``[layer, neuron]`` nodes a fused node was made from.
+FUSED_FROM = "snnir.fused_from"
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,6 +17,7 @@ from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
+from snnir.progress import steps as progress_steps
 from snnir.targets.reference.kernels import STATEFUL, STATELESS, delay_state
 
 F = np.float64
@@ -167,7 +168,7 @@ def run(graph: Graph, x: Any, record: bool = False) -> dict[str, np.ndarray]:
     state = level.init_state(batch)
     results: dict[str, list[np.ndarray]] = {name: [] for name in graph.outputs}
     traces: dict[str, list[np.ndarray]] = {}
-    for t in range(steps):
+    for t in progress_steps(steps, "simulating"):
         outs, state = level.step({n: a[t] for n, a in arrays.items()}, state, batch)
         for name, value in outs.items():
             results[name].append(value)

@@ -1,152 +1,213 @@
-"""Readable, standalone Python source for a graph, with its weights in a file beside it.
+"""Readable, standalone torch source for a graph, with its weights in a file beside it.
 
-The generated module spells the graph out node by node (ops, semantics, edges)
-and reads every parameter array from the weights file: ``.safetensors`` when
-the ``safetensors`` package is installed, else a ``.pt`` file of plain tensors
-that is loaded with ``torch.load(weights_only=True)`` (never unpickled).
-``load_model()`` compiles it with the torch target; it needs only snnir.
+The generated module needs torch alone, plus ``safetensors`` for a ``.safetensors`` weights
+file (the default where installed; else a ``.pt`` file of plain tensors read with
+``torch.load(weights_only=True)``, never unpickled); it imports no snnir. It embeds the
+plain-torch kernels of :mod:`snnir.targets.torch.standalone_kernels` and spells the graph out
+as one ``step`` method, node by node in schedule order; ``forward`` runs it over time.
+Nested graphs and extension ops are inlined first (fused nodes split back into their layer
+and neuron), so node paths read ``"outer.inner"``. Spikes equal the reference interpreter's
+in float64; parameters an op marks trainable train (fast-sigmoid surrogate).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-import snnir.ir
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Op
-from snnir.ir.semantics import Semantics
+from snnir.ir.ops import (
+    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Input, Linear, Output,
+    Scale, Subgraph, SumPool2d, Threshold,
+)
+from snnir.ir.ops.base import Op
+from snnir.ir.schedule import schedule
+from snnir.ir.shapes import infer_shapes
 
 _LOADERS = {
     "safetensors": '''def load_weights(path=WEIGHTS):
-    """Parameter arrays by "<node>.<parameter>"."""
-    from safetensors.numpy import load_file
+    """Parameter tensors by "<node>.<parameter>"."""
+    from safetensors.torch import load_file
 
     return load_file(str(path))''',
     "torch": '''def load_weights(path=WEIGHTS):
-    """Parameter arrays by "<node>.<parameter>" (plain tensors: nothing is unpickled)."""
-    import torch
-
-    return {name: tensor.numpy() for name, tensor in torch.load(path, weights_only=True).items()}''',
+    """Parameter tensors by "<node>.<parameter>" (plain tensors: nothing is unpickled)."""
+    return torch.load(path, weights_only=True)''',
 }
 _SUFFIX = {"safetensors": ".safetensors", "torch": ".weights.pt"}
+_KERNELS = Path(__file__).with_name("standalone_kernels.py")
+#: Stateful ops: the kernel and whether it spikes.
+_STATEFUL = {I: ("integrator", False), IF: ("integrator", True), LI: ("leaky", False), LIF: ("leaky", True),
+             CubaLI: ("current_based", False), CubaLIF: ("current_based", True), Delay: ("delay", False)}
+_STATELESS = {Affine: "affine", Linear: "linear", Scale: "scale", Threshold: "threshold"}
 
 
 def default_weights_format() -> str:
     return "safetensors" if importlib.util.find_spec("safetensors") else "torch"
 
 
-class _Writer:
-    def __init__(self) -> None:
+def standalone_graph(graph: Graph) -> Graph:
+    """One level of standard ops: fused nodes split, extension ops lowered, nested graphs inlined."""
+    from snnir.ir.nir_io import lower_extensions, split_fused
+    from snnir.passes.structure import flatten_subgraphs
+
+    return flatten_subgraphs(lower_extensions(split_fused(graph)))
+
+
+class _Source:
+    """The ``step`` body, parameters, state shapes and semantics of one flat graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.shapes = infer_shapes(graph)
+        self.plan = schedule(graph)
         self.weights: dict[str, np.ndarray] = {}
-        self.imports: dict[str, set[str]] = {}
+        self.trainable: list[str] = []
+        self.states: dict[str, dict[str, tuple[int, ...]]] = {}
+        self.semantics: dict[str, dict] = {}
+        self.lines = [self.node(name) for name in self.plan.order]
+        self.carried = sorted({src for src, _ in self.plan.delayed})  # outputs read one step late
 
-    def need(self, cls: type) -> str:
-        module = "snnir.ir" if getattr(snnir.ir, cls.__name__, None) is cls else cls.__module__
-        self.imports.setdefault(module, set()).add(cls.__name__)
-        return cls.__name__
+    def params(self, name: str, op: Op) -> str:
+        for param, value in op.params().items():
+            self.weights[f"{name}.{param}"] = np.array(value, order="C")
+            if param in op.trainable:
+                self.trainable.append(f"{name}.{param}")
+        return f"self.params_of({name!r})"
 
-    def op(self, op: Op, path: str, indent: str) -> str:
-        args, extras = [], []
-        for field in dataclasses.fields(op):
-            value = getattr(op, field.name)
-            if field.name == "trainable":
-                if value:
-                    extras.append(f"trainable={tuple(value)!r}")
-            elif field.name == "metadata":
-                if value and _literal(dict(value)):
-                    extras.append(f"metadata={dict(value)!r}")
-            elif field.metadata.get("kind") == "param":
-                key = f"{path}.{field.name}"
-                self.weights[key] = np.array(value, order="C")  # keeps 0-d arrays 0-d
-                args.append(f"{field.name}=w[{key!r}]")
-            elif isinstance(value, Semantics):
-                args.append(f"{field.name}={self.semantics(value)}")
-            elif isinstance(value, Op):
-                args.append(f"{field.name}={self.op(value, f'{path}.{field.name}', indent + '    ')}")
-            elif isinstance(value, Graph):
-                args.append(f"{field.name}={self.graph(value, path + '.', indent + '    ')}")
-            elif field.default is dataclasses.MISSING or value != field.default:
-                if not _literal(value):
-                    raise SnnirError(f"cannot write {op.op_type}.{field.name}={value!r} as source", path)
-                args.append(f"{field.name}={value!r}")
-        args += extras
-        name = self.need(type(op))
-        one_line = f"{name}({', '.join(args)})"
-        if len(one_line) + len(indent) <= 100:
-            return one_line
-        inner = indent + "    "
-        return f"{name}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{indent})"
+    def input_of(self, name: str) -> str:
+        terms = [f"prev[{src!r}]" if (src, dst) in self.plan.delayed else f"h[{src!r}]"
+                 for src, dst in self.graph.edges if dst == name]
+        if not terms:
+            raise SnnirError("has no input edge", name)
+        return " + ".join(terms)
 
-    def semantics(self, sem: Semantics) -> str:
-        self.need(Semantics)
-        default = Semantics()
-        changed = [f"{k}={v!r}" for k, v in sem.to_dict().items() if k == "dt" or getattr(default, k) != v]
-        return f"Semantics({', '.join(changed)})"
-
-    def graph(self, graph: Graph, prefix: str, indent: str) -> str:
-        self.need(Graph)
-        inner = indent + "    "
-        nodes = "".join(
-            f"{inner}    {name!r}: {self.op(op, prefix + name, inner + '    ')},\n" for name, op in graph.nodes.items()
-        )
-        edges = "".join(f"{inner}    ({src!r}, {dst!r}),\n" for src, dst in graph.edges)
-        metadata = ""
-        if graph.metadata and _literal(dict(graph.metadata)):
-            metadata = f",\n{inner}metadata={dict(graph.metadata)!r}"
-        return f"Graph(\n{inner}{{\n{nodes}{inner}}},\n{inner}(\n{edges}{inner}){metadata},\n{indent})"
-
-
-def _literal(value) -> bool:
-    try:
-        return ast.literal_eval(repr(value)) == value
-    except (ValueError, SyntaxError, TypeError):
-        return False
+    def node(self, name: str) -> str:
+        op = self.graph.nodes[name]
+        if isinstance(op, Subgraph):
+            raise SnnirError("a nested graph on a cycle of its outer graph cannot be inlined, so the standalone "
+                             "source cannot express it; use snnir.compile(graph, target='torch')", name)
+        if isinstance(op, Input):
+            return f"h[{name!r}] = x[{name!r}]"
+        x = self.input_of(name)
+        if isinstance(op, Output):
+            return f"h[{name!r}] = {x}"
+        if type(op) in _STATEFUL:
+            kernel, spiking = _STATEFUL[type(op)]
+            params = self.params(name, op)
+            if isinstance(op, Delay):
+                steps = op.steps(name)
+                self.weights[f"{name}.steps"] = np.asarray(steps, dtype=np.int64)
+                depth = int(steps.max()) if steps.size else 0
+                self.states[name] = {"buffer": (depth,) + tuple(self.shapes.outputs[name])}
+            else:
+                self.states[name] = {s: tuple(self.shapes.outputs[name]) for s in op.state_names}
+            self.semantics[name] = op.sem.to_dict()
+            return (f"h[{name!r}], new[{name!r}] = {kernel}({x}, state[{name!r}], {params}, "
+                    f"SEMANTICS[{name!r}], spiking={spiking})")
+        if type(op) in _STATELESS:
+            return f"h[{name!r}] = {_STATELESS[type(op)]}({x}, {self.params(name, op)})"
+        if isinstance(op, (Conv1d, Conv2d)):
+            return (f"h[{name!r}] = conv({x}, {self.params(name, op)}, stride={op.stride}, "
+                    f"padding={op.explicit_padding()}, dilation={op.dilation}, groups={op.groups})")
+        if isinstance(op, (SumPool2d, AvgPool2d)):
+            kernel = "sum_pool" if isinstance(op, SumPool2d) else "avg_pool"
+            return f"h[{name!r}] = {kernel}({x}, {op.kernel_size}, {op.stride}, {op.padding})"
+        if isinstance(op, Flatten):
+            start, end = op.dims(len(self.shapes.inputs[name]), name)
+            return f"h[{name!r}] = ({x}).flatten({start + 1}, {end + 1})"
+        raise SnnirError(f"{op.op_type} has no standalone torch source", name)
 
 
 def generate_source(graph: Graph, weights_name: str, weights_format: str, source: str = "a snnir graph"):
     """``(python source, weights by key)`` for ``graph``."""
-    writer = _Writer()
-    body = writer.graph(graph, "", "    ")
-    imports = "\n".join(
-        f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(writer.imports.items())
-    )
-    text = f'''"""Generated by `snnir compile` from {source}.
+    flat = standalone_graph(graph)
+    body = _Source(flat)
+    kernels = _KERNELS.read_text().split('"""\n', 1)[1].strip()  # the code after the docstring
+    step = "".join(f"        {line}\n" for line in body.lines)
+    outputs = {name: name for name in flat.outputs}
+    text = f'''"""Generated by `snnir compile` from {source}: standalone, it needs torch alone
+(and safetensors for the weights file) and not snnir.
 
-``load_model()`` returns a trainable torch module of the graph below, with its
-parameters read from {weights_name} (next to this file). Needs only snnir.
+``load_model()`` returns a trainable torch module of the graph, its parameters read from
+{weights_name} (next to this file): ``model(x)`` takes ``[T, B, *shape]`` (a dict by Input
+name for several inputs) and returns ``[T, B, ...]`` (a dict by Output name for several);
+``model.step(x_t, state)`` runs one step. The kernels below are snnir's ops in plain torch.
 """
 
 from pathlib import Path
 
-{imports}
-from snnir.targets.torch import compile_torch
+{kernels}
 
 WEIGHTS = Path(__file__).with_name({weights_name!r})
+INPUTS = {tuple(flat.inputs)!r}
+OUTPUTS = {tuple(outputs)!r}
+#: Per stateful node: its state variables and their per-sample shapes.
+STATES = {body.states!r}
+#: Outputs read one step late (recurrent edges), per-sample shapes.
+CARRIED = {{{", ".join(f"{n!r}: {tuple(body.shapes.outputs[n])!r}" for n in body.carried)}}}
+SEMANTICS = {body.semantics!r}
+TRAINABLE = {tuple(body.trainable)!r}
 
 
 {_LOADERS[weights_format]}
 
 
-def build_graph(w):
-    """The snnir graph; ``w`` maps "<node>.<parameter>" to arrays."""
-    return {body}
+class Model(torch.nn.Module):
+    def __init__(self, weights=None, dtype=torch.float32):
+        super().__init__()
+        weights = load_weights() if weights is None else weights
+        self.params = torch.nn.ParameterDict({{
+            key.replace(".", ":"): torch.nn.Parameter(
+                value if value.dtype == torch.int64 else value.to(dtype), requires_grad=key in TRAINABLE)
+            for key, value in weights.items()
+        }})
+        self.dtype = dtype
+
+    def params_of(self, node):
+        prefix = node.replace(".", ":") + ":"
+        return {{key[len(prefix):]: value for key, value in self.params.items() if key.startswith(prefix)}}
+
+    def initial_state(self, batch, device=None):
+        zeros = lambda shape: torch.zeros((batch,) + shape, dtype=self.dtype, device=device)  # noqa: E731
+        state = {{node: {{name: zeros(shape) for name, shape in states.items()}} for node, states in STATES.items()}}
+        for node, states in STATES.items():
+            if "buffer" in states:
+                state[node]["buffer"] = state[node]["buffer"].movedim(0, 1)
+        state["#carried"] = {{node: zeros(shape) for node, shape in CARRIED.items()}}
+        return state
+
+    def step(self, x, state):
+        """One step: ``x`` by Input name, ``[B, *shape]``; returns (outputs by name, new state)."""
+        h, new, prev = {{}}, {{}}, state["#carried"]
+{step}        new["#carried"] = {{node: h[node] for node in CARRIED}}
+        return {{name: h[name] for name in OUTPUTS}}, new
+
+    def forward(self, x, state=None):
+        xs = {{name: value.to(self.dtype) for name, value in (x if isinstance(x, dict) else {{INPUTS[0]: x}}).items()}}
+        steps, batch = next(iter(xs.values())).shape[:2]
+        state = self.initial_state(batch, next(iter(xs.values())).device) if state is None else state
+        outs = {{name: [] for name in OUTPUTS}}
+        for t in range(steps):
+            y, state = self.step({{name: value[t] for name, value in xs.items()}}, state)
+            for name in OUTPUTS:
+                outs[name].append(y[name])
+        stacked = {{name: torch.stack(values) for name, values in outs.items()}}
+        return stacked[OUTPUTS[0]] if len(OUTPUTS) == 1 else stacked
 
 
-def load_model(**options):
-    """The graph as a torch module; ``options`` as for ``snnir.targets.torch.compile_torch``."""
-    return compile_torch(build_graph(load_weights()), **options)
+def load_model(dtype=torch.float32):
+    """The graph as a trainable torch module with the weights beside this file."""
+    return Model(dtype=dtype)
 
 
 if __name__ == "__main__":
     print(load_model())
 '''
-    return text, writer.weights
+    return text, body.weights
 
 
 def write_module(graph: Graph, path: str | Path, weights_format: str | None = None, source: str = "a snnir graph"):

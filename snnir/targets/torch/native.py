@@ -43,13 +43,14 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from snnir.errors import warn
 from snnir.ir.ops.neuron import Neuron
+from snnir.progress import progress
 from snnir.targets.torch.bptt import _sum_to
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
 
@@ -121,12 +122,11 @@ def extension(kernel: str = "neuron_scan", build: bool = True):
     try:
         module = _load(kernel, library, build)
     except Exception as exc:  # no compiler, no ninja, build error, unloadable library: never fatal
-        warnings.warn(
+        warn(
             f"snnir: the native kernel {kernel} could not be built or loaded ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
             "using the Python loop",
             RuntimeWarning,
-            stacklevel=3,
         )
         module = None
     else:
@@ -176,8 +176,12 @@ def build() -> dict[str, float | None]:
         start = time.perf_counter()
         return time.perf_counter() - start if extension(kernel) is not None else None
 
-    with concurrent.futures.ThreadPoolExecutor(len(KERNELS)) as pool:
-        return dict(zip(KERNELS, pool.map(timed, KERNELS)))
+    with concurrent.futures.ThreadPoolExecutor(len(KERNELS)) as pool, \
+            progress(desc="building the C++ kernels", total=len(KERNELS), unit="kernel", delay=0) as bar:
+        futures = {kernel: pool.submit(timed, kernel) for kernel in KERNELS}
+        for _ in concurrent.futures.as_completed(futures.values()):
+            bar.update()
+        return {kernel: future.result() for kernel, future in futures.items()}
 
 
 def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | None = None) -> bool:

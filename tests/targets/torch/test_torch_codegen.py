@@ -1,4 +1,5 @@
-"""Generated torch source: golden text, standalone loading, and the ``snnir compile`` command.
+"""Generated torch source: golden text, spikes of the reference for every op, runs without snnir,
+and the ``snnir compile`` command.
 
 Set SNNIR_UPDATE_GOLDEN=1 to rewrite the golden file after an intended change.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,12 @@ import torch
 
 import snnir
 from snnir.cli.main import main
+from snnir.errors import SnnirError
 from snnir.ir import LIF, Graph, Input, Output, Affine, Semantics
 from snnir.targets.torch import compile_torch
 from snnir.targets.torch.codegen import write_module
 
-from torch_target_graphs import graphs_for, random_input
+from torch_target_graphs import all_op_classes, graphs_for, random_input
 
 GOLDEN = Path(__file__).with_name("golden") / "small_model.py.txt"
 
@@ -49,23 +52,91 @@ def test_golden_source(tmp_path):
     assert text == GOLDEN.read_text()
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "torch"])
-@pytest.mark.parametrize("which", ["small", "nested"])
-def test_generated_module_rebuilds_the_graph(tmp_path, fmt, which):
-    if fmt == "safetensors":
-        pytest.importorskip("safetensors")
-    graph = small_graph() if which == "small" else graphs_for(snnir.ir.Subgraph)[1]
-    source, weights = write_module(graph, tmp_path / "model.py", fmt)
-    assert weights.exists()
-    generated = _import(source)
-    assert generated.build_graph(generated.load_weights()) == graph
-    model = generated.load_model(dtype=torch.float64)
-    x = random_input(graph, 10, 2)
-    expected = compile_torch(graph, dtype=torch.float64)
+def _outputs(result) -> list:
+    return list(result.values()) if isinstance(result, dict) else [result]
+
+
+@pytest.mark.parametrize("op_class", all_op_classes(), ids=lambda c: c.op_type)
+def test_generated_module_matches_the_reference_for_every_op(tmp_path, op_class):
+    for index, graph in enumerate(graphs_for(op_class)):
+        if op_class is snnir.ir.Subgraph:  # these nested graphs lie on a cycle: a refusal naming them
+            with pytest.raises(SnnirError, match="node 'sub': a nested graph on a cycle"):
+                write_module(graph, tmp_path / f"model{index}.py", "safetensors")
+            continue
+        source, _ = write_module(graph, tmp_path / f"model{index}.py", "safetensors")
+        model = _import(source).load_model(dtype=torch.float64)
+        x = random_input(graph, 12, 2)
+        with torch.no_grad():
+            ours = _outputs(model({k: torch.as_tensor(v) for k, v in x.items()} if isinstance(x, dict)
+                                  else torch.as_tensor(x)))
+        expected = snnir.run(graph, x)
+        for got, name in zip(ours, graph.outputs):  # spikes (integers) exact, other values to rounding
+            np.testing.assert_allclose(got.numpy(), expected[name], rtol=1e-9, atol=1e-10,
+                                       err_msg=f"{op_class.op_type} graph {index}")
+
+
+def test_generated_module_inlines_a_nested_graph(tmp_path, fixtures_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = snnir.read(fixtures_dir / "braille_noDelay_bias_zero_subgraph.nir", repair=True)
+    source, _ = write_module(graph, tmp_path / "braille.py", "torch")
+    x = random_input(graph, 20, 2)
     with torch.no_grad():
-        ours, theirs = model(torch.as_tensor(x)), expected(torch.as_tensor(x))
-    for a, b in zip(*(o.values() if isinstance(o, dict) else [o] for o in (ours, theirs))):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        ours = _import(source).load_model(dtype=torch.float64)(torch.as_tensor(x)).numpy()
+    np.testing.assert_array_equal(ours, snnir.run(graph, x)["output"])
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch"])
+def test_generated_module_trains_what_the_graph_marks_trainable(tmp_path, fmt):
+    source, weights = write_module(small_graph(), tmp_path / "model.py", fmt)
+    assert weights.exists()
+    model = _import(source).load_model(dtype=torch.float64)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["params.lif:tau"]
+    x = torch.as_tensor(random_input(small_graph(), 10, 2))
+    model(x).sum().backward()
+    assert model.params["lif:tau"].grad is not None
+
+
+_STANDALONE_RUN = """
+import sys
+sys.path[:] = [p for p in sys.path if p] + [{site!r}, {here!r}]  # the venv's packages, not its .pth files
+try:
+    import snnir
+except ImportError:
+    pass
+else:
+    raise SystemExit("snnir is importable: the check proves nothing")
+import numpy as np, torch
+import model
+with torch.no_grad():
+    np.save("spikes.npy", model.load_model()(torch.from_numpy(np.load("x.npy"))).numpy())
+"""
+
+
+def test_generated_source_runs_without_snnir(tmp_path):
+    """``python -I`` (no PYTHONPATH, no current directory) with site-packages but not its .pth
+    files (the editable snnir install): ``import snnir`` fails there, and the spikes are snnir's."""
+    pytest.importorskip("safetensors")
+    import subprocess
+    import sys
+    import sysconfig
+
+    snntorch = pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 30), snntorch.Leaky(beta=0.9, init_hidden=True),
+                              torch.nn.Linear(30, 5), snntorch.Leaky(beta=0.9, init_hidden=True, output=True))
+    graph = snnir.optimize(snnir.trace(net, torch.zeros(1, 20)))  # fused nodes: split in the source
+    write_module(graph, tmp_path / "model.py", "safetensors")
+    x = (torch.rand(30, 4, 20) < 0.5).float()
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = tmp_path / "run.py"
+    script.write_text(_STANDALONE_RUN.format(site=sysconfig.get_paths()["purelib"], here=str(tmp_path)))
+    done = subprocess.run([sys.executable, "-I", "-S", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONSAFEPATH": "1"})
+    assert done.returncode == 0, done.stderr
+    with torch.no_grad():
+        expected = snnir.compile(graph, target="torch")(x).numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "spikes.npy"), expected)
 
 
 def test_cli_compile_torch(tmp_path, capsys):

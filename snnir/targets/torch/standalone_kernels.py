@@ -1,0 +1,136 @@
+"""Plain-torch kernels of snnir's standard ops, one time step on ``[B, ...]`` tensors.
+
+Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's code after
+its docstring, so it must import nothing but torch. Each kernel follows the op's docstring
+in the same arithmetic order as the reference interpreter (``targets/reference/kernels.py``);
+spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+class SpikeFn(torch.autograd.Function):
+    """``d > 0`` (or ``d >= 0``) as 0/1, with the fast-sigmoid surrogate gradient."""
+
+    @staticmethod
+    def forward(ctx, d, ge):
+        ctx.save_for_backward(d)
+        return (d >= 0 if ge else d > 0).to(d.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d,) = ctx.saved_tensors
+        return grad / (25.0 * d.abs() + 1.0) ** 2, None
+
+
+def spike(u, thr, sem):
+    """Spikes of membrane ``u`` (``u - thr > 0`` exactly when ``u > thr``)."""
+    if sem["spike_mode"] == "multi":
+        surrogate = SpikeFn.apply(u - thr, True)
+        return torch.clamp(torch.floor(u / thr), min=0).detach() + surrogate - surrogate.detach()
+    return SpikeFn.apply(u - thr, sem["threshold_compare"] == "ge")
+
+
+def decay_and_gain(tau, sem):
+    if sem["discretisation"] == "euler":
+        return 1.0 - sem["dt"] / tau, sem["dt"] / tau
+    a = torch.exp(-sem["dt"] / tau)
+    return a, 1.0 - a
+
+
+def reset(u, z, p, sem):
+    if sem["reset"] == "zero":
+        return torch.where(z > 0, p["v_reset"], u)
+    if sem["reset"] == "subtract":
+        return u - z * p["v_threshold"]
+    return u
+
+
+def fire(leaked, drive, state, p, sem):
+    """Spike and reset around ``leaked + drive`` as the reset timing says: ``(z, new state)``."""
+    thr = p["v_threshold"]
+    if sem["reset_timing"] == "next":
+        u = reset(leaked, state["z"], p, sem) + drive
+        z = spike(u, thr, sem)
+        return z, {"v": u, "z": z}
+    if sem["reset_timing"] == "next_after_input":
+        u = reset(leaked + drive, state["z"], p, sem)
+        z = spike(u, thr, sem)
+        return z, {"v": u, "z": z}
+    u = leaked + drive
+    z = spike(u, thr, sem)
+    return z, {"v": reset(u, z, p, sem)}
+
+
+def integrator(x, state, p, sem, spiking):
+    """I (``spiking`` False) and IF."""
+    drive = sem["dt"] * p["r"] * x
+    if not spiking:
+        v = state["v"] + drive
+        return v, {"v": v}
+    return fire(state["v"], drive, state, p, sem)
+
+
+def leaky(x, state, p, sem, spiking):
+    """LI (``spiking`` False) and LIF."""
+    a, b = decay_and_gain(p["tau"], sem)
+    leaked = p["v_leak"] + a * (state["v"] - p["v_leak"])
+    drive = b * p["r"] * x
+    if not spiking:
+        v = leaked + drive
+        return v, {"v": v}
+    return fire(leaked, drive, state, p, sem)
+
+
+def current_based(x, state, p, sem, spiking):
+    """CubaLI (``spiking`` False) and CubaLIF."""
+    a_syn, b_syn = decay_and_gain(p["tau_syn"], sem)
+    a_mem, b_mem = decay_and_gain(p["tau_mem"], sem)
+    i_new = a_syn * state["i"] + b_syn * p["w_in"] * x
+    i_used = i_new if sem["current_order"] == "current_first" else state["i"]
+    leaked = p["v_leak"] + a_mem * (state["v"] - p["v_leak"])
+    drive = b_mem * p["r"] * i_used
+    if not spiking:
+        v = leaked + drive
+        return v, {"i": i_new, "v": v}
+    z, new = fire(leaked, drive, state, p, sem)
+    return z, {"i": i_new, **new}
+
+
+def delay(x, state, p, sem, spiking):
+    """Each element of ``x`` ``p["steps"]`` steps late (zeros at first)."""
+    history = torch.cat([state["buffer"], x[None]], dim=0)  # newest last
+    index = (history.shape[0] - 1 - p["steps"]).expand(x.shape)[None]
+    return torch.take_along_dim(history, index, dim=0)[0], {"buffer": history[1:]}
+
+
+def affine(x, p):
+    return x @ p["weight"].T + p["bias"]
+
+
+def linear(x, p):
+    return x @ p["weight"].T
+
+
+def scale(x, p):
+    return x * p["scale"]
+
+
+def threshold(x, p):
+    return SpikeFn.apply(x - p["threshold"], False)
+
+
+def conv(x, p, stride, padding, dilation, groups):
+    """Conv1d or Conv2d; the bias is added as the reference does (a scalar or one per channel)."""
+    weight, bias = p["weight"], p["bias"]
+    y = (F.conv1d if weight.dim() == 3 else F.conv2d)(x, weight, None, stride, padding, dilation, groups)
+    return y + bias.reshape((-1,) + (1,) * (weight.dim() - 2)) if bias.dim() else y + bias
+
+
+def sum_pool(x, kernel_size, stride, padding):
+    return F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True, divisor_override=1)
+
+
+def avg_pool(x, kernel_size, stride, padding):
+    return sum_pool(x, kernel_size, stride, padding) / float(kernel_size[0] * kernel_size[1])

@@ -1,0 +1,76 @@
+"""What a new user trips on: warnings at the user's line, the optimize report, plot panels, hints."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import snnir
+from snnir.cli.cmd_plot import panel_sources, with_spike_probes
+from snnir.cli.main import main
+from snnir.errors import SnnirError
+from snnir.passes import estimate_cost
+
+BROKEN = "braille_noDelay_bias_zero_subgraph.nir"
+
+
+def quiet_read(path, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return snnir.read(path, **options)
+
+
+def test_read_warning_points_at_the_callers_line(fixtures_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snnir.read(fixtures_dir / "lif_norse.nir")
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_write_warning_points_at_the_callers_line(tmp_path):
+    snntorch = pytest.importorskip("snntorch")
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), snntorch.Leaky(beta=0.9, init_hidden=True, output=True))
+    graph = snnir.trace(net, torch.zeros(1, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snnir.write(graph, tmp_path / "n.nir", dialect="norse")  # Norse drops things: a warning
+    assert caught and {w.filename for w in caught} == {__file__}
+
+
+def test_optimize_report_counts_what_is_written_and_keeps_names(tmp_path, capsys):
+    snntorch = pytest.importorskip("snntorch")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 6), snntorch.Leaky(beta=0.9, init_hidden=True),
+                              torch.nn.Linear(6, 3), snntorch.Leaky(beta=0.9, init_hidden=True, output=True))
+    src, out = tmp_path / "in.nir", tmp_path / "out.nir"
+    snnir.write(snnir.trace(net, torch.zeros(1, 8)), src)
+    assert main(["optimize", str(src), "-o", str(out), "-O2"]) == 0
+    after = re.search(r"after: +(\d+) nodes", capsys.readouterr().out)
+    written = quiet_read(out)
+    assert int(after.group(1)) == estimate_cost(written).nodes == sum(1 for _ in written.walk())
+    assert set(written.nodes) == set(quiet_read(src).nodes)  # the fused layers are split back, names kept
+
+
+def test_plot_panels_cover_nested_neurons_once(fixtures_dir, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    from matplotlib.figure import Figure
+
+    graph = quiet_read(fixtures_dir / BROKEN, repair=True)
+    assert set(panel_sources(*with_spike_probes(graph))) == {"lif1.lif1", "lif2 (output 'output')"}
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: titles.extend(ax.get_title() for ax in self.axes))
+    x = tmp_path / "x.npy"
+    np.save(x, (np.random.default_rng(0).random((20, 1, 12)) < 0.3).astype(float))
+    assert main(["plot", str(fixtures_dir / BROKEN), "--repair", "--input", str(x), "-o", str(tmp_path / "r.png")]) == 0
+    assert [t.split(":")[0] for t in titles] == ["lif1.lif1", "lif2 (output 'output')"]
+
+
+def test_repair_hint_names_the_cli_flag_on_the_command_line(fixtures_dir, capsys):
+    with pytest.raises(SnnirError, match=r"read with repair=True to fix"):
+        quiet_read(fixtures_dir / BROKEN)
+    assert main(["verify", str(fixtures_dir / BROKEN)]) == 1
+    err = capsys.readouterr().err
+    assert "add --repair to fix" in err and "repair=True" not in err
