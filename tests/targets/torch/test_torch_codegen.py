@@ -124,7 +124,7 @@ def test_generated_source_runs_without_snnir(tmp_path):
     snntorch = pytest.importorskip("snntorch")
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(20, 30), snntorch.Leaky(beta=0.9, init_hidden=True),
-                              torch.nn.Linear(30, 5), snntorch.Leaky(beta=0.9, init_hidden=True, output=True))
+                              torch.nn.Linear(30, 5), snntorch.Leaky(beta=0.9, init_hidden=True))
     graph = snnir.optimize(snnir.trace(net, torch.zeros(1, 20)))  # fused nodes: split in the source
     write_module(graph, tmp_path / "model.py", "safetensors")
     x = (torch.rand(30, 4, 20) < 0.5).float()
