@@ -1,4 +1,6 @@
-r"""A fused C++ CPU kernel for :func:`~snnir.targets.torch.scan.neuron_sequence`.
+r"""The C++ CPU kernels: the neuron scan of :func:`~snnir.targets.torch.scan.neuron_sequence`
+(below), the neuron-then-Linear op (``neuron_linear.py``) and the recurrent component
+(``recurrent.py``), all built on the update of ``csrc/neuron_step.h``.
 
 The kernel (``csrc/neuron_scan.cpp``) runs the same update, in the same
 operation order, with the same hand-written BPTT as the Python loop in
