@@ -20,7 +20,6 @@ may round differently). Medians of interleaved repetitions, minimum in brackets.
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 
 import torch
@@ -121,8 +120,8 @@ def contenders(x, notes: list[str], device, with_compile: bool):
     return found
 
 
-def run(reps: int, notes: list[str], timed, device=torch.device("cpu"), with_compile: bool = True) -> dict:
-    """Time every contender (``timed(fn) -> ms``); returns the medians, minima and floor.
+def run(reps: int, notes: list[str], race, device=torch.device("cpu"), with_compile: bool = True) -> dict:
+    """Time every contender with ``race`` (``bench_tutorial.race``): medians, minima and floor.
     ``with_compile=False`` leaves out snnTorch + torch.compile (whose compiling takes minutes)."""
     from snntorch import functional as SF
 
@@ -141,28 +140,8 @@ def run(reps: int, notes: list[str], timed, device=torch.device("cpu"), with_com
         train_step("snntorch+compile")
         notes.append(f"recurrent: torch.compile of snnTorch, first train step (compiling) "
                      f"{time.perf_counter() - start:.1f} s")
-    floor_train, floor_infer = gemm_floor(device)
-    train = {n: [] for n in found}
-    infer = {n: [] for n in found}
-    floor = {"train": [], "infer": []}
-    for rep in range(reps + 1):  # the first round warms up
-        for name, module in found.items():
-            t_train = timed(lambda: train_step(name))
-            with torch.no_grad():
-                t_infer = timed(lambda: module(x))
-            if rep:
-                train[name].append(t_train)
-                infer[name].append(t_infer)
-        if rep:
-            floor["train"].append(timed(floor_train))
-            floor["infer"].append(timed(floor_infer))
-    return {
-        "train": {n: statistics.median(v) for n, v in train.items()},
-        "infer": {n: statistics.median(v) for n, v in infer.items()},
-        "train_min": {n: min(v) for n, v in train.items()},
-        "infer_min": {n: min(v) for n, v in infer.items()},
-        "floor": {k: statistics.median(v) for k, v in floor.items()},
-    }
+    steps_of = {name: (lambda n=name: train_step(n), lambda m=module: m(x)) for name, module in found.items()}
+    return race(steps_of, *gemm_floor(device), reps)
 
 
 def report(r: dict) -> None:

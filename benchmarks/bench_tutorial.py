@@ -26,7 +26,9 @@ tensors really leave the RSS (Linux only). A second table reads the process's pe
 after three train steps with glibc's defaults, input and model included: that is how the
 issue's "about 270 MB" for snnTorch reads (175-326 MB here, from run to run).
 
-Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400] [--device cuda]``
+Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400] [--device cuda]
+[--case tutorial recurrent] [--no-compile]`` (``--case``: the networks to race, by default
+both; the recurrent one is ``bench_recurrent.py``)
 (on a GPU, spikes that differ from snnTorch's are counted in the notes instead of stopping
 the run: cuBLAS may round a product differently for another matrix shape).
 """
@@ -239,15 +241,26 @@ def time_case(
     found = _scaling_contenders(steps, x) if scaling else contenders(steps, static, x, notes)
     loss_fn = SF.ce_count_loss()
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
-    train = {n: [] for n in found}
-    infer = {n: [] for n in found}
     floor_train, floor_infer = gemm_floor(steps, static, batch)
+    steps_of = {
+        name: (lambda m=module, f=forward, o=optimisers[name]: train_step(m, f, o, x, targets, loss_fn),
+               lambda f=forward: f(x))
+        for name, (module, forward) in found.items()
+    }
+    return race(steps_of, floor_train, floor_infer, reps)
+
+
+def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
+    """Interleaved timing of ``{name: (train step, inference)}`` closures (inference under
+    ``no_grad``) and of the floor's two, after one warm-up round: medians and minima in ms."""
+    train = {n: [] for n in steps_of}
+    infer = {n: [] for n in steps_of}
     floor = {"train": [], "infer": []}
     for rep in range(reps + 1):  # the first round warms up
-        for name, (module, forward) in found.items():
-            t_train = _timed(lambda: train_step(module, forward, optimisers[name], x, targets, loss_fn))
+        for name, (train_fn, infer_fn) in steps_of.items():
+            t_train = _timed(train_fn)
             with torch.no_grad():
-                t_infer = _timed(lambda: forward(x))
+                t_infer = _timed(infer_fn)
             if rep:
                 train[name].append(t_train)
                 infer[name].append(t_infer)
@@ -448,7 +461,7 @@ def main(argv=None) -> int:
     if "recurrent" in args.case:
         import bench_recurrent
 
-        bench_recurrent.report(bench_recurrent.run(reps, notes, _timed, DEVICE, not args.no_compile))
+        bench_recurrent.report(bench_recurrent.run(reps, notes, race, DEVICE, not args.no_compile))
     if notes:
         print("\nNotes:")
         for note in notes:
