@@ -26,7 +26,9 @@ tensors really leave the RSS (Linux only). A second table reads the process's pe
 after three train steps with glibc's defaults, input and model included: that is how the
 issue's "about 270 MB" for snnTorch reads (175-326 MB here, from run to run).
 
-Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400] [--device cuda]``
+Usage: ``python benchmarks/bench_tutorial.py [--quick] [--steps 25 100 400] [--device cuda]
+[--case tutorial recurrent] [--no-compile]`` (``--case``: the networks to race, by default
+both; the recurrent one is ``bench_recurrent.py``)
 (on a GPU, spikes that differ from snnTorch's are counted in the notes instead of stopping
 the run: cuBLAS may round a product differently for another matrix shape).
 """
@@ -50,6 +52,8 @@ from snnir.progress import echo, progress
 
 BATCH, N_IN, N_HID, N_OUT, BETA = 128, 784, 1000, 10, 0.9
 THREADS = 2
+#: the networks ``--case`` chooses from (``bench_recurrent.py`` holds the recurrent one)
+CASES = ("tutorial", "recurrent")
 #: where every contender runs (``--device``); CUDA timings synchronise, CUDA memory is the
 #: allocator's peak instead of the RSS
 DEVICE = torch.device("cpu")
@@ -237,15 +241,26 @@ def time_case(
     found = _scaling_contenders(steps, x) if scaling else contenders(steps, static, x, notes)
     loss_fn = SF.ce_count_loss()
     optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, (m, _) in found.items()}
-    train = {n: [] for n in found}
-    infer = {n: [] for n in found}
     floor_train, floor_infer = gemm_floor(steps, static, batch)
+    steps_of = {
+        name: (lambda m=module, f=forward, o=optimisers[name]: train_step(m, f, o, x, targets, loss_fn),
+               lambda f=forward: f(x))
+        for name, (module, forward) in found.items()
+    }
+    return race(steps_of, floor_train, floor_infer, reps)
+
+
+def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
+    """Interleaved timing of ``{name: (train step, inference)}`` closures (inference under
+    ``no_grad``) and of the floor's two, after one warm-up round: medians and minima in ms."""
+    train = {n: [] for n in steps_of}
+    infer = {n: [] for n in steps_of}
     floor = {"train": [], "infer": []}
     for rep in range(reps + 1):  # the first round warms up
-        for name, (module, forward) in found.items():
-            t_train = _timed(lambda: train_step(module, forward, optimisers[name], x, targets, loss_fn))
+        for name, (train_fn, infer_fn) in steps_of.items():
+            t_train = _timed(train_fn)
             with torch.no_grad():
-                t_infer = _timed(lambda: forward(x))
+                t_infer = _timed(infer_fn)
             if rep:
                 train[name].append(t_train)
                 infer[name].append(t_infer)
@@ -354,35 +369,11 @@ def print_targets(results: dict, memory: dict) -> None:
         print(f"| training memory growth T=25->100 <= 1/4 of snnTorch's ({'static' if static else 'dynamic'}) | "
               f"{name} | {ratio:.2f} {'yes' if ratio <= 0.25 else 'no'} |")
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, T=25 and 100 only")
-    parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    parser.add_argument("--device", default="cpu", help="torch device of every contender (default cpu; e.g. cuda)")
-    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    global DEVICE
-    DEVICE = torch.device(args.device)
-    if args.memory_child:
-        name, steps, kind, how = args.memory_child
-        memory_child(name, int(steps), kind == "static", how == "process")
-        return 0
-
-    torch.set_num_threads(THREADS)
-    steps_list = args.steps or ([25, 100] if args.quick else [25, 100, 400])
-    reps = args.reps or (3 if args.quick else 7)
-    notes: list[str] = []
-    where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
-             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads")
-    print(f"# snnTorch tutorial race on {DEVICE} ({where}), torch {torch.__version__}; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
+def tutorial_case(args, steps_list: list[int], reps: int, notes: list[str]) -> None:
+    """The tutorial MLP: every input kind and T, the scaling table, memory and the targets."""
     print("\n| input | T | contender | train ms | infer ms | train samples/s | train vs snnTorch | "
           "infer vs snnTorch | train / GEMM floor | infer / GEMM floor |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    build_native(notes)
     results = {}
     cases = [(static, steps) for static in (True, False) for steps in steps_list]
     for static, steps in progress(cases, desc="timing cases", unit="case", delay=0):
@@ -433,6 +424,44 @@ def main(argv=None) -> int:
                     if not whole_process and name in growth and growth.get("snntorch", 0) > 0:
                         memory[(static, name)] = growth[name] / growth["snntorch"]
     print_targets(results, memory)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, T=25 and 100 only")
+    parser.add_argument("--steps", type=int, nargs="+", help="timesteps to measure (default 25 100 400)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per contender (default 7, quick 3)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--device", default="cpu", help="torch device of every contender (default cpu; e.g. cuda)")
+    parser.add_argument("--case", choices=CASES, nargs="+", default=list(CASES),
+                        help="which networks to race (default all): the tutorial MLP, the recurrent net")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="recurrent case: leave out snnTorch + torch.compile (compiling takes minutes)")
+    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if args.memory_child:
+        name, steps, kind, how = args.memory_child
+        memory_child(name, int(steps), kind == "static", how == "process")
+        return 0
+
+    torch.set_num_threads(THREADS)
+    steps_list = args.steps or ([25, 100] if args.quick else [25, 100, 400])
+    reps = args.reps or (3 if args.quick else 7)
+    notes: list[str] = []
+    where = (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
+             else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads")
+    print(f"# snnTorch tutorial race on {DEVICE} ({where}), torch {torch.__version__}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
+    build_native(notes)
+    if "tutorial" in args.case:
+        tutorial_case(args, steps_list, reps, notes)
+    if "recurrent" in args.case:
+        import bench_recurrent
+
+        bench_recurrent.report(bench_recurrent.run(reps, notes, race, DEVICE, not args.no_compile))
     if notes:
         print("\nNotes:")
         for note in notes:

@@ -43,6 +43,7 @@ from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
+from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import Sources, binary_values, fed_binary, hands_over, plan_handovers
 from snnir.targets.torch.surrogate import Surrogate
 
@@ -138,8 +139,12 @@ class GraphModule(nn.Module):
         }
         self._then: dict[str, AffineModule] = {}  # see spike_flow.py
         self._given: dict[str, NeuronModule] = {}
+        #: recurrent components that may run as one native call (see recurrent.py)
+        self._loops: dict[tuple[str, ...], FeedbackLoop] = {}
         if options.fast:
             plan_handovers(self)
+            found = {members: feedback_loop(self, members) for members, recurrent in self._plan if recurrent}
+            self._loops = {members: loop for members, loop in found.items() if loop is not None}
 
     @property
     def _graph(self) -> Graph:
@@ -364,6 +369,9 @@ class GraphModule(nn.Module):
         return self._run_level(inputs, static, state, record, steps, cache)
 
     def _run_recurrent(self, members, steps, values, held, state, new_state, traces) -> None:
+        loop = self._loops.get(members)
+        if loop is not None and traces is None and self._run_feedback(loop, steps, values, held, state, new_state):
+            return
         current = dict(state)
         delayed_keys = self._component_delayed[members]
         prev = {key: state[f"{self._prefix}{key}@prev"] for key in delayed_keys}
@@ -391,6 +399,34 @@ class GraphModule(nn.Module):
             new_state[f"{self._prefix}{key}@prev"] = prev[key]
         if traces is not None:
             traces.update({key: torch.cat(v) for key, v in step_traces.items()})
+
+    def _run_feedback(self, loop: FeedbackLoop, steps, values, held, state, new_state) -> bool:
+        """A neuron and the layer feeding its spikes back, over all steps in one native call, with
+        the step loop's results; False (nothing done) where the kernel does not run it."""
+        x, all_held = None, True
+        for key, _, _ in self._sources[loop.neuron]:
+            if key != loop.layer:
+                x = values[key] if x is None else x + values[key]  # the step loop's order (feedback_loop)
+                all_held = all_held and key in held
+        if all_held:
+            x = x.expand((steps,) + tuple(x.shape))
+        layer, prefix = self.node_module(loop.layer), self._prefix
+        neuron_key = f"{prefix}{loop.neuron}."
+        own = {s: state[neuron_key + s] for s in self._state_names[loop.neuron]}
+
+        prev_key = f"{prefix}{loop.neuron}@prev"
+
+        def r0() -> torch.Tensor:  # the layer's value before the first step
+            return layer(state[prev_key][None])[0]
+
+        result = self.node_module(loop.neuron).with_feedback(x, own, layer, r0)
+        if result is None:
+            return False
+        out, final = result
+        values[loop.neuron] = out
+        new_state.update({neuron_key + s: v for s, v in final.items()})
+        new_state[prev_key] = out[-1].clone()  # a fresh tensor, as the step loop's
+        return True
 
     # --- back to a graph --------------------------------------------------------------
     def to_graph(self) -> Graph:

@@ -1,4 +1,6 @@
-r"""A fused C++ CPU kernel for :func:`~snnir.targets.torch.scan.neuron_sequence`.
+r"""The C++ CPU kernels: the neuron scan of :func:`~snnir.targets.torch.scan.neuron_sequence`
+(below), the neuron-then-Linear op (``neuron_linear.py``) and the recurrent component
+(``recurrent.py``), all built on the update of ``csrc/neuron_step.h``.
 
 The kernel (``csrc/neuron_scan.cpp``) runs the same update, in the same
 operation order, with the same hand-written BPTT as the Python loop in
@@ -68,7 +70,7 @@ _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or No
 
 
 #: the kernels, each ``csrc/<name>.cpp``
-KERNELS = ("neuron_scan", "neuron_linear")
+KERNELS = ("neuron_scan", "neuron_linear", "recurrent")
 
 
 def _cflags() -> list[str]:
@@ -184,22 +186,24 @@ def build() -> dict[str, float | None]:
         return {kernel: future.result() for kernel, future in futures.items()}
 
 
-def supports(op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | None = None) -> bool:
-    """Whether the native kernel runs this case (building it if needed); ``choice`` as for
-    :func:`enabled`.
+def supports(
+    op: Neuron, cfg: _Config, x: Tensor, record: bool, choice: bool | None = None, kernel: str = "neuron_scan",
+) -> bool:
+    """Whether the native ``kernel`` runs this neuron's case (building it if needed); ``choice``
+    as for :func:`enabled`.
 
     Only the semantics it implements: a ``_Config`` flag added later and set turns it
     off until the kernel learns it.
     """
     return (
-        enabled(choice)
+        enabled(choice, kernel)
         and not record
         and not any(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _CONFIG_FIELDS)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.numel() > 0
         and cfg.surrogate.name in _SURROGATES
-        and extension() is not None
+        and extension(kernel) is not None
     )
 
 

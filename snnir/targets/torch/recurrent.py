@@ -1,0 +1,173 @@
+r"""A recurrent component as one native call over all steps, forward and BPTT backward.
+
+The component (:func:`feedback_loop`): a single-spike neuron ``N`` whose spikes a Linear or
+Affine layer ``L`` alone takes and feeds back to ``N`` alone, one of the two edges delayed
+(snnTorch's ``RLeaky``/``RSynaptic`` with ``all_to_all``, Norse's ``LIFRecurrent``, a
+recurrent NIR graph). With ``x_t`` the sum of ``N``'s other inputs (computed over all steps
+at once, outside the loop), each step is
+
+    in_t = x_t + r_{t-1};  z_t = N(in_t);  r_t = L(z_t) = z_t W^T (+ b)
+
+with ``r_{-1} = L(z_{-1})``, the spikes kept in the state of the delayed edge ``N -> L``
+(the schedule delays the edge out of the stateful node). The C++ kernel (``csrc/recurrent.cpp``) runs the neuron update
+of the sequence kernel one step at a time and the GEMM ``F.linear`` makes, so spikes, states
+and ``r`` equal the step-by-step path's (:meth:`GraphModule._run_recurrent`, the
+specification, used where this does not apply) bit for bit; gradients agree to rounding.
+
+Kept for training: per step the summed input ``in_t`` and the neuron's states before the
+step (membrane; current for Cuba neurons) in the input's dtype, and the spikes as one byte
+each. ``dL/dW`` and ``dL/db`` are one GEMM over all steps in the backward.
+
+Where it applies (:func:`supports`): the native kernels on, CPU tensors of float32 or
+float64, no traces recorded, a single-spike neuron of shape ``[N]`` (every neuron op,
+reset, timing, current order, surrogate and parameter gradient of the sequence kernel),
+and no forward hook on either module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from snnir.targets.torch import native as kernels
+from snnir.targets.torch.bptt import _sum_to
+from snnir.targets.torch.modules import AffineModule, NeuronModule
+from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
+from snnir.targets.torch.spike_flow import _consumers, _emits_spikes, hands_over
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class FeedbackLoop:
+    """A recurrent component of a neuron and the layer feeding its spikes back."""
+
+    neuron: str
+    layer: str
+
+
+def feedback_loop(level, members: tuple[str, ...]) -> FeedbackLoop | None:
+    """The component ``members`` of graph level ``level`` as a :class:`FeedbackLoop`, or None
+    when it is anything else (it then runs step by step).
+
+    The sum of the neuron's inputs must round as the step loop's: its other inputs are
+    summed first, so the layer must be its last source or its only other one."""
+    if len(members) != 2 or not all(m in level._attrs for m in members):
+        return None
+    modules = {m: level.node_module(m) for m in members}
+    neurons = [m for m in members if isinstance(modules[m], NeuronModule)]
+    layers = [m for m in members if isinstance(modules[m], AffineModule)]
+    if len(neurons) != 1 or len(layers) != 1:
+        return None
+    neuron, layer = neurons[0], layers[0]
+    op = level._graph.nodes[neuron]
+    if not (modules[neuron].fast and _emits_spikes(op) and len(level._shapes.outputs[level._shape_prefix + neuron]) == 1):
+        return None
+    into_layer = level._sources.get(layer, [])
+    into_neuron = level._sources.get(neuron, [])
+    if len(into_layer) != 1 or into_layer[0][0] != neuron or [c for c, _ in _consumers(level)[layer]] != [neuron]:
+        return None
+    feedback = [k for k, (key, _, _) in enumerate(into_neuron) if key == layer]
+    if len(feedback) != 1 or len(into_neuron) < 2 or any(port is not None for _, port, _ in into_neuron):
+        return None
+    if len(into_neuron) > 2 and feedback[0] != len(into_neuron) - 1:
+        return None
+    if into_neuron[feedback[0]][2] or not into_layer[0][2]:  # the edge into the layer is the delayed one
+        return None
+    return FeedbackLoop(neuron, layer)
+
+
+def supports(module: NeuronModule, layer: AffineModule, cfg: _Config, x: Tensor, record: bool) -> bool:
+    """Whether the native kernel runs this loop now (else the step loop does)."""
+    return (
+        cfg.spiking and not cfg.multi and x.dim() == 3
+        and layer.weight.dtype == x.dtype and hands_over(module, layer)
+        and kernels.supports(module.source_op, cfg, x, record, module.native, kernel="recurrent")
+    )
+
+
+class _Recurrent(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cfg, x, v0, i0, z0, r0, weight, bias, *coeff_values):  # type: ignore[override]
+        flat = [kernels._flat(c, v0.shape, v0) for c in coeff_values]
+        out, v, i, z, _, ins, vs, is_ = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, keep=True)
+        spikes = out.to(torch.uint8)
+        ctx.cfg, ctx.shape, ctx.n_coeffs = cfg, tuple(x.shape), len(coeff_values)
+        ctx.save_for_backward(ins, vs, is_, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
+        return _outputs(cfg, out, v, i, z, x.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
+        cfg, (steps, batch, n) = ctx.cfg, ctx.shape
+        ins, vs, is_, spikes, z0, weight, *rest = ctx.saved_tensors
+        flat, coeff_values = rest[: ctx.n_coeffs], rest[ctx.n_coeffs :]
+        need = ctx.needs_input_grad
+        needed = [int(need[8 + k]) for k in range(len(_COEFFS))]
+        g_x, g_v0, g_i0, g_z0, *acc = kernels.extension("recurrent").backward(
+            ins, vs, is_, spikes, z0, flat, weight, g_out.contiguous().view(steps, -1),
+            g_v.contiguous().view(-1), _flat_state(g_i, cfg.has_current), _flat_state(g_z, cfg.next_timing),
+            g_v.new_zeros(batch * n), batch, kernels._flags(cfg), float(cfg.surrogate.slope), needed,
+        )
+        g_x = g_x.view(steps, batch, n)
+        g_w = g_b = None
+        if need[6] or need[7]:  # dL/dr_t is dL/dx_{t+1}; r_{T-1} is not used
+            g_r = g_x[1:].reshape(-1, n)
+            if need[6]:
+                g_w = g_r.T.matmul(spikes[:-1].view(-1, n).to(g_x.dtype))
+            if need[7]:
+                g_b = g_r.sum(0)
+        shape = (batch, n)
+        g_coeffs = [_sum_to(a.view(shape), c) if k else None for a, c, k in zip(acc, coeff_values, needed)]
+        return (
+            None, g_x if need[1] else None, g_v0.view(shape) if need[2] else None,
+            g_i0.view(shape) if cfg.has_current and need[3] else None,
+            g_z0.view(shape) if cfg.next_timing and need[4] else None,
+            g_x[0] if need[5] else None, g_w, g_b, *g_coeffs,
+        )
+
+
+def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool) -> list[Tensor]:
+    """The kernel's forward: out, v, i, z, r flat, then (with ``keep``) what the backward needs."""
+    steps, batch, _ = x.shape
+    return kernels.extension("recurrent").forward(
+        x.contiguous().view(steps, -1), v0.contiguous().view(-1), _flat_state(i0, cfg.has_current),
+        _flat_state(z0, cfg.next_timing), flat, weight.detach(), _bias(bias), r0.contiguous().view(-1),
+        batch, kernels._flags(cfg), float(cfg.surrogate.slope), keep,
+    )
+
+
+def _flat_state(t: Tensor, present: bool) -> Tensor:
+    return t.contiguous().view(-1) if present else t.new_empty(0)
+
+
+def _bias(bias: Tensor | None) -> Tensor:
+    return torch.empty(0) if bias is None else bias.detach()
+
+
+def _outputs(cfg: _Config, out, v, i, z, shape) -> tuple[Tensor, ...]:
+    steps, batch, n = shape
+    dummy = v.new_zeros(())
+    return (
+        out.view(shape), v.view(batch, n), i.view(batch, n) if cfg.has_current else dummy,
+        z.view(batch, n) if cfg.next_timing else dummy.clone(),
+    )
+
+
+def feedback_sequence(
+    cfg: _Config, c: dict, x: Tensor, init: dict[str, Tensor], r0: Tensor, weight: Tensor, bias: Tensor | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(spikes [T, B, N], the neuron's final state)`` of the loop over ``x`` [T, B, N] (the
+    neuron's other inputs, summed), from its state ``init`` and ``r0`` = ``r_{-1}``."""
+    dummy = x.new_zeros(())
+    args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
+    coeff_values = tuple(c[name] for name in _COEFFS)
+    tensors = [x, r0, weight, bias, *init.values(), *coeff_values]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        out, v, i, z = _Recurrent.apply(*args, *coeff_values)
+    else:
+        flat = [kernels._flat(k, init["v"].shape, init["v"]) for k in coeff_values]
+        out, v, i, z = _outputs(cfg, *_forward(*args, flat, keep=False)[:4], x.shape)
+    return out, _state(cfg, v, i, z)

@@ -1,0 +1,201 @@
+"""A recurrent component (a neuron and the layer feeding its spikes back) as one native call.
+
+The kernel (``recurrent.py``, ``csrc/recurrent.cpp``) against the step-by-step loop, its
+specification, in compiled modules: outputs, traces of the final state and every gradient
+(inputs, weights, trained neuron parameters) for every spiking neuron op, reset, timing,
+current order and surrogate, float32 and float64, across runs of steps and with a given
+initial state; spikes identical, gradients to rounding. Where it does not apply (multi
+spikes, recorded traces, a forward hook, another shape of component) the step loop runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import snnir
+from snnir.ir import IF, LIF, Affine, CubaLIF, Graph, Input, Linear, Output, Semantics
+from snnir.targets.torch import compile_torch, recurrent
+
+from torch_target_graphs import graphs_for, neuron
+
+T, B, N, DT = 23, 3, 6, 1e-3
+SEMANTICS = {
+    "subtract-next": Semantics(dt=DT, reset="subtract", reset_timing="next"),
+    "zero-same-ge": Semantics(dt=DT, reset="zero", reset_timing="same", threshold_compare="ge"),
+    "subtract-same-exp": Semantics(dt=DT, discretisation="exp", reset="subtract", reset_timing="same"),
+    "zero-next-voltage-first": Semantics(dt=DT, reset="zero", reset_timing="next", current_order="voltage_first"),
+    "none-next": Semantics(dt=DT, reset="none", reset_timing="next"),
+    "subtract-after-input": Semantics(dt=DT, reset="subtract", reset_timing="next_after_input"),
+}
+
+
+def loop_graph(cls, sem: Semantics, seed: int = 0, bias: bool = True, inputs: int = 1) -> Graph:
+    """``inputs`` Inputs -> their own Affine -> cell(N), with cell -> rec -> cell."""
+    rng = np.random.default_rng(seed)
+    nodes, edges = {}, []
+    for k in range(inputs):
+        nodes[f"in{k}"] = Input((4,))
+        nodes[f"fc{k}"] = Affine(weight=rng.normal(0, 1, (N, 4)), bias=rng.normal(0, 0.2, N))
+        edges += [(f"in{k}", f"fc{k}"), (f"fc{k}", "cell")]
+    nodes["cell"] = neuron(cls, N, rng, sem)
+    weight = rng.normal(0, 0.4, (N, N))
+    nodes["rec"] = Affine(weight=weight, bias=rng.normal(0, 0.1, N)) if bias else Linear(weight=weight)
+    nodes["out"] = Output()
+    edges += [("cell", "rec"), ("rec", "cell"), ("cell", "out")]
+    return Graph(nodes, tuple(edges))
+
+
+def _inputs(graph: Graph, dtype, steps: int = T, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    xs = {name: (torch.randn(steps, B, 4, generator=g) * 1.5).to(dtype) for name in graph.inputs}
+    return xs if len(xs) > 1 else next(iter(xs.values()))
+
+
+def _run(graph, x, native: bool, dtype, state=None, **options):
+    """(output, final state, gradients by parameter and input name) of one training pass."""
+    module = compile_torch(graph, native=native, dtype=dtype, surrogate="arctan", **options)
+    xs = {k: v.clone().requires_grad_(True) for k, v in (x.items() if isinstance(x, dict) else [("x", x)])}
+    arg = xs if isinstance(x, dict) else xs["x"]
+    y, final = module(arg, state=state, return_state=True)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=dtype).view(y.shape)
+    (y * weights).sum().add(sum(v.square().sum() for v in final.values())).backward()
+    grads = {n: p.grad for n, p in module.named_parameters()} | {k: v.grad for k, v in xs.items()}
+    return y.detach(), {k: v.detach() for k, v in final.items()}, grads
+
+
+def _assert_same(got, want, dtype):
+    (y, state, grads), (y_want, state_want, grads_want) = got, want
+    assert torch.equal(y, y_want)
+    assert state.keys() == state_want.keys()
+    for key in state:
+        assert torch.equal(state[key], state_want[key]), key
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # relative to the gradient's largest value
+    assert grads.keys() == grads_want.keys()
+    for name in grads:
+        if grads_want[name] is None:  # a parameter the update does not use (v_reset of a subtract reset)
+            assert grads[name] is None, name
+            continue
+        scale = float(grads_want[name].abs().max())
+        torch.testing.assert_close(grads[name], grads_want[name], rtol=tol, atol=tol * scale, msg=name)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How many times the native loop ran."""
+    calls = []
+    original = recurrent.feedback_sequence
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recurrent, "feedback_sequence", counted)
+    return calls
+
+
+@pytest.mark.parametrize("sem", SEMANTICS.values(), ids=SEMANTICS.keys())
+@pytest.mark.parametrize("cls", [LIF, CubaLIF, IF], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_native_loop_equals_step_loop(native_kernels, fused_calls, cls, sem, dtype):
+    graph = loop_graph(cls, sem)
+    x = _inputs(graph, dtype)
+    want = _run(graph, x, False, dtype, trainable="all")
+    assert not fused_calls
+    got = _run(graph, x, True, dtype, trainable="all")
+    assert fused_calls
+    assert got[0].sum() > 0, "the test network should spike"
+    _assert_same(got, want, dtype)
+
+
+@pytest.mark.parametrize("surrogate", ["fast_sigmoid", "sigmoid", "triangular", "straight_through"])
+def test_every_surrogate(native_kernels, fused_calls, surrogate):
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    x = _inputs(graph, torch.float64)
+    module_options = {"surrogate": surrogate, "detach_reset": False}
+    runs = [_run_with(graph, x, native, module_options) for native in (False, True)]
+    assert fused_calls
+    _assert_same(runs[1], runs[0], torch.float64)
+
+
+def _run_with(graph, x, native, options):
+    module = compile_torch(graph, native=native, dtype=torch.float64, **options)
+    x = x.clone().requires_grad_(True)
+    y = module(x)
+    (y * torch.linspace(0, 1, y.numel(), dtype=y.dtype).view(y.shape)).sum().backward()
+    return y.detach(), {}, {n: p.grad for n, p in module.named_parameters()} | {"x": x.grad}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["affine", "linear"])
+@pytest.mark.parametrize("inputs", [1, 2])
+def test_runs_of_steps_and_given_state(native_kernels, fused_calls, bias, inputs):
+    """Three runs of steps (the state carried between native calls), a non-zero initial
+    state (the spikes held by the delayed edge, the membrane), several summed inputs."""
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"], bias=bias, inputs=inputs)
+    x = _inputs(graph, torch.float64, steps=40)
+    start = compile_torch(graph, dtype=torch.float64).initial_state(B)
+    g = torch.Generator().manual_seed(3)
+    state = {k: (torch.rand(v.shape, generator=g, dtype=v.dtype) < 0.5).to(v.dtype) if k.endswith(("@prev", ".z"))
+             else torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in start.items()}
+    want = _run(graph, x, False, torch.float64, state=state, time_chunk=16)
+    got = _run(graph, x, True, torch.float64, state=state, time_chunk=16)
+    assert len(fused_calls) == 3
+    _assert_same(got, want, torch.float64)
+
+
+def test_matches_the_reference_interpreter(native_kernels, fused_calls):
+    graph = loop_graph(CubaLIF, SEMANTICS["zero-same-ge"])
+    x = _inputs(graph, torch.float64)
+    with torch.no_grad():
+        y = compile_torch(graph, native=True, dtype=torch.float64)(x)
+    assert fused_calls
+    np.testing.assert_array_equal(y.numpy(), snnir.run(graph, x.numpy())["out"])
+
+
+def test_the_step_loop_runs_where_the_kernel_does_not(native_kernels, fused_calls):
+    multi = Semantics(dt=DT, reset="subtract", reset_timing="next", spike_mode="multi", threshold_compare="ge")
+    graph = loop_graph(LIF, multi)
+    x = _inputs(graph, torch.float64)
+    _assert_same(_run(graph, x, True, torch.float64), _run(graph, x, False, torch.float64), torch.float64)
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    module = compile_torch(graph, native=True, dtype=torch.float64)
+    y, traces = module(x, record=True)
+    assert torch.equal(traces["cell.v"][-1], module(x, return_state=True)[1]["cell.v"])
+    seen = []
+    module.node_module("rec").register_forward_hook(lambda *args: seen.append(1))
+    assert torch.equal(module(x), y)
+    assert len(seen) == T
+    assert len(fused_calls) == 1  # only the call without traces and hooks
+
+
+def test_other_components_step():
+    """Two neurons in one loop, or a layer whose output is also used elsewhere: not a FeedbackLoop."""
+    rng = np.random.default_rng(0)
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    nodes = dict(graph.nodes, out2=Output())
+    shared = Graph(nodes, graph.edges + (("rec", "out2"),))
+    assert not _loops(compile_torch(shared))
+    two = Graph(
+        dict(graph.nodes, cell2=neuron(LIF, N, rng, SEMANTICS["subtract-next"])),
+        tuple(e for e in graph.edges if e != ("rec", "cell")) + (("rec", "cell2"), ("cell2", "cell")),
+    )
+    assert not _loops(compile_torch(two))
+    assert _loops(compile_torch(graph))
+
+
+def test_the_registry_loop_runs_it():
+    """The registry loop's recurrent neuron graphs with single spikes (checked there against the
+    reference interpreter with ``native=True``) are FeedbackLoops."""
+    found = [
+        graph for cls in (IF, LIF, CubaLIF) for graph in graphs_for(cls)
+        if "rec" in graph.nodes and graph.nodes["cell"].sem.spike_mode == "single"
+    ]
+    assert len(found) == 6
+    assert all(_loops(compile_torch(graph)) for graph in found)
+
+
+def _loops(module) -> dict:
+    from snnir.targets.torch.graph_module import GraphModule
+
+    return {k: v for m in module.modules() if isinstance(m, GraphModule) for k, v in m._loops.items()}
