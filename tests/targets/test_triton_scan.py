@@ -23,7 +23,7 @@ import torch  # noqa: E402
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'snnir[gpu]'): its kernels are untested")
 
 import snnir  # noqa: E402
-from snnir.ir import Graph, Semantics  # noqa: E402
+from snnir.ir import Affine, Graph, Semantics  # noqa: E402
 from snnir.ir.ops import LIF, CubaLIF, Input, Output  # noqa: E402
 from snnir.targets.torch import gpu  # noqa: E402
 from snnir.targets.torch.gpu import scan as triton_scan  # noqa: E402
@@ -201,3 +201,41 @@ def test_choice_record_and_missing_triton(monkeypatch):
         warnings.simplefilter("error")
         second, _, _ = neuron_sequence(op, {}, x, None, triton=True)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def _two_layer_graph() -> Graph:
+    rng = np.random.default_rng(3)
+    lif = lambda n: LIF(tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n),  # noqa: E731
+                        v_threshold=np.ones(n), sem=Semantics(reset="subtract", reset_timing="next"))
+    nodes = {
+        "x": Input((12,)),
+        "fc1": Affine(weight=rng.normal(size=(N, 12)), bias=rng.normal(size=N), trainable=("weight", "bias")),
+        "lif1": lif(N),
+        "fc2": Affine(weight=rng.normal(size=(3, N)) / 3, bias=rng.normal(size=3), trainable=("weight", "bias")),
+        "lif2": lif(3),
+        "y": Output((3,)),
+    }
+    return Graph(nodes=nodes, edges=[("x", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "y")])
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_compiled_module_runs_every_neuron_on_the_kernels(static):
+    """``compile_torch(triton=True)``: both neurons run the kernel (the neuron-then-Linear
+    hand-over is left to the GEMM); outputs identical to ``triton=False``, gradients to rounding."""
+    graph = snnir.optimize(_two_layer_graph(), **({"static_inputs": ["x"]} if static else {}))
+    x = torch.rand((B, 12) if static else (T, B, 12), device=DEVICE) * 4
+
+    def train_once(module):
+        out = module(x, steps=T) if static else module(x)
+        out.sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}
+
+    with mock.patch.object(triton_scan, "neuron_sequence", wraps=triton_scan.neuron_sequence) as spy:
+        got, got_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=True, native=False))
+    assert spy.call_count == 2
+    want, want_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=False, native=False))
+    assert torch.equal(got, want) and got.sum() > 0
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(snnir.SnnirError, match="triton"):
+        snnir.compile(graph, target="torch", triton="yes")
