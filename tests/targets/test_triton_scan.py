@@ -39,6 +39,12 @@ else:
     pytest.skip("TRITON_INTERPRET=0 and no GPU: nowhere to run the Triton kernels", allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def kernels_checked():
+    """The kernels' first-use check has run here (it calls the kernels, which tests count)."""
+    assert gpu.enabled(True, torch.empty(1, device=DEVICE)), "the Triton kernels do not run"
+
+
 def _run_both(op, params, x, state, **kwargs):
     """(triton, python) results of ``neuron_sequence`` on the same inputs."""
     with mock.patch.object(triton_scan, "neuron_sequence", wraps=triton_scan.neuron_sequence) as spy:
@@ -49,7 +55,7 @@ def _run_both(op, params, x, state, **kwargs):
 
 
 def _tensor(a, dtype, grad=False):
-    return torch.from_numpy(np.asarray(a)).to(device=DEVICE, dtype=dtype).requires_grad_(grad)
+    return torch.from_numpy(np.array(a)).to(device=DEVICE, dtype=dtype).requires_grad_(grad)
 
 
 def _inputs(cls, sem, rng, per_neuron, static):
@@ -193,6 +199,15 @@ def test_choice_record_and_missing_triton(monkeypatch):
         assert spy.call_count == (1 if DEVICE == "cuda" else 0)
         neuron_sequence(op, {}, x, None, triton=True)
         assert spy.call_count == (2 if DEVICE == "cuda" else 1)
+    gpu._works.cache_clear()
+    with mock.patch.object(triton_scan, "self_test", side_effect=RuntimeError("Failed to find C compiler")):
+        with pytest.warns(RuntimeWarning, match="do not run on .*C compiler"):
+            fallback, _, _ = neuron_sequence(op, {}, x, None, triton=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no second warning
+            neuron_sequence(op, {}, x, None, triton=True)
+    gpu._works.cache_clear()
+    torch.testing.assert_close(fallback, neuron_sequence(op, {}, x, None, triton=False)[0], rtol=0, atol=0)
     monkeypatch.setattr(gpu, "available", lambda: False)
     gpu._warn_missing.cache_clear()
     with pytest.warns(RuntimeWarning, match="Triton is not installed"):

@@ -10,6 +10,10 @@ forward and BPTT backward, for every neuron op and semantics option of the Pytho
   set before Triton is first imported), which is how the tests run the kernels without a
   GPU; where Triton is not installed, one warning and the plain-torch path;
 - ``triton=False``: never.
+
+Before the first use on a device a small forward and backward runs through the kernels; where
+it fails (no C compiler for Triton's launcher, an unsupported GPU...), one warning, and the
+plain-torch path runs there instead.
 """
 
 from __future__ import annotations
@@ -42,8 +46,29 @@ def enabled(choice: bool | None, x: torch.Tensor) -> bool:
             _warn_missing()
         return False
     if x.is_cuda:
-        return True
-    return x.device.type == "cpu" and interpreting() and (choice is True or os.environ.get("SNNIR_TRITON") == "1")
+        return _works(str(x.device))
+    if x.device.type == "cpu" and interpreting() and (choice is True or os.environ.get("SNNIR_TRITON") == "1"):
+        return _works("cpu")
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _works(device: str) -> bool:
+    """Whether the kernels run on ``device`` (tried once; a failure warns once)."""
+    try:
+        from snnir.targets.torch.gpu import scan
+
+        scan.self_test(torch.device(device))
+    except Exception as exc:  # no compiler, no driver, an unsupported GPU: never fatal
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        warnings.warn(
+            f"snnir: the Triton kernels do not run on {device} ({type(exc).__name__}: {reason}); "
+            "using the plain-torch path",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)

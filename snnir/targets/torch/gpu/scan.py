@@ -138,6 +138,19 @@ class _TritonSequence(torch.autograd.Function):
         )
 
 
+def self_test(device: torch.device) -> None:
+    """A small LIF through both kernels on ``device``; raises where they cannot run."""
+    from snnir.ir.ops.neuron import LIF
+    from snnir.targets.torch.neuron_update import _config, coefficients
+    from snnir.targets.torch.surrogate import Surrogate
+
+    op = LIF(tau=1e-3, r=10.0, v_leak=0.0, v_threshold=1.0)
+    x = torch.ones(2, 1, 4, device=device, requires_grad=True)
+    cfg = _config(op, Surrogate(), detach_reset=True)
+    out, _, _ = neuron_sequence(cfg, coefficients(op, {}, x), x, 2, False, {"v": x.new_zeros(1, 4)}, True)
+    out.sum().backward()
+
+
 def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict, tracked: bool):
     """``(out, final_state, None)`` as :func:`snnir.targets.torch.scan.neuron_sequence` returns
     them (``record=False``); ``init`` and ``c`` in the state's dtype (:func:`state_dtype`)."""
