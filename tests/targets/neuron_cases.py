@@ -4,6 +4,10 @@ option its update has, with the options that do not change the update's structur
 from __future__ import annotations
 
 import itertools
+from typing import Callable
+
+import numpy as np
+import torch
 
 from snnir.ir import Semantics
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I
@@ -51,3 +55,26 @@ def random_op(cls, sem, rng, per_neuron):
     }
     names = set(cls.__dataclass_fields__) - {"sem", "metadata", "trainable"}
     return cls(**{k: v for k, v in fields.items() if k in names}, sem=sem)
+
+
+def check_broadcast_parameters(run_both: Callable, steps: int, device="cpu") -> None:
+    """Parameters of shape [3] on neurons of shape [2, 3] (float64): ``run_both(op, params, x,
+    state)`` gives the kernel's and the Python loop's results; outputs identical, gradients
+    summed back to [3] and equal to 1e-10."""
+    rng = np.random.default_rng(7)
+    op = LIF(tau=rng.uniform(5e-4, 2e-3, 3), r=rng.uniform(1, 5, 3), v_leak=np.zeros(3),
+             v_threshold=np.full(3, 0.8), sem=Semantics(reset="subtract"))
+    params = {k: torch.tensor(np.array(v), device=device, requires_grad=True) for k, v in op.params().items()}
+    x = torch.from_numpy(rng.normal(0.5, 1.0, (steps, B, 2, 3))).to(device).requires_grad_(True)
+    (out, _, _), (out_py, _, _) = run_both(op, params, x, None)
+    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
+    leaves = [x, *params.values()]
+    w = torch.from_numpy(rng.normal(size=out.shape)).to(device)
+    got = torch.autograd.grad((out * w).sum(), leaves, allow_unused=True)
+    want = torch.autograd.grad((out_py * w).sum(), leaves, allow_unused=True)
+    for g, e, leaf in zip(got, want, leaves):
+        if leaf is params["v_reset"]:  # unused by a subtract reset
+            assert g is None and e is None
+            continue
+        assert g.shape == e.shape == leaf.shape
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)

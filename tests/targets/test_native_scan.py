@@ -23,7 +23,7 @@ from snnir.targets.torch.neuron_update import _config
 from snnir.targets.torch.scan import neuron_sequence
 from snnir.targets.torch.surrogate import Surrogate
 
-from tests.targets.neuron_cases import B, CASES, IDS, N, T, random_op as _random_op
+from tests.targets.neuron_cases import B, CASES, IDS, N, T, check_broadcast_parameters, random_op as _random_op
 
 
 @pytest.fixture(autouse=True)
@@ -100,23 +100,7 @@ def test_native_matches_python_and_reference(extension, monkeypatch, dtype, cls,
 
 def test_broadcast_parameters_and_multi_dim_neurons(extension, monkeypatch):
     """Parameters of shape [3] on neurons of shape [2, 3]: gradients summed back to [3]."""
-    rng = np.random.default_rng(7)
-    op = LIF(tau=rng.uniform(5e-4, 2e-3, 3), r=rng.uniform(1, 5, 3), v_leak=np.zeros(3),
-             v_threshold=np.full(3, 0.8), sem=Semantics(reset="subtract"))
-    params = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in op.params().items()}
-    x = torch.from_numpy(rng.normal(0.5, 1.0, (T, B, 2, 3))).requires_grad_(True)
-    (out, _, _), (out_py, _, _) = _run_both(monkeypatch, op, params, x, None)
-    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
-    leaves = [x, *params.values()]
-    w = torch.from_numpy(rng.normal(size=out.shape))
-    got = torch.autograd.grad((out * w).sum(), leaves, allow_unused=True)
-    want = torch.autograd.grad((out_py * w).sum(), leaves, allow_unused=True)
-    for g, e, leaf in zip(got, want, leaves):
-        if leaf is params["v_reset"]:  # unused by a subtract reset
-            assert g is None and e is None
-            continue
-        assert g.shape == e.shape == leaf.shape
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    check_broadcast_parameters(lambda *args: _run_both(monkeypatch, *args), T)
 
 
 def test_disabled_by_environment_and_record_use_python_loop(extension, monkeypatch):

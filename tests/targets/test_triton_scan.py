@@ -29,7 +29,9 @@ from snnir.targets.torch import gpu  # noqa: E402
 from snnir.targets.torch.gpu import scan as triton_scan  # noqa: E402
 from snnir.targets.torch.scan import neuron_sequence  # noqa: E402
 from snnir.targets.torch.surrogate import Surrogate  # noqa: E402
-from tests.targets.neuron_cases import B, CASES, IDS, N, T, random_op  # noqa: E402
+from tests.targets.neuron_cases import B, CASES, IDS, N, check_broadcast_parameters, random_op  # noqa: E402
+
+T = 8  # steps (the interpreter's time grows with them)
 
 if gpu.interpreting():
     DEVICE = "cpu"
@@ -147,23 +149,7 @@ def test_triton_float32_and_half_inputs(cls, sem, surrogate, per_neuron, static,
 
 def test_broadcast_parameters_and_multi_dim_neurons():
     """Parameters of shape [3] on neurons of shape [2, 3]: gradients summed back to [3]."""
-    rng = np.random.default_rng(7)
-    op = LIF(tau=rng.uniform(5e-4, 2e-3, 3), r=rng.uniform(1, 5, 3), v_leak=np.zeros(3),
-             v_threshold=np.full(3, 0.8), sem=Semantics(reset="subtract"))
-    params = {k: _tensor(v, torch.float64, grad=True) for k, v in op.params().items()}
-    x = _tensor(rng.normal(0.5, 1.0, (T, B, 2, 3)), torch.float64, grad=True)
-    (out, _, _), (out_py, _, _) = _run_both(op, params, x, None)
-    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
-    leaves = [x, *params.values()]
-    w = _tensor(rng.normal(size=out.shape), torch.float64)
-    got = torch.autograd.grad((out * w).sum(), leaves, allow_unused=True)
-    want = torch.autograd.grad((out_py * w).sum(), leaves, allow_unused=True)
-    for g, e, leaf in zip(got, want, leaves):
-        if leaf is params["v_reset"]:  # unused by a subtract reset
-            assert g is None and e is None
-            continue
-        assert g.shape == e.shape == leaf.shape
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    check_broadcast_parameters(_run_both, T, DEVICE)
 
 
 def test_retain_graph_and_no_grad():

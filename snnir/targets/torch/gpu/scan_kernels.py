@@ -55,6 +55,35 @@ def _spike(u, thr, MULTI: tl.constexpr, INCLUSIVE: tl.constexpr):
         return (u > thr).to(u.dtype)
 
 
+@_device
+def _coefficients(
+    a_mem_ptr, v_leak_ptr, gain_ptr, thr_ptr, v_reset_ptr, a_syn_ptr, gain_syn_ptr, n, mask,
+    SPIKING: tl.constexpr, RESET: tl.constexpr, HAS_CURRENT: tl.constexpr, HAS_A_MEM: tl.constexpr,
+    HAS_V_LEAK: tl.constexpr,
+):
+    """The coefficients of neurons ``n``; an absent one is zeros, never used (thr and v_reset
+    of a neuron without spikes or zero reset are zeros that cancel)."""
+    gain = tl.load(gain_ptr + n, mask=mask, other=1.0)
+    a_mem = tl.zeros(gain.shape, gain.dtype)
+    v_leak = a_mem
+    thr = a_mem
+    v_reset = a_mem
+    a_syn = a_mem
+    gain_syn = a_mem
+    if HAS_A_MEM:
+        a_mem = tl.load(a_mem_ptr + n, mask=mask, other=1.0)
+    if HAS_V_LEAK:
+        v_leak = tl.load(v_leak_ptr + n, mask=mask, other=0.0)
+    if SPIKING:
+        thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
+    if RESET == 1:
+        v_reset = tl.load(v_reset_ptr + n, mask=mask, other=0.0)
+    if HAS_CURRENT:
+        a_syn = tl.load(a_syn_ptr + n, mask=mask, other=1.0)
+        gain_syn = tl.load(gain_syn_ptr + n, mask=mask, other=1.0)
+    return a_mem, v_leak, gain, thr, v_reset, a_syn, gain_syn
+
+
 @triton.jit(do_not_specialize=["M", "N", "steps"])
 def scan_forward(
     x_ptr, v0_ptr, i0_ptr, z0_ptr,
@@ -74,22 +103,11 @@ def scan_forward(
     n = m % N
     v = tl.load(v0_ptr + m, mask=mask, other=0.0)
     dt = v.dtype
-    gain = tl.load(gain_ptr + n, mask=mask, other=1.0)
-    if HAS_A_MEM:
-        a_mem = tl.load(a_mem_ptr + n, mask=mask, other=1.0)
-    if HAS_V_LEAK:
-        v_leak = tl.load(v_leak_ptr + n, mask=mask, other=0.0)
-    if SPIKING:
-        thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
-    else:
-        thr = tl.zeros([BLOCK], dt)
-    if RESET == 1:
-        v_reset = tl.load(v_reset_ptr + n, mask=mask, other=0.0)
-    else:
-        v_reset = tl.zeros([BLOCK], dt)
+    a_mem, v_leak, gain, thr, v_reset, a_syn, gain_syn = _coefficients(
+        a_mem_ptr, v_leak_ptr, gain_ptr, thr_ptr, v_reset_ptr, a_syn_ptr, gain_syn_ptr, n, mask,
+        SPIKING, RESET, HAS_CURRENT, HAS_A_MEM, HAS_V_LEAK,
+    )
     if HAS_CURRENT:
-        a_syn = tl.load(a_syn_ptr + n, mask=mask, other=1.0)
-        gain_syn = tl.load(gain_syn_ptr + n, mask=mask, other=1.0)
         i = tl.load(i0_ptr + m, mask=mask, other=0.0)
     else:
         i = tl.zeros([BLOCK], dt)
@@ -185,22 +203,11 @@ def scan_backward(
     k = tl.load(surr_ptr)
     k_arg = tl.load(surr_ptr + 1)
     k_out = tl.load(surr_ptr + 2)
-    gain = tl.load(gain_ptr + n, mask=mask, other=1.0)
-    if HAS_A_MEM:
-        a_mem = tl.load(a_mem_ptr + n, mask=mask, other=1.0)
-    if HAS_V_LEAK:
-        v_leak = tl.load(v_leak_ptr + n, mask=mask, other=0.0)
-    if SPIKING:
-        thr = tl.load(thr_ptr + n, mask=mask, other=1.0)
-    else:
-        thr = tl.zeros([BLOCK], dt)
-    if RESET == 1:
-        v_reset = tl.load(v_reset_ptr + n, mask=mask, other=0.0)
-    else:
-        v_reset = tl.zeros([BLOCK], dt)
+    a_mem, v_leak, gain, thr, v_reset, a_syn, gain_syn = _coefficients(
+        a_mem_ptr, v_leak_ptr, gain_ptr, thr_ptr, v_reset_ptr, a_syn_ptr, gain_syn_ptr, n, mask,
+        SPIKING, RESET, HAS_CURRENT, HAS_A_MEM, HAS_V_LEAK,
+    )
     if HAS_CURRENT:
-        a_syn = tl.load(a_syn_ptr + n, mask=mask, other=1.0)
-        gain_syn = tl.load(gain_syn_ptr + n, mask=mask, other=1.0)
         i0 = tl.load(i0_ptr + m, mask=mask, other=0.0)
         g_i = tl.load(g_i_ptr + m, mask=mask, other=0.0)
     if NEXT:
