@@ -193,6 +193,9 @@ def test_choice_record_and_missing_triton(monkeypatch):
             warnings.simplefilter("error")  # no second warning
             neuron_sequence(op, {}, x, None, triton=True)
     gpu._works.cache_clear()
+    with torch.inference_mode(), warnings.catch_warnings():  # the first-use check runs all the same
+        warnings.simplefilter("error")
+        assert gpu.enabled(True, x)
     torch.testing.assert_close(fallback, neuron_sequence(op, {}, x, None, triton=False)[0], rtol=0, atol=0)
     monkeypatch.setattr(gpu, "available", lambda: False)
     gpu._warn_missing.cache_clear()

@@ -139,16 +139,18 @@ class _TritonSequence(torch.autograd.Function):
 
 
 def self_test(device: torch.device) -> None:
-    """A small LIF through both kernels on ``device``; raises where they cannot run."""
+    """A small LIF through both kernels on ``device``; raises where they cannot run (with
+    gradients on, whatever mode the first caller is in)."""
     from snnir.ir.ops.neuron import LIF
     from snnir.targets.torch.neuron_update import _config, coefficients
     from snnir.targets.torch.surrogate import Surrogate
 
     op = LIF(tau=1e-3, r=10.0, v_leak=0.0, v_threshold=1.0)
-    x = torch.ones(2, 1, 4, device=device, requires_grad=True)
     cfg = _config(op, Surrogate(), detach_reset=True)
-    out, _, _ = neuron_sequence(cfg, coefficients(op, {}, x), x, 2, False, {"v": x.new_zeros(1, 4)}, True)
-    out.sum().backward()
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.ones(2, 1, 4, device=device, requires_grad=True)
+        out, _, _ = neuron_sequence(cfg, coefficients(op, {}, x), x, 2, False, {"v": x.new_zeros(1, 4)}, True)
+        out.sum().backward()
 
 
 def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict, tracked: bool):
