@@ -9,8 +9,8 @@ after each Linear, batch 128, ``ce_count_loss``, ``Adam(lr=1e-3)``. Inputs:
 Contenders: ``snntorch`` (eager), ``snnir`` (``snnir.trace`` -> ``snnir.optimize`` ->
 ``snnir.compile(target="torch")`` with its defaults, the C++ kernels built first as
 ``make install`` does; a static image is passed once as ``module(x, steps=T)``, so the
-compiled module runs the first Linear on B rows), ``snnir-python`` (``native=False``: the
-Python loop), ``snnir-recompute`` (``recompute=True``) and ``kernel`` (the same network
+compiled module runs the first Linear on B rows; on CUDA the Triton kernels), ``snnir-python``
+(``native=False, triton=False``: the Python loop), ``snnir-recompute`` (``recompute=True``) and ``kernel`` (the same network
 built by hand from ``snnir.targets.torch.scan`` and ``torch.nn.Linear``). Spikes of every contender are asserted identical
 to snnTorch's on the same weights and input before anything is timed.
 
@@ -133,16 +133,33 @@ def build_native(notes: list[str]) -> None:
                  f"{time.perf_counter() - start:.1f} s (a first build compiles C++; later processes import it)")
 
 
+def note_gpu_kernels(notes: list[str]) -> None:
+    """On CUDA, say which neuron scans the ``snnir`` contenders run: the Triton kernels (the
+    default where Triton is installed) or the plain-torch loop."""
+    if DEVICE.type != "cuda":
+        return
+    from snnir.targets.torch import gpu
+
+    if gpu.enabled(None, torch.empty(0, device=DEVICE)):
+        import triton
+
+        notes.append(f"neuron scans on CUDA: the Triton kernels (triton {triton.__version__}); "
+                     "snnir-python runs the plain-torch loop")
+    else:
+        notes.append("neuron scans on CUDA: the plain-torch loop (Triton not installed, or SNNIR_TRITON=0)")
+
+
 #: the snnir contenders: name -> (compile's ``native`` option, recompute); ``None`` is the
-#: default (the C++ kernels where built, which ``build_native`` sees to)
+#: default (the C++ kernels where built, which ``build_native`` sees to, and the Triton
+#: kernels on CUDA); ``False`` also turns the Triton kernels off (``triton=False``)
 SNNIR_CONTENDERS = {"snnir": (None, False), "snnir-python": (False, False), "snnir-recompute": (None, True)}
 
 
 def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch.Tensor, name: str = "snnir"):
     """``trace -> optimize -> compile`` as ``(module, x -> spikes)``; a static ``[B, 784]``
     image is held over the steps by the module (``module(x, steps=T)``). ``snnir``: the
-    defaults (the C++ kernels where built); ``snnir-python``: ``native=False`` (the Python
-    loop); ``snnir-recompute``: ``recompute=True`` (each run of steps rerun in the backward
+    defaults (the C++ kernels where built, the Triton kernels on CUDA); ``snnir-python``:
+    ``native=False, triton=False`` (the Python loop); ``snnir-recompute``: ``recompute=True`` (each run of steps rerun in the backward
     instead of keeping its activations)."""
     import snnir
 
@@ -150,7 +167,7 @@ def snnir_pipeline(reference: nn.Module, steps: int, static: bool, sample: torch
     graph = snnir.trace(copy.deepcopy(reference).cpu(), sample.cpu())
     graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
     module = snnir.compile(graph, target="torch", surrogate="arctan", recompute=recompute, native=native,
-                           device=DEVICE)
+                           triton=native, device=DEVICE)
 
     def forward(x):
         return module(x, steps=steps) if static else module(x)
@@ -456,6 +473,7 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
     build_native(notes)
+    note_gpu_kernels(notes)
     if "tutorial" in args.case:
         tutorial_case(args, steps_list, reps, notes)
     if "recurrent" in args.case:

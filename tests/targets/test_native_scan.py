@@ -8,7 +8,6 @@ the Python path's to 1e-10 (float64). Skips when the kernel cannot be built.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import warnings
 from unittest import mock
 
@@ -18,14 +17,13 @@ import torch
 
 import snnir
 from snnir.ir import Graph, Semantics
-from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I, Input, Output
+from snnir.ir.ops import LIF, CubaLIF, Input, Output
 from snnir.targets.torch import native
 from snnir.targets.torch.neuron_update import _config
 from snnir.targets.torch.scan import neuron_sequence
-from snnir.targets.torch.surrogate import DEFAULT_SLOPES, Surrogate
+from snnir.targets.torch.surrogate import Surrogate
 
-T, B, N = 16, 3, 5
-SURROGATES = tuple(DEFAULT_SLOPES)
+from tests.targets.neuron_cases import B, CASES, IDS, N, T, check_broadcast_parameters, random_op as _random_op
 
 
 @pytest.fixture(autouse=True)
@@ -38,46 +36,6 @@ def native_enabled(monkeypatch):
 def extension(native_kernels):
     """The neuron scan's extension (the kernels built once per session)."""
     return native_kernels.extension()
-
-
-def _cases():
-    cases = []
-    for cls in (I, LI, CubaLI, IF, LIF, CubaLIF):
-        spiking = cls.spiking
-        for disc, reset, timing, (cmp, mode), order in itertools.product(
-            ("euler", "exp"),
-            ("zero", "subtract", "none") if spiking else ("zero",),
-            ("same", "next", "next_after_input") if spiking else ("same",),
-            (("gt", "single"), ("ge", "single"), ("ge", "multi")) if spiking else (("gt", "single"),),
-            ("current_first", "voltage_first") if cls.has_current else ("current_first",),
-        ):
-            k = len(cases)
-            sem = Semantics(discretisation=disc, reset=reset, reset_timing=timing, threshold_compare=cmp,
-                            spike_mode=mode, current_order=order)
-            # rotate the options that do not change the update's structure
-            cases.append((cls, sem, SURROGATES[k % len(SURROGATES)], k % 2 == 0, k % 3 == 0, k % 4 == 1))
-    return cases
-
-
-CASES = _cases()
-IDS = [
-    f"{c.__name__}-{s.discretisation}-{s.reset}-{s.reset_timing}-{s.threshold_compare}-{s.spike_mode}-"
-    f"{s.current_order}-{g}-{'perneuron' if pn else 'scalar'}-{'static' if st else 'dynamic'}"
-    f"{'-detach' if dr else ''}"
-    for c, s, g, pn, st, dr in CASES
-]
-
-
-def _random_op(cls, sem, rng, per_neuron):
-    shape = (N,) if per_neuron else ()
-    u = lambda lo, hi: rng.uniform(lo, hi, shape)  # noqa: E731
-    fields = {
-        "tau": u(2e-4, 2e-3), "tau_syn": u(2e-4, 1e-3), "tau_mem": u(2e-4, 2e-3), "v_leak": u(-0.2, 0.2),
-        "v_threshold": u(0.5, 1.5), "v_reset": u(-0.3, 0.1), "w_in": u(0.5, 2.0),
-        "r": u(0.5, 2.0) * (1e4 if cls in (I, IF) else 5.0),
-    }
-    names = set(cls.__dataclass_fields__) - {"sem", "metadata", "trainable"}
-    return cls(**{k: v for k, v in fields.items() if k in names}, sem=sem)
 
 
 def _run_both(monkeypatch, op, params, x, state, **kwargs):
@@ -142,23 +100,7 @@ def test_native_matches_python_and_reference(extension, monkeypatch, dtype, cls,
 
 def test_broadcast_parameters_and_multi_dim_neurons(extension, monkeypatch):
     """Parameters of shape [3] on neurons of shape [2, 3]: gradients summed back to [3]."""
-    rng = np.random.default_rng(7)
-    op = LIF(tau=rng.uniform(5e-4, 2e-3, 3), r=rng.uniform(1, 5, 3), v_leak=np.zeros(3),
-             v_threshold=np.full(3, 0.8), sem=Semantics(reset="subtract"))
-    params = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in op.params().items()}
-    x = torch.from_numpy(rng.normal(0.5, 1.0, (T, B, 2, 3))).requires_grad_(True)
-    (out, _, _), (out_py, _, _) = _run_both(monkeypatch, op, params, x, None)
-    torch.testing.assert_close(out, out_py, rtol=0, atol=0)
-    leaves = [x, *params.values()]
-    w = torch.from_numpy(rng.normal(size=out.shape))
-    got = torch.autograd.grad((out * w).sum(), leaves, allow_unused=True)
-    want = torch.autograd.grad((out_py * w).sum(), leaves, allow_unused=True)
-    for g, e, leaf in zip(got, want, leaves):
-        if leaf is params["v_reset"]:  # unused by a subtract reset
-            assert g is None and e is None
-            continue
-        assert g.shape == e.shape == leaf.shape
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    check_broadcast_parameters(lambda *args: _run_both(monkeypatch, *args), T)
 
 
 def test_disabled_by_environment_and_record_use_python_loop(extension, monkeypatch):

@@ -18,7 +18,7 @@ from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.surrogate import Surrogate
 
-_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native")
+_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native", "triton")
 
 
 class SnnirModule(GraphModule):
@@ -192,6 +192,7 @@ def compile_torch(
     time_chunk: int = 32,
     recompute: bool = False,
     native: bool | None = None,
+    triton: bool | None = None,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -213,6 +214,9 @@ def compile_torch(
       35 s, then cached; where they cannot be built, one warning and the Python loop),
       never (``False``), or (``None``) as ``SNNIR_NATIVE`` says, which unset means: where
       already built (``make install`` / ``snnir native --build``), never compiling.
+    - ``triton``: run neuron scans with the Triton GPU kernels (:mod:`snnir.targets.torch.gpu`):
+      ``None`` on CUDA tensors where Triton is installed (unless ``SNNIR_TRITON=0``),
+      ``False`` never, ``True`` also on CPU tensors under ``TRITON_INTERPRET=1``.
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
@@ -230,8 +234,11 @@ def compile_torch(
         raise SnnirError(f"recompute must be True or False, got {recompute!r}")
     if native is not None and not isinstance(native, bool):
         raise SnnirError(f"native must be True, False or None, got {native!r}")
+    if triton is not None and not isinstance(triton, bool):
+        raise SnnirError(f"triton must be True, False or None, got {triton!r}")
     options = Options(
-        graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute, native
+        graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute, native,
+        triton,
     )
     module = SnnirModule(graph, options)
     return module.to(device) if device is not None else module

@@ -56,10 +56,10 @@ class Options:
 
     def __init__(
         self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool,
-        time_chunk: int = 0, recompute: bool = False, native: bool | None = None,
+        time_chunk: int = 0, recompute: bool = False, native: bool | None = None, triton: bool | None = None,
     ):
         self.surrogate, self.dtype, self.fast, self.detach_reset = surrogate, dtype, fast, detach_reset
-        self.time_chunk, self.recompute, self.native = time_chunk, recompute, native
+        self.time_chunk, self.recompute, self.native, self.triton = time_chunk, recompute, native, triton
         self.mode = trainable if isinstance(trainable, str) else "list"
         if self.mode not in ("metadata", "all", "list"):
             raise SnnirError(f"trainable must be 'metadata', 'all' or a list of names, got {trainable!r}")
@@ -182,6 +182,7 @@ class GraphModule(nn.Module):
             detach_reset=options.detach_reset,
             binary_input=binary_input,
             native=options.native,
+            triton=options.triton,
         )
         module = lowering(op, ctx)
         if module.stateful:

@@ -64,6 +64,8 @@ class LoweringContext:
     binary_input: bool = False
     #: use the native C++ kernels (None: where built, as ``native.enabled`` decides)
     native: bool | None = None
+    #: use the Triton GPU kernels (None: on CUDA tensors, as ``gpu.enabled`` decides)
+    triton: bool | None = None
 
 
 class OpModule(nn.Module):
@@ -247,7 +249,7 @@ class NeuronModule(OpModule):
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
         super().__init__(op, ctx)
-        self.fast, self.native = ctx.fast, ctx.native
+        self.fast, self.native, self.triton = ctx.fast, ctx.native, ctx.triton
         self.detach_reset = ctx.detach_reset
 
     @property
@@ -329,6 +331,7 @@ class NeuronModule(OpModule):
             out = scan.neuron_sequence(
                 self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
                 detach_reset=self.detach_reset, coeffs=coeffs, native=self.native,
+                triton=self.triton,
             )
         else:
             out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
@@ -337,9 +340,11 @@ class NeuronModule(OpModule):
     def _fused_with(self, layer: AffineModule, scan, params, coeffs, x, state, steps):
         """``(layer output, final state, None)`` from one fused neuron-then-layer op, or None
         where it does not apply (the caller then runs the two in turn)."""
-        from snnir.targets.torch import neuron_linear
+        from snnir.targets.torch import gpu, neuron_linear
         from snnir.targets.torch.neuron_update import _config
 
+        if gpu.enabled(self.triton, x):  # the Triton scan, then the layer as one GEMM over all steps
+            return None
         c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, x)
         cfg = _config(self.source_op, self.surrogate, self.detach_reset)
         init = {name: state[name].to(x.dtype) for name in self.source_op.state_names}

@@ -117,6 +117,12 @@ def _initial_state(op: Neuron, state: Mapping[str, Tensor] | None, batch_shape, 
     return out
 
 
+def _triton_scan():
+    from snnir.targets.torch.gpu import scan as triton_scan  # imports Triton
+
+    return triton_scan
+
+
 def neuron_sequence(
     op: Neuron,
     params: Mapping[str, Tensor],
@@ -128,6 +134,7 @@ def neuron_sequence(
     detach_reset: bool = False,
     coeffs: Mapping[str, Tensor | None] | None = None,
     native: bool | None = None,
+    triton: bool | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
     """Run ``op`` over all steps of ``x``; returns ``(out, final_state, traces)``.
 
@@ -147,6 +154,9 @@ def neuron_sequence(
       running many sequences with unchanged parameters saves their cost).
     - ``native``: use the native C++ kernel where it applies (None: where built, see
       :func:`~snnir.targets.torch.native.enabled`).
+    - ``triton``: use the Triton kernels (None: on CUDA tensors where Triton is installed;
+      see :mod:`snnir.targets.torch.gpu`). They keep the state in float32 for bf16/fp16
+      inputs, and outputs are then in the input's dtype.
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")
@@ -167,13 +177,19 @@ def neuron_sequence(
                 f"neuron shape {list(batch_shape[1:])}"
             )
     cfg = _config(op, surrogate or Surrogate(), detach_reset)
-    c = coefficients(op, params, x) if coeffs is None else coeffs
-    init = _initial_state(op, state, batch_shape, x)
+    from snnir.targets.torch import gpu  # no Triton import unless its kernels run
+
+    on_gpu = gpu.enabled(triton, x) and _triton_scan().supports(cfg, x, record)
+    like = x.new_empty(0, dtype=gpu.state_dtype(x)) if on_gpu else x  # the state's dtype
+    c = coefficients(op, params, like) if coeffs is None else coeffs
+    init = _initial_state(op, state, batch_shape, like)
     tracked = torch.is_grad_enabled() and (
         x.requires_grad
         or any(v.requires_grad for v in init.values())
         or any(v is not None and v.requires_grad for v in c.values())
     )
+    if on_gpu:
+        return _triton_scan().neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
     from snnir.targets.torch import native as kernels  # imported here: it builds on this module
 
     if kernels.supports(op, cfg, x, record, native):

@@ -1,0 +1,169 @@
+r"""A neuron's scan over T steps as Triton kernels: :func:`neuron_sequence`.
+
+The forward kernel runs every element's T steps with the state in registers; the backward
+reruns it keeping each step's pre-reset membrane (and synaptic current) in a transient
+``[T, B, ...]`` buffer, then walks time backwards (:mod:`.scan_kernels`). Between the two,
+autograd keeps only the input and the initial state, as the native CPU kernel does.
+
+Equal to the Python loop (:mod:`snnir.targets.torch.scan`, the specification): outputs and
+final states bit for bit in float32 and float64, gradients to rounding. bf16/fp16 inputs
+run with a float32 state: the result is the Python loop's on the input widened to float32,
+outputs cast back to the input's dtype (spikes are exact in either).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import triton
+from torch.autograd.function import once_differentiable
+
+from snnir.targets.torch.bptt import _sum_to
+from snnir.targets.torch.gpu import interpreting, state_dtype
+from snnir.targets.torch.gpu import scan_kernels as kernels
+from snnir.targets.torch.native import _CONFIG_FIELDS, _RESETS, _SURROGATES
+from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
+
+Tensor = torch.Tensor
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def supports(cfg: _Config, x: Tensor, record: bool) -> bool:
+    """Whether the kernels run this case: every op and semantics option the Python loop has
+    (a ``_Config`` flag added later and set turns them off until they learn it), any
+    parameter shape and gradient; not ``record`` (traces come from the Python loop)."""
+    return (
+        not record
+        and x.dtype in DTYPES
+        and x.numel() > 0
+        and cfg.surrogate.name in _SURROGATES
+        and not any(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _CONFIG_FIELDS)
+    )
+
+
+def _flags(cfg: _Config, static: bool, coeffs) -> dict:
+    return dict(
+        SPIKING=cfg.spiking, HAS_CURRENT=cfg.has_current, NEXT=cfg.next_timing, RESET=_RESETS[cfg.reset],
+        INCLUSIVE=cfg.inclusive, MULTI=cfg.multi, CURRENT_FIRST=cfg.current_first, AFTER_INPUT=cfg.after_input,
+        STATIC=static, HAS_A_MEM=coeffs[0] is not None, HAS_V_LEAK=coeffs[1] is not None,
+    )
+
+
+def _launch(kernel, M: int, *args, **flags) -> None:
+    """One program per ``BLOCK`` elements (in the interpreter one for up to 1024: numpy
+    runs a block as one array operation)."""
+    block = min(1024, triton.next_power_of_2(M)) if interpreting() else 256
+    kernel[(triton.cdiv(M, block),)](*args, BLOCK=block, enable_fp_fusion=False, **flags)
+
+
+def _per_neuron(coeffs, neuron_shape, like: Tensor) -> list[Tensor]:
+    """Each coefficient as a flat ``[N]`` tensor of the state's dtype (``like`` for absent ones)."""
+    return [
+        like if c is None else c.detach().to(like.dtype).expand(neuron_shape).reshape(-1).contiguous()
+        for c in coeffs
+    ]
+
+
+def _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=True):
+    """(out, v, i, z, us, is): out and the final states with ``write_out``, else each step's
+    pre-reset membrane ``us`` and current ``is`` (``[T, M]``, None where absent)."""
+    shape, M = tuple(v0.shape), v0.numel()
+    N = math.prod(shape[1:])
+    k = _per_neuron(coeffs, shape[1:], v0)
+    x = x.contiguous()
+    v0 = v0.contiguous()
+    i0 = i0.contiguous() if cfg.has_current else v0
+    z0 = z0.contiguous() if cfg.next_timing else v0
+    out = x.new_empty((steps,) + shape) if write_out else v0
+    v_end, i_end, z_end = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
+    us = v0.new_empty((steps, M)) if not write_out else v0
+    is_ = v0.new_empty((steps, M)) if not write_out and cfg.has_current else v0
+    _launch(
+        kernels.scan_forward, M, x, v0, i0, z0, *k, out, v_end, i_end, z_end, us, is_, M, N, steps,
+        **_flags(cfg, static, coeffs), WRITE_OUT=write_out, KEEP=not write_out,
+    )
+    return out, v_end, i_end, z_end, us, is_
+
+
+class _TritonSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cfg, steps, static, x, v0, i0, z0, *coeff_values):  # type: ignore[override]
+        out, v_end, i_end, z_end, _, _ = _forward(cfg, steps, static, x, v0, i0, z0, coeff_values)
+        ctx.cfg, ctx.steps, ctx.static = cfg, steps, static
+        ctx.absent = [c is None for c in coeff_values]
+        ctx.save_for_backward(x, v0, i0, z0, *(c for c in coeff_values if c is not None))
+        dummy = v0.new_zeros(())
+        return out, v_end, i_end if cfg.has_current else dummy, z_end if cfg.next_timing else dummy.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
+        cfg, steps, static = ctx.cfg, ctx.steps, ctx.static
+        x, v0, i0, z0, *present = ctx.saved_tensors
+        present = iter(present)
+        coeffs = [None if absent else next(present) for absent in ctx.absent]
+        _, _, _, _, us, is_ = _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=False)
+        shape, M = tuple(v0.shape), v0.numel()
+        need = [ctx.needs_input_grad[7 + j] for j in range(len(_COEFFS))]
+        need_x = ctx.needs_input_grad[3]
+        slope = float(cfg.surrogate.slope)
+        surr = torch.tensor([slope, math.pi / 2 * slope, slope / 2], dtype=v0.dtype, device=v0.device)
+
+        def state_grad(g: Tensor, present: bool) -> Tensor:
+            return g.to(v0.dtype).expand(shape).contiguous() if present else v0
+
+        g_x = torch.empty_like(x) if need_x else v0
+        g_v0, g_i0, g_z0 = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
+        acc = v0.new_empty((len(_COEFFS), M)) if any(need) else v0
+        _launch(
+            kernels.scan_backward, M, x.contiguous(), v0, i0 if cfg.has_current else v0,
+            z0 if cfg.next_timing else v0, *_per_neuron(coeffs, shape[1:], v0), us, is_,
+            g_out.contiguous(), state_grad(g_v, True), state_grad(g_i, cfg.has_current),
+            state_grad(g_z, cfg.next_timing), surr, g_x, g_v0, g_i0, g_z0, acc, M, math.prod(shape[1:]), steps,
+            **_flags(cfg, static, coeffs), DETACH=cfg.detach_reset, SURR=_SURROGATES[cfg.surrogate.name],
+            NEED_X=need_x, NEED_COEFFS=any(need),
+        )
+        g_coeffs = [
+            _sum_to(acc[j].view(shape), c).to(c.dtype) if need[j] else None for j, c in enumerate(coeffs)
+        ]
+        return (
+            None, None, None,
+            g_x if need_x else None,
+            g_v0 if ctx.needs_input_grad[4] else None,
+            g_i0 if cfg.has_current and ctx.needs_input_grad[5] else None,
+            g_z0 if cfg.next_timing and ctx.needs_input_grad[6] else None,
+            *g_coeffs,
+        )
+
+
+def self_test(device: torch.device) -> None:
+    """A small LIF through both kernels on ``device``; raises where they cannot run (with
+    gradients on, whatever mode the first caller is in)."""
+    from snnir.ir.ops.neuron import LIF
+    from snnir.targets.torch.neuron_update import _config, coefficients
+    from snnir.targets.torch.surrogate import Surrogate
+
+    op = LIF(tau=1e-3, r=10.0, v_leak=0.0, v_threshold=1.0)
+    cfg = _config(op, Surrogate(), detach_reset=True)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.ones(2, 1, 4, device=device, requires_grad=True)
+        out, _, _ = neuron_sequence(cfg, coefficients(op, {}, x), x, 2, False, {"v": x.new_zeros(1, 4)}, True)
+        out.sum().backward()
+
+
+def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict, tracked: bool):
+    """``(out, final_state, None)`` as :func:`snnir.targets.torch.scan.neuron_sequence` returns
+    them (``record=False``); ``init`` and ``c`` in the state's dtype (:func:`state_dtype`)."""
+    sdt = state_dtype(x)
+    dummy = torch.zeros((), dtype=sdt, device=x.device)
+    args = (
+        cfg, steps, static, x, init["v"].to(sdt), init.get("i", dummy).to(sdt), init.get("z", dummy).to(sdt),
+        *(c[n] for n in _COEFFS),
+    )
+    if tracked:
+        out, v_t, i_t, z_t = _TritonSequence.apply(*args)
+    else:
+        out, v_t, i_t, z_t, _, _ = _forward(*args[:7], args[7:])
+    return out, _state(cfg, v_t, i_t, z_t), None
