@@ -1,4 +1,4 @@
-"""The one exception type users see."""
+"""The one exception type users see, and how names appear in what users read."""
 
 from __future__ import annotations
 
@@ -6,12 +6,37 @@ import os
 import sys
 import warnings
 
+#: Names longer than this are shown as their head and tail around the count of characters left out.
+MAX_SHOWN_NAME = 80
+
+
+def escape(text: str) -> str:
+    """``text`` on one line and inert on a terminal: backslashes, newlines, escape sequences
+    and every other unprintable character are written as Python escapes (``\\n``, ``\\x1b``)."""
+    return "".join(ch if ch.isprintable() and ch != "\\" else repr(ch)[1:-1] for ch in str(text))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its unprintable characters escaped, backslashes kept (so text already
+    :func:`escape`\\ d is unchanged): what a message looks like on a terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def shown(name: str) -> str:
+    """A node name as printed: :func:`escape`\\ d, and cut to about :data:`MAX_SHOWN_NAME`
+    characters keeping its start and end (``head...[N more]...tail``)."""
+    text = escape(name)
+    if len(text) <= MAX_SHOWN_NAME:
+        return text
+    head, tail = text[: MAX_SHOWN_NAME - 30], text[-16:]
+    return f"{head}...[{len(text) - len(head) - len(tail)} more]...{tail}"
+
 
 class SnnirError(Exception):
     """A problem with a user's graph, file or input, stated in one line.
 
     ``node`` names the node at fault (``None`` when the problem is not local
-    to one node); it is prefixed to the message so every report says where.
+    to one node); it is prefixed, :func:`shown`, to the message so every report says where.
 
     ``flag`` names the boolean keyword argument that fixes the problem, if one does: the message
     ends ``(read with FLAG=True to fix)``; the command line names its own option instead
@@ -23,7 +48,7 @@ class SnnirError(Exception):
         self.reason = message
         self.flag = flag
         hint = f" (read with {flag}=True to fix)" if flag else ""
-        super().__init__(f"node '{node}': {message}{hint}" if node is not None else message + hint)
+        super().__init__(f"node '{shown(node)}': {message}{hint}" if node is not None else message + hint)
 
     def for_cli(self) -> "SnnirError":
         """This error with its hint naming the command-line option (``--flag``)."""

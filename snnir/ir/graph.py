@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.ops.base import Op, values_equal
 from snnir.ir.ops.io import Input, Output
 
@@ -94,7 +94,7 @@ class Graph:
                 head, sep, tail = port.partition(".")
                 node, port = f"{node}.{head}", tail
             if node not in self.nodes or not port:
-                raise SnnirError(f"edge endpoint '{endpoint}' names no node of this graph")
+                raise SnnirError(f"edge endpoint '{shown(endpoint)}' names no node of this graph")
         op = self.nodes[node]
         subgraph = getattr(op, "graph", None)
         if subgraph is None:

@@ -3,12 +3,13 @@
 One line per node: name, op type, ``in -> out`` shapes (per sample), a
 parameter summary, and the op's semantics in short form; then the edges.
 Nested graphs are printed under their node, indented. The output is
-deterministic (node and edge order as stored in the graph).
+deterministic (node and edge order as stored in the graph). Names are printed
+:func:`~snnir.errors.shown` (escaped, long ones cut), so a name cannot break a line or a terminal.
 """
 
 from __future__ import annotations
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.neuron import Neuron
@@ -92,7 +93,7 @@ def _io_text(path: str, op: Op, shapes: Shapes | None) -> tuple[str, str]:
     if isinstance(op, Subgraph):
         known = shapes.outputs if shapes is not None else {}
         in_text, out_text = (
-            ",".join(f"{port}:{_shape_text(known[f'{path}.{port}']) if f'{path}.{port}' in known else '?'}"
+            ",".join(f"{shown(port)}:{_shape_text(known[f'{path}.{port}']) if f'{path}.{port}' in known else '?'}"
                      for port in ports)
             for ports in (op.graph.inputs, op.graph.outputs)
         )
@@ -104,7 +105,7 @@ def _io_text(path: str, op: Op, shapes: Shapes | None) -> tuple[str, str]:
 
 def _node_row(path: str, name: str, op: Op, shapes: Shapes | None) -> list[str]:
     io = " -> ".join(_io_text(path, op, shapes))
-    fields = [name, op.op_type, io, _summary(op)]
+    fields = [shown(name), op.op_type, io, _summary(op)]
     semantics = EQUATIONS.get(op.op_type) or _docstring_line(op)
     timing = _time_semantics(op)
     if timing:
@@ -123,7 +124,7 @@ def _format_level(graph: Graph, prefix: str, shapes: Shapes | None, indent: str,
         lines.append(indent + "  ".join(cells))
         if isinstance(op, Subgraph):
             _format_level(op.graph, f"{prefix}{name}.", shapes, indent + "    ", lines)
-    edges = ", ".join(f"{src} -> {dst}" for src, dst in graph.edges)
+    edges = ", ".join(f"{shown(src)} -> {shown(dst)}" for src, dst in graph.edges)
     lines.append(f"{indent}edges: {edges or '(none)'}")
 
 
@@ -151,7 +152,7 @@ def format_table(graph: Graph) -> str:
     rows = []
     for path, op in graph.walk():
         in_text, out_text = _io_text(path, op, shapes)
-        rows.append([path, op.op_type, in_text, out_text, "yes" if op.stateful else "no",
+        rows.append([shown(path), op.op_type, in_text, out_text, "yes" if op.stateful else "no",
                      _time_semantics(op) or "-", _summary(op)])
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header) - 1)]
     lines = []
@@ -159,7 +160,7 @@ def format_table(graph: Graph) -> str:
         lines.append("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]).rstrip())
     lines.append("edges:")
     for prefix, level in _levels(graph, ""):
-        lines.extend(f"  {prefix}{src} -> {prefix}{dst}" for src, dst in level.edges)
+        lines.extend(f"  {shown(prefix + src)} -> {shown(prefix + dst)}" for src, dst in level.edges)
     return "\n".join(lines) + "\n"
 
 

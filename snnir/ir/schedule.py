@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Edge, Graph
 
 
@@ -53,7 +53,7 @@ def schedule(graph: Graph) -> Schedule:
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
-        path = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+        path = " -> ".join(shown(a) for a, _ in [*cycle, cycle[0]])
         raise SnnirError(f"cycle with no stateful node: {path}", cycle[0][0])
     position = {name: i for i, name in enumerate(graph.nodes)}
     order = tuple(nx.lexicographical_topological_sort(acyclic, key=lambda n: position[n]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.io import Input, Output
@@ -47,18 +47,18 @@ def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
         raise SnnirError(f"graph{' ' + prefix[:-1] if prefix else ''} has no Output node")
     for edge, count in Counter(graph.edges).items():
         if count > 1:
-            raise SnnirError(f"duplicate edge {edge[0]} -> {edge[1]}", prefix + edge[1])
+            raise SnnirError(f"duplicate edge {shown(edge[0])} -> {shown(edge[1])}", prefix + edge[1])
     for src, dst in graph.edges:
         for endpoint, as_source in ((src, True), (dst, False)):
             try:
                 node, _ = graph.resolve(endpoint, as_source)
             except SnnirError as exc:
-                raise SnnirError(f"edge {src} -> {dst}: {exc.reason}", prefix + endpoint) from None
+                raise SnnirError(f"edge {shown(src)} -> {shown(dst)}: {exc.reason}", prefix + endpoint) from None
             op = graph.nodes[node]
             if as_source and isinstance(op, Output):
-                raise SnnirError(f"edge {src} -> {dst} leaves an Output node", prefix + node)
+                raise SnnirError(f"edge {shown(src)} -> {shown(dst)} leaves an Output node", prefix + node)
             if not as_source and isinstance(op, Input):
-                raise SnnirError(f"edge {src} -> {dst} enters an Input node", prefix + node)
+                raise SnnirError(f"edge {shown(src)} -> {shown(dst)} enters an Input node", prefix + node)
     for name, op in graph.nodes.items():
         _check_op(prefix + name, op, warnings)
         if isinstance(op, Subgraph):
