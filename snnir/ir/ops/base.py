@@ -6,7 +6,7 @@ Invariants every op keeps:
 - ``op_type`` is the registry key and, for NIR primitives, the NIR type name;
 - ``infer_shape`` maps one input shape (per sample: no time, no batch) to the
   output shape, or raises :class:`SnnirError` naming the node;
-- stateful ops list their state variables in ``state_names``.
+- stateful ops list their state variables in ``state_names`` and count them in ``state_elements``.
 """
 
 from __future__ import annotations
@@ -107,6 +107,11 @@ class Op:
     @property
     def state_names(self) -> tuple[str, ...]:
         return ()
+
+    def state_elements(self, shape: Shape, node: str = "?") -> int:
+        """Numbers of state one sample needs, given the op's output ``shape``: one
+        per output element and state variable (0 for a stateless op)."""
+        return int(np.prod(shape, dtype=object)) * len(self.state_names)
 
     def infer_shape(self, input_shape: Shape | None, node: str) -> Shape:
         raise NotImplementedError

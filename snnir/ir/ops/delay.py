@@ -36,6 +36,11 @@ class Delay(Op):
             raise SnnirError("Delay must be between 0 and 1e6 steps", node)
         return rounded.astype(np.int64)
 
+    def state_elements(self, shape: Shape, node: str = "?") -> int:
+        """The buffer: the longest delay in steps times the output size."""
+        depth = int(self.steps(node).max()) if self.delay.size else 0
+        return depth * int(np.prod(shape, dtype=object))
+
     def infer_shape(self, input_shape: Shape | None, node: str) -> Shape:
         shape = require_input(self, input_shape, node)
         broadcast_param_shape(self, shape, node, ("delay",))

@@ -13,10 +13,12 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
+from snnir.limits import Limits
 from snnir.progress import steps as progress_steps
 from snnir.targets.reference.kernels import STATEFUL, STATELESS, delay_state
 
@@ -140,9 +142,10 @@ def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarr
     time_batch = None
     for name, value in given.items():
         try:
-            array = np.asarray(value, dtype=F)
+            given_array = np.asarray(value)
         except (TypeError, ValueError) as exc:
             raise SnnirError(f"input is not numeric: {exc}", name) from None
+        array = _exact_float64(given_array, name)
         shape = tuple(shapes.outputs[name])
         if array.ndim != len(shape) + 2 or tuple(array.shape[2:]) != shape:
             raise SnnirError(f"input must have shape [T, B, {', '.join(map(str, shape))}], got {list(array.shape)}", name)
@@ -156,14 +159,29 @@ def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarr
     return arrays, int(time_batch[0]), int(time_batch[1])
 
 
-def run(graph: Graph, x: Any, record: bool = False) -> dict[str, np.ndarray]:
+def _exact_float64(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as float64, or a SnnirError naming the Input where that would change a value."""
+    kind = array.dtype.kind
+    if kind not in "biuf":  # complex, text, objects, records
+        raise SnnirError(f"input is not numeric: dtype {array.dtype} (real numbers only: bool, int, float)", name)
+    if kind == "f" and array.dtype.itemsize > F().itemsize:
+        raise SnnirError(f"input dtype {array.dtype} is more precise than the float64 simulation", name)
+    if kind in "iu" and array.size and max(-int(array.min()), int(array.max())) > 2**53:
+        raise SnnirError(f"input integers beyond 2**53 are not exact in float64 (dtype {array.dtype})", name)
+    return array.astype(F, copy=False)
+
+
+def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None) -> dict[str, np.ndarray]:
     """Simulate ``graph`` on ``x`` (``[T, B, *shape]`` or a dict by Input name).
 
     Returns ``[T, B, ...]`` float64 arrays keyed by Output node name and, with
-    ``record=True``, every state variable keyed ``"<node>.<state>"``.
+    ``record=True``, every state variable keyed ``"<node>.<state>"``. A run over
+    ``limits`` (``state_bytes``, ``memory_bytes``; default :func:`snnir.limits.current`)
+    is refused before its state is allocated.
     """
     shapes = verify(graph).shapes
     arrays, steps, batch = _as_inputs(graph, shapes, x)
+    Footprint.of(graph, shapes).check(batch, itemsize=F().itemsize, steps=steps, record=record, limits=limits)
     level = _Level(graph, "", shapes)
     state = level.init_state(batch)
     results: dict[str, list[np.ndarray]] = {name: [] for name in graph.outputs}

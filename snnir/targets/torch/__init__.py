@@ -13,12 +13,17 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.memory import Footprint, resolve_limits
 from snnir.ir.verify import verify
+from snnir.limits import Limits
 from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.surrogate import Surrogate
 
-_OPTIONS = ("surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native", "triton")
+_OPTIONS = (
+    "surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native",
+    "triton", "limits",
+)
 
 
 class SnnirModule(GraphModule):
@@ -37,9 +42,11 @@ class SnnirModule(GraphModule):
     - ``module.to_graph()``: the graph with the current (trained) parameters.
     """
 
-    def __init__(self, graph: Graph, options: Options):
+    def __init__(self, graph: Graph, options: Options, limits: Limits | None = None):
         shapes = verify(graph).shapes
         super().__init__(graph, shapes, "", "", options)
+        self.limits = limits
+        self._footprint = Footprint.of(graph, shapes)
         self.register_buffer("_dtype_probe", torch.zeros((), dtype=options.dtype), persistent=False)
 
     @property
@@ -48,9 +55,13 @@ class SnnirModule(GraphModule):
         return self._graph
 
     def initial_state(self, batch: int, dtype: torch.dtype | None = None, device: Any = None) -> State:
-        """All-zero state for ``batch`` samples, in the module's dtype and device by default."""
+        """All-zero state for ``batch`` samples, in the module's dtype and device by default;
+        refused before allocating when its state, or parameters, state and a step's values, are over
+        the module's ``limits`` (see :mod:`snnir.limits`)."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise SnnirError(f"batch must be a positive integer, got {batch!r}")
+        itemsize = (dtype or self._dtype_probe.dtype).itemsize
+        self._footprint.check(batch, itemsize=itemsize, limits=self.limits)
         return super().initial_state(
             batch, dtype or self._dtype_probe.dtype, device if device is not None else self._dtype_probe.device
         )
@@ -193,6 +204,7 @@ def compile_torch(
     recompute: bool = False,
     native: bool | None = None,
     triton: bool | None = None,
+    limits: Limits | None = None,
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -217,6 +229,9 @@ def compile_torch(
     - ``triton``: run neuron scans with the Triton GPU kernels (:mod:`snnir.targets.torch.gpu`):
       ``None`` on CUDA tensors where Triton is installed (unless ``SNNIR_TRITON=0``),
       ``False`` never, ``True`` also on CPU tensors under ``TRITON_INTERPRET=1``.
+    - ``limits``: a :class:`snnir.limits.Limits` whose ``state_bytes`` bounds a run's state
+      and ``memory_bytes`` its parameters, state and one step's values (default: the
+      environment's, see :mod:`snnir.limits`).
     """
     if unknown:
         raise SnnirError(f"unknown torch compile options {sorted(unknown)} (known: {', '.join(_OPTIONS)})")
@@ -240,7 +255,7 @@ def compile_torch(
         graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute, native,
         triton,
     )
-    module = SnnirModule(graph, options)
+    module = SnnirModule(graph, options, resolve_limits(limits) if limits is not None else None)
     return module.to(device) if device is not None else module
 
 
