@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
+from snnir.cli.files import output_dir, output_file
 
 TARGETS = ("torch", "ipu", "onnx")
 
@@ -29,6 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import snnir
 
+    if args.target == "torch":
+        output_file(args.output)
+    else:
+        output_dir(args.output)
     graph, _ = load_graph(args)
     if args.target == "torch":
         from snnir.targets.torch.codegen import write_module

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from snnir.cli.files import output_file
+from snnir.errors import one_line
 from snnir.ir.semantics import RESETS
 
 
@@ -30,15 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.nir_io import load, write
 
     get_dialect(args.target)  # an unknown --to fails before anything is read
+    output_file(args.output)
     graph, report = load(args.input, dt=args.dt, reset=args.reset, dialect=args.source, repair=args.repair)
     for item in report.defaults_applied:
-        print(f"read: default applied: {item}")
+        print(f"read: default applied: {one_line(item)}")
     for item in report.repairs + report.warnings:
-        print(f"read: {item}")
+        print(f"read: {one_line(item)}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         write(graph, args.output, dialect=args.target)
     for warning in caught:
-        print(f"write: {warning.message}")
+        print(f"write: {one_line(warning.message)}")
     print(f"wrote {args.output} ({args.source} -> {args.target})")
     return 0

@@ -2,7 +2,9 @@
 
 Runs ``FUNCTION()`` from the user's own Python file (the file is executed, as
 ``python FILE.py`` would), traces the returned model on a zero input of the
-given shape with :func:`snnir.trace`, and writes the graph as a NIR file.
+given shape with :func:`snnir.trace`, and writes the graph as a NIR file. Whatever the
+user's code does (raise, ``sys.exit``, return something else than a module) ends in one
+line naming what was running; ``os._exit`` in it ends the process, as in ``python FILE.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import argparse
 import importlib.util
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
+
+from snnir.cli.files import output_file
 from snnir.errors import SnnirError
+from snnir.ir.memory import check_limit
+from snnir.limits import current
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +46,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def run_user_code(what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, turning anything the user's code raises, ``sys.exit()`` included, into a
+    one-line SnnirError that says ``what`` was running (Ctrl-C still interrupts)."""
+    try:
+        return call()
+    except SnnirError:
+        raise
+    except SystemExit as exc:
+        raise SnnirError(f"{what} called sys.exit({exc.code!r}) instead of returning") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's code failed; report it in one line
+        raise SnnirError(f"{what} failed: {type(exc).__name__}: {exc}") from None
+
+
 def load_builder(spec: str) -> Any:
     """The function named by ``FILE.py:FUNCTION``, from executing FILE.py."""
     path, sep, name = spec.rpartition(":")
@@ -47,12 +69,12 @@ def load_builder(spec: str) -> Any:
     if not os.path.isfile(path):
         raise SnnirError(f"no such file: {path}")
     module_spec = importlib.util.spec_from_file_location("snnir_user_model", path)
+    if module_spec is None or module_spec.loader is None:
+        raise SnnirError(f"{path} is not a Python file (give FILE.py:FUNCTION)")
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file failed; report it in one line
-        raise SnnirError(f"running {path} failed: {type(exc).__name__}: {exc}") from None
+        run_user_code(f"running {path}", lambda: module_spec.loader.exec_module(module))
     finally:
         sys.path.pop(0)
     builder = getattr(module, name, None)
@@ -67,13 +89,16 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     shape = parse_shape(args.input_shape)
+    output_file(args.output)
     builder = load_builder(args.builder)
-    try:
-        model = builder()
-    except Exception as exc:  # noqa: BLE001 - the user's builder failed; report it in one line
-        raise SnnirError(f"{args.builder}() failed: {type(exc).__name__}: {exc}") from None
-    dtype = next((p.dtype for p in model.parameters()), torch.float32) if isinstance(model, torch.nn.Module) else None
-    graph = snnir.trace(model, torch.zeros(shape, dtype=dtype))
+    model = run_user_code(f"{args.builder}()", builder)
+    if not isinstance(model, torch.nn.Module):
+        raise SnnirError(f"{args.builder}() returned {type(model).__name__}, not a torch.nn.Module")
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    check_limit(size, current(), "data_bytes", f"the sample input of shape {list(shape)}")
+    sample = torch.zeros(shape, dtype=dtype)
+    graph = run_user_code(f"tracing the model of {args.builder}", lambda: snnir.trace(model, sample))
     snnir.write(graph, args.output, dialect=args.dialect)
     print(f"wrote {args.output}: {len(graph.nodes)} nodes, {len(graph.edges)} edges")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, one_line, shown
 from snnir.ir.semantics import RESETS
 
 
@@ -33,11 +33,11 @@ def load_graph(args: argparse.Namespace):
 
 
 def report_lines(report) -> list[str]:
-    """What the reader assumed, fixed or noticed, one item a line."""
+    """What the reader assumed, fixed or noticed, one item a line (unprintable characters escaped)."""
     lines = [f"default applied: {item}" for item in report.defaults_applied]
     lines += [f"repaired: {item}" for item in report.repairs]
     lines += [f"warning: {item}" for item in report.warnings]
-    return lines
+    return [one_line(line) for line in lines]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.printer import format_table
 
     graph, report = load_graph(args)  # reading verifies; its warnings are in the report
-    print(f"{args.file}: {sum(1 for _ in graph.walk())} nodes, inputs {list(graph.inputs)}, "
-          f"outputs {list(graph.outputs)}")
+    inputs, outputs = (", ".join(map(shown, names)) for names in (graph.inputs, graph.outputs))
+    print(f"{args.file}: {sum(1 for _ in graph.walk())} nodes, inputs [{inputs}], outputs [{outputs}]")
     print(format_table(graph), end="")
     lines = report_lines(report)
     print("semantics and warnings:" if lines else "semantics: all stated in the file; no warnings")

@@ -1,19 +1,35 @@
 """The ``snnir`` command. Each subcommand lives in ``snnir/cli/cmd_<name>.py`` and
-exposes ``add_parser(subparsers)`` whose parser sets ``func(args) -> int``."""
+exposes ``add_parser(subparsers)`` whose parser sets ``func(args) -> int``.
+
+Whatever goes wrong, a command prints one line on stderr, ``snnir CMD: error: ...``
+with unprintable characters escaped, and exits 1 (130 when interrupted); warnings are
+one line each too. ``SNNIR_DEBUG=1`` shows the traceback of an unexpected error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
+from typing import NoReturn
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, one_line
 
 COMMANDS = ("inspect", "run", "verify", "convert", "export", "optimize", "compile", "plot", "native")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 1, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snnir", description="Spiking neural network interchange and compiler (NIR).")
+    parser = _Parser(prog="snnir", description="Spiking neural network interchange and compiler (NIR).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -28,14 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefix = f"snnir {args.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prefix}: warning: {one_line(message)}", file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return int(args.func(args) or 0)
     except SnnirError as exc:
-        print(f"snnir {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        reason = exc
     except OSError as exc:
-        print(f"snnir {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+    except MemoryError:
+        reason = "out of memory (lower SNNIR_MEMORY_LIMIT_BYTES or the input's size)"
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
+        if os.environ.get("SNNIR_DEBUG"):
+            raise
+        reason = f"internal error, please report it: {type(exc).__name__}: {exc} (SNNIR_DEBUG=1 shows where)"
+    print(f"{prefix}: error: {one_line(reason)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
