@@ -9,7 +9,7 @@ import numpy as np
 
 from snnir.ir.graph import Edge, Graph
 from snnir.ir.ops import (
-    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, I, Linear, Subgraph, SumPool2d,
+    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, I, Linear, Subgraph, SumPool2d,
 )
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
@@ -88,18 +88,16 @@ def estimate_cost(graph: Graph) -> Cost:
 def _op_cost(op, shapes: Shapes, path: str) -> tuple[int, int]:
     out = shapes.outputs.get(path)
     size = int(np.prod(out)) if out is not None else 0
+    state = op.state_elements(out, path) if out is not None else 0
     if isinstance(op, FusedLayerNeuron):
         inner = op.layer.infer_shape(shapes.inputs.get(path), path)
         layer_macs, _ = _layer_macs(op.layer, int(np.prod(inner)))
-        return layer_macs + size, size * len(op.state_names)
+        return layer_macs + size, state
     if isinstance(op, (Affine, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d)):
         return _layer_macs(op, size)
     if isinstance(op, Neuron):
-        return size, size * len(op.state_names)
-    if isinstance(op, Delay):
-        depth = int(op.steps(path).max()) if op.delay.size else 0
-        return 0, size * depth
-    return (size if op.op_type in ("Scale", "Threshold") else 0), 0
+        return size, state
+    return (size if op.op_type in ("Scale", "Threshold") else 0), state
 
 
 def _layer_macs(op, out_size: int) -> tuple[int, int]:
