@@ -37,6 +37,7 @@ class SnnirError(Exception):
 
     ``node`` names the node at fault (``None`` when the problem is not local
     to one node); it is prefixed, :func:`shown`, to the message so every report says where.
+    The message is kept on one line (:func:`one_line`), whatever names or text it quotes.
 
     ``flag`` names the boolean keyword argument that fixes the problem, if one does: the message
     ends ``(read with FLAG=True to fix)``; the command line names its own option instead
@@ -48,7 +49,8 @@ class SnnirError(Exception):
         self.reason = message
         self.flag = flag
         hint = f" (read with {flag}=True to fix)" if flag else ""
-        super().__init__(f"node '{shown(node)}': {message}{hint}" if node is not None else message + hint)
+        text = one_line(message) + hint
+        super().__init__(f"node '{shown(node)}': {text}" if node is not None else text)
 
     def for_cli(self) -> "SnnirError":
         """This error with its hint naming the command-line option (``--flag``)."""

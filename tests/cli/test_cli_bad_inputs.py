@@ -296,6 +296,7 @@ def test_errors_show_node_names_escaped(files, capsys):
     assert main(["run", str(files / "nl.nir"), "--input", str(files / "x.npy"), "-o", str(files / "o.npz")]) == 1
     assert_one_line_error(capsys, "run", "node 'in\\nput'")
     assert str(snnir.SnnirError("bad", "\x1b[2J" + "x" * 500)).startswith("node '\\x1b[2Jxxx")
+    assert str(snnir.SnnirError("quoting 'a\nb'")) == "quoting 'a\\nb'"  # any message stays one line
 
 
 def test_verify_errors_show_edge_names_escaped():
