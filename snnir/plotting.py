@@ -37,7 +37,7 @@ def _save(figure: Any, path: str | Path) -> None:
     figure.tight_layout()
     try:
         figure.savefig(path, dpi=110)
-    except ValueError as exc:  # matplotlib's answer to an unknown image format
+    except (ValueError, OSError) as exc:  # an unknown image format, or a file system that refuses
         raise SnnirError(f"cannot write {path}: {exc}") from None
     finally:
         plt.close(figure)

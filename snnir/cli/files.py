@@ -135,7 +135,10 @@ def output_dir(path: str) -> Path:
 def write_atomically(path: str, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(stream)`` on a temporary file beside ``path``, then move it to ``path``."""
     target = output_file(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise SnnirError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)

@@ -213,6 +213,30 @@ def test_read_only_directory(files, capsys, monkeypatch, command):
     assert_one_line_error(capsys, command, "permission denied")
 
 
+def _read_only_file_system() -> str | None:
+    """A directory where nobody, root included, can create files (Linux's /sys), or None."""
+    if not (sys.platform.startswith("linux") and os.path.isdir("/sys")):
+        return None
+    try:
+        os.close(os.open("/sys/.snnir-probe", os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        return "/sys"
+    os.unlink("/sys/.snnir-probe")
+    return None
+
+
+@pytest.mark.skipif(_read_only_file_system() is None, reason="no read-only file system to write into (Linux's /sys)")
+@pytest.mark.parametrize("command", list(_commands_writing("")))
+def test_read_only_file_system(files, capsys, monkeypatch, command):
+    if command == "plot":
+        pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    monkeypatch.chdir(files)
+    (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    out = "/sys/snnir-out.py" if command == "compile" else "/sys/snnir-out.x"
+    assert main(_commands_writing(out)[command]) == 1
+    assert_one_line_error(capsys, command, "/sys/")
+
+
 USER_MODULES = [
     ("def build():\n    raise ValueError('no model today')\n", "build() failed: ValueError: no model today"),
     ("import sys\ndef build():\n    sys.exit(0)\n", "build() called sys.exit(0)"),

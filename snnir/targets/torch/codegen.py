@@ -220,13 +220,17 @@ def write_module(graph: Graph, path: str | Path, weights_format: str | None = No
         raise SnnirError(f"weights format must be one of {list(_LOADERS)}, got {weights_format!r}")
     weights_path = path.with_name(path.stem + _SUFFIX[weights_format])
     text, weights = generate_source(graph, weights_path.name, weights_format, source)
-    if weights_format == "safetensors":
-        from safetensors.numpy import save_file
+    try:
+        with open(weights_path, "wb") as stream:
+            if weights_format == "safetensors":
+                from safetensors.numpy import save
 
-        save_file(weights, str(weights_path))
-    else:
-        import torch
+                stream.write(save(weights))
+            else:
+                import torch
 
-        torch.save({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, weights_path)
-    path.write_text(text)
+                torch.save({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, stream)
+        path.write_text(text)
+    except OSError as exc:
+        raise SnnirError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
     return path, weights_path
