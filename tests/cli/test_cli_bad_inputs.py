@@ -200,19 +200,6 @@ def test_compile_output_dir_that_is_a_file(files, capsys, target):
     assert_one_line_error(capsys, "compile", "it is a file")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only directories")
-@pytest.mark.parametrize("command", list(_commands_writing("")))
-def test_read_only_directory(files, capsys, monkeypatch, command):
-    if command == "plot":
-        pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
-    monkeypatch.chdir(files)
-    (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
-    (files / "ro").mkdir(mode=0o555)
-    out = "ro/out.py" if command == "compile" else "ro/out.x"
-    assert main(_commands_writing(out)[command]) == 1
-    assert_one_line_error(capsys, command, "permission denied")
-
-
 def _read_only_file_system() -> str | None:
     """A directory where nobody, root included, can create files (Linux's /sys), or None."""
     if not (sys.platform.startswith("linux") and os.path.isdir("/sys")):
@@ -225,16 +212,25 @@ def _read_only_file_system() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_read_only_file_system() is None, reason="no read-only file system to write into (Linux's /sys)")
+@pytest.mark.parametrize("place", ["read-only directory", "read-only file system"])
 @pytest.mark.parametrize("command", list(_commands_writing("")))
-def test_read_only_file_system(files, capsys, monkeypatch, command):
+def test_unwritable_places(files, capsys, monkeypatch, command, place):
     if command == "plot":
         pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    if place == "read-only directory":
+        if os.name != "posix" or os.geteuid() == 0:
+            pytest.skip("root writes into read-only directories")
+        (files / "ro").mkdir(mode=0o555)
+        directory, expected = "ro", "permission denied"
+    else:
+        directory = expected = _read_only_file_system()
+        if directory is None:
+            pytest.skip("no read-only file system to write into (Linux's /sys)")
     monkeypatch.chdir(files)
     (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
-    out = "/sys/snnir-out.py" if command == "compile" else "/sys/snnir-out.x"
+    out = f"{directory}/snnir-out.py" if command == "compile" else f"{directory}/snnir-out.x"
     assert main(_commands_writing(out)[command]) == 1
-    assert_one_line_error(capsys, command, "/sys/")
+    assert_one_line_error(capsys, command, expected)
 
 
 USER_MODULES = [
