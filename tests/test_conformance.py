@@ -36,6 +36,7 @@ from snnir.ir.ops import (
 )
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.registry import OPS
 from snnir.passes import LEVELS, PASSES
 
@@ -125,6 +126,15 @@ def conformance_graph(op_type: str) -> tuple[Graph, tuple[int, ...]]:
         pool = cls(kernel_size=2, stride=(2, 1), padding=(1, 0))
         graph = _seq(("node", pool), ("flat", Flatten(0)), shape=(2, 4, 4))
         return _with_spiking_branch(graph, "flat", 2 * 3 * 3, rng), (2, 4, 4)
+    if cls is MaxPool1d:  # fed spikes: written to files in standard NIR (a Conv1d of ones, then Threshold)
+        lif = _neuron(LIF, rng, 9, Semantics(dt=DT, reset="subtract"))
+        graph = _seq(("lif0", lif), ("node", MaxPool1d(kernel_size=3, stride=2, padding=1, dilation=2)),
+                     ("flat", Flatten(0)), shape=(2, 9))
+        return _with_spiking_branch(graph, "flat", 2 * 4, rng), (2, 9)
+    if cls is MaxPool2d:  # analogue values and windows that ceil_mode adds: written as an extension op
+        pool = MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        graph = _seq(("node", pool), ("flat", Flatten(0)), shape=(2, 6, 6))
+        return _with_spiking_branch(graph, "flat", 2 * 4 * 4, rng), (2, 6, 6)
     if cls is Delay:
         delay = Delay(rng.integers(0, 5, 4) * DT, sem=Semantics(dt=DT))
         return _with_spiking_branch(_seq(("node", delay), shape=(4,)), "node", 4, rng), (4,)

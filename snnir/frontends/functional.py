@@ -9,6 +9,8 @@
   the same average, summed in a different order (equal to rounding).
   ``ceil_mode``, ``divisor_override`` and padding with
   ``count_include_pad=False`` are refused naming the call.
+- ``F.max_pool1d`` / ``F.max_pool2d`` (and ``torch.max_pool*d``) -> snnir.MaxPool1d /
+  MaxPool2d, every option (:func:`~snnir.frontends.torch_nn_map.functional_max_pool`).
 
 Each call site is keyed by its function, parameters (weights by identity)
 and sources, so a call repeated at every time step is one node.
@@ -21,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from snnir.errors import SnnirError
+from snnir.frontends.torch_nn_map import MAX_POOL_FUNCS, functional_max_pool
 from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Linear, Op
 
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -34,6 +37,9 @@ _DEFAULTS = {"bias": None, "stride": None, "padding": 0, "dilation": 1, "groups"
 def functional_op(name: str, args: tuple, kwargs: dict, owner: Callable[[Any], str | None],
                   where: str) -> tuple[tuple, str, Op] | None:
     """``(key, node base name, op)`` for a functional layer call, ``None`` if ``name`` is not one."""
+    if name in MAX_POOL_FUNCS:
+        op = functional_max_pool(name, args, kwargs, where)
+        return (name, repr(op)), name, op
     if name not in SIGNATURES:
         return None
     bound = {**_DEFAULTS, **dict(zip(SIGNATURES[name], args)), **kwargs}

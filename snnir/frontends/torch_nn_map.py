@@ -8,11 +8,14 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 
 #: Layers that pass their input through in eval mode (no node).
 PASSTHROUGH = ("Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
-LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "Flatten")
+LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d", "Flatten")
+#: torch functions that max-pool, by name (``F.max_pool1d/2d`` and the ``torch.`` ops they call).
+MAX_POOL_FUNCS = {"max_pool1d": MaxPool1d, "max_pool2d": MaxPool2d}
 
 
 def array(tensor: Any) -> np.ndarray:
@@ -42,6 +45,29 @@ def _avg_pool(module: Any, layer: str) -> Op:
     return AvgPool2d(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding)
 
 
+def max_pool_op(cls: type, layer: str, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                ceil_mode: bool = False, return_indices: bool = False) -> Op:
+    """torch's ``max_pool1d/2d`` arguments (stride None or empty: the kernel) as a max-pool op."""
+    if return_indices:
+        raise SnnirError(f"{cls.__name__} with return_indices=True is not supported (its indices are not a value "
+                         "a graph can carry); pool without them", layer)
+    if stride is not None and not isinstance(stride, int) and len(stride) == 0:
+        stride = None
+    try:
+        return cls(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    except SnnirError as exc:
+        raise SnnirError(exc.reason, layer) from None
+
+
+def functional_max_pool(name: str, args: tuple, kwargs: dict, layer: str) -> Op | None:
+    """The op for a call ``name(x, ...)`` to a max-pool function on batched ``x``, else ``None``."""
+    cls = MAX_POOL_FUNCS[name]
+    if args[0].dim() != cls.spatial_rank + 2:
+        raise SnnirError(f"{name} on a {args[0].dim()}-D tensor: only batched input "
+                         f"[B, C, {'L' if cls.spatial_rank == 1 else 'H, W'}] is supported", layer)
+    return max_pool_op(cls, layer, *args[1:], **kwargs)
+
+
 def flatten_op(start_dim: int, end_dim: int, layer: str) -> Flatten:
     """torch's batched ``flatten(start_dim, end_dim)`` as a per-sample Flatten."""
     if start_dim == 0:
@@ -62,6 +88,10 @@ def layer_op(module: Any, layer: str) -> Op | None:
         return _conv(module, layer)
     if kind == "AvgPool2d":
         return _avg_pool(module, layer)
+    if kind in ("MaxPool1d", "MaxPool2d"):
+        cls = MaxPool1d if kind == "MaxPool1d" else MaxPool2d
+        return max_pool_op(cls, layer, module.kernel_size, module.stride, module.padding, module.dilation,
+                           module.ceil_mode, module.return_indices)
     if kind == "Flatten":
         return flatten_op(module.start_dim, module.end_dim, layer)
     return None

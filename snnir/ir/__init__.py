@@ -20,3 +20,4 @@ __all__ = [
 ] + [cls.__name__ for cls in STANDARD_OPS]
 
 import snnir.ir.ops.fused  # noqa: E402,F401 - registers snnir extension ops (after the core loads)
+import snnir.ir.ops.pool  # noqa: E402,F401 - registers the max pools (extension ops)

@@ -33,11 +33,13 @@ from snnir.ir.graph import Graph
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
+from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import DEFAULT_DT, Semantics
 from snnir.ir.shapes import infer_shapes
 from snnir.ir.verify import verify
 from snnir.ir.nir_io.encoding import SNNIR_KEY
+from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
 from snnir.ir.nir_io.reader import Reader
 from snnir.ir.nir_io.writer import NIR_VERSION, write_file
 
@@ -88,7 +90,7 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     caller = {k: v for k, v in {"dt": dt, "reset": reset, **(semantics or {})}.items() if v is not None}
     sem, sources = _default_semantics(chosen.read_defaults, caller)
     reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair)
-    graph = _read_file(path, reader)
+    graph = restore_max_pools(_read_file(path, reader), reader.warnings)
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
     graph = _normalise_outputs(graph, report.warnings)
     graph = _dialect_on_read(chosen, graph, report)
@@ -129,16 +131,21 @@ def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport) -> Graph:
     )
 
 
-def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extensions: bool = False) -> None:
+def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extensions: bool = False,
+          binary_inputs: Any = ()) -> None:
     """Write ``graph`` as a NIR file that ``nir.read`` loads and :func:`read` restores exactly.
 
     Extension ops are written lowered to standard NIR (see :data:`LOWER_EXTENSION`) unless
     ``keep_extensions``, which writes their ``snnir.*`` type and fields (read back exactly).
+    Max pools of 0/1 spikes (``binary_inputs`` names Inputs that carry them) are written in
+    standard NIR, others as extension ops with a warning (see :mod:`~snnir.ir.nir_io.max_pool`);
+    a library dialect refuses those.
     """
     if not isinstance(graph, Graph):
         raise SnnirError(f"write needs a Graph, got {type(graph).__name__}")
     notes: list[str] = []
-    graph = as_written(graph, dialect=dialect, keep_extensions=keep_extensions, notes=notes)
+    graph = as_written(graph, dialect=dialect, keep_extensions=keep_extensions, notes=notes,
+                       binary_inputs=binary_inputs)
     try:
         shapes = infer_shapes(graph)
     except SnnirError as exc:
@@ -169,12 +176,27 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
 
 
 def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: bool = False,
-               notes: list[str] | None = None) -> Graph:
+               notes: list[str] | None = None, binary_inputs: Any = ()) -> Graph:
     """The graph :func:`write` puts in the file (what reading it back gives, up to defaults):
     the dialect's form, then, unless ``keep_extensions``, fused nodes split back into their named
-    layer and neuron (:func:`split_fused`) and other extension ops lowered to standard NIR."""
-    graph = get_dialect(dialect).on_write(graph, [] if notes is None else notes)
-    return graph if keep_extensions else lower_extensions(split_fused(graph))
+    layer and neuron (:func:`split_fused`), max pools of spikes in their standard form and the
+    others kept (:mod:`~snnir.ir.nir_io.max_pool`), and other extension ops lowered to standard NIR."""
+    notes = [] if notes is None else notes
+    graph = get_dialect(dialect).on_write(graph, notes)
+    if keep_extensions:
+        kept = [path for path, op in graph.walk() if isinstance(op, MAX_POOLS)]
+    else:
+        graph, kept = spell_max_pools(graph, frozenset(binary_inputs))
+    if kept and dialect not in (None, "nir"):
+        raise SnnirError(f"the {dialect} dialect cannot write max pooling of values that are not known to be 0/1 "
+                         "spikes: NIR has no max pool and other libraries cannot read snnir.MaxPool ops "
+                         "(write plain NIR, or pool spikes)", kept[0])
+    if keep_extensions:
+        return graph
+    if kept:
+        notes.append("max pooling of values not known to be 0/1 spikes has no NIR form; written as snnir "
+                     f"extension ops, which only snnir reads: {', '.join(repr(p) for p in kept)}")
+    return lower_extensions(split_fused(graph))
 
 
 def split_fused(graph: Graph) -> Graph:
@@ -218,12 +240,12 @@ def _file_mode(target: str) -> int:
 
 
 def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
-    """``graph`` with every extension op replaced by a nested NIRGraph of standard ops."""
+    """``graph`` with every extension op but max pools replaced by a nested NIRGraph of standard ops."""
     nodes = {}
     for name, op in graph.nodes.items():
         if isinstance(op, Subgraph):
             op = op.replace(graph=lower_extensions(op.graph, f"{prefix}{name}."))
-        elif is_extension(op.op_type):
+        elif is_extension(op.op_type) and not isinstance(op, MAX_POOLS):  # pools: see max_pool.py
             op = Subgraph(graph=lower_extensions(_lowering(op, prefix + name), f"{prefix}{name}."))
         nodes[name] = op
     return graph.replace(nodes=nodes)

@@ -80,7 +80,7 @@ def compile_ipu(
         (out / name).write_text(text)
     from snnir.ir.nir_io import write as write_nir
 
-    write_nir(graph, out / GRAPH_FILE)
+    write_nir(graph, out / GRAPH_FILE, keep_extensions=True)  # read back by snnir alone
     files = tuple(sorted(["model.onnx", MANIFEST_FILE, GRAPH_FILE, *sources]))
     return IpuArtifacts(out, files, tuple(custom))
 

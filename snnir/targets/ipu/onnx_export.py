@@ -30,6 +30,7 @@ from snnir.ir.ops import (
     SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
@@ -433,6 +434,17 @@ def _avg_pool(b: _Builder, op: AvgPool2d, path: str, x: str, y: str) -> None:
           pads=list(op.padding) * 2, count_include_pad=1)
 
 
+def _max_pool(b: _Builder, op: MaxPool1d | MaxPool2d, path: str, x: str, y: str) -> None:
+    """-inf padding made explicit (``op.pads``: ceil_mode's extra windows included), then a
+    floor-mode MaxPool without pads."""
+    pads = op.pads(b.shapes.inputs[path][1:])
+    begins, ends = [0, 0] + [lo for lo, _ in pads], [0, 0] + [hi for _, hi in pads]
+    b.add("Pad", [x, b.const(f"{path}/pads", begins + ends, np.int64), b.const(f"{path}/neg_inf", -np.inf)],
+          [f"{path}/padded"], mode="constant")
+    b.add("MaxPool", [f"{path}/padded"], [y], kernel_shape=list(op.kernel_size), strides=list(op.stride),
+          dilations=list(op.dilation))
+
+
 def _threshold(b: _Builder, op: Threshold, path: str, x: str, y: str) -> None:
     b.add("Sub", [x, b.const(f"{path}/threshold", op.threshold)], [f"{path}/shifted"])
     b.add(SPIKE_OP, [f"{path}/shifted"], [y], domain=DOMAIN)
@@ -443,6 +455,6 @@ def _threshold(b: _Builder, op: Threshold, path: str, x: str, y: str) -> None:
 #: (every neuron op: ``Neuron``'s fused step)
 LOWERINGS: dict[type, Any] = {
     Affine: _dense, Linear: _dense, Scale: _scale, Flatten: _flatten, Conv1d: _conv, Conv2d: _conv,
-    SumPool2d: _sum_pool, AvgPool2d: _avg_pool, Threshold: _threshold, Delay: _Builder.delay,
+    SumPool2d: _sum_pool, AvgPool2d: _avg_pool, MaxPool1d: _max_pool, MaxPool2d: _max_pool, Threshold: _threshold, Delay: _Builder.delay,
     Neuron: _Builder.neuron,
 }

@@ -14,6 +14,7 @@ from snnir.ir.ops import (
     Scale, SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.semantics import Semantics
 
 F = np.float64
@@ -84,6 +85,14 @@ def sum_pool(op: SumPool2d, x: np.ndarray) -> np.ndarray:
 
 def avg_pool(op: AvgPool2d, x: np.ndarray) -> np.ndarray:
     return sum_pool(op, x) / float(np.prod(op.kernel_size))
+
+
+def max_pool(op: MaxPool1d | MaxPool2d, x: np.ndarray) -> np.ndarray:
+    """Max over each window of ``x`` padded with -inf as ``op.pads`` says (torch's windows)."""
+    rank = op.spatial_rank
+    x = np.pad(x.astype(F), [(0, 0), (0, 0)] + op.pads(x.shape[2:]), constant_values=-np.inf)
+    win = _windows(x, op.kernel_size, op.stride, (0,) * rank, op.dilation)
+    return win.max(axis=tuple(range(-rank, 0)))
 
 
 # --- neurons ------------------------------------------------------------------
@@ -176,7 +185,8 @@ def delay_state(op: Delay, shape, batch: int) -> dict:
 
 STATELESS = {
     Affine: affine, Linear: linear, Scale: scale, Flatten: flatten, Threshold: threshold,
-    Conv1d: conv, Conv2d: conv, SumPool2d: sum_pool, AvgPool2d: avg_pool,
+    Conv1d: conv, Conv2d: conv, SumPool2d: sum_pool, AvgPool2d: avg_pool, MaxPool1d: max_pool,
+    MaxPool2d: max_pool,
 }
 STATEFUL = {
     I: integrator, IF: integrator, LI: leaky, LIF: leaky, CubaLI: current_based,

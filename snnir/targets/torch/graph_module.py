@@ -41,10 +41,11 @@ from snnir.ir.graph import Graph
 from snnir.ir.ops import Input, Op, Output, Subgraph
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
-from snnir.targets.torch.spike_flow import Sources, binary_values, fed_binary, hands_over, plan_handovers
+from snnir.targets.torch.spike_flow import hands_over, plan_handovers
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -117,12 +118,7 @@ class GraphModule(nn.Module):
         self._state_names: dict[str, tuple[str, ...]] = {}
         self.time_chunk, self.recompute = options.time_chunk, options.recompute
         sched = schedule(graph)
-        self._sources: Sources = {}
-        for src, dst in graph.edges:
-            node, port = graph.resolve(dst, as_source=False)
-            s_node, s_port = graph.resolve(src, as_source=True)
-            key = f"{s_node}.{s_port}" if s_port is not None else s_node
-            self._sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
+        self._sources: Sources = edge_sources(graph, sched)
         binary = binary_values(graph, sched.order, self._sources, binary_inputs)
         for name, op in graph.nodes.items():
             if isinstance(op, (Input, Output)):

@@ -27,6 +27,7 @@ from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op,
     Scale, SumPool2d, Threshold,
 )
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
@@ -211,6 +212,18 @@ class PoolModule(OpModule):
         if isinstance(op, SumPool2d):
             y = y * float(np.prod(op.kernel_size))
         return y
+
+
+class MaxPoolModule(OpModule):
+    """torch's max_pool1d / max_pool2d, time and batch folded into one batch dim."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _per_sample(self, x, self._pool)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.source_op
+        pool = F.max_pool1d if op.spatial_rank == 1 else F.max_pool2d
+        return pool(x, op.kernel_size, op.stride, op.padding, op.dilation, ceil_mode=op.ceil_mode)
 
 
 # --- stateful ----------------------------------------------------------------------------
@@ -405,7 +418,8 @@ LOWERINGS: dict[type[Op], Lowering] = {
     Affine: AffineModule, Linear: LinearModule, Scale: ScaleModule, Flatten: FlattenModule,
     Threshold: ThresholdModule, Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule,
     AvgPool2d: PoolModule, Delay: DelayModule, I: NeuronModule, IF: NeuronModule, LI: NeuronModule,
-    LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule,
+    LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule, MaxPool1d: MaxPoolModule,
+    MaxPool2d: MaxPoolModule,
 }
 
 

@@ -31,11 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
+from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import native as kernels
 from snnir.targets.torch.bptt import _sum_to
 from snnir.targets.torch.modules import AffineModule, NeuronModule
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
-from snnir.targets.torch.spike_flow import _consumers, _emits_spikes, hands_over
+from snnir.targets.torch.spike_flow import _consumers, hands_over
 
 Tensor = torch.Tensor
 
@@ -63,7 +64,7 @@ def feedback_loop(level, members: tuple[str, ...]) -> FeedbackLoop | None:
         return None
     neuron, layer = neurons[0], layers[0]
     op = level._graph.nodes[neuron]
-    if not (modules[neuron].fast and _emits_spikes(op) and len(level._shapes.outputs[level._shape_prefix + neuron]) == 1):
+    if not (modules[neuron].fast and emits_spikes(op) and len(level._shapes.outputs[level._shape_prefix + neuron]) == 1):
         return None
     into_layer = level._sources.get(layer, [])
     into_neuron = level._sources.get(neuron, [])

@@ -1,7 +1,7 @@
 """Where spikes flow in a graph module's level, decided once from the graph when it is built.
 
-- :func:`binary_values`: the values that are exactly 0/1, so that a Linear fed one keeps
-  its input as bools (``spike_linear``).
+- :func:`~snnir.ir.spikes.binary_values` (from the IR): the values that are exactly 0/1,
+  so that a Linear fed one keeps its input as bools (``spike_linear``).
 - :func:`plan_handovers`: the neurons that apply the next layer in their own scan
   (:mod:`~snnir.targets.torch.neuron_linear`). Where a node's output is a single-spike
   neuron's spikes and its only consumer (fed by nothing else) starts with a Linear or
@@ -16,42 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from snnir.ir.graph import Graph
-from snnir.ir.ops import Delay, Flatten, Input, Op, Threshold
-from snnir.ir.ops.fused import FusedLayerNeuron
-from snnir.ir.ops.neuron import Neuron
+from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch.modules import AffineModule, NeuronModule
-
-
-def _emits_spikes(op: Op) -> bool:
-    """Every output value of ``op`` is exactly 0 or 1."""
-    if isinstance(op, Threshold):
-        return True
-    neuron = op.neuron if isinstance(op, FusedLayerNeuron) else op
-    return isinstance(neuron, Neuron) and neuron.spiking and neuron.sem.spike_mode == "single"
-
-
-Sources = dict[str, list[tuple[str, str | None, bool]]]  # node -> (source key, port, delayed) per edge
-
-
-def binary_values(graph: Graph, order: tuple[str, ...], sources: Sources, binary_inputs: frozenset[str]) -> set[str]:
-    """Nodes of one level whose output is exactly 0/1: single-spike neurons, Threshold, the
-    Inputs named in ``binary_inputs``, and Flatten or Delay of one such value."""
-    binary: set[str] = set()
-    for name in order:
-        op = graph.nodes[name]
-        if (isinstance(op, Input) and name in binary_inputs) or _emits_spikes(op):
-            binary.add(name)
-        elif isinstance(op, (Flatten, Delay)) and fed_binary(sources, name, binary):
-            binary.add(name)
-    return binary
-
-
-def fed_binary(sources: Sources, name: str, binary: set[str]) -> bool:
-    """Node ``name`` is fed by exactly one edge, from a node in ``binary`` (a sum of two
-    spike trains is not 0/1)."""
-    feeds = sources.get(name, ())
-    return len(feeds) == 1 and feeds[0][0] in binary
 
 
 def hands_over(neuron: nn.Module, layer: nn.Module) -> bool:
@@ -106,7 +72,7 @@ def _spike_neuron(level, name: str):
     """(level, node) of the single-spike neuron whose spikes are node ``name``'s output, or None."""
     module = level.node_module(name)
     if isinstance(module, NeuronModule):
-        return (level, name) if module.fast and _emits_spikes(module.source_op) else None
+        return (level, name) if module.fast and emits_spikes(module.source_op) else None
     inner = _inner(level, name)
     if inner is None or len(inner._graph.outputs) != 1:
         return None
