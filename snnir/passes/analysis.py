@@ -13,6 +13,7 @@ from snnir.ir.ops import (
 )
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.schedule import node_digraph
 from snnir.ir.shapes import Shapes, infer_shapes
 
@@ -93,7 +94,7 @@ def _op_cost(op, shapes: Shapes, path: str) -> tuple[int, int]:
         inner = op.layer.infer_shape(shapes.inputs.get(path), path)
         layer_macs, _ = _layer_macs(op.layer, int(np.prod(inner)))
         return layer_macs + size, state
-    if isinstance(op, (Affine, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d)):
+    if isinstance(op, (Affine, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d) + MAX_POOLS):
         return _layer_macs(op, size)
     if isinstance(op, Neuron):
         return size, state
