@@ -130,6 +130,13 @@ def test_binary_form_equals_the_pool_on_spikes_exactly_where_it_exists(cls):
     assert found > 50 and missing > 10
 
 
+def test_window_checks_are_immediate_on_huge_declared_shapes():
+    """A file may declare any shape: deciding the form reads no windows and allocates nothing big."""
+    assert MaxPool1d(kernel_size=2, padding=1).every_window_samples_input((2**31 - 1,))
+    assert MaxPool2d(kernel_size=4, padding=2).binary_form((1, 2**15, 2**15)) is not None
+    assert MaxPool1d(kernel_size=3).binary_form((2**15, 9)) is None  # a [C, C, 3] kernel over the limit
+
+
 def _spiking_pool_graph(pool, shape=(2, 6, 6)) -> Graph:
     sem = Semantics(dt=1e-3, reset="subtract")
     neuron = IF(r=np.full(shape, 900.0), v_threshold=np.ones(shape), v_reset=np.zeros(shape), sem=sem)

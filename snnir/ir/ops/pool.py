@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.ir.ops.base import Op, Shape, require_input
+from snnir.ir.ops.base import MAX_PARAM_ELEMENTS, Op, Shape, require_input
 from snnir.ir.ops.shape_utils import as_int_tuple
 from snnir.ir.registry import register_op
 
@@ -86,18 +86,16 @@ class _MaxPoolBase(Op):
             )
         return (shape[0],) + spatial
 
-    def window_starts(self, spatial: Shape) -> list[range]:
-        """Per spatial dim, the first sampled index (in input coordinates) of each window."""
-        return [
-            range(-p, -p + s * pool_output_size(n, k, s, p, d, self.ceil_mode), s)
-            for n, (k, s, p, d) in zip(spatial, self._dims())
-        ]
-
     def every_window_samples_input(self, spatial: Shape) -> bool:
-        """No window samples padding alone (so none yields -inf)."""
-        for n, starts, k, d in zip(spatial, self.window_starts(spatial), self.kernel_size, self.dilation):
-            if any(all(not 0 <= start + j * d < n for j in range(k)) for start in starts):
-                return False
+        """No window samples padding alone (so none yields -inf). Torch's rules make every
+        window start before the input's end, so only windows starting in the left padding
+        (at most ``p / s + 1`` per dim) can miss it; each is checked at its first sample >= 0."""
+        for n, (k, s, p, d) in zip(spatial, self._dims()):
+            last = (pool_output_size(n, k, s, p, d, self.ceil_mode) - 1) * s - p
+            for start in [*range(-p, min(0, last + 1), s), last]:
+                first = (-start + d - 1) // d if start < 0 else 0  # index of the first sample >= 0
+                if first >= k or start + first * d >= n:
+                    return False
         return True
 
     def pads(self, spatial: Shape) -> list[tuple[int, int]]:
@@ -132,6 +130,8 @@ class _MaxPoolBase(Op):
         channels = int(input_shape[0])
         if self.spatial_rank == 2 and self.dilation == (1, 1):
             window_sum: Op = SumPool2d(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        elif channels * channels * int(np.prod(self.kernel_size)) > MAX_PARAM_ELEMENTS:
+            return None  # the convolution's kernel would pass the parameter limit
         else:
             conv = Conv1d if self.spatial_rank == 1 else Conv2d
             eye = np.eye(channels, dtype=np.float32).reshape((channels, channels) + (1,) * self.spatial_rank)
