@@ -90,7 +90,9 @@ def _check_every_path(net: nn.Module, x: torch.Tensor, tmp_path) -> snnir.Graph:
             assert 0.0 < value.mean() < 0.5, f"{key}: firing rate {value.mean():.3f}"
     module = snnir.compile(graph, target="torch", dtype=torch.float64)
     with torch.no_grad():
-        np.testing.assert_array_equal(module(x).numpy(), spikes)
+        compiled = module(x)
+    compiled = compiled["output"] if isinstance(compiled, dict) else compiled  # other outputs: membranes
+    np.testing.assert_array_equal(compiled.numpy(), spikes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SnnirWarning)
         snnir.write(graph, tmp_path / "model.nir")
@@ -128,8 +130,8 @@ def test_snnir_export_and_inspect_on_the_tutorials(name, tutorials, tmp_path, ca
         warnings.simplefilter("ignore", SnnirWarning)
         np.testing.assert_array_equal(snnir.run(snnir.read(out), x.numpy())["output"], spikes)
     assert main(["export", f"{path}:{name}", "--input-shape", shape, "-o", str(out), "--dialect", "snntorch"]) == 1
-    err = capsys.readouterr().err
-    assert "node '1'" in err and "MaxPool2d" in err, err
+    err = capsys.readouterr().err.strip()  # the first node snnTorch cannot import, named (max pools: test_max_pool.py)
+    assert "error: node '" in err and "\n" not in err, err
 
 
 class _Functional(nn.Module):
