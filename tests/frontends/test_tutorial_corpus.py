@@ -24,8 +24,6 @@ from snnir.frontends.guard import in_float64  # noqa: E402
 from snnir.ir.ops import Output  # noqa: E402
 from tests.frontends.tutorial_models import CASES, Case  # noqa: E402
 
-#: models that use max pooling as their tutorials do; remove once MaxPool is merged
-NEEDS_MAXPOOL = pytest.mark.xfail(reason="MaxPool lands with branch h/maxpool", strict=False)
 BATCH = 2
 
 
@@ -77,8 +75,7 @@ def compare(got: dict, graph: snnir.Graph, returned: list, spikes: dict, path: s
         assert not mismatch.size, f"{path}: layer '{layer}': {len(mismatch)} spikes differ, first at {mismatch[0]}"
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, marks=NEEDS_MAXPOOL if c.needs_maxpool else (), id=c.name) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_tutorial_model(case: Case, tmp_path):
     x = case_input(case)
     sample = x if case.style == "loop" else x[0]

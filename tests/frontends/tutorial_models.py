@@ -37,7 +37,6 @@ class Case:
     expect: str = "exact"
     scale: float = 1.0
     steps: int = 25
-    needs_maxpool: bool = False
     quiet: tuple[str, ...] = ()  # layers whose spikes are not the point (read-out membranes): may stay silent
 
 
@@ -383,20 +382,19 @@ def _quant():
 
 
 CASES = [
-    Case("readme_quickstart", seeded(quickstart, gain=2.0), (1, 28, 28), scale=2.0, needs_maxpool=True),
+    Case("readme_quickstart", seeded(quickstart, gain=3.0), (1, 28, 28), scale=2.0),
     Case("readme_quickstart_avgpool", seeded(lambda: quickstart(nn.AvgPool2d), gain=3.0), (1, 28, 28), scale=2.0),
     Case("tutorial_2_lapicque", seeded(Tutorial2), (10,), "loop", scale=1.5),
     Case("tutorial_3_feedforward", seeded(Tutorial3, gain=2.0), (16,), "loop", scale=1.0),
     Case("tutorial_4_synaptic", seeded(lambda: Tutorial4("synaptic"), gain=1.0), (16,), "loop", scale=0.5),
     Case("tutorial_4_alpha", seeded(lambda: Tutorial4("alpha")), (16,), "loop", expect="'lif1'.*reset_mechanism='zero'.*reset_mechanism='none'"),
     Case("tutorial_5", seeded(Tutorial5, gain=2.0), (64,), "static", scale=1.0),
-    Case("tutorial_6_net", seeded(Tutorial6, gain=2.0), (1, 28, 28), scale=2.0, needs_maxpool=True),
+    Case("tutorial_6_net", seeded(Tutorial6, gain=3.0), (1, 28, 28), scale=2.0),
     Case("tutorial_6_net_avgpool", seeded(lambda: Tutorial6(F.avg_pool2d), gain=3.0), (1, 28, 28), scale=2.0),
-    Case("tutorial_6_sequential", seeded(tutorial6_sequential, gain=2.0), (1, 28, 28), scale=2.0,
-         needs_maxpool=True),
+    Case("tutorial_6_sequential", seeded(tutorial6_sequential, gain=2.0), (1, 28, 28), scale=2.0),
     Case("tutorial_6_sequential_avgpool", seeded(lambda: tutorial6_sequential(nn.AvgPool2d), gain=3.0),
          (1, 28, 28), scale=2.0),
-    Case("tutorial_7", seeded(tutorial7, gain=2.0), (2, 34, 34), scale=1.0, needs_maxpool=True),
+    Case("tutorial_7", seeded(tutorial7, gain=3.0), (2, 34, 34), scale=1.0),
     Case("tutorial_7_avgpool", seeded(lambda: tutorial7(nn.AvgPool2d), gain=5.0), (2, 34, 34), scale=2.0),
     Case("regression_1", seeded(Regression1, gain=2.0), (1,), "loop", scale=2.0, quiet=("li",)),
     Case("regression_2_shared_output", seeded(Regression2, gain=2.0), (1,), "loop", scale=2.0,
@@ -405,7 +403,7 @@ CASES = [
     Case("sae_encoder", seeded(lambda: SAE(with_decoder=False), gain=2.0), (1, 16, 16), "static", scale=2.0,
          steps=20),
     Case("sae", seeded(SAE), (1, 16, 16), "static", expect="'decoder_1'.*unflatten", steps=20),
-    Case("stmnist", seeded(stmnist, gain=2.0), (1, 10, 10), scale=2.0, needs_maxpool=True),
+    Case("stmnist", seeded(stmnist, gain=2.0), (1, 10, 10), scale=2.0),
     Case("stmnist_avgpool", seeded(lambda: stmnist(nn.AvgPool2d), gain=3.0), (1, 10, 10), scale=2.0),
     Case("bsnn_binarised_conv", seeded(bsnn, gain=5.0), (1, 8, 8), scale=1.0),
     Case("exoplanet", seeded(Exoplanet, gain=5.0), (48,), scale=1.0),
@@ -427,11 +425,9 @@ CASES = [
 def readme_section() -> str:
     """The README's list of what the corpus exports exactly and what it refuses (regenerate with
     ``python -m tests.frontends.tutorial_models``; a test checks the README holds it)."""
-    exact, refused, maxpool, layers = [], [], [], set()
+    exact, refused, layers = [], [], set()
     for case in CASES:
-        if case.needs_maxpool:
-            maxpool.append(case.name)
-        elif case.expect != "exact":
+        if case.expect != "exact":
             refused.append(case.name)
         else:
             exact.append(case.name)
@@ -446,7 +442,6 @@ def readme_section() -> str:
         f"- exact, every layer's spikes identical to snnTorch's ({len(exact)}): {', '.join(exact)}",
         f"- layers and reset mechanisms in them: {', '.join(sorted(layers))}",
         f"- refused, naming the layer and what to change ({len(refused)}): {', '.join(refused)}",
-        f"- waiting for MaxPool ({len(maxpool)}): {', '.join(maxpool)}",
     ])
 
 
