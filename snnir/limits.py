@@ -28,7 +28,7 @@ class Limits:
     - ``data_bytes``: bytes of arrays a file may make us allocate, all counted (datasets,
       fill values of unwritten chunks, parameters our metadata says are absent zeros);
     - ``state_bytes``: bytes of simulation state (neuron and Delay buffers) one run may allocate;
-    - ``depth``: nesting of graphs and metadata groups;
+    - ``depth``: nesting of HDF5 groups in a file (a nested graph takes two levels);
     - ``isolate``: parse files in a child process, so a crash or hang in the HDF5 library
       becomes an error instead of taking the caller down (files this process wrote are trusted).
     """
@@ -37,7 +37,7 @@ class Limits:
     memory_bytes: int = 2 << 30
     data_bytes: int = 1 << 30
     state_bytes: int = 1 << 30
-    depth: int = 32
+    depth: int = 64
     isolate: bool = True
 
     def __post_init__(self) -> None:

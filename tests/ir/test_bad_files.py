@@ -14,7 +14,9 @@ from snnir.errors import SnnirError
 from snnir.ir import Graph
 from snnir.ir.ops import LIF, Affine, Input, Output
 from snnir.ir.nir_io import read, write
-from snnir.ir.nir_io.encoding import MAX_DATASET_ELEMENTS, MAX_DEPTH
+from snnir.ir.nir_io.encoding import MAX_DATASET_ELEMENTS
+from snnir.ir.ops.base import MAX_PARAM_ELEMENTS
+from snnir.limits import DEFAULTS
 
 
 def good_file(path) -> str:
@@ -130,12 +132,16 @@ def test_huge_declared_weight_refused_before_reading(tmp_path):
 def test_absurd_nesting(tmp_path):
     with h5py.File(tmp_path / "deep.nir", "w") as f:
         group = f.create_group("node")
-        for depth in range(MAX_DEPTH + 5):
+        for depth in range(DEFAULTS.depth // 2 + 5):
             group.create_dataset("type", data="NIRGraph", dtype=STR)
             group.create_dataset("edges", data=np.zeros((0, 2), dtype=object), dtype=STR)
             group = group.create_group("nodes").create_group("g")
         group.create_dataset("type", data="NIRGraph", dtype=STR)
-    fails(tmp_path / "deep.nir", "nested deeper than the limit")
+    fails(tmp_path / "deep.nir", f"nested deeper than the limit {DEFAULTS.depth}")
+
+
+def test_dataset_limit_is_the_largest_parameter():
+    assert MAX_DATASET_ELEMENTS == MAX_PARAM_ELEMENTS
 
 
 def test_strings_for_numbers(tmp_path):

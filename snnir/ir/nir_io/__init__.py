@@ -14,18 +14,25 @@ Invariants:
   in torch.nn (:func:`torch_nn_trainable`); our own files' records rule;
 - every read graph has passed :func:`verify`; bad files raise a one-line
   :class:`SnnirError` naming the node;
+- reading is held to :class:`snnir.limits.Limits` (time, memory, data, nesting):
+  libhdf5 first parses a file in a child process (:mod:`snnir.ir.nir_io.isolate`),
+  so its crash or hang is an error here; bytes this process wrote or already
+  parsed safely are parsed in-process;
 - writing goes to a temporary file in the target directory that replaces the
   target only once complete: on error the old file is untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import h5py
+import numpy as np
 
 from snnir.errors import SnnirError, warn
 from snnir.frontends.dialects import get_dialect, map_neurons
@@ -40,8 +47,11 @@ from snnir.ir.shapes import infer_shapes
 from snnir.ir.verify import verify
 from snnir.ir.nir_io.encoding import SNNIR_KEY
 from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
+from snnir.ir.nir_io.extract import Refusal, extract
+from snnir.ir.nir_io.isolate import extract_isolated
 from snnir.ir.nir_io.reader import Reader
 from snnir.ir.nir_io.writer import NIR_VERSION, write_file
+from snnir.limits import Limits, current as current_limits
 
 #: How ``write`` expresses an extension op in standard NIR: op class -> fn(op) -> Graph of
 #: standard ops with one Input and one Output. The node becomes a nested NIRGraph of the same
@@ -51,6 +61,11 @@ LOWER_EXTENSION: dict[type[Op], Callable[[Op], Graph]] = {}
 
 #: Where a file states no semantics: dt of the NIR paper, reset to v_reset as NIR >= 1.0 says.
 FILELESS_DEFAULTS: Mapping[str, Any] = {"dt": DEFAULT_DT, "reset": "zero"}
+
+#: SHA-256 digests of files this process wrote or a child parsed without harm (the newest
+#: :data:`_TRUSTED_KEPT`): parsed in-process.
+_TRUSTED: dict[bytes, None] = {}
+_TRUSTED_KEPT = 4096
 
 __all__ = ["read", "load", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
            "NIR_VERSION"]
@@ -66,9 +81,12 @@ class ReadReport:
 
 
 def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
-         repair: bool = False, semantics: Mapping[str, Any] | None = None) -> Graph:
-    """Read a NIR file into a verified graph; warns once (:class:`SnnirWarning`) with what it assumed."""
-    graph, report = load(path, dt=dt, reset=reset, dialect=dialect, repair=repair, semantics=semantics)
+         repair: bool = False, semantics: Mapping[str, Any] | None = None, limits: Limits | None = None) -> Graph:
+    """Read a NIR file into a verified graph; warns once (:class:`SnnirWarning`) with what it assumed.
+
+    ``limits`` bound the cost of reading (default: :func:`snnir.limits.current`)."""
+    graph, report = load(path, dt=dt, reset=reset, dialect=dialect, repair=repair, semantics=semantics,
+                         limits=limits)
     by_default: dict[str, list[str]] = {}
     for line in report.defaults_applied:
         node, _, what = line.partition(": ")
@@ -84,13 +102,16 @@ def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
 
 
 def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
-         repair: bool = False, semantics: Mapping[str, Any] | None = None) -> tuple[Graph, ReadReport]:
+         repair: bool = False, semantics: Mapping[str, Any] | None = None,
+         limits: Limits | None = None) -> tuple[Graph, ReadReport]:
     """Read a NIR file; return the verified graph and a :class:`ReadReport`. See :func:`read`."""
+    limits = current_limits() if limits is None else limits
     chosen = get_dialect(dialect)
     caller = {k: v for k, v in {"dt": dt, "reset": reset, **(semantics or {})}.items() if v is not None}
     sem, sources = _default_semantics(chosen.read_defaults, caller)
-    reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair)
-    graph = restore_max_pools(_read_file(path, reader), reader.warnings)
+    reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair, limits)
+    graph = restore_max_pools(_read_file(path, reader, limits), reader.warnings)
+    _check_param_bytes(graph, limits)
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
     graph = _normalise_outputs(graph, report.warnings)
     graph = _dialect_on_read(chosen, graph, report)
@@ -163,6 +184,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     try:
         with h5py.File(temp, "w") as file:
             write_file(file, graph, shapes)
+        _trust(_digest(temp))
         os.chmod(temp, _file_mode(target))
         os.replace(temp, target)
     except OSError as exc:
@@ -284,25 +306,90 @@ def _is_path(path: Any) -> bool:
     return isinstance(path, (str, bytes, os.PathLike))
 
 
-def _read_file(path: Any, reader: Reader) -> Graph:
+def _read_file(path: Any, reader: Reader, limits: Limits) -> Graph:
+    tree = _tree(path, limits)
+    try:
+        return reader.read_root(tree)
+    except (KeyError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise SnnirError(f"cannot read the file as NIR: {type(exc).__name__}: {detail}", reader.current) from None
+
+
+def _tree(path: Any, limits: Limits) -> dict[str, Any]:
+    """The file as a plain tree. Unless ``limits.isolate`` is off, libhdf5 parses it in a child process
+    the first time; bytes this process wrote, or a child already parsed without harm (same SHA-256;
+    libhdf5 is deterministic), are parsed in-process, from the very bytes that were hashed."""
+    name, data = _file_bytes(path, limits)
+    digest = hashlib.sha256(data).digest()
+    if limits.isolate and digest not in _TRUSTED:
+        with tempfile.TemporaryDirectory(prefix="snnir-read-") as scratch:
+            copy = os.path.join(scratch, "file.nir")
+            with open(copy, "wb") as file:
+                file.write(data)
+            tree = extract_isolated(copy, limits, name)
+        _trust(digest)
+        return tree
+    try:
+        return extract(io.BytesIO(data), limits.data_bytes, limits.depth)
+    except Refusal as exc:
+        raise SnnirError(exc.message, exc.node) from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise SnnirError(f"cannot read {name} as a NIR (HDF5) file: {type(exc).__name__}: {detail}") from None
+
+
+def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
+    """``(name for messages, the file's bytes)``; a file larger than the data limit allows is refused."""
+    most = limits.data_bytes + (64 << 20)
     if _is_path(path):
         name = os.fspath(path)
         if not os.path.isfile(name):
             raise SnnirError(f"no such file: {name}")
-        if os.path.getsize(name) == 0:
+        size = os.path.getsize(name)
+        if size == 0:
             raise SnnirError(f"{name} is empty, not a NIR (HDF5) file")
-    else:
-        name = getattr(path, "name", "file")
-    try:
-        with h5py.File(path, "r") as file:
-            return reader.read_root(file)
-    except SnnirError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError, MemoryError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        where = f" (at node '{reader.current}')" if reader.current else ""
-        raise SnnirError(f"cannot read {name} as a NIR (HDF5) file{where}: {type(exc).__name__}: {detail}",
-                         reader.current) from None
+        if size > most:
+            raise SnnirError(f"{name} is {size} bytes, more than the data limit allows "
+                             "(raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)")
+        with open(name, "rb") as file:
+            return name, file.read(size)
+    name = str(getattr(path, "name", "file"))
+    pieces, total = [], 0
+    while total <= most:
+        piece = path.read(1 << 20)
+        if not isinstance(piece, bytes):
+            raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    if total > most:
+        raise SnnirError(f"{name} is larger than the data limit allows (raise limits.data_bytes)")
+    data = b"".join(pieces)
+    if not data:
+        raise SnnirError(f"{name} is empty, not a NIR (HDF5) file")
+    return name, data
+
+
+def _digest(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return hashlib.sha256(file.read()).digest()
+
+
+def _trust(digest: bytes) -> None:
+    _TRUSTED[digest] = None
+    while len(_TRUSTED) > _TRUSTED_KEPT:
+        del _TRUSTED[next(iter(_TRUSTED))]
+
+
+def _check_param_bytes(graph: Graph, limits: Limits) -> None:
+    """The graph's parameters together fit ``limits.data_bytes``."""
+    total = 0
+    for path, op in graph.walk():
+        total += sum(np.asarray(value).nbytes for value in op.params().values())
+        if total > limits.data_bytes:
+            raise SnnirError(f"the graph's parameters exceed the limit of {limits.data_bytes} bytes "
+                             "(raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)", path)
 
 
 def _normalise_outputs(graph: Graph, notes: list[str]) -> Graph:

@@ -1,4 +1,4 @@
-"""The ``snnir`` node-metadata record and the limits every read enforces.
+"""The ``snnir`` node-metadata record and the structural limits every read enforces.
 
 Each node group may hold ``metadata/snnir``: one JSON string that other NIR
 tools ignore. Its keys (all optional):
@@ -31,22 +31,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.ir.ops.base import MAX_PARAM_ELEMENTS
+from snnir.ir.nir_io.extract import MAX_DATASET_ELEMENTS, MAX_STRING_BYTES
 
 #: The one metadata key carrying snnir's explicit semantics.
 SNNIR_KEY = "snnir"
-#: Nested graphs (and metadata groups) deeper than this are refused.
-MAX_DEPTH = 32
 #: More nodes than this in one graph level are refused.
 MAX_NODES = 100_000
 #: More edges than this in one graph level are refused.
 MAX_EDGES = 1_000_000
-#: Datasets with more elements than this are refused before their data is read.
-MAX_DATASET_ELEMENTS = MAX_PARAM_ELEMENTS
-#: A file whose datasets add up to more bytes than this is refused.
-MAX_TOTAL_BYTES = 2 << 30
-#: Strings longer than this (node types, edge names, JSON records) are refused.
-MAX_STRING_BYTES = 1 << 24
+__all__ = ["SNNIR_KEY", "MAX_NODES", "MAX_EDGES", "MAX_DATASET_ELEMENTS", "MAX_STRING_BYTES", "dumps", "loads"]
 
 
 def _encode(value: Any) -> Any:

@@ -1,7 +1,11 @@
-"""HDF5 -> Graph, for every NIR layout in the wild (0.1.x to 1.0.x), with limits.
+"""File tree -> Graph, for every NIR layout in the wild (0.1.x to 1.0.x), with limits.
 
-Sizes, dtypes and depths are checked from HDF5 metadata before any data is
-read, so a hostile file gives a one-line :class:`SnnirError` naming the node.
+Works on the plain tree :mod:`snnir.ir.nir_io.extract` made of the file
+(dicts, numeric arrays, string arrays): no HDF5 here; the extraction bounded
+its nesting. Every allocation the file asks for beyond the tree (parameters
+its record says are absent zeros) is counted against ``limits.data_bytes``
+before it is made, so a hostile file gives a one-line :class:`SnnirError`
+naming the node.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import dataclasses
 import difflib
 from typing import Any
 
-import h5py
 import numpy as np
 
 from snnir.errors import SnnirError
@@ -19,9 +22,9 @@ from snnir.ir.ops import Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.registry import op_class
 from snnir.ir.semantics import Semantics
-from snnir.ir.nir_io.encoding import (
-    MAX_DATASET_ELEMENTS, MAX_DEPTH, MAX_EDGES, MAX_NODES, MAX_STRING_BYTES, MAX_TOTAL_BYTES, SNNIR_KEY, loads,
-)
+from snnir.ir.nir_io.encoding import MAX_EDGES, MAX_NODES, SNNIR_KEY, loads
+from snnir.ir.nir_io.extract import Unreadable
+from snnir.limits import Limits
 
 #: Datasets NIR writers add that carry nothing our ops need.
 _IGNORED_FIELDS = {"type", "metadata", "input_type", "output_type", "nodes", "edges"}
@@ -34,7 +37,7 @@ class Reader:
     semantics the caller asked for, noted where a file's own record differs.
     """
 
-    def __init__(self, sem: Semantics, sem_sources: str, caller: dict[str, Any], repair: bool):
+    def __init__(self, sem: Semantics, sem_sources: str, caller: dict[str, Any], repair: bool, limits: Limits):
         self.sem = sem
         self.sem_sources = sem_sources
         self.caller = caller
@@ -44,51 +47,49 @@ class Reader:
         self.repairs: list[str] = []
         self.current: str | None = None  # the node being read, for error messages
         self.found_record = False  # whether any node or graph holds an snnir record (a file we wrote)
+        self.limits = limits
         self._bytes = 0
 
     # --- structure -----------------------------------------------------------
-    def read_root(self, file: h5py.File) -> Graph:
-        root = file.get("node")
-        if not isinstance(root, h5py.Group):
+    def read_root(self, tree: dict[str, Any]) -> Graph:
+        self._bytes = _tree_bytes(tree)
+        root = tree.get("node")
+        if not isinstance(root, dict):
             raise SnnirError("not a NIR file: it has no 'node' group")
         kind = self._string(root, "type", "<graph>")
         if kind != "NIRGraph":
             raise SnnirError(f"the top node must be a NIRGraph, got '{kind}'")
-        metadata = self._mapping(root.get("metadata"), "<graph>", 0)
+        metadata = self._mapping(root.get("metadata"), "<graph>")
         text = metadata.pop(SNNIR_KEY, None)
-        return self._graph(root, "", 0, metadata, self._record(text, "<graph>", {}))
+        return self._graph(root, "", metadata, self._record(text, "<graph>", {}))
 
-    def _graph(self, group: h5py.Group, prefix: str, depth: int, metadata: dict, record: dict) -> Graph:
+    def _graph(self, group: dict, prefix: str, metadata: dict, record: dict) -> Graph:
         where = prefix[:-1] or None
-        if depth > MAX_DEPTH:
-            raise SnnirError(f"graphs are nested deeper than the limit {MAX_DEPTH}", where)
         nodes_group = group.get("nodes")
-        if not isinstance(nodes_group, h5py.Group):
+        if not isinstance(nodes_group, dict):
             raise SnnirError("graph has no 'nodes' group", where)
         if len(nodes_group) > MAX_NODES:
             raise SnnirError(f"graph has {len(nodes_group)} nodes, more than the limit {MAX_NODES}", where)
         nodes: dict[str, Op] = {}
         for name in nodes_group:
-            child = self._member(nodes_group, name, prefix + name)
-            if not isinstance(child, h5py.Group):
+            child = nodes_group[name]
+            if not isinstance(child, dict):
                 raise SnnirError("is not a node group", prefix + name)
-            nodes[name] = self._node(child, prefix + name, depth + 1, record.get("nodes", {}).get(name, {}))
+            nodes[name] = self._node(child, prefix + name, record.get("nodes", {}).get(name, {}))
         self.current = where
         graph = Graph(nodes, self._edges(group, where), metadata)
         return self._check_edges(graph, where)
 
-    def _node(self, group: h5py.Group, path: str, depth: int, held: dict) -> Op:
+    def _node(self, group: dict, path: str, held: dict) -> Op:
         """``held``: the record the enclosing graph keeps for this node, if any."""
         self.current = path
-        if depth > MAX_DEPTH:
-            raise SnnirError(f"nodes are nested deeper than the limit {MAX_DEPTH}", path)
         kind = self._string(group, "type", path)
-        metadata = self._mapping(group.get("metadata"), path, 0)
+        metadata = self._mapping(group.get("metadata"), path)
         text = metadata.pop(SNNIR_KEY, None)
         record = self._record(text, path, held)
         trainable = tuple(record.get("trainable", ()))
         if kind == "NIRGraph":
-            graph = self._graph(group, path + ".", depth, metadata, record)
+            graph = self._graph(group, path + ".", metadata, record)
             return self._build(Subgraph, path, dict(graph=graph, metadata=record.get("op_metadata", {}),
                                                     trainable=trainable))
         cls = op_class(kind, node=path)
@@ -99,7 +100,7 @@ class Reader:
             if value is not None:
                 kwargs[name] = value
         for name in cls.attribute_names():
-            value = self._attribute(group, name, path, record, fields[name], depth)
+            value = self._attribute(group, name, path, record, fields[name])
             if value is not _MISSING:
                 kwargs[name] = value
         unknown = sorted(set(group) - set(fields) - _IGNORED_FIELDS)
@@ -121,21 +122,41 @@ class Reader:
         except (TypeError, ValueError) as exc:
             raise SnnirError(f"cannot build {cls.op_type}: {exc}", path) from None
 
-    def _param(self, group: h5py.Group, name: str, path: str, record: dict, field: Any) -> np.ndarray | None:
+    def _param(self, group: dict, name: str, path: str, record: dict, field: Any) -> np.ndarray | None:
         if name in group:
             array = self._array(group, name, path)
             shape = record.get("shapes", {}).get(name)
-            return array if shape is None else _unbroadcast(array, tuple(shape), name, path)
+            return array if shape is None else self._unbroadcast(array, tuple(shape), name, path)
         absent = record.get("absent", {}).get(name)
         if absent is not None:
-            return np.zeros(tuple(absent["shape"]), dtype=np.dtype(absent["dtype"]))
+            dtype, shape = np.dtype(absent["dtype"]), tuple(absent["shape"])
+            self._count(int(np.prod(shape, dtype=object)) * dtype.itemsize, f"absent '{name}'", path)
+            return np.zeros(shape, dtype=dtype)
         if field.default_factory is dataclasses.MISSING and field.default is dataclasses.MISSING:
             raise SnnirError(f"missing required parameter '{name}'", path)
         if name == "v_reset":
             self.defaults.append(f"{path}: v_reset=0 (not in file; NIR < 1.0)")
         return None
 
-    def _attribute(self, group: h5py.Group, name: str, path: str, record: dict, field: Any, depth: int) -> Any:
+    def _unbroadcast(self, array: np.ndarray, shape: tuple[int, ...], name: str, path: str) -> np.ndarray:
+        """Undo a write-time broadcast to ``array.shape`` (keep the first slice of stretched dims) when the
+        data is that slice broadcast; where it varies (another tool wrote new values), the data wins."""
+        lead = array.ndim - len(shape)
+        if lead < 0 or any(s not in (1, n) for s, n in zip(shape, array.shape[lead:])):
+            raise SnnirError(f"parameter '{name}' of shape {list(array.shape)} cannot be restored to {list(shape)}",
+                             path)
+        if array.size == 0:
+            if int(np.prod(shape, dtype=object)) != 0:
+                raise SnnirError(f"parameter '{name}' is empty, but its snnir record says shape {list(shape)}", path)
+            return array.reshape(shape)
+        restored = np.array(array[(0,) * lead + tuple(slice(0, s) for s in shape)])
+        if not np.array_equal(np.broadcast_to(restored, array.shape), array, equal_nan=array.dtype.kind == "f"):
+            self.warnings.append(f"node '{path}': parameter '{name}' varies over shape {list(array.shape)} but its "
+                                 f"snnir record says {list(shape)}; kept the data")
+            return array
+        return restored
+
+    def _attribute(self, group: dict, name: str, path: str, record: dict, field: Any) -> Any:
         if name == "sem":
             if "sem" in record:
                 try:
@@ -154,13 +175,13 @@ class Reader:
             if field.default_factory is dataclasses.MISSING and field.default is dataclasses.MISSING:
                 raise SnnirError(f"missing required attribute '{name}'", path)
             return _MISSING
-        member = self._member(group, name, path)
-        if isinstance(member, h5py.Group):
+        member = group[name]
+        if isinstance(member, dict):
             if name in record.get("graphs", ()):
-                meta = self._mapping(member.get("metadata"), path, 0)
+                meta = self._mapping(member.get("metadata"), path)
                 text = meta.pop(SNNIR_KEY, None)
-                return self._graph(member, f"{path}.{name}.", depth + 1, meta, self._record(text, path, {}))
-            return self._node(member, f"{path}.{name}", depth + 1, {})
+                return self._graph(member, f"{path}.{name}.", meta, self._record(text, path, {}))
+            return self._node(member, f"{path}.{name}", {})
         value = self._dataset(member, f"{path}.{name}", path, allow_strings=True)
         if isinstance(value, np.ndarray) and value.ndim == 0:
             value = value.item()
@@ -168,11 +189,11 @@ class Reader:
             value = tuple(np.asarray(value).tolist())
         return value
 
-    def _edges(self, group: h5py.Group, where: str | None) -> list[tuple[str, str]]:
+    def _edges(self, group: dict, where: str | None) -> list[tuple[str, str]]:
         if "edges" not in group:
             raise SnnirError("graph has no 'edges' dataset", where)
-        ds = self._member(group, "edges", where)
-        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "OSU" or ds.ndim not in (1, 2):
+        ds = group["edges"]
+        if not isinstance(ds, np.ndarray) or ds.dtype.kind != "O" or ds.ndim not in (1, 2):
             raise SnnirError("graph 'edges' must be an [N, 2] array of node names", where)
         if ds.size == 0:
             return []
@@ -180,8 +201,7 @@ class Reader:
             raise SnnirError(f"graph 'edges' must have shape [N, 2], got {list(ds.shape)}", where)
         if ds.shape[0] > MAX_EDGES:
             raise SnnirError(f"graph has {ds.shape[0]} edges, more than the limit {MAX_EDGES}", where)
-        self._account(ds, where)
-        return [(_text(a, where), _text(b, where)) for a, b in ds[()]]
+        return [(str(a), str(b)) for a, b in ds]
 
     def _check_edges(self, graph: Graph, where: str | None) -> Graph:
         """Every endpoint must name a node; with ``repair`` a unique close match replaces it."""
@@ -208,71 +228,46 @@ class Reader:
         return graph.replace(edges=edges)
 
     # --- datasets ------------------------------------------------------------
-    def _member(self, group: h5py.Group, name: str, path: str | None) -> Any:
-        link = group.get(name, getlink=True)
-        if isinstance(link, h5py.ExternalLink):
-            raise SnnirError(f"'{name}' links to another file, which is not allowed", path)
-        member = group.get(name)
-        if member is None:
-            raise SnnirError(f"'{name}' cannot be opened (dangling link)", path)
-        return member
+    def _count(self, nbytes: int, what: str, path: str | None) -> None:
+        """Count an allocation the file asks for against ``limits.data_bytes`` before it is made."""
+        self._bytes += nbytes
+        if self._bytes > self.limits.data_bytes:
+            raise SnnirError(f"the file's data exceeds the limit of {self.limits.data_bytes} bytes (at {what}; "
+                             "raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)", path)
 
-    def _account(self, ds: h5py.Dataset, path: str | None) -> None:
-        size = int(np.prod(ds.shape, dtype=object)) if ds.shape is not None else 0
-        if size > MAX_DATASET_ELEMENTS:
-            raise SnnirError(
-                f"dataset '{ds.name.rsplit('/', 1)[-1]}' declares {size} elements, more than the limit "
-                f"{MAX_DATASET_ELEMENTS}", path)
-        if ds.chunks is None and ds.id.get_offset() is not None:
-            end = ds.id.get_offset() + ds.id.get_storage_size()
-            if end > ds.file.id.get_filesize():
-                raise SnnirError(f"dataset '{ds.name.rsplit('/', 1)[-1]}' lies past the end of the file "
-                                 "(truncated?)", path)
-        self._bytes += size * max(ds.dtype.itemsize, 1)
-        if self._bytes > MAX_TOTAL_BYTES:
-            raise SnnirError(f"the file's data exceeds the limit of {MAX_TOTAL_BYTES} bytes", path)
-
-    def _dataset(self, ds: Any, what: str, path: str | None, allow_strings: bool) -> Any:
-        if not isinstance(ds, h5py.Dataset):
+    def _dataset(self, value: Any, what: str, path: str | None, allow_strings: bool) -> Any:
+        if isinstance(value, Unreadable):
+            raise SnnirError(f"'{what}' is {value.reason}, not numbers or text", path)
+        if not isinstance(value, np.ndarray):
             raise SnnirError(f"'{what}' must be a dataset", path)
-        kind = ds.dtype.kind
-        if kind not in "biuf" and not (allow_strings and kind in "OSU"):
-            raise SnnirError(f"'{what}' must be numeric, got dtype {ds.dtype}", path)
-        if ds.shape is None:
-            raise SnnirError(f"'{what}' is an empty dataset", path)
-        self._account(ds, path)
-        value = ds[()]
-        if kind in "OSU":
-            array = np.asarray(value, dtype=object)
-            texts = [_text(v, path) for v in array.reshape(-1)]
-            return texts[0] if array.ndim == 0 else texts
-        array = np.asarray(value)
-        return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+        if value.dtype.kind == "O":
+            if not allow_strings:
+                raise SnnirError(f"'{what}' must be numeric, got strings", path)
+            return value.item() if value.ndim == 0 else [str(t) for t in value.reshape(-1)]
+        return value
 
-    def _array(self, group: h5py.Group, name: str, path: str) -> np.ndarray:
-        return self._dataset(self._member(group, name, path), name, path, allow_strings=False)
+    def _array(self, group: dict, name: str, path: str) -> np.ndarray:
+        return self._dataset(group[name], name, path, allow_strings=False)
 
-    def _string(self, group: h5py.Group, name: str, path: str) -> str:
+    def _string(self, group: dict, name: str, path: str) -> str:
         if name not in group:
             raise SnnirError(f"has no '{name}' dataset", path)
-        value = self._dataset(self._member(group, name, path), name, path, allow_strings=True)
+        value = self._dataset(group[name], name, path, allow_strings=True)
         if not isinstance(value, str):
             raise SnnirError(f"'{name}' must be a string", path)
         return value
 
-    def _mapping(self, group: Any, path: str, depth: int) -> dict[str, Any]:
+    def _mapping(self, group: Any, path: str) -> dict[str, Any]:
         """A metadata group as a dict; nested groups become nested dicts."""
         if group is None:
             return {}
-        if not isinstance(group, h5py.Group):
+        if not isinstance(group, dict):
             raise SnnirError("'metadata' must be a group", path)
-        if depth > MAX_DEPTH:
-            raise SnnirError(f"metadata is nested deeper than the limit {MAX_DEPTH}", path)
         out: dict[str, Any] = {}
         for key in group:
-            member = self._member(group, key, path)
-            if isinstance(member, h5py.Group):
-                out[key] = self._mapping(member, path, depth + 1)
+            member = group[key]
+            if isinstance(member, dict):
+                out[key] = self._mapping(member, path)
                 continue
             try:
                 value = self._dataset(member, f"metadata/{key}", path, allow_strings=True)
@@ -288,26 +283,13 @@ class Reader:
 _MISSING = object()
 
 
-def _text(value: Any, path: str | None) -> str:
-    if isinstance(value, bytes):
-        if len(value) > MAX_STRING_BYTES:
-            raise SnnirError("a string in the file is too long", path)
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SnnirError(f"string {value[:40]!r} is not UTF-8", path) from None
-    if isinstance(value, str):
-        return value
-    raise SnnirError(f"expected a string, got {type(value).__name__}", path)
-
-
-def _unbroadcast(array: np.ndarray, shape: tuple[int, ...], name: str, path: str) -> np.ndarray:
-    """Undo a write-time broadcast to ``array.shape``: keep the first slice of stretched dims."""
-    lead = array.ndim - len(shape)
-    if lead < 0 or any(s not in (1, n) for s, n in zip(shape, array.shape[lead:])):
-        raise SnnirError(f"parameter '{name}' of shape {list(array.shape)} cannot be restored to {list(shape)}", path)
-    index = (0,) * lead + tuple(slice(0, s) for s in shape)
-    return np.array(array[index])
+def _tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays in a tree (strings count as their characters)."""
+    if isinstance(tree, dict):
+        return sum(_tree_bytes(child) for child in tree.values())
+    if isinstance(tree, np.ndarray):
+        return sum(len(t) for t in tree.reshape(-1)) if tree.dtype.kind == "O" else tree.nbytes
+    return 0
 
 
 def _close_match(name: str, candidates: list[str]) -> str | None:
