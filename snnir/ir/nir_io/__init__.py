@@ -65,6 +65,8 @@ FILELESS_DEFAULTS: Mapping[str, Any] = {"dt": DEFAULT_DT, "reset": "zero"}
 #: SHA-256 digests of files this process wrote or a child parsed without harm (the newest
 #: :data:`_TRUSTED_KEPT`): parsed in-process.
 _TRUSTED: dict[bytes, None] = {}
+#: (digest, name, limits) -> the error a child gave for it: the same bytes give it again without a child.
+_REFUSED: dict[tuple[bytes, str, Limits], SnnirError] = {}
 _TRUSTED_KEPT = 4096
 
 __all__ = ["read", "load", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
@@ -184,7 +186,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     try:
         with h5py.File(temp, "w") as file:
             write_file(file, graph, shapes)
-        _trust(_digest(temp))
+        _remember(_TRUSTED, _digest(temp), None)
         os.chmod(temp, _file_mode(target))
         os.replace(temp, target)
     except OSError as exc:
@@ -322,12 +324,19 @@ def _tree(path: Any, limits: Limits) -> dict[str, Any]:
     name, data = _file_bytes(path, limits)
     digest = hashlib.sha256(data).digest()
     if limits.isolate and digest not in _TRUSTED:
-        with tempfile.TemporaryDirectory(prefix="snnir-read-") as scratch:
-            copy = os.path.join(scratch, "file.nir")
-            with open(copy, "wb") as file:
-                file.write(data)
-            tree = extract_isolated(copy, limits, name)
-        _trust(digest)
+        known = _REFUSED.get((digest, name, limits))
+        if known is not None:
+            raise SnnirError(known.reason, known.node)
+        try:
+            with tempfile.TemporaryDirectory(prefix="snnir-read-") as scratch:
+                copy = os.path.join(scratch, "file.nir")
+                with open(copy, "wb") as file:
+                    file.write(data)
+                tree = extract_isolated(copy, limits, name)
+        except SnnirError as exc:
+            _remember(_REFUSED, (digest, name, limits), exc)
+            raise
+        _remember(_TRUSTED, digest, None)
         return tree
     try:
         return extract(io.BytesIO(data), limits.data_bytes, limits.depth)
@@ -376,10 +385,11 @@ def _digest(path: str) -> bytes:
         return hashlib.sha256(file.read()).digest()
 
 
-def _trust(digest: bytes) -> None:
-    _TRUSTED[digest] = None
-    while len(_TRUSTED) > _TRUSTED_KEPT:
-        del _TRUSTED[next(iter(_TRUSTED))]
+def _remember(table: dict, key: Any, value: Any) -> None:
+    """``table[key] = value``, forgetting the oldest entries beyond :data:`_TRUSTED_KEPT`."""
+    table[key] = value
+    while len(table) > _TRUSTED_KEPT:
+        del table[next(iter(table))]
 
 
 def _check_param_bytes(graph: Graph, limits: Limits) -> None:
