@@ -174,3 +174,15 @@ def test_file_objects_are_isolated_too(fixtures_dir, tmp_path):
     with open(patched(fixtures_dir, tmp_path, "hang"), "rb") as file:
         with pytest.raises(SnnirError, match="took longer than the limit"):
             read(file, limits=QUICK)
+
+
+def test_graph_parameters_in_total_are_held_to_the_data_limit():
+    """After the ops are built, their parameters together are checked against ``data_bytes``
+    (defence in depth: the tree's own count normally refuses first)."""
+    graph = Graph.sequential(("in", Input((20_000,))),
+                             ("fc", Affine(weight=np.ones((3, 20_000), dtype=np.float32), bias=np.zeros(3))),
+                             ("out", Output()))
+    nir_io._check_param_bytes(graph, Limits(data_bytes=250_000))
+    with pytest.raises(SnnirError, match="the graph's parameters exceed the limit of 200000 bytes") as info:
+        nir_io._check_param_bytes(graph, Limits(data_bytes=200_000))
+    assert info.value.node == "fc"
