@@ -186,3 +186,19 @@ def test_graph_parameters_in_total_are_held_to_the_data_limit():
     with pytest.raises(SnnirError, match="the graph's parameters exceed the limit of 200000 bytes") as info:
         nir_io._check_param_bytes(graph, Limits(data_bytes=200_000))
     assert info.value.node == "fc"
+
+
+@pytest.mark.parametrize("child, match", [
+    ("import sys; sys.exit(5)", "the reading process failed \\(exit status 5\\)"),
+    ("import sys; print('{'); sys.exit(3)", "the reading process answered nonsense"),
+    ("import sys, numpy as np; np.savez(sys.argv[3], tree=np.frombuffer(b'{\"group\": {}}', np.uint8), "
+     "a0=np.array([{}], dtype=object))", "unreadable tree"),
+    ("import sys, numpy as np; np.savez(sys.argv[3], tree=np.frombuffer(b'{\"bogus\": 1}', np.uint8))",
+     "malformed tree"),
+])
+def test_a_misbehaving_child_is_an_error(tmp_path, monkeypatch, child, match):
+    """Whatever the child does, the parent unpickles nothing and answers one SnnirError."""
+    path = good_file(tmp_path / "g.nir")
+    monkeypatch.setattr(isolate, "_CHILD", child)
+    monkeypatch.setattr(nir_io, "_TRUSTED", {})
+    refused(path, match)

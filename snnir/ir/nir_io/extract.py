@@ -70,7 +70,7 @@ class _Walker:
         self.data_bytes = data_bytes
         self.depth = depth
         self.counted = 0
-        self.seen: set[int] = {hash(file.id)}
+        self.seen: set[tuple[int, int]] = {_address(file)}
 
     def group(self, group: h5py.Group, h5path: str, level: int) -> dict[str, Any]:
         if level > self.depth:
@@ -96,7 +96,7 @@ class _Walker:
         member = group.get(name)
         if member is None:
             raise Refusal(f"'{name}' cannot be opened (dangling link)", node_of(path))
-        key = hash(member.id)
+        key = _address(member)
         if key in self.seen:
             raise Refusal(f"'{name}' links to an object already read (links form a DAG or a cycle)",
                           node_of(path))
@@ -145,6 +145,12 @@ class _Walker:
             return item.decode("utf-8")
         except UnicodeDecodeError:
             raise Refusal(f"string {item[:40]!r} in '{name}' is not UTF-8", node_of(path)) from None
+
+
+def _address(obj: Any) -> tuple[int, int]:
+    """Where an object lives: two links to one object give the same address."""
+    info = h5py.h5o.get_info(obj.id)
+    return info.fileno, info.addr
 
 
 def save(tree: dict[str, Any], out: str) -> None:

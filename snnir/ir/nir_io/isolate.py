@@ -36,15 +36,21 @@ _EXTRACT_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "extract.
 _REFUSED = 3
 
 _CHILD = r"""
-import importlib.util, json, os, resource, sys
+import importlib.util, json, os, sys
 spec = importlib.util.spec_from_file_location("snnir_extract", sys.argv[1])
 extract = sys.modules["snnir_extract"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(extract)
 source, out, data_bytes, depth, memory = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-with open("/proc/self/statm") as f:
-    start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-resource.setrlimit(resource.RLIMIT_AS, (start + memory, start + memory))
+try:
+    import resource
+except ImportError:  # Windows: only the time limit holds
+    resource = None
+if resource is not None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+if resource is not None and os.path.exists("/proc/self/statm"):  # elsewhere RLIMIT_AS is not enforced
+    with open("/proc/self/statm") as f:
+        start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (start + memory, start + memory))
 try:
     extract.save(extract.extract(source, data_bytes, depth), out)
 except extract.Refusal as exc:
@@ -64,12 +70,13 @@ def extract_isolated(file: str, limits: Limits, path: str) -> dict[str, Any]:
     """The tree of ``file``, parsed by a child process within ``limits``; messages call it ``path``."""
     timeout = limits.time_s + os.path.getsize(file) * SECONDS_PER_BYTE
     with tempfile.TemporaryDirectory(prefix="snnir-read-") as scratch:
-        out = os.path.join(scratch, "tree.npz")
+        out, said, complained = (os.path.join(scratch, name) for name in ("tree.npz", "stdout", "stderr"))
         command = [sys.executable, "-I", "-c", _CHILD, _EXTRACT_PY, os.path.abspath(file), out,
                    str(int(limits.data_bytes)), str(int(limits.depth)), str(int(limits.memory_bytes))]
-        try:
-            child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, timeout=timeout, cwd=scratch)
+        try:  # the child's output goes to files: a child printing without end cannot fill our memory
+            with open(said, "wb") as stdout, open(complained, "wb") as stderr:
+                child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                       timeout=timeout, cwd=scratch)
         except subprocess.TimeoutExpired:
             raise SnnirError(f"reading {path} took longer than the limit of {timeout:.3g} s (the HDF5 library "
                              "hangs on it, or it is very large: raise limits.time_s / SNNIR_TIME_LIMIT_S)") from None
@@ -77,17 +84,28 @@ def extract_isolated(file: str, limits: Limits, path: str) -> dict[str, Any]:
             raise SnnirError(f"cannot read {path}: the HDF5 library crashed on it "
                              f"({_signal_name(-child.returncode)}); the file is corrupt")
         if child.returncode == _REFUSED:
-            answer = _answer(child.stdout, path)
+            answer = _answer(_head(said), path)
             if answer.get("hdf5"):
                 raise SnnirError(f"cannot read {path} as a NIR (HDF5) file: {answer['message']}")
             raise SnnirError(str(answer["message"]), answer.get("node"))
         if child.returncode != 0 or not os.path.isfile(out):
-            last = (child.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+            last = (_tail(complained).decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
             raise SnnirError(f"cannot read {path}: the reading process failed (exit status {child.returncode}) "
                              f"{last}".rstrip())
         if os.path.getsize(out) > limits.data_bytes + (64 << 20):
             raise SnnirError(f"cannot read {path}: the reading process answered more than the data limit")
         return load(out)
+
+
+def _head(path: str, size: int = 1 << 16) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(size)
+
+
+def _tail(path: str, size: int = 4096) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(max(0, os.path.getsize(path) - size))
+        return file.read()
 
 
 def _signal_name(number: int) -> str:
