@@ -9,7 +9,6 @@ atheris run is ``tests/ir/fuzz_atheris.py`` (docs/nir-files.md).
 from __future__ import annotations
 
 import json
-import resource
 import time
 import warnings
 import zlib
@@ -28,6 +27,8 @@ from snnir.ir.nir_io import read, write
 from snnir.ir.ops import IF, LI, LIF, Affine, Delay, Input, Output, Scale, Subgraph, Threshold
 from snnir.limits import Limits
 
+from tests.ir.test_hostile_files import assert_children_within, children_peak_bytes
+
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "nir-paper"
 LIMITS = Limits(time_s=5.0, memory_bytes=512 << 20, data_bytes=256 << 20)
 #: A case may take its time limit plus this much (starting the child on a loaded machine, verifying).
@@ -38,7 +39,7 @@ H5_MUTANTS_PER_FILE = 5
 
 def check(path: Path, capsys=None) -> None:
     """``snnir.read`` and ``snnir inspect`` on ``path``: a graph or one SnnirError line, within bounds."""
-    start = time.monotonic()
+    start, peak = time.monotonic(), children_peak_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -50,7 +51,7 @@ def check(path: Path, capsys=None) -> None:
     if status == 1 and capsys is not None:
         assert capsys.readouterr().err.count("\n") == 1
     assert time.monotonic() - start < 2 * (LIMITS.time_s + SLACK_S)
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < LIMITS.memory_bytes + (400 << 20)
+    assert_children_within(peak, LIMITS.memory_bytes + (400 << 20))
 
 
 def ours(path: Path) -> Path:
