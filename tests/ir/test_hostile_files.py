@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 import tracemalloc
 from pathlib import Path
@@ -38,17 +37,6 @@ def patched(fixtures_dir, tmp_path, finding: str) -> Path:
     path = tmp_path / f"patched_{patch['offset']}.nir"
     path.write_bytes(bytes(data))
     return path
-
-
-def children_peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-
-
-def assert_children_within(before: int, bound: int) -> None:
-    """No child since ``before`` (the peak RSS of children then) went past ``bound``; a peak already past it
-    (an earlier test's subprocess) leaves nothing to tell, so passes."""
-    after = children_peak_bytes()
-    assert after == before or after < bound, f"a child reached {after >> 20} MiB"
 
 
 def refused(path, match: str, limits: Limits = QUICK, seconds: float = 20.0) -> SnnirError:
@@ -83,9 +71,8 @@ def test_a_crashing_child_is_an_error(tmp_path, monkeypatch):
 
 
 def test_libhdf5_allocation_is_held_to_the_memory_limit(fixtures_dir, tmp_path):
-    before = children_peak_bytes()
-    refused(patched(fixtures_dir, tmp_path, "memory"), "cannot read")
-    assert_children_within(before, QUICK.memory_bytes + (400 << 20))
+    """Unbounded, libhdf5 allocates and touches 4.1 GB for this string; under RLIMIT_AS its allocation fails."""
+    refused(patched(fixtures_dir, tmp_path, "memory"), "memory allocation failed")
 
 
 def test_hard_link_dag_is_refused_at_once(tmp_path):
