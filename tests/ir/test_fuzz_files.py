@@ -11,11 +11,13 @@ atheris run is ``tests/ir/fuzz_atheris.py`` (docs/nir-files.md).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 import warnings
 import zlib
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -47,7 +49,10 @@ def check(path: Path, capsys=None) -> None:
             read(path, repair=True, limits=LIMITS)
         except SnnirError as exc:
             assert "\n" not in str(exc)
-        status = cli(["inspect", str(path), "--repair"])
+        with mock.patch.dict(os.environ, {"SNNIR_TIME_LIMIT_S": str(LIMITS.time_s),
+                                          "SNNIR_MEMORY_LIMIT_BYTES": str(LIMITS.memory_bytes),
+                                          "SNNIR_DATA_LIMIT_BYTES": str(LIMITS.data_bytes)}):
+            status = cli(["inspect", str(path), "--repair"])
     assert status in (0, 1)
     if status == 1 and capsys is not None:
         assert capsys.readouterr().err.count("\n") == 1
