@@ -27,13 +27,16 @@ def _unchanged(graph: Graph, warnings: list[str]) -> Graph:
 @dataclass(frozen=True)
 class Dialect:
     """``on_read(graph, warnings)`` and ``on_write(graph, warnings)`` return new graphs,
-    appending a line to ``warnings`` for anything lossy or assumed."""
+    appending a line to ``warnings`` for anything lossy or assumed. ``dt_from_file(op)``, where
+    the library's files determine their step, gives a neuron's ``dt`` from its parameters
+    (``None``: not determined); the reader uses it before ``on_read`` unless the caller gave ``dt``."""
 
     name: str
     description: str
     on_read: Callable[[Graph, list[str]], Graph] = _unchanged
     on_write: Callable[[Graph, list[str]], Graph] = _unchanged
     read_defaults: dict = field(default_factory=dict)  # Semantics fields applied where a file says nothing
+    dt_from_file: Callable[["Neuron"], float | None] | None = None
 
 
 DIALECTS: dict[str, Dialect] = {"nir": Dialect("nir", "plain NIR: the file means what the NIR spec says")}

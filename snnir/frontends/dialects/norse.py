@@ -1,19 +1,26 @@
-"""Norse 1.1: what its ``to_nir`` writes and what its ``from_nir`` reads.
+"""Norse: what its ``to_nir`` writes and what its ``from_nir`` reads, in two versions.
 
-Export writes ``tau = dt / tau_inv`` — the true time constant multiplied by ``dt``
-(``dt`` defaults to 1e-3) — so ``on_read`` divides every ``tau`` by ``dt``. ``LIFCell``
-is written as ``CubaLIF`` with ``w_in = 1``, but Norse adds the input to the current
-undecayed (``i += x``, then the membrane sees the new ``i``): ``on_read`` sets
-``w_in = tau_syn / dt``, the forward-Euler gain for that jump; ``IAFCell`` adds
-its input unscaled, so an ``IF``'s ``r`` becomes ``r / dt``. Norse steps with forward
-Euler, spikes when ``v > v_th`` and resets to ``v_reset`` in the same step.
+``norse`` (Norse 1.1+): export writes ``tau = dt / tau_inv`` — the true time constant
+multiplied by ``dt`` (``dt`` defaults to 1e-3) — so ``on_read`` divides every ``tau`` by ``dt``.
+``norse-1.0`` (earlier Norse, the NIR 0.x files of the NIR paper, e.g. its ``lif_norse.nir``):
+export wrote ``tau = 1 / tau_inv``, the true time constant, and ``on_read`` keeps it.
+Evidence: the paper's ``paper/01_lif/lif.ipynb`` (neuromorphs/NIR) builds
+``LIFBoxCell(tau_mem_inv=400, v_th=0.1)`` at ``dt = 1e-4`` and its file stores ``tau = 0.0025``.
 
-Import reads ``tau`` as the true time constant (``tau_inv = 1 / tau``) at its own ``dt``
-(default 1e-3), ignores ``r`` and ``v_reset`` of ``LIF`` and resets to 0;
+Both versions: ``LIFCell`` is written as ``CubaLIF`` with ``w_in = 1``, but Norse adds the input
+to the current undecayed (``i += x``, then the membrane sees the new ``i``): ``on_read`` sets
+``w_in = tau_syn / dt``, the forward-Euler gain for that jump; ``IAFCell`` adds its input
+unscaled, so an ``IF``'s ``r`` becomes ``r / dt``. Norse steps with forward Euler, spikes when
+``v > v_th`` and resets to ``v_reset`` in the same step.
+
+Import (both versions) reads ``tau`` as the true time constant (``tau_inv = 1 / tau``) at its own
+``dt`` (default 1e-3), ignores ``r`` and ``v_reset`` of ``LIF`` and resets to 0;
 ``on_write`` re-times neurons to ``dt = 1e-3`` and warns about what Norse drops.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -30,25 +37,31 @@ READ_SEMANTICS = {"discretisation": "euler", "reset": "zero", "reset_timing": "s
                   "threshold_compare": "gt", "spike_mode": "single", "current_order": "current_first"}
 
 
-def _true_time_constants(path: str, op: Neuron, warnings: list[str]) -> Neuron:
-    dt = op.sem.dt
-    if isinstance(op, IF):  # IAFCell adds x undecayed: v += x
-        return op.replace(r=np.asarray(op.r, float) / dt)
-    if isinstance(op, (LI, LIF)):
-        return op.replace(tau=np.asarray(op.tau, float) / dt)
-    if isinstance(op, (CubaLI, CubaLIF)):
-        tau_syn = np.asarray(op.tau_syn, float) / dt
-        if np.any(op.w_in != 1.0):
-            warnings.append(f"node '{path}': w_in != 1 in a Norse file; kept and scaled by tau_syn/dt")
-        return op.replace(tau_syn=tau_syn, tau_mem=np.asarray(op.tau_mem, float) / dt,
-                          w_in=np.asarray(op.w_in, float) * tau_syn / dt)
-    return op
+def _true_time_constants(tau_in_file_is_tau_times_dt: bool) -> Callable[[Graph, list[str]], Graph]:
+    """``on_read``: the cells' input gains; taus divided by ``dt`` where the file holds ``tau * dt``."""
 
+    def adjust(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+        dt = op.sem.dt
+        scale = 1.0 / dt if tau_in_file_is_tau_times_dt else 1.0
+        if isinstance(op, IF):  # IAFCell adds x undecayed: v += x
+            return op.replace(r=np.asarray(op.r, float) / dt)
+        if isinstance(op, (LI, LIF)):
+            return op.replace(tau=np.asarray(op.tau, float) * scale)
+        if isinstance(op, (CubaLI, CubaLIF)):
+            tau_syn = np.asarray(op.tau_syn, float) * scale
+            if np.any(op.w_in != 1.0):
+                warnings.append(f"node '{path}': w_in != 1 in a Norse file; kept and scaled by tau_syn/dt")
+            return op.replace(tau_syn=tau_syn, tau_mem=np.asarray(op.tau_mem, float) * scale,
+                              w_in=np.asarray(op.w_in, float) * tau_syn / dt)
+        return op
 
-def _on_read(graph: Graph, warnings: list[str]) -> Graph:
-    warnings.append("norse: time constants divided by dt (Norse's to_nir writes dt/tau_inv)")
-    graph = drop_sample_batch(graph, warnings)
-    return map_neurons(graph, lambda path, op: _true_time_constants(path, op, warnings))
+    def on_read(graph: Graph, warnings: list[str]) -> Graph:
+        if tau_in_file_is_tau_times_dt:
+            warnings.append("norse: time constants divided by dt (Norse 1.1's to_nir writes dt/tau_inv)")
+        graph = drop_sample_batch(graph, warnings)
+        return map_neurons(graph, lambda path, op: adjust(path, op, warnings))
+
+    return on_read
 
 
 def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
@@ -72,8 +85,17 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 
 DIALECT = register_dialect(Dialect(
     name="norse",
-    description="Norse 1.1: files store tau*dt (dt=1e-3); LIFCell's current jumps by x; Euler, reset to v_reset",
-    on_read=_on_read,
+    description="Norse 1.1+: files store tau*dt (dt=1e-3); LIFCell's current jumps by x; Euler, reset to v_reset",
+    on_read=_true_time_constants(tau_in_file_is_tau_times_dt=True),
+    on_write=each_neuron(_for_import),
+    read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
+))
+
+DIALECT_1_0 = register_dialect(Dialect(
+    name="norse-1.0",
+    description="Norse before 1.1 (NIR 0.x files, the NIR paper's): files store the true tau; "
+                "otherwise as 'norse' (its from_nir read the same way)",
+    on_read=_true_time_constants(tau_in_file_is_tau_times_dt=False),
     on_write=each_neuron(_for_import),
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))

@@ -9,7 +9,10 @@ not the gain it uses; ``on_read`` sets the exact NIR gains at the read ``dt``
 (``r = 1 / (1 - alpha)``, ``w_in = beta / (1 - beta)``). Rockpool's files carry
 shapes that nir's type check refuses (read them with snnir, which does not need it).
 
-``from_nir`` recovers ``dt`` as ``min(tau_mem / (1 + r))`` and reads ``LIF.tau_mem``
+``from_nir`` recovers ``dt`` as ``min(tau_mem / (1 + r))`` per node (``nn/modules/torch/nir.py``);
+reading with this dialect does the same (``dt_from_file``) unless the caller gives ``dt``. That
+is not exactly the ``dt`` written (``lif_rockpool.nir``: 9.992e-5 for 1e-4), as in Rockpool.
+It reads ``LIF.tau_mem``
 (NIR's ``LIF`` has ``tau``: it fails). ``on_write`` therefore refuses ``LIF`` and
 writes ``CubaLIF`` with ``r = tau_mem / dt - 1`` and the gains folded into the threshold.
 """
@@ -34,6 +37,24 @@ def _decay(tau, dt: float) -> np.ndarray:
     return np.exp(-dt / np.asarray(tau, float))
 
 
+def _time_constant(op: Neuron) -> np.ndarray | None:
+    if isinstance(op, LIF):
+        return np.asarray(op.tau, float)
+    if isinstance(op, CubaLIF):
+        return np.asarray(op.tau_mem, float)
+    return None
+
+
+def rockpool_dt(op: Neuron) -> float | None:
+    """The ``dt`` Rockpool's ``from_nir`` gives a neuron node: ``min(tau / (1 + r))``."""
+    tau = _time_constant(op)
+    if tau is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dt = float(np.min(tau / (1.0 + np.asarray(op.r, float))))
+    return dt if np.isfinite(dt) and dt > 0 else None
+
+
 def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     dt = op.sem.dt
     if isinstance(op, LIF):
@@ -44,7 +65,8 @@ def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         changes = {"r": 1.0 / (1.0 - alpha), "w_in": beta / (1.0 - beta)}
     else:
         return op
-    if not np.allclose(op.r, tau * alpha / dt, rtol=1e-4):
+    as_written, as_recovered = tau * alpha / dt, tau / dt - 1.0  # r for this dt: to_nir's, from_nir's inverse
+    if not (np.allclose(op.r, as_written, rtol=1e-4) or np.allclose(op.r, as_recovered, rtol=1e-6)):
         warnings.append(f"node '{path}': r is not Rockpool's tau*exp(-dt/tau)/dt at dt={dt}: was dt different?")
     return op.replace(**changes)
 
@@ -81,4 +103,5 @@ DIALECT = register_dialect(Dialect(
     on_write=each_neuron(_for_import, note="rockpool: the file is for Rockpool's from_nir "
                          "(r = tau_mem/dt - 1 carries dt), not plain NIR"),
     read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
+    dt_from_file=rockpool_dt,
 ))

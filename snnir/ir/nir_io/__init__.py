@@ -116,7 +116,7 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     _check_param_bytes(graph, limits)
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
     graph = _normalise_outputs(graph, report.warnings)
-    graph = _dialect_on_read(chosen, graph, report)
+    graph = _dialect_on_read(chosen, graph, report, dt_given="dt" in caller)
     if not reader.found_record:
         graph = torch_nn_trainable(graph)
     report.warnings.extend(verify(graph).warnings)
@@ -142,16 +142,33 @@ def torch_nn_trainable(graph: Graph) -> Graph:
     return graph.replace(nodes=nodes)
 
 
-def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport) -> Graph:
+def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
     """Apply the dialect only to neurons whose semantics the file did not state:
-    a file snnir wrote already means exactly what its records say."""
+    a file snnir wrote already means exactly what its records say. Where the dialect's files
+    determine ``dt`` and the caller gave none, those neurons take the file's."""
     defaulted = {line.partition(": ")[0] for line in report.defaults_applied}
     as_read = dict(graph.walk())
+    if dialect.dt_from_file is not None and not dt_given:
+        graph = map_neurons(graph, lambda path, op: _dt_from_file(dialect, path, op, report)
+                            if path in defaulted else op)
     adjusted = dialect.on_read(graph, report.warnings)
     return map_neurons(
         adjusted,
         lambda path, op: op if path in defaulted or path not in as_read else as_read[path],
     )
+
+
+def _dt_from_file(dialect: Any, path: str, op: Any, report: ReadReport) -> Any:
+    """``op`` at the ``dt`` its parameters determine in ``dialect``'s files; its line in
+    ``report.defaults_applied`` then names that ``dt`` and where it came from."""
+    dt = dialect.dt_from_file(op)
+    if dt is None:
+        return op
+    stated = f"dt={op.sem.dt!r} (dialect)"
+    recovered = f"dt={dt!r} (from the file's parameters, as {dialect.name} reads it)"
+    report.defaults_applied[:] = [line.replace(stated, recovered) if line.partition(": ")[0] == path else line
+                                  for line in report.defaults_applied]
+    return op.replace(sem=op.sem.with_(dt=dt))
 
 
 def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extensions: bool = False,
