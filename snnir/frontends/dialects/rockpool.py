@@ -9,10 +9,12 @@ not the gain it uses; ``on_read`` sets the exact NIR gains at the read ``dt``
 (``r = 1 / (1 - alpha)``, ``w_in = beta / (1 - beta)``). Rockpool's files carry
 shapes that nir's type check refuses (read them with snnir, which does not need it).
 
-``from_nir`` recovers ``dt`` as ``min(tau_mem / (1 + r))`` per node (``nn/modules/torch/nir.py``);
-reading with this dialect does the same (``dt_from_file``) unless the caller gives ``dt``. That
-is not exactly the ``dt`` written (``lif_rockpool.nir``: 9.992e-5 for 1e-4), as in Rockpool.
-It reads ``LIF.tau_mem``
+Since ``r`` carries ``dt``, reading needs no ``dt`` (``dt_from_file``, unless the caller gives one):
+it solves ``r = tau exp(-dt / tau) / dt`` exactly, so the file runs as the network that wrote it.
+Rockpool's own ``from_nir`` (``nn/modules/torch/nir.py``) takes the first-order
+``min(tau_mem / (1 + r))`` per node instead — 9.992e-5 for the 1e-4 of the paper's
+``lif_rockpool.nir`` — which moves spikes in longer runs (a prediction of Rockpool's re-import
+must use that; reading the writer's meaning must not). ``from_nir`` reads ``LIF.tau_mem``
 (NIR's ``LIF`` has ``tau``: it fails). ``on_write`` therefore refuses ``LIF`` and
 writes ``CubaLIF`` with ``r = tau_mem / dt - 1`` and the gains folded into the threshold.
 """
@@ -45,14 +47,26 @@ def _time_constant(op: Neuron) -> np.ndarray | None:
     return None
 
 
-def rockpool_dt(op: Neuron) -> float | None:
-    """The ``dt`` Rockpool's ``from_nir`` gives a neuron node: ``min(tau / (1 + r))``."""
+def written_dt(op: Neuron) -> float | None:
+    """The ``dt`` for which ``to_nir``'s ``r = tau exp(-dt / tau) / dt`` gives the node's ``r``
+    (one for all its neurons), or ``None`` when there is no such single ``dt``.
+
+    ``log r = log(tau / dt) - dt / tau`` falls strictly with ``dt``: Newton's method from
+    Rockpool's own first-order guess ``tau / (1 + r)`` converges in a few steps.
+    """
     tau = _time_constant(op)
-    if tau is None:
+    r = np.asarray(op.r, float)
+    if tau is None or np.any(tau <= 0) or np.any(r <= 0) or not np.all(np.isfinite(tau)) or not np.all(np.isfinite(r)):
         return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dt = float(np.min(tau / (1.0 + np.asarray(op.r, float))))
-    return dt if np.isfinite(dt) and dt > 0 else None
+    dt = tau / (1.0 + r)
+    for _ in range(50):
+        step = (np.log(tau / dt) - dt / tau - np.log(r)) / (1.0 / dt + 1.0 / tau)
+        dt = dt + step
+        if np.all(np.abs(step) <= 1e-15 * dt):
+            break
+    if not (np.all(dt > 0) and np.allclose(dt, dt.flat[0], rtol=1e-6)):
+        return None
+    return float(dt.flat[0])
 
 
 def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
@@ -65,8 +79,7 @@ def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         changes = {"r": 1.0 / (1.0 - alpha), "w_in": beta / (1.0 - beta)}
     else:
         return op
-    as_written, as_recovered = tau * alpha / dt, tau / dt - 1.0  # r for this dt: to_nir's, from_nir's inverse
-    if not (np.allclose(op.r, as_written, rtol=1e-4) or np.allclose(op.r, as_recovered, rtol=1e-6)):
+    if not np.allclose(op.r, tau * alpha / dt, rtol=1e-4):
         warnings.append(f"node '{path}': r is not Rockpool's tau*exp(-dt/tau)/dt at dt={dt}: was dt different?")
     return op.replace(**changes)
 
@@ -103,5 +116,5 @@ DIALECT = register_dialect(Dialect(
     on_write=each_neuron(_for_import, note="rockpool: the file is for Rockpool's from_nir "
                          "(r = tau_mem/dt - 1 carries dt), not plain NIR"),
     read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
-    dt_from_file=rockpool_dt,
+    dt_from_file=written_dt,
 ))
