@@ -47,11 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from snnir.frontends.dialects.guess import describe_writer
     from snnir.ir.printer import format_table
 
     graph, report = load_graph(args)  # reading verifies; its warnings are in the report
     inputs, outputs = (", ".join(map(shown, names)) for names in (graph.inputs, graph.outputs))
     print(f"{args.file}: {sum(1 for _ in graph.walk())} nodes, inputs [{inputs}], outputs [{outputs}]")
+    print(describe_writer(args.file, repair=args.repair))
     print(format_table(graph), end="")
     lines = report_lines(report)
     print("semantics and warnings:" if lines else "semantics: all stated in the file; no warnings")

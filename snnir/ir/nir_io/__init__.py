@@ -69,7 +69,7 @@ _TRUSTED: dict[bytes, None] = {}
 _REFUSED: dict[tuple[bytes, str, Limits], SnnirError] = {}
 _TRUSTED_KEPT = 4096
 
-__all__ = ["read", "load", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
+__all__ = ["read", "load", "read_unchecked", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
            "NIR_VERSION"]
 
 
@@ -140,6 +140,16 @@ def torch_nn_trainable(graph: Graph) -> Graph:
             op = op.replace(trainable=TORCH_NN_TRAINABLE[type(op)])
         nodes[name] = op
     return graph.replace(nodes=nodes)
+
+
+def read_unchecked(path: Any, *, repair: bool = False) -> tuple[Graph, ReadReport]:
+    """The file's nodes as written (plain-NIR defaults, no dialect), neither normalised nor
+    verified: for looking at what a file holds (e.g. who wrote it), never for running it."""
+    limits = current_limits()
+    sem, sources = _default_semantics({}, {})
+    reader = Reader(sem, sources, {}, repair, limits)
+    graph = _read_file(path, reader, limits)
+    return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs)
 
 
 def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
