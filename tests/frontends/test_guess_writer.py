@@ -53,7 +53,8 @@ def test_a_file_snnir_wrote_is_plain_nir(tmp_path) -> None:
 def test_inspect_prints_the_guess(fixtures_dir, capsys) -> None:
     assert main(["inspect", str(fixtures_dir / "lif_norse.nir"), "--dialect", "norse-1.0", "--dt", "1e-4"]) == 0
     out = capsys.readouterr().out
-    assert "written by: Norse before 1.1 (read with --dialect norse-1.0); evidence: nir version attribute '0.1.1'" in out
+    assert ("written by: Norse before 1.1 (read with --dialect norse-1.0); "
+            "evidence: nir version attribute '0.1.1'") in out
 
 
 def test_a_file_that_is_not_nir_fails_in_one_line(tmp_path) -> None:
