@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, escape
 from snnir.ir.memory import check_limit
 from snnir.limits import current
@@ -134,23 +134,12 @@ def output_dir(path: str) -> Path:
 
 def write_atomically(path: str, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(stream)`` on a temporary file beside ``path``, then move it to ``path``."""
-    target = output_file(path)
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise SnnirError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as stream:
+
+    def to_file(temp: str) -> None:
+        with open(temp, "wb") as stream:
             write(stream)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, target)
-    except OSError as exc:
-        os.unlink(temp)
-        raise SnnirError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return target
+
+    return replace_atomically(output_file(path), to_file)
 
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> Path:
@@ -163,9 +152,3 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> Path:
                     np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
 
     return write_atomically(path, write)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

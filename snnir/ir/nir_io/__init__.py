@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 import h5py
 import numpy as np
 
+from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, warn
 from snnir.frontends.dialects import get_dialect, map_neurons
 from snnir.ir.graph import Graph
@@ -203,25 +204,13 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
             raise SnnirError(f"cannot write a file for {dialect}: {exc}") from None
         shapes = None  # plain NIR may leave shapes unstated
     target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(directory):
-        raise SnnirError(f"cannot write {target}: no such directory {directory}")
-    if os.path.isdir(target):
-        raise SnnirError(f"cannot write {target}: it is a directory")
-    fd, temp = tempfile.mkstemp(prefix=".snnir-", suffix=".nir.tmp", dir=directory)
-    os.close(fd)
-    try:
+
+    def write_to(temp: str) -> None:
         with h5py.File(temp, "w") as file:
             write_file(file, graph, shapes)
         _remember(_TRUSTED, _digest(temp), None)
-        os.chmod(temp, _file_mode(target))
-        os.replace(temp, target)
-    except OSError as exc:
-        os.unlink(temp)
-        raise SnnirError(f"cannot write {target}: {exc}") from None
-    except BaseException:
-        os.unlink(temp)
-        raise
+
+    replace_atomically(target, write_to)
     if notes:
         warn(f"writing {target}: " + "; ".join(notes))
 
@@ -279,15 +268,6 @@ def _split_names(value: Any, split: Mapping[str, list[str]]) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
         return type(value)(part for name in value for part in split.get(name, [name]))
     return value
-
-
-def _file_mode(target: str) -> int:
-    """The replaced file's permissions, or what a newly created file would get."""
-    if os.path.exists(target):
-        return os.stat(target).st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
