@@ -23,6 +23,7 @@ from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Input, Linear, Output,
     Scale, Subgraph, SumPool2d, Threshold,
 )
+from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.ops.base import Op
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import infer_shapes
@@ -116,6 +117,9 @@ class _Source:
         if isinstance(op, (SumPool2d, AvgPool2d)):
             kernel = "sum_pool" if isinstance(op, SumPool2d) else "avg_pool"
             return f"h[{name!r}] = {kernel}({x}, {op.kernel_size}, {op.stride}, {op.padding})"
+        if isinstance(op, MAX_POOLS):
+            return (f"h[{name!r}] = max_pool({x}, {op.kernel_size}, {op.stride}, {op.padding}, {op.dilation}, "
+                    f"{op.ceil_mode})")
         if isinstance(op, Flatten):
             start, end = op.dims(len(self.shapes.inputs[name]), name)
             return f"h[{name!r}] = ({x}).flatten({start + 1}, {end + 1})"

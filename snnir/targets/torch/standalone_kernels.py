@@ -134,3 +134,9 @@ def sum_pool(x, kernel_size, stride, padding):
 
 def avg_pool(x, kernel_size, stride, padding):
     return sum_pool(x, kernel_size, stride, padding) / float(kernel_size[0] * kernel_size[1])
+
+
+def max_pool(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """MaxPool1d or MaxPool2d, padded with -inf (torch's max_pool)."""
+    pool = F.max_pool1d if len(kernel_size) == 1 else F.max_pool2d
+    return pool(x, kernel_size, stride, padding, dilation, ceil_mode)

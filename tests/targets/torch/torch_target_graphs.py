@@ -8,6 +8,7 @@ from snnir.ir import (
     IF, LI, LIF, OPS, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, Graph, I, Input,
     Linear, Output, Scale, Semantics, Subgraph, SumPool2d, Threshold,
 )
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 
 DT = 1e-3
 
@@ -74,6 +75,9 @@ def _stateless_graphs(rng):
                        ("c2", Conv2d(weight=rng.normal(size=(2, 6, 3, 3)), padding="same"))),
         SumPool2d: _chain((2, 6, 7), ("p", SumPool2d(kernel_size=(2, 3), stride=(2, 2), padding=(1, 1)))),
         AvgPool2d: _chain((2, 6, 7), ("p", AvgPool2d(kernel_size=3, stride=2, padding=1))),
+        MaxPool1d: _chain((3, 11), ("p", MaxPool1d(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True))),
+        MaxPool2d: _chain((2, 6, 7), ("p", MaxPool2d(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1),
+                                                     ceil_mode=True))),
         Delay: _chain((4,), ("d", Delay(delay=np.array([0, 1, 3, 2]) * DT, sem=Semantics(dt=DT)))),
     }
 
