@@ -3,13 +3,15 @@ inside ``snnir.trace`` and here against the model's own float64 run)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import snnir
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, SnnirWarning
 
 snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
@@ -83,31 +85,40 @@ def test_avg_pool1d_is_a_depthwise_conv():
     assert graph.nodes["pool"].op_type == "Conv1d" and graph.nodes["avg_pool1d"].op_type == "Conv1d"
 
 
+class SharedOutputNet(torch.nn.Module):
+    """The regression tutorial's shape: one output neuron called for two layers within a step."""
+
+    def __init__(self, learn_beta: bool = False):
+        super().__init__()
+        torch.manual_seed(4)
+        self.fc1, self.fc2 = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
+        self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none", learn_beta=learn_beta)
+
+    def forward(self, x):
+        mem_a, mem_b = self.li_out.init_leaky(), self.li_out.init_leaky()
+        rec_a, rec_b = [], []
+        for step in range(x.shape[0]):
+            _, mem_a = self.li_out(self.fc1(x[step]), mem_a)
+            _, mem_b = self.li_out(self.fc2(x[step]), mem_b)
+            rec_a.append(mem_a)
+            rec_b.append(mem_b)
+        return torch.stack(rec_a), torch.stack(rec_b)
+
+
 def test_a_neuron_called_on_two_inputs_is_two_neurons():
-    """The regression tutorial calls one output neuron for two layers within a step."""
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(4)
-            self.fc1, self.fc2 = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
-            self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none")
-
-        def forward(self, x):
-            mem_a, mem_b = self.li_out.init_leaky(), self.li_out.init_leaky()
-            rec_a, rec_b = [], []
-            for step in range(x.shape[0]):
-                _, mem_a = self.li_out(self.fc1(x[step]), mem_a)
-                _, mem_b = self.li_out(self.fc2(x[step]), mem_b)
-                rec_a.append(mem_a)
-                rec_b.append(mem_b)
-            return torch.stack(rec_a), torch.stack(rec_b)
-
     x = torch.rand((T, B, 4), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    graph, got, expected = run_both(Net(), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnnirWarning)  # untrained parameters: nothing to tie, no warning
+        graph, got, expected = run_both(SharedOutputNet(), x)
     assert {"li_out", "li_out_2"} <= set(graph.nodes)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, atol=1e-9, rtol=0)
+
+
+def test_a_trainable_neuron_called_twice_warns_that_its_copies_train_apart():
+    x = torch.rand((T, B, 4), generator=torch.Generator().manual_seed(5))
+    with pytest.warns(SnnirWarning, match="layer 'li_out' is called on 2 inputs.*'li_out', 'li_out_2'.*independently"):
+        snnir.trace(SharedOutputNet(learn_beta=True), x)
 
 
 @pytest.mark.parametrize("call,needle", [
