@@ -57,6 +57,19 @@ def random_op(cls, sem, rng, per_neuron):
     return cls(**{k: v for k, v in fields.items() if k in names}, sem=sem)
 
 
+def random_arrays(cls, sem, rng, per_neuron, static, steps=T):
+    """``(op, x, state)``: a random ``op`` (:func:`random_op`), its input (``[B, N]`` held for a
+    static case, else ``[steps, B, N]``; larger for multi-spike neurons) and a random initial state
+    as float64 numpy arrays, last spikes ``z`` in {0, 1}."""
+    op = random_op(cls, sem, rng, per_neuron)
+    scale = 3.0 if sem.spike_mode == "multi" else 1.0
+    x = rng.normal(0.4, 1.0, (B, N) if static else (steps, B, N)) * scale
+    state = {s: rng.normal(0, 0.3, (B, N)) for s in op.state_names}
+    if "z" in state:
+        state["z"] = (state["z"] > 0).astype(np.float64)
+    return op, x, state
+
+
 def check_broadcast_parameters(run_both: Callable, steps: int, device="cpu") -> None:
     """Parameters of shape [3] on neurons of shape [2, 3] (float64): ``run_both(op, params, x,
     state)`` gives the kernel's and the Python loop's results; outputs identical, gradients

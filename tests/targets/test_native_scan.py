@@ -23,7 +23,9 @@ from snnir.targets.torch.neuron_update import _config
 from snnir.targets.torch.scan import neuron_sequence
 from snnir.targets.torch.surrogate import Surrogate
 
-from tests.targets.neuron_cases import B, CASES, IDS, N, T, check_broadcast_parameters, random_op as _random_op
+from tests.targets.neuron_cases import (
+    B, CASES, IDS, N, T, check_broadcast_parameters, random_arrays, random_op as _random_op,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +56,7 @@ def _run_both(monkeypatch, op, params, x, state, **kwargs):
 def test_native_matches_python_and_reference(extension, monkeypatch, dtype, cls, sem, surrogate, per_neuron,
                                              static, detach):
     rng = np.random.default_rng(CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
-    op = _random_op(cls, sem, rng, per_neuron)
-    scale = 3.0 if sem.spike_mode == "multi" else 1.0
-    x_np = rng.normal(0.4, 1.0, (B, N) if static else (T, B, N)) * scale
-    state_np = {s: rng.normal(0, 0.3, (B, N)) for s in op.state_names}
-    if "z" in state_np:
-        state_np["z"] = (state_np["z"] > 0).astype(np.float64)
+    op, x_np, state_np = random_arrays(cls, sem, rng, per_neuron, static)
     kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
 
     # forward (no grad): identical to the Python loop; float64 spikes identical to snnir.run
@@ -211,14 +208,9 @@ def test_fused_backward_without_parameter_gradients(extension, monkeypatch, dtyp
     """Gradients of the input and states only (the kernel's fused backward where it applies),
     with a full output gradient and with broadcast ones (read in place, not copied)."""
     rng = np.random.default_rng(1000 + CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
-    op = _random_op(cls, sem, rng, per_neuron)
-    scale = 3.0 if sem.spike_mode == "multi" else 1.0
-    x = torch.from_numpy(rng.normal(0.4, 1.0, (B, N) if static else (T, B, N)) * scale).to(dtype)
-    x.requires_grad_(True)
-    state = {s: torch.from_numpy(rng.normal(0, 0.3, (B, N))).to(dtype) for s in op.state_names}
-    if "z" in state:
-        state["z"] = (state["z"] > 0).to(dtype)
-    state = {s: v.requires_grad_(True) for s, v in state.items()}
+    op, x_np, state_np = random_arrays(cls, sem, rng, per_neuron, static)
+    x = torch.from_numpy(x_np).to(dtype).requires_grad_(True)
+    state = {s: torch.from_numpy(v).to(dtype).requires_grad_(True) for s, v in state_np.items()}
     kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
     (out, final, _), (out_py, final_py, _) = _run_both(monkeypatch, op, {}, x, state, **kwargs)
     torch.testing.assert_close(out, out_py, rtol=0, atol=0)

@@ -29,7 +29,9 @@ from snnir.targets.torch import gpu  # noqa: E402
 from snnir.targets.torch.gpu import scan as triton_scan  # noqa: E402
 from snnir.targets.torch.scan import neuron_sequence  # noqa: E402
 from snnir.targets.torch.surrogate import Surrogate  # noqa: E402
-from tests.targets.neuron_cases import B, CASES, IDS, N, check_broadcast_parameters, random_op  # noqa: E402
+from tests.targets.neuron_cases import (  # noqa: E402
+    B, CASES, IDS, N, check_broadcast_parameters, random_arrays, random_op,
+)
 
 T = 8  # steps (the interpreter's time grows with them)
 
@@ -60,21 +62,11 @@ def _tensor(a, dtype, grad=False):
     return torch.from_numpy(np.array(a)).to(device=DEVICE, dtype=dtype).requires_grad_(grad)
 
 
-def _inputs(cls, sem, rng, per_neuron, static):
-    op = random_op(cls, sem, rng, per_neuron)
-    scale = 3.0 if sem.spike_mode == "multi" else 1.0
-    x_np = rng.normal(0.4, 1.0, (B, N) if static else (T, B, N)) * scale
-    state_np = {s: rng.normal(0, 0.3, (B, N)) for s in op.state_names}
-    if "z" in state_np:
-        state_np["z"] = (state_np["z"] > 0).astype(np.float64)
-    return op, x_np, state_np
-
-
 @pytest.mark.parametrize(("cls", "sem", "surrogate", "per_neuron", "static", "detach"), CASES, ids=IDS)
 def test_triton_matches_python_and_reference(cls, sem, surrogate, per_neuron, static, detach):
     """float64, every op and semantics option: exact forward, gradients of everything to 1e-10."""
     rng = np.random.default_rng(CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
-    op, x_np, state_np = _inputs(cls, sem, rng, per_neuron, static)
+    op, x_np, state_np = random_arrays(cls, sem, rng, per_neuron, static, T)
     kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
     dtype = torch.float64
 
@@ -119,7 +111,7 @@ def test_triton_float32_and_half_inputs(cls, sem, surrogate, per_neuron, static,
     """float32: bit-identical forward, gradients to float32 rounding. bf16/fp16 inputs with a
     float32 state: the float32 run of the widened input, outputs in the input's dtype."""
     rng = np.random.default_rng(500 + CASES.index((cls, sem, surrogate, per_neuron, static, detach)))
-    op, x_np, _ = _inputs(cls, sem, rng, per_neuron, static)
+    op, x_np, _ = random_arrays(cls, sem, rng, per_neuron, static, T)
     kwargs = dict(surrogate=Surrogate(surrogate), steps=T if static else None, detach_reset=detach)
     x = _tensor(x_np, torch.float32, grad=True)
     (out, final, _), (out_py, final_py, _) = _run_both(op, {}, x, None, **kwargs)
