@@ -171,7 +171,9 @@ class Demo:
         (ti, tt), (si, st) = rows["snnTorch"], rows["snnir"]
         self.say("6 speed", f"batch {BATCH}, T={STEPS}, {torch.get_num_threads()} threads, medians of {reps}: "
                             f"inference {ti:.0f} ms (snnTorch) vs {si:.0f} ms (snnir), {ti / si:.1f}x; "
-                            f"train step {tt:.0f} ms vs {st:.0f} ms, {tt / st:.1f}x")
+                            f"train step {tt:.0f} ms vs {st:.0f} ms, {tt / st:.1f}x (rate-coded input, new at "
+                            f"every step: bounded by the matrix multiplies; the README's larger figures "
+                            f"are for a static input)")
 
     def pictures(self, graph: snnir.Graph, optimised: snnir.Graph, module: torch.nn.Module, x: torch.Tensor) -> None:
         with torch.no_grad():
