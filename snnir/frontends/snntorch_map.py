@@ -202,7 +202,7 @@ def _recheck_fragment(module: Any, layer: str, recurrent: Any = None) -> Fragmen
     tau = sem.dt / (1.0 - beta)
     zero = np.zeros(())
     nodes = {
-        "": Threshold(threshold=thr, metadata=_meta(module)),
+        "": Threshold(threshold=thr, metadata={**_meta(module), "structure": RECHECK}),
         "mem": LI(tau=tau, r=tau / sem.dt, v_leak=zero, sem=sem),
         "last": LI(tau=np.full(np.shape(thr), sem.dt), r=np.ones(()), v_leak=zero, sem=sem),
         "recheck": Threshold(threshold=thr),
@@ -226,6 +226,9 @@ def _recheck_fragment(module: Any, layer: str, recurrent: Any = None) -> Fragmen
         nodes["recurrent"] = recurrent
         edges += [("last", "recurrent")] + [("recurrent", e) for e in entries]
     return Fragment(nodes, entries=entries, edges=tuple(edges))
+
+
+RECHECK = "subtract reset with reset_delay=False"  # marks the layer node of a recheck fragment
 
 
 def _rechecks(module: Any) -> bool:

@@ -169,3 +169,26 @@ def test_two_inputs_are_refused(tmp_path) -> None:
     graph = Graph({"a": Input(shape=(4,)), "b": Input(shape=(4,)), "lif": _lif(4), "output": Output()},
                   (("a", "lif"), ("b", "lif"), ("lif", "output")))
     _refused(graph, "one Input and one Output", tmp_path)
+
+
+def test_a_traced_reset_delay_false_subtract_reset_is_refused_naming_the_layer_and_option(tmp_path) -> None:
+    snntorch = pytest.importorskip("snntorch")
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.lif = snntorch.Leaky(beta=0.9, reset_mechanism="subtract", reset_delay=False)
+
+        def forward(self, x):
+            mem = self.lif.init_leaky()
+            spikes = []
+            for step in range(x.shape[0]):
+                spike, mem = self.lif(self.fc(x[step]), mem)
+                spikes.append(spike)
+            return torch.stack(spikes)
+
+    graph = snnir.trace(Net(), torch.rand(5, 2, 4))
+    _refused(graph, "node 'lif'.*snntorch.Leaky has a subtract reset with reset_delay=False.*use reset_delay=True",
+             tmp_path)

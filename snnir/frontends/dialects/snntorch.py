@@ -36,6 +36,7 @@ import networkx as nx
 import numpy as np
 
 from snnir.errors import SnnirError
+from snnir.frontends.snntorch_map import RECHECK
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
@@ -214,7 +215,20 @@ def _in_execution_order(graph: Graph) -> Graph:
     return graph.replace(nodes={name: nodes[name] for name in order})
 
 
+def _refuse_rechecks(graph: Graph, prefix: str = "") -> None:
+    """A traced ``reset_delay=False`` subtract reset is several ops; refused by the layer's node and option."""
+    for name, op in graph.nodes.items():
+        if op.metadata.get("structure") == RECHECK:
+            raise SnnirError(f"this {op.metadata.get('source', 'snnTorch neuron')} has a {RECHECK}, which NIR "
+                             f"states as several ops that {_IMPORTER} cannot rebuild (it builds reset_delay=False "
+                             "only with a zero reset): use reset_delay=True, or write with dialect='nir'",
+                             prefix + name)
+        if isinstance(op, Subgraph):
+            _refuse_rechecks(op.graph, f"{prefix}{name}.")
+
+
 def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    _refuse_rechecks(graph)
     graph = map_neurons(graph, lambda path, op: _for_import(path, op, warnings))
     shapes = infer_shapes(graph)
     graph = _nest_loops(_restated_ops(graph, shapes), shapes)
