@@ -44,6 +44,14 @@ def optimize(graph: Graph, level: int = 2, passes: Any = None, **options: Any) -
     return _optimize(graph, level=level, passes=passes, **options)
 
 
+def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list[str]]:
+    """What ``library``'s own importer simulates from this graph's file, and what changed; see
+    :func:`snnir.frontends.dialects.imported.imported_by`."""
+    from snnir.frontends.dialects.imported import imported_by as _imported_by
+
+    return _imported_by(graph, library, **options)
+
+
 def compile(graph: Graph, target: str = "torch", **options: Any) -> Any:  # noqa: A001 - the API's name
     """Compile a graph for a target; see :func:`snnir.targets.compile`."""
     from snnir.targets import compile as _compile
@@ -51,4 +59,5 @@ def compile(graph: Graph, target: str = "torch", **options: Any) -> Any:  # noqa
     return _compile(graph, target=target, **options)
 
 
-__all__ = ["SnnirError", "Graph", "Semantics", "verify", "run", "read", "write", "trace", "optimize", "compile"]
+__all__ = ["SnnirError", "Graph", "Semantics", "verify", "run", "read", "write", "trace", "optimize", "compile",
+           "imported_by"]

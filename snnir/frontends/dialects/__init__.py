@@ -29,7 +29,10 @@ class Dialect:
     """``on_read(graph, warnings)`` and ``on_write(graph, warnings)`` return new graphs,
     appending a line to ``warnings`` for anything lossy or assumed. ``dt_from_file(op)``, where
     the library's files determine their step, gives a neuron's ``dt`` from its parameters
-    (``None``: not determined); the reader uses it before ``on_read`` unless the caller gave ``dt``."""
+    (``None``: not determined); the reader uses it before ``on_read`` unless the caller gave ``dt``.
+    ``imported_by(graph, warnings, options)`` is the graph the library simulates after its own
+    importer (named ``importer``) reads ``graph``'s file with ``options``
+    (see :mod:`snnir.frontends.dialects.imported`); ``None``: not described."""
 
     name: str
     description: str
@@ -37,6 +40,8 @@ class Dialect:
     on_write: Callable[[Graph, list[str]], Graph] = _unchanged
     read_defaults: dict = field(default_factory=dict)  # Semantics fields applied where a file says nothing
     dt_from_file: Callable[["Neuron"], float | None] | None = None
+    imported_by: Callable[[Graph, list[str], dict], Graph] | None = None
+    importer: str = ""
 
 
 DIALECTS: dict[str, Dialect] = {"nir": Dialect("nir", "plain NIR: the file means what the NIR spec says")}

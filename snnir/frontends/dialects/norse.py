@@ -28,8 +28,11 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
+from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable, take_options
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, Neuron
+from snnir.ir.ops import (
+    IF, LI, LIF, Affine, Conv2d, CubaLI, CubaLIF, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
+)
 
 #: The step ``norse.torch.to_nir`` and ``from_nir`` use by default.
 NORSE_DT = 1e-3
@@ -83,11 +86,53 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(sem=op.sem.with_(**READ_SEMANTICS))
 
 
+# --- what from_nir builds from a file (imported_by; the same in both versions) ----------
+_IMPORTER = "Norse's from_nir"
+#: What ``_import_norse_module`` builds a module for (nested graphs: nirtorch recurses).
+READABLE = (Input, Output, Affine, Linear, Conv2d, Flatten, SumPool2d, IF, LIF, CubaLIF, Subgraph)
+
+
+def _as_built(path: str, op: Neuron, warnings: list[str], dt: float) -> Neuron:
+    """``IAFCell`` adds x unscaled; ``LIFBoxCell`` steps ``v += dt/tau (x + v_leak - v)`` (r ignored);
+    its CubaLIF scales x by ``w_in``, runs an ``LIBoxCell`` current and scales it by ``r``;
+    every cell resets to 0 in the spiking step when ``v > v_th``, starting from ``v = v_leak``."""
+    if np.any(op.v_reset != 0.0):
+        warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (resets to 0)")
+    sem = op.sem.with_(dt=dt, **READ_SEMANTICS)
+    zero = np.zeros_like(np.asarray(op.v_reset, float))
+    if isinstance(op, IF):
+        if not np.allclose(op.r, 1.0):
+            warnings.append(f"node '{path}': {_IMPORTER} ignores r of IF (adds its input unscaled)")
+        return op.replace(r=np.full(np.shape(op.r), 1.0 / dt), v_reset=zero, sem=sem)
+    if np.any(op.v_leak != 0.0):
+        raise SnnirError(f"{_IMPORTER} starts the membrane at v_leak (and leaks a CubaLIF's current towards it), "
+                         "which snnir cannot state: not predicted", path)
+    if isinstance(op, LIF):
+        if not np.allclose(op.r, 1.0):
+            warnings.append(f"node '{path}': {_IMPORTER} ignores r of LIF (reads r = 1)")
+        return op.replace(r=np.ones(np.shape(op.r)), v_reset=zero, sem=sem)
+    return op.replace(v_reset=zero, sem=sem)
+
+
+def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    dt = take_options(options, {"dt": NORSE_DT, "ignore_warnings": False}, _IMPORTER)["dt"]
+    refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
+    for path, op in graph.walk():
+        if isinstance(op, Flatten) and (op.start_dim >= 0 or op.end_dim >= 0):
+            warnings.append(f"node '{path}': {_IMPORTER} builds nn.Flatten({op.start_dim}, {op.end_dim}) counting "
+                            "the batch dimension: predicted per sample (batch 1)")
+        if isinstance(op, SumPool2d) and np.any(op.padding != 0):
+            raise SnnirError(f"{_IMPORTER} builds SumPool2d as LPPool2d, which has no padding: not predicted", path)
+    return map_neurons(graph, lambda path, op: _as_built(path, op, warnings, dt))
+
+
 DIALECT = register_dialect(Dialect(
     name="norse",
     description="Norse 1.1+: files store tau*dt (dt=1e-3); LIFCell's current jumps by x; Euler, reset to v_reset",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=True),
     on_write=each_neuron(_for_import),
+    imported_by=_imported,
+    importer=_IMPORTER,
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))
 
@@ -97,5 +142,7 @@ DIALECT_1_0 = register_dialect(Dialect(
                 "otherwise as 'norse' (its from_nir read the same way)",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=False),
     on_write=each_neuron(_for_import),
+    imported_by=_imported,
+    importer=_IMPORTER,
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))

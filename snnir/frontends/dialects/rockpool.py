@@ -27,8 +27,9 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, decay_gain, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
+from snnir.frontends.dialects.imported import refuse_unreadable, take_options
 from snnir.ir.graph import Graph
-from snnir.ir.ops import LIF, CubaLIF, Neuron
+from snnir.ir.ops import LIF, Affine, CubaLIF, Input, Linear, Neuron, Output
 
 ROCKPOOL_DT = 1e-3
 SEMANTICS = {"discretisation": "exp", "reset": "subtract", "reset_timing": "same", "threshold_compare": "ge",
@@ -69,19 +70,26 @@ def written_dt(op: Neuron) -> float | None:
     return float(dt.flat[0])
 
 
-def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+def _with_exact_gains(op: Neuron) -> Neuron:
+    """``op`` with the NIR gains of Rockpool's step at ``op.sem.dt`` (``v' = alpha v + x``,
+    ``i' = beta (i + x)``)."""
     dt = op.sem.dt
     if isinstance(op, LIF):
-        alpha, tau = _decay(op.tau, dt), op.tau
-        changes = {"r": 1.0 / (1.0 - alpha)}
-    elif isinstance(op, CubaLIF):
-        alpha, beta, tau = _decay(op.tau_mem, dt), _decay(op.tau_syn, dt), op.tau_mem
-        changes = {"r": 1.0 / (1.0 - alpha), "w_in": beta / (1.0 - beta)}
-    else:
+        return op.replace(r=1.0 / (1.0 - _decay(op.tau, dt)))
+    if isinstance(op, CubaLIF):
+        beta = _decay(op.tau_syn, dt)
+        return op.replace(r=1.0 / (1.0 - _decay(op.tau_mem, dt)), w_in=beta / (1.0 - beta))
+    return op
+
+
+def _exact_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    tau = _time_constant(op)
+    if tau is None:
         return op
-    if not np.allclose(op.r, tau * alpha / dt, rtol=1e-4):
+    dt = op.sem.dt
+    if not np.allclose(op.r, tau * _decay(tau, dt) / dt, rtol=1e-4):
         warnings.append(f"node '{path}': r is not Rockpool's tau*exp(-dt/tau)/dt at dt={dt}: was dt different?")
-    return op.replace(**changes)
+    return _with_exact_gains(op)
 
 
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
@@ -109,6 +117,35 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
                       v_threshold=op.v_threshold / scale, sem=op.sem.with_(**SEMANTICS))
 
 
+# --- what from_nir builds from a file (imported_by) ----------------------------------
+_IMPORTER = "Rockpool 3.1's from_nir"
+
+
+def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """``LIFTorch`` at ``dt = min(tau_mem / (1 + r))`` over the node (Rockpool's guess),
+    exact exponential step, multi-spike ``v >= thr``, subtract; v_reset ignored."""
+    if isinstance(op, LIF):
+        raise SnnirError(f"{_IMPORTER} reads LIF.tau_mem, which NIR's LIF lacks (AttributeError): it cannot "
+                         "import this graph", path)
+    if np.any(op.v_leak != 0.0):
+        raise SnnirError(f"{_IMPORTER} reads v_leak as a bias current, which snnir cannot state: not predicted",
+                         path)
+    dt = float(np.min(np.asarray(op.tau_mem, float) / (1.0 + np.asarray(op.r, float))))
+    if not dt > 0.0:
+        raise SnnirError(f"{_IMPORTER} takes dt = min(tau_mem / (1 + r)) = {dt:g}, not a step", path)
+    if np.any(op.v_reset != 0.0):
+        warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (subtracts the threshold)")
+    warnings.append(f"node '{path}': {_IMPORTER} takes dt = min(tau_mem / (1 + r)) = {dt:.6g} and ignores r "
+                    "and w_in otherwise")
+    return _with_exact_gains(op.replace(sem=op.sem.with_(dt=dt, **SEMANTICS)))
+
+
+def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    take_options(options, {}, _IMPORTER)
+    refuse_unreadable(graph, (Input, Output, Linear, Affine, LIF, CubaLIF), _IMPORTER)
+    return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
+
+
 DIALECT = register_dialect(Dialect(
     name="rockpool",
     description="Rockpool 3.1: exact exp step at dt=1e-3, multi-spike, subtract; r in files is not the gain",
@@ -117,4 +154,6 @@ DIALECT = register_dialect(Dialect(
                          "(r = tau_mem/dt - 1 carries dt), not plain NIR"),
     read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
     dt_from_file=written_dt,
+    imported_by=_imported,
+    importer=_IMPORTER,
 ))

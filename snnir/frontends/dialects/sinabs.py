@@ -18,8 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.frontends.dialects import Dialect, decay_gain, each_neuron, note_semantics, register_dialect
-from snnir.ir.ops import IF, LI, LIF, Neuron
+from snnir.frontends.dialects import Dialect, decay_gain, each_neuron, map_neurons, note_semantics, register_dialect
+from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable, take_options
+from snnir.ir.graph import Graph
+from snnir.ir.ops import IF, LI, LIF, Affine, Conv2d, Flatten, Input, Neuron, Output, Subgraph, SumPool2d
 
 READ_SEMANTICS = {"dt": 1.0, "discretisation": "exp", "reset": "subtract", "reset_timing": "same",
                   "threshold_compare": "ge", "spike_mode": "multi"}
@@ -55,9 +57,50 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(tau=tau, r=r, v_threshold=op.v_threshold / g, sem=sem)
 
 
+# --- what from_nir builds from a file (imported_by) ----------------------------------
+_IMPORTER = "Sinabs' from_nir"
+#: What ``_import_sinabs_module`` builds (its Conv1d branch calls ``.detach()`` on nir's numpy
+#: arrays and fails; it has no Linear branch; nirtorch recurses into nested graphs).
+READABLE = (Input, Output, Affine, Conv2d, Flatten, SumPool2d, IF, LI, LIF, Subgraph)
+
+
+def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """``IAFSqueeze`` / ``LIFSqueeze`` / ``ExpLeakSqueeze`` at one step per step, ``norm_input=False``
+    (``v' = exp(-1/tau) v + x``), MultiSpike, reset by subtraction; r and v_reset ignored."""
+    sem = op.sem.with_(**READ_SEMANTICS)
+    if isinstance(op, IF):
+        warnings.append(f"node '{path}': {_IMPORTER} floors the membrane at -v_threshold (min_v_mem), which "
+                        "snnir does not model: predicted as if it never goes that low")
+        return op.replace(r=np.ones(np.shape(op.r)), sem=sem)
+    if np.ndim(op.v_leak) == 0:
+        raise SnnirError(f"{_IMPORTER} calls torch's unsqueeze on a scalar v_leak (a numpy array after nir.read): "
+                         "it cannot import this graph", path)
+    if np.any(op.v_leak != 0.0):
+        raise SnnirError(f"{_IMPORTER} raises '`v_leak` must be 0': it cannot import this graph", path)
+    if isinstance(op, LI) and (np.ndim(op.r) == 0 or np.any(op.r != 1.0)):
+        raise SnnirError(f"{_IMPORTER} reads LI only with r = 1 as an array: it cannot import this graph", path)
+    if op.spiking and np.any(op.v_reset != 0.0):
+        warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (subtracts the threshold)")
+    if not np.allclose(decay_gain(op.tau, op.sem)[1] * op.r, 1.0):
+        warnings.append(f"node '{path}': {_IMPORTER} adds the input unscaled (ignores r)")
+    decay = np.exp(-1.0 / np.asarray(op.tau, float))
+    return op.replace(r=1.0 / (1.0 - decay), sem=sem)
+
+
+def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    options = take_options(options, {"batch_size": None, "num_timesteps": None}, _IMPORTER)
+    refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
+    neurons = [path for path, op in graph.walk() if isinstance(op, Neuron)]
+    if neurons and options["batch_size"] is None and options["num_timesteps"] is None:
+        raise SnnirError(f"{_IMPORTER} needs batch_size or num_timesteps for its layers (pass one)", neurons[0])
+    return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
+
+
 DIALECT = register_dialect(Dialect(
     name="sinabs",
     description="Sinabs 3.x: dt=1 step, exp decay, MultiSpike, reset by subtraction",
     on_write=each_neuron(_for_import),
+    imported_by=_imported,
+    importer=_IMPORTER,
     read_defaults=READ_SEMANTICS,
 ))

@@ -32,6 +32,8 @@ with the same spikes at any batch size:
 
 from __future__ import annotations
 
+from collections import deque
+
 import networkx as nx
 import numpy as np
 
@@ -40,6 +42,7 @@ from snnir.frontends.snntorch_map import RECHECK
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
+from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable, take_options
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
@@ -236,11 +239,135 @@ def _on_write(graph: Graph, warnings: list[str]) -> Graph:
     return _in_execution_order(graph)
 
 
+# --- what import_from_nir builds from a file (imported_by) ------------------------------
+def _unique_threshold(threshold: np.ndarray, path: str, why: str) -> np.ndarray:
+    if np.unique(threshold).size != 1:
+        raise SnnirError(f"{_IMPORTER} asserts one v_threshold{why} for the whole layer: it cannot import "
+                         "this graph", path)
+    return threshold
+
+
+def _as_built_neuron(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """The Leaky / Synaptic ``import_from_nir`` builds (zero reset, ``reset_delay=False``, dt 1e-4,
+    its input added unscaled: the input gain divided out of the threshold)."""
+    dt = SNNTORCH_DT
+    if isinstance(op, IF):
+        raise SnnirError(f"{_IMPORTER} builds IF as Leaky(beta=0.9, init_hidden=False), which leaks and returns "
+                         "a (spk, mem) tuple: it cannot run this graph", path)
+    if not np.allclose(op.v_leak, 0.0):
+        raise SnnirError(f"{_IMPORTER} asserts v_leak = 0: it cannot import this graph", path)
+    if np.any(op.v_reset != 0.0):
+        warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (resets to 0)")
+    if isinstance(op, LIF):
+        threshold = _unique_threshold(np.asarray(op.v_threshold, float), path, "")
+        gain = np.asarray(op.r * dt / op.tau, float)
+        if not np.allclose(gain, 1.0):  # it divides by the smallest gain, np.unique(w_scale)[0]
+            threshold = threshold / np.unique(gain)[0]
+            warnings.append(f"node '{path}': {_IMPORTER} adds the input unscaled and divides v_threshold by the "
+                            f"input gain r*dt/tau = {np.unique(gain)[0]:.6g}")
+        tau = clamped_decays(op.tau, dt, path, _IMPORTER, warnings)
+        built = op.replace(tau=tau, r=tau / dt, v_threshold=threshold)
+    else:
+        if not np.allclose(op.r, op.tau_mem / dt):
+            raise SnnirError(f"{_IMPORTER} asserts r = tau_mem/dt (1e-4) for CubaLIF: it cannot import this graph",
+                             path)
+        gain = np.asarray(op.w_in * dt / op.tau_syn, float)
+        threshold = np.asarray(op.v_threshold, float)
+        if not np.allclose(gain, 1.0):
+            threshold = threshold / gain
+            warnings.append(f"node '{path}': {_IMPORTER} adds the input unscaled and divides v_threshold by the "
+                            "input gain w_in*dt/tau_syn")
+        _unique_threshold(threshold, path, " / input gain")
+        tau_syn = clamped_decays(op.tau_syn, dt, path, _IMPORTER, warnings)
+        tau_mem = clamped_decays(op.tau_mem, dt, path, _IMPORTER, warnings)
+        built = op.replace(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, w_in=tau_syn / dt,
+                           v_threshold=threshold)
+    return built.replace(v_reset=np.zeros_like(np.asarray(op.v_reset, float)),
+                         sem=op.sem.with_(dt=dt, discretisation="euler", **IMPORT_SEMANTICS))
+
+
+def _wrapped_loops(graph: Graph, warnings: list[str]) -> tuple[Graph, Graph]:
+    """snnTorch's ``_create_rnn_subgraph``: a flat neuron <-> Linear/Affine loop becomes a nested
+    graph (named before the neuron's first dot) whose input feeds the recurrent weight, so
+    ``W_rec`` multiplies the input too, appended after every other node. Returns the graph
+    that runs (flat, the input rerouted into the weight) and the layout nirtorch then builds."""
+    runs, built = graph, graph
+    for lif, weight in [(a, b) for a, b in graph.edges if (b, a) in graph.edges]:
+        if not (isinstance(graph.nodes.get(lif), (LIF, CubaLIF)) and isinstance(graph.nodes.get(weight), (Affine, Linear))):
+            continue
+        if len(graph.in_edges(weight)) != 1 or len(graph.out_edges(weight)) != 1:
+            continue
+        warnings.append(f"node '{lif}': {_IMPORTER} wraps its loop with '{weight}' as a nested graph whose input "
+                        f"goes through '{weight}' (W_rec multiplies the input too)")
+        runs = runs.replace(edges=tuple((src, weight) if dst == lif and src != weight else (src, dst)
+                                        for src, dst in runs.edges))
+        name = lif.split(".")[0]
+        inner = Graph({"input": Input(shape=(1,)), "neuron": graph.nodes[lif], "recurrent": graph.nodes[weight],
+                       "output": Output()}, (("input", "recurrent"), ("recurrent", "neuron"),
+                                             ("neuron", "recurrent"), ("neuron", "output")))
+        kept = built.without_nodes([lif, weight])
+        edges = tuple((name if src == lif else src, name if dst == lif else dst) for src, dst in built.edges
+                      if (src, dst) not in ((lif, weight), (weight, lif)))
+        built = kept.replace(nodes={**kept.nodes, name: Subgraph(graph=inner)}, edges=edges)
+    return runs, built
+
+
+def _nested_before_inputs(graph: Graph, prefix: str = "") -> str | None:
+    """The first nested graph that nirtorch 2.6's fx builder reaches before its inputs exist (it
+    builds it, defers it, and on the next visit fails: ``'GraphModule' object has no attribute
+    'items'``): its queue starts at the first Input and defers nodes whose inputs are missing."""
+    order = list(graph.nodes)
+    start = next((i for i, name in enumerate(order) if isinstance(graph.nodes[name], Input)), 0)
+    queue, defined, built = deque(order[start:] + order[:start]), set(), set()
+    for _ in range(len(order) ** 2 + 1):
+        if not queue:
+            break
+        name = queue.popleft()
+        op = graph.nodes[name]
+        if isinstance(op, (Input, Output)):
+            defined.add(name)
+            continue
+        if isinstance(op, Subgraph):
+            if name in built:
+                return prefix + name
+            built.add(name)
+            inner = _nested_before_inputs(op.graph, f"{prefix}{name}.")
+            if inner:
+                return inner
+        loops = {dst for src, dst in graph.edges if src == name} | {name}
+        if any(src not in defined and src not in loops for src, dst in graph.edges if dst == name):
+            queue.append(name)
+        else:
+            defined.add(name)
+    return None
+
+
+def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    take_options(options, {}, _IMPORTER)
+    refuse_unreadable(graph, READABLE + (IF,), _IMPORTER)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise SnnirError(f"{_IMPORTER} reads one Input and one Output; this graph has {len(graph.inputs)} and "
+                         f"{len(graph.outputs)}")
+    graph, built = _wrapped_loops(map_neurons(graph, lambda path, op: _as_built_neuron(path, op, warnings)),
+                                  warnings)
+    late = _nested_before_inputs(built)
+    if late:
+        raise SnnirError(f"nirtorch 2.6 ({_IMPORTER}) reaches this nested graph before its inputs and fails "
+                         "('GraphModule' object has no attribute 'items'): it cannot import this graph", late)
+    for path, op in graph.walk():
+        if isinstance(op, Flatten) and (op.start_dim >= 0 or op.end_dim >= 0):
+            warnings.append(f"node '{path}': {_IMPORTER} builds nn.Flatten({op.start_dim}, {op.end_dim}) counting "
+                            "the batch dimension: predicted per sample (batch 1)")
+    return graph
+
+
 DIALECT = register_dialect(Dialect(
     name="snntorch",
     description="snnTorch 1.x: dt=1e-4 Euler, r=tau/dt; reads reset-by-subtraction delayed, writes zero-reset",
     on_read=_on_read,
     on_write=_on_write,
+    imported_by=_imported,
+    importer=_IMPORTER,
     read_defaults={"dt": SNNTORCH_DT, "discretisation": "euler", "reset": "subtract", "reset_timing": "next",
                    "threshold_compare": "gt", "spike_mode": "single", "current_order": "current_first"},
 ))

@@ -31,8 +31,11 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semantics, register_dialect
+from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable, take_options
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph
+from snnir.ir.ops import (
+    IF, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
+)
 from snnir.ir.semantics import Semantics
 from snnir.ir.shapes import infer_shapes
 
@@ -167,10 +170,65 @@ def _for_spyx(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(v_threshold=op.v_threshold / gain, sem=op.sem.with_(**SEMANTICS), **unit)
 
 
+# --- what from_nir builds from a file (imported_by) ----------------------------------
+_IMPORTER = "Spyx's from_nir"
+READABLE = (Input, Output, Affine, Linear, Conv2d, SumPool2d, Flatten, IF, LIF, CubaLIF, Subgraph)
+
+
+def _chain(graph: Graph) -> None:
+    """Refuse a graph Spyx's ``from_nir`` would not run whole: it follows the first edge out of
+    ``"input"``, then of each next node, to ``"output"``, and builds a Sequential of that chain."""
+    if "input" not in graph.nodes or "output" not in graph.nodes:
+        raise SnnirError(f"{_IMPORTER} follows edges from a node named 'input' to one named 'output', which this "
+                         "graph lacks: it cannot import this graph")
+    chain, node = ["input"], "input"
+    while node != "output":
+        node = next((dst for src, dst in graph.edges if src == node), None)
+        if node is None or node in chain:
+            raise SnnirError(f"{_IMPORTER}'s chain of first edges from 'input' never reaches 'output': it cannot "
+                             "import this graph", chain[-1])
+        chain.append(node)
+    steps = set(zip(chain, chain[1:]))
+    for src, dst in graph.edges:
+        if (src, dst) not in steps:
+            raise SnnirError(f"{_IMPORTER} runs only the chain of first edges from 'input' to 'output' and drops "
+                             f"the edge to '{dst}': not predicted", src)
+
+
+def _as_built(path: str, op: Neuron, warnings: list[str], dt: float) -> Neuron:
+    """Spyx's ``LIF``/``IF`` at its ``dt``: ``beta = clip(1 - dt/tau, 0, 1)``, input unscaled,
+    v_leak and v_reset ignored (``_unit_gains`` and the delays follow in ``_on_read``)."""
+    if isinstance(op, CubaLIF):
+        raise SnnirError(f"{_IMPORTER} builds CuBaLIF, which decays its reset (beta (V - s thr)); snnir cannot "
+                         "state that: not predicted", path)
+    if np.any(op.v_reset != 0.0):
+        warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (subtracts the threshold)")
+    if isinstance(op, LIF):
+        if np.any(op.v_leak != 0.0):
+            warnings.append(f"node '{path}': {_IMPORTER} ignores v_leak")
+        op = op.replace(tau=clamped_decays(op.tau, dt, path, _IMPORTER, warnings), v_leak=np.zeros(np.shape(op.v_leak)))
+    if not np.allclose(op.r, 1.0 / dt if isinstance(op, IF) else np.asarray(op.tau, float) / op.sem.dt):
+        warnings.append(f"node '{path}': {_IMPORTER} adds the input unscaled (ignores r)")
+    return op.replace(v_reset=np.zeros(np.shape(op.v_reset)), sem=op.sem.with_(dt=dt, **SEMANTICS))
+
+
+def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    dt = take_options(options, {"dt": SPYX_DT}, _IMPORTER)["dt"]
+    refuse_unreadable(graph, READABLE, _IMPORTER)
+    _chain(graph)
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph) and _recurrent_layer(name, op, []) is op:
+            raise SnnirError(f"{_IMPORTER} reads a nested graph only as a recurrent layer in Spyx's own form "
+                             "(input -> w_rec <-> neuron -> output): not predicted", name)
+    return _on_read(map_neurons(graph, lambda path, op: _as_built(path, op, warnings, dt)), warnings)
+
+
 DIALECT = register_dialect(Dialect(
     name="spyx",
     description="Spyx 1.0: dt=1 Euler, spikes of the previous membrane (one step late), subtract reset",
     on_read=_on_read,
     on_write=_on_write,
+    imported_by=_imported,
+    importer=_IMPORTER,
     read_defaults={"dt": SPYX_DT, **SEMANTICS},
 ))

@@ -1,0 +1,120 @@
+"""``imported_by(graph, library, **options)``: the graph a library simulates after its own
+importer has read ``graph``'s file, and what changed on the way.
+
+The file is what ``snnir.write(graph)`` writes: every node's NIR fields as they are in
+``graph``. A library's importer reads those fields, ignores our semantics record and runs its
+own: each dialect's ``imported_by`` hook restates the graph in those terms (its ``dt``,
+discretisation, reset, spike rule, delays, dropped fields) so that ``snnir.run`` on the result
+predicts that library's spikes. An importer that cannot read the graph raises
+:class:`SnnirError` naming the node and the library; so does a behaviour snnir cannot state
+exactly (never a silent difference).
+
+Invariant: every returned graph verifies, and the warnings name every semantics field that
+changed on a neuron (:func:`semantic_changes`) plus each library's own notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from snnir.errors import SnnirError
+from snnir.ir.graph import Graph
+from snnir.ir.ops import Neuron, Subgraph
+from snnir.ir.ops.base import Op
+
+#: Semantics fields that mean nothing to a neuron of this kind (see ``note_semantics``).
+_FIELD_WORDS = {
+    "dt": "dt", "discretisation": "discretisation", "reset": "reset", "reset_timing": "reset timing",
+    "threshold_compare": "spike detection", "spike_mode": "spikes per step", "current_order": "current order",
+}
+_COMPARES = {"gt": "v > thr", "ge": "v >= thr"}
+
+
+def take_options(options: Mapping[str, Any], defaults: Mapping[str, Any], library: str) -> dict[str, Any]:
+    """``defaults`` updated with ``options``; an option the importer does not take is refused."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        takes = ", ".join(sorted(defaults)) or "none"
+        raise SnnirError(f"{library} takes no option {unknown[0]!r} (it takes: {takes})")
+    return {**defaults, **options}
+
+
+#: What nirtorch's old ``load`` (Norse's and Sinabs' importers) does with a node it gets no module for.
+DROPS_SILENTLY = "nirtorch's load drops the node and its edges without a word"
+
+
+def refuse_unreadable(graph: Graph, readable: Iterable[type[Op]], library: str, prefix: str = "",
+                      fate: str = "it cannot import this graph") -> None:
+    """Raise naming the first node (nested graphs included) whose op ``library`` has no module
+    for; ``fate`` says what the library does then."""
+    readable = tuple(readable)
+    for name, op in graph.nodes.items():
+        if not isinstance(op, readable):
+            raise SnnirError(f"{library} has no module for {op.op_type}: {fate}", prefix + name)
+        if isinstance(op, Subgraph):
+            refuse_unreadable(op.graph, readable, library, f"{prefix}{name}.", fate)
+
+
+def clamped_decays(tau: Any, dt: float, path: str, library: str, warnings: list[str]) -> np.ndarray:
+    """``tau`` where the library's Euler decay ``1 - dt/tau`` is clamped to [0, 1] (snnTorch, Spyx):
+    a ``tau`` shorter than ``dt`` acts as ``tau = dt`` (no memory)."""
+    tau = np.asarray(tau, float)
+    if np.any(tau < dt):
+        warnings.append(f"node '{path}': {library} clamps the decay 1 - dt/tau at 0 where tau < dt={dt:g}")
+        return np.maximum(tau, dt)
+    return tau
+
+
+def _matters(op: Neuron) -> set[str]:
+    fields = set(_FIELD_WORDS)
+    if not op.spiking:
+        fields -= {"reset", "reset_timing", "threshold_compare", "spike_mode"}
+    if not op.has_current:
+        fields.discard("current_order")
+    if "tau" not in op.param_names() and "tau_mem" not in op.param_names():
+        fields.discard("discretisation")
+    return fields
+
+
+def _said(name: str, value: Any) -> str:
+    return _COMPARES.get(value, repr(value)) if name == "threshold_compare" else f"{value!r}"
+
+
+def semantic_changes(before: Graph, after: Graph, library: str) -> list[str]:
+    """One line per neuron and Semantics field that ``library`` simulates differently from
+    ``before``'s statement (fields that mean nothing to the neuron are skipped)."""
+    stated = {path: op for path, op in before.walk() if isinstance(op, Neuron)}
+    lines = []
+    for path, op in after.walk():
+        old = stated.get(path)
+        if not isinstance(op, Neuron) or old is None:
+            continue
+        for name in sorted(_matters(old), key=list(_FIELD_WORDS).index):
+            have, run = getattr(old.sem, name), getattr(op.sem, name)
+            if have != run:
+                lines.append(f"node '{path}': {library} simulates {_FIELD_WORDS[name]} {_said(name, run)}, "
+                             f"the graph states {_said(name, have)}")
+    return lines
+
+
+def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list[str]]:
+    """The graph ``library`` (a dialect name, e.g. ``"norse-1.0"``) simulates after its
+    importer reads ``graph``'s file, and the warnings naming what changed and why.
+
+    ``options`` are the importer's own (e.g. ``dt`` for Norse and Spyx; ``batch_size`` for
+    Sinabs). Raises :class:`SnnirError` naming the node and library where the importer cannot
+    read the graph or snnir cannot state exactly what it would run."""
+    from snnir.frontends.dialects import DIALECTS, get_dialect
+    from snnir.ir.verify import verify
+
+    dialect = get_dialect(library)
+    if dialect.imported_by is None:
+        known = ", ".join(sorted(n for n, d in DIALECTS.items() if d.imported_by is not None))
+        raise SnnirError(f"no importer is described for '{library}' (known: {known})")
+    warnings: list[str] = []
+    predicted = dialect.imported_by(graph, warnings, dict(options))
+    warnings[:0] = semantic_changes(graph, predicted, dialect.importer)
+    verify(predicted)
+    return predicted, warnings

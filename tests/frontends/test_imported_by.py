@@ -1,0 +1,173 @@
+"""``snnir.imported_by``: what each library's own importer simulates from a graph's file.
+
+Pure tier: the NIR paper's single-LIF files (predictions the interop tier confirms against the
+real libraries, ``tests/interop/test_imported_by_peers.py``), refusals naming node and library,
+and consistency with the write direction: a graph written for a library with its dialect and
+then imported by that library's importer spikes as the graph does.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import snnir
+from snnir.frontends.dialects import DIALECTS, get_dialect
+from snnir.ir import Graph
+from snnir.ir.nir_io import as_written
+from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Input, Linear, Output
+from snnir.ir.semantics import Semantics
+
+from .test_dialect_versions import NORSE_SPIKES, PAPER_INPUT
+
+LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx")
+
+
+def _read(path) -> Graph:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return snnir.read(path)
+
+
+def _steps(graph: Graph) -> list[int]:
+    (out,) = snnir.run(graph, PAPER_INPUT).values()
+    return np.nonzero(out[:, 0, 0])[0].tolist()
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_every_library_is_described_on_its_dialect(library) -> None:
+    dialect = get_dialect(library)
+    assert dialect.imported_by is not None and dialect.importer
+
+
+@pytest.mark.parametrize(("file", "library", "options", "steps"), [
+    ("lif_norse.nir", "snntorch", {}, NORSE_SPIKES),
+    ("lif_norse.nir", "norse", {"dt": 1e-4}, NORSE_SPIKES),
+    ("lif_norse.nir", "norse-1.0", {"dt": 1e-4}, NORSE_SPIKES),
+    ("lif_rockpool.nir", "snntorch", {}, [460, 520, 720, 780]),  # its r: input gain 0.96, threshold / 0.96
+    ("lif_rockpool.nir", "spyx", {"dt": 1e-4}, [461, 511, 711, 761]),  # the paper's Spyx steps
+    ("lif_rockpool.nir", "norse", {"dt": 1e-4}, []),  # r = 24 ignored: the 0.04 weight alone never fires
+])
+def test_the_papers_lif_files_as_each_importer_runs_them(fixtures_dir, file, library, options, steps) -> None:
+    predicted, _ = snnir.imported_by(_read(fixtures_dir / file), library, **options)
+    assert _steps(predicted) == steps
+
+
+def test_spyx_adds_the_input_unscaled_and_emits_one_step_late(fixtures_dir) -> None:
+    """lif_norse.nir's r = 1 is a gain of dt/tau = 0.04 in NIR; Spyx ignores r, so every input
+    spike crosses the 0.1 threshold, and its spikes leave one step late."""
+    predicted, notes = snnir.imported_by(_read(fixtures_dir / "lif_norse.nir"), "spyx")
+    steps = _steps(predicted)
+    assert steps[:3] == [61, 221, 271] and all(step % 10 == 1 for step in steps)
+    assert any("delayed one step" in note for note in notes)
+    assert any("dt 1.0, the graph states 0.0001" in note for note in notes)
+
+
+def test_norse_at_its_default_dt_says_so(fixtures_dir) -> None:
+    _, notes = snnir.imported_by(_read(fixtures_dir / "lif_norse.nir"), "norse")
+    assert notes == ["node '1': Norse's from_nir simulates dt 0.001, the graph states 0.0001"]
+
+
+@pytest.mark.parametrize(("file", "library", "options", "node", "words"), [
+    ("lif_norse.nir", "rockpool", {}, "1", "LIF.tau_mem"),
+    ("lif_rockpool.nir", "sinabs", {"batch_size": 1}, "0_LinearTorch", "no module for Linear"),
+    ("two_lif_neurons.nir", "snntorch", {}, "lif1", "v_leak = 0"),
+    ("two_lif_neurons.nir", "spyx", {}, None, "named 'input'"),
+    ("braille_noDelay_bias_zero.nir", "snntorch", {}, "lif1", "'GraphModule' object has no attribute 'items'"),
+    ("cnn_sinabs.nir", "snntorch", {}, "4", "no module for SumPool2d"),
+    ("cnn_sinabs.nir", "rockpool", {}, "0", "no module for Conv2d"),
+])
+def test_an_importer_that_cannot_read_the_file_is_named_with_the_node(fixtures_dir, file, library, options, node,
+                                                                      words) -> None:
+    with pytest.raises(snnir.SnnirError) as caught:
+        snnir.imported_by(_read(fixtures_dir / file), library, **options)
+    assert caught.value.node == node and words in str(caught.value)
+    assert get_dialect(library).importer in str(caught.value)
+
+
+def test_options_are_the_importers_own(fixtures_dir) -> None:
+    graph = _read(fixtures_dir / "lif_norse.nir")
+    with pytest.raises(snnir.SnnirError, match="takes no option 'dt'"):
+        snnir.imported_by(graph, "snntorch", dt=1e-3)
+    with pytest.raises(snnir.SnnirError, match="batch_size or num_timesteps"):
+        snnir.imported_by(graph, "sinabs")
+    with pytest.raises(snnir.SnnirError, match="no importer is described for 'nir'"):
+        snnir.imported_by(graph, "nir")
+    with pytest.raises(snnir.SnnirError, match="unknown dialect"):
+        snnir.imported_by(graph, "brian2")
+
+
+def test_snntorch_routes_a_flat_loops_input_through_the_recurrent_weight() -> None:
+    """``_create_rnn_subgraph`` wires ``input -> w_rec``: the prediction feeds the weight."""
+    sem = Semantics(dt=1e-4)
+    graph = Graph(
+        {"input": Input(shape=(3,)), "fc": Linear(weight=np.eye(3)),
+         "lif": LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3), sem=sem),
+         "rec": Linear(weight=np.full((3, 3), 0.1)), "output": Output()},
+        (("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")))
+    predicted, notes = snnir.imported_by(graph, "snntorch")
+    assert ("fc", "rec") in predicted.edges and ("fc", "lif") not in predicted.edges
+    assert any("W_rec multiplies the input too" in note for note in notes)
+
+
+# --- consistency with the write direction ------------------------------------------
+def _feedforward(kind: str, sem: Semantics, tau: float = 5e-3) -> Graph:
+    rng = np.random.default_rng(1)
+
+    def neuron(n: int):
+        if kind == "CubaLIF":
+            return CubaLIF(tau_syn=np.full(n, 4e-3), tau_mem=np.full(n, 8e-3), r=np.full(n, 1.0),
+                           v_leak=np.zeros(n), v_threshold=np.full(n, 0.05), sem=sem)
+        if kind == "IF":
+            return IF(r=np.full(n, 1.0 / sem.dt), v_threshold=np.full(n, 1.0), sem=sem)
+        return LIF(tau=np.full(n, tau), r=np.full(n, 1.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.2), sem=sem)
+
+    return Graph.sequential(
+        ("input", Input(shape=(6,))),
+        ("fc1", Affine(weight=rng.normal(0.6, 0.5, (10, 6)), bias=rng.normal(0.0, 0.05, 10))),
+        ("n1", neuron(10)), ("fc2", Affine(weight=rng.normal(0.6, 0.5, (4, 10)), bias=np.zeros(4))),
+        ("n2", neuron(4)), ("output", Output()))
+
+
+def _spyx_timed(graph: Graph, sem: Semantics) -> Graph:
+    for neuron in ("n1", "n2"):  # Spyx's spikes leave one step late
+        late = neuron + "_spyx_delay"
+        graph = graph.replace(nodes={**graph.nodes, late: Delay(delay=np.asarray(sem.dt), sem=sem)},
+                              edges=tuple((late if s == neuron else s, d) for s, d in graph.edges) + ((neuron, late),))
+    return graph
+
+
+_ZERO = Semantics(dt=5e-4, discretisation="exp", reset="zero")
+_MULTI = Semantics(dt=1e-3, reset="subtract", threshold_compare="ge", spike_mode="multi")
+_SPYX = Semantics(dt=1.0, reset="subtract", reset_timing="next")
+WRITTEN = [
+    ("snntorch", _feedforward("LIF", _ZERO), {}),
+    ("snntorch", _feedforward("CubaLIF", _ZERO), {}),
+    ("norse", _feedforward("LIF", _ZERO), {}),
+    ("norse", _feedforward("CubaLIF", _ZERO), {}),
+    ("norse", _feedforward("IF", _ZERO), {}),
+    ("sinabs", _feedforward("LIF", _MULTI), {"batch_size": 3}),
+    ("sinabs", _feedforward("IF", _MULTI), {"batch_size": 3}),
+    ("rockpool", _feedforward("CubaLIF", _MULTI.with_(discretisation="exp")), {}),
+    ("spyx", _spyx_timed(_feedforward("LIF", _SPYX, tau=5.0), _SPYX), {}),
+]
+
+
+@pytest.mark.parametrize(("library", "graph", "options"), WRITTEN, ids=[f"{lib}-{i}" for i, (lib, _, _) in
+                                                                        enumerate(WRITTEN)])
+def test_a_file_written_for_a_library_is_imported_with_the_same_spikes(library, graph, options) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        written = as_written(graph, dialect=library)
+    predicted, _ = snnir.imported_by(written, library, **options)
+    x = (np.random.default_rng(0).random((40, 3, 6)) < 0.3) * 1.5
+    (ours,), (theirs,) = snnir.run(graph, x).values(), snnir.run(predicted, x).values()
+    assert ours.sum() > 0
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_no_dialect_without_an_importer_description_claims_one() -> None:
+    get_dialect("snntorch")  # loads the built-in dialects
+    assert {name for name, d in DIALECTS.items() if d.imported_by is not None} >= set(LIBRARIES)
