@@ -1,0 +1,134 @@
+"""``snnir.imported_by`` checked against the real importers: each installed library loads the
+file with its own ``from_nir``/``import_from_nir`` and runs it; ``snnir.run`` of the prediction
+must give the same spikes. On the NIR paper's single-LIF files (the paper's input) and on plain
+NIR files of small feed-forward nets that were written for no library in particular.
+(The systematic prediction matrix is ``benchmarks``'s, issue 17 item 2.)
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import snnir
+from frontends.test_dialect_versions import PAPER_INPUT
+from frontends.test_imported_by import _feedforward
+from snnir.ir.semantics import Semantics
+
+from . import peers
+from .cells import _sinabs_run, _snntorch_graph_module, _stepped
+
+pytestmark = pytest.mark.interop
+
+MODULES = {"snntorch": "snntorch", "norse": "norse.torch", "sinabs": "sinabs", "rockpool": "rockpool",
+           "spyx": "spyx.nir"}
+
+
+def _real(library: str, path: Path, x: np.ndarray, options: dict) -> np.ndarray:
+    """The library's own importer on the file at ``path``, run on ``x`` ([T, B, n]; Sinabs in
+    ``x``'s precision (float64 only for one layer: its spikes are float32), the others in float32)."""
+    lib, reason = peers.load(MODULES[library])
+    if lib is None:
+        pytest.skip(reason)
+    import nir
+    import torch
+
+    graph = nir.read(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if library == "snntorch":
+            from snntorch.import_nir import import_from_nir
+
+            return _snntorch_graph_module(import_from_nir(graph), x)
+        if library == "norse":
+            return _stepped(lib.from_nir(graph, **options), x)
+        if library == "sinabs":
+            from sinabs.nir import from_nir
+
+            net = from_nir(graph, **options)
+            return _sinabs_run(net.double() if x.dtype == np.float64 else net, x)
+        if library == "rockpool":
+            from rockpool.nn.modules.torch.nir import from_nir
+
+            out = from_nir(graph)(torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1))))
+            return np.swapaxes((out[0] if isinstance(out, tuple) else out).numpy(), 0, 1)
+        import jax.numpy as jnp
+
+        return np.asarray(lib.from_nir(graph, jnp.asarray(x), **options)[1])
+
+
+def _predicted(graph, library: str, x: np.ndarray, options: dict) -> np.ndarray:
+    predicted, _ = snnir.imported_by(graph, library, **options)
+    (out,) = snnir.run(predicted, x.astype(np.float64)).values()
+    return out
+
+
+@pytest.mark.parametrize(("file", "library", "options"), [
+    ("lif_norse.nir", "snntorch", {}),
+    ("lif_norse.nir", "norse", {"dt": 1e-4}),
+    ("lif_norse.nir", "norse", {}),
+    ("lif_norse.nir", "sinabs", {"batch_size": 1}),
+    ("lif_norse.nir", "spyx", {"dt": 1e-4}),
+    ("lif_norse.nir", "spyx", {}),
+    ("lif_rockpool.nir", "snntorch", {}),
+    ("lif_rockpool.nir", "norse", {"dt": 1e-4}),
+    ("lif_rockpool.nir", "spyx", {"dt": 1e-4}),
+])
+def test_the_papers_lif_files_spike_as_predicted(fixtures_dir, file, library, options) -> None:
+    path = fixtures_dir / file
+    x = PAPER_INPUT.astype(np.float64 if library == "sinabs" else np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = snnir.read(path)
+    theirs = _real(library, path, x, options).reshape(x.shape[0], 1, 1)
+    assert theirs.sum() > 0 or library == "norse"  # Norse never fires on lif_rockpool.nir (r ignored)
+    np.testing.assert_array_equal(_predicted(graph, library, x, options), theirs)
+
+
+def test_sinabs_in_float32_counts_one_more_spike_at_exact_multiples_of_the_threshold(fixtures_dir) -> None:
+    """lif_norse.nir's threshold is float32 0.1 (0.10000000149...): a membrane of exactly 1 holds
+    9.9999998 thresholds, 9 spikes as snnir (float64) and Sinabs in float64 count them; Sinabs'
+    default float32 division rounds to 10.0. The prediction is exact in float64 only."""
+    path = fixtures_dir / "lif_norse.nir"
+    x = PAPER_INPUT.astype(np.float32)
+    theirs = _real("sinabs", path, x, {"batch_size": 1}).reshape(x.shape[0], 1, 1)
+    ours = _predicted(snnir.read(path), "sinabs", x, {"batch_size": 1})
+    assert set(np.unique(theirs - ours)) == {0.0, 1.0} and ours.max() == 9 and theirs.max() == 10
+
+
+def test_rockpool_cannot_import_an_nir_lif_as_predicted(fixtures_dir) -> None:
+    path = fixtures_dir / "lif_rockpool.nir"
+    with pytest.raises(AttributeError, match="tau_mem"):
+        _real("rockpool", path, PAPER_INPUT.astype(np.float32), {})
+    with pytest.raises(snnir.SnnirError, match="tau_mem"):
+        snnir.imported_by(snnir.read(path), "rockpool")
+
+
+_PLAIN = Semantics(dt=1e-3, discretisation="exp", reset="zero")  # no library's own
+
+
+@pytest.mark.parametrize(("kind", "library", "options"), [
+    ("LIF", "snntorch", {}), ("CubaLIF", "snntorch", {}),
+    ("LIF", "norse", {}), ("CubaLIF", "norse", {"dt": 5e-4}), ("IF", "norse", {}),
+    ("LIF", "sinabs", {"batch_size": 3}), ("IF", "sinabs", {"batch_size": 3}),
+    ("CubaLIF", "rockpool", {}),
+    ("LIF", "spyx", {"dt": 1e-3}), ("IF", "spyx", {}),
+])
+def test_a_plain_nir_file_spikes_in_each_library_as_predicted(tmp_path, kind, library, options) -> None:
+    graph = _feedforward(kind, _PLAIN)
+    if library == "sinabs":  # excitatory only: Sinabs' IAF floors the membrane at -v_threshold (warned)
+        graph = graph.with_nodes(**{n: graph.nodes[n].replace(weight=np.abs(graph.nodes[n].weight),
+                                                              bias=np.abs(graph.nodes[n].bias)) for n in ("fc1", "fc2")})
+    if kind == "CubaLIF" and library == "snntorch":  # snnTorch asserts r = tau_mem / 1e-4
+        graph = graph.with_nodes(**{n: graph.nodes[n].replace(r=graph.nodes[n].tau_mem / 1e-4) for n in ("n1", "n2")})
+    path = tmp_path / "plain.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, path)
+    x = ((np.random.default_rng(0).random((40, 3, 6)) < 0.3) * 1.5).astype(np.float32)
+    theirs = _real(library, path, x, options)
+    assert theirs.sum() > 0
+    np.testing.assert_array_equal(_predicted(graph, library, x, options), theirs)
