@@ -43,17 +43,21 @@ def _save(figure: Any, path: str | Path) -> None:
         plt.close(figure)
 
 
-def spike_raster(panels: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> None:
-    """``panels``: title -> ``[T, N]`` spikes of one sample."""
-    figure, axes = pyplot().subplots(len(panels), 1, figsize=(8, 2 + 2 * len(panels)), squeeze=False)
-    for axis, (name, spikes) in zip(axes[:, 0], panels.items()):
+def spike_raster(panels: Mapping[str, np.ndarray], path: str | Path, title: str = "",
+                 side_by_side: bool = False) -> None:
+    """``panels``: title -> ``[T, N]`` spikes of one sample; stacked, or in one row."""
+    count = len(panels)
+    shape, size = ((1, count), (1 + 3.5 * count, 4)) if side_by_side else ((count, 1), (8, 2 + 2 * count))
+    figure, axes = pyplot().subplots(*shape, figsize=size, squeeze=False)
+    for axis, (name, spikes) in zip(axes.flat, panels.items()):
         times, neurons = np.nonzero(spikes)
         axis.scatter(times, neurons, s=4, marker="|", color="black")
         axis.set_title(f"{name}: {int(spikes.sum())} spikes")
         axis.set_xlim(-0.5, spikes.shape[0] - 0.5)
         axis.set_ylim(-0.5, max(spikes.shape[1], 1) - 0.5)
         axis.set_ylabel("neuron")
-    axes[-1, 0].set_xlabel("time step")
+    for axis in axes[-1]:
+        axis.set_xlabel("time step")
     if title:
         figure.suptitle(title)
     _save(figure, path)

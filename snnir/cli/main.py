@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from snnir.errors import SnnirError, one_line
 
-COMMANDS = ("inspect", "run", "verify", "convert", "export", "optimize", "compile", "plot", "native")
+COMMANDS = ("inspect", "run", "verify", "convert", "export", "optimize", "compile", "plot", "check", "native")
 
 
 class _Parser(argparse.ArgumentParser):

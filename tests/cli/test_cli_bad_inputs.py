@@ -127,17 +127,18 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("command", ["run", "plot"])
+@pytest.mark.parametrize("command", ["run", "plot", "check"])
 @pytest.mark.parametrize("case, expected", BAD_INPUTS, ids=[case for case, _ in BAD_INPUTS])
 def test_bad_input_arrays(files, capsys, command, case, expected):
-    if command == "plot":
+    if command in ("plot", "check"):
         pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
     if case == "float128" and np.dtype(np.longdouble).itemsize <= 8:
         pytest.skip("this platform's long double is float64")
     bad = files / "bad.npz" if "npz" in case else files / "bad.npy"
     _write_bad_input(case, bad)
     out = files / ("out.npz" if command == "run" else "out.png")
-    assert main([command, str(files / "one.nir"), "--input", str(bad), "-o", str(out)]) == 1
+    written = ["--plot", str(out)] if command == "check" else ["-o", str(out)]
+    assert main([command, str(files / "one.nir"), "--input", str(bad), *written]) == 1
     assert_one_line_error(capsys, command, expected)
     assert not out.exists()
 
@@ -169,6 +170,7 @@ def _commands_writing(out: str) -> dict[str, list[str]]:
     return {
         "run": ["run", "one.nir", "--input", "good.npy", "-o", out],
         "plot": ["plot", "one.nir", "--input", "good.npy", "-o", out],
+        "check": ["check", "one.nir", "--input", "good.npy", "--plot", out],
         "compile": ["compile", "one.nir", "--target", "torch", "-o", out],
         "optimize": ["optimize", "one.nir", "-o", out],
         "convert": ["convert", "one.nir", out],
@@ -182,7 +184,7 @@ BAD_OUTPUTS = [("missing/out.x", "does not exist"), ("afile/out.x", "is a file")
 @pytest.mark.parametrize("command", list(_commands_writing("")))
 @pytest.mark.parametrize("out, expected", BAD_OUTPUTS, ids=["missing dir", "parent is a file", "is a dir"])
 def test_bad_output_paths(files, capsys, monkeypatch, command, out, expected):
-    if command == "plot":
+    if command in ("plot", "check"):
         pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
     monkeypatch.chdir(files)
     (files / "afile").write_text("")
@@ -215,7 +217,7 @@ def _read_only_file_system() -> str | None:
 @pytest.mark.parametrize("place", ["read-only directory", "read-only file system"])
 @pytest.mark.parametrize("command", list(_commands_writing("")))
 def test_unwritable_places(files, capsys, monkeypatch, command, place):
-    if command == "plot":
+    if command in ("plot", "check"):
         pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
     if place == "read-only directory":
         if os.name != "posix" or os.geteuid() == 0:

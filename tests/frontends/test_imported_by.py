@@ -62,7 +62,7 @@ def test_spyx_adds_the_input_unscaled_and_emits_one_step_late(fixtures_dir) -> N
     steps = _steps(predicted)
     assert steps[:3] == [61, 221, 271] and all(step % 10 == 1 for step in steps)
     assert any("delayed one step" in note for note in notes)
-    assert any("dt 1.0, the graph states 0.0001" in note for note in notes)
+    assert any("dt 1, the graph states 0.0001" in note for note in notes)
 
 
 def test_norse_at_its_default_dt_says_so(fixtures_dir) -> None:

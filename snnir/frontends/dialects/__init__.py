@@ -31,7 +31,8 @@ class Dialect:
     the library's files determine their step, gives a neuron's ``dt`` from its parameters
     (``None``: not determined); the reader uses it before ``on_read`` unless the caller gave ``dt``.
     ``imported_by(graph, warnings, options)`` is the graph the library simulates after its own
-    importer (named ``importer``) reads ``graph``'s file with ``options``
+    importer (named ``importer``) reads ``graph``'s file with ``options``: the importer's own
+    keywords, ``import_options`` holding them all with their defaults
     (see :mod:`snnir.frontends.dialects.imported`); ``None``: not described."""
 
     name: str
@@ -42,6 +43,7 @@ class Dialect:
     dt_from_file: Callable[["Neuron"], float | None] | None = None
     imported_by: Callable[[Graph, list[str], dict], Graph] | None = None
     importer: str = ""
+    import_options: dict = field(default_factory=dict)
 
 
 DIALECTS: dict[str, Dialect] = {"nir": Dialect("nir", "plain NIR: the file means what the NIR spec says")}

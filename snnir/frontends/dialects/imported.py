@@ -32,13 +32,20 @@ _FIELD_WORDS = {
 _COMPARES = {"gt": "v > thr", "ge": "v >= thr"}
 
 
-def take_options(options: Mapping[str, Any], defaults: Mapping[str, Any], library: str) -> dict[str, Any]:
-    """``defaults`` updated with ``options``; an option the importer does not take is refused."""
-    unknown = sorted(set(options) - set(defaults))
+def import_options(library: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options ``library``'s importer runs with: its defaults updated with ``options``;
+    an unknown library, or an option its importer does not take, is refused."""
+    from snnir.frontends.dialects import DIALECTS, get_dialect
+
+    dialect = get_dialect(library)
+    if dialect.imported_by is None:
+        known = ", ".join(sorted(n for n, d in DIALECTS.items() if d.imported_by is not None))
+        raise SnnirError(f"no importer is described for '{library}' (known: {known})")
+    unknown = sorted(set(options) - set(dialect.import_options))
     if unknown:
-        takes = ", ".join(sorted(defaults)) or "none"
-        raise SnnirError(f"{library} takes no option {unknown[0]!r} (it takes: {takes})")
-    return {**defaults, **options}
+        takes = ", ".join(sorted(dialect.import_options)) or "none"
+        raise SnnirError(f"{dialect.importer} takes no option {unknown[0]!r} (it takes: {takes})")
+    return {**dialect.import_options, **options}
 
 
 #: What nirtorch's old ``load`` (Norse's and Sinabs' importers) does with a node it gets no module for.
@@ -79,6 +86,8 @@ def _matters(op: Neuron) -> set[str]:
 
 
 def _said(name: str, value: Any) -> str:
+    if name == "dt":
+        return f"{value:.8g}"
     return _COMPARES.get(value, repr(value)) if name == "threshold_compare" else f"{value!r}"
 
 
@@ -106,15 +115,13 @@ def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list
     ``options`` are the importer's own (e.g. ``dt`` for Norse and Spyx; ``batch_size`` for
     Sinabs). Raises :class:`SnnirError` naming the node and library where the importer cannot
     read the graph or snnir cannot state exactly what it would run."""
-    from snnir.frontends.dialects import DIALECTS, get_dialect
+    from snnir.frontends.dialects import get_dialect
     from snnir.ir.verify import verify
 
+    options = import_options(library, options)
     dialect = get_dialect(library)
-    if dialect.imported_by is None:
-        known = ", ".join(sorted(n for n, d in DIALECTS.items() if d.imported_by is not None))
-        raise SnnirError(f"no importer is described for '{library}' (known: {known})")
     warnings: list[str] = []
-    predicted = dialect.imported_by(graph, warnings, dict(options))
+    predicted = dialect.imported_by(graph, warnings, options)
     warnings[:0] = semantic_changes(graph, predicted, dialect.importer)
     verify(predicted)
     return predicted, warnings

@@ -28,7 +28,7 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable, take_options
+from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, Conv2d, CubaLI, CubaLIF, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
@@ -90,6 +90,7 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 _IMPORTER = "Norse's from_nir"
 #: What ``_import_norse_module`` builds a module for (nested graphs: nirtorch recurses).
 READABLE = (Input, Output, Affine, Linear, Conv2d, Flatten, SumPool2d, IF, LIF, CubaLIF, Subgraph)
+IMPORT_OPTIONS = {"dt": NORSE_DT, "ignore_warnings": False}
 
 
 def _as_built(path: str, op: Neuron, warnings: list[str], dt: float) -> Neuron:
@@ -115,7 +116,7 @@ def _as_built(path: str, op: Neuron, warnings: list[str], dt: float) -> Neuron:
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    dt = take_options(options, {"dt": NORSE_DT, "ignore_warnings": False}, _IMPORTER)["dt"]
+    dt = options["dt"]
     refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
     for path, op in graph.walk():
         if isinstance(op, Flatten) and (op.start_dim >= 0 or op.end_dim >= 0):
@@ -133,6 +134,7 @@ DIALECT = register_dialect(Dialect(
     on_write=each_neuron(_for_import),
     imported_by=_imported,
     importer=_IMPORTER,
+    import_options=IMPORT_OPTIONS,
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))
 
@@ -144,5 +146,6 @@ DIALECT_1_0 = register_dialect(Dialect(
     on_write=each_neuron(_for_import),
     imported_by=_imported,
     importer=_IMPORTER,
+    import_options=IMPORT_OPTIONS,
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))

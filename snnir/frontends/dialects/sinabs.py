@@ -19,7 +19,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, decay_gain, each_neuron, map_neurons, note_semantics, register_dialect
-from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable, take_options
+from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import IF, LI, LIF, Affine, Conv2d, Flatten, Input, Neuron, Output, Subgraph, SumPool2d
 
@@ -88,7 +88,6 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    options = take_options(options, {"batch_size": None, "num_timesteps": None}, _IMPORTER)
     refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
     neurons = [path for path, op in graph.walk() if isinstance(op, Neuron)]
     if neurons and options["batch_size"] is None and options["num_timesteps"] is None:
@@ -102,5 +101,6 @@ DIALECT = register_dialect(Dialect(
     on_write=each_neuron(_for_import),
     imported_by=_imported,
     importer=_IMPORTER,
+    import_options={"batch_size": None, "num_timesteps": None},
     read_defaults=READ_SEMANTICS,
 ))

@@ -42,7 +42,7 @@ from snnir.frontends.snntorch_map import RECHECK
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable, take_options
+from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
@@ -343,7 +343,6 @@ def _nested_before_inputs(graph: Graph, prefix: str = "") -> str | None:
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    take_options(options, {}, _IMPORTER)
     refuse_unreadable(graph, READABLE + (IF,), _IMPORTER)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise SnnirError(f"{_IMPORTER} reads one Input and one Output; this graph has {len(graph.inputs)} and "

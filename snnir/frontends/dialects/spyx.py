@@ -31,7 +31,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semantics, register_dialect
-from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable, take_options
+from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
@@ -213,7 +213,7 @@ def _as_built(path: str, op: Neuron, warnings: list[str], dt: float) -> Neuron:
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    dt = take_options(options, {"dt": SPYX_DT}, _IMPORTER)["dt"]
+    dt = options["dt"]
     refuse_unreadable(graph, READABLE, _IMPORTER)
     _chain(graph)
     for name, op in graph.nodes.items():
@@ -230,5 +230,6 @@ DIALECT = register_dialect(Dialect(
     on_write=_on_write,
     imported_by=_imported,
     importer=_IMPORTER,
+    import_options={"dt": SPYX_DT},
     read_defaults={"dt": SPYX_DT, **SEMANTICS},
 ))

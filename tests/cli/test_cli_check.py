@@ -1,0 +1,95 @@
+"""``snnir check``: one row per library (imports or why not, share of spikes moved, first step
+that differs, spike steps), the semantic differences, exit 0 / 2 (differs) / 1 (error)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import snnir
+from snnir.cli.cmd_check import compare, parse_libraries, random_input
+from snnir.cli.main import main
+from snnir.ir import LIF, Graph, Input, Linear, Output, Semantics
+
+from test_cli_bad_inputs import assert_one_line_error
+
+SNNTORCH_IMPORT = Semantics(dt=1e-4)  # euler, zero reset in the same step, v > thr: what import_from_nir runs
+
+
+def test_the_papers_lif_file_at_its_dt_in_snntorch_and_norse(fixtures_dir, capsys) -> None:
+    path = fixtures_dir / "lif_norse.nir"
+    assert main(["check", str(path), "--dt", "1e-4", "--libraries", "snntorch,norse:dt=1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "written by: Norse before 1.1" in out and "file semantics: norse-1.0" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("snntorch ", "norse:dt"))]
+    assert [row[1:4] for row in rows] == [["yes", "0.0%", "-"]] * 2 and rows[0][4:] == rows[1][4:]
+
+
+def test_every_library_gets_a_row_and_a_difference_exits_2(fixtures_dir, capsys) -> None:
+    assert main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4"]) == 2
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[3:8]}
+    assert set(rows) == {"snntorch", "norse", "sinabs", "rockpool", "spyx"}
+    assert rows["rockpool"].split()[1] == "no" and "LIF.tau_mem" in rows["rockpool"]
+    assert rows["norse"].split()[1:3] != ["yes", "0.0%"]  # Norse's own default dt is 1e-3
+    assert "norse: node '1': Norse's from_nir simulates dt 0.001, the graph states 0.0001" in out
+    assert "spyx: each spiking layer's output delayed one step, as Spyx emits it" in out
+
+
+def test_an_input_file_and_the_plot(fixtures_dir, tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    np.save(tmp_path / "x.npy", np.tile([[[1.0]], [[0.0]], [[1.0]], [[1.0]]], (30, 2, 1)))
+    png = tmp_path / "rasters.png"
+    code = main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4", "--input", str(tmp_path / "x.npy"),
+                 "--libraries", "snntorch,spyx:dt=1e-4", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert code == 2 and f"input: {tmp_path / 'x.npy'}" in out and png.stat().st_size > 0
+
+
+def test_a_file_snnir_wrote_states_its_semantics(tmp_path, capsys) -> None:
+    """A graph in exactly the semantics snnTorch's importer runs: snnTorch moves no spike."""
+    graph = Graph.sequential(
+        ("input", Input(shape=(2,))), ("fc", Linear(weight=np.array([[0.6, 0.3], [0.2, 0.9]]))),
+        ("lif", LIF(tau=np.full(2, 1e-3), r=np.full(2, 10.0), v_leak=np.zeros(2), v_threshold=np.ones(2),
+                    sem=SNNTORCH_IMPORT)), ("output", Output()))
+    snnir.write(graph, tmp_path / "ours.nir")
+    assert main(["check", str(tmp_path / "ours.nir"), "--libraries", "snntorch"]) == 0
+    out = capsys.readouterr().out
+    assert "file semantics: nir" in out and "semantic differences" not in out
+
+
+@pytest.mark.parametrize(("libraries", "expected"), [
+    ("norse:foo=1", "Norse's from_nir takes no option 'foo' (it takes: dt, ignore_warnings)"),
+    ("brian2", "unknown dialect 'brian2'"), ("nir", "no importer is described for 'nir'"),
+    ("norse:dt", "not key=value"), ("norse:dt=abc", "must be a number"), ("norse:dt=nan", "must be finite"),
+    (",", "empty library name"),
+])
+def test_bad_libraries_are_one_line(fixtures_dir, capsys, libraries, expected) -> None:
+    assert main(["check", str(fixtures_dir / "lif_norse.nir"), "--libraries", libraries]) == 1
+    assert_one_line_error(capsys, "check", expected)
+
+
+def test_a_bad_file_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "bad.nir").write_bytes(b"not hdf5")
+    assert main(["check", str(tmp_path / "bad.nir")]) == 1
+    assert_one_line_error(capsys, "check")
+
+
+def test_library_options_parse_as_numbers() -> None:
+    assert parse_libraries("snntorch, norse:dt=1e-4:ignore_warnings=1") == [
+        ("snntorch", {}), ("norse", {"dt": 1e-4, "ignore_warnings": 1})]
+
+
+def test_the_built_in_input_covers_ten_time_constants(fixtures_dir) -> None:
+    with pytest.warns(snnir.errors.SnnirWarning):
+        graph = snnir.read(fixtures_dir / "lif_norse.nir", dt=1e-4)  # tau = 25 steps
+    (x,) = random_input(graph).values()
+    assert x.shape == (250, 4, 1) and set(np.unique(x)) == {0.0, 1.0}
+    np.testing.assert_array_equal(x, random_input(graph)["input"])  # seeded
+
+
+def test_compare_counts_moved_spikes_and_the_first_step() -> None:
+    ref = np.array([[[1.0]], [[0.0]], [[2.0]], [[0.0]]])
+    assert compare(ref, ref) == (0.0, None)
+    share, first = compare(ref, np.array([[[1.0]], [[0.0]], [[0.0]], [[2.0]]]))
+    assert share == pytest.approx(2 / 3) and first == 2
