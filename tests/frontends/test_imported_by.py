@@ -87,6 +87,17 @@ def test_an_importer_that_cannot_read_the_file_is_named_with_the_node(fixtures_d
     assert get_dialect(library).importer in str(caught.value)
 
 
+@pytest.mark.parametrize("library", ["snntorch", "norse", "sinabs", "rockpool"])
+def test_nirtorch_importers_refuse_a_second_input(library) -> None:
+    lif = LIF(tau=np.full(2, 1e-3), r=np.full(2, 10.0), v_leak=np.zeros(2), v_threshold=np.ones(2))
+    graph = Graph({"a": Input(shape=(2,)), "b": Input(shape=(2,)), "fc": Affine(weight=np.eye(2), bias=np.zeros(2)),
+                   "lif": lif if library != "rockpool" else CubaLIF(tau_syn=lif.tau, tau_mem=lif.tau, r=lif.r,
+                                                                    v_leak=lif.v_leak, v_threshold=lif.v_threshold),
+                   "y": Output()}, (("a", "fc"), ("b", "fc"), ("fc", "lif"), ("lif", "y")))
+    with pytest.raises(snnir.SnnirError, match="reads one Input and one Output; this graph has 2 and 1"):
+        snnir.imported_by(graph, library, **({"batch_size": 1} if library == "sinabs" else {}))
+
+
 def test_options_are_the_importers_own(fixtures_dir) -> None:
     graph = _read(fixtures_dir / "lif_norse.nir")
     with pytest.raises(snnir.SnnirError, match="takes no option 'dt'"):

@@ -64,6 +64,13 @@ def refuse_unreadable(graph: Graph, readable: Iterable[type[Op]], library: str, 
             refuse_unreadable(op.graph, readable, library, f"{prefix}{name}.", fate)
 
 
+def refuse_several_ends(graph: Graph, library: str) -> None:
+    """nirtorch's loaders run one Input and return one Output: refuse other graphs."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise SnnirError(f"{library} reads one Input and one Output; this graph has {len(graph.inputs)} and "
+                         f"{len(graph.outputs)}: not predicted")
+
+
 def clamped_decays(tau: Any, dt: float, path: str, library: str, warnings: list[str]) -> np.ndarray:
     """``tau`` where the library's Euler decay ``1 - dt/tau`` is clamped to [0, 1] (snnTorch, Spyx):
     a ``tau`` shorter than ``dt`` acts as ``tau = dt`` (no memory)."""

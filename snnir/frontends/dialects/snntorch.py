@@ -42,7 +42,7 @@ from snnir.frontends.snntorch_map import RECHECK
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable
+from snnir.frontends.dialects.imported import clamped_decays, refuse_several_ends, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
@@ -344,9 +344,7 @@ def _nested_before_inputs(graph: Graph, prefix: str = "") -> str | None:
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_unreadable(graph, READABLE + (IF,), _IMPORTER)
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise SnnirError(f"{_IMPORTER} reads one Input and one Output; this graph has {len(graph.inputs)} and "
-                         f"{len(graph.outputs)}")
+    refuse_several_ends(graph, _IMPORTER)
     graph, built = _wrapped_loops(map_neurons(graph, lambda path, op: _as_built_neuron(path, op, warnings)),
                                   warnings)
     late = _nested_before_inputs(built)
