@@ -17,8 +17,10 @@ import snnir
 from snnir.frontends.dialects import DIALECTS, get_dialect
 from snnir.ir import Graph
 from snnir.ir.nir_io import as_written
-from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Delay, Input, Linear, Output
+from snnir.ir.ops import LIF, Affine, CubaLIF, Delay, Input, Linear, Output
 from snnir.ir.semantics import Semantics
+
+from interop.cells import _our_feedforward
 
 from .test_dialect_versions import NORSE_SPIKES, PAPER_INPUT
 
@@ -124,22 +126,12 @@ def test_snntorch_routes_a_flat_loops_input_through_the_recurrent_weight() -> No
 
 
 # --- consistency with the write direction ------------------------------------------
-def _feedforward(kind: str, sem: Semantics, tau: float = 5e-3) -> Graph:
-    rng = np.random.default_rng(1)
-
-    def neuron(n: int):
-        if kind == "CubaLIF":
-            return CubaLIF(tau_syn=np.full(n, 4e-3), tau_mem=np.full(n, 8e-3), r=np.full(n, 1.0),
-                           v_leak=np.zeros(n), v_threshold=np.full(n, 0.05), sem=sem)
-        if kind == "IF":
-            return IF(r=np.full(n, 1.0 / sem.dt), v_threshold=np.full(n, 1.0), sem=sem)
-        return LIF(tau=np.full(n, tau), r=np.full(n, 1.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.2), sem=sem)
-
-    return Graph.sequential(
-        ("input", Input(shape=(6,))),
-        ("fc1", Affine(weight=rng.normal(0.6, 0.5, (10, 6)), bias=rng.normal(0.0, 0.05, 10))),
-        ("n1", neuron(10)), ("fc2", Affine(weight=rng.normal(0.6, 0.5, (4, 10)), bias=np.zeros(4))),
-        ("n2", neuron(4)), ("output", Output()))
+def _feedforward(kind: str, sem: Semantics, tau: float | None = None) -> Graph:
+    """The interop matrix's two-layer net (``cells._our_feedforward``), LIF time constants ``tau``."""
+    graph = _our_feedforward(kind, sem)
+    if tau is None:
+        return graph
+    return graph.with_nodes(**{n: graph.nodes[n].replace(tau=np.full(graph.nodes[n].tau.shape, tau)) for n in ("n1", "n2")})
 
 
 def _spyx_timed(graph: Graph, sem: Semantics) -> Graph:

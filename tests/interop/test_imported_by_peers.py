@@ -15,11 +15,10 @@ import pytest
 
 import snnir
 from frontends.test_dialect_versions import PAPER_INPUT
-from frontends.test_imported_by import _feedforward
 from snnir.ir.semantics import Semantics
 
 from . import peers
-from .cells import _sinabs_run, _snntorch_graph_module, _stepped
+from .cells import _our_feedforward, _sinabs_run, _snntorch_graph_module, _stepped
 
 pytestmark = pytest.mark.interop
 
@@ -118,7 +117,7 @@ _PLAIN = Semantics(dt=1e-3, discretisation="exp", reset="zero")  # no library's 
     ("LIF", "spyx", {"dt": 1e-3}), ("IF", "spyx", {}),
 ])
 def test_a_plain_nir_file_spikes_in_each_library_as_predicted(tmp_path, kind, library, options) -> None:
-    graph = _feedforward(kind, _PLAIN)
+    graph = _our_feedforward(kind, _PLAIN)
     if library == "sinabs":  # excitatory only: Sinabs' IAF floors the membrane at -v_threshold (warned)
         graph = graph.with_nodes(**{n: graph.nodes[n].replace(weight=np.abs(graph.nodes[n].weight),
                                                               bias=np.abs(graph.nodes[n].bias)) for n in ("fc1", "fc2")})
