@@ -131,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
         pyplot()  # matplotlib is needed: say so before simulating
         output_file(args.plot)
     if args.dialect is None:
-        print(describe_writer(args.file, repair=args.repair))
-        args.dialect = guess_writer(file_facts(args.file, repair=args.repair))[0]
+        try:
+            print(describe_writer(args.file, repair=args.repair))
+            args.dialect = guess_writer(file_facts(args.file, repair=args.repair))[0]
+        except SnnirError as exc:
+            raise exc.for_cli() from None
     reference, _ = load_graph(args)
     dialect, args.dialect = args.dialect, None
     plain, _ = load_graph(args)

@@ -75,6 +75,14 @@ def test_a_bad_file_is_one_line(tmp_path, capsys) -> None:
     assert_one_line_error(capsys, "check")
 
 
+def test_a_file_that_needs_repair_names_the_option(fixtures_dir, capsys) -> None:
+    path = fixtures_dir / "braille_noDelay_bias_zero_subgraph.nir"
+    assert main(["check", str(path)]) == 1
+    assert_one_line_error(capsys, "check", "(add --repair to fix)")
+    assert main(["check", str(path), "--repair"]) == 2
+    assert "nirtorch 2.6 (snnTorch's import_from_nir) reaches this nested graph" in capsys.readouterr().out
+
+
 def test_library_options_parse_as_numbers() -> None:
     assert parse_libraries("snntorch, norse:dt=1e-4:ignore_warnings=1") == [
         ("snntorch", {}), ("norse", {"dt": 1e-4, "ignore_warnings": 1})]

@@ -112,15 +112,19 @@ def test_options_are_the_importers_own(fixtures_dir) -> None:
         snnir.imported_by(graph, "brian2")
 
 
+def flat_loop() -> Graph:
+    """input -> fc -> lif <-> rec, lif -> output, in execution order."""
+    lif = LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3),
+              sem=Semantics(dt=1e-4))
+    return Graph(
+        {"input": Input(shape=(3,)), "fc": Linear(weight=np.array([[1.2, 0, 0], [0.3, 0.9, 0], [0, 0.5, 1.1]])),
+         "lif": lif, "rec": Linear(weight=np.full((3, 3), 0.37)), "output": Output()},
+        (("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")))
+
+
 def test_snntorch_routes_a_flat_loops_input_through_the_recurrent_weight() -> None:
     """``_create_rnn_subgraph`` wires ``input -> w_rec``: the prediction feeds the weight."""
-    sem = Semantics(dt=1e-4)
-    graph = Graph(
-        {"input": Input(shape=(3,)), "fc": Linear(weight=np.eye(3)),
-         "lif": LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.ones(3), sem=sem),
-         "rec": Linear(weight=np.full((3, 3), 0.1)), "output": Output()},
-        (("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")))
-    predicted, notes = snnir.imported_by(graph, "snntorch")
+    predicted, notes = snnir.imported_by(flat_loop(), "snntorch")
     assert ("fc", "rec") in predicted.edges and ("fc", "lif") not in predicted.edges
     assert any("W_rec multiplies the input too" in note for note in notes)
 
@@ -174,3 +178,14 @@ def test_a_file_written_for_a_library_is_imported_with_the_same_spikes(library, 
 def test_no_dialect_without_an_importer_description_claims_one() -> None:
     get_dialect("snntorch")  # loads the built-in dialects
     assert {name for name, d in DIALECTS.items() if d.imported_by is not None} >= set(LIBRARIES)
+
+
+def test_the_file_has_fused_nodes_split_as_snnir_write_writes_them() -> None:
+    """``imported_by`` reads what ``snnir.write`` writes: an optimised graph's FusedLayerNeuron is
+    the Linear and LIF it came from."""
+    graph = _our_feedforward("LIF", _ZERO)
+    fused = snnir.optimize(graph, level=2)
+    assert any(type(op).__name__ == "FusedLayerNeuron" for _, op in fused.walk())
+    x = (np.random.default_rng(0).random((40, 3, 6)) < 0.3) * 1.5
+    (plain,), (optimised,) = (snnir.run(snnir.imported_by(g, "norse")[0], x).values() for g in (graph, fused))
+    np.testing.assert_array_equal(plain, optimised)

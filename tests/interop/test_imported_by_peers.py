@@ -131,3 +131,20 @@ def test_a_plain_nir_file_spikes_in_each_library_as_predicted(tmp_path, kind, li
     theirs = _real(library, path, x, options)
     assert theirs.sum() > 0
     np.testing.assert_array_equal(_predicted(graph, library, x, options), theirs)
+
+
+def test_snntorch_runs_a_flat_loop_with_the_input_through_the_recurrent_weight(tmp_path) -> None:
+    from frontends.test_imported_by import flat_loop
+
+    graph = flat_loop()
+    snnir.write(graph, tmp_path / "loop.nir")
+    x = ((np.random.default_rng(0).random((40, 3, 3)) < 0.3) * 1.0).astype(np.float32)
+    theirs = _real("snntorch", tmp_path / "loop.nir", x, {})
+    assert theirs.sum() > 0
+    np.testing.assert_array_equal(_predicted(graph, "snntorch", x, {}), theirs)
+
+
+@pytest.mark.parametrize("library", ["norse", "rockpool"])
+def test_nirtorch_loops_are_refused_as_the_braille_file_differs(fixtures_dir, library) -> None:
+    with pytest.raises(snnir.SnnirError, match="loops in nirtorch's own order"):
+        snnir.imported_by(snnir.read(fixtures_dir / "braille_noDelay_bias_zero.nir"), library)

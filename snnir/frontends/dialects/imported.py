@@ -1,8 +1,8 @@
 """``imported_by(graph, library, **options)``: the graph a library simulates after its own
 importer has read ``graph``'s file, and what changed on the way.
 
-The file is what ``snnir.write(graph)`` writes: every node's NIR fields as they are in
-``graph``. A library's importer reads those fields, ignores our semantics record and runs its
+The file is what ``snnir.write(graph)`` writes (``as_written``: fused and other extension ops
+in their standard NIR form): every node's NIR fields as they are in ``graph``. A library's importer reads those fields, ignores our semantics record and runs its
 own: each dialect's ``imported_by`` hook restates the graph in those terms (its ``dt``,
 discretisation, reset, spike rule, delays, dropped fields) so that ``snnir.run`` on the result
 predicts that library's spikes. An importer that cannot read the graph raises
@@ -71,6 +71,22 @@ def refuse_several_ends(graph: Graph, library: str) -> None:
                          f"{len(graph.outputs)}: not predicted")
 
 
+def refuse_loops(graph: Graph, library: str, prefix: str = "") -> None:
+    """Refuse a loop (nested graphs included): how nirtorch's old ``load`` (Norse, Sinabs, Rockpool)
+    times one differs from snnir's last-step rule and is not described (the braille files differ)."""
+    import networkx as nx
+
+    from snnir.ir.schedule import node_digraph
+
+    for component in nx.strongly_connected_components(node_digraph(graph)):
+        if len(component) > 1 or any((n, n) in graph.edges for n in component):
+            raise SnnirError(f"{library} runs loops in nirtorch's own order, which snnir does not describe: "
+                             "not predicted", prefix + sorted(component)[0])
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            refuse_loops(op.graph, library, f"{prefix}{name}.")
+
+
 def clamped_decays(tau: Any, dt: float, path: str, library: str, warnings: list[str]) -> np.ndarray:
     """``tau`` where the library's Euler decay ``1 - dt/tau`` is clamped to [0, 1] (snnTorch, Spyx):
     a ``tau`` shorter than ``dt`` acts as ``tau = dt`` (no memory)."""
@@ -123,11 +139,13 @@ def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list
     Sinabs). Raises :class:`SnnirError` naming the node and library where the importer cannot
     read the graph or snnir cannot state exactly what it would run."""
     from snnir.frontends.dialects import get_dialect
+    from snnir.ir.nir_io import as_written
     from snnir.ir.verify import verify
 
     options = import_options(library, options)
     dialect = get_dialect(library)
     warnings: list[str] = []
+    graph = as_written(graph, notes=warnings)  # the file: extension ops in their standard NIR form
     predicted = dialect.imported_by(graph, warnings, options)
     warnings[:0] = semantic_changes(graph, predicted, dialect.importer)
     verify(predicted)

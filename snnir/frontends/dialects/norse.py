@@ -28,7 +28,9 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, as_euler, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import (
+    DROPS_SILENTLY, refuse_loops, refuse_several_ends, refuse_unreadable,
+)
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, Conv2d, CubaLI, CubaLIF, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
@@ -119,11 +121,12 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     dt = options["dt"]
     refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
     refuse_several_ends(graph, _IMPORTER)
+    refuse_loops(graph, _IMPORTER)
     for path, op in graph.walk():
         if isinstance(op, Flatten) and (op.start_dim >= 0 or op.end_dim >= 0):
             warnings.append(f"node '{path}': {_IMPORTER} builds nn.Flatten({op.start_dim}, {op.end_dim}) counting "
                             "the batch dimension: predicted per sample (batch 1)")
-        if isinstance(op, SumPool2d) and np.any(op.padding != 0):
+        if isinstance(op, SumPool2d) and np.any(np.asarray(op.padding) != 0):
             raise SnnirError(f"{_IMPORTER} builds SumPool2d as LPPool2d, which has no padding: not predicted", path)
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings, dt))
 

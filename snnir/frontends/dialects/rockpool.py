@@ -27,7 +27,7 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, decay_gain, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import refuse_loops, refuse_several_ends, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LIF, Affine, CubaLIF, Input, Linear, Neuron, Output
 
@@ -143,6 +143,7 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_unreadable(graph, (Input, Output, Linear, Affine, LIF, CubaLIF), _IMPORTER)
     refuse_several_ends(graph, _IMPORTER)
+    refuse_loops(graph, _IMPORTER)
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
 
 

@@ -19,7 +19,9 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, decay_gain, each_neuron, map_neurons, note_semantics, register_dialect
-from snnir.frontends.dialects.imported import DROPS_SILENTLY, refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import (
+    DROPS_SILENTLY, refuse_loops, refuse_several_ends, refuse_unreadable,
+)
 from snnir.ir.graph import Graph
 from snnir.ir.ops import IF, LI, LIF, Affine, Conv2d, Flatten, Input, Neuron, Output, Subgraph, SumPool2d
 
@@ -90,6 +92,7 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
     refuse_several_ends(graph, _IMPORTER)
+    refuse_loops(graph, _IMPORTER)
     neurons = [path for path, op in graph.walk() if isinstance(op, Neuron)]
     if neurons and options["batch_size"] is None and options["num_timesteps"] is None:
         raise SnnirError(f"{_IMPORTER} needs batch_size or num_timesteps for its layers (pass one)", neurons[0])
