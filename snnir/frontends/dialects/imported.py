@@ -2,8 +2,8 @@
 importer has read ``graph``'s file, and what changed on the way.
 
 The file is what ``snnir.write(graph)`` writes (``as_written``: fused and other extension ops
-in their standard NIR form): every node's NIR fields as they are in ``graph``. A library's importer reads those fields, ignores our semantics record and runs its
-own: each dialect's ``imported_by`` hook restates the graph in those terms (its ``dt``,
+in their standard NIR form): every node's NIR fields as they are in ``graph``. A library's
+importer reads those fields, ignores our semantics record and runs its own: each dialect's ``imported_by`` hook restates the graph in those terms (its ``dt``,
 discretisation, reset, spike rule, delays, dropped fields) so that ``snnir.run`` on the result
 predicts that library's spikes. An importer that cannot read the graph raises
 :class:`SnnirError` naming the node and the library; so does a behaviour snnir cannot state
@@ -24,7 +24,7 @@ from snnir.ir.graph import Graph
 from snnir.ir.ops import Neuron, Subgraph
 from snnir.ir.ops.base import Op
 
-#: Semantics fields that mean nothing to a neuron of this kind (see ``note_semantics``).
+#: Each Semantics field as warnings name it.
 _FIELD_WORDS = {
     "dt": "dt", "discretisation": "discretisation", "reset": "reset", "reset_timing": "reset timing",
     "threshold_compare": "spike detection", "spike_mode": "spikes per step", "current_order": "current order",
