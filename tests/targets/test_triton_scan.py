@@ -10,22 +10,20 @@ to 1e-10 (float64). Skips, saying why, where Triton is not installed.
 
 from __future__ import annotations
 
-import os
 import warnings
 from unittest import mock
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton's first import: kernels run on CPU
+from tests.targets.triton_device import DEVICE, kernels_checked  # noqa: F401 (first: sets TRITON_INTERPRET)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-pytest.importorskip("triton", reason="Triton is not installed (pip install 'snnir[gpu]'): its kernels are untested")
-
 import snnir  # noqa: E402
 from snnir.ir import Affine, Graph, Semantics  # noqa: E402
 from snnir.ir.ops import LIF, CubaLIF, Input, Output  # noqa: E402
 from snnir.targets.torch import gpu  # noqa: E402
+from snnir.targets.torch.gpu import neuron_linear as triton_linear  # noqa: E402
 from snnir.targets.torch.gpu import scan as triton_scan  # noqa: E402
 from snnir.targets.torch.scan import neuron_sequence  # noqa: E402
 from snnir.targets.torch.surrogate import Surrogate  # noqa: E402
@@ -34,19 +32,6 @@ from tests.targets.neuron_cases import (  # noqa: E402
 )
 
 T = 8  # steps (the interpreter's time grows with them)
-
-if gpu.interpreting():
-    DEVICE = "cpu"
-elif torch.cuda.is_available():
-    DEVICE = "cuda"
-else:
-    pytest.skip("TRITON_INTERPRET=0 and no GPU: nowhere to run the Triton kernels", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def kernels_checked():
-    """The kernels' first-use check has run here (it calls the kernels, which tests count)."""
-    assert gpu.enabled(True, torch.empty(1, device=DEVICE)), "the Triton kernels do not run"
 
 
 def _run_both(op, params, x, state, **kwargs):
@@ -216,8 +201,9 @@ def _two_layer_graph() -> Graph:
 
 @pytest.mark.parametrize("static", [False, True])
 def test_compiled_module_runs_every_neuron_on_the_kernels(static):
-    """``compile_torch(triton=True)``: both neurons run the kernel (the neuron-then-Linear
-    hand-over is left to the GEMM); outputs identical to ``triton=False``, gradients to rounding."""
+    """``compile_torch(triton=True)``: both neurons run the kernels (the first with the layer it
+    hands its spikes to, :mod:`~snnir.targets.torch.gpu.neuron_linear`); outputs identical to
+    ``triton=False``, gradients to rounding."""
     graph = snnir.optimize(_two_layer_graph(), **({"static_inputs": ["x"]} if static else {}))
     x = torch.rand((B, 12) if static else (T, B, 12), device=DEVICE) * 4
 
@@ -226,9 +212,10 @@ def test_compiled_module_runs_every_neuron_on_the_kernels(static):
         out.sum().backward()
         return out.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}
 
-    with mock.patch.object(triton_scan, "neuron_sequence", wraps=triton_scan.neuron_sequence) as spy:
+    with mock.patch.object(triton_scan, "neuron_sequence", wraps=triton_scan.neuron_sequence) as spy, \
+            mock.patch.object(triton_linear, "neuron_linear_sequence", wraps=triton_linear.neuron_linear_sequence) as fused:
         got, got_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=True, native=False))
-    assert spy.call_count == 2
+    assert spy.call_count == 1 and fused.call_count == 1
     want, want_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=False, native=False))
     assert torch.equal(got, want) and got.sum() > 0
     for name, grad in want_grads.items():

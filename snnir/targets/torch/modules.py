@@ -351,23 +351,35 @@ class NeuronModule(OpModule):
         return out if then is None else (then(out[0]),) + tuple(out[1:])
 
     def _fused_with(self, layer: AffineModule, scan, params, coeffs, x, state, steps):
-        """``(layer output, final state, None)`` from one fused neuron-then-layer op, or None
-        where it does not apply (the caller then runs the two in turn)."""
+        """``(layer output, final state, None)`` from one fused neuron-then-layer op (the Triton
+        one on :func:`gpu.enabled <snnir.targets.torch.gpu.enabled>` tensors), or None where
+        it does not apply (the caller then runs the two in turn)."""
         from snnir.targets.torch import gpu, neuron_linear
         from snnir.targets.torch.neuron_update import _config
 
-        if gpu.enabled(self.triton, x):  # the Triton scan, then the layer as one GEMM over all steps
-            return None
-        c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, x)
+        like = self._state_like(x)
+        c = coeffs if coeffs is not None and like.dtype == x.dtype else scan.coefficients(self.source_op, params, like)
         cfg = _config(self.source_op, self.surrogate, self.detach_reset)
-        init = {name: state[name].to(x.dtype) for name in self.source_op.state_names}
+        init = {name: state[name].to(like.dtype) for name in self.source_op.state_names}
         if not neuron_linear.applies(cfg, c, init["v"], layer.weight):
             return None
-        y, final = neuron_linear.neuron_linear_sequence(
-            cfg, c, x, steps or x.shape[0], steps is not None, init, layer.weight, getattr(layer, "bias", None),
-            self.native,
-        )
+        args = (cfg, c, x, steps or x.shape[0], steps is not None, init, layer.weight, getattr(layer, "bias", None))
+        if gpu.enabled(self.triton, x):
+            from snnir.targets.torch.gpu import neuron_linear as triton_linear
+
+            if not triton_linear.supports(cfg, x, layer.weight, args[-1]):
+                return None
+            y, final = triton_linear.neuron_linear_sequence(*args)
+        else:
+            y, final = neuron_linear.neuron_linear_sequence(*args, self.native)
         return y, final, None
+
+    def _state_like(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty tensor of the dtype the scans keep this neuron's state in for input ``x``:
+        ``x``'s, or float32 for bf16/fp16 inputs to the Triton kernels."""
+        from snnir.targets.torch import gpu
+
+        return x.new_empty(0, dtype=gpu.state_dtype(x)) if gpu.enabled(self.triton, x) else x
 
     def with_feedback(self, x: torch.Tensor, state: State, layer: AffineModule, r0: Callable[[], torch.Tensor]):
         """``(spikes, final state)`` of this neuron over ``x`` (its other inputs, summed,

@@ -150,8 +150,9 @@ def neuron_sequence(
     - ``traces`` (``record=True``): ``{state: [T, B, *shape]}`` after each
       step, detached from autograd (while training, an extra forward loop
       computes them); otherwise ``None``.
-    - ``coeffs``: :func:`coefficients` of ``op`` and ``params`` computed before (a caller
-      running many sequences with unchanged parameters saves their cost).
+    - ``coeffs``: :func:`coefficients` of ``op`` and ``params`` computed before in ``x``'s
+      dtype (a caller running many sequences with unchanged parameters saves their cost);
+      recomputed where the state has another dtype.
     - ``native``: use the native C++ kernel where it applies (None: where built, see
       :func:`~snnir.targets.torch.native.enabled`).
     - ``triton``: use the Triton kernels (None: on CUDA tensors where Triton is installed;
@@ -181,7 +182,7 @@ def neuron_sequence(
 
     on_gpu = gpu.enabled(triton, x) and _triton_scan().supports(cfg, x, record)
     like = x.new_empty(0, dtype=gpu.state_dtype(x)) if on_gpu else x  # the state's dtype
-    c = coefficients(op, params, like) if coeffs is None else coeffs
+    c = coeffs if coeffs is not None and like.dtype == x.dtype else coefficients(op, params, like)
     init = _initial_state(op, state, batch_shape, like)
     tracked = torch.is_grad_enabled() and (
         x.requires_grad

@@ -58,33 +58,95 @@ def _launch(kernel, M: int, *args, **flags) -> None:
     kernel[(triton.cdiv(M, block),)](*args, BLOCK=block, enable_fp_fusion=False, **flags)
 
 
-def _per_neuron(coeffs, neuron_shape, like: Tensor) -> list[Tensor]:
-    """Each coefficient as a flat ``[N]`` tensor of the state's dtype (``like`` for absent ones)."""
+def per_neuron(coeffs, neuron_shape, like: Tensor) -> list[Tensor]:
+    """Each coefficient as a flat ``[N]`` tensor of ``like``'s dtype (None for absent ones)."""
     return [
-        like if c is None else c.detach().to(like.dtype).expand(neuron_shape).reshape(-1).contiguous()
+        None if c is None else c.detach().to(like.dtype).expand(neuron_shape).reshape(-1).contiguous()
         for c in coeffs
     ]
+
+
+def _given(t: Tensor | None, placeholder: Tensor) -> Tensor:
+    return placeholder if t is None else t
+
+
+def launch_forward(cfg, steps, static, k, x, v0, i0, z0, v, i, z, out=None, us=None, is_=None, bits=None) -> None:
+    """The forward kernel over ``steps`` from (v0, i0, z0) into the final states (v, i, z),
+    writing ``out``, ``us``/``is_`` (each step's pre-reset membrane and current) and ``bits``
+    where given; ``k``: :func:`per_neuron` coefficients. Every tensor contiguous, states
+    ``[M]``-shaped in the state's dtype; ``i``/``z`` tensors of a neuron without them are
+    ignored."""
+    M = v0.numel()
+    _launch(
+        kernels.scan_forward, M, x, v0, i0 if cfg.has_current else v0, z0 if cfg.next_timing else v0,
+        *(_given(c, v0) for c in k),
+        _given(out, v0), v, i if cfg.has_current else v0, z if cfg.next_timing else v0, _given(us, v0),
+        _given(is_, v0), _given(bits, v0), M, k[_COEFFS.index("gain")].numel(), steps, **_flags(cfg, static, k),
+        WRITE_OUT=out is not None, KEEP=us is not None, BITS=bits is not None,
+    )
+
+
+def launch_backward(cfg, steps, static, k, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z, g_v0, g_i0, g_z0,
+                    g_x=None, acc=None) -> None:
+    """The backward kernel over ``steps`` (after :func:`launch_forward` kept ``us``/``is_``):
+    from the final-state gradients (g_v, g_i, g_z, ``[M]``) and ``g_out``, writes the initial
+    states' (g_v0, g_i0, g_z0, which may be the same tensors), ``g_x`` where given and, with
+    ``acc`` (``[7, M]``), each coefficient's per-element gradient summed over steps."""
+    M = v0.numel()
+    slope = float(cfg.surrogate.slope)
+    surr = torch.tensor([slope, math.pi / 2 * slope, slope / 2], dtype=v0.dtype, device=v0.device)
+    _launch(
+        kernels.scan_backward, M, x, v0, i0 if cfg.has_current else v0, z0 if cfg.next_timing else v0,
+        *(_given(c, v0) for c in k),
+        us, _given(is_, v0), g_out, g_v, g_i if cfg.has_current else v0, g_z if cfg.next_timing else v0, surr,
+        _given(g_x, v0), g_v0, g_i0 if cfg.has_current else v0, g_z0 if cfg.next_timing else v0, _given(acc, v0),
+        M, k[_COEFFS.index("gain")].numel(), steps, **_flags(cfg, static, k), DETACH=cfg.detach_reset,
+        SURR=_SURROGATES[cfg.surrogate.name], NEED_X=g_x is not None, NEED_COEFFS=acc is not None,
+    )
 
 
 def _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=True):
     """(out, v, i, z, us, is): out and the final states with ``write_out``, else each step's
     pre-reset membrane ``us`` and current ``is`` (``[T, M]``, None where absent)."""
     shape, M = tuple(v0.shape), v0.numel()
-    N = math.prod(shape[1:])
-    k = _per_neuron(coeffs, shape[1:], v0)
-    x = x.contiguous()
     v0 = v0.contiguous()
-    i0 = i0.contiguous() if cfg.has_current else v0
-    z0 = z0.contiguous() if cfg.next_timing else v0
-    out = x.new_empty((steps,) + shape) if write_out else v0
+    out = x.new_empty((steps,) + shape) if write_out else None
     v_end, i_end, z_end = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
-    us = v0.new_empty((steps, M)) if not write_out else v0
-    is_ = v0.new_empty((steps, M)) if not write_out and cfg.has_current else v0
-    _launch(
-        kernels.scan_forward, M, x, v0, i0, z0, *k, out, v_end, i_end, z_end, us, is_, M, N, steps,
-        **_flags(cfg, static, coeffs), WRITE_OUT=write_out, KEEP=not write_out,
+    us = v0.new_empty((steps, M)) if not write_out else None
+    is_ = v0.new_empty((steps, M)) if not write_out and cfg.has_current else None
+    launch_forward(
+        cfg, steps, static, per_neuron(coeffs, shape[1:], v0), x.contiguous(), v0, i0.contiguous(),
+        z0.contiguous(), v_end, i_end, z_end, out=out, us=us, is_=is_,
     )
     return out, v_end, i_end, z_end, us, is_
+
+
+def backward(cfg, steps, static, needs_input_grad, x, v0, i0, z0, coeffs, g_out, g_v, g_i, g_z) -> tuple:
+    """The gradients of :func:`_forward`'s inputs ``(x, v0, i0, z0, *coeffs)`` (None where
+    ``needs_input_grad``, in that order, wants none), the membranes recomputed."""
+    _, _, _, _, us, is_ = _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=False)
+    shape, M = tuple(v0.shape), v0.numel()
+    need_x, need_v0, need_i0, need_z0, *need = needs_input_grad
+
+    def state_grad(g: Tensor, present: bool) -> Tensor:
+        return g.to(v0.dtype).expand(shape).contiguous() if present else v0
+
+    g_x = torch.empty_like(x) if need_x else None
+    g_v0, g_i0, g_z0 = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
+    acc = v0.new_empty((len(_COEFFS), M)) if any(need) else None
+    launch_backward(
+        cfg, steps, static, per_neuron(coeffs, shape[1:], v0), x.contiguous(), v0.contiguous(), i0.contiguous(),
+        z0.contiguous(), us, _given(is_, v0), g_out.contiguous(), state_grad(g_v, True),
+        state_grad(g_i, cfg.has_current), state_grad(g_z, cfg.next_timing), g_v0, g_i0, g_z0, g_x=g_x, acc=acc,
+    )
+    g_coeffs = [_sum_to(acc[j].view(shape), c).to(c.dtype) if need[j] else None for j, c in enumerate(coeffs)]
+    return (
+        g_x,
+        g_v0 if need_v0 else None,
+        g_i0 if cfg.has_current and need_i0 else None,
+        g_z0 if cfg.next_timing and need_z0 else None,
+        *g_coeffs,
+    )
 
 
 class _TritonSequence(torch.autograd.Function):
@@ -100,42 +162,13 @@ class _TritonSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
-        cfg, steps, static = ctx.cfg, ctx.steps, ctx.static
         x, v0, i0, z0, *present = ctx.saved_tensors
         present = iter(present)
         coeffs = [None if absent else next(present) for absent in ctx.absent]
-        _, _, _, _, us, is_ = _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=False)
-        shape, M = tuple(v0.shape), v0.numel()
-        need = [ctx.needs_input_grad[7 + j] for j in range(len(_COEFFS))]
-        need_x = ctx.needs_input_grad[3]
-        slope = float(cfg.surrogate.slope)
-        surr = torch.tensor([slope, math.pi / 2 * slope, slope / 2], dtype=v0.dtype, device=v0.device)
-
-        def state_grad(g: Tensor, present: bool) -> Tensor:
-            return g.to(v0.dtype).expand(shape).contiguous() if present else v0
-
-        g_x = torch.empty_like(x) if need_x else v0
-        g_v0, g_i0, g_z0 = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
-        acc = v0.new_empty((len(_COEFFS), M)) if any(need) else v0
-        _launch(
-            kernels.scan_backward, M, x.contiguous(), v0, i0 if cfg.has_current else v0,
-            z0 if cfg.next_timing else v0, *_per_neuron(coeffs, shape[1:], v0), us, is_,
-            g_out.contiguous(), state_grad(g_v, True), state_grad(g_i, cfg.has_current),
-            state_grad(g_z, cfg.next_timing), surr, g_x, g_v0, g_i0, g_z0, acc, M, math.prod(shape[1:]), steps,
-            **_flags(cfg, static, coeffs), DETACH=cfg.detach_reset, SURR=_SURROGATES[cfg.surrogate.name],
-            NEED_X=need_x, NEED_COEFFS=any(need),
+        grads = backward(
+            ctx.cfg, ctx.steps, ctx.static, ctx.needs_input_grad[3:], x, v0, i0, z0, coeffs, g_out, g_v, g_i, g_z
         )
-        g_coeffs = [
-            _sum_to(acc[j].view(shape), c).to(c.dtype) if need[j] else None for j, c in enumerate(coeffs)
-        ]
-        return (
-            None, None, None,
-            g_x if need_x else None,
-            g_v0 if ctx.needs_input_grad[4] else None,
-            g_i0 if cfg.has_current and ctx.needs_input_grad[5] else None,
-            g_z0 if cfg.next_timing and ctx.needs_input_grad[6] else None,
-            *g_coeffs,
-        )
+        return (None, None, None, *grads)
 
 
 def self_test(device: torch.device) -> None:

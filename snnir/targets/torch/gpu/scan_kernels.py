@@ -88,16 +88,17 @@ def _coefficients(
 def scan_forward(
     x_ptr, v0_ptr, i0_ptr, z0_ptr,
     a_mem_ptr, v_leak_ptr, gain_ptr, thr_ptr, v_reset_ptr, a_syn_ptr, gain_syn_ptr,
-    out_ptr, v_ptr, i_ptr, z_ptr, us_ptr, is_ptr,
+    out_ptr, v_ptr, i_ptr, z_ptr, us_ptr, is_ptr, bits_ptr,
     M, N, steps,
     SPIKING: tl.constexpr, HAS_CURRENT: tl.constexpr, NEXT: tl.constexpr, RESET: tl.constexpr,
     INCLUSIVE: tl.constexpr, MULTI: tl.constexpr, CURRENT_FIRST: tl.constexpr, AFTER_INPUT: tl.constexpr,
     STATIC: tl.constexpr, HAS_A_MEM: tl.constexpr, HAS_V_LEAK: tl.constexpr,
-    WRITE_OUT: tl.constexpr, KEEP: tl.constexpr, BLOCK: tl.constexpr,
+    WRITE_OUT: tl.constexpr, KEEP: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Runs T steps from (v0, i0, z0): writes each step's output (spikes, or the membrane of
     a non-spiking neuron) to ``out`` with WRITE_OUT, its pre-reset membrane to ``us`` and its
-    current to ``is`` with KEEP (the backward's recomputation), and the final states."""
+    current to ``is`` with KEEP (the backward's recomputation), single spikes as one byte each
+    to ``bits`` with BITS (a layer's dL/dW), and the final states."""
     m = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = m < M
     n = m % N
@@ -166,6 +167,8 @@ def scan_forward(
                 v = _reset(u, z, thr, v_reset, RESET)
             if WRITE_OUT:
                 tl.store(out_ptr + row, z.to(out_ptr.dtype.element_ty), mask=mask)
+            if BITS:
+                tl.store(bits_ptr + row, (z > 0).to(tl.uint8), mask=mask)
         else:
             v = u
             if WRITE_OUT:
