@@ -212,8 +212,9 @@ def test_compiled_module_runs_every_neuron_on_the_kernels(static):
         out.sum().backward()
         return out.detach(), {n: p.grad.clone() for n, p in module.named_parameters()}
 
+    fused_op = triton_linear.neuron_linear_sequence
     with mock.patch.object(triton_scan, "neuron_sequence", wraps=triton_scan.neuron_sequence) as spy, \
-            mock.patch.object(triton_linear, "neuron_linear_sequence", wraps=triton_linear.neuron_linear_sequence) as fused:
+            mock.patch.object(triton_linear, "neuron_linear_sequence", wraps=fused_op) as fused:
         got, got_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=True, native=False))
     assert spy.call_count == 1 and fused.call_count == 1
     want, want_grads = train_once(snnir.compile(graph, target="torch", device=DEVICE, triton=False, native=False))

@@ -384,19 +384,31 @@ class NeuronModule(OpModule):
     def with_feedback(self, x: torch.Tensor, state: State, layer: AffineModule, r0: Callable[[], torch.Tensor]):
         """``(spikes, final state)`` of this neuron over ``x`` (its other inputs, summed,
         ``[T, B, N]``) in a loop with ``layer`` fed back, ``r0()`` giving ``r_{-1}``, as one native
-        call (:mod:`~snnir.targets.torch.recurrent`); None where that does not run."""
-        from snnir.targets.torch import recurrent
+        call (:mod:`~snnir.targets.torch.recurrent`), or on :func:`gpu.enabled
+        <snnir.targets.torch.gpu.enabled>` tensors a loop of Triton kernels and GEMMs
+        (:mod:`~snnir.targets.torch.gpu.recurrent`); None where neither runs."""
+        from snnir.targets.torch import gpu, recurrent
         from snnir.targets.torch.neuron_update import _config
 
         scan = _scan_module()
         cfg = _config(self.source_op, self.surrogate, self.detach_reset)
-        if scan is None or not recurrent.supports(self, layer, cfg, x, record=False):
+        if scan is None:
+            return None
+        if gpu.enabled(self.triton, x):
+            from snnir.targets.torch.gpu import recurrent as kernels
+
+            if not kernels.supports(self, layer, cfg, x):
+                return None
+        elif recurrent.supports(self, layer, cfg, x, record=False):
+            kernels = recurrent
+        else:
             return None
         params = {name: getattr(self, name) for name in self._param_dtypes}
-        coeffs = self._coefficients(scan, params, x)
-        c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, x)
-        init = {name: state[name].to(x.dtype) for name in self.source_op.state_names}
-        return recurrent.feedback_sequence(cfg, c, x, init, r0(), layer.weight, getattr(layer, "bias", None))
+        like = self._state_like(x)
+        coeffs = self._coefficients(scan, params, like)
+        c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, like)
+        init = {name: state[name].to(like.dtype) for name in self.source_op.state_names}
+        return kernels.feedback_sequence(cfg, c, x, init, r0(), layer.weight, getattr(layer, "bias", None))
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes
