@@ -121,12 +121,13 @@ class _TritonRecurrent(torch.autograd.Function):
         acc = vs.new_zeros((len(_COEFFS), vs.shape[1])) if any(need_coeffs) else None
         acc_t = torch.empty_like(acc) if acc is not None else None
         g_x = torch.empty_like(ins)
+        surr = scan.surrogate_constants(cfg, vs)
         for t in reversed(range(steps)):
             g_z_t = g_out[t] if t == steps - 1 else torch.addmm(g_out[t], g_x[t + 1], weight)
             current = states[1][t + 1] if cfg.has_current else None  # the step's, as the kernel keeps it
             scan.launch_backward(
-                cfg, 1, False, k, ins[t], *(_row(s, t) for s in states), us[t], current, g_z_t, *g_state, *g_state,
-                g_x=g_x[t], acc=acc_t,
+                cfg, 1, False, k, surr, ins[t], *(_row(s, t) for s in states), us[t], current, g_z_t,
+                *g_state, *g_state, g_x=g_x[t], acc=acc_t,
             )
             if acc is not None:
                 acc += acc_t

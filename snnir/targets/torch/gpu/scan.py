@@ -86,15 +86,20 @@ def launch_forward(cfg, steps, static, k, x, v0, i0, z0, v, i, z, out=None, us=N
     )
 
 
-def launch_backward(cfg, steps, static, k, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z, g_v0, g_i0, g_z0,
+def surrogate_constants(cfg: _Config, like: Tensor) -> Tensor:
+    """The surrogate's constants as :func:`launch_backward` takes them, on ``like``'s device."""
+    slope = float(cfg.surrogate.slope)
+    return torch.tensor([slope, math.pi / 2 * slope, slope / 2], dtype=like.dtype, device=like.device)
+
+
+def launch_backward(cfg, steps, static, k, surr, x, v0, i0, z0, us, is_, g_out, g_v, g_i, g_z, g_v0, g_i0, g_z0,
                     g_x=None, acc=None) -> None:
     """The backward kernel over ``steps`` (after :func:`launch_forward` kept ``us``/``is_``):
     from the final-state gradients (g_v, g_i, g_z, ``[M]``) and ``g_out``, writes the initial
     states' (g_v0, g_i0, g_z0, which may be the same tensors), ``g_x`` where given and, with
-    ``acc`` (``[7, M]``), each coefficient's per-element gradient summed over steps."""
+    ``acc`` (``[7, M]``), each coefficient's per-element gradient summed over steps; ``surr``:
+    :func:`surrogate_constants`."""
     M = v0.numel()
-    slope = float(cfg.surrogate.slope)
-    surr = torch.tensor([slope, math.pi / 2 * slope, slope / 2], dtype=v0.dtype, device=v0.device)
     _launch(
         kernels.scan_backward, M, x, v0, i0 if cfg.has_current else v0, z0 if cfg.next_timing else v0,
         *(_given(c, v0) for c in k),
@@ -135,9 +140,10 @@ def backward(cfg, steps, static, needs_input_grad, x, v0, i0, z0, coeffs, g_out,
     g_v0, g_i0, g_z0 = torch.empty_like(v0), torch.empty_like(v0), torch.empty_like(v0)
     acc = v0.new_empty((len(_COEFFS), M)) if any(need) else None
     launch_backward(
-        cfg, steps, static, per_neuron(coeffs, shape[1:], v0), x.contiguous(), v0.contiguous(), i0.contiguous(),
-        z0.contiguous(), us, _given(is_, v0), g_out.contiguous(), state_grad(g_v, True),
-        state_grad(g_i, cfg.has_current), state_grad(g_z, cfg.next_timing), g_v0, g_i0, g_z0, g_x=g_x, acc=acc,
+        cfg, steps, static, per_neuron(coeffs, shape[1:], v0), surrogate_constants(cfg, v0), x.contiguous(),
+        v0.contiguous(), i0.contiguous(), z0.contiguous(), us, _given(is_, v0), g_out.contiguous(),
+        state_grad(g_v, True), state_grad(g_i, cfg.has_current), state_grad(g_z, cfg.next_timing), g_v0, g_i0, g_z0,
+        g_x=g_x, acc=acc,
     )
     g_coeffs = [_sum_to(acc[j].view(shape), c).to(c.dtype) if need[j] else None for j, c in enumerate(coeffs)]
     return (
