@@ -223,3 +223,20 @@ def test_compiled_module_runs_every_neuron_on_the_kernels(static):
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-5)
     with pytest.raises(snnir.SnnirError, match="triton"):
         snnir.compile(graph, target="torch", triton="yes")
+
+
+def test_module_cast_to_half_computes_coefficients_in_float32():
+    """A compiled neuron cast to bf16: its float32 state runs on coefficients computed in
+    float32 from its bf16 parameters, as the Python loop on the widened input and parameters."""
+    rng = np.random.default_rng(11)
+    op = random_op(LIF, Semantics(reset="subtract"), rng, per_neuron=True)
+    graph = Graph.sequential(("x", Input((N,))), ("n", op), ("y", Output()))
+    module = snnir.compile(graph, target="torch", device=DEVICE, triton=True).to(torch.bfloat16)
+    x = _tensor(rng.normal(0.6, 1.0, (T, B, N)), torch.bfloat16)
+    neuron = module.node_module("n")
+    params = {name: getattr(neuron, name).float() for name in neuron._param_dtypes}
+    want, final, _ = neuron_sequence(op, params, x.float(), None, triton=False, native=False)
+    with torch.no_grad():
+        got, state = module(x, return_state=True)
+    assert got.sum() > 0 and torch.equal(got, want.to(torch.bfloat16))
+    assert state["n.v"].dtype == torch.float32 and torch.equal(state["n.v"], final["v"])

@@ -2,7 +2,10 @@ r"""GPU kernels in Triton for the torch target (an optional dependency: ``pip in
 
 :mod:`~snnir.targets.torch.gpu.scan` runs a neuron over all T steps as one Triton kernel,
 forward and BPTT backward, for every neuron op and semantics option of the Python loop
-(the specification, which it equals spike for spike). The choice (:func:`enabled`):
+(the specification, which it equals spike for spike). On the same kernels and cuBLAS GEMMs,
+:mod:`~snnir.targets.torch.gpu.neuron_linear` runs a neuron with the Linear layer it hands its
+spikes to, and :mod:`~snnir.targets.torch.gpu.recurrent` a recurrent component (a neuron and its
+feedback layer) over all steps. The choice (:func:`enabled`), for all three:
 
 - ``triton=None`` (the default): on CUDA tensors where Triton is installed, unless
   ``SNNIR_TRITON=0``;
