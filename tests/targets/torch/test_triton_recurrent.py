@@ -141,3 +141,23 @@ def test_the_step_loop_runs_where_the_kernels_do_not(triton_calls):
     module.node_module("rec").register_forward_hook(lambda *args: seen.append(1))
     assert torch.equal(module(x), y)
     assert len(seen) == T and len(triton_calls) == 1
+
+
+def test_retain_graph_leaves_the_given_gradients_alone(triton_calls):
+    """Two backward passes of one graph give the same gradients, and the gradients handed to
+    the backward (here the final membrane's, given as is) are not written to."""
+    graph = loop_graph(CubaLIF, SEMANTICS["subtract-next"])
+    module = compile_torch(graph, triton=True, native=False, dtype=torch.float64, device=DEVICE, trainable="all")
+    x = _inputs(graph, torch.float64, steps=T).to(DEVICE).requires_grad_(True)
+    y, final = module(x, return_state=True)
+    assert triton_calls
+    g_y, g_v = torch.randn_like(y), torch.randn_like(final["cell.v"])
+    given = g_v.clone()
+    leaves = [x, *module.parameters()]
+    first = torch.autograd.grad([y, final["cell.v"]], leaves, [g_y, g_v], retain_graph=True, allow_unused=True)
+    assert torch.equal(g_v, given)
+    second = torch.autograd.grad([y, final["cell.v"]], leaves, [g_y, g_v], allow_unused=True)
+    for a, b in zip(first, second):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)

@@ -112,8 +112,8 @@ class _TritonRecurrent(torch.autograd.Function):
         k = scan.per_neuron(coeffs, (n,), vs)
         g_out = g_out.contiguous()
 
-        def carried(g: Tensor, present: bool) -> Tensor | None:  # a state's gradient, walked back in place
-            return g.to(vs.dtype).expand(batch, n).contiguous().view(-1) if present else None
+        def carried(g: Tensor, has: bool) -> Tensor | None:  # a copy of a state's gradient, walked back in place
+            return vs.new_empty((batch, n)).copy_(g.expand(batch, n)).view(-1) if has else None
 
         g_state = [carried(g_v, True), carried(g_i, cfg.has_current), carried(g_z, cfg.next_timing)]
         states = (vs, is_ if cfg.has_current else None, zs if cfg.next_timing else None)
