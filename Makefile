@@ -36,7 +36,7 @@ test: install
 	$(PY) -m pytest -q -ra
 
 bench: install
-	$(PY) benchmarks/bench_tutorial.py
+	$(PY) benchmarks/bench.py
 
 interop: install
 	$(PY) benchmarks/interop_matrix.py

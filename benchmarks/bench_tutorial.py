@@ -40,14 +40,13 @@ import copy
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 
 import torch
 from torch import nn
 
+from measure import build_native, child_mb, note_gpu_kernels, race, rss_growth, status_bytes
 from snnir.progress import echo, progress
 
 BATCH, N_IN, N_HID, N_OUT, BETA = 128, 784, 1000, 10, 0.9
@@ -120,33 +119,6 @@ class KernelNet(nn.Module):
         else:
             spk1 = self._lif(self.fc1(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
         return self._lif(self.fc2(spk1))
-
-
-def build_native(notes: list[str]) -> None:
-    """Build the C++ kernels as ``make install`` does (or find them built): the default
-    ``snnir`` contender then runs on them; note how long it took."""
-    from snnir.targets.torch import native
-
-    start = time.perf_counter()
-    ok = all(t is not None for t in native.build().values())
-    notes.append(f"native kernels: {'ready' if ok else 'could not be built: snnir runs the Python loop'} in "
-                 f"{time.perf_counter() - start:.1f} s (a first build compiles C++; later processes import it)")
-
-
-def note_gpu_kernels(notes: list[str]) -> None:
-    """On CUDA, say which neuron scans the ``snnir`` contenders run: the Triton kernels (the
-    default where Triton is installed) or the plain-torch loop."""
-    if DEVICE.type != "cuda":
-        return
-    from snnir.targets.torch import gpu
-
-    if gpu.enabled(None, torch.empty(0, device=DEVICE)):
-        import triton
-
-        notes.append(f"neuron scans on CUDA: the Triton kernels (triton {triton.__version__}); "
-                     "snnir-python runs the plain-torch loop")
-    else:
-        notes.append("neuron scans on CUDA: the plain-torch loop (Triton not installed, or SNNIR_TRITON=0)")
 
 
 #: the snnir contenders: name -> (compile's ``native`` option, recompute); ``None`` is the
@@ -238,17 +210,6 @@ def gemm_floor(steps: int, static: bool, batch: int):
     return train, forward
 
 
-def _timed(fn) -> float:
-    cuda = DEVICE.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
-
-
 def time_case(
     steps: int, static: bool, reps: int, notes: list[str], batch: int = BATCH, scaling: bool = False,
 ) -> dict:
@@ -267,32 +228,6 @@ def time_case(
     return race(steps_of, floor_train, floor_infer, reps)
 
 
-def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
-    """Interleaved timing of ``{name: (train step, inference)}`` closures (inference under
-    ``no_grad``) and of the floor's two, after one warm-up round: medians and minima in ms."""
-    train = {n: [] for n in steps_of}
-    infer = {n: [] for n in steps_of}
-    floor = {"train": [], "infer": []}
-    for rep in range(reps + 1):  # the first round warms up
-        for name, (train_fn, infer_fn) in steps_of.items():
-            t_train = _timed(train_fn)
-            with torch.no_grad():
-                t_infer = _timed(infer_fn)
-            if rep:
-                train[name].append(t_train)
-                infer[name].append(t_infer)
-        if rep:
-            floor["train"].append(_timed(floor_train))
-            floor["infer"].append(_timed(floor_infer))
-    return {
-        "train": {n: statistics.median(v) for n, v in train.items()},
-        "infer": {n: statistics.median(v) for n, v in infer.items()},
-        "train_min": {n: min(v) for n, v in train.items()},
-        "infer_min": {n: min(v) for n, v in infer.items()},
-        "floor": {k: statistics.median(v) for k, v in floor.items()},
-    }
-
-
 def _scaling_contenders(steps, x):
     """snnTorch and the default compiled module (spikes as checked by :func:`contenders`)."""
     ref = snntorch_net(steps)
@@ -300,15 +235,6 @@ def _scaling_contenders(steps, x):
 
 
 # --- memory, one fresh process per figure ----------------------------------------------
-def _status_bytes(field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from ``/proc/self/status``."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def memory_child(name: str, steps: int, static: bool, whole_process: bool = False) -> None:
     """Print the peak memory growth (bytes) of one train step of contender ``name``: of the
     RSS on the CPU, of the CUDA allocator's allocated memory on a GPU. ``whole_process``:
@@ -331,7 +257,7 @@ def memory_child(name: str, steps: int, static: bool, whole_process: bool = Fals
     if whole_process:
         for _ in range(2):
             train_step(module, forward, optimiser, x, targets, loss_fn)
-        peak = torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else _status_bytes("VmHWM")
+        peak = torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else status_bytes("VmHWM")
         print(json.dumps(peak))
         return
     if DEVICE.type == "cuda":
@@ -342,24 +268,15 @@ def memory_child(name: str, steps: int, static: bool, whole_process: bool = Fals
         torch.cuda.synchronize()
         print(json.dumps(torch.cuda.max_memory_allocated() - before))
         return
-    before = _status_bytes("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak RSS (VmHWM)
-        f.write("5")
-    train_step(module, forward, optimiser, x, targets, loss_fn)
-    print(json.dumps(_status_bytes("VmHWM") - before))
+    print(json.dumps(rss_growth(lambda: train_step(module, forward, optimiser, x, targets, loss_fn))))
 
 
 def peak_mb(name: str, steps: int, static: bool, whole_process: bool = False) -> float | None:
     """:func:`memory_child`'s figure in MB, from a fresh process (glibc's defaults for
     ``whole_process``; else freed tensors leave the RSS at once)."""
-    tuned = {} if whole_process else {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    env = dict(os.environ, **tuned)
     cmd = [sys.executable, __file__, "--memory-child", name, str(steps), "static" if static else "dynamic",
            "process" if whole_process else "step", "--device", str(DEVICE)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode:
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1]) / 2**20
+    return child_mb(cmd, tuned=not whole_process)
 
 
 # --- report --------------------------------------------------------------------------
@@ -473,7 +390,7 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"\nMedians of {reps} interleaved repetitions (min in brackets).")
     build_native(notes)
-    note_gpu_kernels(notes)
+    note_gpu_kernels(notes, DEVICE)
     if "tutorial" in args.case:
         tutorial_case(args, steps_list, reps, notes)
     if "recurrent" in args.case:

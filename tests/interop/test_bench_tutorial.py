@@ -8,6 +8,7 @@ is checked at a T that splits the compiled module's sequence into runs of steps
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ def default_kernels(monkeypatch):
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("snntorch", reason="snntorch is not installed (pip install -e '.[test]')")
+    if str(BENCH.parent) not in sys.path:  # the script imports its neighbours (measure.py), as when run
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_tutorial", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
