@@ -317,7 +317,8 @@ def main(argv=None) -> int:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"\nms: medians of {args.reps} interleaved repetitions (minimum in brackets)"
           + ("; --quick: tiny shapes, the figures mean nothing" if args.quick else "") + ".\n")
-    measure.build_native(notes)
+    if device.type == "cpu":
+        measure.build_native(notes)
     measure.note_gpu_kernels(notes, device)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)

@@ -148,7 +148,6 @@ def note_gpu_kernels(notes: list[str], device: torch.device) -> None:
     if gpu.enabled(None, torch.empty(0, device=device)):
         import triton
 
-        notes.append(f"neuron scans on CUDA: the Triton kernels (triton {triton.__version__}); "
-                     "snnir-python runs the plain-torch loop")
+        notes.append(f"neuron scans on CUDA: the Triton kernels by default (triton {triton.__version__})")
     else:
         notes.append("neuron scans on CUDA: the plain-torch loop (Triton not installed, or SNNIR_TRITON=0)")
