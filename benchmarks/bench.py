@@ -107,6 +107,7 @@ class CaseFailed(Exception):
 
 
 def shapes(case: Case, quick: bool) -> tuple[int, int]:
+    """``(T, B)`` of this run."""
     return case.quick if quick else (case.steps, case.batch)
 
 
@@ -127,6 +128,7 @@ def train_step(forward, optimiser, x, targets, loss_fn) -> None:
 
 
 def differing(got, want) -> int:
+    """How many spikes differ."""
     return int((got != want).sum())
 
 
@@ -320,7 +322,9 @@ def main(argv=None) -> int:
     if device.type == "cpu":
         measure.build_native(notes)
     measure.note_gpu_kernels(notes, device)
-    print("| " + " | ".join(COLUMNS) + " |")
+    for name in args.case:
+        print("- `{}`: {}, T={}, B={}".format(name, CASES[name].title, *shapes(CASES[name], args.quick)))
+    print("\n| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
     results, failed = {}, []
     for name in args.case:
