@@ -83,10 +83,11 @@ def status_bytes(field: str) -> int:
 
 def rss_growth(fn) -> int:
     """Bytes the peak RSS rose above the RSS before ``fn()`` (Linux: writing "5" to
-    ``/proc/self/clear_refs`` resets the peak). Run under :data:`CHILD_ENV`."""
-    before = status_bytes("VmRSS")
+    ``/proc/self/clear_refs`` resets the peak; the RSS is read after that, so the figure is
+    never negative). Run under :data:`CHILD_ENV`."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    before = status_bytes("VmRSS")
     fn()
     return status_bytes("VmHWM") - before
 
