@@ -40,6 +40,7 @@ bench: install
 
 interop: install
 	$(PY) benchmarks/interop_matrix.py
+	$(PY) benchmarks/prediction_matrix.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

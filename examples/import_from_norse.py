@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"needs norse and torch (scripts/install_interop.sh): {exc}")
         return 1
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.interop.peers import nir_compat  # nirtorch 2.x on nir 1.0.4
 
     import snnir
+    from snnir.peers import nir_compat  # nirtorch 2.x on nir 1.0.4
 
     nir_compat()
     net = norse_network(torch, norse)

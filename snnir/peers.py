@@ -21,7 +21,8 @@ Each library's conventions, kept here and nowhere else:
   channel-first.
 
 The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
-their defaults); Spyx always in float32. The libraries are optional: a library that is missing, an importer that fails, or a
+their defaults); Spyx always in float32. snnTorch's importer never returns on a file whose edge names no node; such a file is refused
+before it starts. The libraries are optional: a library that is missing, an importer that fails, or a
 simulation that fails is a :class:`SnnirError` naming the library and why.
 """
 
@@ -140,7 +141,33 @@ def _channels_first(x: np.ndarray) -> np.ndarray:
 def _snntorch_import(graph, x, options):
     from snntorch.import_nir import import_from_nir
 
+    missing = _dangling_end(graph)
+    if missing is not None:  # nir_to_torch would re-queue the node forever (nir_interpreter.py:442)
+        raise ValueError(f"an edge names '{escape(missing)}', which is no node: nirtorch's nir_to_torch "
+                         "would wait for that input forever, so it is not started")
     return import_from_nir(graph, **options)
+
+
+def _dangling_end(graph) -> str | None:
+    """An edge end (``node`` or ``subgraph.port``) of ``graph`` or a nested graph naming no node."""
+    import nir
+
+    for end in (end for edge in graph.edges for end in edge):
+        head, _, port = end.partition(".")
+        inner = graph.nodes.get(head)
+        if end not in graph.nodes and not (isinstance(inner, nir.NIRGraph) and port in inner.nodes):
+            return end
+    for node in graph.nodes.values():
+        if isinstance(node, nir.NIRGraph) and (missing := _dangling_end(node)) is not None:
+            return missing
+    return None
+
+
+def _snntorch_run(module, x):
+    """snnTorch's layers built with ``init_hidden=True`` keep their state in the module: reset it."""
+    import snntorch.utils
+
+    return per_sample(module, x, snntorch.utils.reset)
 
 
 def _norse_import(graph, x, options):
@@ -149,11 +176,12 @@ def _norse_import(graph, x, options):
     return norse.torch.from_nir(graph, **{"ignore_warnings": True, **options})
 
 
-def per_sample(module, x: np.ndarray) -> np.ndarray:
-    """Step a torch module on each sample of ``x`` alone (see the module docstring); an output
-    that lost its batch of one (a Flatten over it) gets it back."""
+def per_sample(module, x: np.ndarray, reset: Callable[[Any], None] = lambda module: None) -> np.ndarray:
+    """Step a torch module on each sample of ``x`` alone (see the module docstring), calling
+    ``reset(module)`` first; an output that lost its batch of one (a Flatten over it) gets it back."""
     outs = []
     for b in range(x.shape[1]):
+        reset(module)
         out = step_torch(module, x[:, b:b + 1])
         outs.append(out if out.shape[1:2] == (1,) else out[:, None])
     return np.concatenate(outs, axis=1)
@@ -213,7 +241,7 @@ def _below(major_minor: tuple[int, int]) -> Callable[[str], bool]:
 PEERS: dict[str, Peer] = {
     peer.library: peer
     for peer in (
-        Peer("snntorch", "snntorch", _snntorch_import, per_sample),
+        Peer("snntorch", "snntorch", _snntorch_import, _snntorch_run),
         Peer("norse", "norse.torch", _norse_import, per_sample, lambda v: not _below((1, 1))(v), "1.1 or later"),
         Peer("norse-1.0", "norse.torch", _norse_import, per_sample, _below((1, 1)), "before 1.1"),
         Peer("sinabs", "sinabs", _sinabs_import, run_sinabs),

@@ -58,7 +58,9 @@ def export_check(kind: str, warned: str | None = None) -> Callable[[Path], "Outc
     """``warned``: the text the write must warn with (snnTorch's importer changes the dynamics)."""
 
     def check(tmp: Path) -> "Outcome":
-        from .cells import Outcome, _excitatory, _skip_unless, _snntorch_graph_module, _torch, compare, run_ours
+        from snnir.peers import step_torch
+
+        from .cells import Outcome, _excitatory, _skip_unless, _torch, compare, run_ours
         from .cells import spikes_in
 
         snn, missing = _skip_unless("snntorch")
@@ -80,7 +82,7 @@ def export_check(kind: str, warned: str | None = None) -> Callable[[Path], "Outc
         notes = [str(w.message) for w in caught if issubclass(w.category, SnnirWarning)]
         with contextlib.redirect_stdout(io.StringIO()):  # the importer prints as it goes
             module = import_from_nir(nir.read(tmp / f"ours-snntorch-{kind}.nir"))
-        outcome = compare(run_ours(graph, x), _snntorch_graph_module(module, x))
+        outcome = compare(run_ours(graph, x), step_torch(module, x))
         if warned is None or outcome.status == "exact":
             return outcome
         said = [line for note in notes for line in note.split("; ") if warned in line]

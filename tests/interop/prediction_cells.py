@@ -1,11 +1,12 @@
-"""The prediction matrix: for each corpus file and library, the library's own importer and
-simulation (``snnir.peers.run_real``) against ``snnir.run(snnir.imported_by(graph, library)[0])``,
-the graph being the file as snnir reads it (``prediction_corpus.py``).
+"""The prediction matrix: for each corpus file and installed library, the library's own importer
+and simulation (``snnir.peers.run_real``) against ``snnir.run(snnir.imported_by(graph, library)[0])``,
+the graph being the file as snnir reads it (``prediction_corpus.py``); both get :data:`OPTIONS`.
 
-A cell is ``exact`` when every output entry is equal (or when both sides refuse the file the
-same way: ``unsupported``, with both reasons); otherwise it ``differs`` and :data:`KNOWN` must
-say why. Each note also gives the share of entries where the library departs from the file's
-own semantics (``snnir.run`` of the graph as read): what ``snnir check`` warns about.
+Statuses: ``exact`` (every output entry equal), ``refused`` (the library cannot import or run the
+file, and snnir predicted that refusal), ``not predicted`` (snnir refuses to predict, naming the
+node, and the library runs something anyway) and ``differs`` (a wrong prediction: :data:`KNOWN`
+must say why). Each note also gives the share of output entries where the library departs from
+the file's own semantics (``snnir.run`` of the graph as read), which ``snnir check`` reports.
 Used by ``tests/interop/test_prediction_matrix.py`` and ``benchmarks/prediction_matrix.py``.
 """
 
@@ -20,13 +21,44 @@ from snnir.errors import SnnirError
 from snnir.peers import installed, run_real
 
 from .cells import Cell, Outcome, compare, run_ours
-from .prediction_corpus import CORPUS, Entry
+from .prediction_corpus import B, CORPUS, Entry
 
-#: the libraries of the matrix, in its column order
-LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx")
+#: the libraries of the matrix, in its column order (``norse-1.0`` needs a Norse before 1.1)
+LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx")
+#: importer options given to both sides (Sinabs' layers need a batch size)
+OPTIONS = {"sinabs": {"batch_size": B}}
+#: statuses that mean the prediction held
+AGREES = ("exact", "refused", "not predicted")
 
-#: (corpus file, library) -> (expected status, why) for every cell that is not exact
-KNOWN: dict[tuple[str, str], tuple[str, str]] = {}
+_FLAT_RECURRENCE = (
+    "Rockpool runs the whole sequence through one nirtorch GraphExecutor call (rockpool/nn/modules/torch/nir.py:187), "
+    "which takes an input not yet computed in this call from the previous call's cache "
+    "(nirtorch/graph_executor.py:113-121): there is none, so the file's top-level recurrent edge "
+    "(lif1.w_rec -> lif1.lif) is dropped; snnir predicts it one step late. The prediction without w_rec is exact.")
+_SINABS_ANY = (
+    "Sinabs' from_nir tests `any(node.v_leak) != 0` (sinabs/nir.py:96): Python's any() over a LIF's "
+    "[C, H, W] parameters raises; snnir predicts a run.")
+
+#: (corpus file, library) -> why the prediction is wrong, for every cell expected to differ
+KNOWN: dict[tuple[str, str], str] = {
+    ("lif-params", "spyx"): (
+        "nir 1.0.4 (which every importer here reads files with) has no LIF.v_reset (nir/ir/neuron.py:153), "
+        "and snnir writes a non-zero one; snnir predicts a Spyx run."),
+    ("conv2d", "sinabs"): _SINABS_ANY,
+    ("sumpool2d", "sinabs"): _SINABS_ANY,
+    ("lif_norse.nir", "sinabs"): (
+        "Sinabs runs in float32 (its default): at a membrane of exactly 1, the float32 threshold 0.1 divides "
+        "it into 10 spikes where float64 gives 9.99999985 (9 spikes); test_imported_by_peers.py shows it."),
+    ("cnn_sinabs.nir", "sinabs"): (
+        "Sinabs' from_nir builds IAFSqueeze(min_v_mem=-v_threshold) (sinabs/nir.py:88), a membrane floor snnir "
+        "cannot state: imported_by warns and predicts without it (the interop matrix's cnn_sinabs row with "
+        "min_v_mem off is exact)."),
+    ("braille_noDelay_bias_zero.nir", "rockpool"): _FLAT_RECURRENCE,
+    ("braille_noDelay_noBias_subtract.nir", "rockpool"): _FLAT_RECURRENCE,
+    ("braille_noDelay_bias_zero_subgraph.nir", "norse"): (
+        "the published file's edge names 'lif' where the node is 'lif1'; snnir reads it repaired "
+        "(repair=True) and predicts for the repaired graph, while Norse's importer meets the broken edge."),
+}
 
 
 def _prediction(graph, library: str, x: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -34,7 +66,7 @@ def _prediction(graph, library: str, x: np.ndarray) -> tuple[np.ndarray | None, 
     import snnir
 
     try:
-        predicted, _ = snnir.imported_by(graph, library)
+        predicted, _ = snnir.imported_by(graph, library, **OPTIONS.get(library, {}))
         return run_ours(predicted, x), ""
     except SnnirError as exc:
         return None, str(exc)
@@ -42,8 +74,12 @@ def _prediction(graph, library: str, x: np.ndarray) -> tuple[np.ndarray | None, 
 
 def _moved(ours: np.ndarray, theirs: np.ndarray) -> str:
     if ours.shape != theirs.shape:
-        return "the file's own semantics: another output shape"
-    return f"{100.0 * np.mean(ours != theirs):.1f}% of entries move from the file's own semantics"
+        return "moved from the file's semantics: another output shape"
+    return f"{100.0 * np.mean(ours != theirs):.1f}% moved from the file's semantics"
+
+
+def _spikes(out: np.ndarray) -> str:
+    return f"{int(np.count_nonzero(out))} spiking entries"
 
 
 def predict_check(entry: Entry, library: str) -> Callable[[Path], Outcome]:
@@ -54,24 +90,62 @@ def predict_check(entry: Entry, library: str) -> Callable[[Path], Outcome]:
         path, graph, x = entry.path(tmp), entry.graph(tmp), entry.input()
         ours, refused = _prediction(graph, library, x)
         try:
-            theirs = run_real(path, library, x)
+            theirs = run_real(path, library, x, **OPTIONS.get(library, {}))
         except SnnirError as exc:
+            failed = str(exc).replace(str(path), path.name)
             if ours is None:
-                return Outcome("unsupported", f"{exc}; snnir predicts the refusal: {refused}")
-            return Outcome("differs", f"{exc}, but snnir predicts a run")
+                return Outcome("refused", f"{failed}. Predicted: {refused}")
+            return Outcome("differs", f"{failed}, but snnir predicts a run. {KNOWN.get((entry.name, library), '')}")
         if ours is None:
-            return Outcome("differs", f"snnir refuses ({refused}), but {library} runs")
+            return Outcome("not predicted", f"{refused}; {library} runs it anyway ({_spikes(theirs)})")
         if not np.any(theirs) and not np.any(ours):
             outcome = Outcome("exact", "no spikes on either side")
         else:
-            outcome = compare(ours, theirs, KNOWN.get((entry.name, library), ("", ""))[1])
+            outcome = compare(ours, theirs, KNOWN.get((entry.name, library), ""))
         return Outcome(outcome.status, f"{outcome.note}; {_moved(run_ours(graph, x), theirs)}")
 
     return check
 
 
-CELLS: tuple[Cell, ...] = tuple(
-    Cell(library, entry.name, "predict", predict_check(entry, library),
-         KNOWN.get((entry.name, library), ("exact", ""))[0])
-    for entry in CORPUS for library in LIBRARIES
-)
+def _cell(entry: Entry, library: str) -> Cell:
+    known = (entry.name, library) in KNOWN
+    return Cell(library, entry.name, "predict", predict_check(entry, library),
+                expected="differs" if known else "exact", also=() if known else AGREES)
+
+
+CELLS: tuple[Cell, ...] = tuple(_cell(entry, library) for entry in CORPUS for library in LIBRARIES)
+
+_SHORT = {"exact": "exact", "refused": "refused", "not predicted": "not predicted", "differs": "**differs**",
+          "unsupported": "not installed", "error": "**error**"}
+
+
+def document(rows: list[tuple[Cell, str, str]]) -> str:
+    """``docs/prediction_matrix.md`` from the matrix's ``(cell, status, note)`` rows."""
+    by = {(cell.op, cell.library): (status, note) for cell, status, note in rows}
+    lines = [
+        "# Prediction matrix",
+        "",
+        "Generated by `benchmarks/prediction_matrix.py` (run by `make interop`); checked by",
+        "`tests/interop/test_prediction_matrix.py`. Each file of the corpus",
+        "(`tests/interop/prediction_corpus.py`: the NIR paper's files and a graph per op and per",
+        "semantics option, written by `snnir.write`) is imported and run by each library's own",
+        "importer (`snnir.peers.run_real`) and compared with `snnir.run(snnir.imported_by(graph, library)[0])`",
+        f"on the same random spikes (5-30 % of each built graph's neurons fire). Options: {OPTIONS}.",
+        "",
+        "*exact*: every output entry equal. *refused*: the library cannot import or run the file, as",
+        "predicted. *not predicted*: snnir refuses to predict, naming the node (the library runs",
+        "something anyway: nirtorch drops what it cannot map). *differs*: a wrong prediction, explained",
+        "below. `norse-1.0` (Norse before 1.1) is not installed here: `run_real` refuses it.",
+        "",
+        "| file | covers | " + " | ".join(LIBRARIES) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in LIBRARIES) + " |",
+    ]
+    for entry in CORPUS:
+        cells = [_SHORT.get(by.get((entry.name, lib), ("-", ""))[0], "-") for lib in LIBRARIES]
+        lines.append(f"| {entry.name} | {entry.covers} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every cell", ""]
+    for entry in CORPUS:
+        for library in LIBRARIES:
+            status, note = by.get((entry.name, library), ("-", ""))
+            lines.append(f"- {entry.name} / {library}: {status}. {note.replace('|', '/')}")
+    return "\n".join(lines) + "\n"

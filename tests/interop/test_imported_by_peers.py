@@ -2,7 +2,7 @@
 file with its own ``from_nir``/``import_from_nir`` and runs it; ``snnir.run`` of the prediction
 must give the same spikes. On the NIR paper's single-LIF files (the paper's input) and on plain
 NIR files of small feed-forward nets that were written for no library in particular.
-(The systematic prediction matrix is ``benchmarks``'s, issue 17 item 2.)
+(The systematic prediction matrix is ``test_prediction_matrix.py``.)
 """
 
 from __future__ import annotations
@@ -16,47 +16,20 @@ import pytest
 import snnir
 from frontends.test_dialect_versions import PAPER_INPUT
 from snnir.ir.semantics import Semantics
+from snnir.peers import installed, run_real
 
-from . import peers
-from .cells import _our_feedforward, _sinabs_run, _snntorch_graph_module, _stepped
+from .cells import _our_feedforward
 
 pytestmark = pytest.mark.interop
 
-MODULES = {"snntorch": "snntorch", "norse": "norse.torch", "sinabs": "sinabs", "rockpool": "rockpool",
-           "spyx": "spyx.nir"}
-
 
 def _real(library: str, path: Path, x: np.ndarray, options: dict) -> np.ndarray:
-    """The library's own importer on the file at ``path``, run on ``x`` ([T, B, n]; Sinabs in
-    ``x``'s precision (float64 only for one layer: its spikes are float32), the others in float32)."""
-    lib, reason = peers.load(MODULES[library])
-    if lib is None:
-        pytest.skip(reason)
-    import nir
-    import torch
-
-    graph = nir.read(path)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if library == "snntorch":
-            from snntorch.import_nir import import_from_nir
-
-            return _snntorch_graph_module(import_from_nir(graph), x)
-        if library == "norse":
-            return _stepped(lib.from_nir(graph, **options), x)
-        if library == "sinabs":
-            from sinabs.nir import from_nir
-
-            net = from_nir(graph, **options)
-            return _sinabs_run(net.double() if x.dtype == np.float64 else net, x)
-        if library == "rockpool":
-            from rockpool.nn.modules.torch.nir import from_nir
-
-            out = from_nir(graph)(torch.from_numpy(np.ascontiguousarray(np.swapaxes(x, 0, 1))))
-            return np.swapaxes((out[0] if isinstance(out, tuple) else out).numpy(), 0, 1)
-        import jax.numpy as jnp
-
-        return np.asarray(lib.from_nir(graph, jnp.asarray(x), **options)[1])
+    """The library's own importer on the file at ``path``, run on ``x`` ([T, B, n]) in ``x``'s
+    precision (Sinabs in float64 only for one layer: its spikes are float32)."""
+    missing = installed(library)
+    if missing is not None:
+        pytest.skip(missing)
+    return run_real(path, library, x, **options)
 
 
 def _predicted(graph, library: str, x: np.ndarray, options: dict) -> np.ndarray:
@@ -100,7 +73,7 @@ def test_sinabs_in_float32_counts_one_more_spike_at_exact_multiples_of_the_thres
 
 def test_rockpool_cannot_import_an_nir_lif_as_predicted(fixtures_dir) -> None:
     path = fixtures_dir / "lif_rockpool.nir"
-    with pytest.raises(AttributeError, match="tau_mem"):
+    with pytest.raises(snnir.SnnirError, match="rockpool's importer fails.*tau_mem"):
         _real("rockpool", path, PAPER_INPUT.astype(np.float32), {})
     with pytest.raises(snnir.SnnirError, match="tau_mem"):
         snnir.imported_by(snnir.read(path), "rockpool")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from . import peers
+from snnir import peers
+
 from .cells import _save, read_quiet, run_ours, spikes_in
 
 pytestmark = pytest.mark.interop

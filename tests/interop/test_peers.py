@@ -1,0 +1,76 @@
+"""``snnir.peers.run_real``: a library that is missing, unknown or the wrong version, a file its
+importer cannot read, and an input of the wrong rank are one-line SnnirErrors naming the library;
+snnTorch's importer is never started on a file it would loop on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from snnir.errors import SnnirError
+from snnir import peers
+
+pytestmark = pytest.mark.interop
+
+X = np.zeros((5, 2, 1), np.float32)
+
+
+def test_an_unknown_library_is_refused_naming_the_known_ones(fixtures_dir) -> None:
+    with pytest.raises(SnnirError, match="no runner for library 'lava'.*snntorch, norse"):
+        peers.run_real(fixtures_dir / "lif_norse.nir", "lava", X)
+
+
+def test_a_missing_library_is_refused_naming_it(fixtures_dir, monkeypatch) -> None:
+    gone = dataclasses.replace(peers.PEERS["spyx"], module="snnir_no_such_module")
+    monkeypatch.setitem(peers.PEERS, "spyx", gone)
+    with pytest.raises(SnnirError, match="spyx is not installed here.*snnir_no_such_module not importable"):
+        peers.run_real(fixtures_dir / "lif_norse.nir", "spyx", X)
+
+
+def test_a_library_version_not_installed_is_refused(fixtures_dir) -> None:
+    if peers.installed("norse") is not None:
+        pytest.skip(peers.installed("norse"))
+    with pytest.raises(SnnirError, match="norse-1.0 needs norse before 1.1"):
+        peers.run_real(fixtures_dir / "lif_norse.nir", "norse-1.0", X)
+
+
+def test_an_importer_failure_names_the_library_and_its_reason(fixtures_dir) -> None:
+    if peers.installed("rockpool") is not None:
+        pytest.skip(peers.installed("rockpool"))
+    with pytest.raises(SnnirError, match="rockpool's importer fails on .*lif_norse.nir.*AttributeError.*tau_mem"):
+        peers.run_real(fixtures_dir / "lif_norse.nir", "rockpool", X)
+
+
+def test_a_file_nir_cannot_read_is_refused(tmp_path) -> None:
+    if peers.installed("norse") is not None:
+        pytest.skip(peers.installed("norse"))
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(SnnirError, match="norse: nir.read cannot load"):
+        peers.run_real(bad, "norse", X)
+
+
+def test_an_input_without_time_and_batch_is_refused(fixtures_dir) -> None:
+    if peers.installed("norse") is not None:
+        pytest.skip(peers.installed("norse"))
+    with pytest.raises(SnnirError, match=r"must be \[T, B, ...\]"):
+        peers.run_real(fixtures_dir / "lif_norse.nir", "norse", np.zeros(5))
+
+
+def test_snntorch_is_not_started_on_a_file_whose_edge_names_no_node(fixtures_dir) -> None:
+    """nirtorch's nir_to_torch would re-queue the node waiting for 'lif' forever."""
+    if peers.installed("snntorch") is not None:
+        pytest.skip(peers.installed("snntorch"))
+    with pytest.raises(SnnirError, match="an edge names 'lif', which is no node"):
+        peers.run_real(fixtures_dir / "braille_noDelay_bias_zero_subgraph.nir", "snntorch", np.zeros((5, 2, 12)))
+
+
+def test_each_sample_runs_alone_from_a_fresh_state(fixtures_dir) -> None:
+    """Two equal samples give equal spikes: snnTorch's hidden state is reset between them."""
+    if peers.installed("snntorch") is not None:
+        pytest.skip(peers.installed("snntorch"))
+    x = np.repeat((np.random.default_rng(0).random((30, 1, 1)) < 0.5).astype(np.float32) * 40, 2, axis=1)
+    out = peers.run_real(fixtures_dir / "lif_norse.nir", "snntorch", x)
+    assert out.shape == (30, 2, 1) and out.sum() > 0 and np.array_equal(out[:, 0], out[:, 1])
