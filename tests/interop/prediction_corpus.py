@@ -127,6 +127,12 @@ def _cuba_w_in() -> Graph:
     return _dense(lambda n: _cuba(n, s, w_in=2.0, r=0.5), lambda n: _cuba(n, s))
 
 
+def _cuba_unit_gains() -> Graph:
+    """CubaLIF with w_in = tau_syn/dt and r = tau_mem/dt (unit gains): the form snnTorch writes and reads."""
+    s = Semantics(dt=DT)
+    return _dense(lambda n: _cuba(n, s, w_in=3.0, r=5.0), lambda n: _cuba(n, s, w_in=3.0, r=5.0))
+
+
 def _then_threshold(make: Callable[[int, Semantics], object]) -> Callable[[], Graph]:
     """Input -> Affine -> (non-spiking neuron -> Threshold) -> Affine -> LIF -> Output."""
     s = Semantics(dt=DT)
@@ -239,6 +245,8 @@ _BUILT = (
     ("cubalif", "CubaLIF (current first)", (8,), 1.0, cuba_graph()),
     ("cubalif-voltage-first", "CubaLIF voltage first", (8,), 1.0, cuba_graph(current_order="voltage_first")),
     ("cubalif-w-in", "CubaLIF w_in", (8,), 1.0, _cuba_w_in),
+    ("cubalif-unit-gains", "CubaLIF r = tau_mem/dt, w_in = tau_syn/dt (snnTorch's form)", (8,), 1.0,
+     _cuba_unit_gains),
     ("li-threshold", "LI, Threshold", (8,), 1.0, _then_threshold(_li)),
     ("cubali-threshold", "CubaLI, Threshold", (8,), 1.0, _then_threshold(_cubali)),
     ("i-threshold", "I, Threshold", (8,), 1.0, _then_threshold(_i)),
