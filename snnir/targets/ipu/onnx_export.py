@@ -30,6 +30,7 @@ from snnir.ir.ops import (
     SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
@@ -161,6 +162,9 @@ class _Builder:
             if isinstance(op, Input):
                 values[name] = ports[name]
                 continue
+            if isinstance(op, StateProbe):  # the state its neuron (emitted before it) has just reached
+                values[name] = self.probe(op, path, f"{prefix}{sources[name][0][0]}.{op.state}.next")
+                continue
             summed: dict[str | None, list[str]] = {}
             for key, port, delayed in sources.get(name, []):
                 summed.setdefault(port, []).append(previous[key] if delayed else values[key])
@@ -199,6 +203,15 @@ class _Builder:
         return next(iter(outs.values()))
 
     # --- ops ---------------------------------------------------------------------
+    def probe(self, op: StateProbe, path: str, state: str) -> str:
+        """A :class:`StateProbe`: its neuron's next-state tensor (float32) in the activation type."""
+        y = f"{path}/y"
+        if self.precision == "fp16":
+            self.add("Cast", [state], [y], to=self.act_type)
+        else:
+            self.add("Identity", [state], [y])
+        return y
+
     def lower(self, op: Any, path: str, x: str) -> str:
         """Emit one op's step by its entry in ``LOWERINGS`` (or its nearest base class's)."""
         lowering = next((LOWERINGS[cls] for cls in type(op).__mro__ if cls in LOWERINGS), None)

@@ -24,6 +24,7 @@ from snnir.ir.ops import (
     Scale, Subgraph, SumPool2d, Threshold,
 )
 from snnir.ir.ops.pool import MAX_POOLS
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.base import Op
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import infer_shapes
@@ -93,6 +94,9 @@ class _Source:
                              "source cannot express it; use snnir.compile(graph, target='torch')", name)
         if isinstance(op, Input):
             return f"h[{name!r}] = x[{name!r}]"
+        if isinstance(op, StateProbe):  # its neuron, ordered before it, has just made its new state
+            (neuron,) = [src for src, dst in self.graph.edges if dst == name]
+            return f"h[{name!r}] = new[{neuron!r}][{op.state!r}]"
         x = self.input_of(name)
         if isinstance(op, Output):
             return f"h[{name!r}] = {x}"

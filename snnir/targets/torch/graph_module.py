@@ -39,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Input, Op, Output, Subgraph
+from snnir.ir.ops.probe import probe_sources
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
@@ -141,6 +142,19 @@ class GraphModule(nn.Module):
             plan_handovers(self)
             found = {members: feedback_loop(self, members) for members, recurrent in self._plan if recurrent}
             self._loops = {members: loop for members, loop in found.items() if loop is not None}
+        self._read_probes(graph)
+
+    def _read_probes(self, graph: Graph) -> None:
+        """A probe takes its neuron's state, keyed ``(neuron, state)`` among the values, instead
+        of the neuron's output; a probed neuron runs by its step loop (its states in autograd),
+        never in a native feedback loop."""
+        #: neuron node -> the states its probes read
+        self._probed: dict[str, set[str]] = {}
+        for probe, neuron in probe_sources(graph, self._prefix).items():
+            state = graph.nodes[probe].state
+            self._probed.setdefault(neuron, set()).add(state)
+            self._sources[probe] = [((neuron, state), None, False)]
+        self._loops = {members: loop for members, loop in self._loops.items() if loop.neuron not in self._probed}
 
     @property
     def _graph(self) -> Graph:
@@ -347,6 +361,11 @@ class GraphModule(nn.Module):
             return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
+        if name in self._probed:
+            y, final, traces = module.sequence_with_states(x[None], own, steps if static else None)
+            values = {name: y, **{(name, s): traces[s] for s in self._probed[name]}}
+            return values, set(), {key + s: v for s, v in final.items()}, (
+                {key + s: v for s, v in traces.items()} if record else None)
         then = self._then.get(name)
         extra = {"then": then} if then is not None and hands_over(module, then) else {}
         if static and module.takes_held_input:
