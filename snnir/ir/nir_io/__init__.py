@@ -224,6 +224,11 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
     others kept (:mod:`~snnir.ir.nir_io.max_pool`), state probes kept (NIR has no form for them; a
     library dialect refuses them), and other extension ops lowered to standard NIR."""
     notes = [] if notes is None else notes
+    probes = [path for path, op in graph.walk() if isinstance(op, StateProbe)]
+    if probes and dialect not in (None, "nir"):
+        raise SnnirError(f"the {dialect} dialect cannot write a neuron's state read as a value (snnir.StateProbe, "
+                         "a returned membrane or current): NIR has no such op and other libraries cannot read it "
+                         "(write plain NIR, or return only spikes)", probes[0])
     graph = get_dialect(dialect).on_write(graph, notes)
     if keep_extensions:
         kept = [path for path, op in graph.walk() if isinstance(op, MAX_POOLS)]
@@ -233,11 +238,6 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
         raise SnnirError(f"the {dialect} dialect cannot write max pooling of values that are not known to be 0/1 "
                          "spikes: NIR has no max pool and other libraries cannot read snnir.MaxPool ops "
                          "(write plain NIR, or pool spikes)", kept[0])
-    probes = [path for path, op in graph.walk() if isinstance(op, StateProbe)]
-    if probes and dialect not in (None, "nir"):
-        raise SnnirError(f"the {dialect} dialect cannot write a neuron's state read as a value (snnir.StateProbe, "
-                         "a returned membrane or current): NIR has no such op and other libraries cannot read it "
-                         "(write plain NIR, or return only spikes)", probes[0])
     if keep_extensions:
         return graph
     if kept:
