@@ -39,6 +39,7 @@ from snnir.errors import SnnirError
 from snnir.frontends.guard import check_trace
 from snnir.frontends.outputs import make_stateless, wire_outputs
 from snnir.frontends.recorder import Recorder, Tag
+from snnir.frontends.ties import traced_ties
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Output, Subgraph
 from snnir.ir.verify import verify
@@ -224,7 +225,8 @@ def _finish(recorder: Recorder, result: Any, model: Any) -> Graph:
     make_stateless(recorder)
     outputs, edges = wire_outputs(recorder, _flatten_result(result))
     nodes = dict(recorder.nodes) | outputs
-    graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
+    graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"},
+                  traced_ties(recorder))
     verify(graph)
     return graph
 
@@ -253,7 +255,7 @@ def _finish_ports(recorder: Recorder, result: Any, skeleton: Graph) -> Graph:
             "which graphs do not allow; snnir.trace(module, x) returns the nested graph intact",
             dst,
         )
-    graph = Graph(nodes, tuple(edges), skeleton.metadata)
+    graph = Graph(nodes, tuple(edges), skeleton.metadata, traced_ties(recorder))
     verify(graph)
     return graph
 

@@ -18,6 +18,7 @@ from snnir.ir.ops.subgraph import Subgraph
 from snnir.ir.registry import OPS
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.ir.ties import broken_tie
 
 
 @dataclass
@@ -69,6 +70,9 @@ def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
     except SnnirError as exc:
         raise SnnirError(exc.reason, prefix + (exc.node or "")) from None
     check_probes(graph, sched.delayed, prefix)
+    broken = broken_tie(graph)
+    if broken is not None:
+        raise SnnirError(broken[0], prefix + broken[1])
 
 
 def _check_op(path: str, op: Op, warnings: list[str]) -> None:

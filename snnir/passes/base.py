@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.ties import broken_tie
 from snnir.ir.verify import verify
 
 
@@ -135,10 +136,14 @@ class RewritePass(Pass):
         raise SnnirError(f"pass '{self.name}' did not reach a fixed point in {self.max_rewrites} rewrites")
 
     def _rewrite_once(self, graph: Graph) -> Graph | None:
+        """The first applicable rewrite's result; one that would break a parameter tie (rewrite
+        one of the tied nodes only, or remove it while a copy stays) does not apply."""
         for rule in self.rules:
             for match in rule.matches(graph):
                 if rule.check(graph, match) is None:
-                    return rule.rewrite(graph, match)
+                    rewritten = rule.rewrite(graph, match)
+                    if broken_tie(rewritten) is None or broken_tie(graph) is not None:
+                        return rewritten
         return None
 
 

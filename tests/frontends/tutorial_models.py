@@ -223,12 +223,13 @@ class Regression2(nn.Module):
     """Regression tutorial 2 (as published): a recurrent hidden layer, and one output neuron
     module called for two layers in a step (each call with its own state)."""
 
-    def __init__(self, hidden=24):
+    def __init__(self, hidden=24, learn=False):
         super().__init__()
         self.fc1 = nn.Linear(1, hidden)
         self.lif1 = snn.RLeaky(beta=0.9, linear_features=hidden, spike_grad=SPIKE_GRAD)
         self.fc_a, self.fc_b = nn.Linear(hidden, 1), nn.Linear(hidden, 1)
-        self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none", spike_grad=SPIKE_GRAD)
+        self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none", spike_grad=SPIKE_GRAD, learn_beta=learn,
+                                learn_threshold=learn)
 
     def forward(self, x):
         spk1, mem1 = self.lif1.init_rleaky()

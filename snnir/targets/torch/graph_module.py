@@ -127,6 +127,9 @@ class GraphModule(nn.Module):
             self._attrs[name] = self._free_attribute(name)
             fed_spikes = fed_binary(self._sources, name, binary)
             self.add_module(self._attrs[name], self._lower(name, op, options, fed_spikes))
+        for group in graph.ties:  # one layer called on several inputs: its copies share its parameters
+            for copy in group[1:]:
+                _share_parameters(self.node_module(group[0]), self.node_module(copy))
         self._plan = self._components(graph, sched.order)
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
@@ -181,9 +184,10 @@ class GraphModule(nn.Module):
             return ExpandedModule(op, GraphModule(expanded, sub_shapes, "", path + ".", options, fed))
         if lowering is None:
             raise SnnirError(f"the torch target has no lowering for op type '{op.op_type}'", path)
+        tie = self._graph.tie_of(name) or (name,)  # tied copies train what any of them trains
         ctx = LoweringContext(
             path=path,
-            trainable=options.trainable_for(path, op),
+            trainable=frozenset().union(*(options.trainable_for(self._prefix + n, op) for n in tie)),
             surrogate=options.surrogate,
             dtype=options.dtype,
             in_shape=in_shape,
@@ -455,6 +459,17 @@ class GraphModule(nn.Module):
             module = self.node_module(name)
             nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
         return self._graph.replace(nodes=nodes)
+
+
+def _share_parameters(owner: nn.Module, copy: nn.Module) -> None:
+    """``copy`` (lowered from an op equal to ``owner``'s) uses ``owner``'s parameter objects, so
+    training updates both and their gradients accumulate into one."""
+    for path, parameter in owner.named_parameters():
+        *parents, leaf = path.split(".")
+        target = copy
+        for part in parents:
+            target = getattr(target, part)
+        target.register_parameter(leaf, parameter)
 
 
 class ExpandedModule(nn.Module):
