@@ -40,6 +40,7 @@ from snnir.frontends.guard import check_trace
 from snnir.frontends.outputs import make_stateless, wire_outputs
 from snnir.frontends.recorder import Recorder, Tag
 from snnir.frontends.ties import traced_ties
+from snnir.ir.ties import inlined_ties
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Output, Subgraph
 from snnir.ir.verify import verify
@@ -98,7 +99,8 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
     ``path``; the glue between them (sums, time slicing, the delayed edges that
     are zero at the first step) becomes edges. Ports and graph metadata are not
     modules: they come from ``module.graph``. Nested graphs come back inlined,
-    their nodes named ``"<sub>.<inner>"`` (as the ``flatten_subgraphs`` pass names them).
+    their nodes named ``"<sub>.<inner>"`` (as the ``flatten_subgraphs`` pass names them), and so
+    are the parameter ties of ``module.graph``'s levels (its copies share their parameters).
     """
     import torch
 
@@ -255,7 +257,7 @@ def _finish_ports(recorder: Recorder, result: Any, skeleton: Graph) -> Graph:
             "which graphs do not allow; snnir.trace(module, x) returns the nested graph intact",
             dst,
         )
-    graph = Graph(nodes, tuple(edges), skeleton.metadata, traced_ties(recorder))
+    graph = Graph(nodes, tuple(edges), skeleton.metadata, inlined_ties(skeleton))
     verify(graph)
     return graph
 

@@ -35,3 +35,14 @@ def broken_tie(graph: Graph) -> tuple[str, str] | None:
                 return (f"is tied to '{group[0]}' (they share parameters) but its op differs from that "
                         "node's (type, parameters, attributes or trainable names)"), name
     return None
+
+
+def inlined_ties(graph: Graph, prefix: str = "") -> tuple[tuple[str, ...], ...]:
+    """The ties of ``graph`` and of its nested graphs, nested nodes named ``"<sub>.<inner>"``
+    (as ``flatten_subgraphs`` names them)."""
+    ties = tuple(tuple(prefix + name for name in group) for group in graph.ties)
+    for name, op in graph.nodes.items():
+        nested = getattr(op, "graph", None)
+        if isinstance(nested, Graph):
+            ties += inlined_ties(nested, f"{prefix}{name}.")
+    return ties

@@ -126,3 +126,22 @@ def test_gradients_through_the_probe_and_of_the_probed_neurons_spikes():
     assert with_probe.keys() == without.keys()
     for name, grad in with_probe.items():
         torch.testing.assert_close(grad, without[name], rtol=1e-12, atol=1e-12)
+
+
+def test_with_the_native_kernels_a_probed_neuron_falls_back_to_its_step_loop(native_kernels):
+    """The C++ scans and feedback loop run the other neurons; the probed one (here in a loop with
+    its recurrent Linear) runs by its step loop, and every value equals the reference."""
+    graph = Graph(
+        {"in": Input((2,)), "fc": Linear(np.full((3, 2), 1.5)), "lif": lif(), "rec": Linear(np.eye(3) * -0.3),
+         "mem": StateProbe("v"), "fc2": Linear(np.full((3, 3), 0.8)), "lif2": lif(), "out": Output(),
+         "out_mem": Output(), "out2": Output()},
+        (("in", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out"), ("lif", "mem"),
+         ("mem", "out_mem"), ("lif", "fc2"), ("fc2", "lif2"), ("lif2", "out2")),
+    )
+    want = snnir.run(graph, inputs())
+    module = snnir.compile(graph, target="torch", dtype=torch.float64, native=True)
+    got = module(torch.from_numpy(inputs()))
+    assert 0 < want["out2"].mean() < 1
+    for name in ("out", "out2"):
+        np.testing.assert_array_equal(got[name].detach().numpy(), want[name])
+    np.testing.assert_allclose(got["out_mem"].detach().numpy(), want["out_mem"], rtol=1e-12, atol=1e-12)

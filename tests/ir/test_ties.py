@@ -113,3 +113,28 @@ def test_the_torch_target_trains_one_parameter_per_tie():
     assert not torch.equal(module.node_module("a").tau.grad, only_a)  # both calls' gradients accumulate
     torch.optim.SGD(module.parameters(), lr=1e-9).step()
     verify(module.to_graph())
+    from snnir.frontends.tracer import trace_submodules
+
+    stepped = module.to_graph()
+    assert snnir.trace(module, x) == stepped and trace_submodules(module, x) == stepped  # ties traced back too
+
+
+def test_the_standalone_source_keeps_one_parameter_per_tie(tmp_path):
+    import importlib.util
+
+    from snnir.targets.torch.codegen import write_module
+
+    graph = shared()
+    source, _ = write_module(graph, tmp_path / "tied.py", "safetensors")
+    spec = importlib.util.spec_from_file_location("generated_tied", source)
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    model = generated.load_model(dtype=torch.float64)
+    assert [key for key, p in model.params.items() if p.requires_grad] == ["a:tau"]
+    assert not any(key.startswith("b:") for key in model.params)
+    x = np.random.default_rng(0).uniform(0, 1, (10, 2, 2))
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    want = snnir.run(graph, x)
+    for name in ("oa", "ob"):
+        np.testing.assert_allclose(out[name].numpy(), want[name], rtol=1e-12)

@@ -74,6 +74,11 @@ class _Source:
         self.carried = sorted({src for src, _ in self.plan.delayed})  # outputs read one step late
 
     def params(self, name: str, op: Op) -> str:
+        """The source of node ``name``'s parameters: a tied copy uses its group's first node's
+        (equal ops), so the generated module trains one parameter per tie."""
+        owner = (self.graph.tie_of(name) or (name,))[0]
+        if owner != name:
+            return f"self.params_of({owner!r})"
         for param, value in op.params().items():
             self.weights[f"{name}.{param}"] = np.array(value, order="C")
             if param in op.trainable:
