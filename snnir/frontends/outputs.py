@@ -22,9 +22,9 @@ The read-outs equal snnTorch's states to rounding (the guard checks them).
 Where the membrane is not linear in the spikes (a zero reset) or the neuron has
 trainable parameters (a twin's would not train with them), the read-out is the
 neuron's own state, read by a ``snnir.StateProbe`` (exact; an extension op, so a
-file holding it is for snnir only, and the writer warns). A neuron whose state is set to zero at every call
-(``init_leaky()`` in a step ``forward``) is stateless: it becomes what it
-computes from a zero state (:func:`snnir.frontends.snntorch_map.stateless_fragment`).
+file holding it is for snnir only, and the writer warns). A neuron whose state
+is set to zero at every call (``init_leaky()`` in a step ``forward``) is
+stateless: it becomes what it computes from a zero state (:func:`snnir.frontends.snntorch_map.stateless_fragment`).
 """
 
 from __future__ import annotations

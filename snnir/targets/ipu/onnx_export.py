@@ -162,8 +162,10 @@ class _Builder:
             if isinstance(op, Input):
                 values[name] = ports[name]
                 continue
-            if isinstance(op, StateProbe):  # the state its neuron (emitted before it) has just reached
-                values[name] = self.probe(op, path, f"{prefix}{sources[name][0][0]}.{op.state}.next")
+            if isinstance(op, StateProbe):  # its neuron's new state (emitted before it), in the activation type
+                state, values[name] = f"{prefix}{sources[name][0][0]}.{op.state}.next", f"{path}/y"
+                cast = {"to": self.act_type} if self.precision == "fp16" else {}
+                self.add("Cast" if cast else "Identity", [state], [values[name]], **cast)
                 continue
             summed: dict[str | None, list[str]] = {}
             for key, port, delayed in sources.get(name, []):
@@ -203,15 +205,6 @@ class _Builder:
         return next(iter(outs.values()))
 
     # --- ops ---------------------------------------------------------------------
-    def probe(self, op: StateProbe, path: str, state: str) -> str:
-        """A :class:`StateProbe`: its neuron's next-state tensor (float32) in the activation type."""
-        y = f"{path}/y"
-        if self.precision == "fp16":
-            self.add("Cast", [state], [y], to=self.act_type)
-        else:
-            self.add("Identity", [state], [y])
-        return y
-
     def lower(self, op: Any, path: str, x: str) -> str:
         """Emit one op's step by its entry in ``LOWERINGS`` (or its nearest base class's)."""
         lowering = next((LOWERINGS[cls] for cls in type(op).__mro__ if cls in LOWERINGS), None)

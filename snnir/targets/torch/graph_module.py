@@ -39,14 +39,13 @@ from torch.utils.checkpoint import checkpoint
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Input, Op, Output, Subgraph
-from snnir.ir.ops.probe import probe_sources
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
-from snnir.targets.torch.spike_flow import hands_over, plan_handovers
+from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -127,9 +126,7 @@ class GraphModule(nn.Module):
             self._attrs[name] = self._free_attribute(name)
             fed_spikes = fed_binary(self._sources, name, binary)
             self.add_module(self._attrs[name], self._lower(name, op, options, fed_spikes))
-        for group in graph.ties:  # one layer called on several inputs: its copies share its parameters
-            for copy in group[1:]:
-                _share_parameters(self.node_module(group[0]), self.node_module(copy))
+        share_tied_parameters(self, graph)
         self._plan = self._components(graph, sched.order)
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
@@ -145,19 +142,8 @@ class GraphModule(nn.Module):
             plan_handovers(self)
             found = {members: feedback_loop(self, members) for members, recurrent in self._plan if recurrent}
             self._loops = {members: loop for members, loop in found.items() if loop is not None}
-        self._read_probes(graph)
-
-    def _read_probes(self, graph: Graph) -> None:
-        """A probe takes its neuron's state, keyed ``(neuron, state)`` among the values, instead
-        of the neuron's output; a probed neuron runs by its step loop (its states in autograd),
-        never in a native feedback loop."""
-        #: neuron node -> the states its probes read
-        self._probed: dict[str, set[str]] = {}
-        for probe, neuron in probe_sources(graph, self._prefix).items():
-            state = graph.nodes[probe].state
-            self._probed.setdefault(neuron, set()).add(state)
-            self._sources[probe] = [((neuron, state), None, False)]
-        self._loops = {members: loop for members, loop in self._loops.items() if loop.neuron not in self._probed}
+        #: neuron node -> the states probes read (see spike_flow.plan_probes)
+        self._probed: dict[str, set[str]] = plan_probes(self, graph)
 
     @property
     def _graph(self) -> Graph:
@@ -459,17 +445,6 @@ class GraphModule(nn.Module):
             module = self.node_module(name)
             nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
         return self._graph.replace(nodes=nodes)
-
-
-def _share_parameters(owner: nn.Module, copy: nn.Module) -> None:
-    """``copy`` (lowered from an op equal to ``owner``'s) uses ``owner``'s parameter objects, so
-    training updates both and their gradients accumulate into one."""
-    for path, parameter in owner.named_parameters():
-        *parents, leaf = path.split(".")
-        target = copy
-        for part in parents:
-            target = getattr(target, part)
-        target.register_parameter(leaf, parameter)
 
 
 class ExpandedModule(nn.Module):
