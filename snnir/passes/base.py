@@ -114,9 +114,19 @@ class Rule:
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         raise NotImplementedError
 
+    def reason(self, graph: Graph, match: Match) -> str | None:
+        """Why the rewrite does not apply (``None`` if it does): ``check``'s reason, or the
+        parameter tie (``Graph.ties``) it would break by rewriting or removing one tied node only."""
+        why = self.check(graph, match)
+        if why is None and graph.ties and broken_tie(graph) is None:
+            broken = broken_tie(self.rewrite(graph, match))
+            if broken is not None:
+                return f"it would break a parameter tie: node '{broken[1]}' {broken[0]}"
+        return why
+
     def explain(self, graph: Graph) -> list[tuple[tuple[str, ...], str | None]]:
         """Every match with the reason it does not apply (``None`` if it does)."""
-        return [(m.nodes, self.check(graph, m)) for m in self.matches(graph)]
+        return [(m.nodes, self.reason(graph, m)) for m in self.matches(graph)]
 
 
 class RewritePass(Pass):
@@ -136,14 +146,10 @@ class RewritePass(Pass):
         raise SnnirError(f"pass '{self.name}' did not reach a fixed point in {self.max_rewrites} rewrites")
 
     def _rewrite_once(self, graph: Graph) -> Graph | None:
-        """The first applicable rewrite's result; one that would break a parameter tie (rewrite
-        one of the tied nodes only, or remove it while a copy stays) does not apply."""
         for rule in self.rules:
             for match in rule.matches(graph):
-                if rule.check(graph, match) is None:
-                    rewritten = rule.rewrite(graph, match)
-                    if broken_tie(rewritten) is None or broken_tie(graph) is not None:
-                        return rewritten
+                if rule.reason(graph, match) is None:
+                    return rule.rewrite(graph, match)
         return None
 
 

@@ -11,6 +11,7 @@ import snnir
 from snnir.errors import SnnirError
 from snnir.ir import LIF, Graph, Input, Linear, Output, Semantics, Subgraph, verify
 from snnir.passes import PASSES
+from snnir.passes.fusion import FoldAffine, FuseLayerNeuron
 
 SEM = Semantics(dt=1e-3)
 
@@ -78,6 +79,8 @@ def test_fold_and_fuse_leave_a_tied_node_alone():
                   ties=(("fa", "fb"),))
     optimized = snnir.optimize(graph, level=2)
     assert {"s", "fa", "fb", "a", "b"} <= set(optimized.nodes) and optimized.ties == (("fa", "fb"),)
+    assert "would break a parameter tie: node 'fb' is tied to 'fa'" in dict(FoldAffine().explain(graph))[("s", "fa")]
+    assert "would break a parameter tie" in dict(FuseLayerNeuron().explain(graph))[("fb", "b")]
     untied = snnir.optimize(graph.replace(ties=()), level=2)
     assert "s" not in untied.nodes and untied.nodes["a"].op_type == "snnir.FusedLayerNeuron"
 
