@@ -253,3 +253,26 @@ def test_the_guard_warns_where_a_membrane_ties_with_its_threshold(monkeypatch):
 
     with pytest.warns(UserWarning, match="could not check output 'output'.*'lif' on its threshold"):
         snnir.trace(Static(), torch.ones(2, 1))
+
+
+@pytest.mark.xfail(strict=True, reason="the standard-op read-out of a subtract-reset membrane (twin minus the "
+                   "delayed spikes) passes gradients through the spikes, which snnTorch's detached reset does not; "
+                   "a StateProbe read-out is exact but makes the file snnir-only (every Sequential ending in an "
+                   "output=True neuron returns this membrane)")
+def test_a_returned_subtract_reset_membrane_has_snntorchs_gradients():
+    """snnTorch detaches its reset from the gradient; the compiled module's membrane gradients
+    should equal snnTorch's."""
+    from tests.frontends.tutorial_models import SPIKE_GRAD
+
+    model = Loop(lambda n: snn.Leaky(beta=0.8, spike_grad=SPIKE_GRAD, init_hidden=True, output=True), ("spk", "mem"))
+    x = sequence()
+    graph = snnir.trace(model, x.float())
+    twin = as_float64(model)
+    spikes, mem = twin(x)
+    assert 0 < spikes.mean() < 1
+    mem.square().sum().backward()
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    module(x)[graph.outputs[1]].square().sum().backward()
+    ours = dict(module.named_parameters())
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(ours[name].grad, p.grad, rtol=1e-6, atol=1e-9 * p.grad.abs().max().item())

@@ -17,7 +17,7 @@ snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not i
 
 from snnir.frontends.guard import in_float64  # noqa: E402
 from snnir.ir import verify  # noqa: E402
-from tests.frontends.tutorial_models import Regression2, seeded  # noqa: E402
+from tests.frontends.tutorial_models import SPIKE_GRAD, Regression2, seeded  # noqa: E402
 
 T, B = 25, 2
 
@@ -85,3 +85,38 @@ def test_compiled_gradients_equal_snntorchs_and_a_step_keeps_the_copies_equal():
     after = module.to_graph()
     verify(after)  # the tie holds: both copies took the one step
     assert after.nodes["li_out"] == after.nodes["li_out_2"] and after.nodes["li_out"] != before
+
+
+class SharedLinear(torch.nn.Module):
+    """One Linear (trainable, as every nn.Linear) applied to two inputs in a step, each into its neuron."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc_in, self.shared = torch.nn.Linear(3, 6), torch.nn.Linear(6, 6)
+        self.lif_a = snn.Leaky(beta=0.9, init_hidden=True, spike_grad=SPIKE_GRAD)  # the compiled default
+        self.lif_b = snn.Leaky(beta=0.8, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
+
+    def forward(self, x):
+        first = self.lif_a(self.shared(self.fc_in(x)))
+        return self.lif_b(self.shared(first))[0]
+
+
+def test_a_linear_called_twice_is_tied_and_trains_as_one():
+    model = SharedLinear()
+    x = torch.rand((T, B, 3), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnnirWarning)
+        graph = snnir.trace(model, x[0].float())
+    assert graph.ties == (("shared", "shared_2"),)
+    twin = in_float64(model)  # its neurons' hidden states reset
+    spikes = torch.stack([twin(x[t]) for t in range(T)])
+    assert 0 < spikes.mean() < 1
+    spikes.sum().backward()  # through the surrogate
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    out = module(x)
+    out.sum().backward()
+    ours = dict(module.named_parameters())
+    assert "shared_2.weight" not in ours
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(ours[name].grad, p.grad, rtol=1e-6, atol=1e-9 * p.grad.abs().max().item())
