@@ -37,6 +37,7 @@ from snnir.ir.ops import (
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.registry import OPS
 from snnir.passes import LEVELS, PASSES
 
@@ -149,6 +150,14 @@ def conformance_graph(op_type: str) -> tuple[Graph, tuple[int, ...]]:
     if cls is FusedLayerNeuron:
         neuron = _neuron(CubaLIF, rng, 6, Semantics(dt=DT, reset="zero", threshold_compare="ge"))
         return _seq(("node", FusedLayerNeuron(layer=Linear(normal(0.5, 1, (6, 4))), neuron=neuron)), shape=(4,)), (4,)
+    if cls is StateProbe:  # a zero-reset neuron's membrane (before its delayed reset) and its current
+        cell = _neuron(CubaLIF, rng, 6, Semantics(dt=DT, reset="zero", reset_timing="next", threshold_compare="ge"))
+        graph = _seq(("fc", Affine(normal(0.5, 1.0, (6, 4)), normal(0, 0.2, 6))), ("cell", cell), shape=(4,))
+        graph = graph.replace(nodes={**graph.nodes, "node": StateProbe("v"), "current": StateProbe("i"),
+                                     "out_v": Output(), "out_i": Output()},
+                              edges=graph.edges + (("cell", "node"), ("node", "out_v"), ("cell", "current"),
+                                                   ("current", "out_i")))
+        return _with_spiking_branch(graph, "node", 6, rng), (4,)
     raise AssertionError(f"no conformance example for op type '{op_type}': add one to conformance_graph")
 
 
@@ -319,7 +328,7 @@ def test_examples_cover_every_semantics_option():
 def _handled_by_graph_machinery() -> set:
     from snnir.targets.reference import EXTENSIONS
 
-    return {Input, Output, Subgraph} | set(EXTENSIONS)
+    return {Input, Output, Subgraph, StateProbe} | set(EXTENSIONS)  # a probe reads its neuron's state
 
 
 def test_reference_executes_every_op():

@@ -19,11 +19,12 @@ the same value beside the neuron, fed the neuron's own input (a *read-out*):
   is ``u - thr * spikes``; Alpha without reset: its two scaled synapses.
 
 The read-outs equal snnTorch's states to rounding (the guard checks them).
-A zero reset makes the membrane non-linear in the spikes, and a recurrent
-neuron's read-out would need its recurrent input delayed: those are refused,
-naming the layer. A neuron whose state is set to zero at every call
-(``init_leaky()`` in a step ``forward``) is stateless: it becomes what it
-computes from a zero state (:func:`snnir.frontends.snntorch_map.stateless_fragment`).
+Where the membrane is not linear in the spikes (a zero reset) or the neuron has
+trainable parameters (a twin's would not train with them), the read-out is the
+neuron's own state, read by a ``snnir.StateProbe`` (exact; an extension op, so a
+file holding it is for snnir only, and the writer warns). A neuron whose state
+is set to zero at every call (``init_leaky()`` in a step ``forward``) is
+stateless: it becomes what it computes from a zero state (:func:`snnir.frontends.snntorch_map.stateless_fragment`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.frontends.recorder import Recorder, Tag
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, Delay, I, Output, Scale, Threshold
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.semantics import Semantics
 from snnir.targets.reference.kernels import decay_and_gain
 
@@ -125,29 +127,30 @@ def _readout(recorder: Recorder, tag: Tag, extra: dict) -> tuple[str, ...]:
     if not set(fragment.nodes) <= {"", "recurrent"} or not isinstance(op, (IF, LIF, CubaLIF)):
         raise SnnirError(f"{refuse} cannot be stated as a graph output for {type(module).__name__}; "
                          "return the spikes", name)
+    sem, own = op.sem, {"mem": "v", "syn": "i"}.get(state)
+    linear = sem.reset == "none" or sem.reset == "subtract" and sem.reset_timing == "next"
+    if own in op.state_names and (op.trainable or not linear):
+        # the neuron's own state: a twin's parameters would not train with it, and a zero reset
+        # makes the membrane non-linear in the spikes
+        return (add(state, StateProbe(own), (name,)),)
     if "recurrent" in fragment.nodes:  # its output at t is already recurrent(spikes at t - 1)
         sources = sources + (fragment.name(name, "recurrent"),)
     if state == "syn" and isinstance(op, CubaLIF):
         return (add("syn", LI(tau=op.tau_syn, r=op.w_in, v_leak=np.zeros(()), sem=_plain(op.sem)), sources),)
     if state != "mem":
         raise SnnirError(f"{refuse} ('{state}') has no read-out; return the spikes or the membrane", name)
-    sem = op.sem
-    if sem.reset == "none" or sem.reset == "subtract" and sem.reset_timing == "next":
-        twin = add("mem", _twin(op), sources)
-        if sem.reset == "none":
-            return (twin,)
-        tau = op.tau_mem if isinstance(op, CubaLIF) else getattr(op, "tau", None)
-        gain = op.r * sem.dt if tau is None else op.r * decay_and_gain(np.asarray(tau, np.float64), sem)[1]
-        last = add("mem_last", Delay(delay=np.full((), sem.dt), sem=Semantics(dt=sem.dt)), (name,))
-        reset = add("mem_reset", Scale(scale=-np.asarray(op.v_threshold) / gain), (last,))
-        if isinstance(op, CubaLIF):
-            return (twin, add("mem_reset_leak", LI(tau=op.tau_mem, r=op.r, v_leak=op.v_leak, sem=_plain(sem)),
-                              (reset,)))
-        recorder.edges.append((reset, twin))
+    twin = add("mem", _twin(op), sources)
+    if sem.reset == "none":
         return (twin,)
-    raise SnnirError(f"{refuse} with reset_mechanism={module.reset_mechanism!r} depends on its spikes in a "
-                     "way no NIR op states; return only the spikes (output=False for init_hidden neurons), "
-                     "or use reset_mechanism 'subtract' or 'none'", name)
+    tau = op.tau_mem if isinstance(op, CubaLIF) else getattr(op, "tau", None)
+    gain = op.r * sem.dt if tau is None else op.r * decay_and_gain(np.asarray(tau, np.float64), sem)[1]
+    last = add("mem_last", Delay(delay=np.full((), sem.dt), sem=Semantics(dt=sem.dt)), (name,))
+    reset = add("mem_reset", Scale(scale=-np.asarray(op.v_threshold) / gain), (last,))
+    if isinstance(op, CubaLIF):
+        return (twin, add("mem_reset_leak", LI(tau=op.tau_mem, r=op.r, v_leak=op.v_leak, sem=_plain(sem)),
+                          (reset,)))
+    recorder.edges.append((reset, twin))
+    return (twin,)
 
 
 def _plain(sem: Semantics) -> Semantics:

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from snnir.errors import SnnirError, warn
+from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
 from snnir.frontends.functional import avg_pool1d_op, check_avg_pool, functional_op
 from snnir.frontends.indexing import flatten_dims, picks_one, time_index
@@ -254,10 +254,6 @@ class Recorder:
             for key, op in fragment.nodes.items():
                 self.nodes[fragment.name(name, key)] = op
             self.edges.extend((fragment.name(name, a), fragment.name(name, b)) for a, b in fragment.edges)
-            if len(self.names[path]) > 1 and any(op.trainable for op in fragment.nodes.values()):
-                warn(f"layer '{layer}' is called on {len(self.names[path])} inputs: traced as nodes "
-                     f"{', '.join(repr(n) for n in self.names[path])} with equal parameters, which a compiled "
-                     "module trains independently (snnir does not tie parameters)")
         self.calling[id(module)] = name
         fragment = self.layer_nodes[name]
         self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)

@@ -39,6 +39,8 @@ from snnir.errors import SnnirError
 from snnir.frontends.guard import check_trace
 from snnir.frontends.outputs import make_stateless, wire_outputs
 from snnir.frontends.recorder import Recorder, Tag
+from snnir.frontends.ties import traced_ties
+from snnir.ir.ties import inlined_ties
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Output, Subgraph
 from snnir.ir.verify import verify
@@ -97,7 +99,8 @@ def trace_submodules(module: Any, sample_input: Any) -> Graph:
     ``path``; the glue between them (sums, time slicing, the delayed edges that
     are zero at the first step) becomes edges. Ports and graph metadata are not
     modules: they come from ``module.graph``. Nested graphs come back inlined,
-    their nodes named ``"<sub>.<inner>"`` (as the ``flatten_subgraphs`` pass names them).
+    their nodes named ``"<sub>.<inner>"`` (as the ``flatten_subgraphs`` pass names them), and so
+    are the parameter ties of ``module.graph``'s levels (its copies share their parameters).
     """
     import torch
 
@@ -224,7 +227,8 @@ def _finish(recorder: Recorder, result: Any, model: Any) -> Graph:
     make_stateless(recorder)
     outputs, edges = wire_outputs(recorder, _flatten_result(result))
     nodes = dict(recorder.nodes) | outputs
-    graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"})
+    graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"},
+                  traced_ties(recorder))
     verify(graph)
     return graph
 
@@ -253,7 +257,7 @@ def _finish_ports(recorder: Recorder, result: Any, skeleton: Graph) -> Graph:
             "which graphs do not allow; snnir.trace(module, x) returns the nested graph intact",
             dst,
         )
-    graph = Graph(nodes, tuple(edges), skeleton.metadata)
+    graph = Graph(nodes, tuple(edges), skeleton.metadata, inlined_ties(skeleton))
     verify(graph)
     return graph
 

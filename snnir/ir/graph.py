@@ -8,7 +8,12 @@ files can still be reported and repaired):
 - several edges into one node are summed;
 - a cycle must pass through a stateful node; an edge from a stateful node
   to a node in the same strongly connected component carries the value of
-  the previous step (zero at the first step).
+  the previous step (zero at the first step);
+- ``ties``: groups of nodes of this level that share their parameters (one
+  layer called on several inputs): each group names two or more nodes of the
+  same op type with equal parameters, and no node is in two groups. A target
+  that trains them keeps one parameter per group; a rewrite that would leave a
+  group unequal is not applied, and removing a node removes it from its group.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Graph:
     nodes: Mapping[str, Op]
     edges: tuple[Edge, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    ties: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         for what, value in (("nodes", self.nodes), ("metadata", self.metadata)):
@@ -50,6 +56,17 @@ class Graph:
         object.__setattr__(self, "nodes", MappingProxyType(nodes))
         object.__setattr__(self, "edges", tuple(edges))
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        if isinstance(self.ties, (str, bytes)) or not isinstance(self.ties, Iterable):
+            raise SnnirError(f"graph ties must be a sequence of groups of node names, got {self.ties!r}")
+        ties = []
+        for group in self.ties:
+            if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+                raise SnnirError(f"a tie must be a sequence of node names, got {group!r}")
+            names = tuple(group)
+            if not all(isinstance(n, str) for n in names):
+                raise SnnirError(f"a tie must be a sequence of node names, got {group!r}")
+            ties.append(names)
+        object.__setattr__(self, "ties", tuple(ties))
 
     @classmethod
     def sequential(cls, *named_ops: tuple[str, Op], metadata: Mapping[str, Any] | None = None) -> "Graph":
@@ -128,12 +145,19 @@ class Graph:
             if subgraph is not None:
                 yield from subgraph.walk(path + ".")
 
+    def tie_of(self, node: str) -> tuple[str, ...] | None:
+        """The tie group ``node`` belongs to, or None."""
+        return next((group for group in self.ties if node in group), None)
+
     # --- building new graphs ------------------------------------------------
     def replace(self, **changes: Any) -> "Graph":
+        """A copy with ``nodes``, ``edges``, ``metadata`` or ``ties`` changed (ties are kept
+        as they are: the verifier refuses a group left naming a missing or unequal node)."""
         return Graph(
             changes.get("nodes", self.nodes),
             changes.get("edges", self.edges),
             changes.get("metadata", self.metadata),
+            changes.get("ties", self.ties),
         )
 
     def with_nodes(self, **ops: Op) -> "Graph":
@@ -143,7 +167,7 @@ class Graph:
         return self.replace(nodes=nodes)
 
     def without_nodes(self, names: Iterable[str]) -> "Graph":
-        """A copy without the named nodes and every edge that touches them."""
+        """A copy without the named nodes, every edge that touches them and their places in ties."""
         drop = set(names)
         nodes = {n: op for n, op in self.nodes.items() if n not in drop}
         edges = tuple(
@@ -151,7 +175,9 @@ class Graph:
             for e in self.edges
             if self._node_of(e[0]) not in drop and self._node_of(e[1]) not in drop
         )
-        return self.replace(nodes=nodes, edges=edges)
+        ties = tuple(kept for kept in (tuple(n for n in group if n not in drop) for group in self.ties)
+                     if len(kept) > 1)
+        return self.replace(nodes=nodes, edges=edges, ties=ties)
 
     def _node_of(self, endpoint: str) -> str:
         if endpoint in self.nodes:
@@ -172,6 +198,7 @@ class Graph:
             and all(self.nodes[n] == other.nodes[n] for n in self.nodes)
             and sorted(self.edges) == sorted(other.edges)
             and values_equal(dict(self.metadata), dict(other.metadata))
+            and {frozenset(g) for g in self.ties} == {frozenset(g) for g in other.ties}
         )
 
     __hash__ = None  # type: ignore[assignment]

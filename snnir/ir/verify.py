@@ -13,10 +13,12 @@ from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.io import Input, Output
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.probe import check_probes
 from snnir.ir.ops.subgraph import Subgraph
 from snnir.ir.registry import OPS
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
+from snnir.ir.ties import broken_tie
 
 
 @dataclass
@@ -64,9 +66,13 @@ def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
         if isinstance(op, Subgraph):
             _check_level(op.graph, f"{prefix}{name}.", warnings)
     try:
-        schedule(graph)
+        sched = schedule(graph)
     except SnnirError as exc:
         raise SnnirError(exc.reason, prefix + (exc.node or "")) from None
+    check_probes(graph, sched.delayed, prefix)
+    broken = broken_tie(graph)
+    if broken is not None:
+        raise SnnirError(broken[0], prefix + broken[1])
 
 
 def _check_op(path: str, op: Op, warnings: list[str]) -> None:

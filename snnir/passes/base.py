@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.ties import broken_tie
 from snnir.ir.verify import verify
 
 
@@ -113,9 +114,19 @@ class Rule:
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         raise NotImplementedError
 
+    def reason(self, graph: Graph, match: Match) -> str | None:
+        """Why the rewrite does not apply (``None`` if it does): ``check``'s reason, or the
+        parameter tie (``Graph.ties``) it would break by rewriting or removing one tied node only."""
+        why = self.check(graph, match)
+        if why is None and graph.ties and broken_tie(graph) is None:
+            broken = broken_tie(self.rewrite(graph, match))
+            if broken is not None:
+                return f"it would break a parameter tie: node '{broken[1]}' {broken[0]}"
+        return why
+
     def explain(self, graph: Graph) -> list[tuple[tuple[str, ...], str | None]]:
         """Every match with the reason it does not apply (``None`` if it does)."""
-        return [(m.nodes, self.check(graph, m)) for m in self.matches(graph)]
+        return [(m.nodes, self.reason(graph, m)) for m in self.matches(graph)]
 
 
 class RewritePass(Pass):
@@ -137,7 +148,7 @@ class RewritePass(Pass):
     def _rewrite_once(self, graph: Graph) -> Graph | None:
         for rule in self.rules:
             for match in rule.matches(graph):
-                if rule.check(graph, match) is None:
+                if rule.reason(graph, match) is None:
                     return rule.rewrite(graph, match)
         return None
 

@@ -12,6 +12,7 @@ import numpy as np
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Scale
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
+from snnir.ir.ops.probe import probed_neurons
 from snnir.ir.shapes import infer_shapes
 from snnir.passes.analysis import LAYERS, NEURONS, in_edges, out_edges
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
@@ -111,6 +112,8 @@ class FuseLayerNeuron(Rule):
     pattern = (LAYERS, NEURONS)
 
     def check(self, graph: Graph, match: Match) -> str | None:
+        if match.nodes[1] in probed_neurons(graph):
+            return f"a StateProbe reads the state of '{match.nodes[1]}', which must stay a neuron node"
         return _single_link(graph, *match.nodes)
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:

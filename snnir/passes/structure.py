@@ -41,7 +41,8 @@ class InlineSubgraph(Rule):
         for name, op in inner.nodes.items():
             if not isinstance(op, (Input, Output)):
                 nodes[f"{node}.{name}"] = op
-        return graph.replace(nodes=nodes, edges=self._edges(graph, node))
+        ties = graph.ties + tuple(tuple(f"{node}.{name}" for name in group) for group in inner.ties)
+        return graph.replace(nodes=nodes, edges=self._edges(graph, node), ties=ties)
 
     @staticmethod
     def _edges(graph: Graph, node: str) -> tuple:

@@ -108,17 +108,11 @@ class SharedOutputNet(torch.nn.Module):
 def test_a_neuron_called_on_two_inputs_is_two_neurons():
     x = torch.rand((T, B, 4), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", SnnirWarning)  # untrained parameters: nothing to tie, no warning
+        warnings.simplefilter("error", SnnirWarning)  # no warning (tied copies: tests/frontends/test_trace_ties.py)
         graph, got, expected = run_both(SharedOutputNet(), x)
     assert {"li_out", "li_out_2"} <= set(graph.nodes)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, atol=1e-9, rtol=0)
-
-
-def test_a_trainable_neuron_called_twice_warns_that_its_copies_train_apart():
-    x = torch.rand((T, B, 4), generator=torch.Generator().manual_seed(5))
-    with pytest.warns(SnnirWarning, match="layer 'li_out' is called on 2 inputs.*'li_out', 'li_out_2'.*independently"):
-        snnir.trace(SharedOutputNet(learn_beta=True), x)
 
 
 @pytest.mark.parametrize("call,needle", [

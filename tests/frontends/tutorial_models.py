@@ -132,11 +132,11 @@ class Tutorial4(nn.Module):
 class Tutorial5(nn.Module):
     """Tutorial 5 (and the IPU tutorial): the same flattened frame at every step, membranes returned."""
 
-    def __init__(self, num_inputs=64, num_hidden=40, num_outputs=10, num_steps=25, beta=0.95):
+    def __init__(self, num_inputs=64, num_hidden=40, num_outputs=10, num_steps=25, beta=0.95, reset="subtract"):
         super().__init__()
         self.num_steps = num_steps
-        self.fc1, self.lif1 = nn.Linear(num_inputs, num_hidden), snn.Leaky(beta=beta)
-        self.fc2, self.lif2 = nn.Linear(num_hidden, num_outputs), snn.Leaky(beta=beta)
+        self.fc1, self.lif1 = nn.Linear(num_inputs, num_hidden), snn.Leaky(beta=beta, reset_mechanism=reset)
+        self.fc2, self.lif2 = nn.Linear(num_hidden, num_outputs), snn.Leaky(beta=beta, reset_mechanism=reset)
 
     def forward(self, x):
         mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
@@ -199,7 +199,7 @@ class Regression1(nn.Module):
     """Regression tutorial 1: a spiking hidden layer and a non-resetting output neuron whose
     membrane is the prediction."""
 
-    def __init__(self, timesteps=25, hidden=32):
+    def __init__(self, timesteps=25, hidden=32, out_reset="none"):
         super().__init__()
         self.timesteps = timesteps
         self.fc1 = nn.Linear(1, hidden)
@@ -207,7 +207,7 @@ class Regression1(nn.Module):
                              spike_grad=SPIKE_GRAD)
         self.fc2 = nn.Linear(hidden, 1)
         self.li = snn.Leaky(beta=0.5, threshold=1.0, learn_beta=True, spike_grad=SPIKE_GRAD,
-                            reset_mechanism="none")
+                            reset_mechanism=out_reset)
 
     def forward(self, x):
         mem_1, mem_2 = self.lif.init_leaky(), self.li.init_leaky()
@@ -223,12 +223,13 @@ class Regression2(nn.Module):
     """Regression tutorial 2 (as published): a recurrent hidden layer, and one output neuron
     module called for two layers in a step (each call with its own state)."""
 
-    def __init__(self, hidden=24):
+    def __init__(self, hidden=24, learn=False):
         super().__init__()
         self.fc1 = nn.Linear(1, hidden)
         self.lif1 = snn.RLeaky(beta=0.9, linear_features=hidden, spike_grad=SPIKE_GRAD)
         self.fc_a, self.fc_b = nn.Linear(hidden, 1), nn.Linear(hidden, 1)
-        self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none", spike_grad=SPIKE_GRAD)
+        self.li_out = snn.Leaky(beta=0.8, reset_mechanism="none", spike_grad=SPIKE_GRAD, learn_beta=learn,
+                                learn_threshold=learn)
 
     def forward(self, x):
         spk1, mem1 = self.lif1.init_rleaky()
@@ -397,6 +398,8 @@ CASES = [
     Case("tutorial_7", seeded(tutorial7, gain=3.0), (2, 34, 34), scale=1.0),
     Case("tutorial_7_avgpool", seeded(lambda: tutorial7(nn.AvgPool2d), gain=5.0), (2, 34, 34), scale=2.0),
     Case("regression_1", seeded(Regression1, gain=2.0), (1,), "loop", scale=2.0, quiet=("li",)),
+    Case("regression_1_zero_reset", seeded(lambda: Regression1(out_reset="zero"), gain=2.0), (1,), "loop", scale=2.0,
+         quiet=("li",)),
     Case("regression_2_shared_output", seeded(Regression2, gain=2.0), (1,), "loop", scale=2.0,
          quiet=("li_out",)),
     Case("population_coding", seeded(population, gain=2.0), (1, 8, 8), scale=1.0),
@@ -409,6 +412,8 @@ CASES = [
     Case("exoplanet", seeded(Exoplanet, gain=5.0), (48,), scale=1.0),
     Case("ipu_tutorial", seeded(lambda: Tutorial5(num_inputs=64, num_hidden=50, beta=0.9), gain=2.0), (64,),
          "static", scale=1.0),
+    Case("ipu_tutorial_zero_reset", seeded(lambda: Tutorial5(num_inputs=64, num_hidden=50, beta=0.9, reset="zero"),
+                                           gain=2.0), (64,), "static", scale=1.0),
     Case("nir_test_leaky", seeded(lambda: nir_test("leaky"), gain=2.0), (16,), scale=1.0),
     Case("nir_test_synaptic", seeded(lambda: nir_test("synaptic"), gain=1.0), (16,), scale=0.5),
     Case("nir_test_rleaky", seeded(lambda: nir_test("rleaky"), gain=2.0), (16,), scale=1.0),

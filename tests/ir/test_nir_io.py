@@ -21,6 +21,7 @@ from snnir.ir.ops import (
 )
 from snnir.ir.ops.base import Op, param
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.nir_io import LOWER_EXTENSION, SNNIR_KEY, load, read, write
 from snnir.ir.registry import register_op
 from snnir.targets.reference import run
@@ -87,6 +88,7 @@ def example(op_type: str, rng: np.random.Generator, variant: bool) -> tuple[Op, 
             (2, 9),
         ),
         "snnir.MaxPool2d": lambda: (MaxPool2d(kernel_size=(2, 3), padding=1, ceil_mode=variant), (3, 6, 7)),
+        "snnir.StateProbe": lambda: (StateProbe("i" if variant else "v"), (5,)),
     }
     if op_type in simple:
         return simple[op_type]()
@@ -127,6 +129,9 @@ def wrap(op: Op, shape: tuple[int, ...], name: str = "node") -> Graph:
         return Graph({"in": op, "out": Output()}, (("in", "out"),))
     if isinstance(op, Output):
         return Graph({"in": Input(shape), "out": op}, (("in", "out"),))
+    if isinstance(op, StateProbe):  # it reads a neuron's state
+        return Graph({"in": Input(shape), "cell": _neuron(CubaLIF, np.random.default_rng(0), True), name: op,
+                      "out": Output()}, (("in", "cell"), ("cell", name), (name, "out")))
     return Graph(
         {"in": Input(shape), name: op, "out": Output()},
         (("in", name), (name, "out")),
@@ -211,8 +216,12 @@ def test_nir_reads_what_we_write(op_type, variant, tmp_path):
     assert set(graph.nodes) == set(wrap(op, shape).nodes)
 
 
-#: max pools have a standard NIR form on spikes alone: see tests/ir/test_max_pool.py
-@pytest.mark.parametrize("op_type", sorted(t for t in OPS if t.startswith("snnir.") and "MaxPool" not in t))
+#: max pools have a standard NIR form on spikes alone (tests/ir/test_max_pool.py), state probes none
+#: (tests/ir/test_state_probe.py)
+KEPT_EXTENSIONS = ("snnir.MaxPool1d", "snnir.MaxPool2d", "snnir.StateProbe")
+
+
+@pytest.mark.parametrize("op_type", sorted(t for t in OPS if t.startswith("snnir.") and t not in KEPT_EXTENSIONS))
 def test_extensions_lowered_for_nir(op_type, tmp_path):
     nir = pytest.importorskip("nir", reason="the nir package is not installed")
     rng = np.random.default_rng(4)

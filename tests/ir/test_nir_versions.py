@@ -163,6 +163,10 @@ def _op_file(op_type: str, variant: str, probe: dict, directory: Path) -> Path:
     return path
 
 
+#: the one extension op written as itself (no NIR form; the writer warns that only snnir reads it)
+NO_NIR_FORM = "snnir.StateProbe"
+
+
 @pytest.fixture(scope="module")
 def op_reads(nir_version, tmp_path_factory):
     """(op type, variant) -> that nir's error reading snnir's file (None: read fine), for types it knows."""
@@ -170,7 +174,7 @@ def op_reads(nir_version, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"ops-{version}")
     paths = {
         (t, v): _op_file(t, v, probe, directory)
-        for t in OP_TYPES if t in probe["types"] or t.startswith("snnir.") for v in VARIANTS
+        for t in OP_TYPES if t in probe["types"] or t.startswith("snnir.") and t != NO_NIR_FORM for v in VARIANTS
     }
     result = _probe(site, read=paths.values())["read"]
     return {key: result[str(p)] for key, p in paths.items()}

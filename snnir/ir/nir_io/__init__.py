@@ -42,6 +42,7 @@ from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
 from snnir.ir.ops.pool import MAX_POOLS
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import DEFAULT_DT, Semantics
 from snnir.ir.shapes import infer_shapes
@@ -220,8 +221,14 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
     """The graph :func:`write` puts in the file (what reading it back gives, up to defaults):
     the dialect's form, then, unless ``keep_extensions``, fused nodes split back into their named
     layer and neuron (:func:`split_fused`), max pools of spikes in their standard form and the
-    others kept (:mod:`~snnir.ir.nir_io.max_pool`), and other extension ops lowered to standard NIR."""
+    others kept (:mod:`~snnir.ir.nir_io.max_pool`), state probes kept (NIR has no form for them; a
+    library dialect refuses them), and other extension ops lowered to standard NIR."""
     notes = [] if notes is None else notes
+    probes = [path for path, op in graph.walk() if isinstance(op, StateProbe)]
+    if probes and dialect not in (None, "nir"):
+        raise SnnirError(f"the {dialect} dialect cannot write a neuron's state read as a value (snnir.StateProbe, "
+                         "a returned membrane or current): NIR has no such op and other libraries cannot read it "
+                         "(write plain NIR, or return only spikes)", probes[0])
     graph = get_dialect(dialect).on_write(graph, notes)
     if keep_extensions:
         kept = [path for path, op in graph.walk() if isinstance(op, MAX_POOLS)]
@@ -236,6 +243,9 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
     if kept:
         notes.append("max pooling of values not known to be 0/1 spikes has no NIR form; written as snnir "
                      f"extension ops, which only snnir reads: {', '.join(repr(p) for p in kept)}")
+    if probes:
+        notes.append("a neuron's state read as a value has no NIR form; written as snnir.StateProbe extension ops, "
+                     f"which only snnir reads: {', '.join(repr(p) for p in probes)}")
     return lower_extensions(split_fused(graph))
 
 
@@ -271,12 +281,13 @@ def _split_names(value: Any, split: Mapping[str, list[str]]) -> Any:
 
 
 def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
-    """``graph`` with every extension op but max pools replaced by a nested NIRGraph of standard ops."""
+    """``graph`` with every extension op but max pools and state probes replaced by a nested NIRGraph
+    of standard ops."""
     nodes = {}
     for name, op in graph.nodes.items():
         if isinstance(op, Subgraph):
             op = op.replace(graph=lower_extensions(op.graph, f"{prefix}{name}."))
-        elif is_extension(op.op_type) and not isinstance(op, MAX_POOLS):  # pools: see max_pool.py
+        elif is_extension(op.op_type) and not isinstance(op, MAX_POOLS + (StateProbe,)):  # kept: see as_written
             op = Subgraph(graph=lower_extensions(_lowering(op, prefix + name), f"{prefix}{name}."))
         nodes[name] = op
     return graph.replace(nodes=nodes)

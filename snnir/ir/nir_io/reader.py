@@ -77,7 +77,7 @@ class Reader:
                 raise SnnirError("is not a node group", prefix + name)
             nodes[name] = self._node(child, prefix + name, record.get("nodes", {}).get(name, {}))
         self.current = where
-        graph = Graph(nodes, self._edges(group, where), metadata)
+        graph = Graph(nodes, self._edges(group, where), metadata, self._ties(record, where))
         return self._check_edges(graph, where)
 
     def _node(self, group: dict, path: str, held: dict) -> Op:
@@ -202,6 +202,15 @@ class Reader:
         if ds.shape[0] > MAX_EDGES:
             raise SnnirError(f"graph has {ds.shape[0]} edges, more than the limit {MAX_EDGES}", where)
         return [(str(a), str(b)) for a, b in ds]
+
+    def _ties(self, record: dict, where: str | None) -> tuple[tuple[str, ...], ...]:
+        """The graph's parameter ties, from its snnir record (checked by the verifier)."""
+        ties = record.get("ties", [])
+        if not isinstance(ties, list) or not all(
+            isinstance(group, list) and all(isinstance(name, str) for name in group) for group in ties
+        ):
+            raise SnnirError("the snnir record's 'ties' must be a list of lists of node names", where)
+        return tuple(tuple(group) for group in ties)
 
     def _check_edges(self, graph: Graph, where: str | None) -> Graph:
         """Every endpoint must name a node; with ``repair`` a unique close match replaces it."""

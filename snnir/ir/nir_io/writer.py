@@ -50,6 +50,8 @@ def _write_graph(group: h5py.Group, graph: Graph, prefix: str, shapes: Shapes | 
             record.setdefault("nodes", {})[name] = homeless
     edges = np.array([[s, d] for s, d in graph.edges], dtype=object).reshape(len(graph.edges), 2)
     group.create_dataset("edges", data=edges, dtype=_STR)
+    if graph.ties:
+        record["ties"] = [list(names) for names in graph.ties]
     _write_metadata(group, graph.metadata, record, prefix[:-1] or "<graph>")
 
 

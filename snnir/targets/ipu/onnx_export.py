@@ -30,6 +30,7 @@ from snnir.ir.ops import (
     SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
@@ -160,6 +161,11 @@ class _Builder:
             path = prefix + name
             if isinstance(op, Input):
                 values[name] = ports[name]
+                continue
+            if isinstance(op, StateProbe):  # its neuron's new state (emitted before it), in the activation type
+                state, values[name] = f"{prefix}{sources[name][0][0]}.{op.state}.next", f"{path}/y"
+                cast = {"to": self.act_type} if self.precision == "fp16" else {}
+                self.add("Cast" if cast else "Identity", [state], [values[name]], **cast)
                 continue
             summed: dict[str | None, list[str]] = {}
             for key, port, delayed in sources.get(name, []):

@@ -15,6 +15,7 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
+from snnir.ir.ops.probe import StateProbe, probe_sources
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
@@ -29,7 +30,7 @@ def check_lowerings() -> list[str]:
     """Registered ops this interpreter cannot execute (should be none)."""
     from snnir.ir.registry import OPS
 
-    handled = set(STATELESS) | set(STATEFUL) | {Input, Output, Subgraph} | set(EXTENSIONS)
+    handled = set(STATELESS) | set(STATEFUL) | {Input, Output, Subgraph, StateProbe} | set(EXTENSIONS)
     return sorted(name for name, cls in OPS.items() if cls not in handled)
 
 
@@ -49,6 +50,7 @@ class _Level:
         self.children: dict[str, _Level] = {}
         self.expanded: dict[str, _Level] = {}
         self.sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        self.probes = probe_sources(graph, prefix)
         for src, dst in graph.edges:
             node, port = graph.resolve(dst, as_source=False)
             s_node, s_port = graph.resolve(src, as_source=True)
@@ -90,6 +92,9 @@ class _Level:
             op = self.graph.nodes[name]
             if isinstance(op, Input):  # a nested port with no edge into it sums nothing: zero
                 values[name] = inputs[name] if name in inputs else np.zeros((batch,) + self._shape_of(name), dtype=F)
+                continue
+            if name in self.probes:  # the state its neuron (scheduled before it) has just reached
+                values[name] = new_state[self.probes[name]][op.state]
                 continue
             summed: dict[str | None, np.ndarray] = {}
             for key, port, delayed in self.sources.get(name, []):

@@ -24,6 +24,7 @@ from snnir.ir.ops import (
     Scale, Subgraph, SumPool2d, Threshold,
 )
 from snnir.ir.ops.pool import MAX_POOLS
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.base import Op
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import infer_shapes
@@ -73,6 +74,11 @@ class _Source:
         self.carried = sorted({src for src, _ in self.plan.delayed})  # outputs read one step late
 
     def params(self, name: str, op: Op) -> str:
+        """The source of node ``name``'s parameters: a tied copy uses its group's first node's
+        (equal ops), so the generated module trains one parameter per tie."""
+        owner = (self.graph.tie_of(name) or (name,))[0]
+        if owner != name:
+            return f"self.params_of({owner!r})"
         for param, value in op.params().items():
             self.weights[f"{name}.{param}"] = np.array(value, order="C")
             if param in op.trainable:
@@ -93,6 +99,9 @@ class _Source:
                              "source cannot express it; use snnir.compile(graph, target='torch')", name)
         if isinstance(op, Input):
             return f"h[{name!r}] = x[{name!r}]"
+        if isinstance(op, StateProbe):  # its neuron, ordered before it, has just made its new state
+            (neuron,) = [src for src, dst in self.graph.edges if dst == name]
+            return f"h[{name!r}] = new[{neuron!r}][{op.state!r}]"
         x = self.input_of(name)
         if isinstance(op, Output):
             return f"h[{name!r}] = {x}"

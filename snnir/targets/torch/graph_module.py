@@ -45,7 +45,7 @@ from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
-from snnir.targets.torch.spike_flow import hands_over, plan_handovers
+from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
 from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
@@ -126,6 +126,7 @@ class GraphModule(nn.Module):
             self._attrs[name] = self._free_attribute(name)
             fed_spikes = fed_binary(self._sources, name, binary)
             self.add_module(self._attrs[name], self._lower(name, op, options, fed_spikes))
+        share_tied_parameters(self, graph)
         self._plan = self._components(graph, sched.order)
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
@@ -141,6 +142,8 @@ class GraphModule(nn.Module):
             plan_handovers(self)
             found = {members: feedback_loop(self, members) for members, recurrent in self._plan if recurrent}
             self._loops = {members: loop for members, loop in found.items() if loop is not None}
+        #: neuron node -> the states probes read (see spike_flow.plan_probes)
+        self._probed: dict[str, set[str]] = plan_probes(self, graph)
 
     @property
     def _graph(self) -> Graph:
@@ -167,9 +170,10 @@ class GraphModule(nn.Module):
             return ExpandedModule(op, GraphModule(expanded, sub_shapes, "", path + ".", options, fed))
         if lowering is None:
             raise SnnirError(f"the torch target has no lowering for op type '{op.op_type}'", path)
+        tie = self._graph.tie_of(name) or (name,)  # tied copies train what any of them trains
         ctx = LoweringContext(
             path=path,
-            trainable=options.trainable_for(path, op),
+            trainable=frozenset().union(*(options.trainable_for(self._prefix + n, op) for n in tie)),
             surrogate=options.surrogate,
             dtype=options.dtype,
             in_shape=in_shape,
@@ -347,6 +351,11 @@ class GraphModule(nn.Module):
             return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
+        if name in self._probed:
+            y, final, traces = module.sequence_with_states(x[None], own, steps if static else None)
+            values = {name: y, **{(name, s): traces[s] for s in self._probed[name]}}
+            return values, set(), {key + s: v for s, v in final.items()}, (
+                {key + s: v for s, v in traces.items()} if record else None)
         then = self._then.get(name)
         extra = {"then": then} if then is not None and hands_over(module, then) else {}
         if static and module.takes_held_input:

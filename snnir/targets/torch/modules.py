@@ -28,6 +28,7 @@ from snnir.ir.ops import (
     Scale, SumPool2d, Threshold,
 )
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.neuron import Neuron
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
@@ -182,6 +183,14 @@ class ThresholdModule(OpModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.surrogate.spike(x - self.threshold)
+
+
+class StateProbeModule(OpModule):
+    """y = x: the graph module feeds a probe its neuron's state, not the neuron's output
+    (:class:`~snnir.ir.ops.probe.StateProbe`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class ConvModule(OpModule):
@@ -350,6 +359,11 @@ class NeuronModule(OpModule):
             out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
         return out if then is None else (then(out[0]),) + tuple(out[1:])
 
+    def sequence_with_states(self, x, state, steps=None):
+        """``(out, final state, {state: [T, B, ...]})`` by the step loop, the states kept in
+        autograd (a :class:`~snnir.ir.ops.probe.StateProbe` reads them as values)."""
+        return super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, True)
+
     def _fused_with(self, layer: AffineModule, scan, params, coeffs, x, state, steps):
         """``(layer output, final state, None)`` from one fused neuron-then-layer op (the Triton
         one on :func:`gpu.enabled <snnir.targets.torch.gpu.enabled>` tensors), or None where
@@ -443,7 +457,7 @@ LOWERINGS: dict[type[Op], Lowering] = {
     Threshold: ThresholdModule, Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule,
     AvgPool2d: PoolModule, Delay: DelayModule, I: NeuronModule, IF: NeuronModule, LI: NeuronModule,
     LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule, MaxPool1d: MaxPoolModule,
-    MaxPool2d: MaxPoolModule,
+    MaxPool2d: MaxPoolModule, StateProbe: StateProbeModule,
 }
 
 

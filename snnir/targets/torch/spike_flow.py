@@ -10,12 +10,16 @@
   already is its output (``level._given[layer] = neuron module``). The neuron may sit
   inside an expansion (a fused layer-neuron node) or a nested graph, as long as it alone
   feeds that node's single output; the layer likewise alone takes that node's single input.
+- :func:`plan_probes`: a ``snnir.StateProbe`` takes its neuron's state, not its output.
+- :func:`share_tied_parameters`: the copies of a tie (``Graph.ties``) use one set of parameters.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from snnir.ir.graph import Graph
+from snnir.ir.ops.probe import probe_sources
 from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch.modules import AffineModule, NeuronModule
 
@@ -99,3 +103,31 @@ def _first_layer(level, name: str):
     if first not in inner._attrs or len(inner._sources[first]) != 1 or _in_loop(inner, first):
         return None
     return _first_layer(inner, first)
+
+
+def plan_probes(level, graph: Graph) -> dict[str, set[str]]:
+    """Neuron node -> the states probes of ``level`` read. Each probe's source becomes the key
+    ``(neuron, state)``, which the neuron's run fills with that state per step; a probed neuron
+    runs by its step loop (its states in autograd), never in a native feedback loop. Call after
+    :func:`plan_handovers` (a probe is a consumer: its neuron hands no layer over)."""
+    probed: dict[str, set[str]] = {}
+    for probe, neuron in probe_sources(graph, level._prefix).items():
+        state = graph.nodes[probe].state
+        probed.setdefault(neuron, set()).add(state)
+        level._sources[probe] = [((neuron, state), None, False)]
+    level._loops = {members: loop for members, loop in level._loops.items() if loop.neuron not in probed}
+    return probed
+
+
+def share_tied_parameters(level, graph: Graph) -> None:
+    """Each tied copy's module (lowered from an op equal to its group's first) uses the first's
+    parameter objects: training updates all copies and their gradients accumulate into one."""
+    for group in graph.ties:
+        owner = level.node_module(group[0])
+        for copy in group[1:]:
+            for path, parameter in owner.named_parameters():
+                *parents, leaf = path.split(".")
+                target = level.node_module(copy)
+                for part in parents:
+                    target = getattr(target, part)
+                target.register_parameter(leaf, parameter)

@@ -9,6 +9,7 @@ from snnir.ir import (
     Linear, Output, Scale, Semantics, Subgraph, SumPool2d, Threshold,
 )
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.ir.ops.probe import StateProbe
 
 DT = 1e-3
 
@@ -96,6 +97,19 @@ def subgraph_graph(rng, sem) -> Graph:
     return Graph(nodes, edges)
 
 
+def probe_graph(rng, sem, recurrent: bool) -> Graph:
+    """:func:`neuron_graph` with a CubaLIF whose every state is also an Output, and its membrane
+    read by a probe feeding a second neuron (gradients flow through the probe)."""
+    graph = neuron_graph(CubaLIF, rng, sem, recurrent)
+    states = CubaLIF(tau_syn=1.0, tau_mem=1.0, r=1.0, v_leak=0.0, v_threshold=1.0, sem=sem).state_names
+    nodes = {**graph.nodes, "next": neuron(LIF, 4, rng, Semantics(dt=DT)), "out_next": Output()}
+    edges = list(graph.edges) + [("read_v", "next"), ("next", "out_next")]
+    for state in states:
+        nodes[f"read_{state}"], nodes[f"out_{state}"] = StateProbe(state), Output()
+        edges += [("cell", f"read_{state}"), (f"read_{state}", f"out_{state}")]
+    return Graph(nodes, tuple(edges))
+
+
 def graphs_for(op_class, seed: int = 0) -> list[Graph]:
     """Random graphs exercising ``op_class``; empty when there is no generator for it."""
     rng = np.random.default_rng(seed)
@@ -103,6 +117,8 @@ def graphs_for(op_class, seed: int = 0) -> list[Graph]:
         return [neuron_graph(op_class, rng, sem, recurrent=i % 2 == 0) for i, sem in enumerate(SEMANTICS)]
     if op_class is Subgraph:
         return [subgraph_graph(rng, sem) for sem in SEMANTICS[:2]]
+    if op_class is StateProbe:
+        return [probe_graph(rng, sem, recurrent=i % 2 == 0) for i, sem in enumerate(SEMANTICS)]
     if op_class.op_type == "snnir.FusedLayerNeuron":
         layer = _dense("fc", 5, 4, rng)[1]
         fused = op_class(layer=layer, neuron=neuron(CubaLIF, 4, rng, SEMANTICS[1]))
