@@ -93,50 +93,54 @@ class _Recurrent(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, x, v0, i0, z0, r0, weight, bias, *coeff_values):  # type: ignore[override]
         flat = [kernels._flat(c, v0.shape, v0) for c in coeff_values]
-        out, v, i, z, _, ins, vs, is_ = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, keep=True)
-        spikes = out.to(torch.uint8)
-        ctx.cfg, ctx.shape, ctx.n_coeffs = cfg, tuple(x.shape), len(coeff_values)
-        ctx.save_for_backward(ins, vs, is_, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
+        needed = [int(n) for n in ctx.needs_input_grad[8:]]
+        out, v, i, z, _, spikes, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
+        ctx.cfg, ctx.shape, ctx.n_coeffs, ctx.n_kept = cfg, tuple(x.shape), len(coeff_values), len(kept)
+        ctx.fused = kernels.extension("recurrent").fused(kernels._flags(cfg), any(needed))
+        ctx.save_for_backward(*kept, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
         return _outputs(cfg, out, v, i, z, x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
         cfg, (steps, batch, n) = ctx.cfg, ctx.shape
-        ins, vs, is_, spikes, z0, weight, *rest = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        kept, (spikes, z0, weight), rest = saved[: ctx.n_kept], saved[ctx.n_kept : ctx.n_kept + 3], saved[ctx.n_kept + 3 :]
         flat, coeff_values = rest[: ctx.n_coeffs], rest[ctx.n_coeffs :]
         need = ctx.needs_input_grad
         needed = [int(need[8 + k]) for k in range(len(_COEFFS))]
-        g_x, g_v0, g_i0, g_z0, *acc = kernels.extension("recurrent").backward(
-            ins, vs, is_, spikes, z0, flat, weight, g_out.contiguous().view(steps, -1),
-            g_v.contiguous().view(-1), _flat_state(g_i, cfg.has_current), _flat_state(g_z, cfg.next_timing),
-            g_v.new_zeros(batch * n), batch, kernels._flags(cfg), float(cfg.surrogate.slope), needed,
+        grads = (
+            g_out.contiguous().view(steps, -1), g_v.contiguous().view(-1), _flat_state(g_i, cfg.has_current),
+            _flat_state(g_z, cfg.next_timing), g_v.new_zeros(batch * n), batch, kernels._flags(cfg),
+            float(cfg.surrogate.slope),
         )
+        extension = kernels.extension("recurrent")
+        if ctx.fused:
+            g_x, g_v0, g_i0, g_z0, g_w, g_b = extension.backward_fused(*kept, spikes, flat, weight, *grads, need[6], need[7])
+            acc = [None] * len(_COEFFS)
+        else:
+            g_x, g_v0, g_i0, g_z0, g_w, g_b, *acc = extension.backward(
+                *kept, spikes, z0, flat, weight, *grads, needed, need[6], need[7],
+            )
         g_x = g_x.view(steps, batch, n)
-        g_w = g_b = None
-        if need[6] or need[7]:  # dL/dr_t is dL/dx_{t+1}; r_{T-1} is not used
-            g_r = g_x[1:].reshape(-1, n)
-            if need[6]:
-                g_w = g_r.T.matmul(spikes[:-1].view(-1, n).to(g_x.dtype))
-            if need[7]:
-                g_b = g_r.sum(0)
         shape = (batch, n)
         g_coeffs = [_sum_to(a.view(shape), c) if k else None for a, c, k in zip(acc, coeff_values, needed)]
         return (
             None, g_x if need[1] else None, g_v0.view(shape) if need[2] else None,
             g_i0.view(shape) if cfg.has_current and need[3] else None,
             g_z0.view(shape) if cfg.next_timing and need[4] else None,
-            g_x[0] if need[5] else None, g_w, g_b, *g_coeffs,
+            g_x[0] if need[5] else None, g_w if need[6] else None, g_b if need[7] else None, *g_coeffs,
         )
 
 
-def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool) -> list[Tensor]:
-    """The kernel's forward: out, v, i, z, r flat, then (with ``keep``) what the backward needs."""
+def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool, coefficient_grads: bool) -> list[Tensor]:
+    """The kernel's forward: out, v, i, z, r flat, then (with ``keep``) the spikes as bytes and
+    what the backward needs (``u`` for the fused loops, else the summed inputs and states)."""
     steps, batch, _ = x.shape
     return kernels.extension("recurrent").forward(
         x.contiguous().view(steps, -1), v0.contiguous().view(-1), _flat_state(i0, cfg.has_current),
         _flat_state(z0, cfg.next_timing), flat, weight.detach(), _bias(bias), r0.contiguous().view(-1),
-        batch, kernels._flags(cfg), float(cfg.surrogate.slope), keep,
+        batch, kernels._flags(cfg), float(cfg.surrogate.slope), keep, coefficient_grads,
     )
 
 
@@ -170,5 +174,5 @@ def feedback_sequence(
         out, v, i, z = _Recurrent.apply(*args, *coeff_values)
     else:
         flat = [kernels._flat(k, init["v"].shape, init["v"]) for k in coeff_values]
-        out, v, i, z = _outputs(cfg, *_forward(*args, flat, keep=False)[:4], x.shape)
+        out, v, i, z = _outputs(cfg, *_forward(*args, flat, False, False)[:4], x.shape)
     return out, _state(cfg, v, i, z)

@@ -109,6 +109,53 @@ def test_native_loop_equals_step_loop(native_kernels, fused_calls, cls, sem, dty
     _assert_same(got, want, dtype)
 
 
+FUSED = {  # the semantics the fused loops (neuron_step.h's fast_path) run, and detach_reset
+    "subtract-next": (SEMANTICS["subtract-next"], True),
+    "subtract-next-reset-grad": (SEMANTICS["subtract-next"], False),
+    "zero-same-ge": (SEMANTICS["zero-same-ge"], True),
+}
+
+
+@pytest.fixture
+def fused_backwards(monkeypatch, native_kernels):
+    """How many times the fused loops' backward ran."""
+    from snnir.targets.torch import native
+
+    calls = []
+    extension = native.extension("recurrent")
+    original = extension.backward_fused
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(extension, "backward_fused", counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", FUSED.values(), ids=FUSED.keys())
+@pytest.mark.parametrize("cls", [LIF, CubaLIF, IF], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("scalar", [False, True], ids=["per-neuron", "scalar"])
+def test_fused_loops_equal_step_loop(fused_backwards, fused_calls, case, cls, dtype, scalar):
+    """Frozen neuron parameters: the fused loops (keeping only u_t), forward and backward,
+    across runs of steps, with per-neuron or single-valued coefficients."""
+    sem, detach_reset = case
+    graph = loop_graph(cls, sem)
+    if scalar:
+        op = graph.nodes["cell"]
+        single = op.replace(**{k: np.asarray(v).reshape(-1)[:1].copy() for k, v in op.params().items()})
+        graph = graph.replace(nodes=dict(graph.nodes, cell=single))
+    x = _inputs(graph, dtype, steps=30)
+    options = {"trainable": ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"], "time_chunk": 16,
+               "detach_reset": detach_reset}
+    want = _run(graph, x, False, dtype, **options)
+    got = _run(graph, x, True, dtype, **options)
+    assert len(fused_calls) == 2 and len(fused_backwards) == 2
+    assert got[0].sum() > 0, "the test network should spike"
+    _assert_same(got, want, dtype)
+
+
 @pytest.mark.parametrize("surrogate", ["fast_sigmoid", "sigmoid", "triangular", "straight_through"])
 def test_every_surrogate(native_kernels, fused_calls, surrogate):
     graph = loop_graph(LIF, SEMANTICS["subtract-next"])

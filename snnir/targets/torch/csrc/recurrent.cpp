@@ -3,23 +3,61 @@
 //
 // Step t: in_t = x_t + r_{t-1}; the neuron's update of neuron_step.h on in_t (spikes
 // z_t); r_t = z_t W^T + b, the GEMM torch's F.linear makes (at::addmm, or at::mm
-// without a bias, on a fresh [B, N] tensor as the step-by-step Python path has), so
-// every output equals that path's bit for bit. r_{-1} is given (the delayed value's
-// state). The input projection x_t is computed outside, over all T at once.
+// without a bias, into a [B, N] buffer laid out as a fresh tensor, as the step-by-step
+// Python path has), so every output equals that path's bit for bit. r_{-1} is given (the
+// delayed value's state). The input projection x_t is computed outside, over all T at once.
 //
-// Training keeps, per step, the summed input in_t and the neuron's states before the
-// step (membrane, and current for Cuba neurons); the spikes are kept by the caller
-// (one byte each). The backward walks time back: dL/dz_t = g_out_t + dL/dr_t W (one
-// GEMM), then the neuron's backward of one step (recomputing that step from its
-// states) gives dL/din_t = dL/dx_t = dL/dr_{t-1}. dL/dW and dL/db are left to the
-// caller: one GEMM over all steps.
+// Two ways through the steps:
+// - fused (fast_path(c) of neuron_step.h and no coefficient gradient wanted): the fused
+//   branch-free update over all M elements at once, coefficients spread over them once
+//   per call. Training keeps u_t (the membrane after the input, before the reset) per
+//   step and nothing else: the fused backward needs only it and the spikes;
+// - general: the sequence kernel's update one step at a time. Training keeps, per step,
+//   the summed input in_t and the neuron's states before the step (membrane, and current
+//   for Cuba neurons); the backward recomputes each step from them.
+// Both keep the spikes as one byte each. The backward walks time back: dL/dz_t = g_out_t
+// + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/din_t =
+// dL/dx_t = dL/dr_{t-1}; after the scan dL/dW and dL/db are one GEMM (and one sum) over
+// all steps. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
 #include <torch/extension.h>
 
+#include <mutex>
 #include <vector>
 
 #include "neuron_step.h"
 
+#define CT(x) decltype(x)::value  // a compile-time argument back as a value (neuron_step.h's)
+
 namespace {
+
+// Tensors reused across calls. One is handed out again only while the pool is its sole
+// holder (no caller, autograd record or view keeps it or its storage), so a reuse is never
+// visible; reusing spares the page faults of fresh memory on every call. At most kPoolSize
+// tensors are held (a request past that gets fresh memory).
+class Pool {
+ public:
+  at::Tensor get(at::IntArrayRef shape, const at::TensorOptions& options) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& t : held_) {
+      if (t.use_count() == 1 && t.storage().use_count() == 1 && t.sizes() == shape &&
+          t.scalar_type() == options.dtype().toScalarType() && t.device() == options.device())
+        return t;
+    }
+    auto fresh = at::empty(shape, options);
+    if (held_.size() < kPoolSize) held_.push_back(fresh);
+    return fresh;
+  }
+
+ private:
+  static constexpr size_t kPoolSize = 32;
+  std::mutex mutex_;
+  std::vector<at::Tensor> held_;
+};
+
+Pool& pool() {
+  static Pool instance;
+  return instance;
+}
 
 struct Coefficients {
   explicit Coefficients(const std::vector<at::Tensor>& coeffs) : tensors(coeffs) {
@@ -35,6 +73,27 @@ struct Coefficients {
   const std::vector<at::Tensor>& tensors;
 };
 
+// The coefficients as the fused loops read them at element e of a chunk: all one value
+// each (scalar), or each spread over the M elements (a per-neuron one tiled over the
+// batch, a single value repeated); an absent a_mem is ones (v * 1 is exact).
+struct Spread {
+  Spread(const std::vector<at::Tensor>& coeffs, int64_t M, const at::TensorOptions& options) {
+    scalar = std::all_of(coeffs.begin(), coeffs.end(), [](const at::Tensor& k) { return k.numel() <= 1; });
+    for (int j = 0; j < N_COEF; ++j) {
+      const at::Tensor& k = coeffs[j];
+      if (!k.numel() && j == A_MEM) held.push_back(at::ones({scalar ? 1 : M}, options));
+      else if (!k.numel() || scalar) held.push_back(k);
+      else held.push_back(k.numel() == 1 ? k.expand({M}).contiguous() : k.repeat({M / k.numel()}));
+    }
+  }
+  template <typename T>
+  void at(int64_t b, const T** k) const {
+    for (int j = 0; j < N_COEF; ++j) k[j] = held[j].numel() ? held[j].data_ptr<T>() + (scalar ? 0 : b) : nullptr;
+  }
+  std::vector<at::Tensor> held;
+  bool scalar;
+};
+
 template <typename T>
 T* mutable_or_null(at::Tensor& t) {
   return t.numel() ? t.data_ptr<T>() : nullptr;
@@ -44,65 +103,224 @@ at::Tensor empty_unless(bool cond, at::IntArrayRef shape, const at::Tensor& like
   return cond ? at::empty(shape, like.options()) : at::empty({0}, like.options());
 }
 
-// r = z W^T (+ b) as F.linear computes it for a [B, N] input
-at::Tensor project(const at::Tensor& z, const at::Tensor& weight, const at::Tensor& bias) {
-  return bias.numel() ? at::addmm(bias, z, weight.t()) : at::mm(z, weight.t());
+// r = z W^T (+ b) as F.linear computes it for a [B, N] input, into r
+void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& weight, const at::Tensor& bias) {
+  if (bias.numel()) at::addmm_out(r, bias, z, weight.t());
+  else at::mm_out(r, z, weight.t());
 }
 
-// Returns out [T, M] (spikes), the final v, i, z, r, and when keep the per-step
-// in_t [T, M], v before each step [T, M] and i before each step [T, M] (Cuba).
+// Whether the fused loops run this neuron (the backward computes no coefficient gradient).
+bool fused(const std::vector<int64_t>& flags, bool coefficient_grads) {
+  return fast_path(make_config(flags, 0.0)) && !coefficient_grads;
+}
+
+// The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
+// into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t].
+template <typename T>
+void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Tensor& v, at::Tensor& i,
+                  at::Tensor& z, at::Tensor& r, const at::Tensor& weight, const at::Tensor& bias,
+                  int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us) {
+  const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
+  const auto options = v.options();
+  at::Tensor in = pool().get({M}, options), zbuf = pool().get({batch, N}, options);
+  T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z);
+  T *pin = in.data_ptr<T>(), *zt = zbuf.data_ptr<T>();
+  const T* px = x.data_ptr<T>();
+  const T incl = c.inclusive ? T(1) : T(0);
+  with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
+    constexpr bool NEXT = CT(next), SC = CT(sc);
+    for (int64_t t = 0; t < steps; ++t) {
+      const T *xt = px + t * M, *rt = r.data_ptr<T>();
+      T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
+      uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
+      at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; b += kChunk) {
+          const int64_t n = std::min(kChunk, end - b);
+          const T* kc[N_COEF];
+          k.at(b, kc);
+          for (int64_t e = b; e < b + n; ++e) pin[e] = xt[e] + rt[e];
+          T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
+          if (!keep) {
+            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
+                                                                          zt + b, 0, nullptr);
+            continue;
+          }
+          run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
+                                                                       nullptr, 0, ut + b);
+          // the spikes: left in z by a delayed reset, else made again from u_t as the loop makes them
+          const Coeff<T, SC> thr(kc[THR]);
+          for (int64_t e = 0; e < n; ++e) {
+            const T s = NEXT ? zb[e] : spike_of(ut[b + e], thr[e], incl);
+            zt[b + e] = s;
+            st[b + e] = s > T(0);
+          }
+        }
+      });
+      project(r, zbuf, weight, bias);
+      std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
+    }
+  });
+}
+
+// The sequence kernel's update one step at a time (any configuration); with keep, in_t and
+// the states before each step into ins, vs, is (Cuba) and the spikes into spikes.
+template <typename T>
+void forward_general(const Config& c, const Coefficients& coefficients, const at::Tensor& x, at::Tensor& v,
+                     at::Tensor& i, at::Tensor& z, at::Tensor& r, const at::Tensor& weight,
+                     const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes,
+                     at::Tensor& ins, at::Tensor& vs, at::Tensor& is) {
+  const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
+  at::Tensor in_one = pool().get({M}, v.options()), zbuf = pool().get({batch, N}, v.options());
+  const T* k[N_COEF];
+  int64_t period[N_COEF];
+  coefficients.pointers(k, period);
+  T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z), *zt = zbuf.data_ptr<T>();
+  const T* px = x.data_ptr<T>();
+  for (int64_t t = 0; t < steps; ++t) {
+    T* in = keep ? ins.data_ptr<T>() + t * M : in_one.data_ptr<T>();
+    const T *xt = px + t * M, *rt = r.data_ptr<T>();
+    for (int64_t e = 0; e < M; ++e) in[e] = xt[e] + rt[e];
+    if (keep) {
+      std::copy(pv, pv + M, vs.data_ptr<T>() + t * M);
+      if (c.has_current) std::copy(pi, pi + M, is.data_ptr<T>() + t * M);
+    }
+    forward_kernel<T>(c, in, pv, pi, pz, k, period, 1, false, M, zt, pv, pi, pz);
+    project(r, zbuf, weight, bias);
+    std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
+    if (keep) {
+      uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
+      for (int64_t e = 0; e < M; ++e) st[e] = zt[e] > T(0);
+    }
+  }
+}
+
+// Returns out [T, M] (spikes), the final v, i, z, r, and with keep the spikes as bytes
+// [T, M] and what the backward needs: u [T, M] (fused), or in_t [T, M], v before each step
+// [T, M] and i before each step [T, M] (Cuba) (general).
 std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& i0,
                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
                                 const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& r0,
                                 int64_t batch, const std::vector<int64_t>& flags, double slope,
-                                bool keep) {
+                                bool keep, bool coefficient_grads) {
   const Config c = make_config(flags, slope);
   const int64_t steps = x.size(0), M = v0.numel(), N = weight.size(0);
   TORCH_CHECK(c.spiking && !c.multi, "recurrent: single-spike neurons only");
   TORCH_CHECK(M == batch * N && r0.numel() == M, "recurrent: shapes disagree");
-  auto out = at::empty({steps, M}, v0.options());
-  auto v = v0.clone(), i = c.has_current ? i0.clone() : at::empty({0}, v0.options());
-  auto z = c.next_timing ? z0.clone() : at::empty({0}, v0.options());
-  auto ins = keep ? at::empty({steps, M}, v0.options()) : at::empty({M}, v0.options());
-  auto vs = empty_unless(keep, {steps, M}, v0);
-  auto is = empty_unless(keep && c.has_current, {steps, M}, v0);
-  at::Tensor r = r0.reshape({batch, N});
-  const Coefficients coefficients(coeffs);
-  AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward", [&] {
-    const scalar_t* k[N_COEF];
-    int64_t period[N_COEF];
-    coefficients.pointers(k, period);
-    scalar_t *pv = v.data_ptr<scalar_t>(), *pi = mutable_or_null<scalar_t>(i), *pz = mutable_or_null<scalar_t>(z);
-    const scalar_t* px = x.data_ptr<scalar_t>();
-    for (int64_t t = 0; t < steps; ++t) {
-      scalar_t* in = ins.data_ptr<scalar_t>() + (keep ? t * M : 0);
-      const scalar_t *xt = px + t * M, *rt = r.data_ptr<scalar_t>();
-      for (int64_t e = 0; e < M; ++e) in[e] = xt[e] + rt[e];
-      if (keep) {
-        std::copy(pv, pv + M, vs.data_ptr<scalar_t>() + t * M);
-        if (c.has_current) std::copy(pi, pi + M, is.data_ptr<scalar_t>() + t * M);
-      }
-      auto zt = at::empty({batch, N}, v0.options());  // as fresh (aligned) as the Python path's
-      forward_kernel<scalar_t>(c, in, pv, pi, pz, k, period, 1, false, M, zt.data_ptr<scalar_t>(), pv,
-                               pi, pz);
-      r = project(zt, weight, bias);
-      std::copy(zt.data_ptr<scalar_t>(), zt.data_ptr<scalar_t>() + M, out.data_ptr<scalar_t>() + t * M);
-    }
-  });
-  return {out, v, i, z, r.reshape({M}), keep ? ins : at::empty({0}, v0.options()), vs, is};
+  const auto options = v0.options();
+  const bool use_fused = fused(flags, coefficient_grads);
+  auto out = at::empty({steps, M}, options);
+  auto v = v0.clone(), i = c.has_current ? i0.clone() : at::empty({0}, options);
+  auto z = c.next_timing ? z0.clone() : at::empty({0}, options);
+  auto r = r0.reshape({batch, N}).clone();
+  auto spikes = keep ? pool().get({steps, M}, options.dtype(at::kByte)) : at::empty({0}, options.dtype(at::kByte));
+  std::vector<at::Tensor> kept;
+  if (use_fused) {
+    auto us = keep ? pool().get({steps, M}, options) : at::empty({0}, options);
+    const Spread spread(coeffs, M, options);
+    AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward_fused", [&] {
+      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias, batch, keep, out, spikes, us);
+    });
+    kept = {us};
+  } else {
+    auto ins = empty_unless(keep, {steps, M}, v0), vs = empty_unless(keep, {steps, M}, v0);
+    auto is = empty_unless(keep && c.has_current, {steps, M}, v0);
+    const Coefficients coefficients(coeffs);
+    AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward", [&] {
+      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias, batch, keep, out, spikes, ins, vs, is);
+    });
+    kept = {ins, vs, is};
+  }
+  std::vector<at::Tensor> result{out, v, i, z, r.reshape({M}), spikes};
+  if (keep) result.insert(result.end(), kept.begin(), kept.end());
+  return result;
 }
 
-// Returns dL/dx [T, M] (dL/dx_0 is also dL/dr_{-1}), dL/dv0, dL/di0, dL/dz0 and, per
-// coefficient, its per-element gradient summed over steps (empty unless needed[j]).
-// spikes: [T, M] uint8; g_out [T, M] contiguous; g_v, g_i, g_z, g_r: gradients at the
-// final states.
+// dL/dW and dL/db (empty unless wanted): r_t feeds step t + 1, so dL/dr_t = g_x[t + 1]
+// and dL/dW = sum_t dL/dr_t^T z_t over t < T - 1, one GEMM on the spikes made floats.
+std::vector<at::Tensor> weight_grads(const at::Tensor& g_x, const at::Tensor& spikes, int64_t batch,
+                                     int64_t N, bool want_w, bool want_b) {
+  const int64_t steps = g_x.size(0), rows = (steps - 1) * batch;
+  const auto options = g_x.options();
+  at::Tensor g_w = at::empty({0}, options), g_b = at::empty({0}, options);
+  const at::Tensor g_r = g_x.narrow(0, 1, steps - 1).reshape({rows, N});
+  if (want_w) {
+    at::Tensor z = pool().get({rows, N}, options);
+    AT_DISPATCH_FLOATING_TYPES(g_x.scalar_type(), "snnir_recurrent_spikes", [&] {
+      const uint8_t* s = spikes.data_ptr<uint8_t>();
+      scalar_t* pz = z.data_ptr<scalar_t>();
+      at::parallel_for(0, rows * N, 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t e = begin; e < end; ++e) pz[e] = static_cast<scalar_t>(s[e]);
+      });
+    });
+    g_w = at::mm(g_r.t(), z);
+  }
+  if (want_b) g_b = g_r.sum(0);
+  return {g_w, g_b};
+}
+
+// The fused backward (see forward_fused) from the kept u [T, M]; returns as backward does.
+std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& spikes,
+                                      const std::vector<at::Tensor>& coeffs, const at::Tensor& weight,
+                                      const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
+                                      const at::Tensor& g_z, const at::Tensor& g_r, int64_t batch,
+                                      const std::vector<int64_t>& flags, double slope, bool want_w,
+                                      bool want_b) {
+  const Config c = make_config(flags, slope);
+  TORCH_CHECK(fast_path(c), "recurrent: backward_fused needs the fused path's neuron");
+  const int64_t steps = us.size(0), M = us.size(1), N = weight.size(0);
+  const auto options = us.options();
+  auto g_x = at::empty({steps, M}, options);
+  auto gv = g_v.clone(), gi = c.has_current ? g_i.clone() : at::empty({0}, options);
+  auto gz = c.next_timing ? g_z.clone() : at::empty({0}, options);
+  at::Tensor g_zt = pool().get({batch, N}, options), go_buf = pool().get({M}, options);
+  const Spread k(coeffs, M, options);
+  const bool sub_grad = c.reset == RESET_SUBTRACT && !c.detach_reset;
+  at::Tensor g_r_t = g_r.reshape({batch, N});
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "snnir_recurrent_backward_fused", [&] {
+    using T = scalar_t;
+    T *pgv = gv.data_ptr<T>(), *pgi = mutable_or_null<T>(gi), *pgz = mutable_or_null<T>(gz);
+    T *pgo = g_zt.data_ptr<T>(), *pbuf = go_buf.data_ptr<T>(), *pgx = g_x.data_ptr<T>();
+    const T* pu = us.data_ptr<T>();
+    with_structure(c, false, k.scalar, [&](auto next, auto reset, auto, auto cur, auto sc) {
+      using R = I_<CT(reset) == RESET_SUBTRACT ? RESET_SUBTRACT_GRAD : CT(reset)>;
+      with_surrogate(c.surrogate, [&](auto surr) {
+        auto scan = [&](auto r) {
+          for (int64_t t = steps - 1; t >= 0; --t) {
+            // all gradient at z_t: from outside, and through r_t into the next step
+            at::addmm_out(g_zt, g_out[t].view({batch, N}), g_r_t, weight);
+            at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
+              for (int64_t b = begin; b < end; b += kChunk) {
+                const T* kc[N_COEF];
+                k.at(b, kc);
+                backward_chunk_fast<T, CT(next), CT(r), CT(surr), CT(cur), CT(sc)>(
+                    c, kc, pu + t * M + b, nullptr, pgo + b, 0, false, pbuf + b, M, 1,
+                    std::min(kChunk, end - b), pgv + b, pgi ? pgi + b : nullptr, pgz ? pgz + b : nullptr,
+                    pgx + t * M + b, false, nullptr);
+              }
+            });
+            g_r_t = g_x[t].view({batch, N});
+          }
+        };
+        if (sub_grad) scan(R{}); else scan(reset);
+      });
+    });
+  });
+  std::vector<at::Tensor> result{g_x, gv, gi, gz};
+  for (auto& g : weight_grads(g_x, spikes, batch, N, want_w, want_b)) result.push_back(g);
+  return result;
+}
+
+// Returns dL/dx [T, M] (dL/dx_0 is also dL/dr_{-1}), dL/dv0, dL/di0, dL/dz0, dL/dW and
+// dL/db (empty unless wanted) and, per coefficient, its per-element gradient summed over
+// steps (empty unless needed[j]). spikes: [T, M] uint8; g_out [T, M] contiguous; g_v,
+// g_i, g_z, g_r: gradients at the final states.
 std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, const at::Tensor& is,
                                  const at::Tensor& spikes, const at::Tensor& z0,
                                  const std::vector<at::Tensor>& coeffs, const at::Tensor& weight,
                                  const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
                                  const at::Tensor& g_z, const at::Tensor& g_r, int64_t batch,
                                  const std::vector<int64_t>& flags, double slope,
-                                 const std::vector<int64_t>& needed) {
+                                 const std::vector<int64_t>& needed, bool want_w, bool want_b) {
   const Config c = make_config(flags, slope);
   const int64_t steps = ins.size(0), M = ins.size(1), N = weight.size(0);
   auto opts = ins.options();
@@ -110,7 +328,8 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
   auto gv = g_v.clone(), gi = c.has_current ? g_i.clone() : at::empty({0}, opts);
   auto gz = c.next_timing ? g_z.clone() : at::empty({0}, opts);
   auto z_prev = at::empty({M}, opts);  // the spikes before a step, as the state z
-  std::vector<at::Tensor> result{g_x, gv, gi, gz};
+  at::Tensor g_zt = pool().get({batch, N}, opts);
+  std::vector<at::Tensor> result{g_x, gv, gi, gz, {}, {}};  // dL/dW and dL/db after the scan
   for (int j = 0; j < N_COEF; ++j) result.push_back(needed[j] ? at::zeros({M}, opts) : at::empty({0}, opts));
   at::Tensor g_r_t = g_r.reshape({batch, N});
   const Coefficients coefficients(coeffs);
@@ -119,13 +338,13 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
     int64_t period[N_COEF];
     coefficients.pointers(k, period);
     scalar_t* acc[N_COEF];
-    for (int j = 0; j < N_COEF; ++j) acc[j] = needed[j] ? result[4 + j].data_ptr<scalar_t>() : nullptr;
+    for (int j = 0; j < N_COEF; ++j) acc[j] = needed[j] ? result[6 + j].data_ptr<scalar_t>() : nullptr;
     scalar_t *pgv = gv.data_ptr<scalar_t>(), *pgi = mutable_or_null<scalar_t>(gi), *pgz = mutable_or_null<scalar_t>(gz);
     const uint8_t* ps = spikes.data_ptr<uint8_t>();
     scalar_t* pzp = z_prev.data_ptr<scalar_t>();
     for (int64_t t = steps - 1; t >= 0; --t) {
       // all gradient at z_t: from outside, and through r_t into the next step
-      at::Tensor g_zt = at::addmm(g_out[t].view({batch, N}), g_r_t, weight);
+      at::addmm_out(g_zt, g_out[t].view({batch, N}), g_r_t, weight);
       const scalar_t* z_before = nullptr;
       if (c.next_timing) {
         if (t) {
@@ -144,12 +363,18 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
       g_r_t = g_x[t].view({batch, N});
     }
   });
+  auto grads = weight_grads(g_x, spikes, batch, N, want_w, want_b);
+  result[4] = grads[0];
+  result[5] = grads[1];
   return result;
 }
 
 }  // namespace
+#undef CT
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("fused", &fused, "whether the fused loops run (and training keeps u only)");
   m.def("forward", &forward, "recurrent neuron component, forward");
   m.def("backward", &backward, "recurrent neuron component, backward");
+  m.def("backward_fused", &backward_fused, "recurrent neuron component, the fused loops' backward");
 }
