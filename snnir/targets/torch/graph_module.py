@@ -428,10 +428,10 @@ class GraphModule(nn.Module):
         result = self.node_module(loop.neuron).with_feedback(x, own, layer, r0)
         if result is None:
             return False
-        out, final = result
+        out, final, last = result
         values[loop.neuron] = out
         new_state.update({neuron_key + s: v for s, v in final.items()})
-        new_state[prev_key] = out[-1].clone()  # a fresh tensor, as the step loop's
+        new_state[prev_key] = last  # a fresh tensor, as the step loop's
         return True
 
     # --- back to a graph --------------------------------------------------------------

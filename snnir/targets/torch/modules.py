@@ -396,7 +396,7 @@ class NeuronModule(OpModule):
         return x.new_empty(0, dtype=gpu.state_dtype(x)) if gpu.enabled(self.triton, x) else x
 
     def with_feedback(self, x: torch.Tensor, state: State, layer: AffineModule, r0: Callable[[], torch.Tensor]):
-        """``(spikes, final state)`` of this neuron over ``x`` (its other inputs, summed,
+        """``(spikes, final state, last spikes)`` of this neuron over ``x`` (its other inputs, summed,
         ``[T, B, N]``) in a loop with ``layer`` fed back, ``r0()`` giving ``r_{-1}``, as one native
         call (:mod:`~snnir.targets.torch.recurrent`), or on :func:`gpu.enabled
         <snnir.targets.torch.gpu.enabled>` tensors a loop of Triton kernels and GEMMs

@@ -14,9 +14,13 @@ of the sequence kernel one step at a time and the GEMM ``F.linear`` makes, so sp
 and ``r`` equal the step-by-step path's (:meth:`GraphModule._run_recurrent`, the
 specification, used where this does not apply) bit for bit; gradients agree to rounding.
 
-Kept for training: per step the summed input ``in_t`` and the neuron's states before the
-step (membrane; current for Cuba neurons) in the input's dtype, and the spikes as one byte
-each. ``dL/dW`` and ``dL/db`` are one GEMM over all steps in the backward.
+Kept for training: the spikes as one byte each and, where the neuron trains no parameter
+and its update is one of the fused loops of ``neuron_step.h`` (``fast_path``: a delayed
+subtract or a same-step zero reset), the membrane ``u_t`` after the input of every step and
+nothing else; otherwise, per step, the summed input ``in_t`` and the neuron's states before
+the step (membrane; current for Cuba neurons), in the input's dtype. ``dL/dW`` and ``dL/db``
+are one GEMM (and one sum) over all steps in the backward. The kernel reuses its buffers'
+memory across calls once nothing holds them (no fresh pages each call).
 
 Where it applies (:func:`supports`): the native kernels on, CPU tensors of float32 or
 float64, no traces recorded, a single-spike neuron of shape ``[N]`` (every neuron op,
@@ -102,7 +106,7 @@ class _Recurrent(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
+    def backward(ctx, g_out, g_v, g_i, g_z, g_last):  # type: ignore[override]
         cfg, (steps, batch, n) = ctx.cfg, ctx.shape
         saved = ctx.saved_tensors
         kept, (spikes, z0, weight), rest = saved[: ctx.n_kept], saved[ctx.n_kept : ctx.n_kept + 3], saved[ctx.n_kept + 3 :]
@@ -111,8 +115,8 @@ class _Recurrent(torch.autograd.Function):
         needed = [int(need[8 + k]) for k in range(len(_COEFFS))]
         grads = (
             g_out.contiguous().view(steps, -1), g_v.contiguous().view(-1), _flat_state(g_i, cfg.has_current),
-            _flat_state(g_z, cfg.next_timing), g_v.new_zeros(batch * n), batch, kernels._flags(cfg),
-            float(cfg.surrogate.slope),
+            _flat_state(g_z, cfg.next_timing), g_v.new_zeros(batch * n), g_last.contiguous().view(-1), batch,
+            kernels._flags(cfg), float(cfg.surrogate.slope),
         )
         extension = kernels.extension("recurrent")
         if ctx.fused:
@@ -153,26 +157,30 @@ def _bias(bias: Tensor | None) -> Tensor:
 
 
 def _outputs(cfg: _Config, out, v, i, z, shape) -> tuple[Tensor, ...]:
+    """out, v, i, z shaped, and the last spikes as a tensor of their own (the state handed to
+    the next run of steps: its gradient then needs no ``[T, B, N]`` select backward)."""
     steps, batch, n = shape
     dummy = v.new_zeros(())
+    out = out.view(shape)
     return (
-        out.view(shape), v.view(batch, n), i.view(batch, n) if cfg.has_current else dummy,
-        z.view(batch, n) if cfg.next_timing else dummy.clone(),
+        out, v.view(batch, n), i.view(batch, n) if cfg.has_current else dummy,
+        z.view(batch, n) if cfg.next_timing else dummy.clone(), out[-1].clone(),
     )
 
 
 def feedback_sequence(
     cfg: _Config, c: dict, x: Tensor, init: dict[str, Tensor], r0: Tensor, weight: Tensor, bias: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(spikes [T, B, N], the neuron's final state)`` of the loop over ``x`` [T, B, N] (the
-    neuron's other inputs, summed), from its state ``init`` and ``r0`` = ``r_{-1}``."""
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N])`` of the loop over
+    ``x`` [T, B, N] (the neuron's other inputs, summed), from its state ``init`` and ``r0`` =
+    ``r_{-1}``. The last spikes equal ``spikes[-1]``, as a fresh tensor of their own."""
     dummy = x.new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
     tensors = [x, r0, weight, bias, *init.values(), *coeff_values]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        out, v, i, z = _Recurrent.apply(*args, *coeff_values)
+        out, v, i, z, last = _Recurrent.apply(*args, *coeff_values)
     else:
         flat = [kernels._flat(k, init["v"].shape, init["v"]) for k in coeff_values]
-        out, v, i, z = _outputs(cfg, *_forward(*args, flat, False, False)[:4], x.shape)
-    return out, _state(cfg, v, i, z)
+        out, v, i, z, last = _outputs(cfg, *_forward(*args, flat, False, False)[:4], x.shape)
+    return out, _state(cfg, v, i, z), last

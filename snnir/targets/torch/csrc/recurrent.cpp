@@ -19,6 +19,7 @@
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/din_t =
 // dL/dx_t = dL/dr_{t-1}; after the scan dL/dW and dL/db are one GEMM (and one sum) over
 // all steps. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
+#include <c10/util/strides.h>
 #include <torch/extension.h>
 
 #include <mutex>
@@ -30,28 +31,34 @@
 
 namespace {
 
-// Tensors reused across calls. One is handed out again only while the pool is its sole
-// holder (no caller, autograd record or view keeps it or its storage), so a reuse is never
-// visible; reusing spares the page faults of fresh memory on every call. At most kPoolSize
-// tensors are held (a request past that gets fresh memory).
+// Memory reused across calls (outputs, kept and scratch buffers): a new tensor over a held
+// storage that nothing else uses any more (no tensor, view or autograd record), so a reuse
+// is never visible; reusing spares the page faults of fresh memory (glibc returns large
+// freed blocks to the system), a few ms a call. Storages, not tensors, are held: a tensor
+// once handed to Python stays referenced by its Python object. At most kPoolSize are
+// held: a new one takes the place of a free one of another size, or is not held.
 class Pool {
  public:
   at::Tensor get(at::IntArrayRef shape, const at::TensorOptions& options) {
+    const auto nbytes = static_cast<size_t>(c10::multiply_integers(shape)) * options.dtype().itemsize();
+    if (!nbytes) return at::empty(shape, options);
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& t : held_) {
-      if (t.use_count() == 1 && t.storage().use_count() == 1 && t.sizes() == shape &&
-          t.scalar_type() == options.dtype().toScalarType() && t.device() == options.device())
-        return t;
+    c10::Storage* free_slot = nullptr;
+    for (auto& storage : held_) {
+      if (storage.use_count() != 1) continue;
+      if (storage.nbytes() == nbytes) return at::empty({0}, options).set_(storage, 0, shape, c10::contiguous_strides(shape));
+      free_slot = &storage;
     }
     auto fresh = at::empty(shape, options);
-    if (held_.size() < kPoolSize) held_.push_back(fresh);
+    if (free_slot) *free_slot = fresh.storage();
+    else if (held_.size() < kPoolSize) held_.push_back(fresh.storage());
     return fresh;
   }
 
  private:
-  static constexpr size_t kPoolSize = 32;
+  static constexpr size_t kPoolSize = 24;
   std::mutex mutex_;
-  std::vector<at::Tensor> held_;
+  std::vector<c10::Storage> held_;
 };
 
 Pool& pool() {
@@ -114,6 +121,17 @@ bool fused(const std::vector<int64_t>& flags, bool coefficient_grads) {
   return fast_path(make_config(flags, 0.0)) && !coefficient_grads;
 }
 
+// The spikes of a fused step with u kept, into zt and (one byte each) st: left in z by a
+// delayed reset, else made again from u as the loop makes them. (Restrict: a byte store
+// may alias anything, which would keep the loop from vectorizing.)
+template <typename T, bool NEXT, bool SC>
+void store_spikes(const T* __restrict__ z, const T* __restrict__ u, const T* thr_values, T incl, int64_t n,
+                  T* __restrict__ zt, uint8_t* __restrict__ st) {
+  const Coeff<T, SC> thr(thr_values);
+  for (int64_t e = 0; e < n; ++e) zt[e] = NEXT ? z[e] : spike_of(u[e], thr[e], incl);
+  for (int64_t e = 0; e < n; ++e) st[e] = zt[e] > T(0);
+}
+
 // The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
 // into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t].
 template <typename T>
@@ -147,13 +165,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
           }
           run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
                                                                        nullptr, 0, ut + b);
-          // the spikes: left in z by a delayed reset, else made again from u_t as the loop makes them
-          const Coeff<T, SC> thr(kc[THR]);
-          for (int64_t e = 0; e < n; ++e) {
-            const T s = NEXT ? zb[e] : spike_of(ut[b + e], thr[e], incl);
-            zt[b + e] = s;
-            st[b + e] = s > T(0);
-          }
+          store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
         }
       });
       project(r, zbuf, weight, bias);
@@ -208,7 +220,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   TORCH_CHECK(M == batch * N && r0.numel() == M, "recurrent: shapes disagree");
   const auto options = v0.options();
   const bool use_fused = fused(flags, coefficient_grads);
-  auto out = at::empty({steps, M}, options);
+  auto out = pool().get({steps, M}, options);
   auto v = v0.clone(), i = c.has_current ? i0.clone() : at::empty({0}, options);
   auto z = c.next_timing ? z0.clone() : at::empty({0}, options);
   auto r = r0.reshape({batch, N}).clone();
@@ -233,6 +245,15 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   std::vector<at::Tensor> result{out, v, i, z, r.reshape({M}), spikes};
   if (keep) result.insert(result.end(), kept.begin(), kept.end());
   return result;
+}
+
+// g_zt = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out, and g_last
+// at the last step, given for the last spikes as a separate output), and through r_t
+// into the next step (g_r_t [B, N]).
+void gradient_at_spikes(at::Tensor& g_zt, const at::Tensor& g_out, const at::Tensor& g_last,
+                        const at::Tensor& g_r_t, const at::Tensor& weight, int64_t t) {
+  at::addmm_out(g_zt, g_out[t].view(g_zt.sizes()), g_r_t, weight);
+  if (t == g_out.size(0) - 1 && g_last.numel()) g_zt.add_(g_last.view(g_zt.sizes()));
 }
 
 // dL/dW and dL/db (empty unless wanted): r_t feeds step t + 1, so dL/dr_t = g_x[t + 1]
@@ -262,14 +283,14 @@ std::vector<at::Tensor> weight_grads(const at::Tensor& g_x, const at::Tensor& sp
 std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& spikes,
                                       const std::vector<at::Tensor>& coeffs, const at::Tensor& weight,
                                       const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
-                                      const at::Tensor& g_z, const at::Tensor& g_r, int64_t batch,
-                                      const std::vector<int64_t>& flags, double slope, bool want_w,
-                                      bool want_b) {
+                                      const at::Tensor& g_z, const at::Tensor& g_r, const at::Tensor& g_last,
+                                      int64_t batch, const std::vector<int64_t>& flags, double slope,
+                                      bool want_w, bool want_b) {
   const Config c = make_config(flags, slope);
   TORCH_CHECK(fast_path(c), "recurrent: backward_fused needs the fused path's neuron");
   const int64_t steps = us.size(0), M = us.size(1), N = weight.size(0);
   const auto options = us.options();
-  auto g_x = at::empty({steps, M}, options);
+  auto g_x = pool().get({steps, M}, options);
   auto gv = g_v.clone(), gi = c.has_current ? g_i.clone() : at::empty({0}, options);
   auto gz = c.next_timing ? g_z.clone() : at::empty({0}, options);
   at::Tensor g_zt = pool().get({batch, N}, options), go_buf = pool().get({M}, options);
@@ -286,8 +307,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
       with_surrogate(c.surrogate, [&](auto surr) {
         auto scan = [&](auto r) {
           for (int64_t t = steps - 1; t >= 0; --t) {
-            // all gradient at z_t: from outside, and through r_t into the next step
-            at::addmm_out(g_zt, g_out[t].view({batch, N}), g_r_t, weight);
+            gradient_at_spikes(g_zt, g_out, g_last, g_r_t, weight, t);
             at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
               for (int64_t b = begin; b < end; b += kChunk) {
                 const T* kc[N_COEF];
@@ -313,18 +333,18 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
 // Returns dL/dx [T, M] (dL/dx_0 is also dL/dr_{-1}), dL/dv0, dL/di0, dL/dz0, dL/dW and
 // dL/db (empty unless wanted) and, per coefficient, its per-element gradient summed over
 // steps (empty unless needed[j]). spikes: [T, M] uint8; g_out [T, M] contiguous; g_v,
-// g_i, g_z, g_r: gradients at the final states.
+// g_i, g_z, g_r: gradients at the final states; g_last: at the last spikes (or empty).
 std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, const at::Tensor& is,
                                  const at::Tensor& spikes, const at::Tensor& z0,
                                  const std::vector<at::Tensor>& coeffs, const at::Tensor& weight,
                                  const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
-                                 const at::Tensor& g_z, const at::Tensor& g_r, int64_t batch,
-                                 const std::vector<int64_t>& flags, double slope,
+                                 const at::Tensor& g_z, const at::Tensor& g_r, const at::Tensor& g_last,
+                                 int64_t batch, const std::vector<int64_t>& flags, double slope,
                                  const std::vector<int64_t>& needed, bool want_w, bool want_b) {
   const Config c = make_config(flags, slope);
   const int64_t steps = ins.size(0), M = ins.size(1), N = weight.size(0);
   auto opts = ins.options();
-  auto g_x = at::empty({steps, M}, opts);
+  auto g_x = pool().get({steps, M}, opts);
   auto gv = g_v.clone(), gi = c.has_current ? g_i.clone() : at::empty({0}, opts);
   auto gz = c.next_timing ? g_z.clone() : at::empty({0}, opts);
   auto z_prev = at::empty({M}, opts);  // the spikes before a step, as the state z
@@ -343,8 +363,7 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
     const uint8_t* ps = spikes.data_ptr<uint8_t>();
     scalar_t* pzp = z_prev.data_ptr<scalar_t>();
     for (int64_t t = steps - 1; t >= 0; --t) {
-      // all gradient at z_t: from outside, and through r_t into the next step
-      at::addmm_out(g_zt, g_out[t].view({batch, N}), g_r_t, weight);
+      gradient_at_spikes(g_zt, g_out, g_last, g_r_t, weight, t);
       const scalar_t* z_before = nullptr;
       if (c.next_timing) {
         if (t) {
