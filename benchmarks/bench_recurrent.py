@@ -12,7 +12,9 @@ loop, the kernel's specification) and the GEMM floor: the matrix multiplies any
 implementation must do, the recurrent one step by step (forward: the two Linears at
 ``T*B`` rows and ``T`` recurrent ``[B, 256] x [256, 256]`` products; training adds ``dX``
 and ``dW`` of the output layer, ``T`` recurrent products back, ``dW`` of the recurrent
-layer and of the input layer). Spikes of every snnir contender are asserted identical to
+layer and of the input layer; every product dense, as a GEMM library makes it: snnir's
+kernel sums the recurrent ``dW`` from the gradient rows at the spikes where few fired, less
+work than the floor's GEMM). Spikes of every snnir contender are asserted identical to
 snnTorch's before timing; those of ``torch.compile`` are counted in the notes (inductor
 may round differently). Medians of interleaved repetitions, minimum in brackets.
 """

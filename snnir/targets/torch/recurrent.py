@@ -18,8 +18,9 @@ Kept for training: the spikes as one byte each and, where the neuron trains no p
 and its update is one of the fused loops of ``neuron_step.h`` (``fast_path``: a delayed
 subtract or a same-step zero reset), the membrane ``u_t`` after the input of every step and
 nothing else; otherwise, per step, the summed input ``in_t`` and the neuron's states before
-the step (membrane; current for Cuba neurons), in the input's dtype. ``dL/dW`` and ``dL/db``
-are one GEMM (and one sum) over all steps in the backward. The kernel reuses its buffers'
+the step (membrane; current for Cuba neurons), in the input's dtype. ``dL/dW`` is one GEMM
+over all steps in the backward, or a sum of gradient rows at the spikes where few fired
+(:data:`SPARSE_BELOW`); ``dL/db`` one sum. The kernel reuses its buffers'
 memory across calls once nothing holds them (no fresh pages each call).
 
 Where it applies (:func:`supports`): the native kernels on, CPU tensors of float32 or
@@ -93,6 +94,11 @@ def supports(module: NeuronModule, layer: AffineModule, cfg: _Config, x: Tensor,
     )
 
 
+#: ``dL/dW`` is a sum of gradient rows at the spikes (``nnz x N`` adds) where fewer than this
+#: fraction of them fired, else one GEMM (``rows x N x N`` multiply-adds); both agree to rounding
+SPARSE_BELOW = 0.125
+
+
 class _Recurrent(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, x, v0, i0, z0, r0, weight, bias, *coeff_values):  # type: ignore[override]
@@ -120,11 +126,13 @@ class _Recurrent(torch.autograd.Function):
         )
         extension = kernels.extension("recurrent")
         if ctx.fused:
-            g_x, g_v0, g_i0, g_z0, g_w, g_b = extension.backward_fused(*kept, spikes, flat, weight, *grads, need[6], need[7])
+            g_x, g_v0, g_i0, g_z0, g_w, g_b = extension.backward_fused(
+                *kept, spikes, flat, weight, *grads, need[6], need[7], SPARSE_BELOW,
+            )
             acc = [None] * len(_COEFFS)
         else:
             g_x, g_v0, g_i0, g_z0, g_w, g_b, *acc = extension.backward(
-                *kept, spikes, z0, flat, weight, *grads, needed, need[6], need[7],
+                *kept, spikes, z0, flat, weight, *grads, needed, need[6], need[7], SPARSE_BELOW,
             )
         g_x = g_x.view(steps, batch, n)
         shape = (batch, n)

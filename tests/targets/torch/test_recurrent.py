@@ -156,6 +156,19 @@ def test_fused_loops_equal_step_loop(fused_backwards, fused_calls, case, cls, dt
     _assert_same(got, want, dtype)
 
 
+@pytest.mark.parametrize("sparse_below", [0.0, 1.01], ids=["gemm", "sparse"])
+@pytest.mark.parametrize("trainable", ["all", ["fc0.weight", "rec.weight", "rec.bias"]], ids=["general", "fused"])
+def test_weight_gradient_by_gemm_and_by_sparse_sum(native_kernels, fused_calls, monkeypatch, sparse_below, trainable):
+    """``dL/dW`` of the fed-back layer by the GEMM and by the sum of gradient rows at the
+    spikes (forced each way), in float32, across runs of steps."""
+    monkeypatch.setattr(recurrent, "SPARSE_BELOW", sparse_below)
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    x = _inputs(graph, torch.float32, steps=30)
+    runs = [_run(graph, x, native, torch.float32, trainable=trainable, time_chunk=16) for native in (False, True)]
+    assert len(fused_calls) == 2
+    _assert_same(runs[1], runs[0], torch.float32)
+
+
 @pytest.mark.parametrize("surrogate", ["fast_sigmoid", "sigmoid", "triangular", "straight_through"])
 def test_every_surrogate(native_kernels, fused_calls, surrogate):
     graph = loop_graph(LIF, SEMANTICS["subtract-next"])

@@ -17,11 +17,12 @@
 //   for Cuba neurons); the backward recomputes each step from them.
 // Both keep the spikes as one byte each. The backward walks time back: dL/dz_t = g_out_t
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/din_t =
-// dL/dx_t = dL/dr_{t-1}; after the scan dL/dW and dL/db are one GEMM (and one sum) over
-// all steps. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
+// dL/dx_t = dL/dr_{t-1}; after the scan dL/dW is one GEMM over all steps, or, where few
+// spikes fired, a sum of the gradient's rows at the spikes (weight_grads), and dL/db one sum. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
 #include <c10/util/strides.h>
 #include <torch/extension.h>
 
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -256,24 +257,53 @@ void gradient_at_spikes(at::Tensor& g_zt, const at::Tensor& g_out, const at::Ten
   if (t == g_out.size(0) - 1 && g_last.numel()) g_zt.add_(g_last.view(g_zt.sizes()));
 }
 
+// dL/dW^T of the spikes' rows z [rows, N] (0/1 bytes) and g_r [rows, N] where few fire:
+// row j is the sum of the rows of g_r at which z[., j] fired, nnz x N adds where the GEMM
+// makes rows x N x N multiply-adds. The same sums in another order: it agrees with the
+// GEMM to rounding. Each thread owns a range of rows j.
+template <typename T>
+void sparse_weight_grad_t(const T* __restrict__ g_r, const uint8_t* __restrict__ z, int64_t rows, int64_t N,
+                          T* __restrict__ g_wt) {
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = 0; row < rows; ++row) {
+      const T* __restrict__ g = g_r + row * N;
+      for (int64_t j = begin; j < end; ++j) {
+        if (!z[row * N + j]) continue;
+        T* __restrict__ w = g_wt + j * N;
+        for (int64_t e = 0; e < N; ++e) w[e] += g[e];
+      }
+    }
+  });
+}
+
 // dL/dW and dL/db (empty unless wanted): r_t feeds step t + 1, so dL/dr_t = g_x[t + 1]
-// and dL/dW = sum_t dL/dr_t^T z_t over t < T - 1, one GEMM on the spikes made floats.
+// and dL/dW = sum_t dL/dr_t^T z_t over t < T - 1: the sparse sum above where less than
+// sparse_below of the spikes fired, else one GEMM on the spikes made floats.
 std::vector<at::Tensor> weight_grads(const at::Tensor& g_x, const at::Tensor& spikes, int64_t batch,
-                                     int64_t N, bool want_w, bool want_b) {
+                                     int64_t N, bool want_w, bool want_b, double sparse_below) {
   const int64_t steps = g_x.size(0), rows = (steps - 1) * batch;
   const auto options = g_x.options();
   at::Tensor g_w = at::empty({0}, options), g_b = at::empty({0}, options);
   const at::Tensor g_r = g_x.narrow(0, 1, steps - 1).reshape({rows, N});
+  const uint8_t* s = spikes.data_ptr<uint8_t>();
   if (want_w) {
-    at::Tensor z = pool().get({rows, N}, options);
-    AT_DISPATCH_FLOATING_TYPES(g_x.scalar_type(), "snnir_recurrent_spikes", [&] {
-      const uint8_t* s = spikes.data_ptr<uint8_t>();
+    const int64_t fired = at::parallel_reduce(0, rows * N, 1 << 16, int64_t(0), [&](int64_t b, int64_t e, int64_t n) {
+      for (int64_t k = b; k < e; ++k) n += s[k];
+      return n;
+    }, std::plus<int64_t>());
+    const bool sparse = fired < sparse_below * static_cast<double>(rows * N);
+    at::Tensor z = sparse ? at::zeros({N, N}, options) : pool().get({rows, N}, options);
+    AT_DISPATCH_FLOATING_TYPES(g_x.scalar_type(), "snnir_recurrent_weight_grad", [&] {
       scalar_t* pz = z.data_ptr<scalar_t>();
+      if (sparse) {
+        sparse_weight_grad_t<scalar_t>(g_r.data_ptr<scalar_t>(), s, rows, N, pz);
+        return;
+      }
       at::parallel_for(0, rows * N, 1 << 14, [&](int64_t begin, int64_t end) {
         for (int64_t e = begin; e < end; ++e) pz[e] = static_cast<scalar_t>(s[e]);
       });
     });
-    g_w = at::mm(g_r.t(), z);
+    g_w = sparse ? z.t().contiguous() : at::mm(g_r.t(), z);
   }
   if (want_b) g_b = g_r.sum(0);
   return {g_w, g_b};
@@ -285,7 +315,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
                                       const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
                                       const at::Tensor& g_z, const at::Tensor& g_r, const at::Tensor& g_last,
                                       int64_t batch, const std::vector<int64_t>& flags, double slope,
-                                      bool want_w, bool want_b) {
+                                      bool want_w, bool want_b, double sparse_below) {
   const Config c = make_config(flags, slope);
   TORCH_CHECK(fast_path(c), "recurrent: backward_fused needs the fused path's neuron");
   const int64_t steps = us.size(0), M = us.size(1), N = weight.size(0);
@@ -326,7 +356,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
     });
   });
   std::vector<at::Tensor> result{g_x, gv, gi, gz};
-  for (auto& g : weight_grads(g_x, spikes, batch, N, want_w, want_b)) result.push_back(g);
+  for (auto& g : weight_grads(g_x, spikes, batch, N, want_w, want_b, sparse_below)) result.push_back(g);
   return result;
 }
 
@@ -340,7 +370,8 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
                                  const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
                                  const at::Tensor& g_z, const at::Tensor& g_r, const at::Tensor& g_last,
                                  int64_t batch, const std::vector<int64_t>& flags, double slope,
-                                 const std::vector<int64_t>& needed, bool want_w, bool want_b) {
+                                 const std::vector<int64_t>& needed, bool want_w, bool want_b,
+                                 double sparse_below) {
   const Config c = make_config(flags, slope);
   const int64_t steps = ins.size(0), M = ins.size(1), N = weight.size(0);
   auto opts = ins.options();
@@ -382,7 +413,7 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
       g_r_t = g_x[t].view({batch, N});
     }
   });
-  auto grads = weight_grads(g_x, spikes, batch, N, want_w, want_b);
+  auto grads = weight_grads(g_x, spikes, batch, N, want_w, want_b, sparse_below);
   result[4] = grads[0];
   result[5] = grads[1];
   return result;
