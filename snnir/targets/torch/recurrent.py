@@ -96,7 +96,7 @@ def supports(module: NeuronModule, layer: AffineModule, cfg: _Config, x: Tensor,
 
 #: ``dL/dW`` is a sum of gradient rows at the spikes (``nnz x N`` adds) where fewer than this
 #: fraction of them fired, else one GEMM (``rows x N x N`` multiply-adds); both agree to rounding
-SPARSE_BELOW = 0.125
+SPARSE_BELOW = 0.25
 
 
 class _Recurrent(torch.autograd.Function):
