@@ -155,9 +155,9 @@ def _detached(bias: Tensor | None) -> Tensor | None:
 
 def feedback_sequence(
     cfg: _Config, c: dict, x: Tensor, init: dict[str, Tensor], r0: Tensor, weight: Tensor, bias: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(spikes [T, B, N], the neuron's final state)`` as ``recurrent.feedback_sequence``
-    returns them; ``c`` and ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N])`` as
+    ``recurrent.feedback_sequence`` returns them; ``c`` and ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
     dummy = init["v"].new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
@@ -168,4 +168,4 @@ def feedback_sequence(
         k = scan.per_neuron(coeff_values, (x.shape[2],), init["v"])
         out, states, _, _ = _forward(cfg, k, *args[1:], keep=False)
         v, i, z = _final(states, x.shape[0] % 2, tuple(x.shape[1:]))
-    return out, _state(cfg, v, i, z)
+    return out, _state(cfg, v, i, z), out[-1].clone()
