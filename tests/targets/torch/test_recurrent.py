@@ -154,6 +154,10 @@ def test_fused_loops_equal_step_loop(fused_backwards, fused_calls, case, cls, dt
     assert len(fused_calls) == 2 and len(fused_backwards) == 2
     assert got[0].sum() > 0, "the test network should spike"
     _assert_same(got, want, dtype)
+    with torch.no_grad():  # inference: the fused loops writing spikes only
+        module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
+        assert torch.equal(module(x), want[0])
+    assert len(fused_calls) == 4
 
 
 @pytest.mark.parametrize("sparse_below", [0.0, 1.01], ids=["gemm", "sparse"])
