@@ -13,16 +13,19 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.ops import Input, Output
 from snnir.ir.memory import Footprint, resolve_limits
 from snnir.ir.verify import verify
 from snnir.limits import Limits
 from snnir.targets.torch.graph_module import GraphModule, Options, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
+from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget
+from snnir.targets.torch.planner import Planner
 from snnir.targets.torch.surrogate import Surrogate
 
 _OPTIONS = (
     "surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native",
-    "triton", "limits",
+    "triton", "limits", "layer_chunks", "memory_budget",
 )
 
 
@@ -40,14 +43,35 @@ class SnnirModule(GraphModule):
     - ``module.step(x_t, state)``: one step on ``[B, *shape]``; returns ``(out, new_state)``.
       The state is explicit: ``module.initial_state(batch)`` gives a fresh one.
     - ``module.to_graph()``: the graph with the current (trained) parameters.
+    - ``module.plan``: the execution plan of the last call (``None`` before the first);
+      ``module.plans``: every plan chosen so far, by call shape (see ``plan.py``).
     """
 
-    def __init__(self, graph: Graph, options: Options, limits: Limits | None = None):
+    def __init__(
+        self, graph: Graph, options: Options, limits: Limits | None = None,
+        layer_chunks: Mapping[str, int] | None = None, memory_budget: int | str | None = "auto",
+    ):
         shapes = verify(graph).shapes
         super().__init__(graph, shapes, "", "", options)
         self.limits = limits
         self._footprint = Footprint.of(graph, shapes)
+        self._planner = Planner(self, self._footprint, options.time_chunk, layer_chunks or {}, memory_budget)
         self.register_buffer("_dtype_probe", torch.zeros((), dtype=options.dtype), persistent=False)
+
+    @property
+    def plan(self) -> ExecutionPlan | None:
+        """The execution plan of the last call (``None`` before the first)."""
+        return self._planner.last
+
+    @property
+    def plans(self) -> dict[tuple, ExecutionPlan]:
+        """Every plan chosen so far, by (grad enabled, T, B, static inputs, dtype, device)."""
+        return dict(self._planner.plans)
+
+    def run(self, inputs, state, record, steps, static=frozenset()):
+        """:meth:`GraphModule.run` under the plan for this call's shape (chosen at its first call)."""
+        with self._planner.planning(inputs, static, steps) as (run_length, chunk_of):
+            return super().run(inputs, state, record, steps, static, run_length, chunk_of)
 
     @property
     def graph(self) -> Graph:
@@ -200,11 +224,13 @@ def compile_torch(
     device: Any = None,
     fast: bool = True,
     detach_reset: bool = True,
-    time_chunk: int = 32,
+    time_chunk: int | None = None,
     recompute: bool = False,
     native: bool | None = None,
     triton: bool | None = None,
     limits: Limits | None = None,
+    layer_chunks: Mapping[str, int] | None = None,
+    memory_budget: int | str | None = "auto",
     **unknown: Any,
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
@@ -215,9 +241,18 @@ def compile_torch(
     - ``dtype``: ``torch.float32`` or ``torch.float64``; ``device``: where to put it.
     - ``fast``: use the time-batched neuron scans of ``snnir.targets.torch.scan`` when present.
     - ``detach_reset``: no gradient through the spike in a subtract reset (snnTorch's default).
-    - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once).
-      Results are identical; training memory no longer grows with T for a held input
-      (see docs/performance.md).
+    - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once),
+      every layer over a whole run. ``None`` (the default): runs of 32 steps (fewer under
+      ``memory_budget``), and each segment of layers (up to and including a neuron) in calls
+      of as many steps as a short measurement at the first call of each shape found fastest
+      (``module.plan`` shows it; see ``plan.py``). Results are identical either way; training
+      memory no longer grows with T for a held input (see docs/performance.md).
+    - ``layer_chunks``: ``{top-level node: steps per call}`` pins the segment holding that
+      node (1: step by step, snnTorch's order), the others as ``time_chunk`` says.
+    - ``memory_budget``: under ``no_grad``, bytes of intermediate values a call may hold at
+      once (parameters, state, inputs and outputs aside), bounding the runs of steps (never
+      below one step) when ``time_chunk`` is ``None``. ``"auto"`` (default): what keeps the
+      call's peak within twice a step-by-step run's (snnTorch's); ``None``: no bound.
     - ``recompute``: training keeps only each run's inputs and starting state and reruns
       its forward in the backward (activation checkpointing over runs of steps): with
       ``time_chunk`` > 0, memory stops growing with T for any input, for about one more
@@ -244,7 +279,8 @@ def compile_torch(
     elif slope is not None:
         surrogate = Surrogate(surrogate.name, slope)
     if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 0:
-        raise SnnirError(f"time_chunk must be a non-negative integer, got {time_chunk!r}")
+        if time_chunk is not None:
+            raise SnnirError(f"time_chunk must be None or a non-negative integer, got {time_chunk!r}")
     if not isinstance(recompute, bool):
         raise SnnirError(f"recompute must be True or False, got {recompute!r}")
     if native is not None and not isinstance(native, bool):
@@ -255,7 +291,11 @@ def compile_torch(
         graph, trainable, surrogate, dtype, bool(fast), bool(detach_reset), time_chunk, recompute, native,
         triton,
     )
-    module = SnnirModule(graph, options, resolve_limits(limits) if limits is not None else None)
+    top_level = [n for n, op in graph.nodes.items() if not isinstance(op, (Input, Output))]
+    module = SnnirModule(
+        graph, options, resolve_limits(limits) if limits is not None else None,
+        check_layer_chunks(layer_chunks, top_level), check_memory_budget(memory_budget),
+    )
     return module.to(device) if device is not None else module
 
 

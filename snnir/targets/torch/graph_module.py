@@ -44,6 +44,7 @@ from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
+from snnir.targets.torch.plan import SegmentRun, segments, time_chunks
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
 from snnir.targets.torch.surrogate import Surrogate
@@ -83,16 +84,6 @@ class Options:
         return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)
 
 
-def time_chunks(steps: int, chunk: int) -> list[int]:
-    """``steps`` split into the fewest runs of at most ``chunk`` steps, as equal as possible
-    (one run when ``chunk`` is 0)."""
-    if chunk <= 0 or steps <= chunk:
-        return [steps]
-    count = -(-steps // chunk)
-    size, extra = divmod(steps, count)
-    return [size + 1] * extra + [size] * (count - extra)
-
-
 def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:
     """One value from its runs of steps: a static one is the same in each, others concatenate
     (a single run is returned as is, not copied)."""
@@ -128,6 +119,9 @@ class GraphModule(nn.Module):
             self.add_module(self._attrs[name], self._lower(name, op, options, fed_spikes))
         share_tied_parameters(self, graph)
         self._plan = self._components(graph, sched.order)
+        self._segments = segments(self._plan, lambda name: graph.nodes[name].stateful)
+        #: per segment, the value keys a later segment or an Output reads (see plan.py)
+        self._read_later = self._later_reads()
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
         self._component_delayed = {
@@ -207,6 +201,13 @@ class GraphModule(nn.Module):
             plan.append((nodes, len(nodes) > 1 or g.has_edge(nodes[0], nodes[0])))
         return plan
 
+    def _later_reads(self) -> list[set[str]]:
+        reads, found = set(self._graph.outputs), []
+        for components in reversed(self._segments):
+            found.append(set(reads))
+            reads |= {key for members, _ in components for m in members for key, _, _ in self._sources.get(m, ())}
+        return found[::-1]
+
     def node_module(self, name: str) -> nn.Module:
         """The submodule of node ``name`` of this level."""
         return getattr(self, self._attrs[name])
@@ -230,19 +231,19 @@ class GraphModule(nn.Module):
     # --- running ----------------------------------------------------------------------
     def run(
         self, inputs: Mapping[str, torch.Tensor], state: State, record: bool, steps: int,
-        static: frozenset[str] = frozenset(),
+        static: frozenset[str] = frozenset(), run_length: int | None = None, chunk_of=None,
     ):
         """Inputs by Input name: ``[T, B, ...]`` with ``T = steps``, or ``[B, ...]`` held over
         the steps for the names in ``static`` -> (outputs ``[T, B, ...]`` by Output name, new
-        state, traces or None). A static Output comes back as an expanded view (time stride 0)."""
-        outs, static_outs, new_state, traces = self._run_chunks(
-            inputs, static, state, record, time_chunks(steps, self.time_chunk)
-        )
+        state, traces or None). A static Output comes back as an expanded view (time stride 0).
+        ``run_length`` (default ``time_chunk``) and ``chunk_of``: the plan (see ``plan.py``)."""
+        sizes = time_chunks(steps, self.time_chunk if run_length is None else run_length)
+        outs, static_outs, new_state, traces = self._run_chunks(inputs, static, state, record, sizes, chunk_of)
         for name in static_outs:
             outs[name] = outs[name].expand((steps,) + tuple(outs[name].shape))
         return outs, new_state, traces
 
-    def _run_chunks(self, inputs, static, state, record, sizes):
+    def _run_chunks(self, inputs, static, state, record, sizes, chunk_of=None):
         """:meth:`_run_level` over consecutive runs of ``sizes`` steps (often just one), the
         state carried from one to the next and static values computed once. Identical results;
         for training, autograd keeps one run's values at a time in the backward, and a neuron
@@ -256,7 +257,7 @@ class GraphModule(nn.Module):
         for size in sizes:
             chunk = {n: v if n in static else v[start : start + size] for n, v in inputs.items()}
             # a copy of the state: a rerun in the backward must see this run's, not a later one
-            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache)
+            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of)
             current.update(changed)
             new_state.update(changed)
             for name, value in outs.items():
@@ -268,19 +269,36 @@ class GraphModule(nn.Module):
         traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
 
-    def _rerun_in_backward(self, inputs, static, state, record, steps, cache):
+    def _rerun_in_backward(self, inputs, static, state, record, steps, cache, chunk_of=None):
         """:meth:`_run_level` keeping only its inputs and starting state (``recompute=True``): its
         forward reruns in the backward, with a new cache each time (a rerun must save what it saved)."""
-        return checkpoint(lambda *a: self._run_level(*a, {}), inputs, static, state, record, steps, use_reentrant=False)
+        return checkpoint(
+            lambda *a: self._run_level(*a, {}, chunk_of), inputs, static, state, record, steps, use_reentrant=False
+        )
 
-    def _run_level(self, inputs, static, state, record, steps, cache):
+    def _run_level(self, inputs, static, state, record, steps, cache, chunk_of=None):
         """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result.
-        ``cache`` keeps the outputs of nodes fed only static values, by path, across runs of steps."""
+        ``cache`` keeps the outputs of nodes fed only static values, by path, across runs of steps.
+        ``chunk_of(index, steps, trial)`` (the top level's plan, see ``plan.py``): the steps per
+        call of segment ``index``; ``trial(chunk)`` times it. Without it each segment runs whole."""
         values: dict[str, torch.Tensor] = {}
         held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
         traces: dict[str, torch.Tensor] | None = {} if record else None
-        for members, recurrent in self._plan:
+        for index, components in enumerate(self._segments):
+            run = SegmentRun(self, components, inputs, static, values, held, state, steps)
+            chunk = steps if chunk_of is None else chunk_of(index, steps, run.trial)
+            if chunk >= steps:
+                self._run_components(components, inputs, static, values, held, state, new_state, traces, steps, cache)
+            else:
+                run.in_calls(chunk, new_state, traces, cache, self._read_later[index])
+        outputs = self._graph.outputs
+        return {name: values[name] for name in outputs}, {n for n in outputs if n in held}, new_state, traces
+
+    def _run_components(self, components, inputs, static, values, held, state, new_state, traces, steps, cache):
+        """Run ``components`` (of :attr:`_plan`, in order) over ``steps`` steps, adding to
+        ``values``, ``held``, ``new_state`` and ``traces``."""
+        for members, recurrent in components:
             if recurrent:
                 self._run_recurrent(members, steps, values, held, state, new_state, traces)
                 continue
@@ -292,15 +310,13 @@ class GraphModule(nn.Module):
                 continue
             x, held_ports = self._gather(name, values, held)
             outs, held_outs, node_state, node_traces = self._run_node(
-                name, x, held_ports, state, record, steps, cache
+                name, x, held_ports, state, record=traces is not None, steps=steps, cache=cache
             )
             values.update(outs)
             held.update(held_outs)
             new_state.update(node_state)
             if traces is not None and node_traces:
                 traces.update(node_traces)
-        outputs = self._graph.outputs
-        return {name: values[name] for name in outputs}, {n for n in outputs if n in held}, new_state, traces
 
     def _gather(self, name, values, held, step_values=None, prev=None, t=None):
         """The summed input of each port of ``name`` and the set of ports whose sum is static.

@@ -1,0 +1,193 @@
+"""The execution plan of a compiled module: how many steps each layer runs per call.
+
+A compiled module's top level is cut into *segments*, each ending at a stateful
+component (a neuron, a fused layer-neuron node, a recurrent loop): for the
+tutorial conv net, ``conv1 -> pool1 -> lif1``, ``conv2 -> pool2 -> lif2``,
+``flatten -> fc -> lif3 -> outputs``. A call runs the sequence as consecutive
+*runs* of at most ``run`` steps (``compile_torch(time_chunk=...)``), and inside a
+run each segment, in order, as consecutive calls of at most ``chunks[i]`` steps,
+its neurons' state carried from one call to the next. ``chunks[i] == 1`` is
+snnTorch's order (time outside, layers inside) for that segment; ``run`` is the
+time-batched order (each layer over the whole run). Only the values a later
+segment reads are joined over the run; the others exist one call at a time.
+Every plan gives identical results (tested for every registered op).
+
+Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
+static inputs) and cached on the module:
+
+- ``run``: 32 steps (training keeps one run's gradients at a time); under
+  ``no_grad`` with a memory budget, the most steps whose values fit it (at least one).
+- ``chunks``: measured at the first call of that shape: each segment is timed
+  under ``no_grad`` on the call's own values for chunk lengths 1, 2, 4, ... and the
+  whole run (two rounds, the fastest of each), and the largest chunk within 5 % of
+  the fastest kept. A segment whose whole run takes under 2 ms is not measured (it
+  keeps the whole run), nor is any while a forward hook watches a module (a hook
+  would see the extra calls).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from snnir.errors import SnnirError
+
+#: runs of steps when nothing is pinned (see ``docs/performance.md``)
+DEFAULT_RUN = 32
+#: a segment faster than this over a whole run keeps the whole run, unmeasured
+MEASURE_FROM_S = 0.002
+#: the largest chunk within this factor of the fastest wins (fewer calls, less noise)
+TOLERANCE = 1.05
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """``run``: steps per run of steps; ``segments``: the nodes of each segment, in order;
+    ``chunks``: steps per call of each segment; ``chosen``: how each chunk was chosen
+    (``"pinned"``, ``"measured"``, ``"whole run"``)."""
+
+    run: int
+    segments: tuple[tuple[str, ...], ...]
+    chunks: tuple[int, ...]
+    chosen: tuple[str, ...]
+    budget: int | None = None
+
+    def __str__(self) -> str:
+        budget = f", values budget {self.budget} bytes" if self.budget is not None else ""
+        lines = [f"runs of {self.run} steps{budget}"]
+        for nodes, chunk, how in zip(self.segments, self.chunks, self.chosen):
+            lines.append(f"  [{', '.join(nodes)}]: {chunk} step{'s' if chunk != 1 else ''} per call ({how})")
+        return "\n".join(lines)
+
+
+def time_chunks(steps: int, chunk: int) -> list[int]:
+    """``steps`` split into the fewest runs of at most ``chunk`` steps, as equal as possible
+    (one run when ``chunk`` is 0)."""
+    if chunk <= 0 or steps <= chunk:
+        return [steps]
+    count = -(-steps // chunk)
+    size, extra = divmod(steps, count)
+    return [size + 1] * extra + [size] * (count - extra)
+
+
+def segments(components: list[tuple[tuple[str, ...], bool]], stateful: Callable[[str], bool]) -> list[list]:
+    """The level's components (``(members, recurrent)`` in order) cut after each stateful one."""
+    found: list[list] = [[]]
+    for component in components:
+        found[-1].append(component)
+        members, recurrent = component
+        if recurrent or any(stateful(name) for name in members):
+            found.append([])
+    return [segment for segment in found if segment]
+
+
+def check_layer_chunks(layer_chunks: Mapping[str, int] | None, nodes) -> dict[str, int]:
+    """``compile_torch(layer_chunks=...)`` checked: top-level node names to positive integers."""
+    if layer_chunks is None:
+        return {}
+    if not isinstance(layer_chunks, Mapping):
+        raise SnnirError(f"layer_chunks must be a dict of node name to steps per call, got {type(layer_chunks).__name__}")
+    for name, chunk in layer_chunks.items():
+        if name not in nodes:
+            raise SnnirError("layer_chunks names no top-level node of the graph", str(name))
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise SnnirError(f"layer_chunks: steps per call must be a positive integer, got {chunk!r}", str(name))
+    return dict(layer_chunks)
+
+
+def check_memory_budget(budget) -> int | str | None:
+    """``compile_torch(memory_budget=...)`` checked: ``"auto"``, ``None`` or a positive integer."""
+    if budget is None or budget == "auto":
+        return budget
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise SnnirError(f"memory_budget must be 'auto', None or a positive number of bytes, got {budget!r}")
+    return budget
+
+
+def run_for_budget(budget: int, step_bytes: int, limit: int) -> int:
+    """Steps per run whose ``step_bytes`` per step fit ``budget``: at least 1, at most ``limit``."""
+    return max(1, min(limit, budget // max(step_bytes, 1)))
+
+
+def choose_chunk(trial: Callable[[int], None], steps: int) -> tuple[int, str]:
+    """The chunk length for a segment over runs of ``steps``, by timing ``trial(chunk)``
+    (which runs the segment over ``steps`` in calls of ``chunk`` steps, under no_grad)."""
+    start = time.perf_counter()
+    trial(steps)
+    if time.perf_counter() - start < MEASURE_FROM_S:
+        return steps, "whole run"
+    candidates = sorted({c for c in (1, 2, 4, 8, 16) if c < steps} | {steps})
+    best = {c: float("inf") for c in candidates}
+    for _ in range(2):
+        for chunk in candidates:
+            start = time.perf_counter()
+            trial(chunk)
+            best[chunk] = min(best[chunk], time.perf_counter() - start)
+    fastest = min(best.values())
+    return max(c for c in candidates if best[c] <= TOLERANCE * fastest), "measured"
+
+
+def no_hooks(module: torch.nn.Module) -> bool:
+    """No forward hook watches ``module`` or any submodule (nor a global one)."""
+    hooks = torch.nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+class SegmentRun:
+    """One segment of a graph level over a run of ``steps``, on the values computed so far:
+    in consecutive calls of fewer steps (:meth:`in_calls`), or timed (:meth:`trial`)."""
+
+    def __init__(self, level, components, inputs, static, values, held, state, steps: int):
+        self.level, self.components, self.inputs, self.static = level, components, inputs, static
+        self.values, self.held, self.state, self.steps = values, held, state, steps
+
+    def _call(self, start: int, size: int, state, new_state, traces, cache):
+        """The segment over steps ``start .. start + size``: (its values, the static ones)."""
+        inputs = {n: v if n in self.static else v[start : start + size] for n, v in self.inputs.items()}
+        values = {k: v if k in self.held else v[start : start + size] for k, v in self.values.items()}
+        held = set(self.held)
+        self.level._run_components(self.components, inputs, self.static, values, held, state, new_state, traces,
+                                   size, cache)
+        return values, held
+
+    def in_calls(self, chunk: int, new_state, traces, cache, read_later: set[str]) -> None:
+        """Run in calls of at most ``chunk`` steps, the state carried; the values in
+        ``read_later`` are joined over the run into the level's values (static ones kept once)."""
+        own = dict(self.state)
+        parts: dict[str, list[torch.Tensor]] = {}
+        trace_parts: dict[str, list[torch.Tensor]] = {}
+        start = 0
+        for size in time_chunks(self.steps, chunk):
+            changed: dict = {}
+            call_traces = {} if traces is not None else None
+            values, held = self._call(start, size, own, changed, call_traces, cache)
+            own.update(changed)
+            new_state.update(changed)
+            for key in read_later:
+                if key in values and key not in self.values:
+                    if key in held:  # the same tensor in every call (computed once, cached)
+                        self.values[key] = values[key]
+                        self.held.add(key)
+                    else:
+                        parts.setdefault(key, []).append(values[key])
+            for key, value in (call_traces or {}).items():
+                trace_parts.setdefault(key, []).append(value)
+            start += size
+        self.values.update({key: torch.cat(p) for key, p in parts.items()})
+        if traces is not None:
+            traces.update({key: torch.cat(p) for key, p in trace_parts.items()})
+
+    def trial(self, chunk: int) -> None:
+        """Run in calls of ``chunk`` steps under no_grad, keeping nothing (for timing)."""
+        own, start, cache = dict(self.state), 0, {}
+        with torch.no_grad():
+            for size in time_chunks(self.steps, chunk):
+                changed: dict = {}
+                self._call(start, size, own, changed, None, cache)
+                own.update(changed)
+                start += size

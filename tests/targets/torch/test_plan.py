@@ -1,0 +1,208 @@
+"""Execution plans (``plan.py``): every plan gives the same results; pins, budgets and the
+visible plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import snnir
+from snnir.ir import LIF, Affine, Conv2d, Flatten, Graph, Input, Output, Semantics
+from snnir.ir.ops.pool import MaxPool2d
+from snnir.targets.torch import compile_torch, plan as plan_module
+
+from torch_target_graphs import all_op_classes, graphs_for, random_input
+
+T, B = 11, 3
+GRAPHS = [(cls.__name__, i, g) for cls in all_op_classes() for i, g in enumerate(graphs_for(cls))]
+
+
+def conv_net(seed: int = 0) -> Graph:
+    """The tutorial-6 shape, small: conv -> max pool -> LIF -> conv -> LIF -> flatten -> fc -> LIF."""
+    rng = np.random.default_rng(seed)
+    sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
+
+    def lif(shape):
+        return LIF(tau=np.full(shape, 2e-3), r=np.full(shape, 2.0), v_leak=np.zeros(shape),
+                   v_threshold=np.full(shape, 0.5), sem=sem)
+
+    return Graph.sequential(
+        ("x", Input((1, 12, 12))),
+        ("conv1", Conv2d(weight=rng.normal(0, 0.5, (4, 1, 3, 3)), bias=rng.normal(0, 0.1, 4))),
+        ("pool1", MaxPool2d(kernel_size=2)),
+        ("lif1", lif((4, 5, 5))),
+        ("conv2", Conv2d(weight=rng.normal(0, 0.5, (4, 4, 3, 3)), bias=rng.normal(0, 0.1, 4))),
+        ("lif2", lif((4, 3, 3))),
+        ("flat", Flatten(start_dim=0)),
+        ("fc", Affine(weight=rng.normal(0, 0.5, (5, 36)), bias=rng.normal(0, 0.1, 5))),
+        ("lif3", lif((5,))),
+        ("y", Output()),
+    )
+
+
+def _variants(graph: Graph) -> dict[str, dict]:
+    """Compile options of plans that differ: step by step, two steps per call in every other
+    segment, runs of 4, a measured plan, runs of one step under a tiny budget."""
+    top = [n for n, op in graph.nodes.items() if not isinstance(op, (Input, Output))]
+    return {
+        "stepwise": {"layer_chunks": dict.fromkeys(top, 1)},
+        "mixed": {"layer_chunks": {n: 2 for n in top[::2]}, "time_chunk": 4},
+        "measured": {},
+        "budget": {"memory_budget": 1},
+    }
+
+
+def _results(module, inputs, grad: bool):
+    with torch.set_grad_enabled(grad):
+        out, traces, final = module(inputs, record=True, return_state=True)
+    outs = out if isinstance(out, dict) else {"out": out}
+    grads = ()
+    if grad:
+        loss = sum((v * torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view(v.shape)).sum() for v in outs.values())
+        if loss.requires_grad:
+            leaves = (list(inputs.values()) if isinstance(inputs, dict) else [inputs]) + list(module.parameters())
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return outs, traces, final, grads
+
+
+def _assert_same(a, b):
+    for x, y in zip(a[:3], b[:3]):
+        assert set(x) == set(y)
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+    for x, y in zip(a[3], b[3]):
+        if x is None or y is None:
+            assert x is None and y is None
+        else:
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture
+def always_measure(monkeypatch):
+    """Measure every segment, however fast (the default skips those under 2 ms)."""
+    monkeypatch.setattr(plan_module, "MEASURE_FROM_S", 0.0)
+
+
+GRAPH_CASES = GRAPHS + [("conv_net", 0, conv_net())]
+
+
+@pytest.mark.parametrize(("name", "index", "graph"), GRAPH_CASES, ids=[f"{n}-{i}" for n, i, _ in GRAPH_CASES])
+def test_every_plan_gives_the_same_results(name, index, graph, always_measure):
+    """Outputs, traces, final states (and gradients, training) of every plan equal one run."""
+    x = random_input(graph, T, B)
+    as_tensor = (lambda v: torch.tensor(v, requires_grad=True))
+    inputs = {k: as_tensor(v) for k, v in x.items()} if isinstance(x, dict) else as_tensor(x)
+    whole = compile_torch(graph, dtype=torch.float64, trainable="all", time_chunk=0)
+    for grad in (False, True):
+        want = _results(whole, inputs, grad)
+        for variant, options in _variants(graph).items():
+            module = compile_torch(graph, dtype=torch.float64, trainable="all", **options)
+            _assert_same(_results(module, inputs, grad), want)
+            assert module.plan is not None, variant
+
+
+def test_plan_is_visible_and_pinned_where_asked():
+    module = compile_torch(conv_net(), layer_chunks={"pool1": 1, "fc": 3}, time_chunk=8)
+    assert module.plan is None
+    module(torch.rand(20, 2, 1, 12, 12))
+    plan = module.plan
+    assert plan.run == 8
+    assert plan.segments[:3] == (("x", "conv1", "pool1", "lif1"), ("conv2", "lif2"), ("flat", "fc", "lif3"))
+    assert plan.chunks[:3] == (1, 8, 3) and plan.chosen[:3] == ("pinned", "whole run", "pinned")
+    text = str(plan)
+    assert "runs of 8 steps" in text and "[x, conv1, pool1, lif1]: 1 step per call (pinned)" in text
+    assert list(module.plans) == [(True, 20, 2, (), torch.float32, "cpu")]
+
+
+def test_measured_plan_is_chosen_once_per_shape(always_measure, monkeypatch):
+    module = compile_torch(conv_net())
+    calls = []
+    original = plan_module.choose_chunk
+    monkeypatch.setattr("snnir.targets.torch.planner.choose_chunk", lambda *a: calls.append(1) or original(*a))
+    x = torch.rand(9, 2, 1, 12, 12)
+    with torch.no_grad():
+        module(x)
+        measured = len(calls)
+        module(x)
+    assert measured == len(module.plan.segments) and len(calls) == measured  # not measured again
+    assert set(module.plan.chosen) == {"measured"}
+    assert all(1 <= c <= 9 for c in module.plan.chunks)
+
+
+def test_no_measurement_while_a_hook_watches():
+    module = compile_torch(conv_net(), memory_budget=None)
+    seen = []
+    module.node_module("conv1").register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        module(torch.rand(40, 2, 1, 12, 12))
+    assert set(module.plan.chosen) == {"whole run"} and len(seen) == 2  # runs of 32 + 8 steps: two calls
+
+
+class _LargestTensor(TorchDispatchMode):
+    """The bytes of the largest tensor any op creates."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                 if isinstance(a, torch.Tensor)}
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given:  # not a view
+                self.largest = max(self.largest, t.untyped_storage().nbytes())
+        return out
+
+
+@pytest.mark.parametrize("budget", ["auto", 3])
+def test_memory_budget_bounds_the_largest_intermediate(budget):
+    """Under no_grad the runs of steps fit the budget: no intermediate larger than a run's."""
+    graph = conv_net()
+    per_step = 4 * B * 4 * 10 * 10  # conv1's output, the largest value of one step (float32)
+    values_per_step = B * 4 * (4 * 10 * 10 + 2 * 4 * 5 * 5 + 2 * 4 * 3 * 3 + 36 + 2 * 5)
+    module = compile_torch(graph, memory_budget=budget if budget == "auto" else budget * values_per_step)
+    x = torch.rand(60, B, 1, 12, 12)
+    with torch.no_grad(), _LargestTensor() as mode:
+        module(x)
+    plan = module.plan
+    assert plan.run * values_per_step <= plan.budget
+    if budget != "auto":
+        assert plan.run == 3
+    # the returned [T, B, 5] outputs and their joining are not intermediates of the layers
+    assert mode.largest <= max(plan.run * per_step, 2 * 60 * B * 5 * 4)
+    unbounded = compile_torch(graph, memory_budget=None, layer_chunks={"conv1": 60})
+    with torch.no_grad(), _LargestTensor() as mode:
+        unbounded(x)
+    assert unbounded.plan.run == 32 and mode.largest >= 30 * per_step  # two runs of 30 steps
+
+
+def test_auto_budget_stays_within_twice_a_step_by_step_run():
+    """"auto": the values of a run fit what makes the peak at most twice a step-by-step run's:
+    parameters, state, input, output and two steps' values."""
+    graph = conv_net()
+    module = compile_torch(graph)
+    x = torch.rand(60, B, 1, 12, 12)
+    with torch.no_grad():
+        module(x)
+    params = sum(t.numel() * 4 for t in [*module.parameters(), *module.buffers()])  # weights and coefficients
+    state = sum(t.numel() * 4 for t in module.initial_state(B).values())
+    every_value = B * 4 * (144 + 400 + 100 + 100 + 36 + 36 + 36 + 5 + 5 + 5)  # Footprint.values, Input/Output too
+    step_by_step = params + state + x.numel() * 4 + 60 * B * 5 * 4 + every_value
+    assert module.plan.budget == step_by_step + every_value
+    with torch.enable_grad():
+        module(x)
+    assert module.plan.run == 32 and module.plan.budget is None  # training: no budget
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"layer_chunks": {"nope": 2}}, "nope"), ({"layer_chunks": {"fc": 0}}, "positive"),
+     ({"layer_chunks": [1]}, "dict"), ({"memory_budget": -1}, "memory_budget"), ({"memory_budget": "big"}, "auto"),
+     ({"time_chunk": 1.5}, "time_chunk")],
+)
+def test_bad_plan_options_are_refused(options, message):
+    with pytest.raises(snnir.SnnirError, match=message):
+        compile_torch(conv_net(), **options)
