@@ -17,7 +17,10 @@ static inputs) and cached on the module:
 
 - ``run``: 32 steps (training keeps one run's gradients at a time); under
   ``no_grad`` with a memory budget, the most steps whose values fit it (at least one).
-- ``chunks``: measured at the first call of that shape: each segment is timed
+- ``chunks``: the whole run for a segment without a convolution (a matrix multiply
+  over more rows only gets faster); for one with a convolution, where a large batch
+  of images measured slower than a few smaller ones, measured at the first call of
+  that shape: the segment is timed
   under ``no_grad`` on the call's own values for chunk lengths 1, 2, 4, ... and the
   whole run (two rounds, the fastest of each), and the largest chunk within 5 % of
   the fastest kept. A segment whose whole run takes under 2 ms is not measured (it

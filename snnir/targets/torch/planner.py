@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from snnir.ir.memory import Footprint
-from snnir.ir.ops import Input, Output
+from snnir.ir.ops import Input, Output, Subgraph
+from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.plan import (
     DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, run_for_budget,
 )
@@ -72,13 +73,20 @@ class Planner:
             if pinned:
                 chunks.append(min(min(pinned), run))
                 chosen.append("pinned")
-            elif self.time_chunk is not None:
+            elif self.time_chunk is not None or not any(self._convolves(n) for n in names):
                 chunks.append(run)
                 chosen.append("whole run")
             else:
                 chunks.append(None)
                 chosen.append(None)
         return chunks, chosen
+
+    def _convolves(self, name: str) -> bool:
+        """Node ``name`` holds a convolution (also nested, or as a fused node's layer)."""
+        op = self._module._graph.nodes[name]
+        inner = op.graph.walk() if isinstance(op, Subgraph) else ()
+        return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
+                   for o in [op, *(o for _, o in inner)])
 
     def _run_length(self, inputs, static, steps: int, batch: int, itemsize: int) -> tuple[int, int | None]:
         """Steps per run and, under a memory budget, the bytes of values the run may hold."""
