@@ -200,7 +200,7 @@ PATHS = (
     ["nir", "nir:keep_extensions"]
     + [f"pass:{name}" for name in sorted(PASSES)]
     + [f"O{level}" for level in sorted(LEVELS)]
-    + ["torch", "torch:float32", "onnx", "ipu"]
+    + ["torch", "torch:float32", "torch:stepwise", "onnx", "ipu"]
 )
 #: (op type, path) -> why that cell is known to fail (xfail strict); empty when all conform.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
@@ -248,7 +248,10 @@ def _run_path(path: str, graph: Graph, x: np.ndarray, tmp_path) -> tuple[dict, f
         import torch
 
         dtype = torch.float32 if path.endswith("float32") else torch.float64
-        module = snnir.compile(graph, target="torch", dtype=dtype)
+        # stepwise: every segment of layers in calls of one step (snnTorch's order), see plan.py
+        top = [n for n, op in graph.nodes.items() if op.op_type not in ("Input", "Output")]
+        plan = {"layer_chunks": dict.fromkeys(top, 1)} if path.endswith("stepwise") else {}
+        module = snnir.compile(graph, target="torch", dtype=dtype, **plan)
         with torch.no_grad():
             out, traces = module(torch.from_numpy(x).to(dtype), record=True)
         outs = out if isinstance(out, dict) else {graph.outputs[0]: out}

@@ -91,7 +91,7 @@ class Planner:
     def _run_length(self, inputs, static, steps: int, batch: int, itemsize: int) -> tuple[int, int | None]:
         """Steps per run and, under a memory budget, the bytes of values the run may hold."""
         if self.time_chunk is not None:
-            return (self.time_chunk or steps), None
+            return min(self.time_chunk or steps, steps), None
         base = min(DEFAULT_RUN, steps)
         if torch.is_grad_enabled() or self.memory_budget is None:
             return base, None
