@@ -15,8 +15,14 @@ Every plan gives identical results (tested for every registered op).
 Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
 static inputs) and cached on the module:
 
-- ``run``: 32 steps (training keeps one run's gradients at a time); under
-  ``no_grad`` with a memory budget, the most steps whose values fit it (at least one).
+- ``run``: 32 steps (training keeps one run's gradients at a time). Under
+  ``no_grad`` with a memory budget (``"auto"``: twice the bytes of every value of
+  one step, a step-by-step run holding one), half the budget bounds the values a
+  later segment reads, kept over the run and counted twice (the calls' parts and
+  their join), and the other half one call's values of each segment: the run and
+  each segment's calls get the most steps that fit (at least one). Values fed only
+  static inputs count once; a neuron applying the next layer counts that layer's
+  output instead of its spikes.
 - ``chunks``: the whole run for a segment without a convolution (a matrix multiply
   over more rows only gets faster); for one with a convolution, where a large batch
   of images measured slower than a few smaller ones, measured at the first call of
@@ -50,7 +56,8 @@ TOLERANCE = 1.05
 class ExecutionPlan:
     """``run``: steps per run of steps; ``segments``: the nodes of each segment, in order;
     ``chunks``: steps per call of each segment; ``chosen``: how each chunk was chosen
-    (``"pinned"``, ``"measured"``, ``"whole run"``)."""
+    (``"pinned"``, ``"measured"``, ``"whole run"``, ``"budget"``: the budget's most steps);
+    ``budget``: the bytes of values a no_grad call may hold, when bounded."""
 
     run: int
     segments: tuple[tuple[str, ...], ...]
@@ -115,14 +122,14 @@ def run_for_budget(budget: int, step_bytes: int, limit: int) -> int:
     return max(1, min(limit, budget // max(step_bytes, 1)))
 
 
-def choose_chunk(trial: Callable[[int], None], steps: int) -> tuple[int, str]:
-    """The chunk length for a segment over runs of ``steps``, by timing ``trial(chunk)``
-    (which runs the segment over ``steps`` in calls of ``chunk`` steps, under no_grad)."""
+def choose_chunk(trial: Callable[[int], None], largest: int) -> tuple[int, str]:
+    """The chunk length, at most ``largest``, for a segment, by timing ``trial(chunk)`` (which
+    runs the segment over the run in calls of ``chunk`` steps, under no_grad)."""
     start = time.perf_counter()
-    trial(steps)
+    trial(largest)
     if time.perf_counter() - start < MEASURE_FROM_S:
-        return steps, "whole run"
-    candidates = sorted({c for c in (1, 2, 4, 8, 16) if c < steps} | {steps})
+        return largest, "whole run"
+    candidates = sorted({c for c in (1, 2, 4, 8, 16) if c < largest} | {largest})
     best = {c: float("inf") for c in candidates}
     for _ in range(2):
         for chunk in candidates:

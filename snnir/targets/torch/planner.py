@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from itertools import chain
-
 import numpy as np
 import torch
 
@@ -42,15 +40,16 @@ class Planner:
         key = (torch.is_grad_enabled(), steps, batch, tuple(sorted(static)), probe.dtype, str(probe.device))
         plan = self.plans.get(key)
         if plan is None:
-            run, budget = self._run_length(inputs, static, steps, batch, probe.element_size())
-            chunks, chosen = self._pinned_chunks(run)
+            run, caps, budget = self._run_length(inputs, static, steps, batch, probe.element_size())
+            chunks, chosen = self._pinned_chunks(run, caps)
         else:
             run, budget, chunks, chosen = plan.run, plan.budget, list(plan.chunks), list(plan.chosen)
         measure = plan is None and no_hooks(self._module)
 
         def chunk_of(index: int, run_steps: int, trial) -> int:
             if chunks[index] is None:
-                chunks[index], chosen[index] = choose_chunk(trial, run_steps) if measure else (run_steps, "whole run")
+                largest = run_steps if caps is None else min(caps[index], run_steps)
+                chunks[index], chosen[index] = choose_chunk(trial, largest) if measure else (largest, "whole run")
             return chunks[index]
 
         yield run, chunk_of
@@ -62,9 +61,10 @@ class Planner:
                 self.plans[key] = plan
         self.last = plan
 
-    def _pinned_chunks(self, run: int) -> tuple[list, list]:
-        """Per segment: the chunk pinned by ``layer_chunks`` (or by ``time_chunk``: the whole run),
-        else ``None`` (measured at the first call)."""
+    def _pinned_chunks(self, run: int, caps: list[int] | None) -> tuple[list, list]:
+        """Per segment: the chunk pinned by ``layer_chunks``, or, without a convolution or with
+        ``time_chunk`` given, the whole run (or the budget's cap ``caps[i]``); else ``None``
+        (measured at the first call)."""
         chunks: list = []
         chosen: list = []
         for components in self._module._segments:
@@ -74,8 +74,9 @@ class Planner:
                 chunks.append(min(min(pinned), run))
                 chosen.append("pinned")
             elif self.time_chunk is not None or not any(self._convolves(n) for n in names):
-                chunks.append(run)
-                chosen.append("whole run")
+                cap = run if caps is None else caps[len(chunks)]
+                chunks.append(cap)
+                chosen.append("whole run" if cap == run else "budget")
             else:
                 chunks.append(None)
                 chosen.append(None)
@@ -88,28 +89,51 @@ class Planner:
         return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
                    for o in [op, *(o for _, o in inner)])
 
-    def _run_length(self, inputs, static, steps: int, batch: int, itemsize: int) -> tuple[int, int | None]:
-        """Steps per run and, under a memory budget, the bytes of values the run may hold."""
+    def _run_length(self, inputs, static, steps: int, batch: int, itemsize: int):
+        """(steps per run, per segment the most steps per call or None, the values budget or None).
+
+        Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
+        for the whole run (counted twice: the calls' parts and their join), half for one call's
+        values of a segment: ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 2``."""
         if self.time_chunk is not None:
-            return min(self.time_chunk or steps, steps), None
+            return min(self.time_chunk or steps, steps), None, None
         base = min(DEFAULT_RUN, steps)
         if torch.is_grad_enabled() or self.memory_budget is None:
-            return base, None
-        held = self._static_nodes(static)
-        module = self._module
-        handed = {n for n, layer in module._then.items() if hands_over(module.node_module(n), layer)}
-        per_step = batch * itemsize * sum(e for n, e in self._elements.items() if n not in held and n not in handed)
-        held_bytes = batch * itemsize * sum(self._elements[n] for n in held if n in self._elements)
+            return base, None, None
+        scale = batch * itemsize
         if self.memory_budget == "auto":
-            fixed = sum(t.numel() * t.element_size() for t in chain(module.parameters(), module.buffers()))
-            fixed += batch * itemsize * sum(e for _, _, e in self._footprint.states)
-            fixed += sum(v.numel() * v.element_size() for v in inputs.values())
-            fixed += steps * batch * itemsize * self._output_elements
-            step_by_step = batch * itemsize * self._footprint.values  # every value of one step
-            budget = max(fixed + 2 * step_by_step - held_bytes, 0)
+            budget = 2 * scale * self._footprint.values  # two steps of every value (a step-by-step run: one)
         else:
             budget = self.memory_budget
-        return run_for_budget(budget, per_step, base), budget
+        per_segment = self._step_elements(static)
+        exported = scale * sum(e for _, e in per_segment)
+        run = run_for_budget(budget // 4, exported, base)
+        caps = [run_for_budget(budget // 2, scale * values, run) for values, _ in per_segment]
+        return run, caps, budget
+
+    def _step_elements(self, static) -> list[tuple[int, int]]:
+        """Per segment, numbers per sample and step of (all its values, those a later segment
+        reads): values fed only static ones are made once; a neuron applying the next layer
+        makes that layer's output instead of its spikes (``spike_flow.py``)."""
+        module = self._module
+        held = self._static_nodes(static)
+        elements = dict(self._elements)
+        for name in elements:
+            op = module._graph.nodes[name]
+            fed_static = all(k in held or k in static for k, _, _ in module._sources.get(name, ()))
+            if getattr(op, "layer", None) is not None and not fed_static:  # a fused layer's own output
+                elements[name] += _size(module._shapes.outputs.get(name))
+        for layer, neuron in module._given.items():
+            owner = next((n for n in module._attrs if any(m is neuron for m in module.node_module(n).modules())), None)
+            if owner is not None and layer in elements and hands_over(neuron, module.node_module(layer)):
+                elements[owner] += elements[layer] - _size(module._shapes.outputs.get(owner))
+                elements[layer] = 0
+        found = []
+        for components, later in zip(module._segments, module._read_later):
+            names = [m for members, _ in components for m in members if m in elements and m not in held]
+            read = [n for n in names if n in later or any(k.startswith(n + ".") for k in later)]
+            found.append((sum(elements[n] for n in names), sum(elements[n] for n in read)))
+        return found
 
     def _static_nodes(self, static) -> set[str]:
         """Top-level nodes fed only static values (computed once; the hoisting rule)."""
