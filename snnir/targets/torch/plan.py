@@ -16,8 +16,10 @@ Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
 static inputs) and cached on the module:
 
 - ``run``: 32 steps (training keeps one run's gradients at a time). Under
-  ``no_grad`` with a memory budget (``"auto"``: twice the bytes of every value of
-  one step, a step-by-step run holding one), half the budget bounds the values a
+  ``no_grad`` with a memory budget (``"auto"``: half the bytes of the call's inputs
+  and twice those of every value of one step, a step-by-step run holding the inputs
+  and one step; what the values leave out, such as a max pool's indices, measured
+  about half as much again), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
   their join), and the other half one call's values of each segment: the run and
   each segment's calls get the most steps that fit (at least one). Values fed only

@@ -101,8 +101,8 @@ class Planner:
         if torch.is_grad_enabled() or self.memory_budget is None:
             return base, None, None
         scale = batch * itemsize
-        if self.memory_budget == "auto":
-            budget = 2 * scale * self._footprint.values  # two steps of every value (a step-by-step run: one)
+        if self.memory_budget == "auto":  # a step-by-step run holds the input and one step's values
+            budget = 2 * scale * self._footprint.values + sum(v.numel() * v.element_size() for v in inputs.values()) // 2
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
@@ -113,26 +113,28 @@ class Planner:
 
     def _step_elements(self, static) -> list[tuple[int, int]]:
         """Per segment, numbers per sample and step of (all its values, those a later segment
-        reads): values fed only static ones are made once; a neuron applying the next layer
-        makes that layer's output instead of its spikes (``spike_flow.py``)."""
+        reads): values fed only static ones are made once; a fused layer-neuron node also makes
+        its layer's output; a neuron applying the next layer makes that layer's output instead
+        of its spikes (``spike_flow.py``)."""
         module = self._module
         held = self._static_nodes(static)
-        elements = dict(self._elements)
-        for name in elements:
+        made = dict(self._elements)  # what a node hands on
+        inner = dict.fromkeys(made, 0)  # what it makes and keeps to itself
+        for name in made:
             op = module._graph.nodes[name]
             fed_static = all(k in held or k in static for k, _, _ in module._sources.get(name, ()))
-            if getattr(op, "layer", None) is not None and not fed_static:  # a fused layer's own output
-                elements[name] += _size(module._shapes.outputs.get(name))
+            if getattr(op, "layer", None) is not None and not fed_static:
+                inner[name] = _size(module._shapes.outputs.get(name))
         for layer, neuron in module._given.items():
             owner = next((n for n in module._attrs if any(m is neuron for m in module.node_module(n).modules())), None)
-            if owner is not None and layer in elements and hands_over(neuron, module.node_module(layer)):
-                elements[owner] += elements[layer] - _size(module._shapes.outputs.get(owner))
-                elements[layer] = 0
+            if owner is not None and layer in made and hands_over(neuron, module.node_module(layer)):
+                made[owner] += made[layer] - _size(module._shapes.outputs.get(owner))
+                made[layer] = 0
         found = []
         for components, later in zip(module._segments, module._read_later):
-            names = [m for members, _ in components for m in members if m in elements and m not in held]
+            names = [m for members, _ in components for m in members if m in made and m not in held]
             read = [n for n in names if n in later or any(k.startswith(n + ".") for k in later)]
-            found.append((sum(elements[n] for n in names), sum(elements[n] for n in read)))
+            found.append((sum(made[n] + inner[n] for n in names), sum(made[n] for n in read)))
         return found
 
     def _static_nodes(self, static) -> set[str]:
