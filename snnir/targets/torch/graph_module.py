@@ -44,7 +44,7 @@ from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
-from snnir.targets.torch.plan import SegmentRun, segments, time_chunks
+from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chunks
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
 from snnir.targets.torch.surrogate import Surrogate
@@ -121,7 +121,6 @@ class GraphModule(nn.Module):
         self._plan = self._components(graph, sched.order)
         self._segments = segments(self._plan, lambda name: graph.nodes[name].stateful)
         #: per segment, the value keys a later segment or an Output reads (see plan.py)
-        self._read_later = self._later_reads()
         self._delayed_keys = sorted({k for srcs in self._sources.values() for k, _, d in srcs if d})
         #: per component, the sources of its delayed edges (all inside it, by the schedule's rule)
         self._component_delayed = {
@@ -138,6 +137,7 @@ class GraphModule(nn.Module):
             self._loops = {members: loop for members, loop in found.items() if loop is not None}
         #: neuron node -> the states probes read (see spike_flow.plan_probes)
         self._probed: dict[str, set[str]] = plan_probes(self, graph)
+        self._read_later = later_reads(self._segments, self._sources, self._graph.outputs, self._probed)
 
     @property
     def _graph(self) -> Graph:
@@ -200,13 +200,6 @@ class GraphModule(nn.Module):
             nodes = tuple(sorted(groups[comp], key=position.__getitem__))
             plan.append((nodes, len(nodes) > 1 or g.has_edge(nodes[0], nodes[0])))
         return plan
-
-    def _later_reads(self) -> list[set[str]]:
-        reads, found = set(self._graph.outputs), []
-        for components in reversed(self._segments):
-            found.append(set(reads))
-            reads |= {key for members, _ in components for m in members for key, _, _ in self._sources.get(m, ())}
-        return found[::-1]
 
     def node_module(self, name: str) -> nn.Module:
         """The submodule of node ``name`` of this level."""

@@ -96,6 +96,16 @@ def segments(components: list[tuple[tuple[str, ...], bool]], stateful: Callable[
     return [segment for segment in found if segment]
 
 
+def later_reads(found_segments: list[list], sources: Mapping, outputs, probed: Mapping) -> list[set]:
+    """Per segment, the value keys that a later segment or an Output of the level reads; a
+    probed neuron's states ``(neuron, state)`` go with its output."""
+    reads, found = set(outputs), []
+    for components in reversed(found_segments):
+        found.append(reads | {(n, s) for n, states in probed.items() if n in reads for s in states})
+        reads |= {key for members, _ in components for m in members for key, _, _ in sources.get(m, ())}
+    return found[::-1]
+
+
 def check_layer_chunks(layer_chunks: Mapping[str, int] | None, nodes) -> dict[str, int]:
     """``compile_torch(layer_chunks=...)`` checked: top-level node names to positive integers."""
     if layer_chunks is None:

@@ -133,7 +133,7 @@ class Planner:
         found = []
         for components, later in zip(module._segments, module._read_later):
             names = [m for members, _ in components for m in members if m in made and m not in held]
-            read = [n for n in names if n in later or any(k.startswith(n + ".") for k in later)]
+            read = [n for n in names if any(k == n or _node_of(k) == n for k in later)]
             found.append((sum(made[n] + inner[n] for n in names), sum(made[n] for n in read)))
         return found
 
@@ -147,9 +147,14 @@ class Planner:
             if recurrent or name in found or isinstance(op, (Input, Output)) or op.stateful:
                 continue
             sources = module._sources.get(name, ())
-            if sources and all(not d and (k in found or k.rsplit(".", 1)[0] in found) for k, _, d in sources):
+            if sources and all(not d and (k in found or _node_of(k) in found) for k, _, d in sources):
                 found.add(name)
         return found - set(static)
+
+
+def _node_of(key) -> str:
+    """The node a value key comes from: ``"node"``, ``"node.port"`` or ``(node, state)`` (a probe)."""
+    return key[0] if isinstance(key, tuple) else key.rsplit(".", 1)[0]
 
 
 def _size(shape) -> int:
