@@ -17,7 +17,7 @@ import snnir
 from snnir.frontends.dialects import DIALECTS, get_dialect
 from snnir.ir import Graph
 from snnir.ir.nir_io import as_written
-from snnir.ir.ops import LIF, Affine, CubaLIF, Delay, Input, Linear, Output
+from snnir.ir.ops import LIF, Affine, Conv2d, CubaLIF, Delay, Input, Linear, Output, SumPool2d
 from snnir.ir.semantics import Semantics
 
 from interop.cells import _our_feedforward
@@ -78,7 +78,8 @@ def test_norse_at_its_default_dt_says_so(fixtures_dir) -> None:
     ("two_lif_neurons.nir", "snntorch", {}, "lif1", "v_leak = 0"),
     ("two_lif_neurons.nir", "spyx", {}, None, "named 'input'"),
     ("braille_noDelay_bias_zero.nir", "snntorch", {}, "lif1", "'GraphModule' object has no attribute 'items'"),
-    ("cnn_sinabs.nir", "snntorch", {}, "4", "no module for SumPool2d"),
+    ("cnn_sinabs.nir", "snntorch", {}, "1", "builds IF as Leaky"),
+    ("cnn_sinabs.nir", "sinabs", {"batch_size": 1}, "1", "min_v_mem=-v_threshold"),
     ("cnn_sinabs.nir", "rockpool", {}, "0", "no module for Conv2d"),
 ])
 def test_an_importer_that_cannot_read_the_file_is_named_with_the_node(fixtures_dir, file, library, options, node,
@@ -129,6 +130,67 @@ def test_snntorch_routes_a_flat_loops_input_through_the_recurrent_weight() -> No
     assert any("W_rec multiplies the input too" in note for note in notes)
 
 
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_non_zero_v_reset_is_refused_where_the_installed_nir_cannot_read_it(library) -> None:
+    """nir.read builds each node from all its stored fields; nir 1.0.4's LIF has no v_reset."""
+    import nir
+
+    graph = flat_loop()
+    lif = graph.nodes["lif"]
+    graph = graph.replace(nodes={**graph.nodes, "lif": lif.replace(v_reset=np.full(3, -0.5))})
+    options = {"batch_size": 1} if library == "sinabs" else {}
+    if "v_reset" in nir.LIF.__dataclass_fields__:
+        pytest.skip(f"nir {nir.__version__} reads LIF.v_reset")
+    with pytest.raises(snnir.SnnirError, match=r"reads files with nir.read, and nir .* has no LIF.v_reset") as caught:
+        snnir.imported_by(graph, library, **options)
+    assert caught.value.node == "lif"
+
+
+def _conv_net(after_conv, shape=(2, 3, 3)) -> Graph:
+    conv = Conv2d(weight=np.full((2, 1, 2, 2), 0.6), bias=np.zeros(2))
+    return Graph({"input": Input(shape=(1, 4, 4)), "conv": conv, "n": after_conv(shape), "output": Output()},
+                 (("input", "conv"), ("conv", "n"), ("n", "output")))
+
+
+def _lif(shape) -> LIF:
+    return LIF(tau=np.full(shape, 1e-3), r=np.full(shape, 10.0), v_leak=np.zeros(shape), v_threshold=np.ones(shape),
+               sem=Semantics(dt=1e-4))
+
+
+def test_sinabs_any_over_a_layers_lif_parameters_is_predicted_to_fail() -> None:
+    with pytest.raises(snnir.SnnirError, match=r"any\(\) to v_leak \(sinabs/nir.py:97, Sinabs' bug\)") as caught:
+        snnir.imported_by(_conv_net(_lif), "sinabs", batch_size=1)
+    assert caught.value.node == "n"
+    snnir.imported_by(_conv_net(_lif, shape=(2, 1, 1)), "sinabs", batch_size=1)  # rows of one entry: no error
+
+
+def test_snntorch_runs_sumpool2d_as_nirtorchs_lppool() -> None:
+    graph = _conv_net(lambda shape: SumPool2d(kernel_size=3, stride=1))
+    _, notes = snnir.imported_by(graph, "snntorch")
+    assert any("LPPool2d(norm_type=1)" in note for note in notes)
+    padded = _conv_net(lambda shape: SumPool2d(kernel_size=3, stride=1, padding=1))
+    with pytest.raises(snnir.SnnirError, match="ignores padding: not predicted"):
+        snnir.imported_by(padded, "snntorch")
+
+
+def _cuba_loop(edges_order) -> Graph:
+    lif = flat_loop().nodes["lif"]
+    cuba = CubaLIF(tau_syn=lif.tau, tau_mem=lif.tau, r=lif.r, v_leak=lif.v_leak, v_threshold=lif.v_threshold)
+    return flat_loop().replace(nodes={**flat_loop().nodes, "lif": cuba}, edges=edges_order)
+
+
+def test_rockpool_runs_a_top_level_loop_without_its_way_back() -> None:
+    """One GraphExecutor call over the whole sequence: 'rec' runs after 'lif', so its edge is dropped."""
+    edges = (("input", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output"))
+    predicted, notes = snnir.imported_by(_cuba_loop(edges), "rockpool")
+    assert ("rec", "lif") not in predicted.edges and ("lif", "rec") in predicted.edges
+    assert any("edge 'rec' -> 'lif'" in note and "drops this edge" in note for note in notes)
+    last_runs_rec = (("input", "fc"), ("fc", "lif"), ("lif", "output"), ("lif", "rec"), ("rec", "lif"))
+    with pytest.raises(snnir.SnnirError, match="returns the output of the node it runs last") as caught:
+        snnir.imported_by(_cuba_loop(last_runs_rec), "rockpool")
+    assert caught.value.node == "rec"
+
 # --- consistency with the write direction ------------------------------------------
 def _feedforward(kind: str, sem: Semantics, tau: float | None = None) -> Graph:
     """The interop matrix's two-layer net (``cells._our_feedforward``), LIF time constants ``tau``."""
@@ -156,7 +218,6 @@ WRITTEN = [
     ("norse", _feedforward("CubaLIF", _ZERO), {}),
     ("norse", _feedforward("IF", _ZERO), {}),
     ("sinabs", _feedforward("LIF", _MULTI), {"batch_size": 3}),
-    ("sinabs", _feedforward("IF", _MULTI), {"batch_size": 3}),
     ("rockpool", _feedforward("CubaLIF", _MULTI.with_(discretisation="exp")), {}),
     ("spyx", _spyx_timed(_feedforward("LIF", _SPYX, tau=5.0), _SPYX), {}),
 ]

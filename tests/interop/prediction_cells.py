@@ -32,24 +32,13 @@ OPTIONS = {"sinabs": {"batch_size": B}}
 #: statuses that mean the prediction held
 AGREES = ("exact", "refused", "not predicted")
 
-_SINABS_ANY = (
-    "Sinabs' from_nir tests `any(node.v_leak) != 0` (sinabs/nir.py:96): Python's any() over a LIF's "
-    "[C, H, W] parameters raises; snnir predicts a run.")
-
 #: (corpus file, library) -> why the prediction is wrong, for every cell expected to differ
 KNOWN: dict[tuple[str, str], str] = {
-    ("lif-params", "spyx"): (
-        "nir 1.0.4 (which every importer here reads files with) has no LIF.v_reset (nir/ir/neuron.py:153), "
-        "and snnir writes a non-zero one; snnir predicts a Spyx run."),
-    ("conv2d", "sinabs"): _SINABS_ANY,
-    ("sumpool2d", "sinabs"): _SINABS_ANY,
     ("lif_norse.nir", "sinabs"): (
         "Sinabs runs in float32 (its default): at a membrane of exactly 1, the float32 threshold 0.1 divides "
-        "it into 10 spikes where float64 gives 9.99999985 (9 spikes); test_imported_by_peers.py shows it."),
-    ("cnn_sinabs.nir", "sinabs"): (
-        "Sinabs' from_nir builds IAFSqueeze(min_v_mem=-v_threshold) (sinabs/nir.py:88), a membrane floor snnir "
-        "cannot state: imported_by warns and predicts without it (the interop matrix's cnn_sinabs row with "
-        "min_v_mem off is exact)."),
+        "it into 10 spikes where float64 gives 9.99999985 (9 spikes); test_imported_by_peers.py shows it. "
+        "snnir predicts in float64; a float32 prediction would also need Sinabs' order of operations "
+        "(v' = a v + x), which snnir's exact step (v' = a v + (1 - a) r x) does not share."),
 }
 
 

@@ -87,6 +87,24 @@ def refuse_loops(graph: Graph, library: str, prefix: str = "") -> None:
             refuse_loops(op.graph, library, f"{prefix}{name}.")
 
 
+def refuse_unknown_fields(graph: Graph, library: str) -> None:
+    """Every library here reads files through the installed ``nir.read``, which builds each node
+    from all of its stored fields: a written ``v_reset`` (snnir writes only a non-zero one) on a
+    node whose installed NIR class lacks that field (``LIF``, ``IF``, ``CubaLIF`` before nir 1.0.5)
+    fails the read (``TypeError: unexpected keyword argument 'v_reset'``)."""
+    try:
+        import nir
+    except ImportError:  # no nir here: the libraries cannot run either; their own rules decide
+        return
+    for path, op in graph.walk():
+        cls = getattr(nir, op.op_type, None)
+        fields = getattr(cls, "__dataclass_fields__", None)
+        if isinstance(op, Neuron) and "v_reset" in op.param_names() and fields is not None \
+                and "v_reset" not in fields and np.any(np.asarray(op.v_reset) != 0.0):
+            raise SnnirError(f"{library} reads files with nir.read, and nir {getattr(nir, '__version__', '?')} has no {op.op_type}.v_reset "
+                             "(the file stores a non-zero one): it cannot import this graph", path)
+
+
 def clamped_decays(tau: Any, dt: float, path: str, library: str, warnings: list[str]) -> np.ndarray:
     """``tau`` where the library's Euler decay ``1 - dt/tau`` is clamped to [0, 1] (snnTorch, Spyx):
     a ``tau`` shorter than ``dt`` acts as ``tau = dt`` (no memory)."""
@@ -146,6 +164,7 @@ def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list
     dialect = get_dialect(library)
     warnings: list[str] = []
     graph = as_written(graph, notes=warnings)  # the file: extension ops in their standard NIR form
+    refuse_unknown_fields(graph, dialect.importer)
     predicted = dialect.imported_by(graph, warnings, options)
     warnings[:0] = semantic_changes(graph, predicted, dialect.importer)
     verify(predicted)

@@ -27,7 +27,7 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects import (
     Dialect, decay_gain, drop_sample_batch, each_neuron, map_neurons, note_semantics, register_dialect,
 )
-from snnir.frontends.dialects.imported import refuse_loops, refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import refuse_several_ends, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LIF, Affine, CubaLIF, Input, Linear, Neuron, Output
 
@@ -140,10 +140,42 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return _with_exact_gains(op.replace(sem=op.sem.with_(dt=dt, **SEMANTICS)))
 
 
+def _in_one_call(graph: Graph, warnings: list[str]) -> Graph:
+    """The edges that run: Rockpool calls nirtorch's GraphExecutor once on the whole sequence, and
+    it runs each node once, in depth-first preorder from the root along each node's out-edges in
+    the file's order (nirtorch/graph_utils.py:71); an edge from a node that runs later (a loop's
+    way back) finds no output and is dropped (graph_executor.py:113-121). It returns the output of
+    the node it runs last."""
+    roots = [name for name in graph.nodes if not graph.in_edges(name)]
+    if len(roots) != 1:
+        raise SnnirError(f"{_IMPORTER} starts nirtorch's run at one of the nodes without inputs "
+                         f"({', '.join(sorted(roots)) or 'none'}), chosen by hash order: not predicted")
+    order: dict[str, int] = {}
+    pending = [roots[0]]
+    while pending:  # depth first, out-edges in file order
+        name = pending.pop()
+        if name not in order:
+            order[name] = len(order)
+            pending.extend(dst for _, dst in reversed(graph.out_edges(name)) if dst not in order)
+    unreached = sorted(set(graph.nodes) - set(order))
+    if unreached:
+        raise SnnirError(f"{_IMPORTER}'s nirtorch run never reaches this node from '{roots[0]}': not predicted",
+                         unreached[0])
+    last = max(order, key=order.get)
+    if last not in graph.outputs:
+        raise SnnirError(f"{_IMPORTER}'s nirtorch run returns the output of the node it runs last, this one, not the "
+                         "graph's Output: not predicted", last)
+    dropped = [(src, dst) for src, dst in graph.edges if order[src] >= order[dst]]
+    for src, dst in dropped:
+        warnings.append(f"edge '{src}' -> '{dst}': {_IMPORTER} runs the whole sequence in one call of nirtorch's "
+                        f"GraphExecutor, which runs '{dst}' first and drops this edge (graph_executor.py:113-121)")
+    return graph.replace(edges=tuple(e for e in graph.edges if e not in dropped)) if dropped else graph
+
+
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_unreadable(graph, (Input, Output, Linear, Affine, LIF, CubaLIF), _IMPORTER)
     refuse_several_ends(graph, _IMPORTER)
-    refuse_loops(graph, _IMPORTER)
+    graph = _in_one_call(graph, warnings)
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
 
 

@@ -9,7 +9,7 @@ spikes when ``v >= thr``) with reset by subtraction in the same step. ``to_nir``
 
 ``from_nir`` builds ``LIF`` with ``norm_input=False`` (``v' = alpha v + x``, ignoring
 ``r``) and ``IAF`` with ``min_v_mem = -v_threshold`` (a floor we cannot express; it only
-matters when the membrane falls below ``-v_threshold``). ``on_write`` re-expresses each
+matters when the membrane falls below ``-v_threshold``, so ``imported_by`` does not predict it). ``on_write`` re-expresses each
 neuron in Sinabs' units and scales thresholds so ``from_nir`` reproduces the dynamics.
 """
 
@@ -66,17 +66,26 @@ _IMPORTER = "Sinabs' from_nir"
 READABLE = (Input, Output, Affine, Conv2d, Flatten, SumPool2d, IF, LI, LIF, Subgraph)
 
 
+def _python_any_raises(values) -> bool:
+    """Python's ``any`` takes the truth of each row of ``values``; a row of several entries raises."""
+    return np.ndim(values) >= 2 and len(values) > 0 and np.size(values[0]) > 1
+
+
 def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
-    """``IAFSqueeze`` / ``LIFSqueeze`` / ``ExpLeakSqueeze`` at one step per step, ``norm_input=False``
-    (``v' = exp(-1/tau) v + x``), MultiSpike, reset by subtraction; r and v_reset ignored."""
-    sem = op.sem.with_(**READ_SEMANTICS)
+    """``LIFSqueeze`` / ``ExpLeakSqueeze`` at one step per step, ``norm_input=False``
+    (``v' = exp(-1/tau) v + x``), MultiSpike, reset by subtraction; r and v_reset ignored.
+    ``IAFSqueeze``'s membrane floor is not predicted."""
     if isinstance(op, IF):
-        warnings.append(f"node '{path}': {_IMPORTER} floors the membrane at -v_threshold (min_v_mem), which "
-                        "snnir does not model: predicted as if it never goes that low")
-        return op.replace(r=np.ones(np.shape(op.r)), sem=sem)
+        raise SnnirError(f"{_IMPORTER} builds IAFSqueeze(min_v_mem=-v_threshold) (sinabs/nir.py:88), a membrane "
+                         "floor snnir's IR cannot state: not predicted", path)
     if np.ndim(op.v_leak) == 0:
         raise SnnirError(f"{_IMPORTER} calls torch's unsqueeze on a scalar v_leak (a numpy array after nir.read): "
                          "it cannot import this graph", path)
+    for name, line in ({"v_leak": 73, "r": 75} if isinstance(op, LI) else {"v_leak": 97}).items():
+        if _python_any_raises(getattr(op, name)):
+            raise SnnirError(f"{_IMPORTER} applies Python's any() to {name} (sinabs/nir.py:{line}, Sinabs' bug), "
+                             f"which raises on a {list(np.shape(getattr(op, name)))} array: it cannot import this "
+                             "graph", path)
     if np.any(op.v_leak != 0.0):
         raise SnnirError(f"{_IMPORTER} raises '`v_leak` must be 0': it cannot import this graph", path)
     if isinstance(op, LI) and (np.ndim(op.r) == 0 or np.any(op.r != 1.0)):
@@ -86,7 +95,7 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     if not np.allclose(decay_gain(op.tau, op.sem)[1] * op.r, 1.0):
         warnings.append(f"node '{path}': {_IMPORTER} adds the input unscaled (ignores r)")
     decay = np.exp(-1.0 / np.asarray(op.tau, float))
-    return op.replace(r=1.0 / (1.0 - decay), sem=sem)
+    return op.replace(r=1.0 / (1.0 - decay), sem=op.sem.with_(**READ_SEMANTICS))
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:

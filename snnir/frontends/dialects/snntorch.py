@@ -46,7 +46,7 @@ from snnir.frontends.dialects.imported import clamped_decays, refuse_several_end
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLIF, Flatten, Input, Linear, Neuron, Op, Output, Scale,
-    Subgraph,
+    Subgraph, SumPool2d,
 )
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
@@ -342,9 +342,23 @@ def _nested_before_inputs(graph: Graph, prefix: str = "") -> str | None:
     return None
 
 
+def _sum_pools(graph: Graph, warnings: list[str]) -> None:
+    """nirtorch's default map builds SumPool2d as ``LPPool2d(norm_type=1)`` (nir_interpreter.py:78),
+    which takes no padding and sums as ``avg_pool2d(x) * k``: the window sum up to float rounding."""
+    for path, op in graph.walk():
+        if not isinstance(op, SumPool2d):
+            continue
+        if any(op.padding):
+            raise SnnirError(f"nirtorch builds SumPool2d as LPPool2d(norm_type=1) for {_IMPORTER}, which ignores "
+                             "padding: not predicted", path)
+        warnings.append(f"node '{path}': nirtorch builds SumPool2d as LPPool2d(norm_type=1) for {_IMPORTER}: it "
+                        "sums as the window's mean times its size (equal up to float rounding)")
+
+
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    refuse_unreadable(graph, READABLE + (IF,), _IMPORTER)
+    refuse_unreadable(graph, READABLE + (IF, SumPool2d), _IMPORTER)
     refuse_several_ends(graph, _IMPORTER)
+    _sum_pools(graph, warnings)
     graph, built = _wrapped_loops(map_neurons(graph, lambda path, op: _as_built_neuron(path, op, warnings)),
                                   warnings)
     late = _nested_before_inputs(built)
