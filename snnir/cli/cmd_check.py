@@ -1,4 +1,4 @@
-"""``snnir check FILE.nir [--input X.npy] [--libraries a,b:dt=1e-4] [--plot OUT.png] [--dialect D]``.
+"""``snnir check FILE.nir [--input X.npy] [--libraries a,b:dt=1e-4] [--run-real] [--plot OUT.png] [--dialect D]``.
 
 Predicts what each library's own importer does with the file (:func:`snnir.imported_by`) and
 compares its spikes with the file's stated semantics: the file read as its writer meant it
@@ -7,8 +7,11 @@ library: whether it imports the file (else why), the share of spikes that move, 
 where they differ and the spike steps of sample 0; then the named semantic differences.
 Without ``--input`` the input is seeded random spikes (20% per step) of a length that covers
 the file's slowest time constant ten times (100 to 1000 steps), 4 samples.
+``--run-real`` then runs each installed library on the file and confirms each prediction
+(:mod:`snnir.cli.cmd_check_real`).
 Exit status: 0 when every library spikes as the file says, 2 when any differs or cannot
-import it, 1 on an error (one line on stderr).
+import it (or, with ``--run-real``, a real run contradicts its prediction), 1 on an error
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", help="[T, B, *shape] .npy, or .npz keyed by Input name (default: random spikes)")
     parser.add_argument("--libraries", default=",".join(DEFAULT_LIBRARIES),
                         help="comma-separated, each LIB or LIB:option=value[:...], e.g. norse:dt=1e-4")
+    parser.add_argument("--run-real", action="store_true",
+                        help="also run each installed library's own importer and confirm the prediction")
     parser.add_argument("--plot", help="image file for the spike rasters side by side (.png, .pdf, .svg)")
     parser.set_defaults(func=run)
 
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     what = f"{args.input}" if args.input else f"random spikes, {expected.shape[0]} steps x {expected.shape[1]} samples"
     print(f"file semantics: {dialect or 'nir'}; input: {what}; spike steps (sample 0): {spike_steps(expected)}")
     panels = {f"file ({dialect or 'nir'})": expected[:, 0]}
-    rows, notes, differs = [], [], False
+    rows, notes, differs, real = [], [], False, []
     for name, options in libraries:
         label = name + "".join(f":{k}={v}" for k, v in options.items())
         if name == "sinabs" and not {"batch_size", "num_timesteps"} & set(options):
@@ -156,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
         except SnnirError as exc:
             rows.append((label, "no", "-", "-", one_line(str(exc))))
             differs = True
+            real.append((label, name, options, None, str(exc)))
             continue
+        real.append((label, name, options, spikes, ""))
         share, first = compare(expected, spikes)
         differs |= first is not None
         rows.append((label, "yes", f"{100 * share:.1f}%", "-" if first is None else str(first), spike_steps(spikes)))
@@ -166,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
     if notes:
         print("semantic differences:")
         print("\n".join(notes))
+    if args.run_real:
+        from snnir.cli.cmd_check_real import confirm, print_rows
+
+        verdicts = [(label, confirm(args.file, name, options, x, spikes, refusal))
+                    for label, name, options, spikes, refusal in real]
+        print_rows([(label, verdict) for label, (verdict, _) in verdicts])
+        differs |= any(mismatch for _, (_, mismatch) in verdicts)
     if args.plot:
         from snnir.plotting import spike_raster
 

@@ -1,0 +1,60 @@
+"""``snnir check --run-real``: each installed library's own importer and simulation of the file
+(:func:`snnir.peers.run_real`) on the check's input, against snnir's prediction.
+
+One row per library: ``confirmed`` (the real output equals the prediction entry for entry, or
+the real importer fails where the prediction said it cannot import), ``not predicted`` (snnir
+refused to predict; what the library does is reported), ``not installed`` or ``MISMATCH`` (named,
+and the check's exit status is 2). The libraries run at their default precision, float32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnir.errors import SnnirError, one_line
+
+#: what a prediction refusal says when snnir declines to predict (the library may still run)
+_NOT_PREDICTED = "not predicted"
+
+
+def confirm(path: str | Path, name: str, options: dict[str, Any], x: dict[str, np.ndarray],
+            predicted: np.ndarray | None, refusal: str) -> tuple[str, bool]:
+    """``(the row's verdict, whether it is a mismatch)`` for library ``name`` on the file ``path``:
+    ``predicted`` is snnir's ``[T, B, N]`` prediction, or ``None`` and ``refusal`` why not."""
+    from snnir.peers import installed, run_real
+
+    missing = installed(name)
+    if missing is not None:
+        return f"not installed: {one_line(missing)}", False
+    if len(x) != 1:
+        return f"not run: its importer reads one input, the check has {len(x)}", False
+    (inputs,) = x.values()
+    try:
+        real = np.asarray(run_real(path, name, inputs.astype(np.float32), **options))
+    except SnnirError as exc:
+        if predicted is None:
+            return f"confirmed: it cannot import or run the file ({one_line(str(exc))})", False
+        return f"MISMATCH: predicted a run, but {one_line(str(exc))}", True
+    spiking = f"{int(np.count_nonzero(real))} non-zero output entries"
+    if predicted is None:
+        if _NOT_PREDICTED in refusal:
+            return f"not predicted; it runs ({spiking})", False
+        return f"MISMATCH: predicted it cannot import the file, but it runs ({spiking})", True
+    real = real.reshape(*real.shape[:2], -1)
+    if real.shape != predicted.shape:
+        return f"MISMATCH: output shape {list(real.shape)}, predicted {list(predicted.shape)}", True
+    differ = real != predicted
+    if not differ.any():
+        return f"confirmed: real output equals the prediction ({spiking})", False
+    first = int(np.nonzero(differ.reshape(len(differ), -1).any(axis=1))[0][0])
+    return f"MISMATCH: {100 * differ.mean():.2f}% of output entries differ, first at step {first}", True
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    print("real libraries (--run-real):")
+    width = max(len(label) for label, _ in rows)
+    for label, verdict in rows:
+        print(f"{label.ljust(width)}  {verdict}")
