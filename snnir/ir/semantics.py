@@ -30,6 +30,12 @@ CURRENT_ORDERS = ("current_first", "voltage_first")
 DEFAULT_DT = 1e-4
 
 
+def resets_after_input(reset: str, reset_timing: str) -> bool:
+    """True when a delayed reset applies to ``leak(v) + drive`` (``"next_after_input"``, or
+    ``"next"`` with a subtract reset), False when it applies before the input or in the same step."""
+    return reset_timing == "next_after_input" or (reset_timing == "next" and reset == "subtract")
+
+
 @dataclass(frozen=True)
 class Semantics:
     """How one stateful node is stepped in discrete time.
@@ -41,8 +47,11 @@ class Semantics:
     - ``reset``: ``"zero"`` (to ``v_reset``), ``"subtract"`` (``v -= v_threshold``)
       or ``"none"``.
     - ``reset_timing``: ``"same"`` resets in the step that spikes; ``"next"``
-      applies the reset of step t-1 after the decay of step t, before the
-      input (snnTorch's default ``reset_delay=True``); ``"next_after_input"``
+      applies the reset of step t-1 at step t (snnTorch's default
+      ``reset_delay=True``): a zero reset replaces the decayed membrane before
+      the input is added; a subtract reset is subtracted after it, as
+      ``(leak(v) + drive) - z thr`` (snnTorch's and Spyx's float rounding);
+      ``"next_after_input"``
       applies it after decay *and* input, so a zero reset discards this step's
       input too (snnTorch's Synaptic, RLeaky, RSynaptic and Lapicque with
       ``reset_mechanism="zero"`` and ``reset_delay=True``).
@@ -78,6 +87,11 @@ class Semantics:
             value = getattr(self, name)
             if value not in allowed:
                 raise SnnirError(f"semantics {name} must be one of {allowed}, got {value!r}")
+
+    @property
+    def resets_after_input(self) -> bool:
+        """See :func:`resets_after_input`."""
+        return resets_after_input(self.reset, self.reset_timing)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,12 +1,11 @@
 """snnTorch's Leaky subtracts the reset after adding the input; the compiled module must round alike.
 
 snnTorch (``reset_mechanism="subtract"``, the default) computes ``(beta * mem + input) - reset *
-threshold``; the torch target's neuron loop computes ``(beta * mem - reset * threshold) + input``
-(``neuron_update._run``: leak, reset, then the drive). The two round differently: a constant
-input of ``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` spikes differently from step 17 on. Found by
-the benchmark suite's ``conv-static`` case (tutorial 6's conv net, a held image: 5 of 32000
-output spikes differ at B=128, T=25). Strict xfail until the order is fixed: then this passes
-and the marker goes.
+threshold``; ``(beta * mem - reset * threshold) + input`` rounds differently: a constant input of
+``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` then spikes differently from step 17 on. Found by the
+benchmark suite's ``conv-static`` case (tutorial 6's conv net, a held image: 5 of 32000 output
+spikes differed at B=128, T=25). Fixed by defining the delayed subtract reset after the input
+(``Semantics.resets_after_input``); ``tests/interop/test_snntorch_float32.py`` covers more.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ class OneLeaky(nn.Module):
         return torch.stack(spikes)
 
 
-@pytest.mark.xfail(strict=True, reason="the torch target subtracts the reset before adding the input; "
-                                       "snnTorch after (rounding differs)")
 @pytest.mark.parametrize("native", [None, False], ids=["defaults", "python-loop"])
 def test_held_current_spikes_as_snntorch(native):
     import snnir

@@ -19,9 +19,13 @@ b = 1 - a.  For I and IF both give v + dt r x (a = 1, gain dt).
     i'       = a_syn i + b_syn w_in x                 (Cuba only)
     drive    = r x  |  r i'  (current_first)  |  r i  (voltage_first)
     same:  u = leak(v) + b_mem drive;  z = spike(u);  v' = reset(u, z)
-    next:  u = reset(leak(v), z_prev) + b_mem drive;  z = spike(u);  v' = u
-    next_after_input:
+    next, zero reset:
+           u = reset(leak(v), z_prev) + b_mem drive;  z = spike(u);  v' = u
+    next, subtract reset; next_after_input:
            u = reset(leak(v) + b_mem drive, z_prev);  z = spike(u);  v' = u
+
+(For a subtract reset the two delayed orders are equal in exact arithmetic;
+the input-first order is snnTorch's float rounding.)
 
     spike(u): single: 1 if u > thr (gt) or u >= thr (ge), else 0
               multi:  max(floor(u / thr), 0)          (requires ge)

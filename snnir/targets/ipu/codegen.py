@@ -67,7 +67,7 @@ def config_header(surrogate: str, slope: float) -> str:
 
 def _step_type(kernel: Kernel) -> str:
     flags = [
-        kernel.spiking, kernel.has_current, RESET_ENUM[kernel.reset], TIMING_ENUM[kernel.reset_timing],
+        kernel.spiking, kernel.has_current, RESET_ENUM[kernel.reset], TIMING_ENUM[kernel.step_timing],
         kernel.threshold_compare == "ge", kernel.spike_mode == "multi", kernel.current_order == "current_first",
     ]
     return "Step<" + ", ".join(f if isinstance(f, str) else str(f).lower() for f in flags) + ">"

@@ -28,7 +28,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.ops import IF, LI, LIF, CubaLI, CubaLIF, I
 from snnir.ir.ops.neuron import Neuron
-from snnir.ir.semantics import DELAYED_RESET_TIMINGS
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS, resets_after_input
 from snnir.targets.reference.kernels import decay_and_gain
 
 DOMAIN = "ai.snnir"
@@ -60,6 +60,12 @@ class Kernel:
         if self.spiking:
             parts += [self.reset, self.reset_timing, self.threshold_compare, self.spike_mode]
         return "_".join(parts)
+
+    @property
+    def step_timing(self) -> str:
+        """The timing the step computes: a delayed subtract reset comes after the input
+        (:func:`~snnir.ir.semantics.resets_after_input`), so it is stepped as "next_after_input"."""
+        return "next_after_input" if resets_after_input(self.reset, self.reset_timing) else self.reset_timing
 
     @property
     def state_names(self) -> tuple[str, ...]:

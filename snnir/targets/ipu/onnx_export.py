@@ -334,13 +334,13 @@ def neuron_function(kernel: Kernel) -> FunctionProto:
     if not kernel.spiking:
         body.op("Add", ["leaked", "drive"], "v_next")
         body.op("Identity", ["v_next"], "y")
-    elif kernel.reset_timing == "next":
+    elif kernel.step_timing == "next":
         _reset(body, "leaked", "z", kernel, "leaked_reset")
         body.op("Add", ["leaked_reset", "drive"], "v_next")
         _spike(body, "v_next", kernel)
         body.op("Identity", ["spikes"], "y")
         body.op("Identity", ["spikes"], "z_next")
-    elif kernel.reset_timing == "next_after_input":
+    elif kernel.step_timing == "next_after_input":
         body.op("Add", ["leaked", "drive"], "u")
         _reset(body, "u", "z", kernel, "v_next")
         _spike(body, "v_next", kernel)

@@ -15,7 +15,7 @@ from snnir.ir.ops import (
 )
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
-from snnir.ir.semantics import Semantics
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS, Semantics
 
 F = np.float64
 
@@ -123,12 +123,11 @@ def reset(u: np.ndarray, z: np.ndarray, op: Neuron) -> np.ndarray:
 def _fire(op: Neuron, leaked: np.ndarray, drive: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
     """Spike and reset around ``leaked + drive`` as ``op.sem.reset_timing`` says."""
     thr = p(op, "v_threshold")
-    if op.sem.reset_timing == "next":
-        u = reset(leaked, state["z"], op) + drive
-        z = spike(u, thr, op.sem)
-        return z, {"v": u, "z": z}
-    if op.sem.reset_timing == "next_after_input":
-        u = reset(leaked + drive, state["z"], op)
+    if op.sem.reset_timing in DELAYED_RESET_TIMINGS:
+        if op.sem.resets_after_input:
+            u = reset(leaked + drive, state["z"], op)
+        else:
+            u = reset(leaked, state["z"], op) + drive
         z = spike(u, thr, op.sem)
         return z, {"v": u, "z": z}
     u = leaked + drive

@@ -30,6 +30,7 @@ from snnir.ir.ops import (
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
 
@@ -321,12 +322,11 @@ class NeuronModule(OpModule):
         if not op.spiking:
             new["v"] = leaked + drive
             return new["v"], new
-        if sem.reset_timing == "next":
-            u = self._reset(leaked, state["z"]) + drive
-            z = self._spike(u)
-            new.update(v=u, z=z)
-        elif sem.reset_timing == "next_after_input":
-            u = self._reset(leaked + drive, state["z"])
+        if sem.reset_timing in DELAYED_RESET_TIMINGS:
+            if sem.resets_after_input:
+                u = self._reset(leaked + drive, state["z"])
+            else:
+                u = self._reset(leaked, state["z"]) + drive
             z = self._spike(u)
             new.update(v=u, z=z)
         else:

@@ -64,7 +64,7 @@ _RESETS = {"none": 0, "zero": 1, "subtract": 2}
 _SURROGATES = {"fast_sigmoid": 0, "arctan": 1, "triangular": 2, "sigmoid": 3, "straight_through": 4}
 _CONFIG_FIELDS = {
     "spiking", "has_current", "next_timing", "reset", "inclusive", "multi", "current_first", "detach_reset",
-    "surrogate", "after_input",
+    "surrogate", "after_input", "input_first",  # input_first: the kernels derive it from after_input and reset
 }
 _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or None once tried
 

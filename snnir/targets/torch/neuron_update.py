@@ -38,6 +38,7 @@ class _Config:
     detach_reset: bool
     surrogate: Surrogate
     after_input: bool  # the delayed reset comes after the input ("next_after_input")
+    input_first: bool  # the forward adds the input before the delayed reset (sem.resets_after_input)
 
 
 def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
@@ -53,6 +54,7 @@ def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
         detach_reset=detach_reset,
         surrogate=surrogate,
         after_input=op.spiking and sem.reset_timing == "next_after_input",
+        input_first=op.spiking and sem.resets_after_input,
     )
 
 
@@ -207,10 +209,10 @@ def _run(
         else:
             drive = drive_const if static else scaled(gain, xt)
         leaked = _leak(c, v, out=scratch)
-        if cfg.next_timing and not cfg.after_input:
+        if cfg.next_timing and not cfg.input_first:
             leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
         u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
-        if cfg.after_input:
+        if cfg.input_first:
             after = _reset(cfg, c, u, z, out=u)
             u = after if after is u else u.copy_(after)
         if cfg.spiking:

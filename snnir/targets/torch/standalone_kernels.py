@@ -50,12 +50,11 @@ def reset(u, z, p, sem):
 def fire(leaked, drive, state, p, sem):
     """Spike and reset around ``leaked + drive`` as the reset timing says: ``(z, new state)``."""
     thr = p["v_threshold"]
-    if sem["reset_timing"] == "next":
-        u = reset(leaked, state["z"], p, sem) + drive
-        z = spike(u, thr, sem)
-        return z, {"v": u, "z": z}
-    if sem["reset_timing"] == "next_after_input":
-        u = reset(leaked + drive, state["z"], p, sem)
+    if sem["reset_timing"] in ("next", "next_after_input"):
+        if sem["reset_timing"] == "next_after_input" or sem["reset"] == "subtract":  # after the input
+            u = reset(leaked + drive, state["z"], p, sem)
+        else:
+            u = reset(leaked, state["z"], p, sem) + drive
         z = spike(u, thr, sem)
         return z, {"v": u, "z": z}
     u = leaked + drive

@@ -11,7 +11,8 @@
 namespace snnir {
 
 enum Reset { RESET_ZERO = 0, RESET_SUBTRACT = 1, RESET_NONE = 2 };
-// When the previous step's spike z resets: same step, next step before or after the input.
+// When the previous step's spike z resets: same step, next step before or after the input
+// (a delayed subtract reset is always generated as TIMING_NEXT_AFTER_INPUT: Kernel.step_timing).
 enum Timing { TIMING_SAME = 0, TIMING_NEXT = 1, TIMING_NEXT_AFTER_INPUT = 2 };
 enum Surrogate { FAST_SIGMOID = 0, ARCTAN = 1, SIGMOID = 2, STRAIGHT_THROUGH = 3, TRIANGULAR = 4 };
 

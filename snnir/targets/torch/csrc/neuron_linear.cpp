@@ -36,9 +36,8 @@ void update(const Step& p, const T* __restrict__ xt, T* __restrict__ v, T* __res
   const T incl = p.inclusive ? T(1) : T(0);
 #pragma omp simd
   for (int64_t i = b; i < e; ++i) {
-    T lk = v[i] * a;
-    if (NEXT && SUB) lk = lk - z[i] * thr;  // z is 0 or 1: u - thr z is exact either way
-    const T u = lk + gain * xt[i];
+    const T in = v[i] * a + gain * xt[i];
+    const T u = NEXT && SUB ? in - z[i] * thr : in;  // the delayed reset after the input
     const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
     zt[i] = s;
     if (NEXT) {
@@ -232,9 +231,8 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
     T* ut = ub + t * L;
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) {
-      T lk = v[j] * a;
-      if (NEXT && SUB) lk = lk - z[j] * thr;
-      const T u = lk + gain * xt[j];
+      const T in = v[j] * a + gain * xt[j];
+      const T u = NEXT && SUB ? in - z[j] * thr : in;  // the delayed reset after the input
       const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
       ut[j] = u;
       if (NEXT) {

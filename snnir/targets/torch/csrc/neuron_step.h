@@ -135,10 +135,12 @@ void run_chunk(const Config& c, const T* const* k, const T* x, int64_t x_step, i
     } else {
       for (int64_t e = 0; e < n; ++e) lk[e] = v_leak[e] + a_mem[e] * (v[e] - v_leak[e]);
     }
-    // a delayed reset by the previous step's spikes: of the leaked membrane, or after the input
-    if (!c.after_input) reset_by_previous(c, z, thr, v_reset, lk, n);
+    // a delayed reset by the previous step's spikes: after the input (always for subtract,
+    // Semantics.resets_after_input), or of the leaked membrane
+    const bool input_first = c.after_input || c.reset == RESET_SUBTRACT;
+    if (!input_first) reset_by_previous(c, z, thr, v_reset, lk, n);
     for (int64_t e = 0; e < n; ++e) u[e] = lk[e] + drive[e];
-    if (c.after_input) reset_by_previous(c, z, thr, v_reset, u, n);
+    if (input_first) reset_by_previous(c, z, thr, v_reset, u, n);
     if (!c.spiking) {
       std::copy(u, u + n, v);
       continue;
@@ -228,8 +230,8 @@ void run_chunk_fast(const Config& c, const T* const* k, const T* x, int64_t x_st
       // every load unconditional (selects of values vectorize, of loads may not)
       const T th = thr[e], vr = RESET == RESET_ZERO ? v_reset[e] : T(0), z_prev = NEXT ? zp[e] : T(0);
       T lk = VLEAK ? v_leak[e] + a_mem[e] * (v[e] - v_leak[e]) : v[e] * a_mem[e];
-      if (NEXT) lk = RESET == RESET_ZERO ? (z_prev > T(0) ? vr : lk) : lk - z_prev * th;
-      const T u = lk + drive;
+      if (NEXT && RESET == RESET_ZERO) lk = z_prev > T(0) ? vr : lk;
+      const T u = NEXT && RESET != RESET_ZERO ? (lk + drive) - z_prev * th : lk + drive;
       const T s = spike_of(u, th, incl);
       if (KEEP) ut[e] = u; else zt[e] = s;
       if (NEXT) {

@@ -147,14 +147,11 @@ def scan_forward(
                 leaked = v * a_mem
         else:
             leaked = v
-        if NEXT:  # reset by the previous step's spikes: the leaked membrane, or after the input
-            if AFTER_INPUT:
-                u = leaked + drive
+        if NEXT:  # reset by the previous step's spikes: after the input (always for subtract), or before
+            if AFTER_INPUT or RESET == 2:
+                u = _reset(leaked + drive, z, thr, v_reset, RESET)
             else:
-                u = leaked
-            u = _reset(u, z, thr, v_reset, RESET)
-            if not AFTER_INPUT:
-                u = u + drive
+                u = _reset(leaked, z, thr, v_reset, RESET) + drive
         else:
             u = leaked + drive
         if KEEP:

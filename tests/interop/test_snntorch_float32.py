@@ -1,0 +1,161 @@
+"""snnTorch's subtract-reset neurons, traced and compiled, spike exactly as snnTorch in float32.
+
+snnTorch's ``Leaky``, ``Synaptic`` and ``RLeaky`` (default ``reset_mechanism="subtract"``,
+``reset_delay=True``) compute ``(decayed + input) - reset * threshold``; the IR defines the
+delayed subtract reset in that order (``Semantics.resets_after_input``), so float32 spikes are
+the same bits, not only equal in exact arithmetic. Inputs are held over 200 steps and chosen to
+hit the rounding: ``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` rounds to different spikes from
+step 17 when the reset is subtracted before the input (``MODELS`` lists such constants for each
+neuron); random currents elsewhere. Every neuron runner is checked: the Python loop, the C++ kernels (scan,
+fused neuron-Linear, recurrent) and the Triton kernels (in Triton's interpreter without a GPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.interop
+snn = pytest.importorskip("snntorch", reason="snntorch is not installed (pip install -e '.[test]')")
+
+STEPS, BATCH, WIDTH = 200, 8, 32
+
+
+class FirstThenLeaky(nn.Module):
+    """A neuron on the input itself (so held constants reach it unchanged), then Linear and Leaky
+    (the first neuron's spikes feed a layer: the fused neuron-Linear path where it applies)."""
+
+    def __init__(self, first: nn.Module, both: bool = True):
+        super().__init__()
+        self.first, self.fc, self.last = first, nn.Linear(WIDTH, WIDTH), snn.Leaky(beta=0.85, threshold=0.5)
+        self.both = both  # return both layers' spikes, else the last layer's only
+
+    def forward(self, x):
+        kind = type(self.first).__name__
+        if kind == "Synaptic":
+            state = self.first.init_synaptic()
+        elif kind == "RLeaky":
+            state = self.first.init_rleaky()
+        else:
+            state = (self.first.init_leaky(),)
+        mem = self.last.init_leaky()
+        spikes1, spikes2 = [], []
+        for step in range(x.shape[0]):
+            if kind == "RLeaky":
+                state = self.first(x[step], *state)
+            else:
+                out = self.first(x[step], *state)
+                state = out[1:]
+            spk1 = state[0] if kind == "RLeaky" else out[0]
+            spk2, mem = self.last(self.fc(spk1), mem)
+            spikes1.append(spk1)
+            spikes2.append(spk2)
+        return (torch.stack(spikes1), torch.stack(spikes2)) if self.both else torch.stack(spikes2)
+
+
+def _rleaky(**options) -> nn.Module:
+    """RLeaky whose spikes come back to the same neuron times 0.25 (a diagonal recurrent Linear):
+    each neuron on its own, so a held constant's rounding is known."""
+    neuron = snn.RLeaky(beta=0.9, threshold=0.8, linear_features=WIDTH, **options)
+    with torch.no_grad():
+        neuron.recurrent.weight.copy_(0.25 * torch.eye(WIDTH))
+        neuron.recurrent.bias.zero_()
+    return neuron
+
+
+# Each first neuron, and held constants (float.hex) whose spikes differ within 200 steps when the
+# delayed subtract reset comes before the input (found by stepping both orders in numpy float32).
+# "leaky-fused" returns the last layer's spikes only: the Leaky's spikes then feed only the Linear,
+# so the two run as one fused op (where it applies: a reset without gradient through the spike).
+MODELS = {
+    "leaky": (lambda: snn.Leaky(beta=0.5), ["0x1.5b6dd8p+0"]),
+    "leaky-fused": (lambda: snn.Leaky(beta=0.5), ["0x1.5b6dd8p+0"]),
+    "synaptic": (lambda: snn.Synaptic(alpha=0.8, beta=0.9, threshold=0.7), ["0x1.a3fb5p-4"]),
+    "rleaky": (_rleaky, ["0x1.25e2f6p-1", "0x1.76d53ap-3", "0x1.3a729cp-1", "0x1.32773ep-1"]),
+}
+
+
+# RLeaky sums ``(beta mem + input) + recurrent``; the compiled recurrent component feeds the neuron
+# ``input + recurrent``, so ``beta mem + (input + recurrent)``: these constants spike differently
+# from step 111-169 (a different rounding than the reset order's, not fixed here).
+SUM_ORDER = {"rleaky-sum": (_rleaky, ["0x1.e2b1c2p-2", "0x1.0cf67ap-2", "0x1.953c1ap-2", "0x1.7ad5a2p-2"])}
+
+
+def _held_input(constants: list[str], device: str) -> torch.Tensor:
+    """[STEPS, BATCH, WIDTH] float32, every step the same: the constants in sample 0 (each over
+    four neurons), random currents from 0 to 2 elsewhere."""
+    g = torch.Generator().manual_seed(6)
+    held = torch.rand(BATCH, WIDTH, generator=g) * 2.0
+    for k, value in enumerate(constants):
+        held[0, 4 * k: 4 * k + 4] = float.fromhex(value)
+    return held.expand(STEPS, BATCH, WIDTH).contiguous().to(device)
+
+
+def _compile_and_compare(name: str, device: str = "cpu", **options) -> None:
+    import snnir
+
+    build, constants = MODELS[name] if name in MODELS else SUM_ORDER[name]
+    torch.manual_seed(0)
+    model = FirstThenLeaky(build(), both=name != "leaky-fused").to(device)
+    x = _held_input(constants, device)
+    with torch.no_grad():
+        want = model(x)
+        graph = snnir.optimize(snnir.trace(model, x[:3]))  # a short trace: the steps repeat
+        got = snnir.compile(graph, target="torch", device=device, **options)(x)
+    want = want if isinstance(want, tuple) else (want,)
+    got = tuple(got.values()) if isinstance(got, dict) else (got,)
+    assert len(got) == len(want)
+    for layer, (mine, theirs) in enumerate(zip(got, want)):
+        assert mine.dtype == theirs.dtype == torch.float32
+        assert theirs.sum() > 0 and theirs.sum() < theirs.numel(), f"output {layer} is silent or saturated"
+        differ = (mine != theirs).nonzero()
+        assert not len(differ), f"{name}: output {layer} differs at {len(differ)} places, first {differ[:3].tolist()}"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_python_loop_spikes_as_snntorch(name):
+    _compile_and_compare(name, native=False, triton=False)
+
+
+class _Used:
+    """A kernel's extension that records, in ``used``, that a kernel's function was looked up."""
+
+    def __init__(self, extension, kernel: str, used: set):
+        self._extension, self._kernel, self._used = extension, kernel, used
+
+    def __getattr__(self, name):
+        self._used.add(self._kernel)
+        return getattr(self._extension, name)
+
+
+# the C++ kernel that runs each model's first neuron (the fused neuron-Linear kernel takes a reset
+# without gradient through the spike: the same forward)
+FIRST_KERNEL = {"leaky": "neuron_scan", "leaky-fused": "neuron_linear", "synaptic": "neuron_scan", "rleaky": "recurrent"}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_native_kernels_spike_as_snntorch(name, native_kernels, monkeypatch):
+    used: set[str] = set()
+    real = native_kernels.extension
+
+    def recording(kernel="neuron_scan", build=True):
+        extension = real(kernel, build)
+        return None if extension is None else _Used(extension, kernel, used)
+
+    monkeypatch.setattr(native_kernels, "extension", recording)
+    _compile_and_compare(name, native=True, triton=False, detach_reset=name == "leaky-fused")
+    assert {FIRST_KERNEL[name], "neuron_scan"} <= used, f"the C++ kernels used: {sorted(used)}"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_triton_kernels_spike_as_snntorch(name):
+    from tests.targets.triton_device import DEVICE  # skips without Triton or a place to run it
+
+    _compile_and_compare(name, device=DEVICE, native=False, triton=True)
+
+
+@pytest.mark.xfail(strict=True, reason="snnTorch's RLeaky adds the recurrent input after beta mem + input; "
+                                       "the compiled component adds it to the input first (rounding differs)")
+def test_rleaky_recurrent_sum_rounds_as_snntorch():
+    _compile_and_compare("rleaky-sum", native=False, triton=False)
