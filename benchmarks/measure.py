@@ -83,13 +83,14 @@ def status_bytes(field: str) -> int:
 
 def rss_growth(fn) -> int:
     """Bytes the peak RSS rose above the RSS before ``fn()`` (Linux: writing "5" to
-    ``/proc/self/clear_refs`` resets the peak; the RSS is read after that, so the figure is
-    never negative). Run under :data:`CHILD_ENV`."""
+    ``/proc/self/clear_refs`` resets the peak; the RSS is read after that). The kernel updates
+    the two counters lazily, so they can disagree by a few pages: a figure below zero is 0.
+    Run under :data:`CHILD_ENV`."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = status_bytes("VmRSS")
     fn()
-    return status_bytes("VmHWM") - before
+    return max(0, status_bytes("VmHWM") - before)
 
 
 def child_mb(cmd: list[str], tuned: bool = True, timeout: float = 600) -> float | None:
