@@ -27,12 +27,12 @@ class Net(torch.nn.Module):
         with torch.no_grad():
             self.fc.weight.mul_(3.0)
         decays = {"beta": torch.full((N,), 0.8)}
-        if kind == "Synaptic":
-            decays["alpha"] = torch.linspace(0.5, 0.7, N)
-            self.lif = snn.Synaptic(**decays, learn_alpha=True, learn_beta=True, init_hidden=True,
-                                    output=True, spike_grad=SPIKE_GRAD)
-        else:
-            self.lif = snn.Leaky(**decays, learn_beta=True, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
+        learn = {"learn_beta": True}
+        if "Synaptic" in kind:
+            decays["alpha"], learn["learn_alpha"] = torch.linspace(0.5, 0.7, N), True
+        if kind.startswith("R"):
+            learn["linear_features"] = N
+        self.lif = getattr(snn, kind)(**decays, **learn, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
 
     def forward(self, x):
         return self.lif(self.fc(x))[0]
@@ -49,12 +49,13 @@ def step_loss(spikes: torch.Tensor) -> torch.Tensor:
 def snntorch_run(model):
     for module in model.modules():
         if isinstance(module, snn.SpikingNeuron):
-            module.reset_hidden()
+            module.reset_mem()
     return torch.stack([model(x) for x in sample()])
 
 
-@pytest.mark.parametrize("kind,decays", [("Leaky", {"beta": "a_mem"}),
-                                         ("Synaptic", {"beta": "a_mem", "alpha": "a_syn"})])
+@pytest.mark.parametrize("kind,decays", [(kind, {"beta": "a_mem", "alpha": "a_syn"} if "Synaptic" in kind
+                                          else {"beta": "a_mem"})
+                                         for kind in ("Leaky", "Synaptic", "RLeaky", "RSynaptic")])
 def test_trained_decays_follow_snntorch(kind, decays):
     model = Net(kind)
     graph = snnir.trace(model, sample()[0].float())
@@ -79,14 +80,14 @@ def test_trained_decays_follow_snntorch(kind, decays):
         theirs.step(), ours.step()
     trained = module.to_graph().nodes["lif"]
     dt = trained.sem.dt
-    taus = {"beta": trained.tau if kind == "Leaky" else trained.tau_mem, "alpha": getattr(trained, "tau_syn", None)}
+    taus = {"beta": trained.tau if "Leaky" in kind else trained.tau_mem, "alpha": getattr(trained, "tau_syn", None)}
     for their_name in decays:
         beta = getattr(twin.lif, their_name).detach().numpy()
         assert not np.allclose(beta, getattr(Net(kind).lif, their_name).detach().numpy())  # it trained
         np.testing.assert_allclose(1 - dt / taus[their_name], beta, rtol=1e-6)  # the ~2e-8 gradient gap, stepped
     gain_mem = (dt / taus["beta"]) * trained.r  # b r: held at snnTorch's 1
     np.testing.assert_allclose(gain_mem, 1.0, rtol=1e-12)
-    if kind == "Synaptic":
+    if "Synaptic" in kind:
         np.testing.assert_allclose((dt / taus["alpha"]) * trained.w_in, 1.0, rtol=1e-12)
     retrained = snnir.compile(module.to_graph(), target="torch", dtype=torch.float64)
     torch.testing.assert_close(retrained(sample()), snntorch_run(twin), rtol=0, atol=0)
