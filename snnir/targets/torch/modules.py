@@ -265,11 +265,6 @@ def _decay_and_gain(tau: torch.Tensor, sem) -> tuple[torch.Tensor, torch.Tensor]
     return a, 1.0 - a
 
 
-def _decay_of(op: Neuron, tau: str) -> torch.Tensor:
-    """The decay of ``op``'s time constant ``tau``, in float64."""
-    return _decay_and_gain(torch.tensor(getattr(op, tau), dtype=torch.float64), op.sem)[0]
-
-
 class NeuronModule(OpModule):
     """Any standard neuron, stepped exactly as :mod:`snnir.ir.ops.neuron` states."""
 
@@ -277,14 +272,14 @@ class NeuronModule(OpModule):
     takes_held_input = True
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
-        from snnir.targets.torch.neuron_update import held_decays
+        from snnir.targets.torch.neuron_update import decay_of, held_decays
 
         #: {time constant: decay parameter}: these train as the decay (``a_mem``/``a_syn``, the
         #: op's ``sem.gain_held``), the time constant stays a buffer and ``to_op`` writes both back
         self._decays = held_decays(op, ctx.trainable)
         super().__init__(op, dataclasses.replace(ctx, trainable=ctx.trainable - set(self._decays)))
         for tau, decay in self._decays.items():
-            self.register_parameter(decay, nn.Parameter(_decay_of(op, tau).to(ctx.dtype)))
+            self.register_parameter(decay, nn.Parameter(decay_of(op, tau).to(ctx.dtype)))
         self.fast, self.native, self.triton = ctx.fast, ctx.native, ctx.triton
         self.detach_reset = ctx.detach_reset
 
@@ -300,13 +295,13 @@ class NeuronModule(OpModule):
     def to_op(self) -> Neuron:
         """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and
         the gain parameter it scales (``r``, ``w_in``) so that the input gain is the one held."""
-        from snnir.targets.torch.neuron_update import held_gain_changes
+        from snnir.targets.torch.neuron_update import decay_of, held_gain_changes
 
         op = super().to_op()
         trained = {}
         for tau, decay in self._decays.items():
             value = getattr(self, decay).detach().cpu()
-            if not torch.equal(value, _decay_of(op, tau).to(value.dtype)):  # unchanged: keep the exact originals
+            if not torch.equal(value, decay_of(op, tau).to(value.dtype)):  # unchanged: keep the exact originals
                 trained[tau] = value.double()
         changes = held_gain_changes(op, trained, self.path)
         return op.replace(**changes) if changes else op

@@ -94,6 +94,11 @@ def held_decays(op: Neuron, trainable: frozenset[str] | set[str]) -> dict[str, s
     return {tau: decay for tau, (decay, _, _) in decays(op).items() if tau in trainable}
 
 
+def decay_of(op: Neuron, tau: str) -> Tensor:
+    """The decay of ``op``'s time constant ``tau``, in float64."""
+    return _decay(torch.tensor(getattr(op, tau), dtype=torch.float64), op.sem.discretisation, op.sem.dt)[0]
+
+
 def held_gain_changes(op: Neuron, trained: Mapping[str, Tensor], node: str) -> dict[str, np.ndarray]:
     """The parameter changes that give ``op`` the ``trained`` decays {time constant: a} with each
     input gain held: the time constant, and the parameter its gain scales (``r``, ``w_in``)."""
