@@ -301,8 +301,9 @@ class NeuronModule(OpModule):
         trained = {}
         for tau, decay in self._decays.items():
             value = getattr(self, decay).detach().cpu()
-            if not torch.equal(value, decay_of(op, tau).to(value.dtype)):  # unchanged: keep the exact originals
-                trained[tau] = value.double()
+            changed = value != decay_of(op, tau).to(value.dtype)  # unchanged: keep the exact originals
+            if bool(changed.any()):
+                trained[tau] = (value.double(), changed)
         changes = held_gain_changes(op, trained, self.path)
         return op.replace(**changes) if changes else op
 

@@ -99,20 +99,21 @@ def decay_of(op: Neuron, tau: str) -> Tensor:
     return _decay(torch.tensor(getattr(op, tau), dtype=torch.float64), op.sem.discretisation, op.sem.dt)[0]
 
 
-def held_gain_changes(op: Neuron, trained: Mapping[str, Tensor], node: str) -> dict[str, np.ndarray]:
-    """The parameter changes that give ``op`` the ``trained`` decays {time constant: a} with each
-    input gain held: the time constant, and the parameter its gain scales (``r``, ``w_in``)."""
+def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], node: str) -> dict[str, np.ndarray]:
+    """The parameter changes that give ``op`` the ``trained`` decays {time constant: (a, where a
+    changed)} with each input gain held: the time constant, and the parameter its gain scales
+    (``r``, ``w_in``); elements whose decay did not change keep their exact values."""
     sem, changes = op.sem, {}
-    for tau, a in trained.items():
+    for tau, (a, changed) in trained.items():
         if bool((a >= 1).any()) or (sem.discretisation == "exp" and bool((a <= 0).any())):
             raise SnnirError(f"the trained decay of {tau} left (0, 1): no time constant gives it", node)
-        old_tau = torch.tensor(getattr(op, tau), dtype=torch.float64)
-        new_tau = sem.dt / (1 - a) if sem.discretisation == "euler" else -sem.dt / torch.log(a)
         scaled = decays(op)[tau][2]
-        kept = torch.tensor(getattr(op, scaled), dtype=torch.float64) * _decay(old_tau, sem.discretisation, sem.dt)[1]
-        changes[tau] = new_tau.numpy().astype(getattr(op, tau).dtype)
-        changes[scaled] = (kept / _decay(new_tau, sem.discretisation, sem.dt)[1]).numpy().astype(
-            getattr(op, scaled).dtype)
+        old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
+        new_tau = sem.dt / (1 - a) if sem.discretisation == "euler" else -sem.dt / torch.log(a)
+        gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
+        new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
+        for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):
+            changes[name] = torch.where(changed, new, old).numpy().astype(getattr(op, name).dtype)
     return changes
 
 
