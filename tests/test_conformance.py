@@ -74,7 +74,7 @@ NEURON_SEMANTICS = {
     LI: Semantics(dt=DT, discretisation="exp", current_order="voltage_first"),
     LIF: Semantics(dt=DT, reset="zero", reset_timing="next", threshold_compare="ge"),
     CubaLI: Semantics(dt=DT, discretisation="euler", current_order="voltage_first"),
-    CubaLIF: Semantics(dt=DT, discretisation="exp", reset="subtract", reset_timing="next"),
+    CubaLIF: Semantics(dt=DT, discretisation="exp", reset="subtract", reset_timing="next", gain_held=True),
 }
 
 
@@ -313,6 +313,7 @@ def test_examples_cover_every_semantics_option():
         "discretisation": semantics_options.DISCRETISATIONS, "reset": semantics_options.RESETS,
         "reset_timing": semantics_options.RESET_TIMINGS, "threshold_compare": semantics_options.THRESHOLD_COMPARES,
         "spike_mode": semantics_options.SPIKE_MODES, "current_order": semantics_options.CURRENT_ORDERS,
+        "gain_held": (False, True),
     }
     fields = {f.name for f in dataclasses.fields(Semantics)} - {"dt"}
     assert fields == set(choices), f"new Semantics fields {fields - set(choices)}: cover them here"

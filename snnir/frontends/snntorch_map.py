@@ -114,18 +114,25 @@ def _trainable(module: Any, mapping: dict[str, str]) -> tuple[str, ...]:
     return tuple(ours for theirs, ours in mapping.items() if _learnable(module, theirs))
 
 
+def _decay_semantics(module: Any, **fields: Any) -> Semantics:
+    """The semantics of a neuron whose decays are ``beta`` (and ``alpha``): where one trains,
+    snnTorch trains it with the input gain held at 1 (``gain_held``)."""
+    held = any(_learnable(module, decay) for decay in ("alpha", "beta"))
+    return Semantics(dt=DEFAULT_DT, gain_held=held, **fields)
+
+
 def _meta(module: Any) -> dict[str, Any]:
     return {"source": f"snntorch.{type(module).__name__}"}
 
 
 def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
     reset, timing = _timing(module, layer, zero_keeps_input)
-    sem = Semantics(dt=DEFAULT_DT, reset=reset, reset_timing=timing)
+    sem = _decay_semantics(module, reset=reset, reset_timing=timing)
     threshold = _array(module, "threshold")
     beta = np.clip(_array(module, "beta"), 0.0, 1.0)
     trainable = _trainable(module, {"beta": "tau", "threshold": "v_threshold"})
     if np.all(beta == 1.0):
-        return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem,
+        return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem.with_(gain_held=False),
                   trainable=tuple(t for t in trainable if t != "tau"), metadata=_meta(module))
     beta = _decay(beta, layer, "beta")
     tau = sem.dt / (1.0 - beta)
@@ -135,7 +142,7 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
 
 def _synaptic(module: Any, layer: str) -> CubaLIF:
     reset, timing = _timing(module, layer, zero_keeps_input=False)
-    sem = Semantics(dt=DEFAULT_DT, reset=reset, reset_timing=timing, current_order="current_first")
+    sem = _decay_semantics(module, reset=reset, reset_timing=timing, current_order="current_first")
     tau_syn = sem.dt / (1.0 - _decay(_array(module, "alpha"), layer, "alpha"))
     tau_mem = sem.dt / (1.0 - _decay(_array(module, "beta"), layer, "beta"))
     return CubaLIF(

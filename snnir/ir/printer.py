@@ -49,6 +49,8 @@ def format_semantics(sem: Semantics, spiking: bool = True, has_current: bool = F
         parts += [f"reset={sem.reset}@{sem.reset_timing}", f"v{compare}thr", sem.spike_mode]
     if has_current:
         parts.append(sem.current_order)
+    if sem.gain_held:
+        parts.append("gain-held")
     return " ".join(parts)
 
 

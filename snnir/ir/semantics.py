@@ -61,6 +61,12 @@ class Semantics:
     - ``current_order``: for current-based neurons, whether the membrane is
       driven by this step's updated current (``"current_first"``, snnTorch)
       or by the previous one (``"voltage_first"``, Norse).
+    - ``gain_held``: how a trained time constant moves the step. False: training moves
+      ``tau`` (and both the decay ``a`` and the input gain ``b r`` with it, NIR's continuous
+      form). True: training moves the decay ``a`` with the input gain (``b r``, and ``b_syn
+      w_in`` for ``tau_syn``) held, as snnTorch's ``learn_beta``/``learn_alpha`` train ``beta``
+      and ``alpha`` with gain 1; a trained op then states ``tau`` for its decay and ``r``
+      (``w_in``) for the held gain. Stepping is the same either way. Written only when True.
     """
 
     dt: float = DEFAULT_DT
@@ -70,11 +76,14 @@ class Semantics:
     threshold_compare: str = "gt"
     spike_mode: str = "single"
     current_order: str = "current_first"
+    gain_held: bool = False
 
     def __post_init__(self) -> None:
         dt = self.dt
         if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
             raise SnnirError(f"dt must be a finite positive number, got {dt!r}")
+        if not isinstance(self.gain_held, bool):
+            raise SnnirError(f"semantics gain_held must be True or False, got {self.gain_held!r}")
         object.__setattr__(self, "dt", float(dt))
         for name, allowed in (
             ("discretisation", DISCRETISATIONS),
@@ -94,7 +103,10 @@ class Semantics:
         return resets_after_input(self.reset, self.reset_timing)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.gain_held:
+            del data["gain_held"]  # files of ops that do not hold it read as before
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Semantics":

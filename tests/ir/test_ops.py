@@ -135,6 +135,7 @@ def test_shape_errors_name_the_node(op, in_shape, fragment):
         (lambda: Semantics(dt=0), "dt must be a finite positive number"),
         (lambda: Semantics(dt=float("nan")), "dt must be a finite positive number"),
         (lambda: Semantics(reset="half"), "reset must be one of"),
+        (lambda: Semantics(gain_held=1), "gain_held must be True or False"),
         (lambda: Semantics.from_dict({"dt": 1.0, "colour": "red"}), "unknown semantics fields ['colour']"),
         (lambda: op_class("Bogus", "n"), "unknown op type 'Bogus'"),
     ],
@@ -167,6 +168,9 @@ def test_semantics_round_trip_and_with():
     sem = Semantics(dt=1e-3, discretisation="exp", reset="subtract")
     assert Semantics.from_dict(sem.to_dict()) == sem
     assert sem.with_(reset=None, dt=2e-3) == Semantics(dt=2e-3, discretisation="exp", reset="subtract")
+    assert "gain_held" not in sem.to_dict()  # written only when set: other files read as before
+    held = sem.with_(gain_held=True)
+    assert Semantics.from_dict(held.to_dict()) == held and held.to_dict()["gain_held"] is True
 
 
 def test_op_equality_compares_dtype_and_values():

@@ -26,7 +26,9 @@ from snnir.ir.ops import (
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.base import Op
+from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import schedule
+from snnir.targets.torch.neuron_update import decay_of, held_decays
 from snnir.ir.shapes import infer_shapes
 
 _LOADERS = {
@@ -79,9 +81,13 @@ class _Source:
         owner = (self.graph.tie_of(name) or (name,))[0]
         if owner != name:
             return f"self.params_of({owner!r})"
+        held = held_decays(op, set(op.trainable)) if isinstance(op, Neuron) else {}
         for param, value in op.params().items():
             self.weights[f"{name}.{param}"] = np.array(value, order="C")
-            if param in op.trainable:
+            if param in held:  # trains as its decay, the input gain held (sem.gain_held)
+                self.weights[f"{name}.{held[param]}"] = decay_of(op, param).numpy()
+                self.trainable.append(f"{name}.{held[param]}")
+            elif param in op.trainable:
                 self.trainable.append(f"{name}.{param}")
         return f"self.params_of({name!r})"
 

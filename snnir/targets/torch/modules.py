@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnir.errors import SnnirError
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op,
     Scale, SumPool2d, Threshold,
@@ -271,9 +272,40 @@ class NeuronModule(OpModule):
     takes_held_input = True
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
-        super().__init__(op, ctx)
+        from snnir.targets.torch.neuron_update import decay_of, held_decays
+
+        #: {time constant: decay parameter}: these train as the decay (``a_mem``/``a_syn``, the
+        #: op's ``sem.gain_held``), the time constant stays a buffer and ``to_op`` writes both back
+        self._decays = held_decays(op, ctx.trainable)
+        super().__init__(op, dataclasses.replace(ctx, trainable=ctx.trainable - set(self._decays)))
+        for tau, decay in self._decays.items():
+            self.register_parameter(decay, nn.Parameter(decay_of(op, tau).to(ctx.dtype)))
         self.fast, self.native, self.triton = ctx.fast, ctx.native, ctx.triton
         self.detach_reset = ctx.detach_reset
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        """The op's parameters by name, and the decays that train in place of time constants."""
+        names = list(self._param_dtypes) + list(self._decays.values())
+        return {name: getattr(self, name) for name in names}
+
+    def _decay_and_gain(self, tau: str) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = _decay_and_gain(getattr(self, tau), self.sem)
+        return (getattr(self, self._decays[tau]), b) if tau in self._decays else (a, b)
+
+    def to_op(self) -> Neuron:
+        """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and
+        the gain parameter it scales (``r``, ``w_in``) so that the input gain is the one held."""
+        from snnir.targets.torch.neuron_update import decay_of, held_gain_changes
+
+        op = super().to_op()
+        trained = {}
+        for tau, decay in self._decays.items():
+            value = getattr(self, decay).detach().cpu()
+            changed = value != decay_of(op, tau).to(value.dtype)  # unchanged: keep the exact originals
+            if bool(changed.any()):
+                trained[tau] = (value.double(), changed)
+        changes = held_gain_changes(op, trained, self.path)
+        return op.replace(**changes) if changes else op
 
     @property
     def sem(self):
@@ -306,8 +338,8 @@ class NeuronModule(OpModule):
         op, sem = self.source_op, self.sem
         new: State = {}
         if op.has_current:
-            a_syn, b_syn = _decay_and_gain(self.tau_syn, sem)
-            a_mem, b_mem = _decay_and_gain(self.tau_mem, sem)
+            a_syn, b_syn = self._decay_and_gain("tau_syn")
+            a_mem, b_mem = self._decay_and_gain("tau_mem")
             i_new = a_syn * state["i"] + b_syn * self.w_in * x
             new["i"] = i_new
             drive = b_mem * self.r * (i_new if sem.current_order == "current_first" else state["i"])
@@ -316,7 +348,7 @@ class NeuronModule(OpModule):
             drive = sem.dt * self.r * x
             leaked = state["v"]
         else:
-            a, b = _decay_and_gain(self.tau, sem)
+            a, b = self._decay_and_gain("tau")
             drive = b * self.r * x
             leaked = self.v_leak + a * (state["v"] - self.v_leak)
         if not op.spiking:
@@ -344,7 +376,7 @@ class NeuronModule(OpModule):
         (run fused with the scan where :mod:`~snnir.targets.torch.neuron_linear` applies)."""
         scan = _scan_module() if self.fast else None
         if scan is not None:
-            params = {name: getattr(self, name) for name in self._param_dtypes}
+            params = self._params()
             coeffs = self._coefficients(scan, params, x)
             if then is not None and not record:
                 fused = self._fused_with(then, scan, params, coeffs, x, state, steps)
@@ -417,7 +449,7 @@ class NeuronModule(OpModule):
             kernels = recurrent
         else:
             return None
-        params = {name: getattr(self, name) for name in self._param_dtypes}
+        params = self._params()
         like = self._state_like(x)
         coeffs = self._coefficients(scan, params, like)
         c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, like)

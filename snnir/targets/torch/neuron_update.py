@@ -16,12 +16,16 @@ import numpy as np
 import torch
 
 from snnir.errors import SnnirError
-from snnir.ir.ops.neuron import IF, LI, LIF, I, Neuron
+from snnir.ir.ops.neuron import IF, LI, LIF, CubaLI, CubaLIF, I, Neuron
 from snnir.ir.semantics import DELAYED_RESET_TIMINGS
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
 _COEFFS = ("a_mem", "v_leak", "gain", "thr", "v_reset", "a_syn", "gain_syn")
+_MEM = {"tau": ("a_mem", "gain", "r")}
+_SYN = {"tau_syn": ("a_syn", "gain_syn", "w_in"), "tau_mem": ("a_mem", "gain", "r")}
+#: {time constant: (its decay's coefficient, its gain's coefficient, the parameter b scales in it)}
+_DECAYS: dict[type, dict[str, tuple[str, str, str]]] = {LI: _MEM, LIF: _MEM, CubaLI: _SYN, CubaLIF: _SYN}
 
 
 @dataclass(frozen=True)
@@ -76,16 +80,56 @@ def _decay(tau: Tensor, discretisation: str, dt: float) -> tuple[Tensor, Tensor]
     return a, 1.0 - a
 
 
+def decays(op: Neuron) -> dict[str, tuple[str, str, str]]:
+    """{time constant: (its decay's coefficient, its gain's coefficient, the parameter the gain
+    scales: ``r`` or ``w_in``)} of ``op`` (empty for I and IF)."""
+    return next((d for cls, d in _DECAYS.items() if isinstance(op, cls)), {})
+
+
+def held_decays(op: Neuron, trainable: frozenset[str] | set[str]) -> dict[str, str]:
+    """{time constant: its decay's coefficient name} for each of ``op``'s ``trainable`` time
+    constants that trains as its decay with the input gain held (``sem.gain_held``)."""
+    if not op.sem.gain_held:
+        return {}
+    return {tau: decay for tau, (decay, _, _) in decays(op).items() if tau in trainable}
+
+
+def decay_of(op: Neuron, tau: str) -> Tensor:
+    """The decay of ``op``'s time constant ``tau``, in float64."""
+    return _decay(torch.tensor(getattr(op, tau), dtype=torch.float64), op.sem.discretisation, op.sem.dt)[0]
+
+
+def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], node: str) -> dict[str, np.ndarray]:
+    """The parameter changes that give ``op`` the ``trained`` decays {time constant: (a, where a
+    changed)} with each input gain held: the time constant, and the parameter its gain scales
+    (``r``, ``w_in``); elements whose decay did not change keep their exact values."""
+    sem, changes = op.sem, {}
+    for tau, (a, changed) in trained.items():
+        if bool((a >= 1).any()) or (sem.discretisation == "exp" and bool((a <= 0).any())):
+            raise SnnirError(f"the trained decay of {tau} left (0, 1): no time constant gives it", node)
+        scaled = decays(op)[tau][2]
+        old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
+        new_tau = sem.dt / (1 - a) if sem.discretisation == "euler" else -sem.dt / torch.log(a)
+        gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
+        new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
+        for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):
+            changes[name] = torch.where(changed, new, old).numpy().astype(getattr(op, name).dtype)
+    return changes
+
+
 def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict[str, Tensor | None]:
     """The step's coefficients from the op's parameters (autograd-tracked).
 
-    ``params`` overrides the op's own arrays by name. Coefficients are
+    ``params`` overrides the op's own arrays by name; it may also give a decay (``a_mem``,
+    ``a_syn``) of an op whose ``sem.gain_held``: that decay is used as is, the input gain
+    still from the op's time constant (held while the decay trains). Coefficients are
     computed in float64 and cast to ``like``'s dtype, so that e.g. an Euler
     decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``. ``None`` means
     "absent" (decay 1, zero leak, no reset value, no current).
     """
     known = set(op.param_names())
-    unknown = sorted(set(params) - known)
+    held = set(held_decays(op, known).values())
+    unknown = sorted(set(params) - known - held)
     if unknown:
         raise SnnirError(f"{op.op_type} has no parameters {unknown} (it has {sorted(known)})")
 
@@ -109,13 +153,10 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
     out: dict[str, Tensor | None] = dict.fromkeys(_COEFFS)
     if isinstance(op, (I, IF)):
         out["gain"] = sem.dt * get("r")
-    elif isinstance(op, (LI, LIF)):
-        a, b = _decay(get("tau"), sem.discretisation, sem.dt)
-        out["a_mem"], out["gain"] = a, b * get("r")
-    else:
-        a_syn, b_syn = _decay(get("tau_syn"), sem.discretisation, sem.dt)
-        a_mem, b_mem = _decay(get("tau_mem"), sem.discretisation, sem.dt)
-        out.update(a_mem=a_mem, gain=b_mem * get("r"), a_syn=a_syn, gain_syn=b_syn * get("w_in"))
+    for tau, (decay, gain, scaled) in decays(op).items():
+        a, b = _decay(get(tau), sem.discretisation, sem.dt)
+        out[decay] = a if params.get(decay) is None else get(decay)
+        out[gain] = b * get(scaled)
     if "v_leak" in known:
         v_leak = get("v_leak")
         if v_leak.requires_grad or bool((v_leak != 0).any()):

@@ -32,11 +32,15 @@ def spike(u, thr, sem):
     return SpikeFn.apply(u - thr, sem["threshold_compare"] == "ge")
 
 
-def decay_and_gain(tau, sem):
+def decay_and_gain(p, tau, decay, sem):
+    """(decay a, gain b) of time constant ``p[tau]``; a trained decay ``p[decay]`` (the op held
+    its input gain while it trains) replaces a, b staying the time constant's."""
     if sem["discretisation"] == "euler":
-        return 1.0 - sem["dt"] / tau, sem["dt"] / tau
-    a = torch.exp(-sem["dt"] / tau)
-    return a, 1.0 - a
+        a, b = 1.0 - sem["dt"] / p[tau], sem["dt"] / p[tau]
+    else:
+        a = torch.exp(-sem["dt"] / p[tau])
+        b = 1.0 - a
+    return (p[decay], b) if decay in p else (a, b)
 
 
 def reset(u, z, p, sem):
@@ -73,7 +77,7 @@ def integrator(x, state, p, sem, spiking):
 
 def leaky(x, state, p, sem, spiking):
     """LI (``spiking`` False) and LIF."""
-    a, b = decay_and_gain(p["tau"], sem)
+    a, b = decay_and_gain(p, "tau", "a_mem", sem)
     leaked = p["v_leak"] + a * (state["v"] - p["v_leak"])
     drive = b * p["r"] * x
     if not spiking:
@@ -84,8 +88,8 @@ def leaky(x, state, p, sem, spiking):
 
 def current_based(x, state, p, sem, spiking):
     """CubaLI (``spiking`` False) and CubaLIF."""
-    a_syn, b_syn = decay_and_gain(p["tau_syn"], sem)
-    a_mem, b_mem = decay_and_gain(p["tau_mem"], sem)
+    a_syn, b_syn = decay_and_gain(p, "tau_syn", "a_syn", sem)
+    a_mem, b_mem = decay_and_gain(p, "tau_mem", "a_mem", sem)
     i_new = a_syn * state["i"] + b_syn * p["w_in"] * x
     i_used = i_new if sem["current_order"] == "current_first" else state["i"]
     leaked = p["v_leak"] + a_mem * (state["v"] - p["v_leak"])

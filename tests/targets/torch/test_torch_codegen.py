@@ -97,6 +97,21 @@ def test_generated_module_trains_what_the_graph_marks_trainable(tmp_path, fmt):
     assert model.params["lif:tau"].grad is not None
 
 
+def test_a_held_gain_trains_the_decay_as_the_compiled_module_does(tmp_path):
+    """``sem.gain_held`` (snnTorch's learn_beta): the generated module trains the decay, not tau."""
+    graph = small_graph()
+    graph = graph.with_nodes(lif=graph.nodes["lif"].replace(sem=graph.nodes["lif"].sem.with_(gain_held=True)))
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    model = _import(source).load_model(dtype=torch.float64)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["params.lif:a_mem"]
+    compiled = compile_torch(graph, dtype=torch.float64, detach_reset=False)  # the generated reset is not detached
+    x = torch.as_tensor(random_input(graph, 10, 2))
+    model(x).sum().backward()
+    compiled(x).sum().backward()
+    torch.testing.assert_close(model.params["lif:a_mem"].grad, compiled.node_module("lif").a_mem.grad,
+                               rtol=1e-12, atol=0)
+
+
 _STANDALONE_RUN = """
 import sys
 sys.path[:] = [p for p in sys.path if p] + [{site!r}, {here!r}]  # the venv's packages, not its .pth files

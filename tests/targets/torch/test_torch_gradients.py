@@ -180,3 +180,32 @@ def test_training_reduces_loss():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
     assert not torch.equal(module.lif.tau, torch.tensor(np.array(graph.nodes["lif"].tau), dtype=torch.float32))
+
+
+@pytest.mark.parametrize("discretisation", ["euler", "exp"])
+def test_a_held_gain_trains_the_decays_and_writes_back_time_constants_that_keep_the_gain(discretisation):
+    """``sem.gain_held``: the trained time constants train as decays (``a_syn``, ``a_mem``); the op
+    written back has those decays, the input gains it had, and the module's spikes."""
+    from snnir import run
+    from snnir.targets.torch.neuron_update import decay_of
+
+    sem = Semantics(dt=1e-3, discretisation=discretisation, reset="subtract", gain_held=True)
+    op = CubaLIF(tau_syn=np.full(3, 4e-3), tau_mem=np.array([5e-3, 8e-3, 2e-2]), r=np.full(3, 2.0), v_leak=np.zeros(3),
+                 v_threshold=np.full(3, 0.05), w_in=np.full(3, 3.0), sem=sem, trainable=("tau_syn", "tau_mem"))
+    graph = Graph.sequential(("in", Input((3,))), ("lif", op), ("out", Output()))
+    module = compile_torch(graph, dtype=torch.float64)
+    lif = module.node_module("lif")
+    assert {n for n, p in module.named_parameters()} == {"lif.a_syn", "lif.a_mem"}
+    with torch.no_grad():
+        lif.a_syn.mul_(0.9), lif.a_mem.sub_(torch.tensor([0.05, 0.1, 0.0]))
+    trained = module.to_graph().nodes["lif"]
+    assert trained.tau_mem[2] == op.tau_mem[2] and trained.r[2] == op.r[2]  # unchanged: exact originals
+    for tau, decay, scaled in (("tau_syn", "a_syn", "w_in"), ("tau_mem", "a_mem", "r")):
+        np.testing.assert_allclose(decay_of(trained, tau).numpy(), getattr(lif, decay).detach().numpy(), rtol=1e-13)
+        gain = lambda o: (1 - decay_of(o, tau).numpy()) * getattr(o, scaled)  # noqa: E731 - b = 1 - a (exp)
+        if discretisation == "euler":
+            gain = lambda o: o.sem.dt / getattr(o, tau) * getattr(o, scaled)  # noqa: E731
+        np.testing.assert_allclose(gain(trained), gain(op), rtol=1e-13)
+    x = np.random.default_rng(0).random((30, 2, 3)) * 0.1
+    np.testing.assert_array_equal(module(torch.as_tensor(x)).detach().numpy(),
+                                  run(module.to_graph(), x)["out"])

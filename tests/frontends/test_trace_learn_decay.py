@@ -1,0 +1,118 @@
+"""snnTorch's ``learn_beta``/``learn_alpha`` train the decay with the input gain held at 1; a traced
+op says so (``sem.gain_held``) and the compiled module trains the decay itself, so its gradients,
+its SGD steps and the op it writes back are snnTorch's (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import snnir
+
+snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+
+from snnir.frontends.guard import in_float64  # noqa: E402
+from snnir.ir.printer import format_graph  # noqa: E402
+from tests.frontends.tutorial_models import SPIKE_GRAD  # noqa: E402
+
+T, B, N = 20, 3, 4
+
+
+class Net(torch.nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc = torch.nn.Linear(2, N)
+        with torch.no_grad():
+            self.fc.weight.mul_(3.0)
+        decays = {"beta": torch.full((N,), 0.8)}
+        learn = {"learn_beta": True}
+        if "Synaptic" in kind:
+            decays["alpha"], learn["learn_alpha"] = torch.linspace(0.5, 0.7, N), True
+        if kind.startswith("R"):
+            learn["linear_features"] = N
+        self.lif = getattr(snn, kind)(**decays, **learn, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
+
+    def forward(self, x):
+        return self.lif(self.fc(x))[0]
+
+
+def sample() -> torch.Tensor:
+    return torch.rand((T, B, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def step_loss(spikes: torch.Tensor) -> torch.Tensor:
+    return (spikes.mean(0) - 0.3).square().sum()
+
+
+def snntorch_run(model):
+    for module in model.modules():
+        if isinstance(module, snn.SpikingNeuron):
+            module.reset_mem()
+    return torch.stack([model(x) for x in sample()])
+
+
+@pytest.mark.parametrize("kind,decays", [(kind, {"beta": "a_mem", "alpha": "a_syn"} if "Synaptic" in kind
+                                          else {"beta": "a_mem"})
+                                         for kind in ("Leaky", "Synaptic", "RLeaky", "RSynaptic")])
+def test_trained_decays_follow_snntorch(kind, decays):
+    model = Net(kind)
+    graph = snnir.trace(model, sample()[0].float())
+    op = graph.nodes["lif"]
+    assert op.sem.gain_held and "gain-held" in format_graph(graph)
+    twin = in_float64(model)
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    lif = module.node_module("lif")
+    theirs = torch.optim.SGD(twin.parameters(), lr=0.1)
+    ours = torch.optim.SGD(module.parameters(), lr=0.1)
+    for _ in range(4):
+        their_spikes, our_spikes = snntorch_run(twin), module(sample())
+        torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+        theirs.zero_grad(), ours.zero_grad()
+        step_loss(their_spikes).backward()
+        step_loss(our_spikes).backward()
+        for their_name, our_name in decays.items():
+            their_grad = getattr(twin.lif, their_name).grad
+            assert their_grad.abs().max() > 0
+            # 1e-6: every gradient (the Linear's too) differs from snnTorch's by ~2e-8 relative
+            torch.testing.assert_close(getattr(lif, our_name).grad, their_grad, rtol=1e-6, atol=0)
+        theirs.step(), ours.step()
+    trained = module.to_graph().nodes["lif"]
+    dt = trained.sem.dt
+    taus = {"beta": trained.tau if "Leaky" in kind else trained.tau_mem, "alpha": getattr(trained, "tau_syn", None)}
+    for their_name in decays:
+        beta = getattr(twin.lif, their_name).detach().numpy()
+        assert not np.allclose(beta, getattr(Net(kind).lif, their_name).detach().numpy())  # it trained
+        np.testing.assert_allclose(1 - dt / taus[their_name], beta, rtol=1e-6)  # the ~2e-8 gradient gap, stepped
+    gain_mem = (dt / taus["beta"]) * trained.r  # b r: held at snnTorch's 1
+    np.testing.assert_allclose(gain_mem, 1.0, rtol=1e-12)
+    if "Synaptic" in kind:
+        np.testing.assert_allclose((dt / taus["alpha"]) * trained.w_in, 1.0, rtol=1e-12)
+    retrained = snnir.compile(module.to_graph(), target="torch", dtype=torch.float64)
+    torch.testing.assert_close(retrained(sample()), snntorch_run(twin), rtol=0, atol=0)
+
+
+def _decay_grads(graph, **options) -> dict[str, torch.Tensor]:
+    module = snnir.compile(graph, target="torch", dtype=torch.float64, **options)
+    step_loss(module(sample())).backward()
+    lif = module.node_module("lif")
+    return {name: getattr(lif, name).grad for name in ("a_mem", "a_syn") if hasattr(lif, name)}
+
+
+def test_every_path_trains_the_decay_and_files_keep_the_choice(tmp_path, monkeypatch, native_kernels):
+    graph = snnir.trace(Net("Synaptic"), sample()[0].float())
+    snnir.write(graph, tmp_path / "g.nir")
+    back = snnir.read(tmp_path / "g.nir")
+    assert back.nodes["lif"].sem.gain_held and back == graph
+    loop = _decay_grads(graph)
+    assert set(loop) == {"a_mem", "a_syn"}
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    with torch.no_grad():
+        module.node_module("lif").a_syn[0] = 1.0
+    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau_syn left"):
+        module.to_graph()
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    for grads in (_decay_grads(graph, fast=False), _decay_grads(graph)):  # the step loop, the C++ kernels
+        for name, grad in loop.items():
+            torch.testing.assert_close(grads[name], grad, rtol=1e-12, atol=1e-15)
