@@ -17,7 +17,7 @@ static inputs) and cached on the module:
 
 - ``run``: 32 steps (training keeps one run's gradients at a time). Under
   ``no_grad`` with a memory budget (``"auto"``: half the bytes of the call's inputs
-  and twice those of every value of one step, a step-by-step run holding the inputs
+  and twice those of every value of one step, at least 8 MiB, a step-by-step run holding the inputs
   and one step; what the values leave out, such as a max pool's indices, measured
   about half as much again), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
@@ -48,6 +48,8 @@ from snnir.errors import SnnirError
 
 #: runs of steps when nothing is pinned (see ``docs/performance.md``)
 DEFAULT_RUN = 32
+#: the least an ``"auto"`` budget allows: below it, calls of a few steps cost more time than they save memory
+AUTO_FLOOR = 8 * 2**20
 #: a segment faster than this over a whole run keeps the whole run, unmeasured
 MEASURE_FROM_S = 0.002
 #: the largest chunk within this factor of the fastest wins (fewer calls, less noise)

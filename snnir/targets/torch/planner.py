@@ -10,7 +10,7 @@ from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.plan import (
-    DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, run_for_budget,
+    AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import hands_over
 
@@ -102,7 +102,8 @@ class Planner:
             return base, None, None
         scale = batch * itemsize
         if self.memory_budget == "auto":  # a step-by-step run holds the input and one step's values
-            budget = 2 * scale * self._footprint.values + sum(v.numel() * v.element_size() for v in inputs.values()) // 2
+            budget = max(AUTO_FLOOR, 2 * scale * self._footprint.values
+                         + sum(v.numel() * v.element_size() for v in inputs.values()) // 2)
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
