@@ -20,6 +20,8 @@ Import (both versions) reads ``tau`` as the true time constant (``tau_inv = 1 / 
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import numpy as np
@@ -142,14 +144,10 @@ DIALECT = register_dialect(Dialect(
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))
 
-DIALECT_1_0 = register_dialect(Dialect(
+DIALECT_1_0 = register_dialect(dataclasses.replace(
+    DIALECT,
     name="norse-1.0",
     description="Norse before 1.1 (NIR 0.x files, the NIR paper's): files store the true tau; "
                 "otherwise as 'norse' (its from_nir read the same way)",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=False),
-    on_write=each_neuron(_for_import),
-    imported_by=_imported,
-    importer=_IMPORTER,
-    import_options=IMPORT_OPTIONS,
-    read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))
