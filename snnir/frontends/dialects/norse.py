@@ -21,7 +21,6 @@ Import (both versions) reads ``tau`` as the true time constant (``tau_inv = 1 / 
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Callable
 
 import numpy as np
