@@ -32,6 +32,7 @@ from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.semantics import DELAYED_RESET_TIMINGS
+from snnir.targets.torch.neuron_update import _decay, decay_of, held_decays, held_gain_changes
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
 
@@ -258,13 +259,6 @@ class DelayModule(OpModule):
         return torch.gather(history, 0, index)[0], {"buffer": history[1:]}
 
 
-def _decay_and_gain(tau: torch.Tensor, sem) -> tuple[torch.Tensor, torch.Tensor]:
-    if sem.discretisation == "euler":
-        return 1.0 - sem.dt / tau, sem.dt / tau
-    a = torch.exp(-sem.dt / tau)
-    return a, 1.0 - a
-
-
 class NeuronModule(OpModule):
     """Any standard neuron, stepped exactly as :mod:`snnir.ir.ops.neuron` states."""
 
@@ -272,8 +266,6 @@ class NeuronModule(OpModule):
     takes_held_input = True
 
     def __init__(self, op: Neuron, ctx: LoweringContext):
-        from snnir.targets.torch.neuron_update import decay_of, held_decays
-
         #: {time constant: decay parameter}: these train as the decay (``a_mem``/``a_syn``, the
         #: op's ``sem.gain_held``), the time constant stays a buffer and ``to_op`` writes both back
         self._decays = held_decays(op, ctx.trainable)
@@ -289,14 +281,12 @@ class NeuronModule(OpModule):
         return {name: getattr(self, name) for name in names}
 
     def _decay_and_gain(self, tau: str) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = _decay_and_gain(getattr(self, tau), self.sem)
+        a, b = _decay(getattr(self, tau), self.sem.discretisation, self.sem.dt)
         return (getattr(self, self._decays[tau]), b) if tau in self._decays else (a, b)
 
     def to_op(self) -> Neuron:
         """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and
         the gain parameter it scales (``r``, ``w_in``) so that the input gain is the one held."""
-        from snnir.targets.torch.neuron_update import decay_of, held_gain_changes
-
         op = super().to_op()
         trained = {}
         for tau, decay in self._decays.items():
