@@ -19,6 +19,9 @@ Each library's conventions, kept here and nowhere else:
 - Spyx 1.0: ``spyx.nir.from_nir(graph, x, dt=1)`` builds and runs (JAX, float32); Spyx is
   channels-last, so image inputs go in as ``[T, B, H, W, C]`` and image outputs come back
   channel-first.
+- nengo 4.1 has no NIR importer of its own: the NIR paper's ``nir_to_nengo`` recipe
+  (:mod:`snnir.peer_nengo`) builds the network, ``nengo.Simulator(dt=1e-3)`` runs each sample
+  (float64); its spikes are ``1 / dt`` high.
 
 The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
 their defaults); Spyx always in float32. snnTorch's importer never returns on a file whose edge names no node; such a file is refused
@@ -217,6 +220,20 @@ def _spyx_run(out, x):
     return _channels_first(np.asarray(out))
 
 
+def _nengo_import(graph, x, options):
+    from snnir.peer_nengo import NENGO_DT, build
+
+    build(graph)  # the recipe's failures are the importer's; simulate builds afresh per sample
+    return graph, {"dt": NENGO_DT, **options}["dt"]
+
+
+def _nengo_run(imported, x):
+    from snnir.peer_nengo import simulate
+
+    graph, dt = imported
+    return simulate(graph, x, dt)
+
+
 @dataclass(frozen=True)
 class Peer:
     """How one library imports a NIR graph (``load(nir_graph, x, options)``) and simulates what
@@ -247,6 +264,7 @@ PEERS: dict[str, Peer] = {
         Peer("sinabs", "sinabs", _sinabs_import, run_sinabs),
         Peer("rockpool", "rockpool.nn.modules.torch.nir", _rockpool_import, run_rockpool),
         Peer("spyx", "spyx.nir", _spyx_import, _spyx_run),
+        Peer("nengo", "nengo", _nengo_import, _nengo_run),
     )
 }
 

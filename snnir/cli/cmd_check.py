@@ -26,7 +26,7 @@ from snnir.cli.files import load_arrays, output_file
 from snnir.errors import SnnirError, one_line, shown
 
 #: One per library, at its installed version (``norse-1.0`` reads files as ``norse`` does).
-DEFAULT_LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx")
+DEFAULT_LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo")
 DIFFERS = 2
 _SAMPLES, _RATE, _SEED = 4, 0.2, 0
 _SHOWN_STEPS = 8

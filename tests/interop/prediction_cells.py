@@ -26,7 +26,7 @@ from .cells import Cell, Outcome, compare, run_ours
 from .prediction_corpus import B, CORPUS, Entry
 
 #: the libraries of the matrix, in its column order (``norse-1.0`` needs a Norse before 1.1)
-LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx")
+LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo")
 #: importer options given to both sides (Sinabs' layers need a batch size)
 OPTIONS = {"sinabs": {"batch_size": B}}
 #: statuses that mean the prediction held
