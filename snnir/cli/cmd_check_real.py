@@ -20,15 +20,18 @@ from snnir.errors import SnnirError, one_line
 _NOT_PREDICTED = "not predicted"
 
 
-def confirm(path: str | Path, name: str, options: dict[str, Any], x: dict[str, np.ndarray],
+def confirm(path: str | Path, name: str, options: dict[str, Any], x: np.ndarray | dict[str, np.ndarray],
             predicted: np.ndarray | None, refusal: str) -> tuple[str, bool]:
     """``(the row's verdict, whether it is a mismatch)`` for library ``name`` on the file ``path``:
-    ``predicted`` is snnir's ``[T, B, N]`` prediction, or ``None`` and ``refusal`` why not."""
+    ``x`` is the one input (a ``.npy``) or the inputs by name; ``predicted`` is snnir's
+    ``[T, B, N]`` prediction, or ``None`` and ``refusal`` why not."""
     from snnir.peers import installed, run_real
 
     missing = installed(name)
     if missing is not None:
         return f"not installed: {one_line(missing)}", False
+    if isinstance(x, np.ndarray):
+        x = {"input": x}
     if len(x) != 1:
         return f"not run: its importer reads one input, the check has {len(x)}", False
     (inputs,) = x.values()

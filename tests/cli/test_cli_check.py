@@ -140,3 +140,19 @@ def test_run_real_says_when_a_library_is_missing(fixtures_dir, capsys, monkeypat
     path = fixtures_dir / "lif_norse.nir"
     assert main(["check", str(path), "--dt", "1e-4", "--libraries", "snntorch", "--run-real"]) == 0
     assert "not installed: snntorch is not installed here (test)" in _real_rows(capsys.readouterr().out)["snntorch"]
+
+
+@pytest.mark.parametrize("steps", [1000, 1])
+def test_run_real_takes_an_npy_input(fixtures_dir, tmp_path, capsys, steps) -> None:
+    """A .npy input is the file's one input: --run-real runs it (it once said "the check has
+    1000 inputs", and a one-step input raised a traceback)."""
+    from frontends.test_dialect_versions import PAPER_INPUT
+    from snnir.peers import installed
+
+    if installed("snntorch") is not None:
+        pytest.skip(installed("snntorch"))
+    x = tmp_path / "x.npy"
+    np.save(x, PAPER_INPUT[:steps].astype(np.float32))
+    main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4", "--input", str(x), "--libraries", "snntorch",
+          "--run-real"])
+    assert _real_rows(capsys.readouterr().out)["snntorch"].split()[1] == "confirmed:"

@@ -101,3 +101,15 @@ def test_a_negative_drive_is_where_nengos_membrane_floor_acts(tmp_path) -> None:
     theirs = run_real(path, "nengo", x, dt=1e-4)
     first = [int(np.nonzero(out[:, 0, 0])[0][0]) for out in (theirs, ours)]
     assert first[0] < first[1]
+
+
+def test_snnir_check_gives_nengo_a_row_that_real_nengo_confirms(fixtures_dir, tmp_path, capsys) -> None:
+    from snnir.cli.main import main
+
+    x = tmp_path / "paper.npy"
+    np.save(x, PAPER_INPUT.astype(np.float32))
+    main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4", "--input", str(x),
+          "--libraries", "nengo:dt=1e-4", "--run-real"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("nengo:dt=0.0001 ")]
+    assert rows[0].split()[1:] == ["yes", "100.0%", "460", "460", "510", "710", "760"]  # same steps, 1e4 high
+    assert rows[1].split()[1] == "confirmed:"
