@@ -223,8 +223,11 @@ def _spyx_run(out, x):
 def _nengo_import(graph, x, options):
     from snnir.peer_nengo import NENGO_DT, build
 
+    unknown = sorted(set(options) - {"dt"})
+    if unknown:
+        raise TypeError(f"the recipe and nengo.Simulator take no option {unknown[0]!r} (only dt)")
     build(graph)  # the recipe's failures are the importer's; simulate builds afresh per sample
-    return graph, {"dt": NENGO_DT, **options}["dt"]
+    return graph, options.get("dt", NENGO_DT)
 
 
 def _nengo_run(imported, x):

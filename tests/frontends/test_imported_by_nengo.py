@@ -98,6 +98,7 @@ def _refusal(graph: Graph) -> snnir.SnnirError:
     (lambda g: g.with_nodes(n1=g.nodes["n1"].replace(v_leak=np.full(6, 0.1))), "n1", "v_leak == 0"),
     (lambda g: g.with_nodes(fc2=g.nodes["fc2"].replace(bias=np.full(3, -0.1))), "n2", "floors its membrane at 0"),
     (lambda g: g.with_nodes(input=Input(shape=(2, 2))), "input", "first entry of its shape"),
+    (lambda g: g.with_nodes(n2=g.nodes["n2"].replace(v_threshold=np.zeros(3))), "n2", "threshold <= 0"),
 ])
 def test_what_the_recipe_cannot_read_or_snnir_cannot_state_is_refused(change, node, says) -> None:
     refusal = _refusal(change(non_negative_net()))
@@ -119,3 +120,9 @@ def test_a_loop_is_not_predicted() -> None:
              "lif": loop.nodes["lif"].replace(r=np.ones(3))}
     refusal = _refusal(loop.replace(nodes=nodes))
     assert "loop" in str(refusal) and "not predicted" in str(refusal)
+
+
+@pytest.mark.parametrize("dt", ["1e-3", 0.0, -1e-3])
+def test_a_bad_step_is_refused_in_one_line(dt) -> None:
+    with pytest.raises(snnir.SnnirError, match="dt must be a finite positive number"):
+        snnir.imported_by(non_negative_net(), "nengo", dt=dt)

@@ -113,3 +113,10 @@ def test_snnir_check_gives_nengo_a_row_that_real_nengo_confirms(fixtures_dir, tm
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("nengo:dt=0.0001 ")]
     assert rows[0].split()[1:] == ["yes", "100.0%", "460", "460", "510", "710", "760"]  # same steps, 1e4 high
     assert rows[1].split()[1] == "confirmed:"
+
+
+@pytest.mark.parametrize(("options", "says"), [({"batch_size": 2}, "no option 'batch_size'"),
+                                               ({"dt": -1.0}, "simulation of .* fails")])
+def test_run_real_refuses_bad_options_in_one_line(fixtures_dir, options, says) -> None:
+    with pytest.raises(snnir.SnnirError, match=says):
+        run_real(fixtures_dir / "lif_norse.nir", "nengo", PAPER_INPUT.astype(np.float32), **options)

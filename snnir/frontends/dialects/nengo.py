@@ -91,6 +91,9 @@ def _restated(graph: Graph, warnings: list[str], dt: float) -> Graph:
         if np.any(tau != op.tau):
             warnings.append(f"node '{name}': nengo runs every neuron with the first tau, {tau[0]:.8g}")
         if isinstance(op, LIF):
+            if np.any(np.asarray(op.v_threshold) <= 0):
+                raise SnnirError("nengo's LIF gets gain 1/v_threshold and fires above 1; a threshold <= 0 gives a "
+                                 "gain snnir does not state: not predicted", name)
             if not all(signs[pre] for pre in _predecessors(graph, name)):
                 raise SnnirError("nengo's LIF floors its membrane at 0 (min_voltage), which snnir cannot state, "
                                  "and this node's input can be negative (a negative weight or bias): not predicted",
@@ -126,7 +129,7 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_several_ends(graph, _IMPORTER)
     _refuse_shapes(graph)
     _refuse_loops(graph)
-    return _restated(graph, warnings, float(options["dt"]))
+    return _restated(graph, warnings, options["dt"])
 
 
 DIALECT = register_dialect(Dialect(
