@@ -126,3 +126,15 @@ def test_a_loop_is_not_predicted() -> None:
 def test_a_bad_step_is_refused_in_one_line(dt) -> None:
     with pytest.raises(snnir.SnnirError, match="dt must be a finite positive number"):
         snnir.imported_by(non_negative_net(), "nengo", dt=dt)
+
+
+def test_a_v_reset_is_ignored_where_nir_can_store_it(monkeypatch) -> None:
+    """nir 1.0.5+ stores LIF.v_reset; the recipe never reads it (nengo resets to 0)."""
+    from snnir.frontends.dialects import imported
+
+    monkeypatch.setattr(imported, "refuse_unknown_fields", lambda graph, library: None)
+    graph = non_negative_net()
+    graph = graph.with_nodes(n1=graph.nodes["n1"].replace(v_reset=np.full(6, -0.2)))
+    predicted, notes = snnir.imported_by(graph, "nengo")
+    np.testing.assert_array_equal(predicted.nodes["n1"].v_reset, 0.0)
+    assert any("ignores v_reset" in note for note in notes)

@@ -62,27 +62,30 @@ def _refuse_loops(graph: Graph) -> None:
                          "snnir does not describe: not predicted", cycle[0][0])
 
 
-def _non_negative(graph: Graph) -> dict[str, bool]:
-    """Which nodes' outputs are never negative when the graph's inputs are not (spikes)."""
+def _non_negative_inputs(graph: Graph) -> dict[str, bool]:
+    """Whether each node's summed input is never negative when the graph's inputs are not (spikes)."""
     import networkx as nx
 
     from snnir.ir.schedule import node_digraph
 
     digraph = node_digraph(graph)
-    signs: dict[str, bool] = {}
+    fed: dict[str, bool] = {}
+    gives: dict[str, bool] = {}  # whether each node's output is never negative
     for name in nx.topological_sort(digraph):
-        op, fed = graph.nodes[name], all(signs[pre] for pre in digraph.predecessors(name))
+        op = graph.nodes[name]
+        fed[name] = all(gives[pre] for pre in digraph.predecessors(name))
         if isinstance(op, Affine):
-            fed = fed and bool(np.all(op.weight >= 0) and np.all(op.bias >= 0))
-        signs[name] = True if isinstance(op, (Input, LIF)) else fed
-    return signs
+            gives[name] = fed[name] and bool(np.all(op.weight >= 0) and np.all(op.bias >= 0))
+        else:
+            gives[name] = isinstance(op, (Input, LIF)) or fed[name]
+    return fed
 
 
 def _restated(graph: Graph, warnings: list[str], dt: float) -> Graph:
     """Each LIF as nengo steps it, with its 1/dt spikes; each LI with its one-step delay."""
     sem = Semantics(dt=dt, **SEMANTICS)
     nodes, renamed = {}, {}
-    signs = _non_negative(graph)
+    fed = _non_negative_inputs(graph)
     for name, op in graph.nodes.items():
         nodes[name] = op
         if not isinstance(op, (LIF, LI)):
@@ -94,12 +97,15 @@ def _restated(graph: Graph, warnings: list[str], dt: float) -> Graph:
             if np.any(np.asarray(op.v_threshold) <= 0):
                 raise SnnirError("nengo's LIF gets gain 1/v_threshold and fires above 1; a threshold <= 0 gives a "
                                  "gain snnir does not state: not predicted", name)
-            if not all(signs[pre] for pre in _predecessors(graph, name)):
+            if not fed[name]:
                 raise SnnirError("nengo's LIF floors its membrane at 0 (min_voltage), which snnir cannot state, "
                                  "and this node's input can be negative (a negative weight or bias): not predicted",
                                  name)
+            if np.any(op.v_reset != 0.0):
+                warnings.append(f"node '{name}': nengo's LIF ignores v_reset (resets to 0)")
             gain = np.ones(np.shape(op.v_threshold)) / np.asarray(op.v_threshold, float)
-            nodes[name] = op.replace(tau=tau, r=gain, v_threshold=np.ones_like(gain), sem=sem)
+            nodes[name] = op.replace(tau=tau, r=gain, v_threshold=np.ones_like(gain),
+                                     v_reset=np.zeros(np.shape(op.v_reset)), sem=sem)
             renamed[name] = f"{name}_nengo_spike_height"
             nodes[renamed[name]] = Scale(scale=np.full(np.shape(gain), 1.0 / dt))
             warnings.append(f"node '{name}': nengo's LIF has threshold 1 and input gain 1/v_threshold; its spikes "
@@ -116,10 +122,6 @@ def _restated(graph: Graph, warnings: list[str], dt: float) -> Graph:
     edges = tuple((renamed.get(src, src), dst) for src, dst in graph.edges)
     edges += tuple((name, after) for name, after in renamed.items())
     return graph.replace(nodes=nodes, edges=edges)
-
-
-def _predecessors(graph: Graph, name: str) -> list[str]:
-    return [src for src, dst in graph.edges if dst == name]
 
 
 def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
