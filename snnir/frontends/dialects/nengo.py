@@ -17,6 +17,9 @@ restates what nengo simulates after that recipe reads a file, stepped at ``nengo
   ``r = 1``, ``v_leak = 0`` whatever the file says) built in "update" mode, so its output
   reaches the next step: an ``LI`` followed by a one-step ``Delay``.
 - ``Affine`` is ``weight @ x + bias`` in the same step; connections have no delay.
+
+A refractory period (``tau_ref > 0``, which the recipe never sets) would hold each neuron for a
+time measured from its spike's interpolated moment within the step: no Semantics field says that.
 """
 
 from __future__ import annotations
