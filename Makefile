@@ -39,6 +39,7 @@ bench: install
 	$(PY) benchmarks/bench.py
 
 interop: install
+	scripts/install_norse_1_0.sh $(PY)
 	$(PY) benchmarks/interop_matrix.py
 	$(PY) benchmarks/prediction_matrix.py
 

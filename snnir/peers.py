@@ -10,6 +10,8 @@ Each library's conventions, kept here and nowhere else:
 - snnTorch 1.0: ``import_from_nir`` builds a stateful graph module called ``module(x_t, state)``
   per step.
 - Norse 1.1: ``norse.torch.from_nir(dt=0.001)``; stepped ``module(x_t, state)``.
+- ``norse-1.0``: Norse 1.0.0, in a folder of its own (``snnir.peer_folder``): it has no
+  ``from_nir``, so every file is refused with that reason.
 - Both keep NIR's per-sample Flatten ``start_dim`` as torch's (snntorch/import_nir.py:216,
   norse/torch/utils/import_nir.py:86), so a Flatten folds the batch in: each sample runs alone,
   as a batch of one, which is what such a model can run on.
@@ -43,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from snnir.errors import SnnirError, escape
+from snnir.peer_folder import FOLDERS, inside, probe
 
 
 def nir_compat() -> None:
@@ -275,6 +278,8 @@ PEERS: dict[str, Peer] = {
 def installed(library: str) -> str | None:
     """``None`` when ``library`` can be run here, otherwise why not."""
     peer = _peer(library)
+    if library in FOLDERS and not inside(library):
+        return probe(library)[0]
     lib, reason = load(peer.module)
     if lib is None:
         return f"{library} is not installed here ({reason})"
@@ -291,6 +296,9 @@ def run_real(path: str | Path, library: str, x: np.ndarray, **options) -> np.nda
     why = installed(library)
     if why is not None:
         raise SnnirError(why)
+    if library in FOLDERS:  # looked at from a child Python only: Norse 1.0.0 has no importer
+        no_importer = probe(library)[1] or "snnir runs no importer from a peer folder"
+        raise SnnirError(f"{library}'s importer fails on '{escape(str(path))}': {no_importer}")
     x = np.asarray(x)
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
     if x.ndim < 2:

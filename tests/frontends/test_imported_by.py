@@ -47,7 +47,6 @@ def test_every_library_is_described_on_its_dialect(library) -> None:
 @pytest.mark.parametrize(("file", "library", "options", "steps"), [
     ("lif_norse.nir", "snntorch", {}, NORSE_SPIKES),
     ("lif_norse.nir", "norse", {"dt": 1e-4}, NORSE_SPIKES),
-    ("lif_norse.nir", "norse-1.0", {"dt": 1e-4}, NORSE_SPIKES),
     ("lif_rockpool.nir", "snntorch", {}, [460, 520, 720, 780]),  # its r: input gain 0.96, threshold / 0.96
     ("lif_rockpool.nir", "spyx", {"dt": 1e-4}, [461, 511, 711, 761]),  # the paper's Spyx steps
     ("lif_rockpool.nir", "norse", {"dt": 1e-4}, []),  # r = 24 ignored: the 0.04 weight alone never fires
@@ -55,6 +54,12 @@ def test_every_library_is_described_on_its_dialect(library) -> None:
 def test_the_papers_lif_files_as_each_importer_runs_them(fixtures_dir, file, library, options, steps) -> None:
     predicted, _ = snnir.imported_by(_read(fixtures_dir / file), library, **options)
     assert _steps(predicted) == steps
+
+
+def test_norse_1_0_imports_no_file(fixtures_dir) -> None:
+    """Norse 1.0.0 has no from_nir (tests/interop/test_norse_1_0.py runs it)."""
+    with pytest.raises(snnir.SnnirError, match="Norse 1.0.0.*has no NIR importer"):
+        snnir.imported_by(_read(fixtures_dir / "lif_norse.nir"), "norse-1.0", dt=1e-4)
 
 
 def test_spyx_adds_the_input_unscaled_and_emits_one_step_late(fixtures_dir) -> None:

@@ -25,8 +25,8 @@ from snnir.peers import installed, run_real
 from .cells import Cell, Outcome, compare, run_ours
 from .prediction_corpus import B, CORPUS, Entry
 
-#: the libraries of the matrix, in its column order (``norse-1.0`` needs a Norse before 1.1)
-LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo")
+#: the libraries of the matrix, in its column order (``norse-1.0``: Norse 1.0.0, from ``snnir.peer_folder``)
+LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx", "nengo")
 #: importer options given to both sides (Sinabs' layers need a batch size)
 OPTIONS = {"sinabs": {"batch_size": B}}
 #: statuses that mean the prediction held
@@ -120,7 +120,8 @@ def document(rows: list[tuple[Cell, str, str]]) -> str:
         "predicted, or snnir refuses a node that nirtorch's importers drop without a word (what they then",
         "run depends on Python's string hash order, so it is not run). *not predicted*: snnir refuses to",
         "predict, naming the node, and the library runs something anyway. *differs*: a wrong prediction,",
-        "explained below. `norse-1.0` (Norse before 1.1) is not installed here: `run_real` refuses it.",
+        "explained below. `norse-1.0` is Norse 1.0.0 (`make interop` puts it in `.venv-peers/`), which has no",
+        "`from_nir`: it imports no file, as predicted.",
         "",
         "| file | covers | " + " | ".join(LIBRARIES) + " |",
         "| --- | --- | " + " | ".join("---" for _ in LIBRARIES) + " |",

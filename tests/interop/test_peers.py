@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from snnir.errors import SnnirError
-from snnir import peers
+from snnir import peer_folder, peers
 
 pytestmark = pytest.mark.interop
 
@@ -29,11 +29,15 @@ def test_a_missing_library_is_refused_naming_it(fixtures_dir, monkeypatch) -> No
         peers.run_real(fixtures_dir / "lif_norse.nir", "spyx", X)
 
 
-def test_a_library_version_not_installed_is_refused(fixtures_dir) -> None:
-    if peers.installed("norse") is not None:
-        pytest.skip(peers.installed("norse"))
-    with pytest.raises(SnnirError, match="norse-1.0 needs norse before 1.1"):
-        peers.run_real(fixtures_dir / "lif_norse.nir", "norse-1.0", X)
+def test_a_library_version_not_installed_is_refused(fixtures_dir, monkeypatch, tmp_path) -> None:
+    """norse-1.0 is looked for in its own folder (snnir.peer_folder), never in the venv's Norse 1.1."""
+    monkeypatch.setitem(peer_folder.FOLDERS, "norse-1.0", tmp_path / "absent")
+    peer_folder.probe.cache_clear()
+    try:
+        with pytest.raises(SnnirError, match="norse-1.0 is not installed here .*install_norse_1_0.sh"):
+            peers.run_real(fixtures_dir / "lif_norse.nir", "norse-1.0", X)
+    finally:
+        peer_folder.probe.cache_clear()
 
 
 def test_an_importer_failure_names_the_library_and_its_reason(fixtures_dir) -> None:

@@ -13,9 +13,13 @@ to the current undecayed (``i += x``, then the membrane sees the new ``i``): ``o
 unscaled, so an ``IF``'s ``r`` becomes ``r / dt``. Norse steps with forward Euler, spikes when
 ``v > v_th`` and resets to ``v_reset`` in the same step.
 
-Import (both versions) reads ``tau`` as the true time constant (``tau_inv = 1 / tau``) at its own
+Import (Norse 1.1) reads ``tau`` as the true time constant (``tau_inv = 1 / tau``) at its own
 ``dt`` (default 1e-3), ignores ``r`` and ``v_reset`` of ``LIF`` and resets to 0;
-``on_write`` re-times neurons to ``dt = 1e-3`` and warns about what Norse drops.
+``on_write`` re-times neurons to ``dt = 1e-3`` and warns about what Norse drops. Norse 1.0.0
+(January 2023, the one release before 1.1) predates NIR: no ``from_nir`` or ``to_nir``, so
+``norse-1.0``'s ``imported_by`` refuses every graph, and its ``on_read`` is for files of the
+unreleased development versions between 1.0.0 and 1.1.0; its neuron cells are those of 1.0.0
+(``LIFBoxCell`` there spikes as the paper's file read with ``norse-1.0``).
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def _for_import(path: str, op: Neuron, warnings: list[str]) -> Neuron:
     return op.replace(sem=op.sem.with_(**READ_SEMANTICS))
 
 
-# --- what from_nir builds from a file (imported_by; the same in both versions) ----------
+# --- what Norse 1.1's from_nir builds from a file (imported_by) ---------------------------
 _IMPORTER = "Norse's from_nir"
 #: What ``_import_norse_module`` builds a module for (nested graphs: nirtorch recurses).
 READABLE = (Input, Output, Affine, Linear, Conv2d, Flatten, SumPool2d, IF, LIF, CubaLIF, Subgraph)
@@ -143,10 +147,22 @@ DIALECT = register_dialect(Dialect(
     read_defaults={"dt": NORSE_DT, **READ_SEMANTICS},
 ))
 
+_NO_IMPORTER = ("Norse 1.0.0, the one Norse release before 1.1, has no NIR importer (norse.torch has no "
+                "from_nir: it predates NIR), so it imports no file; the unreleased versions after it, which wrote "
+                "the NIR paper's files, are not predicted")
+
+
+def _imported_by_1_0(graph: Graph, warnings: list[str], options: dict) -> Graph:
+    """Norse 1.0.0 imports nothing (checked in Norse 1.0.0 itself: ``snnir.peer_folder``)."""
+    raise SnnirError(_NO_IMPORTER)
+
+
 DIALECT_1_0 = register_dialect(dataclasses.replace(
     DIALECT,
     name="norse-1.0",
     description="Norse before 1.1 (NIR 0.x files, the NIR paper's): files store the true tau; "
-                "otherwise as 'norse' (its from_nir read the same way)",
+                "Norse 1.0.0 has no from_nir",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=False),
+    imported_by=_imported_by_1_0,
+    importer="Norse 1.0.0 (no from_nir)",
 ))
