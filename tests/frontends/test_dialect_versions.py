@@ -42,12 +42,15 @@ def test_the_papers_norse_file_read_as_norse_1_1_is_silent(fixtures_dir) -> None
     assert _spike_steps(fixtures_dir / "lif_norse.nir", dialect="norse", dt=1e-4) == []
 
 
-def test_norse_versions_differ_only_in_the_time_constants(fixtures_dir) -> None:
+def test_norse_versions_differ_in_the_time_constants_and_the_current_order(fixtures_dir) -> None:
+    """Norse 1.0.0's LIFCell steps the membrane from last step's current (tests/interop/test_norse_1_0.py
+    runs it); 1.1's from the current after this step's jump."""
     old = load(fixtures_dir / "lif_norse.nir", dialect="norse-1.0", dt=1e-4)[0].nodes["1"]
     new = load(fixtures_dir / "lif_norse.nir", dialect="norse", dt=1e-4)[0].nodes["1"]
     np.testing.assert_allclose(old.tau, 0.0025)
     np.testing.assert_allclose(new.tau, 0.0025 / 1e-4)
-    assert old.sem == new.sem and old.sem.discretisation == "euler" and old.sem.threshold_compare == "gt"
+    assert old.sem == new.sem.with_(current_order="voltage_first")
+    assert old.sem.discretisation == "euler" and old.sem.threshold_compare == "gt"
 
 
 def test_rockpool_dt_is_recovered_from_the_file(fixtures_dir) -> None:

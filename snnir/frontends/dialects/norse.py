@@ -8,8 +8,10 @@ Evidence: the paper's ``paper/01_lif/lif.ipynb`` (neuromorphs/NIR) builds
 ``LIFBoxCell(tau_mem_inv=400, v_th=0.1)`` at ``dt = 1e-4`` and its file stores ``tau = 0.0025``.
 
 Both versions: ``LIFCell`` is written as ``CubaLIF`` with ``w_in = 1``, but Norse adds the input
-to the current undecayed (``i += x``, then the membrane sees the new ``i``): ``on_read`` sets
-``w_in = tau_syn / dt``, the forward-Euler gain for that jump; ``IAFCell`` adds its input
+to the current undecayed (``i += x``): ``on_read`` sets ``w_in = tau_syn / dt``, the forward-Euler
+gain for that jump. Norse 1.1's membrane then sees the new ``i`` (``current_first``); Norse
+1.0.0's ``LIFCell`` steps the membrane from last step's ``i`` and then jumps the current
+(``voltage_first``, ``functional/lif.py:_lif_feed_forward_step_jit``). ``IAFCell`` adds its input
 unscaled, so an ``IF``'s ``r`` becomes ``r / dt``. Norse steps with forward Euler, spikes when
 ``v > v_th`` and resets to ``v_reset`` in the same step.
 
@@ -18,8 +20,8 @@ Import (Norse 1.1) reads ``tau`` as the true time constant (``tau_inv = 1 / tau`
 ``on_write`` re-times neurons to ``dt = 1e-3`` and warns about what Norse drops. Norse 1.0.0
 (January 2023, the one release before 1.1) predates NIR: no ``from_nir`` or ``to_nir``, so
 ``norse-1.0``'s ``imported_by`` refuses every graph, and its ``on_read`` is for files of the
-unreleased development versions between 1.0.0 and 1.1.0; its neuron cells are those of 1.0.0
-(``LIFBoxCell`` there spikes as the paper's file read with ``norse-1.0``).
+unreleased development versions between 1.0.0 and 1.1.0, stepped as 1.0.0's cells step
+(``LIFBoxCell``, ``LIFCell``, ``IAFCell``: ``tests/interop/test_norse_1_0.py`` runs them).
 """
 
 from __future__ import annotations
@@ -157,12 +159,19 @@ def _imported_by_1_0(graph: Graph, warnings: list[str], options: dict) -> Graph:
     raise SnnirError(_NO_IMPORTER)
 
 
+def _written_for_1_0(graph: Graph, warnings: list[str]) -> Graph:
+    """No file is written for an importer that does not exist."""
+    raise SnnirError(f"{_NO_IMPORTER}; write for dialect 'norse' (Norse 1.1) instead")
+
+
 DIALECT_1_0 = register_dialect(dataclasses.replace(
     DIALECT,
     name="norse-1.0",
     description="Norse before 1.1 (NIR 0.x files, the NIR paper's): files store the true tau; "
-                "Norse 1.0.0 has no from_nir",
+                "LIFCell's membrane sees last step's current; Norse 1.0.0 has no from_nir",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=False),
+    read_defaults={"dt": NORSE_DT, **READ_SEMANTICS, "current_order": "voltage_first"},
+    on_write=_written_for_1_0,
     imported_by=_imported_by_1_0,
     importer="Norse 1.0.0 (no from_nir)",
 ))
