@@ -1,9 +1,11 @@
-"""``guess_writer`` names the library (and version) that wrote each of the NIR paper's files,
-with evidence, and names none where no fingerprint fits; ``snnir inspect`` prints it."""
+"""``guess_writer`` names the library (and version) that wrote each of the NIR paper's files and
+Norse 1.1.0's (``tests/fixtures/norse-1.1``), with evidence, and names none where no fingerprint
+fits; ``snnir inspect`` prints it."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +41,23 @@ def test_the_papers_files_name_their_writer(fixtures_dir, name: str) -> None:
     assert evidence[0].startswith("nir version attribute") and any(clue in line for line in evidence)
     if dialect is not None:
         get_dialect(dialect)  # a name the reader takes
+
+
+#: files Norse 1.1.0's to_nir wrote (tests/fixtures/norse-1.1/README.md); Norse 1.0.0 writes none (no to_nir)
+NORSE_1_1 = Path(__file__).resolve().parents[1] / "fixtures" / "norse-1.1"
+NORSE_1_1_WRITERS = {"norse-LIF.nir": "norse", "norse-CubaLIF.nir": "norse", "norse-conv.nir": "norse",
+                     "norse-IF.nir": None}  # IF-only: Norse and Sinabs write it alike
+
+
+@pytest.mark.parametrize("name", sorted(NORSE_1_1_WRITERS))
+def test_norse_1_1_files_name_norse_1_1_not_the_earlier_norse(name: str) -> None:
+    dialect, evidence = guess_writer(file_facts(NORSE_1_1 / name))
+    assert dialect == NORSE_1_1_WRITERS[name], evidence
+    assert ("Norse 1.1's tau * dt" if dialect else "Sinabs or Norse") in evidence[-1]
+
+
+def test_every_norse_1_1_fixture_is_covered() -> None:
+    assert {path.name for path in NORSE_1_1.glob("*.nir")} == set(NORSE_1_1_WRITERS)
 
 
 def test_a_file_snnir_wrote_is_plain_nir(tmp_path) -> None:
