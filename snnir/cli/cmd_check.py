@@ -25,7 +25,7 @@ from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file
 from snnir.errors import SnnirError, one_line, shown
 
-#: One per library, at its installed version (``norse-1.0`` reads files as ``norse`` does).
+#: One per library, at its installed version (``norse-1.0``, Norse 1.0.0, has no importer: not a default).
 DEFAULT_LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo")
 DIFFERS = 2
 _SAMPLES, _RATE, _SEED = 4, 0.2, 0
