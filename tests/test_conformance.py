@@ -8,7 +8,9 @@ builds a small graph containing it; every cell runs that graph on random inputs
 - ``nir``, ``nir:keep_extensions``: write a .nir file (extension ops lowered or kept), read it back;
 - ``pass:<name>``: every registered pass alone; ``O0``..``O2``: :func:`snnir.optimize`;
 - ``torch``: the torch target in float64: spikes identical, other values rtol 1e-6;
-  ``torch:float32``: in float32, spikes identical, other values rtol 1e-4;
+  ``torch:float32``: in float32, spikes identical, other values rtol 1e-4; ``torch:stepwise``:
+  one step per call; ``torch:native``: the C++ kernels and the paths only an inference
+  without recorded states takes (a max pool run inside its neuron's scan), outputs only;
 - ``onnx``: model.onnx stepped by onnxruntime in float32: spikes identical, other
   values rtol 1e-4; ``ipu``: the IPU build, run only where poptorch is.
 
@@ -134,8 +136,12 @@ def conformance_graph(op_type: str) -> tuple[Graph, tuple[int, ...]]:
         return _with_spiking_branch(graph, "flat", 2 * 4, rng), (2, 9)
     if cls is MaxPool2d:  # analogue values and windows that ceil_mode adds: written as an extension op
         pool = MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-        graph = _seq(("node", pool), ("flat", Flatten(0)), shape=(2, 6, 6))
-        return _with_spiking_branch(graph, "flat", 2 * 4 * 4, rng), (2, 6, 6)
+        graph = _with_spiking_branch(_seq(("node", pool), ("flat", Flatten(0)), shape=(2, 6, 6)), "flat", 32, rng)
+        # and a pool whose only consumer is a neuron (inference runs them in one pass)
+        nodes = {**graph.nodes, "pool_in": MaxPool2d(kernel_size=2, stride=2),
+                 "pooled_lif": _neuron(LIF, rng, (2, 3, 3), Semantics(dt=DT, reset="zero")), "out_pooled": Output()}
+        edges = (("in", "pool_in"), ("pool_in", "pooled_lif"), ("pooled_lif", "out_pooled"))
+        return graph.replace(nodes=nodes, edges=graph.edges + edges), (2, 6, 6)
     if cls is Delay:
         delay = Delay(rng.integers(0, 5, 4) * DT, sem=Semantics(dt=DT))
         return _with_spiking_branch(_seq(("node", delay), shape=(4,)), "node", 4, rng), (4,)
@@ -200,7 +206,7 @@ PATHS = (
     ["nir", "nir:keep_extensions"]
     + [f"pass:{name}" for name in sorted(PASSES)]
     + [f"O{level}" for level in sorted(LEVELS)]
-    + ["torch", "torch:float32", "torch:stepwise", "onnx", "ipu"]
+    + ["torch", "torch:float32", "torch:stepwise", "torch:native", "onnx", "ipu"]
 )
 #: (op type, path) -> why that cell is known to fail (xfail strict); empty when all conform.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
@@ -251,9 +257,11 @@ def _run_path(path: str, graph: Graph, x: np.ndarray, tmp_path) -> tuple[dict, f
         # stepwise: every segment of layers in calls of one step (snnTorch's order), see plan.py
         top = [n for n, op in graph.nodes.items() if op.op_type not in ("Input", "Output")]
         plan = {"layer_chunks": dict.fromkeys(top, 1)} if path.endswith("stepwise") else {}
-        module = snnir.compile(graph, target="torch", dtype=dtype, **plan)
+        native = path.endswith("native")
+        module = snnir.compile(graph, target="torch", dtype=dtype, native=native, **plan)
         with torch.no_grad():
-            out, traces = module(torch.from_numpy(x).to(dtype), record=True)
+            x_t = torch.from_numpy(x).to(dtype)
+            out, traces = (module(x_t), {}) if native else module(x_t, record=True)
         outs = out if isinstance(out, dict) else {graph.outputs[0]: out}
         rtol = RTOL["float64"] if dtype == torch.float64 else RTOL["float32"]
         return {k: v.numpy() for k, v in {**outs, **traces}.items()}, rtol
@@ -286,13 +294,15 @@ def _run_ipu(graph: Graph, x: np.ndarray, tmp_path) -> dict:
 
 
 @pytest.mark.parametrize(("op_type", "path"), list(_cells()))
-def test_conforms_to_reference(op_type, path, references, tmp_path):
+def test_conforms_to_reference(op_type, path, references, tmp_path, request):
     graph, x, want = references(op_type)
+    if path == "torch:native":
+        request.getfixturevalue("native_kernels")  # skips where they cannot be built
     got, rtol = _run_path(path, graph, x, tmp_path)
     assert_conforms(got, want, rtol, keys=graph.outputs)
     # state of nodes the path keeps (same name, same state variable) must match too
     assert_conforms(got, want, rtol, keys=[k for k in want if k in got and k not in graph.outputs])
-    if path.startswith(("nir", "torch")):  # these keep every node: every state trace must be there
+    if path.startswith(("nir", "torch")) and path != "torch:native":  # every node kept: every state trace there
         assert_conforms(got, want, rtol)
 
 

@@ -44,6 +44,7 @@ from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
+from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chunks
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
@@ -137,6 +138,9 @@ class GraphModule(nn.Module):
             self._loops = {members: loop for members, loop in found.items() if loop is not None}
         #: neuron node -> the states probes read (see spike_flow.plan_probes)
         self._probed: dict[str, set[str]] = plan_probes(self, graph)
+        #: neuron node -> the max pool it runs on its input; pool node -> that neuron (pool_neuron.py)
+        self._pool_of = plan_pools(self)
+        self._pooled_by = {self._sources[n][0][0]: self.node_module(n) for n in self._pool_of}
         self._read_later = later_reads(self._segments, self._sources, self._graph.outputs, self._probed)
 
     @property
@@ -352,6 +356,8 @@ class GraphModule(nn.Module):
         if not module.stateful:
             if name in self._given and hands_over(self._given[name], module):  # its neuron applied it
                 return {name: x[None]}, set(), {}, None
+            if passes_on(self, name, module):  # its neuron pools
+                return {name: x[None]}, ({name} if static else set()), {}, None
             if not static:
                 return {name: module(x[None])}, set(), {}, None
             key = self._prefix + name
@@ -367,6 +373,9 @@ class GraphModule(nn.Module):
                 {key + s: v for s, v in traces.items()} if record else None)
         then = self._then.get(name)
         extra = {"then": then} if then is not None and hands_over(module, then) else {}
+        pool = self._pool_of.get(name)
+        if pool is not None and hands_over(module, pool):
+            extra["pool"] = pool
         if static and module.takes_held_input:
             y, final, traces = module(x[None], own, record, steps=steps, **extra)
         elif static:

@@ -197,7 +197,10 @@ class StateProbeModule(OpModule):
 
 
 class ConvModule(OpModule):
-    """Cross-correlation as torch's conv1d/conv2d, symmetric explicit padding."""
+    """Cross-correlation as torch's conv1d/conv2d, symmetric explicit padding. The bias is
+    added after the convolution (the reference's order), except a per-channel bias on CPU
+    float32, which goes into the convolution call as ``nn.Conv2d`` (and so snnTorch) passes
+    it: one pass over the output less; oneDNN adds it last, which measured the same bits."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _per_sample(self, x, self._conv)
@@ -205,8 +208,11 @@ class ConvModule(OpModule):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         op = self.source_op
         conv = F.conv1d if op.spatial_rank == 1 else F.conv2d
-        y = conv(x, self.weight, None, op.stride, op.explicit_padding(), op.dilation, op.groups)
         bias = self.bias
+        inside = bias.dim() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
+        y = conv(x, self.weight, bias if inside else None, op.stride, op.explicit_padding(), op.dilation, op.groups)
+        if inside:
+            return y
         return y + (bias.reshape((-1,) + (1,) * op.spatial_rank) if bias.dim() else bias)
 
 
@@ -357,17 +363,28 @@ class NeuronModule(OpModule):
             new["v"] = self._reset(u, z)
         return z, new
 
-    def forward(self, x, state, record=False, steps=None, then=None):
-        return self.sequence(x, state, record, steps, then)
+    def forward(self, x, state, record=False, steps=None, then=None, pool=None):
+        return self.sequence(x, state, record, steps, then, pool)
 
-    def sequence(self, x, state, record=False, steps=None, then=None):
+    def sequence(self, x, state, record=False, steps=None, then=None, pool=None):
         """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps.
         ``then``: an :class:`AffineModule` fed only these spikes; the output is then that layer's
-        (run fused with the scan where :mod:`~snnir.targets.torch.neuron_linear` applies)."""
+        (run fused with the scan where :mod:`~snnir.targets.torch.neuron_linear` applies).
+        ``pool``: a max pool module whose output only this neuron takes; ``x`` is then its input
+        (pooled in the scan where :mod:`~snnir.targets.torch.pool_neuron` applies)."""
         scan = _scan_module() if self.fast else None
         if scan is not None:
             params = self._params()
             coeffs = self._coefficients(scan, params, x)
+            if pool is not None and not record and steps is None:
+                from snnir.targets.torch.pool_neuron import pooled_sequence
+
+                fused = pooled_sequence(self, pool, x, state, coeffs)
+                if fused is not None:
+                    return fused if then is None else (then(fused[0]),) + fused[1:]
+        if pool is not None:
+            x = pool(x)
+        if scan is not None:
             if then is not None and not record:
                 fused = self._fused_with(then, scan, params, coeffs, x, state, steps)
                 if fused is not None:

@@ -70,7 +70,7 @@ _extension: dict[str, object] = {}  # kernel name -> the loaded extension, or No
 
 
 #: the kernels, each ``csrc/<name>.cpp``
-KERNELS = ("neuron_scan", "neuron_linear", "recurrent")
+KERNELS = ("neuron_scan", "neuron_linear", "recurrent", "pool_scan")
 
 
 def _cflags() -> list[str]:

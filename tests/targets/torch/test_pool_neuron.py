@@ -1,0 +1,133 @@
+"""A max pool feeding a neuron, run in one pass for inference (``pool_neuron``, ``csrc/pool_scan.cpp``).
+
+In a compiled module (native kernels on, no gradient wanted): outputs and final states
+bit-identical to the pool then the neuron's scan (the handover switched off by a forward hook,
+as the tracer's hooks switch it off), for every neuron op and semantics option
+(``neuron_cases``), float32 and float64, MaxPool1d/2d with padding, stride, dilation, ceil_mode
+windows, ties and signed zeros; float64 outputs equal to ``snnir.run``'s. Where a gradient is
+wanted, or states are recorded, the neuron pools first and runs its usual scan: the same
+results, and gradients flow. Skips where the kernels cannot be built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import snnir
+from snnir.ir import Graph, Semantics
+from snnir.ir.ops import LIF, Input, Output
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.targets.torch import pool_neuron
+
+from tests.targets.neuron_cases import CASES, IDS, random_op
+
+T, B = 7, 3
+#: (pool, per-sample input shape); every pooled shape ends in neuron_cases.N = 5 (per-neuron parameters)
+POOLS = [
+    (MaxPool2d(kernel_size=2, stride=2), (2, 6, 10)),
+    (MaxPool2d(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1), ceil_mode=True), (3, 5, 5)),
+    (MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=(2, 1), ceil_mode=True), (2, 7, 9)),
+    (MaxPool1d(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), (4, 10)),
+]
+
+
+def _graph(pool, shape, neuron) -> Graph:
+    return Graph.sequential(("in", Input(shape)), ("pool", pool), ("cell", neuron), ("out", Output()))
+
+
+def _input(shape, dtype, seed: int, scale: float = 1.0) -> torch.Tensor:
+    """``[T, B, *shape]``, rounded to tenths (ties in windows) with negative zeros."""
+    g = torch.Generator().manual_seed(seed)
+    x = ((torch.randn((T, B) + tuple(shape), generator=g, dtype=torch.float64) * scale + 0.3) * 10).round() / 10
+    x[x == 0] = -0.0
+    return x.to(dtype)
+
+
+def _state(module, dtype, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.initial_state(B).items():
+        noise = torch.randn(value.shape, generator=g, dtype=torch.float64)
+        state[key] = ((noise > 0) if key.endswith(".z") else noise * 0.3).to(dtype)
+    return state
+
+
+def _run(graph, x, dtype, monkeypatch, hooked: bool, seed: int | None = 5):
+    """(outputs, final state, whether the fused kernel ran) of one no_grad call from a random
+    initial state (from zero with ``seed=None``)."""
+    module = snnir.compile(graph, target="torch", dtype=dtype, native=True)
+    if hooked:
+        module.pool.register_forward_hook(lambda *args: None)
+    ran = []
+    real = pool_neuron.pooled_sequence
+    monkeypatch.setattr(pool_neuron, "pooled_sequence", lambda *a: ran.append(real(*a)) or ran[-1])
+    with torch.no_grad():
+        out, final = module(x, state=None if seed is None else _state(module, dtype, seed), return_state=True)
+    return out, final, any(r is not None for r in ran)
+
+
+def _check(graph, x, dtype, monkeypatch):
+    fused, final, ran = _run(graph, x, dtype, monkeypatch, hooked=False)
+    assert ran, "the fused kernel did not run"
+    unfused, final_unfused, ran_unfused = _run(graph, x, dtype, monkeypatch, hooked=True)
+    assert not ran_unfused
+    assert torch.equal(fused, unfused)
+    assert final.keys() == final_unfused.keys()
+    for key in final:
+        assert torch.equal(final[key], final_unfused[key]), key
+    return fused
+
+
+@pytest.mark.parametrize(("cls", "sem", "surrogate", "per_neuron", "static", "detach"), CASES, ids=IDS)
+def test_fused_equals_pool_then_neuron(native_kernels, monkeypatch, cls, sem, surrogate, per_neuron, static, detach):
+    """float64 for every case, float32 too for every third (``static`` is rotated the same way)."""
+    index = CASES.index((cls, sem, surrogate, per_neuron, static, detach))
+    for dtype in (torch.float64, torch.float32) if static else (torch.float64,):
+        _check_case(index, cls, sem, per_neuron, dtype, monkeypatch)
+
+
+def _check_case(index, cls, sem, per_neuron, dtype, monkeypatch):
+    pool, shape = POOLS[index % len(POOLS)]
+    neuron = random_op(cls, sem, np.random.default_rng(index), per_neuron)
+    graph = _graph(pool, shape, neuron)
+    x = _input(shape, dtype, index, scale=3.0 if sem.spike_mode == "multi" else 1.0)
+    _check(graph, x, dtype, monkeypatch)
+    if dtype == torch.float64:
+        out, _, ran = _run(graph, x, dtype, monkeypatch, hooked=False, seed=None)
+        want = snnir.run(graph, x.numpy())["out"]
+        assert ran
+        if neuron.spiking:
+            assert np.array_equal(out.numpy(), want), "spikes differ from the reference interpreter"
+        else:
+            np.testing.assert_allclose(out.numpy(), want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("pool", "shape"), POOLS, ids=["2x2", "ceil-pad", "dilated", "1d"])
+def test_every_pool_geometry(native_kernels, monkeypatch, pool, shape):
+    neuron = LIF(tau=2e-3, r=5.0, v_leak=0.0, v_threshold=0.4, sem=Semantics(reset="subtract"))
+    graph = _graph(pool, shape, neuron)
+    out = _check(graph, _input(shape, torch.float32, 1), torch.float32, monkeypatch)
+    assert out.sum() > 0
+
+
+def test_training_and_record_pool_first(native_kernels, monkeypatch):
+    """With a gradient wanted, or states recorded, the fused kernel does not run; the results
+    are the unfused ones and the gradient reaches the input."""
+    pool, shape = POOLS[0]
+    neuron = LIF(tau=2e-3, r=5.0, v_leak=0.0, v_threshold=0.4, sem=Semantics(reset="subtract"))
+    graph = _graph(pool, shape, neuron)
+    x = _input(shape, torch.float64, 2)
+    want, _, _ = _run(graph, x, torch.float64, monkeypatch, hooked=True, seed=None)
+    module = snnir.compile(graph, target="torch", dtype=torch.float64, native=True)
+    calls = []
+    real = pool_neuron.pooled_sequence
+    monkeypatch.setattr(pool_neuron, "pooled_sequence", lambda *a: calls.append(real(*a)) or calls[-1])
+    x_grad = x.clone().requires_grad_(True)
+    out = module(x_grad)
+    out.sum().backward()
+    assert torch.equal(out.detach(), want) and x_grad.grad is not None and not any(calls)
+    with torch.no_grad():
+        recorded, traces = module(x, record=True)
+    assert torch.equal(recorded, want) and "cell.v" in traces
