@@ -17,8 +17,10 @@ from snnir.ir.ops import Input, Output
 from snnir.ir.memory import Footprint, resolve_limits
 from snnir.ir.verify import verify
 from snnir.limits import Limits
-from snnir.targets.torch.graph_module import GraphModule, Options, State
+from snnir.targets.torch import spatial  # noqa: F401 (registers the convolutions' and pools' lowerings)
+from snnir.targets.torch.graph_module import GraphModule, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
+from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget
 from snnir.targets.torch.planner import Planner
 from snnir.targets.torch.surrogate import Surrogate

@@ -44,45 +44,13 @@ from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
-from snnir.targets.torch.pool_neuron import passes_on, plan_pools
+from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chunks
+from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
-from snnir.targets.torch.surrogate import Surrogate
 
 State = dict[str, torch.Tensor]
-
-
-class Options:
-    """Compile options shared by every level: which parameters train, the
-    surrogate, the dtype and whether neuron scans may use the fast path."""
-
-    def __init__(
-        self, graph: Graph, trainable: Any, surrogate: Surrogate, dtype: torch.dtype, fast: bool, detach_reset: bool,
-        time_chunk: int = 0, recompute: bool = False, native: bool | None = None, triton: bool | None = None,
-    ):
-        self.surrogate, self.dtype, self.fast, self.detach_reset = surrogate, dtype, fast, detach_reset
-        self.time_chunk, self.recompute, self.native, self.triton = time_chunk, recompute, native, triton
-        self.mode = trainable if isinstance(trainable, str) else "list"
-        if self.mode not in ("metadata", "all", "list"):
-            raise SnnirError(f"trainable must be 'metadata', 'all' or a list of names, got {trainable!r}")
-        self.names = set() if isinstance(trainable, str) else set(trainable)
-        if self.mode == "list":
-            known = set()
-            for path, op in graph.walk():
-                known.update(op.param_names())
-                known.update(f"{path}.{p}" for p in op.param_names())
-            unknown = sorted(self.names - known)
-            if unknown:
-                raise SnnirError(f"trainable names {unknown} match no parameter ('name' or 'node.name')")
-
-    def trainable_for(self, path: str, op: Op) -> frozenset[str]:
-        if self.mode == "metadata":
-            return frozenset(op.trainable)
-        names = op.param_names()
-        if self.mode == "all":
-            return frozenset(p for p in names if op.params()[p].dtype.kind == "f")
-        return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)
 
 
 def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:

@@ -23,12 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnir.errors import SnnirError
 from snnir.ir.ops import (
-    IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op,
-    Scale, SumPool2d, Threshold,
+    IF, LI, LIF, Affine, CubaLI, CubaLIF, Delay, Flatten, I, Linear, Op, Scale, Threshold,
 )
-from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.semantics import DELAYED_RESET_TIMINGS
@@ -174,13 +171,6 @@ class FlattenModule(OpModule):
         return torch.flatten(x, start + lead, end + lead)
 
 
-def _per_sample(module: OpModule, x: torch.Tensor, fn) -> torch.Tensor:
-    """Apply ``fn`` on ``[N, *shape]`` with all leading dims of ``x`` folded into N."""
-    lead = tuple(x.shape[: x.dim() - module.in_rank])
-    y = fn(x.reshape((-1,) + tuple(x.shape[len(lead):])))
-    return y.reshape(lead + tuple(y.shape[1:]))
-
-
 class ThresholdModule(OpModule):
     """y = H(x - threshold), surrogate gradient."""
 
@@ -194,54 +184,6 @@ class StateProbeModule(OpModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
-
-
-class ConvModule(OpModule):
-    """Cross-correlation as torch's conv1d/conv2d, symmetric explicit padding. The bias is
-    added after the convolution (the reference's order), except a per-channel bias on CPU
-    float32, which goes into the convolution call as ``nn.Conv2d`` (and so snnTorch) passes
-    it: one pass over the output less; oneDNN adds it last, which measured the same bits."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _per_sample(self, x, self._conv)
-
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        op = self.source_op
-        conv = F.conv1d if op.spatial_rank == 1 else F.conv2d
-        bias = self.bias
-        inside = bias.dim() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
-        y = conv(x, self.weight, bias if inside else None, op.stride, op.explicit_padding(), op.dilation, op.groups)
-        if inside:
-            return y
-        return y + (bias.reshape((-1,) + (1,) * op.spatial_rank) if bias.dim() else bias)
-
-
-class PoolModule(OpModule):
-    """Sum or mean over zero-padded windows (padding counted in the mean)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _per_sample(self, x, self._pool)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        op = self.source_op
-        pad_h, pad_w = op.padding
-        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
-        y = F.avg_pool2d(x, op.kernel_size, op.stride)
-        if isinstance(op, SumPool2d):
-            y = y * float(np.prod(op.kernel_size))
-        return y
-
-
-class MaxPoolModule(OpModule):
-    """torch's max_pool1d / max_pool2d, time and batch folded into one batch dim."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _per_sample(self, x, self._pool)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        op = self.source_op
-        pool = F.max_pool1d if op.spatial_rank == 1 else F.max_pool2d
-        return pool(x, op.kernel_size, op.stride, op.padding, op.dilation, ceil_mode=op.ceil_mode)
 
 
 # --- stateful ----------------------------------------------------------------------------
@@ -493,11 +435,9 @@ Lowering = Callable[[Op, LoweringContext], OpModule]
 #: and extension ops without a lowering run by their reference expansion.
 LOWERINGS: dict[type[Op], Lowering] = {
     Affine: AffineModule, Linear: LinearModule, Scale: ScaleModule, Flatten: FlattenModule,
-    Threshold: ThresholdModule, Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule,
-    AvgPool2d: PoolModule, Delay: DelayModule, I: NeuronModule, IF: NeuronModule, LI: NeuronModule,
-    LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule, MaxPool1d: MaxPoolModule,
-    MaxPool2d: MaxPoolModule, StateProbe: StateProbeModule,
-}
+    Threshold: ThresholdModule, Delay: DelayModule, I: NeuronModule, IF: NeuronModule, LI: NeuronModule,
+    LIF: NeuronModule, CubaLI: NeuronModule, CubaLIF: NeuronModule, StateProbe: StateProbeModule,
+}  # and the convolutions and pools of ``spatial.py``
 
 
 def register_lowering(op_class: type[Op], lowering: Lowering | None = None):
