@@ -282,7 +282,7 @@ class NeuronModule(OpModule):
 
     def _decay_and_gain(self, tau: str) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = _decay(getattr(self, tau), self.sem.discretisation, self.sem.dt)
-        return (getattr(self, self._decays[tau]), b) if tau in self._decays else (a, b)
+        return (getattr(self, self._decays[tau]).clamp(0.0, 1.0), b) if tau in self._decays else (a, b)
 
     def to_op(self) -> Neuron:
         """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and

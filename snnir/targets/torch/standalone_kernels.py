@@ -34,13 +34,14 @@ def spike(u, thr, sem):
 
 def decay_and_gain(p, tau, decay, sem):
     """(decay a, gain b) of time constant ``p[tau]``; a trained decay ``p[decay]`` (the op held
-    its input gain while it trains) replaces a, b staying the time constant's."""
+    its input gain while it trains), clamped to [0, 1] as snnTorch clamps beta, replaces a, b
+    staying the time constant's."""
     if sem["discretisation"] == "euler":
         a, b = 1.0 - sem["dt"] / p[tau], sem["dt"] / p[tau]
     else:
         a = torch.exp(-sem["dt"] / p[tau])
         b = 1.0 - a
-    return (p[decay], b) if decay in p else (a, b)
+    return (p[decay].clamp(0.0, 1.0), b) if decay in p else (a, b)
 
 
 def reset(u, z, p, sem):
