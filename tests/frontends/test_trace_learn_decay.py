@@ -23,7 +23,7 @@ T, B, N = 20, 3, 4
 
 
 class Net(torch.nn.Module):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, **options):
         super().__init__()
         torch.manual_seed(3)
         self.fc = torch.nn.Linear(2, N)
@@ -35,7 +35,8 @@ class Net(torch.nn.Module):
             decays["alpha"], learn["learn_alpha"] = torch.linspace(0.5, 0.7, N), True
         if kind.startswith("R"):
             learn["linear_features"] = N
-        self.lif = getattr(snn, kind)(**decays, **learn, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
+        self.lif = getattr(snn, kind)(**decays, **learn, **options, init_hidden=True, output=True,
+                                      spike_grad=SPIKE_GRAD)
 
     def forward(self, x):
         return self.lif(self.fc(x))[0]

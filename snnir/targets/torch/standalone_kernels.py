@@ -3,7 +3,8 @@
 Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's code after
 its docstring, so it must import nothing but torch. Each kernel follows the op's docstring
 in the same arithmetic order as the reference interpreter (``targets/reference/kernels.py``);
-spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25).
+spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25); a reset
+passes no gradient through the spikes (snnTorch's detached reset, the torch target's default).
 """
 
 import torch
@@ -45,10 +46,11 @@ def decay_and_gain(p, tau, decay, sem):
 
 
 def reset(u, z, p, sem):
+    """``u`` reset by spikes ``z``, which pass it no gradient (as snnTorch's detached reset)."""
     if sem["reset"] == "zero":
         return torch.where(z > 0, p["v_reset"], u)
     if sem["reset"] == "subtract":
-        return u - z * p["v_threshold"]
+        return u - z.detach() * p["v_threshold"]
     return u
 
 
