@@ -256,7 +256,8 @@ class DelayModule(OpModule):
     def step(self, x, state):
         history = torch.cat([state["buffer"], x[None]], dim=0)
         index = self._lag.expand(x.shape)[None]
-        return torch.gather(history, 0, index)[0], {"buffer": history[1:]}
+        y = torch.gather(history, 0, index)[0]
+        return y.detach() if self.source_op.sem.detached else y, {"buffer": history[1:]}
 
 
 class NeuronModule(OpModule):

@@ -105,10 +105,12 @@ def current_based(x, state, p, sem, spiking):
 
 
 def delay(x, state, p, sem, spiking):
-    """Each element of ``x`` ``p["steps"]`` steps late (zeros at first)."""
+    """Each element of ``x`` ``p["steps"]`` steps late (zeros at first); no gradient where
+    ``sem["detached"]``."""
     history = torch.cat([state["buffer"], x[None]], dim=0)  # newest last
     index = (history.shape[0] - 1 - p["steps"]).expand(x.shape)[None]
-    return torch.take_along_dim(history, index, dim=0)[0], {"buffer": history[1:]}
+    y = torch.take_along_dim(history, index, dim=0)[0]
+    return y.detach() if sem.get("detached") else y, {"buffer": history[1:]}
 
 
 def affine(x, p):
