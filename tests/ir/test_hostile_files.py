@@ -66,7 +66,7 @@ def test_sigsegv_of_plain_h5py_is_an_error_or_a_clean_read(fixtures_dir, tmp_pat
 def test_a_crashing_child_is_an_error(tmp_path, monkeypatch):
     path = good_file(tmp_path / "g.nir")
     monkeypatch.setattr(isolate, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    monkeypatch.setattr(nir_io, "_TRUSTED", {})  # this process wrote the file: it would be read in-process
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})  # this process wrote the file: it would be read in-process
     refused(path, "the HDF5 library crashed on it \\(SIGSEGV\\); the file is corrupt")
 
 
@@ -199,5 +199,5 @@ def test_a_misbehaving_child_is_an_error(tmp_path, monkeypatch, child, match):
     """Whatever the child does, the parent unpickles nothing and answers one SnnirError."""
     path = good_file(tmp_path / "g.nir")
     monkeypatch.setattr(isolate, "_CHILD", child)
-    monkeypatch.setattr(nir_io, "_TRUSTED", {})
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})
     refused(path, match)
