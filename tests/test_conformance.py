@@ -143,7 +143,7 @@ def conformance_graph(op_type: str) -> tuple[Graph, tuple[int, ...]]:
         edges = (("in", "pool_in"), ("pool_in", "pooled_lif"), ("pooled_lif", "out_pooled"))
         return graph.replace(nodes=nodes, edges=graph.edges + edges), (2, 6, 6)
     if cls is Delay:
-        delay = Delay(rng.integers(0, 5, 4) * DT, sem=Semantics(dt=DT))
+        delay = Delay(rng.integers(0, 5, 4) * DT, sem=Semantics(dt=DT, detached=True))  # training only
         return _with_spiking_branch(_seq(("node", delay), shape=(4,)), "node", 4, rng), (4,)
     if cls is Subgraph:
         inner = Graph(
@@ -318,18 +318,21 @@ def test_examples_exercise_spikes(references):
 
 
 def test_examples_cover_every_semantics_option():
-    """Every value of every Semantics option (but dt) is used by some example's neuron."""
+    """Every value of every Semantics option (but dt) is used by some example's neuron
+    (``detached``: by a Delay)."""
     choices = {
         "discretisation": semantics_options.DISCRETISATIONS, "reset": semantics_options.RESETS,
         "reset_timing": semantics_options.RESET_TIMINGS, "threshold_compare": semantics_options.THRESHOLD_COMPARES,
         "spike_mode": semantics_options.SPIKE_MODES, "current_order": semantics_options.CURRENT_ORDERS,
-        "gain_held": (False, True),
+        "gain_held": (False, True), "detached": (False, True),
     }
     fields = {f.name for f in dataclasses.fields(Semantics)} - {"dt"}
     assert fields == set(choices), f"new Semantics fields {fields - set(choices)}: cover them here"
     used = {name: set() for name in choices}
     for op_type in OP_TYPES:
         for _, op in conformance_graph(op_type)[0].walk():
+            if isinstance(op, Delay):
+                used["detached"].add(op.sem.detached)
             for neuron in (op, getattr(op, "neuron", None)):
                 if isinstance(neuron, Neuron):
                     for name in choices:

@@ -28,3 +28,12 @@ def test_bad_environment_value(monkeypatch, variable, text):
 def test_bad_limit():
     with pytest.raises(SnnirError, match="time_s"):
         Limits(time_s=0)
+
+
+def test_the_suite_reads_files_under_a_generous_time_limit_and_the_default_stays(monkeypatch):
+    """tests/conftest.py sets 120 s so a loaded machine does not trip reads that are not about the
+    limit; the tests about it (tests/ir/test_hostile_files.py) pass their own short Limits."""
+    assert current().time_s >= 60, "reads not about the time limit need a generous one (tests/conftest.py)"
+    assert DEFAULTS.time_s == 10.0
+    monkeypatch.delenv("SNNIR_TIME_LIMIT_S")
+    assert current().time_s == 10.0

@@ -3,12 +3,15 @@ exposes ``add_parser(subparsers)`` whose parser sets ``func(args) -> int``.
 
 Whatever goes wrong, a command prints one line on stderr, ``snnir CMD: error: ...``
 with unprintable characters escaped, and exits 1 (130 when interrupted); warnings are
-one line each too. ``SNNIR_DEBUG=1`` shows the traceback of an unexpected error.
+one line each too. ``SNNIR_DEBUG=1`` shows the traceback of an unexpected error. A reader
+that closes the output early (``snnir inspect net.nir | head``) ends the command quietly with
+status 141, as a shell reports a tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -42,7 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The status of a command whose output was closed early (128 + SIGPIPE, as a shell reports it).
+CLOSED_OUTPUT = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _command(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a message when the interpreter exits
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # nothing left for the interpreter to flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_OUTPUT
+
+
+def _command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     prefix = f"snnir {args.command}"
 
@@ -55,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except SnnirError as exc:
         reason = exc
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
     except MemoryError:

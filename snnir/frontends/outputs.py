@@ -144,7 +144,8 @@ def _readout(recorder: Recorder, tag: Tag, extra: dict) -> tuple[str, ...]:
         return (twin,)
     tau = op.tau_mem if isinstance(op, CubaLIF) else getattr(op, "tau", None)
     gain = op.r * sem.dt if tau is None else op.r * decay_and_gain(np.asarray(tau, np.float64), sem)[1]
-    last = add("mem_last", Delay(delay=np.full((), sem.dt), sem=Semantics(dt=sem.dt)), (name,))
+    # detached: snnTorch's reset passes no gradient through the spikes
+    last = add("mem_last", Delay(delay=np.full((), sem.dt), sem=Semantics(dt=sem.dt, detached=True)), (name,))
     reset = add("mem_reset", Scale(scale=-np.asarray(op.v_threshold) / gain), (last,))
     if isinstance(op, CubaLIF):
         return (twin, add("mem_reset_leak", LI(tau=op.tau_mem, r=op.r, v_leak=op.v_leak, sem=_plain(sem)),

@@ -2,7 +2,7 @@
 
 A :class:`Recorder` is driven by the tracer's forward hooks (``pre_hook`` /
 ``post_hook`` on every module) and by its ``TorchFunctionMode``
-(``on_function``, called only outside leaf layers). It tags each tensor with
+(``on_function``, called only outside leaf layers; :mod:`snnir.frontends.glue`). It tags each tensor with
 a :class:`Tag` (the nodes whose summed outputs it carries, a neuron state,
 the whole input sequence, or "bad" with the reason) and accumulates the graph
 being built: ``nodes``, ``edges`` and each node's recorded inputs
@@ -23,44 +23,21 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from snnir.errors import SnnirError
 from snnir.frontends.fragment import Fragment
-from snnir.frontends.functional import avg_pool1d_op, check_avg_pool, functional_op
-from snnir.frontends.indexing import flatten_dims, picks_one, time_index
-from snnir.ir.ops import Input, Op, Scale
+from snnir.frontends.functional import avg_pool1d_op, check_avg_pool
+from snnir.frontends.glue import GlueRecording
+from snnir.frontends.tag import Tag
+from snnir.ir.ops import Input, Op
 
-_IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
-_ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
-_SUB_FUNCS = {"sub", "__sub__", "__isub__"}
-_MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
-_RESHAPE_FUNCS = {"flatten", "view", "reshape"}
-_ZERO_FACTORIES = {"zeros", "zeros_like", "new_zeros"}
 _STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
 #: what an snnTorch neuron returns after its spikes
 _STATE_OUTPUTS = {"Synaptic": ("syn", "mem"), "RSynaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
 
 
-@dataclass(frozen=True)
-class Tag:
-    """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
-    (state ``why`` of the neuron node ``sources[0]``), ``sequence`` (the whole
-    input), ``fresh`` (zeros made during the run: a neuron state set to zero)
-    or ``bad``.
-    ``padded``: an all-zero untraced tensor was summed in (a delayed edge's
-    value at the first step, see
-    :func:`snnir.frontends.tracer.trace_submodules`)."""
-
-    kind: str
-    sources: tuple[str, ...] = ()
-    why: str = ""
-    padded: bool = False
-    stacked: int | None = None  # torch.stack'ed along this dim: one step per index
-
-
-class Recorder:
+class Recorder(GlueRecording):
     """``whole_sequences``: the model is a compiled module that runs whole
     sequences ``[T, B, ...]`` and names its leaves by node path (``path``)."""
 
@@ -334,123 +311,3 @@ class Recorder:
             if isinstance(extra, self.torch.Tensor):
                 state = names[k] if k < len(names) else f"output {k + 1}"
                 self.tag(extra, Tag("state", sources, why=state))
-
-    # --- functional glue ---------------------------------------------------------
-    def functional_node(self, key: tuple, base: str, op: Op, sources: tuple[str, ...]) -> tuple[str, ...]:
-        if key not in self.functional:
-            name = self.node_name(base)
-            self.functional[key] = name
-            self.nodes[name] = op
-            self.connect(name, sources, (name,), name)
-        return (self.functional[key],)
-
-    def summed(self, sources: tuple[str, ...]) -> tuple[str, ...]:
-        """A sum of sources with each repeated source (``y + y``) as one scaled node, edges being unique
-        (a compiled module's repeated source stays repeated: it is refused at its ports)."""
-        if self.whole_sequences:
-            return sources
-        def times(src: str, n: int) -> str:
-            return self.functional_node(("scale", float(n), (src,)), "scale", Scale(scale=float(n)), (src,))[0]
-
-        return tuple(src if n == 1 else times(src, n) for src, n in Counter(sources).items())
-
-    def negated(self, sources: tuple[str, ...]) -> tuple[str, ...]:
-        return self.functional_node(("neg", sources), "neg", Scale(scale=-1.0), sources)
-
-    def on_function(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
-        torch = self.torch
-        flat = list(args) + list(kwargs.values())
-        tagged = [(a, self.tag_of(a)) for a in flat if isinstance(a, torch.Tensor) and self.tag_of(a)]
-        if (not self.whole_sequences and _name(func) in _ZERO_FACTORIES and isinstance(result, torch.Tensor)
-                and not bool(result.any())):
-            self.tag(result, Tag("fresh"))
-            return
-        if not tagged or not isinstance(result, torch.Tensor):
-            if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
-                for r in result:
-                    if isinstance(r, torch.Tensor):
-                        self.tag(r, Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
-            if func is torch.stack and isinstance(result, torch.Tensor):
-                self.stack_tag(args, kwargs, result)
-            if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
-                self.cat_tag(args, kwargs, result)
-            return
-        name = _name(func)
-        tags = [t for _, t in tagged]
-        new = self.glue(name, args, kwargs, tags, result)
-        self.tag(result, new or Tag("bad", why=f"'{name}' in '{self.where()}'"))
-
-    def stack_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
-        """Steps of one value stacked: indexing one step (``rec[..., t]``) gives that value back."""
-        tensors = args[0] if args else kwargs.get("tensors", ())
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        tags = {self.tag_of(t) for t in tensors}
-        if len(tags) == 1 and None not in tags:
-            self.tag(result, replace(next(iter(tags)), stacked=dim % result.ndim))
-
-    def cat_tag(self, args: tuple, kwargs: dict, result: Any) -> None:
-        """Steps joined along time: one node's values, the padded first step included."""
-        tensors = args[0] if args else kwargs.get("tensors", ())
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        tags = [self.tag_of(t) for t in tensors]
-        if dim != 0 or not tags or any(t is None or t.kind != "value" for t in tags):
-            return
-        full = {t.sources for t in tags if not t.padded}
-        if len(full) == 1:
-            self.tag(result, Tag("value", next(iter(full))))
-        elif not full and len({t.sources for t in tags}) == 1:
-            self.tag(result, tags[0])
-
-    def glue(self, name: str, args: tuple, kwargs: dict, tags: list[Tag], result: Any) -> Tag | None:
-        """The tag of ``name(*args, **kwargs)``, or ``None`` when it cannot be expressed."""
-        if len(tags) == 1 and tags[0].kind == "sequence":
-            if name == "__getitem__":
-                self.indexed = True
-                return Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
-            # any other use of the whole input means one call is one step
-            tags = [Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
-        if len(tags) == 1 and tags[0].stacked is not None and name == "__getitem__" and len(args) == 2:
-            return replace(tags[0], stacked=None) if picks_one(args[1], tags[0].stacked, args[0].ndim) else None
-        if tags == [Tag("value", ("input",))] and name == "unsqueeze" and self.reshapes_input(
-                tuple(args[0].shape[1:]), tuple(result.shape[1:])):
-            return tags[0]
-        if any(t.kind != "value" for t in tags):
-            bad = next(t for t in tags if t.kind != "value")
-            return bad if bad.kind == "bad" else None
-        if name in _IDENTITY_FUNCS and result.shape == args[0].shape:
-            return tags[0]
-        if self.whole_sequences and name == "__getitem__" and len(args) == 2 and time_index(args[1]):
-            return tags[0]
-        if name in _ADD_FUNCS and len(tags) == 2 and len(args) == 2:
-            return Tag("value", self.summed(tags[0].sources + tags[1].sources), padded=tags[0].padded or tags[1].padded)
-        if name in _ADD_FUNCS and len(tags) == 1 and len(args) == 2 and any(self.is_zero(a) for a in args):
-            return Tag("value", tags[0].sources, padded=True)
-        if name in _SUB_FUNCS and len(tags) == 2 and len(args) == 2:
-            return Tag("value", self.summed(tags[0].sources + self.negated(tags[1].sources)))
-        if name in ("neg", "__neg__") and len(args) == 1:
-            return Tag("value", self.negated(tags[0].sources))
-        if name in _MUL_FUNCS and len(tags) == 1 and len(args) == 2:
-            factor = args[1] if self.tag_of(args[0]) else args[0]
-            if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-                key = ("scale", float(factor), tags[0].sources)
-                return Tag("value", self.functional_node(key, "scale", Scale(scale=float(factor)), tags[0].sources))
-            return None
-        made = functional_op(name, args, kwargs, lambda t: self.owner_of.get(id(t)), self.where())
-        if made is not None and len(tags) == 1 and self.tag_of(args[0]) is not None:
-            key, base, op = made
-            return Tag("value", self.functional_node(key + (tags[0].sources,), base, op, tags[0].sources))
-        if name in _RESHAPE_FUNCS and len(tags) == 1:
-            if result.shape == args[0].shape:
-                return tags[0]
-            dims = flatten_dims(tuple(args[0].shape), tuple(result.shape))
-            if dims is None:
-                return None
-            from snnir.frontends.torch_nn_map import flatten_op
-
-            key = ("flatten", dims, tags[0].sources)
-            return Tag("value", self.functional_node(key, "flatten", flatten_op(*dims, self.where()), tags[0].sources))
-        return None
-
-
-def _name(func: Any) -> str:
-    return getattr(func, "__name__", None) or str(func)

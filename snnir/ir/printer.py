@@ -61,7 +61,7 @@ def _time_semantics(op: Op) -> str:
     if isinstance(op, Neuron):
         return format_semantics(op.sem, op.spiking, op.has_current)
     if isinstance(sem, Semantics):
-        return f"dt={sem.dt:g}"
+        return f"dt={sem.dt:g}" + (" detached" if sem.detached else "")
     inner = [getattr(op, a) for a in op.attribute_names() if isinstance(getattr(op, a), Neuron)]
     return _time_semantics(inner[0]) if inner else ""
 

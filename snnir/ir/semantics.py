@@ -67,6 +67,9 @@ class Semantics:
       w_in`` for ``tau_syn``) held, as snnTorch's ``learn_beta``/``learn_alpha`` train ``beta``
       and ``alpha`` with gain 1; a trained op then states ``tau`` for its decay and ``r``
       (``w_in``) for the held gain. Stepping is the same either way. Written only when True.
+    - ``detached``: the node's output passes no gradient back (training only; the forward is
+      the same): the spikes a Delay feeds into a subtract-reset membrane read-out, as
+      snnTorch's reset is detached. Written only when True; Delay nodes only (verified).
     """
 
     dt: float = DEFAULT_DT
@@ -77,13 +80,15 @@ class Semantics:
     spike_mode: str = "single"
     current_order: str = "current_first"
     gain_held: bool = False
+    detached: bool = False
 
     def __post_init__(self) -> None:
         dt = self.dt
         if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
             raise SnnirError(f"dt must be a finite positive number, got {dt!r}")
-        if not isinstance(self.gain_held, bool):
-            raise SnnirError(f"semantics gain_held must be True or False, got {self.gain_held!r}")
+        for flag in ("gain_held", "detached"):
+            if not isinstance(getattr(self, flag), bool):
+                raise SnnirError(f"semantics {flag} must be True or False, got {getattr(self, flag)!r}")
         object.__setattr__(self, "dt", float(dt))
         for name, allowed in (
             ("discretisation", DISCRETISATIONS),
@@ -104,8 +109,9 @@ class Semantics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not self.gain_held:
-            del data["gain_held"]  # files of ops that do not hold it read as before
+        for flag in ("gain_held", "detached"):
+            if not data[flag]:
+                del data[flag]  # files of ops without it read as before
         return data
 
     @classmethod

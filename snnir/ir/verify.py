@@ -11,6 +11,7 @@ import numpy as np
 from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
+from snnir.ir.ops.delay import Delay
 from snnir.ir.ops.io import Input, Output
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.probe import check_probes
@@ -83,6 +84,8 @@ def _check_op(path: str, op: Op, warnings: list[str]) -> None:
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
             raise SnnirError(f"parameter {pname} has {bad} non-finite values (NaN or inf)", path)
+    if getattr(getattr(op, "sem", None), "detached", False) and not isinstance(op, Delay):
+        raise SnnirError("semantics 'detached' is defined for Delay nodes only", path)
     if isinstance(op, Neuron):
         try:
             op.neuron_shape()

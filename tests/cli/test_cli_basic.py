@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_python_m_snnir_cli_subprocess(nir_file):
         [sys.executable, "-m", "snnir.cli", "inspect", str(nir_file) + ".missing"], capture_output=True, text=True
     )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args", [["inspect", "{nir}"], ["verify", "{nir}"]])
+def test_a_closed_output_ends_the_command_quietly(nir_file, args):
+    """``snnir inspect net.nir | head``, the reader gone before the command writes: no traceback,
+    no message, status 141 (as a shell reports a tool killed by SIGPIPE)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "snnir.cli", *(a.format(nir=nir_file) for a in args)],
+                                stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")

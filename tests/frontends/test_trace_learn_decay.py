@@ -4,6 +4,8 @@ its SGD steps and the op it writes back are snnTorch's (float64)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ import snnir
 snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
 from snnir.frontends.guard import in_float64  # noqa: E402
+from snnir.targets.torch.codegen import write_module  # noqa: E402
 from snnir.ir.printer import format_graph  # noqa: E402
 from tests.frontends.tutorial_models import SPIKE_GRAD  # noqa: E402
 
@@ -20,7 +23,7 @@ T, B, N = 20, 3, 4
 
 
 class Net(torch.nn.Module):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, **options):
         super().__init__()
         torch.manual_seed(3)
         self.fc = torch.nn.Linear(2, N)
@@ -32,7 +35,8 @@ class Net(torch.nn.Module):
             decays["alpha"], learn["learn_alpha"] = torch.linspace(0.5, 0.7, N), True
         if kind.startswith("R"):
             learn["linear_features"] = N
-        self.lif = getattr(snn, kind)(**decays, **learn, init_hidden=True, output=True, spike_grad=SPIKE_GRAD)
+        self.lif = getattr(snn, kind)(**decays, **learn, **options, init_hidden=True, output=True,
+                                      spike_grad=SPIKE_GRAD)
 
     def forward(self, x):
         return self.lif(self.fc(x))[0]
@@ -110,9 +114,89 @@ def test_every_path_trains_the_decay_and_files_keep_the_choice(tmp_path, monkeyp
     module = snnir.compile(graph, target="torch", dtype=torch.float64)
     with torch.no_grad():
         module.node_module("lif").a_syn[0] = 1.0
-    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau_syn left"):
+    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau_syn is 1 or more"):
         module.to_graph()
     monkeypatch.setenv("SNNIR_NATIVE", "1")
     for grads in (_decay_grads(graph, fast=False), _decay_grads(graph)):  # the step loop, the C++ kernels
         for name, grad in loop.items():
             torch.testing.assert_close(grads[name], grad, rtol=1e-12, atol=1e-15)
+
+
+def _set_decays(twin, lif, kind: str, values: torch.Tensor) -> None:
+    """Set snnTorch's beta (alpha) and our a_mem (a_syn) to ``values``."""
+    names = {"beta": "a_mem", "alpha": "a_syn"} if "Synaptic" in kind else {"beta": "a_mem"}
+    with torch.no_grad():
+        for theirs, ours in names.items():
+            getattr(twin.lif, theirs).copy_(values)
+            getattr(lif, ours).copy_(values)
+
+
+#: past 1, on 1, inside, below 0: snnTorch steps with beta.clamp(0, 1) (alpha too)
+OUT_OF_RANGE = torch.tensor([1.3, 1.0, 0.6, -0.2], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["Leaky", "Synaptic", "RLeaky", "RSynaptic"])
+def test_decays_trained_out_of_0_1_are_clamped_as_snntorch_clamps_them(kind, monkeypatch, native_kernels):
+    model = Net(kind)
+    graph = snnir.trace(model, sample()[0].float())
+    twin = in_float64(model)
+    their_spikes = None
+    for native in ("0", "1"):  # the Python loop, the C++ kernels
+        monkeypatch.setenv("SNNIR_NATIVE", native)
+        module = snnir.compile(graph, target="torch", dtype=torch.float64)
+        lif = module.node_module("lif")
+        _set_decays(twin, lif, kind, OUT_OF_RANGE)
+        twin.zero_grad()
+        their_spikes = snntorch_run(twin)
+        our_spikes = module(sample())
+        torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+        step_loss(their_spikes).backward()
+        step_loss(our_spikes).backward()
+        their_grad, our_grad = twin.lif.beta.grad, lif.a_mem.grad
+        assert their_grad[[0, 3]].abs().max() == 0 and their_grad[[1, 2]].abs().min() > 0
+        torch.testing.assert_close(our_grad, their_grad, rtol=1e-6, atol=0)
+    unclamped = (their_spikes != snnir.compile(graph, target="torch", dtype=torch.float64)(sample())).any()
+    assert unclamped  # the out-of-range decays change the spikes: the check above is not vacuous
+
+
+def test_a_decay_clamped_to_0_is_written_back_and_one_clamped_to_1_is_refused(tmp_path):
+    model = Net("Leaky")
+    graph = snnir.trace(model, sample()[0].float())
+    twin = in_float64(model)
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    _set_decays(twin, module.node_module("lif"), "Leaky", torch.tensor([-0.2, 0.5, 0.0, 0.7], dtype=torch.float64))
+    trained = module.to_graph()
+    np.testing.assert_allclose(trained.nodes["lif"].tau[[0, 2]], trained.nodes["lif"].sem.dt, rtol=1e-12)
+    snnir.write(trained, tmp_path / "trained.nir")
+    again = snnir.compile(snnir.read(tmp_path / "trained.nir"), target="torch", dtype=torch.float64)
+    torch.testing.assert_close(again(sample()), snntorch_run(twin), rtol=0, atol=0)
+    _set_decays(twin, module.node_module("lif"), "Leaky", OUT_OF_RANGE)
+    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau is 1 or more, clamped to 1"):
+        module.to_graph()
+
+
+def load_standalone(graph, path):
+    """The generated standalone module of ``graph`` (written to ``path``), in float64."""
+    source, _ = write_module(graph, path, "torch")
+    spec = importlib.util.spec_from_file_location(f"standalone_{abs(hash(str(path)))}", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_model(dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
+def test_the_standalone_source_clamps_the_decays_as_snntorch(kind, tmp_path):
+    model = Net(kind)
+    graph = snnir.trace(model, sample()[0].float())
+    twin, standalone = in_float64(model), load_standalone(graph, tmp_path / "model.py")
+    with torch.no_grad():
+        twin.lif.beta.copy_(OUT_OF_RANGE)
+        standalone.params["lif:a_mem"].copy_(OUT_OF_RANGE)
+        if kind == "Synaptic":
+            twin.lif.alpha.copy_(OUT_OF_RANGE)
+            standalone.params["lif:a_syn"].copy_(OUT_OF_RANGE)
+    ours = standalone(sample())
+    torch.testing.assert_close(ours, snntorch_run(twin), rtol=0, atol=0)
+    step_loss(ours).backward()
+    grad = standalone.params["lif:a_mem"].grad
+    assert grad[[0, 3]].abs().max() == 0 and grad[[1, 2]].abs().min() > 0

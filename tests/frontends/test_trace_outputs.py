@@ -12,6 +12,7 @@ import torch
 
 import snnir
 from snnir.errors import SnnirError, SnnirWarning
+from snnir.ir.printer import format_graph
 
 snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
@@ -255,24 +256,53 @@ def test_the_guard_warns_where_a_membrane_ties_with_its_threshold(monkeypatch):
         snnir.trace(Static(), torch.ones(2, 1))
 
 
-@pytest.mark.xfail(strict=True, reason="the standard-op read-out of a subtract-reset membrane (twin minus the "
-                   "delayed spikes) passes gradients through the spikes, which snnTorch's detached reset does not; "
-                   "a StateProbe read-out is exact but makes the file snnir-only (every Sequential ending in an "
-                   "output=True neuron returns this membrane)")
-def test_a_returned_subtract_reset_membrane_has_snntorchs_gradients():
-    """snnTorch detaches its reset from the gradient; the compiled module's membrane gradients
-    should equal snnTorch's."""
+def _through(route: str, graph, tmp_path):
+    """``(run(x) -> membrane output, {twin's parameter name: our parameter})`` of ``graph``
+    compiled directly, after a file, after -O2, or as the standalone source."""
+    if route == "standalone":
+        from tests.frontends.test_trace_learn_decay import load_standalone
+
+        model = load_standalone(graph, tmp_path / "model.py")
+        params = {key.replace(":", "."): p for key, p in model.params.items()}
+        return (lambda x: model(x)[graph.outputs[1]]), params
+    if route == "file":
+        snnir.write(graph, tmp_path / "g.nir")
+        graph = snnir.read(tmp_path / "g.nir")
+    elif route == "optimized":
+        graph = snnir.optimize(graph, level=2)
+    module = snnir.compile(graph, target="torch", dtype=torch.float64)
+    fused = "lif1.expansion.layer."  # -O2 fuses fc1 into lif1
+    return (lambda x: module(x)[graph.outputs[1]]), {name.replace(fused, "fc1."): p
+                                                     for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("route", ["compiled", "file", "optimized", "standalone"])
+@pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
+def test_a_returned_subtract_reset_membrane_has_snntorchs_gradients(kind, route, tmp_path):
+    """snnTorch detaches its reset from the gradient; so does the read-out's Delay of the spikes
+    (``sem.detached``), in standard NIR, through files, passes and the standalone source."""
     from tests.frontends.tutorial_models import SPIKE_GRAD
 
-    model = Loop(lambda n: snn.Leaky(beta=0.8, spike_grad=SPIKE_GRAD, init_hidden=True, output=True), ("spk", "mem"))
+    decays = {"beta": 0.8, "alpha": 0.6} if kind == "Synaptic" else {"beta": 0.8}
+    model = Loop(lambda n: getattr(snn, kind)(**decays, spike_grad=SPIKE_GRAD, init_hidden=True, output=True),
+                 ("spk", "mem"))
     x = sequence()
     graph = snnir.trace(model, x.float())
+    assert not any(type(op).__name__ == "StateProbe" for op in graph.nodes.values())  # standard NIR only
+    assert "lif2_mem_last" in format_graph(graph) and "dt=0.0001 detached" in format_graph(graph)
     twin = as_float64(model)
     spikes, mem = twin(x)
     assert 0 < spikes.mean() < 1
     mem.square().sum().backward()
-    module = snnir.compile(graph, target="torch", dtype=torch.float64)
-    module(x)[graph.outputs[1]].square().sum().backward()
-    ours = dict(module.named_parameters())
+    run, ours = _through(route, graph, tmp_path)
+    run(x).square().sum().backward()
     for name, p in twin.named_parameters():
         torch.testing.assert_close(ours[name].grad, p.grad, rtol=1e-6, atol=1e-9 * p.grad.abs().max().item())
+
+
+def test_detached_is_refused_on_any_node_but_a_delay():
+    graph = snnir.trace(Loop(lambda n: snn.Leaky(beta=0.8, init_hidden=True, output=True), ("spk", "mem")),
+                        sequence().float())
+    lif = graph.nodes["lif2"]
+    with pytest.raises(SnnirError, match="'lif2'.*'detached' is defined for Delay nodes only"):
+        snnir.verify(graph.with_nodes(lif2=lif.replace(sem=lif.sem.with_(detached=True))))

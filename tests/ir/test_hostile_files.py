@@ -20,7 +20,7 @@ from snnir.ir import Graph
 from snnir.ir import nir_io
 from snnir.ir.nir_io import isolate, load, read, write
 from snnir.ir.ops import LIF, Affine, Input, Output
-from snnir.limits import Limits
+from snnir.limits import Limits, current
 
 from tests.ir.test_bad_files import good_file
 
@@ -66,7 +66,7 @@ def test_sigsegv_of_plain_h5py_is_an_error_or_a_clean_read(fixtures_dir, tmp_pat
 def test_a_crashing_child_is_an_error(tmp_path, monkeypatch):
     path = good_file(tmp_path / "g.nir")
     monkeypatch.setattr(isolate, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    monkeypatch.setattr(nir_io, "_TRUSTED", {})  # this process wrote the file: it would be read in-process
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})  # this process wrote the file: it would be read in-process
     refused(path, "the HDF5 library crashed on it \\(SIGSEGV\\); the file is corrupt")
 
 
@@ -114,7 +114,7 @@ def test_absent_records_count_against_the_data_limit(tmp_path):
     assert os.path.getsize(path) < 200_000
     tracemalloc.start()
     try:
-        error = refused(path, "exceeds the limit of 1073741824 bytes \\(at absent 'v_reset'", limits=Limits())
+        error = refused(path, "exceeds the limit of 1073741824 bytes \\(at absent 'v_reset'", limits=Limits(time_s=current().time_s))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -127,7 +127,7 @@ def test_never_written_chunked_weight_is_counted_before_reading(tmp_path):
         del f["node/nodes/fc/weight"]
         f.create_dataset("node/nodes/fc/weight", shape=(1 << 14, 1 << 14), dtype="f8", chunks=(64, 64))
     assert os.path.getsize(path) < 100_000
-    error = refused(path, "the file's data exceeds the limit of 1073741824 bytes \\(at 'weight'", limits=Limits())
+    error = refused(path, "the file's data exceeds the limit of 1073741824 bytes \\(at 'weight'", limits=Limits(time_s=current().time_s))
     assert error.node == "fc"
 
 
@@ -164,8 +164,8 @@ def test_per_neuron_thresholds_set_by_nir_win_over_our_record(tmp_path):
 
 def test_normal_files_read_the_same_isolated_or_not(fixtures_dir):
     for path in sorted(fixtures_dir.glob("*.nir")):
-        isolated, _ = load(path, repair=True, limits=Limits(isolate=True))
-        in_process, _ = load(path, repair=True, limits=Limits(isolate=False))
+        isolated, _ = load(path, repair=True, limits=current().replace(isolate=True))
+        in_process, _ = load(path, repair=True, limits=current().replace(isolate=False))
         assert isolated == in_process, path.name
 
 
@@ -199,5 +199,5 @@ def test_a_misbehaving_child_is_an_error(tmp_path, monkeypatch, child, match):
     """Whatever the child does, the parent unpickles nothing and answers one SnnirError."""
     path = good_file(tmp_path / "g.nir")
     monkeypatch.setattr(isolate, "_CHILD", child)
-    monkeypatch.setattr(nir_io, "_TRUSTED", {})
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})
     refused(path, match)

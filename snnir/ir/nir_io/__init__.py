@@ -15,7 +15,7 @@ Invariants:
 - every read graph has passed :func:`verify`; bad files raise a one-line
   :class:`SnnirError` naming the node;
 - reading is held to :class:`snnir.limits.Limits` (time, memory, data, nesting):
-  libhdf5 first parses a file in a child process (:mod:`snnir.ir.nir_io.isolate`),
+  libhdf5 first parses a file in a child process (:mod:`snnir.ir.nir_io.tree`),
   so its crash or hang is an error here; bytes this process wrote or already
   parsed safely are parsed in-process;
 - writing goes to a temporary file in the target directory that replaces the
@@ -24,10 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -49,9 +46,8 @@ from snnir.ir.shapes import infer_shapes
 from snnir.ir.verify import verify
 from snnir.ir.nir_io.encoding import SNNIR_KEY
 from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
-from snnir.ir.nir_io.extract import Refusal, extract
-from snnir.ir.nir_io.isolate import extract_isolated
 from snnir.ir.nir_io.reader import Reader
+from snnir.ir.nir_io.tree import file_tree, is_path, trust_written
 from snnir.ir.nir_io.writer import NIR_VERSION, write_file
 from snnir.limits import Limits, current as current_limits
 
@@ -63,13 +59,6 @@ LOWER_EXTENSION: dict[type[Op], Callable[[Op], Graph]] = {}
 
 #: Where a file states no semantics: dt of the NIR paper, reset to v_reset as NIR >= 1.0 says.
 FILELESS_DEFAULTS: Mapping[str, Any] = {"dt": DEFAULT_DT, "reset": "zero"}
-
-#: SHA-256 digests of files this process wrote or a child parsed without harm (the newest
-#: :data:`_TRUSTED_KEPT`): parsed in-process.
-_TRUSTED: dict[bytes, None] = {}
-#: (digest, name, limits) -> the error a child gave for it: the same bytes give it again without a child.
-_REFUSED: dict[tuple[bytes, str, Limits], SnnirError] = {}
-_TRUSTED_KEPT = 4096
 
 __all__ = ["read", "load", "read_unchecked", "write", "as_written", "split_fused", "ReadReport", "torch_nn_trainable", "TORCH_NN_TRAINABLE", "LOWER_EXTENSION", "FILELESS_DEFAULTS", "SNNIR_KEY",
            "NIR_VERSION"]
@@ -101,7 +90,7 @@ def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
         + report.warnings
     )
     if lines:
-        warn(f"reading {os.fspath(path) if _is_path(path) else 'file'}: " + "; ".join(lines))
+        warn(f"reading {os.fspath(path) if is_path(path) else 'file'}: " + "; ".join(lines))
     return graph
 
 
@@ -209,7 +198,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     def write_to(temp: str) -> None:
         with h5py.File(temp, "w") as file:
             write_file(file, graph, shapes)
-        _remember(_TRUSTED, _digest(temp), None)
+        trust_written(temp)
 
     replace_atomically(target, write_to)
     if notes:
@@ -322,92 +311,13 @@ def _default_semantics(dialect_defaults: Mapping[str, Any], caller: Mapping[str,
     return sem, f"semantics not in file; used {described}{rest}"
 
 
-def _is_path(path: Any) -> bool:
-    return isinstance(path, (str, bytes, os.PathLike))
-
-
 def _read_file(path: Any, reader: Reader, limits: Limits) -> Graph:
-    tree = _tree(path, limits)
+    tree = file_tree(path, limits)
     try:
         return reader.read_root(tree)
     except (KeyError, ValueError, TypeError, RecursionError, MemoryError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise SnnirError(f"cannot read the file as NIR: {type(exc).__name__}: {detail}", reader.current) from None
-
-
-def _tree(path: Any, limits: Limits) -> dict[str, Any]:
-    """The file as a plain tree. Unless ``limits.isolate`` is off, libhdf5 parses it in a child process
-    the first time; bytes this process wrote, or a child already parsed without harm (same SHA-256;
-    libhdf5 is deterministic), are parsed in-process, from the very bytes that were hashed."""
-    name, data = _file_bytes(path, limits)
-    digest = hashlib.sha256(data).digest()
-    if limits.isolate and digest not in _TRUSTED:
-        known = _REFUSED.get((digest, name, limits))
-        if known is not None:
-            raise SnnirError(known.reason, known.node)
-        try:
-            with tempfile.TemporaryDirectory(prefix="snnir-read-") as scratch:
-                copy = os.path.join(scratch, "file.nir")
-                with open(copy, "wb") as file:
-                    file.write(data)
-                tree = extract_isolated(copy, limits, name)
-        except SnnirError as exc:
-            _remember(_REFUSED, (digest, name, limits), exc)
-            raise
-        _remember(_TRUSTED, digest, None)
-        return tree
-    try:
-        return extract(io.BytesIO(data), limits.data_bytes, limits.depth)
-    except Refusal as exc:
-        raise SnnirError(exc.message, exc.node) from None
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError, MemoryError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise SnnirError(f"cannot read {name} as a NIR (HDF5) file: {type(exc).__name__}: {detail}") from None
-
-
-def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
-    """``(name for messages, the file's bytes)``; a file larger than the data limit allows is refused."""
-    most = limits.data_bytes + (64 << 20)
-    if _is_path(path):
-        name = os.fspath(path)
-        if not os.path.isfile(name):
-            raise SnnirError(f"no such file: {name}")
-        size = os.path.getsize(name)
-        if size == 0:
-            raise SnnirError(f"{name} is empty, not a NIR (HDF5) file")
-        if size > most:
-            raise SnnirError(f"{name} is {size} bytes, more than the data limit allows "
-                             "(raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)")
-        with open(name, "rb") as file:
-            return name, file.read(size)
-    name = str(getattr(path, "name", "file"))
-    pieces, total = [], 0
-    while total <= most:
-        piece = path.read(1 << 20)
-        if not isinstance(piece, bytes):
-            raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
-        if not piece:
-            break
-        pieces.append(piece)
-        total += len(piece)
-    if total > most:
-        raise SnnirError(f"{name} is larger than the data limit allows (raise limits.data_bytes)")
-    data = b"".join(pieces)
-    if not data:
-        raise SnnirError(f"{name} is empty, not a NIR (HDF5) file")
-    return name, data
-
-
-def _digest(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return hashlib.sha256(file.read()).digest()
-
-
-def _remember(table: dict, key: Any, value: Any) -> None:
-    """``table[key] = value``, forgetting the oldest entries beyond :data:`_TRUSTED_KEPT`."""
-    table[key] = value
-    while len(table) > _TRUSTED_KEPT:
-        del table[next(iter(table))]
 
 
 def _check_param_bytes(graph: Graph, limits: Limits) -> None:

@@ -204,7 +204,8 @@ class DelayModule(OpModule):
     def step(self, x, state):
         history = torch.cat([state["buffer"], x[None]], dim=0)
         index = self._lag.expand(x.shape)[None]
-        return torch.gather(history, 0, index)[0], {"buffer": history[1:]}
+        y = torch.gather(history, 0, index)[0]
+        return y.detach() if self.source_op.sem.detached else y, {"buffer": history[1:]}
 
 
 class NeuronModule(OpModule):
@@ -230,7 +231,7 @@ class NeuronModule(OpModule):
 
     def _decay_and_gain(self, tau: str) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = _decay(getattr(self, tau), self.sem.discretisation, self.sem.dt)
-        return (getattr(self, self._decays[tau]), b) if tau in self._decays else (a, b)
+        return (getattr(self, self._decays[tau]).clamp(0.0, 1.0), b) if tau in self._decays else (a, b)
 
     def to_op(self) -> Neuron:
         """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and

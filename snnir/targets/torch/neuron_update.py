@@ -101,12 +101,17 @@ def decay_of(op: Neuron, tau: str) -> Tensor:
 
 def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], node: str) -> dict[str, np.ndarray]:
     """The parameter changes that give ``op`` the ``trained`` decays {time constant: (a, where a
-    changed)} with each input gain held: the time constant, and the parameter its gain scales
-    (``r``, ``w_in``); elements whose decay did not change keep their exact values."""
+    changed)}, clamped to [0, 1], with each input gain held: the time constant, and the parameter
+    its gain scales (``r``, ``w_in``); elements whose decay did not change keep their exact values."""
     sem, changes = op.sem, {}
     for tau, (a, changed) in trained.items():
-        if bool((a >= 1).any()) or (sem.discretisation == "exp" and bool((a <= 0).any())):
-            raise SnnirError(f"the trained decay of {tau} left (0, 1): no time constant gives it", node)
+        a = a.clamp(0.0, 1.0)  # the decay the module steps with (:func:`coefficients`)
+        if bool((a == 1).any()):
+            raise SnnirError(f"the trained decay of {tau} is 1 or more, clamped to 1 as snnTorch clamps beta and "
+                             "alpha: no finite time constant gives it", node)
+        if sem.discretisation == "exp" and bool((a == 0).any()):
+            raise SnnirError(f"the trained decay of {tau} is 0 or less, clamped to 0: no exp time constant gives it",
+                             node)
         scaled = decays(op)[tau][2]
         old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
         new_tau = sem.dt / (1 - a) if sem.discretisation == "euler" else -sem.dt / torch.log(a)
@@ -121,8 +126,9 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
     """The step's coefficients from the op's parameters (autograd-tracked).
 
     ``params`` overrides the op's own arrays by name; it may also give a decay (``a_mem``,
-    ``a_syn``) of an op whose ``sem.gain_held``: that decay is used as is, the input gain
-    still from the op's time constant (held while the decay trains). Coefficients are
+    ``a_syn``) of an op whose ``sem.gain_held``: that decay is used clamped to [0, 1], as
+    snnTorch clamps ``beta``/``alpha`` (gradient zero outside), the input gain still from the
+    op's time constant (held while the decay trains). Coefficients are
     computed in float64 and cast to ``like``'s dtype, so that e.g. an Euler
     decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``. ``None`` means
     "absent" (decay 1, zero leak, no reset value, no current).
@@ -155,7 +161,7 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
         out["gain"] = sem.dt * get("r")
     for tau, (decay, gain, scaled) in decays(op).items():
         a, b = _decay(get(tau), sem.discretisation, sem.dt)
-        out[decay] = a if params.get(decay) is None else get(decay)
+        out[decay] = a if params.get(decay) is None else get(decay).clamp(0.0, 1.0)
         out[gain] = b * get(scaled)
     if "v_leak" in known:
         v_leak = get("v_leak")

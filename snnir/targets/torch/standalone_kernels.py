@@ -3,7 +3,8 @@
 Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's code after
 its docstring, so it must import nothing but torch. Each kernel follows the op's docstring
 in the same arithmetic order as the reference interpreter (``targets/reference/kernels.py``);
-spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25).
+spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25); a reset
+passes no gradient through the spikes (snnTorch's detached reset, the torch target's default).
 """
 
 import torch
@@ -34,20 +35,22 @@ def spike(u, thr, sem):
 
 def decay_and_gain(p, tau, decay, sem):
     """(decay a, gain b) of time constant ``p[tau]``; a trained decay ``p[decay]`` (the op held
-    its input gain while it trains) replaces a, b staying the time constant's."""
+    its input gain while it trains), clamped to [0, 1] as snnTorch clamps beta, replaces a, b
+    staying the time constant's."""
     if sem["discretisation"] == "euler":
         a, b = 1.0 - sem["dt"] / p[tau], sem["dt"] / p[tau]
     else:
         a = torch.exp(-sem["dt"] / p[tau])
         b = 1.0 - a
-    return (p[decay], b) if decay in p else (a, b)
+    return (p[decay].clamp(0.0, 1.0), b) if decay in p else (a, b)
 
 
 def reset(u, z, p, sem):
+    """``u`` reset by spikes ``z``, which pass it no gradient (as snnTorch's detached reset)."""
     if sem["reset"] == "zero":
         return torch.where(z > 0, p["v_reset"], u)
     if sem["reset"] == "subtract":
-        return u - z * p["v_threshold"]
+        return u - z.detach() * p["v_threshold"]
     return u
 
 
@@ -102,10 +105,12 @@ def current_based(x, state, p, sem, spiking):
 
 
 def delay(x, state, p, sem, spiking):
-    """Each element of ``x`` ``p["steps"]`` steps late (zeros at first)."""
+    """Each element of ``x`` ``p["steps"]`` steps late (zeros at first); no gradient where
+    ``sem["detached"]``."""
     history = torch.cat([state["buffer"], x[None]], dim=0)  # newest last
     index = (history.shape[0] - 1 - p["steps"]).expand(x.shape)[None]
-    return torch.take_along_dim(history, index, dim=0)[0], {"buffer": history[1:]}
+    y = torch.take_along_dim(history, index, dim=0)[0]
+    return y.detach() if sem.get("detached") else y, {"buffer": history[1:]}
 
 
 def affine(x, p):

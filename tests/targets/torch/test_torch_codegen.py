@@ -104,7 +104,7 @@ def test_a_held_gain_trains_the_decay_as_the_compiled_module_does(tmp_path):
     source, _ = write_module(graph, tmp_path / "model.py", "torch")
     model = _import(source).load_model(dtype=torch.float64)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["params.lif:a_mem"]
-    compiled = compile_torch(graph, dtype=torch.float64, detach_reset=False)  # the generated reset is not detached
+    compiled = compile_torch(graph, dtype=torch.float64)
     x = torch.as_tensor(random_input(graph, 10, 2))
     model(x).sum().backward()
     compiled(x).sum().backward()
