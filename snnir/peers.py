@@ -24,6 +24,8 @@ Each library's conventions, kept here and nowhere else:
 - nengo 4.1 has no NIR importer of its own: the NIR paper's ``nir_to_nengo`` recipe
   (:mod:`snnir.peer_nengo`) builds the network, ``nengo.Simulator(dt=1e-3)`` runs each sample
   (float64); its spikes are ``1 / dt`` high.
+- Lava 0.10 (``lava-nc``, Python 3.10 only): the NIR paper's converter and Lava's CPU simulation,
+  run in another interpreter (:mod:`snnir.peers_lava`); ``x`` is ``[T, B, n]``, each sample alone.
 
 The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
 their defaults); Spyx always in float32. snnTorch's importer never returns on a file whose edge names no node; such a file is refused
@@ -46,6 +48,7 @@ import numpy as np
 
 from snnir.errors import SnnirError, escape
 from snnir.peer_folder import FOLDERS, inside, probe
+from snnir.peers_lava import lava_missing, run_lava
 
 
 def nir_compat() -> None:
@@ -277,6 +280,8 @@ PEERS: dict[str, Peer] = {
 
 def installed(library: str) -> str | None:
     """``None`` when ``library`` can be run here, otherwise why not."""
+    if library == "lava":
+        return lava_missing()
     peer = _peer(library)
     if library in FOLDERS and not inside(library):
         return probe(library)[0]
@@ -292,7 +297,7 @@ def installed(library: str) -> str | None:
 def run_real(path: str | Path, library: str, x: np.ndarray, **options) -> np.ndarray:
     """The output of ``library``'s own importer and simulation of the NIR file ``path`` on ``x``
     (``[T, B, *input shape]``), ``[T, B, ...]``; ``options`` go to the library's importer."""
-    peer = _peer(library)
+    peer = None if library == "lava" else _peer(library)
     why = installed(library)
     if why is not None:
         raise SnnirError(why)
@@ -303,9 +308,11 @@ def run_real(path: str | Path, library: str, x: np.ndarray, **options) -> np.nda
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
     if x.ndim < 2:
         raise SnnirError(f"{library}: the input must be [T, B, ...], got shape {list(x.shape)}")
+    shown = escape(str(path))
+    if peer is None:
+        return run_lava(path, x, shown, **options)
     import nir
 
-    shown = escape(str(path))
     try:
         with _quiet():
             graph = nir.read(str(path))
@@ -327,7 +334,7 @@ def _peer(library: str) -> Peer:
     try:
         return PEERS[library]
     except KeyError:
-        raise SnnirError(f"no runner for library '{escape(library)}' (known: {', '.join(PEERS)})") from None
+        raise SnnirError(f"no runner for library '{escape(library)}' (known: {', '.join(PEERS)}, lava)") from None
 
 
 def _version(module: str) -> str | None:

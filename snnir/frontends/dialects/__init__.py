@@ -68,7 +68,7 @@ def _load_builtin() -> None:
     """Import the library dialect modules, which register themselves."""
     import importlib
 
-    for module in ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo"):
+    for module in ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo", "lava"):
         try:
             importlib.import_module(f"snnir.frontends.dialects.{module}")
         except ModuleNotFoundError as exc:
