@@ -25,8 +25,9 @@ from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file
 from snnir.errors import SnnirError, one_line, shown
 
-#: One per library, at its installed version (``norse-1.0``, Norse 1.0.0, has no importer: not a default).
-DEFAULT_LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo")
+#: One per library, at its installed version (``norse-1.0``, Norse 1.0.0, has no importer: not a default);
+#: Lava in its floating-point models (its converter's default, fixed point, is not predicted).
+DEFAULT_LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo", "lava:fixed_pt=0")
 DIFFERS = 2
 _SAMPLES, _RATE, _SEED = 4, 0.2, 0
 _SHOWN_STEPS = 8

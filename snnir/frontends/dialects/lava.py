@@ -75,16 +75,14 @@ def _readable(graph: Graph, fixed_pt: bool) -> None:
 
 
 def _as_run(name: str, op, dt: float, warnings: list[str]):
-    """The Linear or LIF Lava runs for ``op`` (its Dense's cast and delay are added by the caller)."""
+    """The Linear or LIF Lava runs for ``op`` (its Dense's cast and delay are added by the caller):
+    a LIF decays by ``dv = dt/tau`` at the converter's ``dt`` (named by ``semantic_changes``)."""
     if isinstance(op, Affine):
         return Linear(weight=np.asarray(op.weight, float))
     if np.any(np.asarray(op.r) != 1.0):
         warnings.append(f"node '{name}': {IMPORTER} ignores r (its Dense scales the input by dt/tau only)")
     if np.any(np.asarray(op.v_leak) != 0.0):
         warnings.append(f"node '{name}': {IMPORTER} ignores v_leak")
-    if op.sem.dt != dt:
-        warnings.append(f"node '{name}': Lava decays by dv = dt/tau at the converter's dt={dt:g}, "
-                        f"not the graph's {op.sem.dt:g}")
     shape = np.shape(op.tau)
     return op.replace(r=np.ones(shape), v_leak=np.zeros(shape), v_reset=np.zeros(shape),
                       sem=op.sem.with_(dt=dt, **SEMANTICS))
