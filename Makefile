@@ -8,7 +8,7 @@ NIR_VERSION := 1.0.4
 CONSTRAINTS := $(VENV)/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench interop clean
+.PHONY: demo test install bench interop lava-env clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,14 @@ test: install
 bench: install
 	$(PY) benchmarks/bench.py
 
-interop: install
+# Lava (lava-nc) needs Python 3.10: its own .venv-lava, made where one is found (else its cells skip).
+lava-env:
+	scripts/make_lava_env.sh
+
+interop: install lava-env
 	scripts/install_norse_1_0.sh $(PY)
 	$(PY) benchmarks/interop_matrix.py
 	$(PY) benchmarks/prediction_matrix.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-lava build *.egg-info
