@@ -28,12 +28,13 @@ def test_the_papers_lif_file_at_its_dt_in_snntorch_and_norse(fixtures_dir, capsy
 def test_every_library_gets_a_row_and_a_difference_exits_2(fixtures_dir, capsys) -> None:
     assert main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4"]) == 2
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()[3:8]}
-    assert set(rows) == {"snntorch", "norse", "sinabs", "rockpool", "spyx", "lava:fixed_pt=0"}
+    rows = {line.split()[0]: line for line in out.splitlines()[3:10]}
+    assert set(rows) == {"snntorch", "norse", "sinabs", "rockpool", "spyx", "nengo", "lava:fixed_pt=0"}
     assert rows["rockpool"].split()[1] == "no" and "LIF.tau_mem" in rows["rockpool"]
     assert rows["norse"].split()[1:3] != ["yes", "0.0%"]  # Norse's own default dt is 1e-3
     assert "norse: node '1': Norse's from_nir simulates dt 0.001, the graph states 0.0001" in out
     assert "spyx: each spiking layer's output delayed one step, as Spyx emits it" in out
+    assert rows["lava:fixed_pt=0"].split()[1:5] == ["yes", "100.0%", "3", "14"]  # 12, two Dense steps late
 
 
 def test_an_input_file_and_the_plot(fixtures_dir, tmp_path, capsys) -> None:

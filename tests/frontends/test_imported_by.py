@@ -24,7 +24,7 @@ from interop.cells import _our_feedforward
 
 from .test_dialect_versions import NORSE_SPIKES, PAPER_INPUT
 
-LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx", "nengo")
+LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx", "nengo", "lava")
 
 
 def _read(path) -> Graph:
