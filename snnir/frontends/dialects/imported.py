@@ -71,20 +71,23 @@ def refuse_several_ends(graph: Graph, library: str) -> None:
                          f"{len(graph.outputs)}: not predicted")
 
 
-def refuse_loops(graph: Graph, library: str, prefix: str = "") -> None:
-    """Refuse a loop (nested graphs included): how nirtorch's old ``load`` (Norse, Sinabs, Rockpool)
-    times one differs from snnir's last-step rule and is not described (the braille files differ)."""
+_NIRTORCH_LOOPS = "runs loops in nirtorch's own order, which snnir does not describe"
+
+
+def refuse_loops(graph: Graph, library: str, prefix: str = "", runs: str = _NIRTORCH_LOOPS) -> None:
+    """Refuse a loop (nested graphs included), saying how ``library`` ``runs`` it: by default, how
+    nirtorch's old ``load`` (Norse, Sinabs, Rockpool) times one differs from snnir's last-step rule
+    and is not described (the braille files differ)."""
     import networkx as nx
 
     from snnir.ir.schedule import node_digraph
 
     for component in nx.strongly_connected_components(node_digraph(graph)):
         if len(component) > 1 or any((n, n) in graph.edges for n in component):
-            raise SnnirError(f"{library} runs loops in nirtorch's own order, which snnir does not describe: "
-                             "not predicted", prefix + sorted(component)[0])
+            raise SnnirError(f"{library} {runs}: not predicted", prefix + sorted(component)[0])
     for name, op in graph.nodes.items():
         if isinstance(op, Subgraph):
-            refuse_loops(op.graph, library, f"{prefix}{name}.")
+            refuse_loops(op.graph, library, f"{prefix}{name}.", runs)
 
 
 def refuse_unknown_fields(graph: Graph, library: str) -> None:

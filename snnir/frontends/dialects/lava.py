@@ -26,15 +26,13 @@ spiking LIF) and the one-step ``Delay`` of its ``Dense``.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, register_dialect
-from snnir.frontends.dialects.imported import refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import refuse_loops, refuse_several_ends, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LIF, Affine, Delay, Input, Linear, Output, Scale, Threshold
-from snnir.ir.schedule import node_digraph
 from snnir.ir.semantics import Semantics
 
 IMPORTER = "the NIR paper's Lava converter"
@@ -63,10 +61,8 @@ def _readable(graph: Graph, fixed_pt: bool) -> None:
                 if np.any(values != values[0]):
                     raise SnnirError(f"Lava's LIF takes one {field} for the whole node; this one's differ: "
                                      "it cannot import this graph", name)
-    for component in nx.strongly_connected_components(node_digraph(graph)):
-        if len(component) > 1 or any((n, n) in graph.edges for n in component):
-            raise SnnirError("Lava runs a loop with each Dense one step late; snnir's prediction of loops is not "
-                             "checked against it: not predicted", sorted(component)[0])
+    refuse_loops(graph, "Lava", runs="runs a loop with each Dense one step late, which snnir's prediction of "
+                 "loops is not checked against")
     if fixed_pt:
         first = next(name for name, op in graph.nodes.items() if isinstance(op, (Affine, LIF)))
         raise SnnirError(f"{IMPORTER} runs in Loihi fixed point by default (fixed_pt=True): integer dv, vth and "
