@@ -108,7 +108,7 @@ def run(path: str, x: np.ndarray, dt: float = 1e-4, fixed_pt: bool = True) -> np
     try:
         graph = nir.read(path)
     except Exception as exc:  # noqa: BLE001 - nir's failure to read the file is the converter's
-        raise Unreadable(f"nir.read cannot load it: {type(exc).__name__}: {exc}") from None
+        raise Unreadable(f"nir.read cannot load it: {type(exc).__name__}: {str(exc)[:200]}") from None
     steps, outs = x.shape[0], []
     for b in range(x.shape[1]):
         starts, end = _network(graph, dt, fixed_pt)

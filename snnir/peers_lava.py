@@ -58,10 +58,9 @@ def lava_version() -> str | None:
 
 
 def run_lava(path: str | Path, x: np.ndarray, shown: str, **options) -> np.ndarray:
-    """The Lava runner's output on ``x`` (``[T, B, n]``): ``[T, B, m]``; its failure is a
-    :class:`SnnirError` naming Lava and why."""
-    if x.ndim != 3:
-        raise SnnirError(f"lava: the runner takes inputs [T, B, n], got shape {list(x.shape)}")
+    """The Lava runner's output on ``x`` (``[T, B, *shape]``, each sample flattened as Lava's
+    ``RingBuffer`` feeds it): ``[T, B, m]``; its failure is a :class:`SnnirError` naming Lava and why."""
+    x = x.reshape(*x.shape[:2], -1)
     with tempfile.TemporaryDirectory(prefix="snnir-lava-") as folder:
         x_path, out_path = Path(folder) / "x.npy", Path(folder) / "out.npy"
         np.save(x_path, np.asarray(x, dtype=np.float64), allow_pickle=False)

@@ -111,6 +111,15 @@ def _lif_params() -> Graph:
     return _dense(lambda n: _lif(n, s, r=2.0, v_leak=0.1, v_threshold=1.2, v_reset=-0.2), lambda n: _lif(n, s))
 
 
+def _zero_bias() -> Graph:
+    """The ``lif`` graph with zero Affine biases, the form the NIR paper's Lava converter reads, and
+    weights a tenth as large: thresholds tuned below 1, which Lava's spikes (its Dense passes at
+    most ``dt/tau`` a step) can reach."""
+    g = lif_graph()()
+    return g.with_nodes(fc1=Affine(weight=g.nodes["fc1"].weight / 10, bias=np.zeros(12)),
+                        fc2=Affine(weight=g.nodes["fc2"].weight / 10, bias=np.zeros(4)))
+
+
 def _if() -> Graph:
     s = Semantics(dt=DT)
     return _dense(lambda n: IF(r=np.full(n, 1.0 / DT), v_threshold=np.full(n, 2.0), sem=s),
@@ -241,6 +250,7 @@ _BUILT = (
     ("lif-dt-1e-3", "dt 1e-3 (Norse's from_nir default)", (8,), 1.0, lif_graph(dt=1e-3)),
     ("lif-dt-1", "dt 1 (Spyx's from_nir default)", (8,), 1.0, lif_graph(dt=1.0)),
     ("lif-params", "LIF r, v_leak, v_reset", (8,), 1.0, _lif_params),
+    ("lif-zero-bias", "Affine without bias (all Lava's converter reads)", (8,), 1.0, _zero_bias),
     ("if", "IF", (8,), 1.0, _if),
     ("cubalif", "CubaLIF (current first)", (8,), 1.0, cuba_graph()),
     ("cubalif-voltage-first", "CubaLIF voltage first", (8,), 1.0, cuba_graph(current_order="voltage_first")),
