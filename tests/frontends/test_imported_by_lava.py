@@ -113,3 +113,10 @@ def test_a_loop_is_not_predicted() -> None:
 def test_an_option_the_converter_does_not_take_is_refused() -> None:
     with pytest.raises(snnir.SnnirError, match="takes no option 'batch_size'"):
         snnir.imported_by(lif_only(), "lava", batch_size=2)
+
+
+def test_a_graph_without_processes_is_refused_in_either_precision() -> None:
+    empty = Graph({"input": Input(shape=(1,)), "output": Output()}, (), {})
+    for fixed_pt in (True, False):
+        with pytest.raises(snnir.SnnirError):
+            snnir.imported_by(empty, "lava", fixed_pt=fixed_pt)

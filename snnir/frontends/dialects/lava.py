@@ -64,7 +64,7 @@ def _readable(graph: Graph, fixed_pt: bool) -> None:
     refuse_loops(graph, "Lava", runs="runs a loop with each Dense one step late, which snnir's prediction of "
                  "loops is not checked against")
     if fixed_pt:
-        first = next(name for name, op in graph.nodes.items() if isinstance(op, (Affine, LIF)))
+        first = next((name for name, op in graph.nodes.items() if isinstance(op, (Affine, LIF))), None)
         raise SnnirError(f"{IMPORTER} runs in Loihi fixed point by default (fixed_pt=True): integer dv, vth and "
                          "weights and truncated decays, which snnir cannot state: not predicted (fixed_pt=False "
                          "runs Lava's floating-point models, which are predicted)", first)
