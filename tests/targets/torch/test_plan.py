@@ -174,10 +174,13 @@ def test_memory_budget_bounds_the_largest_intermediate(budget, monkeypatch):
     if budget == "auto":
         every_value = 144 + 400 + 100 + 100 + 36 + 36 + 36 + 5 + 5 + 5  # Footprint.values, Inputs/Outputs too
         assert plan.budget == 2 * every_value * scale + x.numel() * 4 // 2  # and half the input
-    assert plan.run == max(1, plan.budget // 4 // exported) and plan.chunks[0] <= max(1, plan.budget // 2 // segment1)
+    cap = max(1, plan.budget // 2 // segment1)
+    assert plan.run == max(1, plan.budget // 4 // exported) and plan.chunks[0] <= cap
     assert set(plan.chosen[2:]) <= {"whole run", "budget"}
-    # the returned [T, B, 5] outputs and their joining are not intermediates of the layers
-    assert mode.largest <= max(plan.chunks[0] * conv1, 2 * 60 * B * 5 * 4)
+    # the returned [T, B, 5] outputs and their joining are not intermediates of the layers; the
+    # conv segment's chunk is measured, its trials reaching the budget's cap (the chosen chunk
+    # may be shorter: timing under load made this flaky when bounded by the chosen one)
+    assert mode.largest <= max(cap * conv1, 2 * 60 * B * 5 * 4)
     unbounded = compile_torch(graph, memory_budget=None, layer_chunks={"conv1": 60})
     with torch.no_grad(), _LargestTensor() as mode:
         unbounded(x)
