@@ -22,7 +22,10 @@ static inputs) and cached on the module:
   about half as much again), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
   their join), and the other half one call's values of each segment: the run and
-  each segment's calls get the most steps that fit (at least one). Values fed only
+  each segment's calls get the most steps that fit (at least one), except a segment
+  holding a recurrent component, which runs the whole run per call (its calls walk the
+  steps one by one anyway, so shorter ones save little memory and cost a kernel call
+  each: the recurrent bench case went from 2 to 1 call per run). Values fed only
   static inputs count once; a neuron applying the next layer counts that layer's
   output instead of its spikes.
 - ``chunks``: the whole run for a segment without a convolution (a matrix multiply

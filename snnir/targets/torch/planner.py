@@ -94,7 +94,8 @@ class Planner:
 
         Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
         for the whole run (counted twice: the calls' parts and their join), half for one call's
-        values of a segment: ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 2``."""
+        values of a segment: ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 2``;
+        a segment with a recurrent component runs the whole run per call (see ``plan.py``)."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
         base = min(DEFAULT_RUN, steps)
@@ -109,7 +110,8 @@ class Planner:
         per_segment = self._step_elements(static)
         exported = scale * sum(e for _, e in per_segment)
         run = run_for_budget(budget // 4, exported, base)
-        caps = [run_for_budget(budget // 2, scale * values, run) for values, _ in per_segment]
+        caps = [run if any(recurrent for _, recurrent in components) else run_for_budget(budget // 2, scale * values, run)
+                for components, (values, _) in zip(self._module._segments, per_segment)]
         return run, caps, budget
 
     def _step_elements(self, static) -> list[tuple[int, int]]:

@@ -20,7 +20,9 @@ subtract or a same-step zero reset), the membrane ``u_t`` after the input of eve
 nothing else; otherwise, per step, the summed input ``in_t`` and the neuron's states before
 the step (membrane; current for Cuba neurons), in the input's dtype. ``dL/dW`` is one GEMM
 over all steps in the backward, or a sum of gradient rows at the spikes where few fired
-(:data:`SPARSE_BELOW`); ``dL/db`` one sum. The kernel reuses its buffers'
+(:data:`SPARSE_BELOW`); ``dL/db`` one sum. The fused loops, forward and backward, give each
+thread its own block of batch rows for all steps (rows are independent through the loop):
+no barrier per step, and each block's GEMM gives its rows of the whole batch's bit for bit. The kernel reuses its buffers'
 memory across calls once nothing holds them (no fresh pages each call).
 
 Where it applies (:func:`supports`): the native kernels on, CPU tensors of float32 or

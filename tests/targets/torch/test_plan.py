@@ -174,10 +174,13 @@ def test_memory_budget_bounds_the_largest_intermediate(budget, monkeypatch):
     if budget == "auto":
         every_value = 144 + 400 + 100 + 100 + 36 + 36 + 36 + 5 + 5 + 5  # Footprint.values, Inputs/Outputs too
         assert plan.budget == 2 * every_value * scale + x.numel() * 4 // 2  # and half the input
-    assert plan.run == max(1, plan.budget // 4 // exported) and plan.chunks[0] <= max(1, plan.budget // 2 // segment1)
+    cap = max(1, plan.budget // 2 // segment1)
+    assert plan.run == max(1, plan.budget // 4 // exported) and plan.chunks[0] <= cap
     assert set(plan.chosen[2:]) <= {"whole run", "budget"}
-    # the returned [T, B, 5] outputs and their joining are not intermediates of the layers
-    assert mode.largest <= max(plan.chunks[0] * conv1, 2 * 60 * B * 5 * 4)
+    # the returned [T, B, 5] outputs and their joining are not intermediates of the layers; the
+    # conv segment's chunk is measured, its trials reaching the budget's cap (the chosen chunk
+    # may be shorter: timing under load made this flaky when bounded by the chosen one)
+    assert mode.largest <= max(cap * conv1, 2 * 60 * B * 5 * 4)
     unbounded = compile_torch(graph, memory_budget=None, layer_chunks={"conv1": 60})
     with torch.no_grad(), _LargestTensor() as mode:
         unbounded(x)
@@ -205,3 +208,28 @@ def test_an_auto_budget_is_at_least_its_floor():
     with torch.no_grad():
         module(torch.rand(60, B, 1, 12, 12))
     assert module.plan.budget == plan_module.AUTO_FLOOR and module.plan.run == 32
+
+
+def test_a_budget_never_cuts_a_recurrent_component():
+    """A segment holding a recurrent component runs whole runs under any budget (its calls walk
+    the steps anyway; shorter ones only add calls). Here the budget plans runs of 7 steps, and
+    its half for one call's values (24 per sample and step) would have given the segment 5."""
+    rng = np.random.default_rng(0)
+    sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
+    n = 8
+    lif = LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5), sem=sem)
+    graph = Graph(
+        {"x": Input((4,)), "fc": Affine(weight=rng.normal(0, 1, (n, 4)), bias=np.zeros(n)), "cell": lif,
+         "rec": Affine(weight=rng.normal(0, 0.4, (n, n)), bias=np.zeros(n)),
+         "out": Affine(weight=rng.normal(0, 1, (3, n)), bias=np.zeros(3)), "y": Output()},
+        (("x", "fc"), ("fc", "cell"), ("cell", "rec"), ("rec", "cell"), ("cell", "out"), ("out", "y")),
+    )
+    x = torch.randn(40, B, 4)
+    module = compile_torch(graph, memory_budget=3000)
+    with torch.no_grad():
+        got = module(x)
+    plan = module.plan
+    recurrent = next(k for k, nodes in enumerate(plan.segments) if "cell" in nodes)
+    assert plan.run == 7 and plan.chunks[recurrent] == plan.run and plan.chosen[recurrent] == "whole run"
+    with torch.no_grad():
+        assert torch.equal(got, compile_torch(graph, memory_budget=None)(x))

@@ -160,6 +160,35 @@ def test_fused_loops_equal_step_loop(fused_backwards, fused_calls, case, cls, dt
     assert len(fused_calls) == 4
 
 
+@pytest.fixture
+def two_threads():
+    """torch's intra-op threads set to 2 for the test (the fused loops split the batch's rows)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("batch", [16, 40, 64], ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_fused_loops_split_by_rows(two_threads, fused_backwards, fused_calls, batch, dtype):
+    """A batch of 16 rows or more runs as blocks of rows, each thread its own for all steps
+    (40: blocks of 16 and 24 rows): spikes and states equal the step loop's (whole-batch
+    GEMMs) bit for bit, training and inference; gradients to rounding."""
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(30, batch, 4, generator=g) * 1.5).to(dtype)
+    options = {"trainable": ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"], "detach_reset": True}
+    want = _run(graph, x, False, dtype, **options)
+    got = _run(graph, x, True, dtype, **options)
+    assert fused_calls and fused_backwards
+    assert got[0].sum() > 0, "the test network should spike"
+    _assert_same(got, want, dtype)
+    with torch.no_grad():
+        module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
+        assert torch.equal(module(x), want[0])
+
+
 @pytest.mark.parametrize("sparse_below", [0.0, 1.01], ids=["gemm", "sparse"])
 @pytest.mark.parametrize("trainable", ["all", ["fc0.weight", "rec.weight", "rec.bias"]], ids=["general", "fused"])
 def test_weight_gradient_by_gemm_and_by_sparse_sum(native_kernels, fused_calls, monkeypatch, sparse_below, trainable):

@@ -15,10 +15,13 @@
 // - general: the sequence kernel's update one step at a time. Training keeps, per step,
 //   the summed input in_t and the neuron's states before the step (membrane, and current
 //   for Cuba neurons); the backward recomputes each step from them.
-// Both keep the spikes as one byte each. The backward walks time back: dL/dz_t = g_out_t
+// The fused loops split the batch into blocks of rows, each thread running its rows
+// through every step with no barrier (see row_blocks). Both keep the spikes as one byte
+// each. The backward walks time back: dL/dz_t = g_out_t
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/din_t =
 // dL/dx_t = dL/dr_{t-1}; after the scan dL/dW is one GEMM over all steps, or, where few
 // spikes fired, a sum of the gradient's rows at the spikes (weight_grads), and dL/db one sum. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
+#include <ATen/ThreadLocalState.h>
 #include <c10/util/strides.h>
 #include <torch/extension.h>
 
@@ -133,6 +136,36 @@ void store_spikes(const T* __restrict__ z, const T* __restrict__ u, const T* thr
   for (int64_t e = 0; e < n; ++e) st[e] = zt[e] > T(0);
 }
 
+// The batch rows are independent through the whole loop (r_t's row b needs only row b of
+// z_t), so the fused loops give each thread its own rows for all steps: no barrier per
+// step, each thread's GEMM on its rows alone. Blocks start at multiples of kRowAlign rows
+// and hold at least kRowAlign: a GEMM on such a block of rows gives the rows of the GEMM
+// on the whole batch bit for bit (tested; a single row would take another path). One
+// block (few rows, one thread) is the whole batch, its loop and GEMM parallel inside.
+constexpr int64_t kRowAlign = 8;
+
+// Row bounds of the blocks: [0, b_1, ..., batch].
+std::vector<int64_t> row_blocks(int64_t batch) {
+  const int64_t units = batch / kRowAlign;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));
+  std::vector<int64_t> bounds{0};
+  for (int64_t k = 1; k < blocks; ++k) bounds.push_back(kRowAlign * (units * k / blocks));
+  bounds.push_back(batch);
+  return bounds;
+}
+
+// f(first row, end row) for each block of row_blocks, the blocks in parallel, each thread
+// with the caller's thread-local state (grad mode: the aten calls in f record nothing).
+template <typename F>
+void for_row_blocks(int64_t batch, const F& f) {
+  const auto bounds = row_blocks(batch);
+  const at::ThreadLocalState caller;
+  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(caller);
+    for (int64_t k = begin; k < end; ++k) f(bounds[k], bounds[k + 1]);
+  });
+}
+
 // The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
 // into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t].
 template <typename T>
@@ -143,35 +176,39 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   const auto options = v.options();
   at::Tensor in = pool().get({M}, options), zbuf = pool().get({batch, N}, options);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z);
-  T *pin = in.data_ptr<T>(), *zt = zbuf.data_ptr<T>();
+  T *pin = in.data_ptr<T>(), *zt = zbuf.data_ptr<T>(), *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
   const T* px = x.data_ptr<T>();
   const T incl = c.inclusive ? T(1) : T(0);
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
     constexpr bool NEXT = CT(next), SC = CT(sc);
-    for (int64_t t = 0; t < steps; ++t) {
-      const T *xt = px + t * M, *rt = r.data_ptr<T>();
-      T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
-      uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
-      at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; b += kChunk) {
-          const int64_t n = std::min(kChunk, end - b);
-          const T* kc[N_COEF];
-          k.at(b, kc);
-          for (int64_t e = b; e < b + n; ++e) pin[e] = xt[e] + rt[e];
-          T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
-          if (!keep) {
-            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
-                                                                          zt + b, 0, nullptr);
-            continue;
+    for_row_blocks(batch, [&](int64_t first, int64_t last) {
+      at::Tensor z_rows = zbuf.narrow(0, first, last - first), r_rows = r.narrow(0, first, last - first);
+      const int64_t e0 = first * N, e1 = last * N;
+      for (int64_t t = 0; t < steps; ++t) {
+        const T* xt = px + t * M;
+        T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
+        uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
+        at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; b += kChunk) {
+            const int64_t n = std::min(kChunk, end - b);
+            const T* kc[N_COEF];
+            k.at(b, kc);
+            for (int64_t e = b; e < b + n; ++e) pin[e] = xt[e] + pr[e];
+            T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
+            if (!keep) {
+              run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
+                                                                            zt + b, 0, nullptr);
+              continue;
+            }
+            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
+                                                                         nullptr, 0, ut + b);
+            store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
           }
-          run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
-                                                                       nullptr, 0, ut + b);
-          store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
-        }
-      });
-      project(r, zbuf, weight, bias);
-      std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
-    }
+        });
+        project(r_rows, z_rows, weight, bias);
+        std::copy(zt + e0, zt + e1, pout + t * M + e0);
+      }
+    });
   });
 }
 
@@ -335,21 +372,27 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
     with_structure(c, false, k.scalar, [&](auto next, auto reset, auto, auto cur, auto sc) {
       using R = I_<CT(reset) == RESET_SUBTRACT ? RESET_SUBTRACT_GRAD : CT(reset)>;
       with_surrogate(c.surrogate, [&](auto surr) {
-        auto scan = [&](auto r) {
-          for (int64_t t = steps - 1; t >= 0; --t) {
-            gradient_at_spikes(g_zt, g_out, g_last, g_r_t, weight, t);
-            at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
-              for (int64_t b = begin; b < end; b += kChunk) {
-                const T* kc[N_COEF];
-                k.at(b, kc);
-                backward_chunk_fast<T, CT(next), CT(r), CT(surr), CT(cur), CT(sc)>(
-                    c, kc, pu + t * M + b, nullptr, pgo + b, 0, false, pbuf + b, M, 1,
-                    std::min(kChunk, end - b), pgv + b, pgi ? pgi + b : nullptr, pgz ? pgz + b : nullptr,
-                    pgx + t * M + b, false, nullptr);
-              }
-            });
-            g_r_t = g_x[t].view({batch, N});
-          }
+        auto scan = [&](auto r) {  // each block of rows on its own, as in forward_fused
+          for_row_blocks(batch, [&](int64_t first, int64_t last) {
+            const int64_t rows = last - first, e0 = first * N, e1 = last * N;
+            at::Tensor g_zt_rows = g_zt.narrow(0, first, rows), g_r_rows = g_r_t.narrow(0, first, rows);
+            at::Tensor g_out_rows = g_out.view({steps, batch, N}).narrow(1, first, rows);
+            at::Tensor g_last_rows = g_last.numel() ? g_last.view({batch, N}).narrow(0, first, rows) : g_last;
+            for (int64_t t = steps - 1; t >= 0; --t) {
+              gradient_at_spikes(g_zt_rows, g_out_rows, g_last_rows, g_r_rows, weight, t);
+              at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
+                for (int64_t b = begin; b < end; b += kChunk) {
+                  const T* kc[N_COEF];
+                  k.at(b, kc);
+                  backward_chunk_fast<T, CT(next), CT(r), CT(surr), CT(cur), CT(sc)>(
+                      c, kc, pu + t * M + b, nullptr, pgo + b, 0, false, pbuf + b, M, 1,
+                      std::min(kChunk, end - b), pgv + b, pgi ? pgi + b : nullptr, pgz ? pgz + b : nullptr,
+                      pgx + t * M + b, false, nullptr);
+                }
+              });
+              g_r_rows = g_x[t].view({batch, N}).narrow(0, first, rows);
+            }
+          });
         };
         if (sub_grad) scan(R{}); else scan(reset);
       });
