@@ -16,10 +16,9 @@ Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
 static inputs) and cached on the module:
 
 - ``run``: 32 steps (training keeps one run's gradients at a time). Under
-  ``no_grad`` with a memory budget (``"auto"``: half the bytes of the call's inputs
-  and twice those of every value of one step, at least 8 MiB, a step-by-step run holding the inputs
-  and one step; what the values leave out, such as a max pool's indices, measured
-  about half as much again), half the budget bounds the values a
+  ``no_grad`` with a memory budget (``"auto"``: the bytes of every value of one step,
+  what a step-by-step run holds, at least 4 MiB; the peak it gives, measured
+  without the input: 1.6-1.8x a step-by-step run's), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
   their join), and the other half one call's values of each segment: the run and
   each segment's calls get the most steps that fit (at least one), except a segment
@@ -52,7 +51,7 @@ from snnir.errors import SnnirError
 #: runs of steps when nothing is pinned (see ``docs/performance.md``)
 DEFAULT_RUN = 32
 #: the least an ``"auto"`` budget allows: below it, calls of a few steps cost more time than they save memory
-AUTO_FLOOR = 8 * 2**20
+AUTO_FLOOR = 4 * 2**20
 #: a segment faster than this over a whole run keeps the whole run, unmeasured
 MEASURE_FROM_S = 0.002
 #: the largest chunk within this factor of the fastest wins (fewer calls, less noise)

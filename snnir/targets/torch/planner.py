@@ -102,9 +102,8 @@ class Planner:
         if torch.is_grad_enabled() or self.memory_budget is None:
             return base, None, None
         scale = batch * itemsize
-        if self.memory_budget == "auto":  # a step-by-step run holds the input and one step's values
-            budget = max(AUTO_FLOOR, 2 * scale * self._footprint.values
-                         + sum(v.numel() * v.element_size() for v in inputs.values()) // 2)
+        if self.memory_budget == "auto":  # a step-by-step run holds one step's values
+            budget = max(AUTO_FLOOR, scale * self._footprint.values)
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
