@@ -53,10 +53,6 @@ def lava_missing() -> str | None:
     return None if version else f"lava is not installed here: {why}"
 
 
-def lava_version() -> str | None:
-    return _probe(lava_python())[0]
-
-
 def run_lava(path: str | Path, x: np.ndarray, shown: str, **options) -> np.ndarray:
     """The Lava runner's output on ``x`` (``[T, B, *shape]``, each sample flattened as Lava's
     ``RingBuffer`` feeds it): ``[T, B, m]``; its failure is a :class:`SnnirError` naming Lava and why."""

@@ -132,8 +132,8 @@ def test_run_real_names_a_mismatch_and_exits_2(fixtures_dir, capsys) -> None:
     than snnir's float64 prediction (docs/prediction_matrix.md)."""
     from snnir.peers import installed
 
-    if installed("sinabs") is not None:
-        pytest.skip(installed("sinabs"))
+    if (missing := installed("sinabs")) is not None:
+        pytest.skip(missing)
     path = fixtures_dir / "lif_norse.nir"
     assert main(["check", str(path), "--dt", "1e-4", "--libraries", "sinabs", "--run-real"]) == 2
     assert _real_rows(capsys.readouterr().out)["sinabs"].split()[1] == "MISMATCH:"
@@ -155,8 +155,8 @@ def test_run_real_takes_an_npy_input(fixtures_dir, tmp_path, capsys, steps) -> N
     from frontends.test_dialect_versions import PAPER_INPUT
     from snnir.peers import installed
 
-    if installed("snntorch") is not None:
-        pytest.skip(installed("snntorch"))
+    if (missing := installed("snntorch")) is not None:
+        pytest.skip(missing)
     x = tmp_path / "x.npy"
     np.save(x, PAPER_INPUT[:steps].astype(np.float32))
     main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4", "--input", str(x), "--libraries", "snntorch",

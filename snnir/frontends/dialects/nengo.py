@@ -28,7 +28,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import Dialect, register_dialect
-from snnir.frontends.dialects.imported import refuse_several_ends, refuse_unreadable
+from snnir.frontends.dialects.imported import refuse_loops, refuse_several_ends, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LI, LIF, Affine, Delay, Input, Output, Scale
 from snnir.ir.semantics import Semantics
@@ -51,18 +51,6 @@ def _refuse_shapes(graph: Graph) -> None:
                              f"shape {list(np.shape(op.tau))}: it cannot import this graph", name)
         if isinstance(op, LIF) and (np.any(op.r != 1.0) or np.any(op.v_leak != 0.0)):
             raise SnnirError(f"{_IMPORTER} asserts LIF r == 1 and v_leak == 0: it cannot import this graph", name)
-
-
-def _refuse_loops(graph: Graph) -> None:
-    import networkx as nx
-
-    from snnir.ir.schedule import node_digraph
-
-    digraph = node_digraph(graph)
-    if not nx.is_directed_acyclic_graph(digraph):
-        cycle = nx.find_cycle(digraph)
-        raise SnnirError(f"nengo builds a loop only through a synapse and orders its operators itself, which "
-                         "snnir does not describe: not predicted", cycle[0][0])
 
 
 def _non_negative_inputs(graph: Graph) -> dict[str, bool]:
@@ -133,7 +121,8 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
                            "this graph")
     refuse_several_ends(graph, _IMPORTER)
     _refuse_shapes(graph)
-    _refuse_loops(graph)
+    refuse_loops(graph, "nengo", runs="builds a loop only through a synapse and orders its operators itself, "
+                 "which snnir does not describe")
     return _restated(graph, warnings, options["dt"])
 
 

@@ -40,7 +40,7 @@ class Planner:
         key = (torch.is_grad_enabled(), steps, batch, tuple(sorted(static)), probe.dtype, str(probe.device))
         plan = self.plans.get(key)
         if plan is None:
-            run, caps, budget = self._run_length(inputs, static, steps, batch, probe.element_size())
+            run, caps, budget = self._run_length(static, steps, batch, probe.element_size())
             chunks, chosen = self._pinned_chunks(run, caps)
         else:
             run, budget, chunks, chosen = plan.run, plan.budget, list(plan.chunks), list(plan.chosen)
@@ -89,7 +89,7 @@ class Planner:
         return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
                    for o in [op, *(o for _, o in inner)])
 
-    def _run_length(self, inputs, static, steps: int, batch: int, itemsize: int):
+    def _run_length(self, static, steps: int, batch: int, itemsize: int):
         """(steps per run, per segment the most steps per call or None, the values budget or None).
 
         Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
