@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Norse 1.0.0, the one Norse release before 1.1, for the prediction matrix's norse-1.0 column,
 # into the git-ignored .venv-peers/norse-1.0 (run by `make interop`; the venv keeps Norse 1.1.0).
-# snnir.peer_folder looks at it from a child Python whose path starts with that folder.
+# snnir.peers.folder looks at it from a child Python whose path starts with that folder.
 # Only the pure-Python package and its own metadata (norse.egg-info) are taken from the sdist:
 # its C++ extension (norse_op) is optional (norse/utils/__init__.py imports it in a try) and is
 # not built. Idempotent: exits at once when the folder holds it.

@@ -25,7 +25,7 @@ from snnir.peers import installed, run_real
 from .cells import Cell, Outcome, compare, run_ours
 from .prediction_corpus import B, CORPUS, Entry
 
-#: the libraries of the matrix, in its column order (``norse-1.0``: Norse 1.0.0, from ``snnir.peer_folder``)
+#: the libraries of the matrix, in its column order (``norse-1.0``: Norse 1.0.0, from ``snnir.peers.folder``)
 LIBRARIES = ("snntorch", "norse", "norse-1.0", "sinabs", "rockpool", "spyx", "nengo", "lava")
 #: importer options given to both sides (Sinabs' layers need a batch size; Lava runs its
 #: floating-point models: its converter's default, fixed point, is not predicted)

@@ -1,4 +1,4 @@
-"""Real Lava (lava-nc in its own Python 3.10, ``snnir.peers_lava``) against
+"""Real Lava (lava-nc in its own Python 3.10, ``snnir.peers.lava_env``) against
 ``snnir.imported_by(graph, "lava")``: the paper's LIF file, a lone LIF, a two-layer net with
 negative weights and non-binary inputs, and the refusals. Skips, saying why, without Lava.
 """

@@ -1,5 +1,5 @@
 """``snnir.imported_by(graph, "nengo")`` against real nengo 4.1: the NIR paper's ``nir_to_nengo``
-recipe (``snnir.peer_nengo``) builds the network and ``nengo.Simulator`` runs it
+recipe (``snnir.peers.nengo_recipe``) builds the network and ``nengo.Simulator`` runs it
 (``snnir.peers.run_real``). Spikes must be equal entry for entry (nengo's are ``1 / dt`` high);
 an LI's values agree to float rounding (nengo's zero-order-hold ``Lowpass`` coefficients and
 snnir's ``exp(-dt/tau)`` differ in the last bit). Skipped where nengo is not installed."""

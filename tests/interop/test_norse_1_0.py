@@ -1,5 +1,5 @@
 """The ``norse-1.0`` dialect against Norse 1.0.0 itself, run in a child Python whose path starts
-with ``.venv-peers/norse-1.0`` (``snnir.peer_folder``; ``scripts/install_norse_1_0.sh``, run by
+with ``.venv-peers/norse-1.0`` (``snnir.peers.folder``; ``scripts/install_norse_1_0.sh``, run by
 ``make interop``, puts it there). Skipped, saying why, where it is absent.
 
 Norse 1.0.0, the one release before 1.1, predates NIR: it has no ``from_nir``, so its importer
@@ -19,7 +19,7 @@ import pytest
 import snnir
 from snnir import peers
 from snnir.errors import SnnirError
-from snnir.peer_folder import probe, run_child
+from snnir.peers.folder import probe, run_child
 
 from frontends.test_dialect_versions import NORSE_SPIKES, PAPER_INPUT
 

@@ -4,13 +4,18 @@ snnTorch's importer is never started on a file it would loop on."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from snnir.errors import SnnirError
-from snnir import peer_folder, peers
+from snnir import peers
+from snnir.peers import folder as peer_folder
+from snnir.peers import lava_env
 
 pytestmark = pytest.mark.interop
 
@@ -30,7 +35,7 @@ def test_a_missing_library_is_refused_naming_it(fixtures_dir, monkeypatch) -> No
 
 
 def test_a_library_version_not_installed_is_refused(fixtures_dir, monkeypatch, tmp_path) -> None:
-    """norse-1.0 is looked for in its own folder (snnir.peer_folder), never in the venv's Norse 1.1."""
+    """norse-1.0 is looked for in its own folder (snnir.peers.folder), never in the venv's Norse 1.1."""
     monkeypatch.setitem(peer_folder.FOLDERS, "norse-1.0", tmp_path / "absent")
     peer_folder.probe.cache_clear()
     try:
@@ -78,3 +83,15 @@ def test_each_sample_runs_alone_from_a_fresh_state(fixtures_dir) -> None:
     x = np.repeat((np.random.default_rng(0).random((30, 1, 1)) < 0.5).astype(np.float32) * 40, 2, axis=1)
     out = peers.run_real(fixtures_dir / "lif_norse.nir", "snntorch", x)
     assert out.shape == (30, 2, 1) and out.sum() > 0 and np.array_equal(out[:, 0], out[:, 1])
+
+
+def test_the_lava_runner_imports_only_what_lavas_python_has() -> None:
+    """``lava_runner.py`` runs by path in Lava's Python 3.10 (``python -I``): numpy, nir, lava and
+    the standard library only, and no module of its folder shadows one of those."""
+    runner = Path(lava_env.RUNNER)
+    tops = {alias.name.split(".")[0] for node in ast.walk(ast.parse(runner.read_text()))
+            for alias in getattr(node, "names", []) if isinstance(node, ast.Import)}
+    tops |= {node.module.split(".")[0] for node in ast.walk(ast.parse(runner.read_text()))
+             if isinstance(node, ast.ImportFrom) and node.module}
+    assert tops - set(sys.stdlib_module_names) == {"numpy", "nir", "lava"}
+    assert not {p.stem for p in runner.parent.glob("*.py")} & (tops | {"nengo"})

@@ -2,7 +2,7 @@
 simulation runs it. Lava writes no NIR files; this dialect only describes ``imported_by``.
 
 The converter (neuromorphs/NIR ``paper/01_lif/_lava_nir.py``, ``ImportConfig(dt=1e-4,
-fixed_pt=True)``; snnir's own ``snnir/lava_runner.py`` runs the same conversion) reads
+fixed_pt=True)``; snnir's own ``snnir/peers/lava_runner.py`` runs the same conversion) reads
 ``Affine`` (zero bias only) as ``Dense(W)`` and ``LIF`` as ``Dense(dt/tau)`` into Lava's ``LIF``
 with ``du = 1`` (no current memory), ``dv = dt/tau``, ``vth = v_threshold`` and no bias: ``r``
 and ``v_leak`` are not read. Every other node is refused. Lava's processes (lava-nc 0.10,

@@ -1,4 +1,4 @@
-"""nengo 4.1, importing a file as the NIR paper's ``nir_to_nengo`` recipe does (``snnir.peer_nengo``).
+"""nengo 4.1, importing a file as the NIR paper's ``nir_to_nengo`` recipe does (``snnir.peers.nengo_recipe``).
 
 nengo writes no NIR files: reading and writing with this dialect is plain NIR. ``imported_by``
 restates what nengo simulates after that recipe reads a file, stepped at ``nengo.Simulator``'s
@@ -32,7 +32,7 @@ from snnir.frontends.dialects.imported import refuse_loops, refuse_several_ends,
 from snnir.ir.graph import Graph
 from snnir.ir.ops import LI, LIF, Affine, Delay, Input, Output, Scale
 from snnir.ir.semantics import Semantics
-from snnir.peer_nengo import NENGO_DT
+from snnir.peers.nengo_recipe import NENGO_DT
 
 _IMPORTER = "the NIR paper's nir_to_nengo (nengo)"
 READABLE = (Input, Output, LIF, LI, Affine)

@@ -155,7 +155,7 @@ _NO_IMPORTER = ("Norse 1.0.0, the one Norse release before 1.1, has no NIR impor
 
 
 def _imported_by_1_0(graph: Graph, warnings: list[str], options: dict) -> Graph:
-    """Norse 1.0.0 imports nothing (checked in Norse 1.0.0 itself: ``snnir.peer_folder``)."""
+    """Norse 1.0.0 imports nothing (checked in Norse 1.0.0 itself: ``snnir.peers.folder``)."""
     raise SnnirError(_NO_IMPORTER)
 
 

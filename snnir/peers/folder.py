@@ -22,7 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
+from snnir.peers.child import ask
+
+_REPO = Path(__file__).resolve().parents[2]
 #: library -> the folder that holds it
 FOLDERS = {"norse-1.0": _REPO / ".venv-peers" / "norse-1.0"}
 #: library -> (module, attribute) of the importer a file would be given to
@@ -57,19 +59,16 @@ def probe(library: str) -> tuple[str | None, str | None]:
     folder = FOLDERS[library]
     if not (folder / IMPORTERS[library][0].split(".")[0]).is_dir():
         return f"{library} is not installed here (no {folder}; {INSTALLERS[library]} puts it there)", None
-    try:
-        proc = run_child(library, ["-m", "snnir.peer_folder", library])
-    except subprocess.TimeoutExpired:
-        return f"{library}: the child Python in {folder} did not answer in {_TIMEOUT_S} s", None
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return f"{library}: the child Python in {folder} fails: {last}", None
-    answer = json.loads(lines[-1])
-    return answer["missing"], answer["no_importer"]
+    command = [sys.executable, "-c", f"import json; from snnir.peers.folder import answer; "
+                                     f"print(json.dumps(answer({library!r})))"]
+    line, why = ask(command, f"{library}: the child Python in {folder}", _TIMEOUT_S, env=child_env(library))
+    if line is None:
+        return why, None
+    found = json.loads(line)
+    return found["missing"], found["no_importer"]
 
 
-def _answer(library: str) -> dict[str, str | None]:
+def answer(library: str) -> dict[str, str | None]:
     """In the child: whether ``library`` imports here, at the version asked for, and has its importer."""
     from snnir.peers import installed
 
@@ -82,7 +81,3 @@ def _answer(library: str) -> dict[str, str | None]:
     has_importer = hasattr(importlib.import_module(module), attribute)
     return {"missing": None, "no_importer": None if has_importer else
             f"{top} {version} has no {module}.{attribute} (it predates NIR): it imports no NIR file"}
-
-
-if __name__ == "__main__":
-    print(json.dumps(_answer(sys.argv[1])))

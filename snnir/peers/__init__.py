@@ -10,7 +10,7 @@ Each library's conventions, kept here and nowhere else:
 - snnTorch 1.0: ``import_from_nir`` builds a stateful graph module called ``module(x_t, state)``
   per step.
 - Norse 1.1: ``norse.torch.from_nir(dt=0.001)``; stepped ``module(x_t, state)``.
-- ``norse-1.0``: Norse 1.0.0, in a folder of its own (``snnir.peer_folder``): it has no
+- ``norse-1.0``: Norse 1.0.0, in a folder of its own (``snnir.peers.folder``): it has no
   ``from_nir``, so every file is refused with that reason.
 - Both keep NIR's per-sample Flatten ``start_dim`` as torch's (snntorch/import_nir.py:216,
   norse/torch/utils/import_nir.py:86), so a Flatten folds the batch in: each sample runs alone,
@@ -22,10 +22,10 @@ Each library's conventions, kept here and nowhere else:
   channels-last, so image inputs go in as ``[T, B, H, W, C]`` and image outputs come back
   channel-first.
 - nengo 4.1 has no NIR importer of its own: the NIR paper's ``nir_to_nengo`` recipe
-  (:mod:`snnir.peer_nengo`) builds the network, ``nengo.Simulator(dt=1e-3)`` runs each sample
+  (:mod:`snnir.peers.nengo_recipe`) builds the network, ``nengo.Simulator(dt=1e-3)`` runs each sample
   (float64); its spikes are ``1 / dt`` high.
 - Lava 0.10 (``lava-nc``, Python 3.10 only): the NIR paper's converter and Lava's CPU simulation,
-  run in another interpreter (:mod:`snnir.peers_lava`); ``x`` is ``[T, B, n]``, each sample alone.
+  run in another interpreter (:mod:`snnir.peers.lava_env`); ``x`` is ``[T, B, n]``, each sample alone.
 
 The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
 their defaults); Spyx always in float32. snnTorch's importer never returns on a file whose edge names no node; such a file is refused
@@ -47,8 +47,8 @@ from typing import Any, Callable
 import numpy as np
 
 from snnir.errors import SnnirError, escape
-from snnir.peer_folder import FOLDERS, inside, probe
-from snnir.peers_lava import lava_missing, run_lava
+from snnir.peers.folder import FOLDERS, inside, probe
+from snnir.peers.lava_env import lava_missing, run_lava
 
 
 def nir_compat() -> None:
@@ -227,7 +227,7 @@ def _spyx_run(out, x):
 
 
 def _nengo_import(graph, x, options):
-    from snnir.peer_nengo import NENGO_DT, build
+    from snnir.peers.nengo_recipe import NENGO_DT, build
 
     unknown = sorted(set(options) - {"dt"})
     if unknown:
@@ -237,7 +237,7 @@ def _nengo_import(graph, x, options):
 
 
 def _nengo_run(imported, x):
-    from snnir.peer_nengo import simulate
+    from snnir.peers.nengo_recipe import simulate
 
     graph, dt = imported
     return simulate(graph, x, dt)

@@ -1,5 +1,5 @@
 """Lava, run as a real peer: ``lava-nc`` needs Python 3.10 (snnir runs on 3.11), so the file is
-imported and simulated by ``snnir/lava_runner.py`` in a separate interpreter, exchanging ``.npy``
+imported and simulated by ``snnir/peers/lava_runner.py`` in a separate interpreter, exchanging ``.npy``
 files and JSON (never pickle).
 
 The interpreter is ``$SNNIR_LAVA_PYTHON``, else ``.venv-lava/bin/python`` in the repository root
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from snnir.errors import SnnirError
+from snnir.peers.child import ask
 
 RUNNER = Path(__file__).resolve().parent / "lava_runner.py"
-REPO = RUNNER.parents[1]
+REPO = RUNNER.parents[2]
 TIMEOUT_S = 900
 _PROBE = "import importlib.metadata as m, lava.magma, nir; print(m.version('lava-nc'))"
 
@@ -37,14 +38,7 @@ def _probe(python: str) -> tuple[str | None, str | None]:
     if not Path(python).is_file():
         return None, (f"no Lava interpreter at {python} (set SNNIR_LAVA_PYTHON, or run "
                       "scripts/make_lava_env.sh to make .venv-lava with a Python 3.10)")
-    try:
-        done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{python} does not start: {type(exc).__name__}"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1][:200]
-        return None, f"{python} cannot import lava and nir ({last})"
-    return done.stdout.strip(), None
+    return ask([python, "-c", _PROBE], f"{python}, importing lava and nir,", 120)
 
 
 def lava_missing() -> str | None:
@@ -60,7 +54,8 @@ def run_lava(path: str | Path, x: np.ndarray, shown: str, **options) -> np.ndarr
     with tempfile.TemporaryDirectory(prefix="snnir-lava-") as folder:
         x_path, out_path = Path(folder) / "x.npy", Path(folder) / "out.npy"
         np.save(x_path, np.asarray(x, dtype=np.float64), allow_pickle=False)
-        command = [lava_python(), str(RUNNER), str(path), str(x_path), str(out_path), json.dumps(options)]
+        # -I: the runner's folder is not on its path (this package's modules must not shadow Lava's)
+        command = [lava_python(), "-I", str(RUNNER), str(path), str(x_path), str(out_path), json.dumps(options)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
