@@ -275,7 +275,8 @@ _BUILT = (
 #: input shape, gain, spike probability, read options). Their weights are fixed, so only some layers
 #: reach 5-30 % (two_lif_neurons' second neuron, with threshold 20, never fires in T steps).
 _PAPER = (
-    ("lif_norse.nir", "paper: one LIF, written by Norse 1.0", (1,), 1.0, 0.3, {"dialect": "norse-1.0"}),
+    ("lif_norse.nir", "paper: one LIF, written by an unreleased Norse between 1.0.0 and 1.1.0", (1,), 1.0, 0.3,
+     {"dialect": "norse-1.0"}),
     ("lif_rockpool.nir", "paper: one LIF, written by Rockpool", (1,), 1.0, 0.3, {"dialect": "rockpool"}),
     ("two_lif_neurons.nir", "paper: two LIF neurons", (1,), 64.0, 0.3, {}),
     ("cnn_sinabs.nir", "paper: the N-MNIST CNN, written by Sinabs", (2, 34, 34), 2.0, 0.05, {"dialect": "sinabs"}),
