@@ -20,7 +20,7 @@ from snnir.ir.nir_io import as_written
 from snnir.ir.ops import LIF, Affine, Conv2d, CubaLIF, Delay, Input, Linear, Output, SumPool2d
 from snnir.ir.semantics import Semantics
 
-from interop.cells import _our_feedforward
+from interop.cells_common import _our_feedforward
 
 from .test_dialect_versions import NORSE_SPIKES, PAPER_INPUT
 

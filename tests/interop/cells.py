@@ -15,149 +15,25 @@ Used by ``tests/interop/test_matrix.py`` and ``benchmarks/interop_matrix.py``.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-import snnir
-from snnir.ir import Graph
-from snnir.ir.ops import IF, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input, Output, SumPool2d
 from snnir import peers
+from snnir.ir import Graph
+from snnir.ir.ops import IF, LIF, Affine, Conv2d, Delay, Flatten, Input, Output, SumPool2d
 from snnir.ir.semantics import Semantics
 
+from .cells_common import (B, T, Cell, Outcome, _excitatory, _our_feedforward, _save, _skip_unless,
+                           _snntorch_sequence, _torch, _written, compare, read_quiet, run_ours, spikes_in)
+from .cells_paper import _braille, _cnn_sinabs
 from .cells_snntorch_export import SNNTORCH_EXPORT
-
-T, B = 40, 3
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # "exact" | "differs" | "unsupported"
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    library: str
-    op: str
-    direction: str
-    check: Callable[[Path], Outcome]
-    expected: str = "exact"  # a cell expected otherwise explains itself in its outcome's note
-    also: tuple[str, ...] = ()  # other statuses that hold for this cell
-
-    @property
-    def name(self) -> str:
-        return f"{self.library}-{self.op}-{self.direction}"
-
-    def holds(self, status: str) -> bool:
-        return status == self.expected or status in self.also
-
-
-def compare(ours: np.ndarray, theirs: np.ndarray, why: str = "") -> Outcome:
-    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
-    if ours.shape != theirs.shape:
-        return Outcome("differs", f"shapes differ: snnir {list(ours.shape)} vs library {list(theirs.shape)}")
-    wrong = int(np.count_nonzero(ours != theirs))
-    spikes = int(theirs.sum())
-    if spikes == 0:
-        return Outcome("differs", "no spikes at all: the check proves nothing")
-    if wrong == 0:
-        return Outcome("exact", f"{spikes} spikes, all equal")
-    return Outcome("differs", f"{100.0 * wrong / ours.size:.2f}% of entries differ ({spikes} spikes). {why}".strip())
-
-
-def spikes_in(shape: tuple[int, ...], seed: int = 0, p: float = 0.3, scale: float = 1.0) -> np.ndarray:
-    """A ``[T, B, *shape]`` float32 random spike train."""
-    rng = np.random.default_rng(seed)
-    return ((rng.random((T, B, *shape)) < p) * scale).astype(np.float32)
-
-
-def read_quiet(path: Path, **options) -> Graph:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return snnir.read(path, **options)
-
-
-def write_quiet(graph: Graph, path: Path, **options) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        snnir.write(graph, path, **options)
-
-
-def run_ours(graph: Graph, x: np.ndarray) -> np.ndarray:
-    (out,) = snnir.run(graph, x.astype(np.float64)).values()
-    return out
-
-
-def _torch():
-    import torch
-
-    torch.manual_seed(0)
-    return torch
-
-
-def _excitatory(net):
-    """Make every weight positive so that the check sees plenty of spikes."""
-    torch = _torch()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                module.weight.abs_().mul_(0.3)
-    return net
-
-
-def _skip_unless(module: str):
-    lib, reason = peers.load(module)
-    return lib, (Outcome("unsupported", reason) if lib is None else None)
-
-
-def _written(graph: Graph, tmp: Path, name: str, dialect: str):
-    """``graph`` written for ``dialect`` to ``tmp/ours-<name>.nir``, as nir reads it back for the peer."""
-    import nir
-
-    path = tmp / f"ours-{name}.nir"
-    write_quiet(graph, path, dialect=dialect)
-    return nir.read(path)
-
-
-def _known(types) -> bool:
-    return isinstance(types, dict) and all(v is not None for v in types.values())
-
-
-def _save(nir_graph, tmp: Path, name: str, image=None, flat=None) -> Path:
-    """Write a library's NIR graph. Their exporters leave ``Conv2d.input_shape`` and
-    ``Flatten.input_type`` ``None``, which nir 1.0.4 cannot write: ``image`` ([H, W] of
-    the first Conv2d's input) and ``flat`` (the Flatten's input [C, H, W]) fill them."""
-    import nir
-
-    for node in nir_graph.nodes.values():
-        if isinstance(node, nir.Conv2d) and node.input_shape is None:
-            node.input_shape = np.asarray(image)
-        if isinstance(node, nir.Flatten) and not _known(node.input_type):
-            node.input_type = {"input": np.asarray(flat)}
-        for types in ("input_type", "output_type"):
-            if isinstance(getattr(node, types, None), dict):
-                setattr(node, types, {k: v for k, v in getattr(node, types).items() if v is not None})
-    path = tmp / f"{name}.nir"
-    nir.write(path, nir_graph)
-    return path
 
 
 # --- snnTorch -------------------------------------------------------------------
-def _snntorch_sequence(net, x):
-    import snntorch.utils
-
-    torch = _torch()
-    snntorch.utils.reset(net)
-    with torch.no_grad():
-        return np.stack([net(torch.from_numpy(x[t])).numpy() for t in range(len(x))])
-
-
 def _snntorch_import(kind: str) -> Callable[[Path], Outcome]:
     def check(tmp: Path) -> Outcome:
         snn, missing = _skip_unless("snntorch")
@@ -487,133 +363,6 @@ def _spyx_export(tmp: Path) -> Outcome:
     x = spikes_in((6,), scale=1.0)
     _, theirs = spyx_nir.from_nir(_written(graph, tmp, "spyx", "spyx"), jnp.asarray(x), dt=1.0)
     return compare(run_ours(graph, x), np.asarray(theirs))
-
-
-# --- graphs built in snnir --------------------------------------------------------
-def _our_feedforward(kind: str, sem: Semantics) -> Graph:
-    """Input[6] -> Affine -> neuron[10] -> Affine -> neuron[4] -> Output, fixed random weights."""
-    rng = np.random.default_rng(1)
-
-    def neuron(n: int):
-        if kind == "CubaLIF":
-            return CubaLIF(tau_syn=np.full(n, 4e-3), tau_mem=np.full(n, 8e-3), r=np.full(n, 1.0),
-                           v_leak=np.zeros(n), v_threshold=np.full(n, 0.05), sem=sem)
-        if kind == "IF":
-            return IF(r=np.full(n, 1.0 / sem.dt), v_threshold=np.full(n, 1.0), sem=sem)
-        return LIF(tau=np.full(n, 5e-3), r=np.full(n, 1.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.2),
-                   sem=sem)
-
-    return Graph.sequential(
-        ("input", Input(shape=(6,))),
-        ("fc1", Affine(weight=rng.normal(0.6, 0.5, (10, 6)), bias=rng.normal(0.0, 0.05, 10))),
-        ("n1", neuron(10)),
-        ("fc2", Affine(weight=rng.normal(0.6, 0.5, (4, 10)), bias=np.zeros(4))),
-        ("n2", neuron(4)),
-        ("output", Output()),
-    )
-
-
-# --- the NIR paper's files (tests/fixtures/nir-paper) ---------------------------
-FIXTURES = Path(os.environ.get("SNNIR_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures" / "nir-paper"))
-
-
-def _fixture(name: str) -> Path | None:
-    path = FIXTURES / name
-    return path if path.is_file() else None
-
-
-def _nmnist_events(batch: int = 2, steps: int = 12) -> np.ndarray:
-    """Synthetic N-MNIST-shaped events [T, B, 2, 34, 34] (5% of pixels fire per step)."""
-    rng = np.random.default_rng(0)
-    return (rng.random((steps, batch, 2, 34, 34)) < 0.05).astype(np.float32)
-
-
-def _cnn_sinabs(library: str, floor: bool = True) -> Callable[[Path], Outcome]:
-    def check(tmp: Path) -> Outcome:
-        lib, missing = _skip_unless({"sinabs": "sinabs", "norse": "norse.torch", "snntorch": "snntorch"}[library])
-        if missing:
-            return missing
-        path = _fixture("cnn_sinabs.nir")
-        if path is None:
-            return Outcome("unsupported", f"fixture cnn_sinabs.nir not found in {FIXTURES}")
-        import nir
-
-        _torch()  # seeds torch for the peers' modules
-        x = _nmnist_events()
-        ours = run_ours(read_quiet(path, dialect=library), x)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if library == "sinabs":
-                from sinabs.nir import from_nir
-
-                net = from_nir(nir.read(path), batch_size=x.shape[1])
-                if not floor:
-                    for module in net.modules():
-                        if hasattr(module, "min_v_mem"):
-                            module.min_v_mem = None
-                return compare(ours, peers.run_sinabs(net, x), "Sinabs' from_nir floors every IAF membrane at "
-                               "-v_threshold (min_v_mem), which a Sinabs-written file does not say")
-            if library == "norse":
-                module = lib.from_nir(nir.read(path), dt=1e-3)
-                return compare(ours, peers.per_sample(module, x))
-            from snntorch.import_nir import import_from_nir
-
-            try:
-                theirs = peers.step_torch(import_from_nir(nir.read(path)), x)
-            except Exception as exc:  # noqa: BLE001 - the peer's failure is the finding
-                return Outcome("unsupported", f"snnTorch's import_from_nir module fails to run: "
-                               f"{type(exc).__name__} (it builds IF as Leaky(beta=0.9, init_hidden=False), whose "
-                               "(spk, mem) tuple reaches the next Conv2d)")
-            return compare(ours, theirs, "snnTorch's import_from_nir builds IF as Leaky(beta=0.9)")
-
-    return check
-
-
-def _braille(mode: str) -> Callable[[Path], Outcome]:
-    """snnTorch's own network for a Braille file, built by hand from its parameters:
-    ``import_from_nir`` cannot load nested graphs with nirtorch 2.6 (its
-    ``_construct_state_recursive`` calls ``GraphModule.items``), and ``RSynaptic`` with
-    ``reset_delay=False`` and ``init_hidden=True`` fails, so the delayed reset is used."""
-
-    def check(tmp: Path) -> Outcome:
-        snn, missing = _skip_unless("snntorch")
-        if missing:
-            return missing
-        name = f"braille_noDelay_{'bias_zero' if mode == 'zero' else 'noBias_subtract'}.nir"
-        path = _fixture(name)
-        if path is None:
-            return Outcome("unsupported", f"fixture {name} not found in {FIXTURES}")
-        import nir
-
-        torch = _torch()
-        g, dt = nir.read(path), 1e-4
-        fc1, fc2, rec, lif1, lif2 = (g.nodes[k] for k in ("fc1", "fc2", "lif1.w_rec", "lif1.lif", "lif2"))
-        hidden = fc1.weight.shape[0]
-
-        def linear(node, layer=None):
-            layer = layer or torch.nn.Linear(node.weight.shape[1], node.weight.shape[0])
-            with torch.no_grad():
-                layer.weight.copy_(torch.from_numpy(np.asarray(node.weight)))
-                bias = np.asarray(node.bias) if hasattr(node, "bias") else np.zeros(node.weight.shape[0])
-                layer.bias.copy_(torch.from_numpy(bias))
-            return layer
-
-        def decays(node):
-            return dict(alpha=float(1 - dt / node.tau_syn[0]), beta=float(1 - dt / node.tau_mem[0]),
-                        threshold=float(node.v_threshold[0]), reset_mechanism=mode, init_hidden=True)
-
-        recurrent = snn.RSynaptic(linear_features=hidden, **decays(lif1))
-        linear(rec, recurrent.recurrent)
-        readout = snn.Synaptic(**decays(lif2))
-        net = torch.nn.Sequential(linear(fc1), recurrent, linear(fc2), readout)
-        rng = np.random.default_rng(0)
-        x = (rng.random((100, B, fc1.weight.shape[1])) < 0.2).astype(np.float32)
-        theirs = _snntorch_sequence(net, x)
-        ours = run_ours(read_quiet(path, dialect="snntorch", reset=mode), x)
-        return compare(ours, theirs, "snnTorch's (R)Synaptic delayed zero reset clears the whole new membrane; "
-                       "the dialect reads it as reset_timing='next_after_input'")
-
-    return check
 
 
 def _unsupported(reason: str) -> Callable[[Path], Outcome]:

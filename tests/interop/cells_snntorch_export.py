@@ -60,8 +60,7 @@ def export_check(kind: str, warned: str | None = None) -> Callable[[Path], "Outc
     def check(tmp: Path) -> "Outcome":
         from snnir.peers import step_torch
 
-        from .cells import Outcome, _excitatory, _skip_unless, _torch, compare, run_ours
-        from .cells import spikes_in
+        from .cells_common import Outcome, _excitatory, _skip_unless, _torch, compare, run_ours, spikes_in
 
         snn, missing = _skip_unless("snntorch")
         if missing:

@@ -22,7 +22,7 @@ from snnir.errors import SnnirError
 from snnir.frontends.dialects.imported import DROPS_SILENTLY
 from snnir.peers import installed, run_real
 
-from .cells import Cell, Outcome, compare, run_ours
+from .cells_common import Cell, Outcome, compare, run_ours
 from .prediction_corpus import B, CORPUS, Entry
 
 #: the libraries of the matrix, in its column order (``norse-1.0``: Norse 1.0.0, from ``snnir.peers.folder``)

@@ -18,7 +18,7 @@ from frontends.test_dialect_versions import PAPER_INPUT
 from snnir.ir.semantics import Semantics
 from snnir.peers import installed, run_real
 
-from .cells import _our_feedforward
+from .cells_common import _our_feedforward
 
 pytestmark = pytest.mark.interop
 

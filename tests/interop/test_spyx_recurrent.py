@@ -10,7 +10,7 @@ import pytest
 
 from snnir import peers
 
-from .cells import _save, read_quiet, run_ours, spikes_in
+from .cells_common import _save, read_quiet, run_ours, spikes_in
 
 pytestmark = pytest.mark.interop
 
