@@ -18,6 +18,7 @@ from snnir.ir.memory import Footprint, resolve_limits
 from snnir.ir.verify import verify
 from snnir.limits import Limits
 from snnir.targets.torch import spatial  # noqa: F401 (registers the convolutions' and pools' lowerings)
+from snnir.targets.torch.dtype_range import check_dtype_range
 from snnir.targets.torch.graph_module import GraphModule, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.options import Options
@@ -54,6 +55,7 @@ class SnnirModule(GraphModule):
         layer_chunks: Mapping[str, int] | None = None, memory_budget: int | str | None = "auto",
     ):
         shapes = verify(graph).shapes
+        check_dtype_range(graph, options.dtype)
         super().__init__(graph, shapes, "", "", options)
         self.limits = limits
         self._footprint = Footprint.of(graph, shapes)
