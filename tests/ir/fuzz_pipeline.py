@@ -5,10 +5,12 @@
 Every ``.nir`` fixture under ``tests/fixtures/`` is mutated (bytes, the h5py mutations of
 test_fuzz_files.py, and NIR-level ones: NaN/inf/huge parameters, cycles, dangling or dropped edges,
 unknown or swapped node types, wrong versions, huge or negative declared shapes, deleted fields) and
-each mutant goes through ``snnir.read``, ``verify``, the reference interpreter and the torch target on
-a few steps, and the CLI's ``verify``, ``inspect``, ``run`` and ``check``. A case runs in a worker
-process: anything but a result or a one-line SnnirError, a case over ``HANG_S`` or a dead worker is a
-finding, saved with its traceback under ``--out``.
+each mutant goes through ``snnir.read``, ``verify``, the reference interpreter on a few steps, the
+reference on the optimised graph and the torch target in float64 (both must equal the reference),
+and the CLI's ``verify``, ``inspect``, ``run`` and ``check``; each graph that reads also gets
+``GRAPH_MUTANTS`` one-field variants through the same stages. A case runs in a worker process:
+anything but a result or a one-line SnnirError, a difference, a case over ``HANG_S`` or a dead
+worker is a finding, saved with its traceback under ``--out``.
 """
 
 from __future__ import annotations
