@@ -132,6 +132,10 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
     beta = np.clip(_array(module, "beta"), 0.0, 1.0)
     trainable = _trainable(module, {"beta": "tau", "threshold": "v_threshold"})
     if np.all(beta == 1.0):
+        if "tau" in trainable and np.any(_array(module, "beta") == 1.0):
+            raise _refuse(layer, "learn_beta with beta = 1: snnTorch trains it (beta.clamp(0, 1) passes its "
+                                 "gradient at exactly 1) but no time constant gives a decay of 1; start beta "
+                                 "below 1 or set learn_beta=False")
         return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem.with_(gain_held=False),
                   trainable=tuple(t for t in trainable if t != "tau"), metadata=_meta(module))
     beta = _decay(beta, layer, "beta")
