@@ -122,7 +122,31 @@ def _decay_semantics(module: Any, **fields: Any) -> Semantics:
 
 
 def _meta(module: Any) -> dict[str, Any]:
-    return {"source": f"snntorch.{type(module).__name__}"}
+    return {"source": f"snntorch.{type(module).__name__}", "surrogate": _surrogate(module)}
+
+
+#: snnTorch's surrogate factories whose gradient one of ours computes (``targets/torch/surrogate.py``):
+#: factory -> (our name, the factory's argument that is our slope; None: no argument, slope 1)
+_SURROGATES = {"atan": ("arctan", "alpha"), "fast_sigmoid": ("fast_sigmoid", "slope"),
+               "sigmoid": ("sigmoid", "slope"), "straight_through_estimator": ("straight_through", None)}
+
+
+def _surrogate(module: Any) -> dict[str, Any]:
+    """The surrogate gradient snnTorch trains ``module``'s spikes with: ``{"name", "slope"}`` of
+    ours, or ``{"unknown": what it is}`` where we have none equal (a custom ``spike_grad``,
+    snnTorch's ``triangular``, whose gradient is +-threshold, and the rest)."""
+    fn = getattr(module, "spike_grad", None)
+    qualname = str(getattr(fn, "__qualname__", type(fn).__name__))
+    factory = qualname.split(".<locals>.")[0]
+    if getattr(fn, "__module__", None) == "snntorch.surrogate" and factory in _SURROGATES:
+        ours, argument = _SURROGATES[factory]
+        if argument is None:
+            return {"name": ours, "slope": 1.0}
+        cells = dict(zip(fn.__code__.co_freevars, (cell.cell_contents for cell in fn.__closure__ or ())))
+        slope = cells.get(argument)
+        if isinstance(slope, (int, float)) and not isinstance(slope, bool) and 0 < slope < float("inf"):
+            return {"name": ours, "slope": float(slope)}
+    return {"unknown": f"{getattr(fn, '__module__', '?')}.{qualname}"}
 
 
 def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
