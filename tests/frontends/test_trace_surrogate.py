@@ -115,3 +115,13 @@ def test_the_standalone_source_says_it_trains_with_another_surrogate(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_module(snnir.trace(Net(surrogate.fast_sigmoid()), _sample()[0].float()), tmp_path / "fast.py")
+
+
+def test_the_ipu_build_takes_the_traced_surrogate(tmp_path):
+    from snnir.targets.ipu import compile_ipu
+
+    graph = snnir.trace(Net(surrogate.atan(alpha=3.0)), _sample()[0].float())
+    module = compile_ipu(graph, tmp_path / "traced").load_module()
+    assert (module.SURROGATE, module.SLOPE) == ("arctan", 3.0)
+    module = compile_ipu(graph, tmp_path / "given", surrogate="sigmoid").load_module()
+    assert (module.SURROGATE, module.SLOPE) == ("sigmoid", 5.0)
