@@ -102,12 +102,24 @@ def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
     if reset == "none":
         return "none", "same"
     if delayed:
+        _first_step_reset(module, layer, reset, zero_keeps_input)
         return reset, "next" if reset != "zero" or zero_keeps_input else "next_after_input"
     if reset == "subtract":
         raise _refuse(layer, "reset_mechanism='subtract' with reset_delay=False")
     if np.any(_array(module, "threshold") < 0):
         raise _refuse(layer, "reset_delay=False with a negative threshold")
     return "zero", "same"
+
+
+def _first_step_reset(module: Any, layer: str, reset: str, zero_keeps_input: bool) -> None:
+    """Refuse a negative threshold where snnTorch's delayed reset resets the first step: its reset
+    comes from the previous membrane, the zero initial one included (0 > threshold), where the
+    traced neuron starts with no spike. Leaky's zero reset (it zeroes a zero membrane) is exact."""
+    if reset == "zero" and zero_keeps_input:
+        return
+    if np.any(_array(module, "threshold") < 0):
+        raise _refuse(layer, f"a negative threshold with the delayed {reset} reset (snnTorch resets the first "
+                             "step from its zero initial membrane, 0 > threshold)")
 
 
 def _trainable(module: Any, mapping: dict[str, str]) -> tuple[str, ...]:
