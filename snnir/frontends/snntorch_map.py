@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown, warn
 from snnir.frontends.fragment import Fragment
 from snnir.ir.ops import IF, LI, LIF, CubaLIF, Scale, Threshold
 from snnir.ir.semantics import DEFAULT_DT, Semantics
@@ -290,6 +290,10 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
         raise SnnirError(f"snnTorch {kind}{why} cannot be exported; exportable neurons: {', '.join(SUPPORTED)}",
                          layer)
     _check_common(module, layer)
+    if not getattr(module, "reset_delay", True) and module.reset_mechanism != "none" and kind != "RSynaptic":
+        warn(f"layer '{shown(layer)}': snnTorch's reset_delay=False resets through the spike without detaching "
+             "it, a gradient through the reset that compiled modules do not have: spikes are exact, training "
+             "gradients differ")
     if kind in ("Leaky", "Synaptic") and _rechecks(module):
         return _recheck_fragment(module, layer)
     if kind == "RLeaky" and _rechecks(module):

@@ -125,3 +125,18 @@ def test_the_ipu_build_takes_the_traced_surrogate(tmp_path):
     assert (module.SURROGATE, module.SLOPE) == ("arctan", 3.0)
     module = compile_ipu(graph, tmp_path / "given", surrogate="sigmoid").load_module()
     assert (module.SURROGATE, module.SLOPE) == ("sigmoid", 5.0)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_reset_without_delay_says_its_gradient_differs(reset):
+    """snnTorch's ``reset_delay=False`` subtracts ``spike - reset`` with the spike not detached: a
+    gradient through the reset that no compiled module has (the forward is exact)."""
+    model = Net(surrogate.fast_sigmoid())
+    model.lif1 = snn.Leaky(beta=0.8, reset_mechanism=reset, reset_delay=False, spike_grad=surrogate.fast_sigmoid(),
+                           init_hidden=True)
+    with pytest.warns(snnir.errors.SnnirWarning, match="'lif1'.*reset_delay=False.*gradients differ"):
+        graph = snnir.trace(model, _sample()[0].float())
+    their_spikes, theirs = _their_grads(in_float64(model))
+    our_spikes, grads = _our_grads(graph)
+    torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+    assert not torch.allclose(grads["fc1.weight"], theirs["fc1.weight"], rtol=1e-3)  # what the warning says
