@@ -76,6 +76,8 @@ def test_compiled_module_trains_with_the_traced_surrogate(name, kind):
     their_spikes, theirs = _their_grads(in_float64(model))
     our_spikes, grads = _our_grads(graph)
     torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+    fused = snnir.compile(snnir.optimize(graph), target="torch").node_module("lif1")  # the neuron's record kept
+    assert {m.surrogate for m in fused.modules() if hasattr(m, "surrogate")} == {Surrogate(ours, slope)}
     for key, grad in grads.items():
         assert theirs[key].abs().max() > 0, key
         # ~5e-8 of the largest: snnTorch's float32 parameters cast up (as test_trace_learn_decay finds)

@@ -76,7 +76,8 @@ class _Spike(torch.autograd.Function):
 
 def traced_surrogate(graph: Graph) -> Surrogate | None:
     """The surrogate the graph's neurons were traced with (their ops' metadata ``"surrogate"``,
-    ``{"name", "slope"}``, as the snnTorch frontend records it), or None where no op says.
+    ``{"name", "slope"}``, as the snnTorch frontend records it; a fused op's neuron's), or None
+    where no op says.
     Two different ones are a SnnirError naming the node (a compiled module takes one); an op
     traced with one we have none equal to (``{"unknown": ...}``) is warned about, naming it."""
     from snnir.ir.ops import Subgraph
@@ -89,7 +90,8 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
         for name, op in level.nodes.items():
             if isinstance(op, Subgraph):
                 pending.append((f"{prefix}{name}.", op.graph))
-            recorded = op.metadata.get("surrogate") if isinstance(op.metadata, dict) else None
+            metadata = getattr(op, "neuron", op).metadata  # a fused layer-neuron op keeps its neuron's
+            recorded = metadata.get("surrogate") if isinstance(metadata, dict) else None
             if not isinstance(recorded, dict):
                 continue
             if "unknown" in recorded:
