@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown, warn
 from snnir.frontends.fragment import Fragment
 from snnir.ir.ops import IF, LI, LIF, CubaLIF, Scale, Threshold
 from snnir.ir.semantics import DEFAULT_DT, Semantics
@@ -102,12 +102,24 @@ def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
     if reset == "none":
         return "none", "same"
     if delayed:
+        _first_step_reset(module, layer, reset, zero_keeps_input)
         return reset, "next" if reset != "zero" or zero_keeps_input else "next_after_input"
     if reset == "subtract":
         raise _refuse(layer, "reset_mechanism='subtract' with reset_delay=False")
     if np.any(_array(module, "threshold") < 0):
         raise _refuse(layer, "reset_delay=False with a negative threshold")
     return "zero", "same"
+
+
+def _first_step_reset(module: Any, layer: str, reset: str, zero_keeps_input: bool) -> None:
+    """Refuse a negative threshold where snnTorch's delayed reset resets the first step: its reset
+    comes from the previous membrane, the zero initial one included (0 > threshold), where the
+    traced neuron starts with no spike. Leaky's zero reset (it zeroes a zero membrane) is exact."""
+    if reset == "zero" and zero_keeps_input:
+        return
+    if np.any(_array(module, "threshold") < 0):
+        raise _refuse(layer, f"a negative threshold with the delayed {reset} reset (snnTorch resets the first "
+                             "step from its zero initial membrane, 0 > threshold)")
 
 
 def _trainable(module: Any, mapping: dict[str, str]) -> tuple[str, ...]:
@@ -122,7 +134,31 @@ def _decay_semantics(module: Any, **fields: Any) -> Semantics:
 
 
 def _meta(module: Any) -> dict[str, Any]:
-    return {"source": f"snntorch.{type(module).__name__}"}
+    return {"source": f"snntorch.{type(module).__name__}", "surrogate": _surrogate(module)}
+
+
+#: snnTorch's surrogate factories whose gradient one of ours computes (``targets/torch/surrogate.py``):
+#: factory -> (our name, the factory's argument that is our slope; None: no argument, slope 1)
+_SURROGATES = {"atan": ("arctan", "alpha"), "fast_sigmoid": ("fast_sigmoid", "slope"),
+               "sigmoid": ("sigmoid", "slope"), "straight_through_estimator": ("straight_through", None)}
+
+
+def _surrogate(module: Any) -> dict[str, Any]:
+    """The surrogate gradient snnTorch trains ``module``'s spikes with: ``{"name", "slope"}`` of
+    ours, or ``{"unknown": what it is}`` where we have none equal (a custom ``spike_grad``,
+    snnTorch's ``triangular``, whose gradient is +-threshold, and the rest)."""
+    fn = getattr(module, "spike_grad", None)
+    qualname = str(getattr(fn, "__qualname__", type(fn).__name__))
+    factory = qualname.split(".<locals>.")[0]
+    if getattr(fn, "__module__", None) == "snntorch.surrogate" and factory in _SURROGATES:
+        ours, argument = _SURROGATES[factory]
+        if argument is None:
+            return {"name": ours, "slope": 1.0}
+        cells = dict(zip(fn.__code__.co_freevars, (cell.cell_contents for cell in fn.__closure__ or ())))
+        slope = cells.get(argument)
+        if isinstance(slope, (int, float)) and not isinstance(slope, bool) and 0 < slope < float("inf"):
+            return {"name": ours, "slope": float(slope)}
+    return {"unknown": f"{getattr(fn, '__module__', '?')}.{qualname}"}
 
 
 def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
@@ -132,6 +168,10 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
     beta = np.clip(_array(module, "beta"), 0.0, 1.0)
     trainable = _trainable(module, {"beta": "tau", "threshold": "v_threshold"})
     if np.all(beta == 1.0):
+        if "tau" in trainable and np.any(_array(module, "beta") == 1.0):
+            raise _refuse(layer, "learn_beta with beta = 1: snnTorch trains it (beta.clamp(0, 1) passes its "
+                                 "gradient at exactly 1) but no time constant gives a decay of 1; start beta "
+                                 "below 1 or set learn_beta=False")
         return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem.with_(gain_held=False),
                   trainable=tuple(t for t in trainable if t != "tau"), metadata=_meta(module))
     beta = _decay(beta, layer, "beta")
@@ -250,6 +290,10 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
         raise SnnirError(f"snnTorch {kind}{why} cannot be exported; exportable neurons: {', '.join(SUPPORTED)}",
                          layer)
     _check_common(module, layer)
+    if not getattr(module, "reset_delay", True) and module.reset_mechanism != "none" and kind != "RSynaptic":
+        warn(f"layer '{shown(layer)}': snnTorch's reset_delay=False resets through the spike without detaching "
+             "it, a gradient through the reset that compiled modules do not have: spikes are exact, training "
+             "gradients differ")
     if kind in ("Leaky", "Synaptic") and _rechecks(module):
         return _recheck_fragment(module, layer)
     if kind == "RLeaky" and _rechecks(module):

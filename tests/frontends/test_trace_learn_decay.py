@@ -200,3 +200,35 @@ def test_the_standalone_source_clamps_the_decays_as_snntorch(kind, tmp_path):
     step_loss(ours).backward()
     grad = standalone.params["lif:a_mem"].grad
     assert grad[[0, 3]].abs().max() == 0 and grad[[1, 2]].abs().min() > 0
+
+
+def test_learn_beta_of_1_is_refused_and_past_1_trains_as_an_if_as_in_snntorch():
+    """snnTorch's ``beta.clamp(0, 1)`` passes the gradient at exactly 1 (beta then trains below 1,
+    where no IF follows it: refused) and none past 1 (beta stays, the neuron an IF: SGD steps of both
+    give the same spikes and parameters)."""
+    for beta, refused in ((1.0, True), (1.25, False)):
+        model = Net("Leaky")
+        with torch.no_grad():
+            model.lif.beta.fill_(beta)
+        if refused:
+            with pytest.raises(snnir.SnnirError, match="'lif'.*learn_beta with beta = 1"):
+                snnir.trace(model, sample()[0].float())
+            continue
+        graph = snnir.trace(model, sample()[0].float())
+        assert graph.nodes["lif"].op_type == "IF"
+        twin = in_float64(model)
+        module = snnir.compile(graph, target="torch", dtype=torch.float64)
+        theirs = torch.optim.SGD(twin.parameters(), lr=0.5)
+        ours = torch.optim.SGD(module.parameters(), lr=0.5)
+        for _ in range(4):
+            their_spikes, our_spikes = snntorch_run(twin), module(sample())
+            torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+            theirs.zero_grad(), ours.zero_grad()
+            step_loss(their_spikes).backward()
+            step_loss(our_spikes).backward()
+            theirs.step(), ours.step()
+        assert bool((twin.lif.beta == beta).all())
+        fc = module.node_module("fc")
+        assert not torch.equal(twin.fc.weight, in_float64(Net("Leaky")).fc.weight)  # it trained
+        torch.testing.assert_close(fc.weight, twin.fc.weight, rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(fc.bias, twin.fc.bias, rtol=1e-6, atol=1e-12)

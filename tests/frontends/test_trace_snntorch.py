@@ -230,6 +230,14 @@ def test_trace_leaves_the_model_untouched():
     assert model.training
 
 
+@pytest.mark.parametrize("make", [
+    lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="zero", init_hidden=True, output=o),
+    lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="none", init_hidden=True, output=o),
+], ids=["leaky-zero", "leaky-none"])
+def test_negative_thresholds_trace_where_the_first_step_resets_nothing(make):
+    assert_matches_snntorch(two_layer(make))
+
+
 @pytest.mark.parametrize(
     "make,needle",
     [
@@ -238,6 +246,14 @@ def test_trace_leaves_the_model_untouched():
         (lambda: snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True), "Alpha"),
         (lambda: snn.SLSTM(N_HID, N_HID, init_hidden=True), "SLSTM"),
         (lambda: snn.Synaptic(alpha=1.0, beta=0.9, init_hidden=True), "alpha = 1"),
+        # snnTorch's delayed reset resets the first step from the zero initial membrane
+        (lambda: snn.Leaky(beta=0.9, threshold=-0.2, init_hidden=True), "negative threshold with the delayed subtract"),
+        (lambda: snn.Synaptic(alpha=0.7, beta=0.9, threshold=-0.2, reset_mechanism="zero", init_hidden=True),
+         "negative threshold with the delayed zero"),
+        (lambda: snn.RLeaky(beta=0.9, threshold=-0.2, linear_features=N_HID, init_hidden=True), "negative threshold"),
+        (lambda: snn.Lapicque(beta=0.9, threshold=-0.2, init_hidden=True), "negative threshold"),
+        (lambda: snn.RSynaptic(alpha=0.7, beta=0.9, threshold=-0.2, linear_features=N_HID, init_hidden=True),
+         "negative threshold"),
     ],
 )
 def test_inexact_options_are_refused_naming_the_layer(make, needle):

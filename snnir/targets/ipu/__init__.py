@@ -46,12 +46,18 @@ class IpuArtifacts:
 
 
 def compile_ipu(
-    graph: Graph, out_dir: Any, *, surrogate: str = "fast_sigmoid", slope: float | None = None,
+    graph: Graph, out_dir: Any, *, surrogate: str | None = None, slope: float | None = None,
     precision: str = "fp32",
 ) -> IpuArtifacts:
-    """Write the IPU build of ``graph`` into ``out_dir`` (created if missing)."""
-    from snnir.targets.torch.surrogate import DEFAULT_SLOPES  # the surrogates' definitions (imports torch)
+    """Write the IPU build of ``graph`` into ``out_dir`` (created if missing). ``surrogate``
+    ``None``: the one the graph's neurons were traced with where their ops record it, else
+    ``"fast_sigmoid"`` (as the torch target)."""
+    from snnir.targets.torch.surrogate import DEFAULT_SLOPES, traced_surrogate  # imports torch
 
+    if surrogate is None:
+        traced = traced_surrogate(graph)
+        surrogate = "fast_sigmoid" if traced is None else traced.name
+        slope = traced.slope if traced is not None and slope is None else slope
     if surrogate not in SURROGATES:
         raise SnnirError(f"unknown surrogate '{surrogate}' (known: {', '.join(SURROGATES)})")
     slope = DEFAULT_SLOPES[surrogate] if slope is None else slope

@@ -107,6 +107,7 @@ class _Builder:
         self.states: dict[str, dict[str, Any]] = {}
         self.kernels: dict[str, Kernel] = {}
         self.node_info: dict[str, dict[str, Any]] = {}
+        self.detached: list[str] = []  # values that pass no gradient back (Delay's sem.detached)
         self.uses_spike = False
 
     # --- small helpers -----------------------------------------------------
@@ -219,6 +220,8 @@ class _Builder:
         steps = np.broadcast_to(op.steps(path), shape)
         depth = int(steps.max()) if steps.size else 0
         self.node_info[path] = {"op": "Delay", "depth": depth, "dt": op.sem.dt}
+        if op.sem.detached:
+            self.detached.append(y)
         if depth == 0:
             self.add("Identity", [x], [y])
             return
@@ -282,6 +285,7 @@ class _Builder:
             "states": self.states,
             "custom_ops": sorted(self.kernels) + ([SPIKE_OP] if self.uses_spike else []),
             "nodes": self.node_info,
+            "detached": self.detached,
         }
 
 

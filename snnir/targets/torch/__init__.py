@@ -24,7 +24,7 @@ from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, re
 from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget
 from snnir.targets.torch.planner import Planner
-from snnir.targets.torch.surrogate import Surrogate
+from snnir.targets.torch.surrogate import Surrogate, traced_surrogate
 
 _OPTIONS = (
     "surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native",
@@ -221,7 +221,7 @@ class SnnirModule(GraphModule):
 def compile_torch(
     graph: Graph,
     *,
-    surrogate: str | Surrogate = "fast_sigmoid",
+    surrogate: str | Surrogate | None = None,
     slope: float | None = None,
     trainable: str | list[str] = "metadata",
     dtype: torch.dtype = torch.float32,
@@ -239,7 +239,9 @@ def compile_torch(
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
 
-    - ``surrogate``: a :class:`Surrogate` or its name (``slope`` overrides the default slope).
+    - ``surrogate``: a :class:`Surrogate` or its name (``slope`` overrides the default slope);
+      ``None``: the one the graph's neurons were traced with where their ops record it (snnTorch's
+      ``spike_grad``, see :func:`traced_surrogate`), else ``"fast_sigmoid"``.
     - ``trainable``: ``"metadata"`` (each op's ``trainable``), ``"all"`` (every float
       parameter), or a list of ``"name"`` / ``"node.name"`` entries.
     - ``dtype``: ``torch.float32`` or ``torch.float64``; ``device``: where to put it.
@@ -278,6 +280,8 @@ def compile_torch(
         raise SnnirError(f"compile_torch needs a Graph, got {type(graph).__name__}")
     if dtype not in (torch.float32, torch.float64):
         raise SnnirError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    if surrogate is None:
+        surrogate = traced_surrogate(graph) or Surrogate()
     if not isinstance(surrogate, Surrogate):
         surrogate = Surrogate(surrogate, slope)
     elif slope is not None:

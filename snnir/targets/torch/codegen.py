@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, warn
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Input, Linear, Output,
@@ -29,6 +29,7 @@ from snnir.ir.ops.base import Op
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import schedule
 from snnir.targets.torch.neuron_update import decay_of, held_decays
+from snnir.targets.torch.surrogate import Surrogate, traced_surrogate
 from snnir.ir.shapes import infer_shapes
 
 _LOADERS = {
@@ -238,6 +239,11 @@ def write_module(graph: Graph, path: str | Path, weights_format: str | None = No
     if weights_format not in _LOADERS:
         raise SnnirError(f"weights format must be one of {list(_LOADERS)}, got {weights_format!r}")
     weights_path = path.with_name(path.stem + _SUFFIX[weights_format])
+    traced = traced_surrogate(graph)
+    if traced is not None and traced != Surrogate("fast_sigmoid", 25.0):
+        warn(f"the graph was traced with the surrogate gradient {traced.name} slope {traced.slope:g}; the "
+             "generated module trains with fast_sigmoid slope 25 (snnir.compile(graph, target='torch') "
+             "trains with the traced one)")
     text, weights = generate_source(graph, weights_path.name, weights_format, source)
     try:
         with open(weights_path, "wb") as stream:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown, warn
+from snnir.ir.graph import Graph
 
 DEFAULT_SLOPES = {
     "fast_sigmoid": 25.0,
@@ -71,3 +72,39 @@ class _Spike(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return grad_out * ctx.surrogate.grad(x), None, None
+
+
+def traced_surrogate(graph: Graph) -> Surrogate | None:
+    """The surrogate the graph's neurons were traced with (their ops' metadata ``"surrogate"``,
+    ``{"name", "slope"}``, as the snnTorch frontend records it; a fused op's neuron's), or None
+    where no op says.
+    Two different ones are a SnnirError naming the node (a compiled module takes one); an op
+    traced with one we have none equal to (``{"unknown": ...}``) is warned about, naming it."""
+    from snnir.ir.ops import Subgraph
+
+    found: dict[tuple[str, float], str] = {}
+    unknown: list[tuple[str, str]] = []
+    pending = [("", graph)]
+    while pending:
+        prefix, level = pending.pop()
+        for name, op in level.nodes.items():
+            if isinstance(op, Subgraph):
+                pending.append((f"{prefix}{name}.", op.graph))
+            metadata = getattr(op, "neuron", op).metadata  # a fused layer-neuron op keeps its neuron's
+            recorded = metadata.get("surrogate") if isinstance(metadata, dict) else None
+            if not isinstance(recorded, dict):
+                continue
+            if "unknown" in recorded:
+                unknown.append((prefix + name, str(recorded["unknown"])))
+            elif set(recorded) == {"name", "slope"}:
+                found.setdefault((str(recorded["name"]), float(recorded["slope"])), prefix + name)
+    if unknown:
+        (node, what), more = sorted(unknown)[0], f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        warn(f"node '{shown(node)}'{more} was traced with the surrogate gradient {shown(what)}, which no surrogate "
+             "of snnir's computes: training uses the one given to compile (default fast_sigmoid)")
+    if len(found) > 1:
+        (first, at), (other, node) = sorted(found.items(), key=lambda item: item[1])[:2]
+        raise SnnirError(f"neurons were traced with different surrogate gradients ({first[0]} slope {first[1]:g} "
+                         f"at '{shown(at)}', {other[0]} slope {other[1]:g} here); a compiled module trains with one: "
+                         "pass surrogate= (and slope=)", node)
+    return Surrogate(*next(iter(found))) if found else None

@@ -19,7 +19,7 @@ from onnx.reference import ReferenceEvaluator
 
 import snnir
 from snnir.errors import SnnirError
-from snnir.ir import LIF, Affine, Graph, Input, Output, Semantics
+from snnir.ir import LIF, Affine, Delay, Graph, Input, Output, Semantics
 from snnir.targets.ipu import compile_ipu, codegen
 from snnir.targets.ipu.kernels import DOMAIN
 
@@ -166,6 +166,35 @@ def test_ipu_code_path_with_a_stub_poptorch(make_graph, tmp_path, monkeypatch):
     _, loss = trainer(torch.tensor(x, dtype=torch.float32), torch.zeros(2, got.shape[-1]))
     assert loss.ndim == 0
 
+
+
+def test_training_module_passes_no_gradient_through_a_detached_delay(tmp_path):
+    """A Delay with ``sem.detached`` (a traced snnTorch membrane read-out's last spikes) passes no
+    gradient back in the generated module, as in the torch target; the other Delay passes it."""
+    rng = np.random.default_rng(4)
+    nodes = {"input": Input((4,)), "output_held": Output(), "output_passed": Output()}
+    edges = [("input", "fc"), ("fc", "held"), ("fc", "passed"), ("held", "output_held"), ("passed", "output_passed")]
+    nodes["fc"] = Affine(rng.normal(0, 1, (3, 4)), rng.normal(0, 1, 3), trainable=("weight", "bias"))
+    for name, detached in (("held", True), ("passed", False)):
+        nodes[name] = Delay(np.full(3, 1e-3), sem=Semantics(dt=1e-3, detached=detached))
+    graph = Graph(nodes, tuple(edges))
+    out = compile_ipu(graph, tmp_path)
+    assert out.load_module().DETACHED == {"held/y"}
+    x = torch.tensor(rng.uniform(0, 1, (6, 2, 4)), dtype=torch.float32)
+    ours = out.load_module().IpuSequence()
+    weight_t = ours.step.params[ours.step.where["fc/weight_t"][1]]  # the Affine as x W^T
+    theirs = snnir.compile(graph, target="torch")
+    for name in ("output_held", "output_passed"):
+        ours.zero_grad(), theirs.zero_grad()
+        got, want = ours(x)[name], theirs(x)[name]
+        assert torch.equal(got, want)
+        if name == "output_held":
+            assert not got.requires_grad and not want.requires_grad
+            continue
+        got.square().sum().backward()
+        want.square().sum().backward()
+        assert weight_t.grad.abs().max() > 0
+        torch.testing.assert_close(weight_t.grad.T, theirs.node_module("fc").weight.grad)
 
 def test_makefile_explains_a_missing_sdk(artifacts):
     _, out = artifacts
