@@ -324,8 +324,8 @@ class GraphModule(nn.Module):
         if not module.stateful:
             if name in self._given and hands_over(self._given[name], module):  # its neuron applied it
                 return {name: x[None]}, set(), {}, None
-            if passes_on(self, name, module):  # its neuron pools
-                return {name: x[None]}, ({name} if static else set()), {}, None
+            if not static and passes_on(self, name, module):  # its neuron pools (a static input: pooled once)
+                return {name: x[None]}, set(), {}, None
             if not static:
                 return {name: module(x[None])}, set(), {}, None
             key = self._prefix + name
@@ -342,7 +342,7 @@ class GraphModule(nn.Module):
         then = self._then.get(name)
         extra = {"then": then} if then is not None and hands_over(module, then) else {}
         pool = self._pool_of.get(name)
-        if pool is not None and hands_over(module, pool):
+        if pool is not None and not static and hands_over(module, pool):
             extra["pool"] = pool
         if static and module.takes_held_input:
             y, final, traces = module(x[None], own, record, steps=steps, **extra)

@@ -26,7 +26,7 @@ static inputs) and cached on the module:
   steps one by one anyway, so shorter ones save little memory and cost a kernel call
   each: the recurrent bench case went from 2 to 1 call per run). Values fed only
   static inputs count once; a neuron applying the next layer counts that layer's
-  output instead of its spikes.
+  output instead of its spikes (also inside fused layer-neuron nodes).
 - ``chunks``: the whole run for a segment without a convolution (a matrix multiply
   over more rows only gets faster); for one with a convolution, where a large batch
   of images measured slower than a few smaller ones, measured at the first call of

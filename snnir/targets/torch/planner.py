@@ -9,10 +9,11 @@ import torch
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
+from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.plan import (
     AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, run_for_budget,
 )
-from snnir.targets.torch.spike_flow import hands_over
+from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
 
 class Planner:
@@ -127,11 +128,12 @@ class Planner:
             fed_static = all(k in held or k in static for k, _, _ in module._sources.get(name, ()))
             if getattr(op, "layer", None) is not None and not fed_static:
                 inner[name] = _size(module._shapes.outputs.get(name))
-        for layer, neuron in module._given.items():
-            owner = next((n for n in module._attrs if any(m is neuron for m in module.node_module(n).modules())), None)
-            if owner is not None and layer in made and hands_over(neuron, module.node_module(layer)):
-                made[owner] += made[layer] - _size(module._shapes.outputs.get(owner))
-                made[layer] = 0
+        for owner, (consumer, layer_out) in _handovers(module).items():
+            if owner in made and consumer in made:
+                made[owner] += layer_out - _size(module._shapes.outputs.get(owner))
+                if isinstance(module.node_module(consumer), AffineModule):
+                    made[consumer] = 0  # the layer itself: its output is made upstream
+                inner[consumer] = 0  # a fused node's layer output likewise
         found = []
         for components, later in zip(module._segments, module._read_later):
             names = [m for members, _ in components for m in members if m in made and m not in held]
@@ -152,6 +154,25 @@ class Planner:
             if sources and all(not d and (k in found or _node_of(k) in found) for k, _, d in sources):
                 found.add(name)
         return found - set(static)
+
+
+def _handovers(module) -> dict[str, tuple[str, int]]:
+    """Top-level node -> (its consumer, numbers per sample and step of the output of that
+    consumer's first layer) where the node's neuron applies that layer in its own scan
+    (``spike_flow.py``; the neuron or the layer may sit inside a fused or nested node)."""
+    found = {}
+    for consumer, feeds in module._sources.items():
+        if len(feeds) != 1 or consumer not in module._attrs or feeds[0][0] not in module._attrs:
+            continue
+        neuron, layer = _spike_neuron(module, feeds[0][0]), _first_layer(module, consumer)
+        if neuron is None or layer is None:
+            continue
+        (level, name), (layer_level, layer_name) = neuron, layer
+        then = level._then.get(name)
+        if then is layer_level.node_module(layer_name) and hands_over(level.node_module(name), then):
+            shape = layer_level._shapes.outputs.get(layer_level._shape_prefix + layer_name)
+            found[feeds[0][0]] = (consumer, _size(shape))
+    return found
 
 
 def _node_of(key) -> str:

@@ -234,3 +234,63 @@ def test_a_budget_never_cuts_a_recurrent_component():
     assert plan.run == 7 and plan.chunks[recurrent] == plan.run and plan.chosen[recurrent] == "whole run"
     with torch.no_grad():
         assert torch.equal(got, compile_torch(graph, memory_budget=None)(x))
+
+
+def _mlp(hidden: int = 100) -> Graph:
+    """784 -> hidden -> 10, LIF after each layer, fused by ``snnir.optimize`` into layer-neuron nodes."""
+    rng = np.random.default_rng(1)
+    sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
+
+    def lif(n):
+        return LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5), sem=sem)
+
+    graph = Graph.sequential(
+        ("x", Input((784,))), ("fc1", Affine(weight=rng.normal(0, 0.1, (hidden, 784)), bias=np.zeros(hidden))),
+        ("lif1", lif(hidden)), ("fc2", Affine(weight=rng.normal(0, 0.3, (10, hidden)), bias=np.zeros(10))),
+        ("lif2", lif(10)), ("y", Output()),
+    )
+    return snnir.optimize(graph, static_inputs=["x"])
+
+
+def test_a_budget_counts_what_a_fused_neuron_hands_on():
+    """A fused node's neuron applying the next fused node's layer hands on that layer's output
+    (10 numbers per step), not its spikes (100): the static tutorial MLP's runs are as long as
+    that allows (runs of 1-2 steps before, each paying the module's Python)."""
+    graph = _mlp()
+    assert all(type(op).__name__ == "FusedLayerNeuron" for n, op in graph.nodes.items() if n not in ("x", "y"))
+    steps, scale = 25, B * 4
+    module = compile_torch(graph, memory_budget=4 * (10 + 10) * scale * steps)
+    x = torch.rand(B, 784)
+    with torch.no_grad():
+        got = module(x, steps=steps)
+    assert module.plan.run == steps
+    with torch.no_grad():
+        assert torch.equal(got, compile_torch(graph, memory_budget=None, time_chunk=1)(x, steps=steps))
+
+
+class _Counting(TorchDispatchMode):
+    """Counts the calls of aten ops whose name holds ``word``."""
+
+    def __init__(self, word: str):
+        super().__init__()
+        self.word, self.calls = word, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += self.word in func.__name__
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_max_pool_of_a_static_value_runs_once():
+    """A max pool fed only static values pools once per call, not once per run of steps (a
+    neuron pooling its held input would redo it every run); the spikes are those of the
+    unbounded plan."""
+    graph = conv_net()
+    x = torch.rand(B, 1, 12, 12)
+    module = compile_torch(graph, memory_budget=1)  # runs of one step
+    with torch.no_grad():
+        module(x, steps=T)  # the plan's first call may time its segments
+        with _Counting("max_pool2d") as mode:
+            got = module(x, steps=T)
+    assert module.plan.run == 1 and mode.calls == 1
+    with torch.no_grad():
+        assert torch.equal(got, compile_torch(graph, memory_budget=None)(x, steps=T))
