@@ -71,6 +71,29 @@ void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint
   }
 }
 
+// n maxima of 2 x 2 windows at stride 2 along rows r0, r1 (r1 = r0 + dh * W): pool_chunk's
+// values and places, written so that it vectorizes (restrict: a uint8_t may alias anything; starting from the first value is starting
+// from -inf: a -inf first value is kept either way, at place 0).
+template <typename T, bool ARG>
+void pool_row_2x2(const T* __restrict r0, const T* __restrict r1, int64_t n, T* __restrict dst,
+                  uint8_t* __restrict arg) {
+  for (int64_t k = 0; k < n; ++k) {
+    T m = r0[2 * k], at = 0;
+    const T b = r0[2 * k + 1], c = r1[2 * k], d = r1[2 * k + 1];
+    bool take = (b > m) | (b != b);
+    m = take ? b : m;
+    at = take ? T(1) : at;
+    take = (c > m) | (c != c);
+    m = take ? c : m;
+    at = take ? T(2) : at;
+    take = (d > m) | (d != d);
+    m = take ? d : m;
+    at = take ? T(3) : at;
+    dst[k] = m;
+    if (ARG) arg[k] = static_cast<uint8_t>(at);
+  }
+}
+
 // pool_chunk where every window lies inside the input (``inside``), one output row piece at a
 // time, the same scan order; KH, KW: the window, compiled in (0: given by p at run time).
 template <typename T, bool ARG, int KH, int KW>
@@ -81,14 +104,19 @@ void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* ds
   for (int64_t e = 0; e < n;) {
     const int64_t run = std::min(n - e, p.OW - ow);
     const T* row = in + (q * p.H + oh * p.sh) * p.W + ow * sw;
-    for (int64_t k = 0; k < run; ++k) {
-      const T* w = row + k * sw;
-      T m = -std::numeric_limits<T>::infinity();
-      uint8_t at = 0;
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) take_max(m, w[i * row_step + j * dw], at, static_cast<uint8_t>(i * kw + j));
-      dst[e + k] = m;
-      if (ARG) arg[e + k] = at;
+    if (KH == 2 && KW == 2 && sw == 2 && dw == 1) {
+      pool_row_2x2<T, ARG>(row, row + row_step, run, dst + e, ARG ? arg + e : nullptr);
+    } else {
+      for (int64_t k = 0; k < run; ++k) {
+        const T* w = row + k * sw;
+        T m = -std::numeric_limits<T>::infinity();
+        uint8_t at = 0;
+        for (int64_t i = 0; i < kh; ++i)
+          for (int64_t j = 0; j < kw; ++j)
+            take_max(m, w[i * row_step + j * dw], at, static_cast<uint8_t>(i * kw + j));
+        dst[e + k] = m;
+        if (ARG) arg[e + k] = at;
+      }
     }
     e += run;
     ow += run;
@@ -149,23 +177,24 @@ at::Tensor max_pool_backward(const at::Tensor& grad, const at::Tensor& arg, int6
   TORCH_CHECK(grad.dim() == 3 && grad.is_contiguous() && arg.is_contiguous() && arg.sizes() == grad.sizes() &&
                   window.size() == 8, "pool_scan: bad arguments");
   const int64_t planes = grad.size(0), OH = grad.size(1), OW = grad.size(2);
-  const int64_t kw = window[1], sh = window[2], sw = window[3], ph = window[4], pw = window[5],
-                dh = window[6], dw = window[7];
+  const int64_t kw = window[1], sh = window[2], sw = window[3], ph = window[4], pw = window[5];
+  std::vector<int64_t> offset(window[0] * kw);  // a window place's offset from the window's corner
+  for (int64_t i = 0; i < window[0]; ++i)
+    for (int64_t j = 0; j < kw; ++j) offset[i * kw + j] = i * window[6] * in_w + j * window[7];
   auto out = at::zeros({planes, in_h, in_w}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "snnir_max_pool_backward", [&] {
     const scalar_t* gd = grad.data_ptr<scalar_t>();
     const uint8_t* ad = arg.data_ptr<uint8_t>();
     scalar_t* od = out.data_ptr<scalar_t>();
+    const int64_t* off = offset.data();
     at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
       for (int64_t q = begin; q < end; ++q) {
         const scalar_t* g = gd + q * OH * OW;
         const uint8_t* a = ad + q * OH * OW;
-        scalar_t* o = od + q * in_h * in_w;
-        for (int64_t oh = 0; oh < OH; ++oh)
-          for (int64_t ow = 0; ow < OW; ++ow) {
-            const int64_t e = oh * OW + ow, i = a[e] / kw, j = a[e] % kw;
-            o[(oh * sh - ph + i * dh) * in_w + ow * sw - pw + j * dw] += g[e];
-          }
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t corner = q * in_h * in_w + (oh * sh - ph) * in_w - pw;  // of window (oh, 0), padded
+          for (int64_t ow = 0; ow < OW; ++ow) od[corner + ow * sw + off[a[oh * OW + ow]]] += g[oh * OW + ow];
+        }
       }
     });
   });
