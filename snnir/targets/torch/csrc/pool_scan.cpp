@@ -37,9 +37,9 @@ inline bool inside(const Window& p) {
 }
 
 // dst[e] = the maximum of the window of pooled element b + e (n of them), from in (one step);
-// arg[e] (when ARG) its place in the window.
+// arg[e] (when ARG) its place in the window (as a T: stored with the maxima, the loops vectorize).
 template <typename T, bool ARG>
-void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint8_t* arg) {
+void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg) {
   const int64_t plane = p.OH * p.OW;
   int64_t q = b / plane, oh = (b % plane) / p.OW, ow = b % p.OW;
   for (int64_t e = 0; e < n; ++e) {
@@ -60,7 +60,7 @@ void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint
       }
     }
     dst[e] = m;
-    if (ARG) arg[e] = at;
+    if (ARG) arg[e] = T(at);
     if (++ow == p.OW) {
       ow = 0;
       if (++oh == p.OH) {
@@ -76,7 +76,7 @@ void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint
 // from -inf: a -inf first value is kept either way, at place 0).
 template <typename T, bool ARG>
 void pool_row_2x2(const T* __restrict r0, const T* __restrict r1, int64_t n, T* __restrict dst,
-                  uint8_t* __restrict arg) {
+                  T* __restrict arg) {
   for (int64_t k = 0; k < n; ++k) {
     T m = r0[2 * k], at = 0;
     const T b = r0[2 * k + 1], c = r1[2 * k], d = r1[2 * k + 1];
@@ -90,14 +90,14 @@ void pool_row_2x2(const T* __restrict r0, const T* __restrict r1, int64_t n, T* 
     m = take ? d : m;
     at = take ? T(3) : at;
     dst[k] = m;
-    if (ARG) arg[k] = static_cast<uint8_t>(at);
+    if (ARG) arg[k] = at;
   }
 }
 
 // pool_chunk where every window lies inside the input (``inside``), one output row piece at a
 // time, the same scan order; KH, KW: the window, compiled in (0: given by p at run time).
 template <typename T, bool ARG, int KH, int KW>
-void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint8_t* arg) {
+void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg) {
   const int64_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, row_step = p.dh * p.W, sw = p.sw, dw = p.dw;
   const int64_t plane = p.OH * p.OW;
   int64_t q = b / plane, oh = (b % plane) / p.OW, ow = b % p.OW;
@@ -115,7 +115,7 @@ void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* ds
           for (int64_t j = 0; j < kw; ++j)
             take_max(m, w[i * row_step + j * dw], at, static_cast<uint8_t>(i * kw + j));
         dst[e + k] = m;
-        if (ARG) arg[e + k] = at;
+        if (ARG) arg[e + k] = T(at);
       }
     }
     e += run;
@@ -132,7 +132,7 @@ void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* ds
 
 // The window maxima of one step: the fastest of the functions above that applies.
 template <typename T, bool ARG = false>
-void pool_any(const Window& p, const T* in, int64_t b, int64_t n, T* dst, uint8_t* arg = nullptr) {
+void pool_any(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg = nullptr) {
   if (!inside(p)) {
     pool_chunk<T, ARG>(p, in, b, n, dst, arg);
   } else if (p.kh == 2 && p.kw == 2) {
@@ -164,7 +164,12 @@ std::vector<at::Tensor> max_pool_forward(const at::Tensor& x, int64_t out_h, int
     scalar_t* od = out.data_ptr<scalar_t>();
     uint8_t* ad = arg.data_ptr<uint8_t>();
     at::parallel_for(0, M, 4 * kChunk, [&](int64_t begin, int64_t end) {
-      pool_any<scalar_t, true>(p, xd, begin, end - begin, od + begin, ad + begin);
+      std::vector<scalar_t> places(std::min(4 * kChunk, end - begin));
+      for (int64_t b = begin; b < end; b += 4 * kChunk) {
+        const int64_t n = std::min(4 * kChunk, end - b);
+        pool_any<scalar_t, true>(p, xd, b, n, od + b, places.data());
+        for (int64_t e = 0; e < n; ++e) ad[b + e] = static_cast<uint8_t>(places[e]);
+      }
     });
   });
   return {out, arg};
