@@ -22,12 +22,11 @@ import torch
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.targets.torch import native as kernels
 from snnir.targets.torch.modules import NeuronModule
-from snnir.targets.torch.spatial import MaxPoolModule
+from snnir.targets.torch.spatial import POOL_KERNEL, MaxPoolModule, window_args
 from snnir.targets.torch.neuron_update import _COEFFS, _config, _state
 from snnir.targets.torch.spike_flow import _consumers, _in_loop, hands_over
 
 Tensor = torch.Tensor
-KERNEL = "pool_scan"
 
 
 def pooled_sequence(neuron: NeuronModule, pool: MaxPoolModule, x: Tensor, state: dict, coeffs) -> tuple | None:
@@ -42,18 +41,17 @@ def pooled_sequence(neuron: NeuronModule, pool: MaxPoolModule, x: Tensor, state:
     if torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in init.values())):
         return None  # no backward
     cfg = _config(op, neuron.surrogate, neuron.detach_reset)
-    if not kernels.supports(op, cfg, x, False, neuron.native, kernel=KERNEL):
+    if not kernels.supports(op, cfg, x, False, neuron.native, kernel=POOL_KERNEL):
         return None
     v0 = init["v"]
     steps, batch_shape = x.shape[0], tuple(v0.shape)
     if batch_shape[:2] != tuple(x.shape[1:3]) or len(batch_shape) != rank + 2:
         return None
     out_hw = (1,) * (2 - rank) + batch_shape[2:]
-    dims = [(1, 1, 0, 1)] * (2 - rank) + list(pool.source_op._dims())  # (kernel, stride, padding, dilation)
-    window = [d[j] for j in range(4) for d in dims]
+    window = window_args(pool.source_op)
     planes = x.reshape((steps, batch_shape[0] * batch_shape[1], 1 if rank == 1 else x.shape[-2], x.shape[-1]))
     empty = v0.new_empty(0)
-    out, v_end, i_end, z_end = kernels.extension(KERNEL).forward(
+    out, v_end, i_end, z_end = kernels.extension(POOL_KERNEL).forward(
         planes.contiguous(), v0.contiguous().view(-1),
         init["i"].contiguous().view(-1) if cfg.has_current else empty,
         init["z"].contiguous().view(-1) if cfg.next_timing else empty,

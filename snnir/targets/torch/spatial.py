@@ -9,10 +9,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from snnir.ir.ops import AvgPool2d, Conv1d, Conv2d, SumPool2d
-from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
+from snnir.ir.ops.pool import MaxPool1d, MaxPool2d, pool_output_size
+from snnir.targets.torch import native as kernels
 from snnir.targets.torch.modules import LOWERINGS, OpModule
+
+#: the native kernel holding the max pools (also fused with a neuron, ``pool_neuron.py``)
+POOL_KERNEL = "pool_scan"
 
 
 def _per_sample(module: OpModule, x: torch.Tensor, fn) -> torch.Tensor:
@@ -59,15 +64,56 @@ class PoolModule(OpModule):
 
 
 class MaxPoolModule(OpModule):
-    """torch's max_pool1d / max_pool2d, time and batch folded into one batch dim."""
+    """torch's max_pool1d / max_pool2d, time and batch folded into one batch dim; on CPU where
+    the native kernels run, the ``max_pool_*`` of ``csrc/pool_scan.cpp`` instead (the same
+    maxima and gradients; each maximum's place kept as one byte, not torch's int64 index)."""
+
+    def __init__(self, op, ctx):
+        super().__init__(op, ctx)
+        self.native = ctx.native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _per_sample(self, x, self._pool)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         op = self.source_op
+        if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.numel() > 0
+                and np.prod(op.kernel_size) <= 256 and kernels.enabled(self.native, POOL_KERNEL)
+                and kernels.extension(POOL_KERNEL) is not None):
+            return _NativeMaxPool.apply(x, op)
         pool = F.max_pool1d if op.spatial_rank == 1 else F.max_pool2d
         return pool(x, op.kernel_size, op.stride, op.padding, op.dilation, ceil_mode=op.ceil_mode)
+
+
+def window_args(op) -> list[int]:
+    """A max pool's window as ``csrc/pool_scan.cpp`` takes it: kernel, stride, padding,
+    dilation, each (h, w) (a 1-d pool as 2-d over one row)."""
+    dims = [(1, 1, 0, 1)] * (2 - op.spatial_rank) + list(op._dims())
+    return [d[j] for j in range(4) for d in dims]
+
+
+class _NativeMaxPool(torch.autograd.Function):
+    """``[N, C, *spatial]`` max pooled by the native kernel, with its backward."""
+
+    @staticmethod
+    def forward(ctx, x, op):  # type: ignore[override]
+        spatial = tuple(x.shape[2:])
+        out_spatial = tuple(pool_output_size(n, *dims, op.ceil_mode) for n, dims in zip(spatial, op._dims()))
+        out_hw = (1,) * (2 - op.spatial_rank) + out_spatial
+        planes = x.reshape((x.shape[0] * x.shape[1], 1 if op.spatial_rank == 1 else spatial[0], spatial[-1]))
+        window = window_args(op)
+        out, places = kernels.extension(POOL_KERNEL).max_pool_forward(planes.contiguous(), *out_hw, window)
+        ctx.save_for_backward(places)
+        ctx.shapes, ctx.window = (tuple(x.shape), planes.shape[1:]), window
+        return out.view(tuple(x.shape[:2]) + out_spatial)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        (places,) = ctx.saved_tensors
+        in_shape, in_hw = ctx.shapes
+        g = grad.reshape(places.shape).contiguous()
+        return kernels.extension(POOL_KERNEL).max_pool_backward(g, places, *in_hw, ctx.window).view(in_shape), None
 
 
 LOWERINGS.update({Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule, AvgPool2d: PoolModule,

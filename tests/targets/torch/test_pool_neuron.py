@@ -19,7 +19,7 @@ import snnir
 from snnir.ir import Graph, Semantics
 from snnir.ir.ops import LIF, Input, Output
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
-from snnir.targets.torch import pool_neuron
+from snnir.targets.torch import pool_neuron, spatial
 
 from tests.targets.neuron_cases import CASES, IDS, random_op
 
@@ -131,3 +131,29 @@ def test_training_and_record_pool_first(native_kernels, monkeypatch):
     with torch.no_grad():
         recorded, traces = module(x, record=True)
     assert torch.equal(recorded, want) and "cell.v" in traces
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("pool", "shape"), POOLS + [(MaxPool2d(kernel_size=3, stride=1), (2, 6, 7))],
+                         ids=["2x2", "ceil-pad", "dilated", "1d", "overlapping"])
+def test_native_max_pool_equals_torch(native_kernels, monkeypatch, pool, shape, dtype):
+    """The max pool alone (training, or no neuron after it) by the native kernel: maxima (signs
+    of zero, NaN, windows of -inf included) and input gradients identical to torch's pool."""
+    graph = Graph.sequential(("in", Input(shape)), ("pool", pool), ("out", Output()))
+    x = _input(shape, dtype, 3)
+    x[0, 0, 0] = float("nan")
+    x[1, 0, ..., :3] = float("-inf")
+    calls, real = [], spatial._NativeMaxPool.apply
+    monkeypatch.setattr(spatial._NativeMaxPool, "apply", lambda *a: calls.append(1) or real(*a))
+    results = []
+    for native in (True, False):
+        module = snnir.compile(graph, target="torch", dtype=dtype, native=native)
+        x_grad = x.clone().requires_grad_(True)
+        out = module(x_grad)
+        out.backward(torch.arange(out.numel(), dtype=dtype).reshape(out.shape) % 7)
+        results.append((out.detach(), x_grad.grad))
+    (out, grad), (want, want_grad) = results
+    assert len(calls) == 1, "the native pool ran once (native=True only)"
+    assert torch.equal(out.isnan(), want.isnan()) and torch.equal(out.signbit(), want.signbit())
+    assert torch.equal(out.nan_to_num(), want.nan_to_num())
+    assert torch.equal(grad, want_grad)

@@ -21,26 +21,46 @@ struct Window {
   int64_t H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-// dst[e] = the maximum of the window of pooled element b + e (n of them), from in (one step).
+// torch's update of a running window maximum: a value replaces it when greater or NaN. With
+// arg, the replacing value's place in the window (i * kw + j) is kept too.
 template <typename T>
-void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst) {
+inline void take_max(T& m, T val, uint8_t& at, uint8_t place) {
+  const bool take = (val > m) | (val != val);
+  m = take ? val : m;
+  at = take ? place : at;
+}
+
+// Every window lies inside the input (no padding, none clipped): no bounds to check.
+inline bool inside(const Window& p) {
+  return p.ph == 0 && p.pw == 0 && (p.OH - 1) * p.sh + (p.kh - 1) * p.dh < p.H &&
+         (p.OW - 1) * p.sw + (p.kw - 1) * p.dw < p.W;
+}
+
+// dst[e] = the maximum of the window of pooled element b + e (n of them), from in (one step);
+// arg[e] (when ARG) its place in the window (as a T: stored with the maxima, the loops vectorize).
+template <typename T, bool ARG>
+void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg) {
   const int64_t plane = p.OH * p.OW;
   int64_t q = b / plane, oh = (b % plane) / p.OW, ow = b % p.OW;
   for (int64_t e = 0; e < n; ++e) {
     const T* src = in + q * p.H * p.W;
     T m = -std::numeric_limits<T>::infinity();
     const int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
+    int64_t i0 = 0, j0 = 0;  // torch's place while nothing replaced -inf: the first one inside
+    while (h0 + i0 * p.dh < 0) ++i0;
+    while (w0 + j0 * p.dw < 0) ++j0;
+    uint8_t at = static_cast<uint8_t>(i0 * p.kw + j0);
     for (int64_t i = 0; i < p.kh; ++i) {
       const int64_t h = h0 + i * p.dh;
       if (h < 0 || h >= p.H) continue;
       for (int64_t j = 0; j < p.kw; ++j) {
         const int64_t w = w0 + j * p.dw;
         if (w < 0 || w >= p.W) continue;
-        const T val = src[h * p.W + w];
-        if (val > m || std::isnan(val)) m = val;
+        take_max(m, src[h * p.W + w], at, static_cast<uint8_t>(i * p.kw + j));
       }
     }
     dst[e] = m;
+    if (ARG) arg[e] = T(at);
     if (++ow == p.OW) {
       ow = 0;
       if (++oh == p.OH) {
@@ -51,6 +71,141 @@ void pool_chunk(const Window& p, const T* in, int64_t b, int64_t n, T* dst) {
   }
 }
 
+// n maxima of 2 x 2 windows at stride 2 along rows r0, r1 (r1 = r0 + dh * W): pool_chunk's
+// values and places, written so that it vectorizes (restrict: a uint8_t may alias anything; starting from the first value is starting
+// from -inf: a -inf first value is kept either way, at place 0).
+template <typename T, bool ARG>
+void pool_row_2x2(const T* __restrict r0, const T* __restrict r1, int64_t n, T* __restrict dst,
+                  T* __restrict arg) {
+  for (int64_t k = 0; k < n; ++k) {
+    T m = r0[2 * k], at = 0;
+    const T b = r0[2 * k + 1], c = r1[2 * k], d = r1[2 * k + 1];
+    bool take = (b > m) | (b != b);
+    m = take ? b : m;
+    at = take ? T(1) : at;
+    take = (c > m) | (c != c);
+    m = take ? c : m;
+    at = take ? T(2) : at;
+    take = (d > m) | (d != d);
+    m = take ? d : m;
+    at = take ? T(3) : at;
+    dst[k] = m;
+    if (ARG) arg[k] = at;
+  }
+}
+
+// pool_chunk where every window lies inside the input (``inside``), one output row piece at a
+// time, the same scan order; KH, KW: the window, compiled in (0: given by p at run time).
+template <typename T, bool ARG, int KH, int KW>
+void pool_chunk_inside(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg) {
+  const int64_t kh = KH ? KH : p.kh, kw = KW ? KW : p.kw, row_step = p.dh * p.W, sw = p.sw, dw = p.dw;
+  const int64_t plane = p.OH * p.OW;
+  int64_t q = b / plane, oh = (b % plane) / p.OW, ow = b % p.OW;
+  for (int64_t e = 0; e < n;) {
+    const int64_t run = std::min(n - e, p.OW - ow);
+    const T* row = in + (q * p.H + oh * p.sh) * p.W + ow * sw;
+    if (KH == 2 && KW == 2 && sw == 2 && dw == 1) {
+      pool_row_2x2<T, ARG>(row, row + row_step, run, dst + e, ARG ? arg + e : nullptr);
+    } else {
+      for (int64_t k = 0; k < run; ++k) {
+        const T* w = row + k * sw;
+        T m = -std::numeric_limits<T>::infinity();
+        uint8_t at = 0;
+        for (int64_t i = 0; i < kh; ++i)
+          for (int64_t j = 0; j < kw; ++j)
+            take_max(m, w[i * row_step + j * dw], at, static_cast<uint8_t>(i * kw + j));
+        dst[e + k] = m;
+        if (ARG) arg[e + k] = T(at);
+      }
+    }
+    e += run;
+    ow += run;
+    if (ow == p.OW) {
+      ow = 0;
+      if (++oh == p.OH) {
+        oh = 0;
+        ++q;
+      }
+    }
+  }
+}
+
+// The window maxima of one step: the fastest of the functions above that applies.
+template <typename T, bool ARG = false>
+void pool_any(const Window& p, const T* in, int64_t b, int64_t n, T* dst, T* arg = nullptr) {
+  if (!inside(p)) {
+    pool_chunk<T, ARG>(p, in, b, n, dst, arg);
+  } else if (p.kh == 2 && p.kw == 2) {
+    pool_chunk_inside<T, ARG, 2, 2>(p, in, b, n, dst, arg);
+  } else if (p.kh == 1 && p.kw == 2) {
+    pool_chunk_inside<T, ARG, 1, 2>(p, in, b, n, dst, arg);
+  } else {
+    pool_chunk_inside<T, ARG, 0, 0>(p, in, b, n, dst, arg);
+  }
+}
+
+Window make_window(const at::Tensor& x, int64_t out_h, int64_t out_w, const std::vector<int64_t>& window) {
+  TORCH_CHECK(x.dim() >= 2 && x.is_contiguous() && window.size() == 8, "pool_scan: bad arguments");
+  TORCH_CHECK(window[0] * window[1] <= 256, "pool_scan: a window holds at most 256 values");
+  return Window{x.size(-2), x.size(-1), out_h, out_w, window[0], window[1], window[2], window[3],
+                window[4], window[5], window[6], window[7]};
+}
+
+// A max pool alone, for training: x [P, H, W] contiguous (P planes) -> the maxima
+// [P, out_h, out_w] and each one's place in its window (uint8, for the backward).
+std::vector<at::Tensor> max_pool_forward(const at::Tensor& x, int64_t out_h, int64_t out_w,
+                                         const std::vector<int64_t>& window) {
+  const Window p = make_window(x, out_h, out_w, window);
+  const int64_t planes = x.size(0), M = planes * out_h * out_w;
+  auto out = at::empty({planes, out_h, out_w}, x.options());
+  auto arg = at::empty({planes, out_h, out_w}, x.options().dtype(at::kByte));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "snnir_max_pool_forward", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    scalar_t* od = out.data_ptr<scalar_t>();
+    uint8_t* ad = arg.data_ptr<uint8_t>();
+    at::parallel_for(0, M, 4 * kChunk, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> places(std::min(4 * kChunk, end - begin));
+      for (int64_t b = begin; b < end; b += 4 * kChunk) {
+        const int64_t n = std::min(4 * kChunk, end - b);
+        pool_any<scalar_t, true>(p, xd, b, n, od + b, places.data());
+        for (int64_t e = 0; e < n; ++e) ad[b + e] = static_cast<uint8_t>(places[e]);
+      }
+    });
+  });
+  return {out, arg};
+}
+
+// Its backward: each pooled element's gradient added at its window's maximum, per plane in
+// order of the pooled elements (torch's order, so overlapping windows sum alike).
+at::Tensor max_pool_backward(const at::Tensor& grad, const at::Tensor& arg, int64_t in_h, int64_t in_w,
+                             const std::vector<int64_t>& window) {
+  TORCH_CHECK(grad.dim() == 3 && grad.is_contiguous() && arg.is_contiguous() && arg.sizes() == grad.sizes() &&
+                  window.size() == 8, "pool_scan: bad arguments");
+  const int64_t planes = grad.size(0), OH = grad.size(1), OW = grad.size(2);
+  const int64_t kw = window[1], sh = window[2], sw = window[3], ph = window[4], pw = window[5];
+  std::vector<int64_t> offset(window[0] * kw);  // a window place's offset from the window's corner
+  for (int64_t i = 0; i < window[0]; ++i)
+    for (int64_t j = 0; j < kw; ++j) offset[i * kw + j] = i * window[6] * in_w + j * window[7];
+  auto out = at::zeros({planes, in_h, in_w}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "snnir_max_pool_backward", [&] {
+    const scalar_t* gd = grad.data_ptr<scalar_t>();
+    const uint8_t* ad = arg.data_ptr<uint8_t>();
+    scalar_t* od = out.data_ptr<scalar_t>();
+    const int64_t* off = offset.data();
+    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; ++q) {
+        const scalar_t* g = gd + q * OH * OW;
+        const uint8_t* a = ad + q * OH * OW;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t corner = q * in_h * in_w + (oh * sh - ph) * in_w - pw;  // of window (oh, 0), padded
+          for (int64_t ow = 0; ow < OW; ++ow) od[corner + ow * sw + off[a[oh * OW + ow]]] += g[oh * OW + ow];
+        }
+      }
+    });
+  });
+  return out;
+}
+
 // x: [T, P, H, W] contiguous (P planes: batch x channels); states [M], M = P x OH x OW;
 // window: kh, kw, sh, sw, ph, pw, dh, dw. Returns spikes (or membranes) [T, M] and the
 // final v, i, z (i, z empty where the neuron has none).
@@ -58,10 +213,9 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
                                 const std::vector<int64_t>& flags, double slope, int64_t out_h,
                                 int64_t out_w, const std::vector<int64_t>& window) {
-  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && window.size() == 8, "pool_scan: bad arguments");
+  TORCH_CHECK(x.dim() == 4, "pool_scan: bad arguments");
   const Config c = make_config(flags, slope);
-  const Window p{x.size(2), x.size(3), out_h, out_w, window[0], window[1], window[2], window[3],
-                 window[4], window[5], window[6], window[7]};
+  const Window p = make_window(x, out_h, out_w, window);
   const int64_t steps = x.size(0), M = v0.numel(), in_step = x.size(1) * p.H * p.W;
   TORCH_CHECK(M == x.size(1) * out_h * out_w, "pool_scan: the state does not match the pooled shape");
   auto out = at::empty({steps, M}, v0.options());
@@ -92,7 +246,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
                     v, i, z);
         if (fast) prepare_fast(c, kc, xp, false, 0, n, ones, static_cast<scalar_t*>(nullptr));
         for (int64_t t = 0; t < steps; ++t) {  // one step at a time: v, i, z stay local
-          pool_chunk(p, xd + t * in_step, b, n, xp);
+          pool_any(p, xd + t * in_step, b, n, xp);
           scalar_t* ot = od + t * M + b;
           if (fast) {
             with_structure(c, vleak, scalar, [&](auto next, auto reset, auto vl, auto hc, auto sc) {
@@ -118,4 +272,6 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "max pool then neuron scan, forward only");
+  m.def("max_pool_forward", &max_pool_forward, "max pool with each maximum's place in its window");
+  m.def("max_pool_backward", &max_pool_backward, "the max pool's backward from those places");
 }
