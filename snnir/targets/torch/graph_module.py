@@ -265,7 +265,7 @@ class GraphModule(nn.Module):
         ``values``, ``held``, ``new_state`` and ``traces``."""
         for members, recurrent in components:
             if recurrent:
-                self._run_recurrent(members, steps, values, held, state, new_state, traces)
+                self._run_recurrent(members, steps, values, held, state, new_state, traces, cache)
                 continue
             name = members[0]
             if name in inputs:
@@ -360,9 +360,10 @@ class GraphModule(nn.Module):
         static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
         return self._run_level(inputs, static, state, record, steps, cache)
 
-    def _run_recurrent(self, members, steps, values, held, state, new_state, traces) -> None:
+    def _run_recurrent(self, members, steps, values, held, state, new_state, traces, cache) -> None:
         loop = self._loops.get(members)
-        if loop is not None and traces is None and self._run_feedback(loop, steps, values, held, state, new_state):
+        if loop is not None and traces is None and self._run_feedback(
+                loop, steps, values, held, state, new_state, cache):
             return
         current = dict(state)
         delayed_keys = self._component_delayed[members]
@@ -392,9 +393,10 @@ class GraphModule(nn.Module):
         if traces is not None:
             traces.update({key: torch.cat(v) for key, v in step_traces.items()})
 
-    def _run_feedback(self, loop: FeedbackLoop, steps, values, held, state, new_state) -> bool:
+    def _run_feedback(self, loop: FeedbackLoop, steps, values, held, state, new_state, cache) -> bool:
         """A neuron and the layer feeding its spikes back, over all steps in one native call, with
-        the step loop's results; False (nothing done) where the kernel does not run it."""
+        the step loop's results; False (nothing done) where the kernel does not run it. ``cache``
+        (the call's) carries the layer's last value from one run of steps to the next."""
         x, all_held = None, True
         for key, _, _ in self._sources[loop.neuron]:
             if key != loop.layer:
@@ -407,11 +409,7 @@ class GraphModule(nn.Module):
         own = {s: state[neuron_key + s] for s in self._state_names[loop.neuron]}
 
         prev_key = f"{prefix}{loop.neuron}@prev"
-
-        def r0() -> torch.Tensor:  # the layer's value before the first step
-            return layer(state[prev_key][None])[0]
-
-        result = self.node_module(loop.neuron).with_feedback(x, own, layer, r0)
+        result = self.node_module(loop.neuron).with_feedback(x, own, layer, state[prev_key], cache)
         if result is None:
             return False
         out, final, last = result

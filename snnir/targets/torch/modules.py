@@ -377,12 +377,12 @@ class NeuronModule(OpModule):
 
         return x.new_empty(0, dtype=gpu.state_dtype(x)) if gpu.enabled(self.triton, x) else x
 
-    def with_feedback(self, x: torch.Tensor, state: State, layer: AffineModule, r0: Callable[[], torch.Tensor]):
+    def with_feedback(self, x: torch.Tensor, state: State, layer: AffineModule, prev: torch.Tensor, carry: dict):
         """``(spikes, final state, last spikes)`` of this neuron over ``x`` (its other inputs, summed,
-        ``[T, B, N]``) in a loop with ``layer`` fed back, ``r0()`` giving ``r_{-1}``, as one native
-        call (:mod:`~snnir.targets.torch.recurrent`), or on :func:`gpu.enabled
-        <snnir.targets.torch.gpu.enabled>` tensors a loop of Triton kernels and GEMMs
-        (:mod:`~snnir.targets.torch.gpu.recurrent`); None where neither runs."""
+        ``[T, B, N]``) in a loop with ``layer`` fed back, as one native call (:mod:`~snnir.targets.torch.recurrent`;
+        ``r_{-1} = layer(prev)``, or the last ``r`` of the call that made ``prev`` in an earlier run, kept in
+        ``carry``), or on :func:`gpu.enabled <snnir.targets.torch.gpu.enabled>` tensors Triton kernels and
+        GEMMs (:mod:`~snnir.targets.torch.gpu.recurrent`); None where neither runs."""
         from snnir.targets.torch import gpu, recurrent
         from snnir.targets.torch.neuron_update import _config
 
@@ -404,7 +404,14 @@ class NeuronModule(OpModule):
         coeffs = self._coefficients(scan, params, like)
         c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, like)
         init = {name: state[name].to(like.dtype) for name in self.source_op.state_names}
-        return kernels.feedback_sequence(cfg, c, x, init, r0(), layer.weight, getattr(layer, "bias", None))
+        carried = carry.get((self, layer))
+        r0 = carried[1] if carried is not None and carried[0] is prev else layer(prev[None])[0]
+        result = kernels.feedback_sequence(cfg, c, x, init, r0, layer.weight, getattr(layer, "bias", None))
+        if kernels is not recurrent:
+            return result
+        out, final, last, r = result
+        carry[(self, layer)] = (last, r)
+        return out, final, last
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes

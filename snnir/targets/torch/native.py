@@ -198,13 +198,19 @@ def supports(
     return (
         enabled(choice, kernel)
         and not record
-        and not any(getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _CONFIG_FIELDS)
+        and not any(getattr(cfg, name) for name in _unknown_fields(type(cfg)))
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.numel() > 0
         and cfg.surrogate.name in _SURROGATES
         and extension(kernel) is not None
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _unknown_fields(config_type: type) -> tuple[str, ...]:
+    """The flags of ``config_type`` the kernels do not implement (once per type: a call's cost)."""
+    return tuple(f.name for f in dataclasses.fields(config_type) if f.name not in _CONFIG_FIELDS)
 
 
 def _flags(cfg: _Config) -> list[int]:

@@ -9,7 +9,10 @@ at once, outside the loop), each step is
     in_t = x_t + r_{t-1};  z_t = N(in_t);  r_t = L(z_t) = z_t W^T (+ b)
 
 with ``r_{-1} = L(z_{-1})``, the spikes kept in the state of the delayed edge ``N -> L``
-(the schedule delays the edge out of the stateful node). The C++ kernel (``csrc/recurrent.cpp``) runs the neuron update
+(the schedule delays the edge out of the stateful node); the call also returns ``r`` after its
+last step, which the next run of steps of the same module call starts from instead of running
+``L`` again on the last spikes (``NeuronModule.with_feedback``; its gradient comes back to
+``dL/dW``, ``dL/db`` and the last spikes). The C++ kernel (``csrc/recurrent.cpp``) runs the neuron update
 of the sequence kernel one step at a time and the GEMM ``F.linear`` makes, so spikes, states
 and ``r`` equal the step-by-step path's (:meth:`GraphModule._run_recurrent`, the
 specification, used where this does not apply) bit for bit; gradients agree to rounding.
@@ -106,24 +109,30 @@ class _Recurrent(torch.autograd.Function):
     def forward(ctx, cfg, x, v0, i0, z0, r0, weight, bias, *coeff_values):  # type: ignore[override]
         flat = [kernels._flat(c, v0.shape, v0) for c in coeff_values]
         needed = [int(n) for n in ctx.needs_input_grad[8:]]
-        out, v, i, z, _, spikes, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
+        out, v, i, z, r, spikes, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
         ctx.cfg, ctx.shape, ctx.n_coeffs, ctx.n_kept = cfg, tuple(x.shape), len(coeff_values), len(kept)
         ctx.fused = kernels.extension("recurrent").fused(kernels._flags(cfg), any(needed))
         ctx.save_for_backward(*kept, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
-        return _outputs(cfg, out, v, i, z, x.shape)
+        ctx.set_materialize_grads(False)  # r's gradient is None unless a later run of steps used it
+        return _outputs(cfg, out, v, i, z, r, x.shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_out, g_v, g_i, g_z, g_last):  # type: ignore[override]
+    def backward(ctx, g_out, g_v, g_i, g_z, g_last, g_r):  # type: ignore[override]
         cfg, (steps, batch, n) = ctx.cfg, ctx.shape
         saved = ctx.saved_tensors
         kept, (spikes, z0, weight), rest = saved[: ctx.n_kept], saved[ctx.n_kept : ctx.n_kept + 3], saved[ctx.n_kept + 3 :]
         flat, coeff_values = rest[: ctx.n_coeffs], rest[ctx.n_coeffs :]
         need = ctx.needs_input_grad
         needed = [int(need[8 + k]) for k in range(len(_COEFFS))]
+        like, m = kept[0], batch * n
+
+        def flat_grad(g, present: bool = True, size: int = m) -> Tensor:  # a missing gradient is zeros
+            return like.new_empty(0) if not present else like.new_zeros(size) if g is None else g.contiguous().view(-1)
+
         grads = (
-            g_out.contiguous().view(steps, -1), g_v.contiguous().view(-1), _flat_state(g_i, cfg.has_current),
-            _flat_state(g_z, cfg.next_timing), g_v.new_zeros(batch * n), g_last.contiguous().view(-1), batch,
+            flat_grad(g_out, size=steps * m).view(steps, -1), flat_grad(g_v), flat_grad(g_i, cfg.has_current),
+            flat_grad(g_z, cfg.next_timing), flat_grad(g_r), flat_grad(g_last, g_last is not None), batch,
             kernels._flags(cfg), float(cfg.surrogate.slope),
         )
         extension = kernels.extension("recurrent")
@@ -138,6 +147,10 @@ class _Recurrent(torch.autograd.Function):
             )
         g_x = g_x.view(steps, batch, n)
         shape = (batch, n)
+        if g_r is not None:  # r = z_{T-1} W^T + b fed the next run of steps
+            g_r = g_r.reshape(shape)
+            g_w = g_w.addmm_(g_r.t(), spikes[-1].view(shape).to(g_r.dtype)) if need[6] else g_w
+            g_b = g_b.add_(g_r.sum(0)) if need[7] else g_b
         g_coeffs = [_sum_to(a.view(shape), c) if k else None for a, c, k in zip(acc, coeff_values, needed)]
         return (
             None, g_x if need[1] else None, g_v0.view(shape) if need[2] else None,
@@ -166,31 +179,33 @@ def _bias(bias: Tensor | None) -> Tensor:
     return torch.empty(0) if bias is None else bias.detach()
 
 
-def _outputs(cfg: _Config, out, v, i, z, shape) -> tuple[Tensor, ...]:
-    """out, v, i, z shaped, and the last spikes as a tensor of their own (the state handed to
-    the next run of steps: its gradient then needs no ``[T, B, N]`` select backward)."""
+def _outputs(cfg: _Config, out, v, i, z, r, shape) -> tuple[Tensor, ...]:
+    """out, v, i, z shaped, the last spikes as a tensor of their own (the state handed to the
+    next run of steps: its gradient then needs no ``[T, B, N]`` select backward) and ``r`` after
+    the last step (the layer's value of the last spikes, which the next run starts from)."""
     steps, batch, n = shape
     dummy = v.new_zeros(())
     out = out.view(shape)
     return (
         out, v.view(batch, n), i.view(batch, n) if cfg.has_current else dummy,
-        z.view(batch, n) if cfg.next_timing else dummy.clone(), out[-1].clone(),
+        z.view(batch, n) if cfg.next_timing else dummy.clone(), out[-1].clone(), r.view(batch, n),
     )
 
 
 def feedback_sequence(
     cfg: _Config, c: dict, x: Tensor, init: dict[str, Tensor], r0: Tensor, weight: Tensor, bias: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N])`` of the loop over
-    ``x`` [T, B, N] (the neuron's other inputs, summed), from its state ``init`` and ``r0`` =
-    ``r_{-1}``. The last spikes equal ``spikes[-1]``, as a fresh tensor of their own."""
+) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N], r [B, N])`` of the
+    loop over ``x`` [T, B, N] (the neuron's other inputs, summed), from its state ``init`` and
+    ``r0`` = ``r_{-1}``. The last spikes equal ``spikes[-1]``, as a fresh tensor of their own; ``r``
+    equals ``L(last spikes)`` bit for bit (the kernel's GEMM of the last step): the next run's ``r0``."""
     dummy = x.new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
     tensors = [x, r0, weight, bias, *init.values(), *coeff_values]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        out, v, i, z, last = _Recurrent.apply(*args, *coeff_values)
+        out, v, i, z, last, r = _Recurrent.apply(*args, *coeff_values)
     else:
         flat = [kernels._flat(k, init["v"].shape, init["v"]) for k in coeff_values]
-        out, v, i, z, last = _outputs(cfg, *_forward(*args, flat, False, False)[:4], x.shape)
-    return out, _state(cfg, v, i, z), last
+        out, v, i, z, last, r = _outputs(cfg, *_forward(*args, flat, False, False)[:5], x.shape)
+    return out, _state(cfg, v, i, z), last, r

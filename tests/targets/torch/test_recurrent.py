@@ -237,6 +237,39 @@ def test_runs_of_steps_and_given_state(native_kernels, fused_calls, bias, inputs
     _assert_same(got, want, torch.float64)
 
 
+@pytest.mark.parametrize("trainable", ["all", ["fc0.weight", "rec.weight", "rec.bias"]], ids=["general", "fused"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_the_layer_value_carries_over_runs(native_kernels, two_threads, fused_calls, monkeypatch, trainable, dtype):
+    """A run of steps after the first starts from the native call's last ``r`` (the layer's value
+    of the last spikes), so the fed-back layer runs once per call, for the first run's ``r_{-1}``;
+    outputs and states equal the step loop's bit for bit, training (``dL/dW``, ``dL/db`` through
+    the carried ``r``) and inference, across row blocks (batch 40); gradients to rounding."""
+    from snnir.targets.torch.modules import AffineModule
+
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(50, 40, 4, generator=g) * 1.5).to(dtype)
+    options = {"trainable": trainable, "time_chunk": 16}  # runs of 13, 13, 12 and 12 steps
+    want = _run(graph, x, False, dtype, **options)
+    fed_back = []
+    forward = AffineModule.forward
+
+    def counted(module, v):
+        if module.weight.shape == (N, N):
+            fed_back.append(1)
+        return forward(module, v)
+
+    monkeypatch.setattr(AffineModule, "forward", counted)
+    got = _run(graph, x, True, dtype, **options)
+    assert len(fused_calls) == 4 and len(fed_back) == 1
+    assert got[0].sum() > 0, "the test network should spike"
+    _assert_same(got, want, dtype)
+    with torch.no_grad():
+        module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
+        assert torch.equal(module(x), want[0])
+    assert len(fused_calls) == 8 and len(fed_back) == 2
+
+
 def test_matches_the_reference_interpreter(native_kernels, fused_calls):
     graph = loop_graph(CubaLIF, SEMANTICS["zero-same-ge"])
     x = _inputs(graph, torch.float64)

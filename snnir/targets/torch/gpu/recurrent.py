@@ -156,8 +156,8 @@ def _detached(bias: Tensor | None) -> Tensor | None:
 def feedback_sequence(
     cfg: _Config, c: dict, x: Tensor, init: dict[str, Tensor], r0: Tensor, weight: Tensor, bias: Tensor | None,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N])`` as
-    ``recurrent.feedback_sequence`` returns them; ``c`` and ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
+    """``(spikes [T, B, N], the neuron's final state, the last spikes [B, N])`` as the first three
+    that ``recurrent.feedback_sequence`` returns (no ``r`` carried to the next run of steps); ``c`` and ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
     dummy = init["v"].new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
