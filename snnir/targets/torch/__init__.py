@@ -19,7 +19,7 @@ from snnir.ir.verify import verify
 from snnir.limits import Limits
 from snnir.targets.torch import spatial  # noqa: F401 (registers the convolutions' and pools' lowerings)
 from snnir.targets.torch.dtype_range import check_dtype_range
-from snnir.targets.torch.graph_module import GraphModule, State
+from snnir.targets.torch.graph_module import FreshState, GraphModule, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget
@@ -198,7 +198,7 @@ class SnnirModule(GraphModule):
 
     def _check_state(self, state: State | None, batch: int) -> State:
         if state is None:
-            return self.initial_state(batch)
+            return FreshState(self.initial_state(batch))
         if not isinstance(state, Mapping):
             raise SnnirError(f"state must be a dict of tensors (see initial_state), got {type(state).__name__}")
         expected = self.initial_state(batch, device="meta")

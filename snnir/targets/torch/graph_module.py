@@ -53,6 +53,11 @@ from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_prob
 State = dict[str, torch.Tensor]
 
 
+class FreshState(dict):
+    """A state a call made itself (none was passed): the call's runs drop each of its values
+    once replaced, so the initial zeros are not held for the whole call."""
+
+
 def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:
     """One value from its runs of steps: a static one is the same in each, others concatenate
     (a single run is returned as is, not copied)."""
@@ -225,6 +230,9 @@ class GraphModule(nn.Module):
             outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of)
             current.update(changed)
             new_state.update(changed)
+            if isinstance(state, FreshState):
+                for key in changed:
+                    state.pop(key, None)
             for name, value in outs.items():
                 parts.setdefault(name, []).append(value)
             for key, value in (traces or {}).items():
