@@ -94,8 +94,10 @@ class Planner:
         """(steps per run, per segment the most steps per call or None, the values budget or None).
 
         Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
-        for the whole run (counted twice: the calls' parts and their join), half for one call's
-        values of a segment: ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 2``;
+        for the whole run (counted twice: the calls' parts and their join), a quarter for one
+        call's values of a segment and a quarter for its kernels' working memory (a fused
+        layer-neuron call with half the budget peaked 1.3x over it, measured on the per-step
+        tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``;
         a segment with a recurrent component runs the whole run per call (see ``plan.py``)."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
@@ -110,7 +112,7 @@ class Planner:
         per_segment = self._step_elements(static)
         exported = scale * sum(e for _, e in per_segment)
         run = run_for_budget(budget // 4, exported, base)
-        caps = [run if any(recurrent for _, recurrent in components) else run_for_budget(budget // 2, scale * values, run)
+        caps = [run if any(recurrent for _, recurrent in components) else run_for_budget(budget // 4, scale * values, run)
                 for components, (values, _) in zip(self._module._segments, per_segment)]
         return run, caps, budget
 
