@@ -57,6 +57,21 @@ def snntorch_run(model):
     return torch.stack([model(x) for x in sample()])
 
 
+def side_by_side_sgd(twin, module, lr: float, steps: int = 4):
+    """SGD steps of snnTorch's ``twin`` and our ``module`` on the same samples, their spikes equal
+    at every step; yields after each backward (gradients set), before the optimisers step."""
+    theirs = torch.optim.SGD(twin.parameters(), lr=lr)
+    ours = torch.optim.SGD(module.parameters(), lr=lr)
+    for _ in range(steps):
+        their_spikes, our_spikes = snntorch_run(twin), module(sample())
+        torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
+        theirs.zero_grad(), ours.zero_grad()
+        step_loss(their_spikes).backward()
+        step_loss(our_spikes).backward()
+        yield
+        theirs.step(), ours.step()
+
+
 @pytest.mark.parametrize("kind,decays", [(kind, {"beta": "a_mem", "alpha": "a_syn"} if "Synaptic" in kind
                                           else {"beta": "a_mem"})
                                          for kind in ("Leaky", "Synaptic", "RLeaky", "RSynaptic")])
@@ -68,20 +83,12 @@ def test_trained_decays_follow_snntorch(kind, decays):
     twin = in_float64(model)
     module = snnir.compile(graph, target="torch", dtype=torch.float64)
     lif = module.node_module("lif")
-    theirs = torch.optim.SGD(twin.parameters(), lr=0.1)
-    ours = torch.optim.SGD(module.parameters(), lr=0.1)
-    for _ in range(4):
-        their_spikes, our_spikes = snntorch_run(twin), module(sample())
-        torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
-        theirs.zero_grad(), ours.zero_grad()
-        step_loss(their_spikes).backward()
-        step_loss(our_spikes).backward()
+    for _ in side_by_side_sgd(twin, module, lr=0.1):
         for their_name, our_name in decays.items():
             their_grad = getattr(twin.lif, their_name).grad
             assert their_grad.abs().max() > 0
             # 1e-6: every gradient (the Linear's too) differs from snnTorch's by ~2e-8 relative
             torch.testing.assert_close(getattr(lif, our_name).grad, their_grad, rtol=1e-6, atol=0)
-        theirs.step(), ours.step()
     trained = module.to_graph().nodes["lif"]
     dt = trained.sem.dt
     taus = {"beta": trained.tau if "Leaky" in kind else trained.tau_mem, "alpha": getattr(trained, "tau_syn", None)}
@@ -218,15 +225,8 @@ def test_learn_beta_of_1_is_refused_and_past_1_trains_as_an_if_as_in_snntorch():
         assert graph.nodes["lif"].op_type == "IF"
         twin = in_float64(model)
         module = snnir.compile(graph, target="torch", dtype=torch.float64)
-        theirs = torch.optim.SGD(twin.parameters(), lr=0.5)
-        ours = torch.optim.SGD(module.parameters(), lr=0.5)
-        for _ in range(4):
-            their_spikes, our_spikes = snntorch_run(twin), module(sample())
-            torch.testing.assert_close(our_spikes, their_spikes, rtol=0, atol=0)
-            theirs.zero_grad(), ours.zero_grad()
-            step_loss(their_spikes).backward()
-            step_loss(our_spikes).backward()
-            theirs.step(), ours.step()
+        for _ in side_by_side_sgd(twin, module, lr=0.5):
+            pass
         assert bool((twin.lif.beta == beta).all())
         fc = module.node_module("fc")
         assert not torch.equal(twin.fc.weight, in_float64(Net("Leaky")).fc.weight)  # it trained
