@@ -52,12 +52,11 @@ def compile_ipu(
     """Write the IPU build of ``graph`` into ``out_dir`` (created if missing). ``surrogate``
     ``None``: the one the graph's neurons were traced with where their ops record it, else
     ``"fast_sigmoid"`` (as the torch target)."""
-    from snnir.targets.torch.surrogate import DEFAULT_SLOPES, traced_surrogate  # imports torch
+    from snnir.targets.torch.surrogate import DEFAULT_SLOPES, Surrogate, traced_surrogate  # imports torch
 
     if surrogate is None:
-        traced = traced_surrogate(graph)
-        surrogate = "fast_sigmoid" if traced is None else traced.name
-        slope = traced.slope if traced is not None and slope is None else slope
+        traced = traced_surrogate(graph) or Surrogate()
+        surrogate, slope = traced.name, traced.slope if slope is None else slope
     if surrogate not in SURROGATES:
         raise SnnirError(f"unknown surrogate '{surrogate}' (known: {', '.join(SURROGATES)})")
     slope = DEFAULT_SLOPES[surrogate] if slope is None else slope

@@ -80,24 +80,17 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
     where no op says.
     Two different ones are a SnnirError naming the node (a compiled module takes one); an op
     traced with one we have none equal to (``{"unknown": ...}``) is warned about, naming it."""
-    from snnir.ir.ops import Subgraph
-
     found: dict[tuple[str, float], str] = {}
     unknown: list[tuple[str, str]] = []
-    pending = [("", graph)]
-    while pending:
-        prefix, level = pending.pop()
-        for name, op in level.nodes.items():
-            if isinstance(op, Subgraph):
-                pending.append((f"{prefix}{name}.", op.graph))
-            metadata = getattr(op, "neuron", op).metadata  # a fused layer-neuron op keeps its neuron's
-            recorded = metadata.get("surrogate") if isinstance(metadata, dict) else None
-            if not isinstance(recorded, dict):
-                continue
-            if "unknown" in recorded:
-                unknown.append((prefix + name, str(recorded["unknown"])))
-            elif set(recorded) == {"name", "slope"}:
-                found.setdefault((str(recorded["name"]), float(recorded["slope"])), prefix + name)
+    for path, op in graph.walk():
+        metadata = getattr(op, "neuron", op).metadata  # a fused layer-neuron op keeps its neuron's
+        recorded = metadata.get("surrogate") if isinstance(metadata, dict) else None
+        if not isinstance(recorded, dict):
+            continue
+        if "unknown" in recorded:
+            unknown.append((path, str(recorded["unknown"])))
+        elif set(recorded) == {"name", "slope"}:
+            found.setdefault((str(recorded["name"]), float(recorded["slope"])), path)
     if unknown:
         (node, what), more = sorted(unknown)[0], f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         warn(f"node '{shown(node)}'{more} was traced with the surrogate gradient {shown(what)}, which no surrogate "
