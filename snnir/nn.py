@@ -24,7 +24,8 @@ import torch
 
 from snnir.ir import ops
 from snnir.ir.semantics import DEFAULT_DT, Semantics
-from snnir.targets.torch.modules import LoweringContext, NeuronModule
+from snnir.targets.torch.modules import LoweringContext
+from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.surrogate import Surrogate
 
 

@@ -43,7 +43,8 @@ from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
-from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, NeuronModule, Shared
+from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, Shared
+from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chunks
 from snnir.targets.torch.pool_neuron import passes_on, plan_pools

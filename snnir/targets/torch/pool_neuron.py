@@ -21,7 +21,7 @@ import torch
 
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.targets.torch import native as kernels
-from snnir.targets.torch.modules import NeuronModule
+from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.spatial import POOL_KERNEL, MaxPoolModule, window_args
 from snnir.targets.torch.neuron_update import _COEFFS, _config, _state
 from snnir.targets.torch.spike_flow import _consumers, _in_loop, hands_over

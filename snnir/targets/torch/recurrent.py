@@ -44,7 +44,8 @@ from torch.autograd.function import once_differentiable
 from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import native as kernels
 from snnir.targets.torch.bptt import _sum_to
-from snnir.targets.torch.modules import AffineModule, NeuronModule
+from snnir.targets.torch.modules import AffineModule
+from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
 from snnir.targets.torch.spike_flow import _consumers, hands_over
 

@@ -21,7 +21,8 @@ from torch import nn
 from snnir.ir.graph import Graph
 from snnir.ir.ops.probe import probe_sources
 from snnir.ir.spikes import emits_spikes
-from snnir.targets.torch.modules import AffineModule, NeuronModule
+from snnir.targets.torch.modules import AffineModule
+from snnir.targets.torch.neuron_module import NeuronModule
 
 
 def hands_over(neuron: nn.Module, layer: nn.Module) -> bool:
