@@ -4,7 +4,7 @@ Execution, per graph level: strongly connected components in topological
 order. A component without recurrence runs over the whole sequence at once
 (stateless ops on ``[T*B, ...]``, neurons by their sequence scan); a recurrent
 component steps through time, its delayed edges reading the previous step's
-value (zero at the first step), exactly as :mod:`snnir.ir.schedule` defines.
+value (zero at the first step), exactly as :mod:`snnir.ir.schedule` defines (``step_loop.py``).
 
 Static (time-invariant) values: a static Input is ``[B, ...]``, held over the
 T steps. A stateless node whose inputs are all static runs once on
@@ -50,6 +50,7 @@ from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chu
 from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
+from snnir.targets.torch.step_loop import run_recurrent
 
 State = dict[str, torch.Tensor]
 
@@ -274,7 +275,7 @@ class GraphModule(nn.Module):
         ``values``, ``held``, ``new_state`` and ``traces``."""
         for members, recurrent in components:
             if recurrent:
-                self._run_recurrent(members, steps, values, held, state, new_state, traces, cache)
+                run_recurrent(self, members, steps, values, held, state, new_state, traces, cache)
                 continue
             name = members[0]
             if name in inputs:
@@ -368,64 +369,6 @@ class GraphModule(nn.Module):
         inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
         static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
         return self._run_level(inputs, static, state, record, steps, cache)
-
-    def _run_recurrent(self, members, steps, values, held, state, new_state, traces, cache) -> None:
-        loop = self._loops.get(members)
-        if loop is not None and traces is None and self._run_feedback(
-                loop, steps, values, held, state, new_state, cache):
-            return
-        current = dict(state)
-        delayed_keys = self._component_delayed[members]
-        prev = {key: state[f"{self._prefix}{key}@prev"] for key in delayed_keys}
-        collected: dict[str, list[torch.Tensor]] = {}
-        step_traces: dict[str, list[torch.Tensor]] = {}
-        for t in range(steps):
-            step_values: dict[str, torch.Tensor] = {}
-            for name in members:
-                x, _ = self._gather(name, values, held, step_values, prev, t)
-                outs, _, node_state, node_traces = self._run_node(
-                    name, x, set(), current, traces is not None, 1, {}  # a step of a loop holds no static value
-                )
-                step_values.update(outs)
-                current.update(node_state)
-                new_state.update(node_state)
-                for key, value in (node_traces or {}).items():
-                    step_traces.setdefault(key, []).append(value)
-            for key in delayed_keys:
-                prev[key] = step_values[key][0]
-            for key, value in step_values.items():
-                collected.setdefault(key, []).append(value)
-        for key, value in collected.items():
-            values[key] = torch.cat(value)
-        for key in delayed_keys:
-            new_state[f"{self._prefix}{key}@prev"] = prev[key]
-        if traces is not None:
-            traces.update({key: torch.cat(v) for key, v in step_traces.items()})
-
-    def _run_feedback(self, loop: FeedbackLoop, steps, values, held, state, new_state, cache) -> bool:
-        """A neuron and the layer feeding its spikes back, over all steps in one native call, with
-        the step loop's results; False (nothing done) where the kernel does not run it. ``cache``
-        (the call's) carries the layer's last value from one run of steps to the next."""
-        x, all_held = None, True
-        for key, _, _ in self._sources[loop.neuron]:
-            if key != loop.layer:
-                x = values[key] if x is None else x + values[key]  # the step loop's order (feedback_loop)
-                all_held = all_held and key in held
-        if all_held:
-            x = x.expand((steps,) + tuple(x.shape))
-        layer, prefix = self.node_module(loop.layer), self._prefix
-        neuron_key = f"{prefix}{loop.neuron}."
-        own = {s: state[neuron_key + s] for s in self._state_names[loop.neuron]}
-
-        prev_key = f"{prefix}{loop.neuron}@prev"
-        result = self.node_module(loop.neuron).with_feedback(x, own, layer, state[prev_key], cache)
-        if result is None:
-            return False
-        out, final, last = result
-        values[loop.neuron] = out
-        new_state.update({neuron_key + s: v for s, v in final.items()})
-        new_state[prev_key] = last  # a fresh tensor, as the step loop's
-        return True
 
     # --- back to a graph --------------------------------------------------------------
     def to_graph(self) -> Graph:

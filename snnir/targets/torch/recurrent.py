@@ -14,7 +14,7 @@ last step, which the next run of steps of the same module call starts from inste
 ``L`` again on the last spikes (``NeuronModule.with_feedback``; its gradient comes back to
 ``dL/dW``, ``dL/db`` and the last spikes). The C++ kernel (``csrc/recurrent.cpp``) runs the neuron update
 of the sequence kernel one step at a time and the GEMM ``F.linear`` makes, so spikes, states
-and ``r`` equal the step-by-step path's (:meth:`GraphModule._run_recurrent`, the
+and ``r`` equal the step-by-step path's (:func:`step_loop.run_recurrent`, the
 specification, used where this does not apply) bit for bit; gradients agree to rounding.
 
 Kept for training: the spikes as one byte each and, where the neuron trains no parameter
