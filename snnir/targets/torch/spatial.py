@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from snnir.ir.ops import AvgPool2d, Conv1d, Conv2d, SumPool2d
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d, pool_output_size
@@ -93,7 +92,8 @@ def window_args(op) -> list[int]:
 
 
 class _NativeMaxPool(torch.autograd.Function):
-    """``[N, C, *spatial]`` max pooled by the native kernel, with its backward."""
+    """``[N, C, *spatial]`` max pooled by the native kernel. Its backward scatters the gradient
+    to each maximum's place (:class:`_ToMaxima`), differentiable again as torch's is."""
 
     @staticmethod
     def forward(ctx, x, op):  # type: ignore[override]
@@ -108,12 +108,50 @@ class _NativeMaxPool(torch.autograd.Function):
         return out.view(tuple(x.shape[:2]) + out_spatial)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
         (places,) = ctx.saved_tensors
-        in_shape, in_hw = ctx.shapes
+        return _ToMaxima.apply(grad, places, ctx.shapes, ctx.window), None
+
+
+class _ToMaxima(torch.autograd.Function):
+    """A pooled gradient ``[N, C, *out]`` added at its maxima's ``places`` -> ``[N, C, *in]``
+    (the kernel's ``max_pool_backward``): linear in the gradient, so its own backward is the
+    gather at the same places (:class:`_AtMaxima`), and the places get none (torch's rule)."""
+
+    @staticmethod
+    def forward(ctx, grad, places, shapes, window):  # type: ignore[override]
+        ctx.save_for_backward(places)
+        ctx.shapes, ctx.window, ctx.out_shape = shapes, window, tuple(grad.shape)
+        in_shape, in_hw = shapes
         g = grad.reshape(places.shape).contiguous()
-        return kernels.extension(POOL_KERNEL).max_pool_backward(g, places, *in_hw, ctx.window).view(in_shape), None
+        return kernels.extension(POOL_KERNEL).max_pool_backward(g, places, *in_hw, window).view(in_shape)
+
+    @staticmethod
+    def backward(ctx, grad_in):  # type: ignore[override]
+        (places,) = ctx.saved_tensors
+        return _AtMaxima.apply(grad_in, places, ctx.shapes, ctx.window, ctx.out_shape), None, None, None
+
+
+class _AtMaxima(torch.autograd.Function):
+    """``[N, C, *in]`` read at each maximum's place -> ``[N, C, *out]``: the transpose of
+    :class:`_ToMaxima`, whose backward it is (and which is its backward)."""
+
+    @staticmethod
+    def forward(ctx, x, places, shapes, window, out_shape):  # type: ignore[override]
+        ctx.save_for_backward(places)
+        ctx.shapes, ctx.window = shapes, window
+        (_, in_w), (kh, kw, sh, sw, ph, pw, dh, dw) = shapes[1], window
+        planes, out_h, out_w = places.shape
+        at = dict(dtype=torch.long, device=places.device)
+        offset = (torch.arange(kh, **at)[:, None] * (dh * in_w) + torch.arange(kw, **at) * dw).view(-1)
+        corner = (torch.arange(out_h, **at)[:, None] * sh - ph) * in_w + torch.arange(out_w, **at) * sw - pw
+        index = (corner + offset[places.long()]).view(planes, -1)
+        return x.reshape(planes, -1).gather(1, index).view(out_shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (places,) = ctx.saved_tensors
+        return _ToMaxima.apply(grad, places, ctx.shapes, ctx.window), None, None, None, None
 
 
 LOWERINGS.update({Conv1d: ConvModule, Conv2d: ConvModule, SumPool2d: PoolModule, AvgPool2d: PoolModule,

@@ -157,3 +157,49 @@ def test_native_max_pool_equals_torch(native_kernels, monkeypatch, pool, shape, 
     assert torch.equal(out.isnan(), want.isnan()) and torch.equal(out.signbit(), want.signbit())
     assert torch.equal(out.nan_to_num(), want.nan_to_num())
     assert torch.equal(grad, want_grad)
+
+
+@pytest.mark.parametrize(("pool", "shape"), POOLS + [(MaxPool2d(kernel_size=3, stride=1), (2, 6, 7))],
+                         ids=["2x2", "ceil-pad", "dilated", "1d", "overlapping"])
+def test_native_max_pool_differentiates_twice_as_torch(native_kernels, pool, shape):
+    """The native pool's backward is differentiable again (gradient penalties, double backward):
+    gradcheck and gradgradcheck pass in float64, and the second derivatives equal torch's pool's."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn((B,) + shape, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: spatial._NativeMaxPool.apply(t, pool), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: spatial._NativeMaxPool.apply(t, pool), (x,))
+    torch_pool = torch.nn.functional.max_pool1d if pool.spatial_rank == 1 else torch.nn.functional.max_pool2d
+    results = []
+    for run in (lambda t: spatial._NativeMaxPool.apply(t, pool),
+                lambda t: torch_pool(t, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)):
+        out = run(x)
+        v = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64,
+                        requires_grad=True)
+        (dx,) = torch.autograd.grad(out, x, v, create_graph=True)
+        w = torch.randn(dx.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        results.append((dx.detach(), *torch.autograd.grad((dx * w).sum(), v)))
+    (dx, dv), (want_dx, want_dv) = results
+    assert torch.equal(dx, want_dx) and torch.equal(dv, want_dv)
+
+
+def test_gradient_penalty_through_a_compiled_native_max_pool(native_kernels):
+    """A model with the native max pool trains with a gradient penalty (``create_graph=True``):
+    the parameters' gradients are those of torch's pool (``native=False``)."""
+    from snnir.ir.ops import Conv2d
+
+    g = np.random.default_rng(7)
+    conv = Conv2d(weight=g.normal(size=(3, 2, 3, 3)), bias=g.normal(size=(3,)), padding=1)
+    graph = Graph.sequential(("in", Input((2, 6, 6))), ("conv", conv), ("pool", MaxPool2d(kernel_size=2)),
+                             ("out", Output()))
+    x = torch.from_numpy(g.normal(size=(T, B, 2, 6, 6)))
+    grads = []
+    for native in (True, False):
+        module = snnir.compile(graph, target="torch", dtype=torch.float64, native=native, trainable="all")
+        x_grad = x.clone().requires_grad_(True)
+        out = module(x_grad)
+        (dx,) = torch.autograd.grad(out.square().sum(), x_grad, create_graph=True)
+        (out.sum() + dx.square().sum()).backward()
+        grads.append([p.grad for p in module.parameters()])
+    assert len(grads[0]) == 2
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
