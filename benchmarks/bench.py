@@ -138,19 +138,20 @@ def try_compile(ref, x, targets, loss_fn, limit: float, notes: list[str], label:
     training changes the weights), or ``None`` with a note saying why."""
     compiled = torch.compile(copy.deepcopy(ref))
     optimiser = torch.optim.Adam(compiled.parameters(), lr=1e-3)
-    try:
-        with measure.time_limit(limit):
-            start = time.perf_counter()
-            with torch.no_grad():
-                spikes = compiled(x)
-            infer_s = time.perf_counter() - start
-            start = time.perf_counter()
-            train_step(compiled, optimiser, x, targets, loss_fn)
-            train_s = time.perf_counter() - start
-    except (Exception, measure.TimeLimit) as e:  # noqa: BLE001 - a peer's compiler: skip it, say why
-        torch._dynamo.reset()
-        notes.append(f"{label}: snntorch+compile skipped: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        return None
+    with measure.stderr_to_notes(notes, f"{label}: snntorch+compile"):  # its teardown when stopped, warnings
+        try:
+            with measure.time_limit(limit):
+                start = time.perf_counter()
+                with torch.no_grad():
+                    spikes = compiled(x)
+                infer_s = time.perf_counter() - start
+                start = time.perf_counter()
+                train_step(compiled, optimiser, x, targets, loss_fn)
+                train_s = time.perf_counter() - start
+        except (Exception, measure.TimeLimit) as e:  # noqa: BLE001 - a peer's compiler: skip it, say why
+            torch._dynamo.reset()
+            notes.append(f"{label}: snntorch+compile skipped: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            return None
     notes.append(f"{label}: snntorch+compile compiled in {infer_s:.1f} s (inference) + {train_s:.1f} s (training)")
     return compiled, optimiser, spikes
 

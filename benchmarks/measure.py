@@ -4,17 +4,20 @@
   down mid-run slows every contender alike; medians and minima in ms.
 - :func:`rss_growth`: the peak RSS growth of one call (Linux), for a fresh child process:
   torch has no CPU allocator statistics. :func:`child_mb` runs such a child.
-- :func:`time_limit`: stop a call after some seconds (``torch.compile`` of a long unrolled loop).
+- :func:`time_limit`: stop a call after some seconds (``torch.compile`` of a long unrolled loop);
+  :func:`stderr_to_notes`: what such a call writes to stderr becomes a note, not lines in the report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 
 import torch
@@ -127,6 +130,28 @@ def time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def stderr_to_notes(notes: list[str], label: str):
+    """Keep what the block writes to ``sys.stderr`` out of the report: one note saying how many
+    lines and the first. A :class:`TimeLimit` that landed in a finaliser (the peer's teardown,
+    which Python reports as "Exception ignored in ...") is our own alarm, dropped unsaid."""
+    captured, previous_hook = io.StringIO(), sys.unraisablehook
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, TimeLimit):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        sys.unraisablehook = previous_hook
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        if lines:
+            notes.append(f"{label} wrote {len(lines)} lines to stderr, the first: {lines[0].strip()[:200]}")
 
 
 def build_native(notes: list[str]) -> None:

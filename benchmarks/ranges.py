@@ -16,17 +16,18 @@ FIGURE = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)(x?)")
 
 
 def rows(text: str, header: str) -> list[list[str]]:
-    """The cells of every data row of the tables starting with ``header`` (a report may hold one)."""
+    """The cells of every data row of the tables starting with ``header`` (a report may hold one).
+    A table ends where another table's header (a row followed by ``|---``) starts; lines that are
+    no row (a peer's warning or traceback printed amid the table, blank lines) are skipped."""
     out, inside = [], False
-    for line in text.splitlines():
-        if line.startswith(header):
-            inside = True
-        elif inside and line.startswith("|---"):
+    lines = text.splitlines()
+    for line, after in zip(lines, lines[1:] + [""]):
+        if not line.startswith("|") or line.startswith("|---"):
             continue
-        elif inside and line.startswith("|"):
+        if after.startswith("|---"):
+            inside = line.startswith(header)
+        elif inside:
             out.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-        else:
-            inside = False
     return out
 
 

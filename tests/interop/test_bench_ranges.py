@@ -49,3 +49,20 @@ def test_two_runs_give_ranges_and_targets_met_in_both(ranges, tmp_path, capsys):
 def test_one_report_is_refused_with_the_usage(ranges, capsys):
     assert ranges.main(["only-one.md"]) == 2
     assert "ranges.py" in capsys.readouterr().err
+
+
+def test_stray_lines_amid_a_table_are_skipped(ranges, tmp_path, capsys):
+    """A traceback printed amid a report (a peer's teardown on stderr) loses no row of either table."""
+    noise = ("Exception ignored in: <function WeakIdKeyDictionary.__init__.<locals>.remove at 0x7f>\n"
+             "Traceback (most recent call last):\n  File \"x.py\", line 1, in remove\nTimeLimit: did not finish\n\n")
+    one, two = tmp_path / "1.md", tmp_path / "2.md"
+    run = RUN.format(snntorch="600.9", ratio="1.17", met="**no**", kind="per-step")
+    lines = run.splitlines(keepends=True)
+    one.write_text("".join(lines[:5] + [noise] + lines[5:10] + [noise] + lines[10:]))
+    two.write_text(RUN.format(snntorch="580.1", ratio="1.25", met="yes", kind="per-step"))
+    assert ranges.main([str(one), str(two)]) == 0
+    out = capsys.readouterr().out
+    assert "Exception" not in out and "(in 1 of 2 runs)" not in out
+    assert "| conv-step | 25, 128 | snnir | 515.3 | 263.4 | 1.17x-1.25x | 3.24 | identical |" in out
+    assert "| conv-step | 25, 128 | floor (train per-step, infer per-step) | 300.8 |" in out
+    assert "| conv-step | snnir inference peak <= 2x snnTorch's | 1.50 | yes |" in out

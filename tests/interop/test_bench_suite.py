@@ -128,3 +128,26 @@ def test_a_compile_over_its_limit_is_skipped_with_a_note(bench):
     notes: list[str] = []
     assert bench.try_compile(case.build(3), x, targets, SF.ce_count_loss(), 0.5, notes, "tutorial-step") is None
     assert notes == ["tutorial-step: snntorch+compile skipped: TimeLimit: did not finish within 0.5 s"]
+
+
+def test_a_time_limit_in_a_finaliser_stays_out_of_the_report(bench, capfd):
+    """The alarm landing in a finaliser (torch's teardown of a stopped compile) would print
+    "Exception ignored in ..." amid the report; the compile contender's stderr becomes a note."""
+    import measure
+
+    class SlowTeardown:
+        def __del__(self):
+            end = time.perf_counter() + 0.6
+            while time.perf_counter() < end:
+                pass
+
+    notes: list[str] = []
+    with measure.stderr_to_notes(notes, "case: snntorch+compile"):
+        with pytest.raises(measure.TimeLimit):
+            with measure.time_limit(0.2):
+                SlowTeardown()  # dropped at once: the alarm fires in its __del__
+                print("a peer's warning", file=sys.stderr)
+                time.sleep(5)
+    err = capfd.readouterr().err
+    assert "Exception ignored" not in err and "TimeLimit" not in err and "warning" not in err
+    assert notes == ["case: snntorch+compile wrote 1 lines to stderr, the first: a peer's warning"]
