@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, Delay, Flatten, Linear, Op, Scale, Threshold
 from snnir.ir.ops.probe import StateProbe
 from snnir.targets.torch.spike_linear import spike_linear
@@ -132,6 +133,26 @@ class OpModule(nn.Module):
         return torch.stack(outs), state, stacked
 
 
+def first_order_only(node: str, *results) -> None:
+    """Hook each tensor autograd tracks in ``results`` (tensors, dicts of them, None), the
+    outputs of a fast path whose autograd Function gives first derivatives only, so that a
+    backward building a graph of its own (``create_graph=True``) stops there with a SnnirError
+    naming ``node`` before that Function's backward runs; a plain backward passes unchanged."""
+    if not torch.is_grad_enabled():
+        return
+
+    def refuse(grad: torch.Tensor) -> None:
+        if torch.is_grad_enabled():  # the backward records a graph: a second derivative is wanted
+            raise SnnirError("this node's fast path differentiates once: a second derivative through it "
+                             "(create_graph=True: double backward, a gradient penalty) needs compile(..., "
+                             "fast=False), which autograd differentiates again", node)
+
+    for item in results:
+        for tensor in item.values() if isinstance(item, dict) else (item,):
+            if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+                tensor.register_hook(refuse)
+
+
 # --- stateless ---------------------------------------------------------------------------
 class AffineModule(OpModule):
     """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM).
@@ -142,7 +163,10 @@ class AffineModule(OpModule):
         self._linear = spike_linear if ctx.binary_input and ctx.fast else F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(x, self.weight, getattr(self, "bias", None))
+        y = self._linear(x, self.weight, getattr(self, "bias", None))
+        if self._linear is spike_linear and self.weight.requires_grad:
+            first_order_only(self.path, y)  # its weight gradient, from the bools, is not one in the spikes
+        return y
 
 
 class LinearModule(AffineModule):

@@ -7,7 +7,7 @@ the same spikes as :meth:`NeuronModule.step`, which states the update exactly.
 The fast paths' autograd Functions (the BPTT of ``bptt.py``, the C++ and Triton kernels) give
 first derivatives only: a backward building a graph of its own through one of them
 (``create_graph=True``: double backward, gradient penalties, ``gradgradcheck``) is a
-SnnirError naming the node, before any of them runs (:func:`_first_order_only`); the step
+SnnirError naming the node, before any of them runs (``modules.first_order_only``); the step
 loop (``fast=False``) is autograd throughout and differentiates again.
 """
 
@@ -19,11 +19,10 @@ import importlib
 import torch
 from torch import nn
 
-from snnir.errors import SnnirError
 from snnir.ir.ops import CubaLI, CubaLIF, I, IF, LI, LIF
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.semantics import DELAYED_RESET_TIMINGS
-from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, OpModule, State
+from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, OpModule, State, first_order_only
 from snnir.targets.torch.neuron_update import _decay, decay_of, held_decays, held_gain_changes
 
 
@@ -150,12 +149,14 @@ class NeuronModule(OpModule):
             if then is not None and not record:
                 fused = self._fused_with(then, scan, params, coeffs, x, state, steps)
                 if fused is not None:
-                    return _first_order_only(self.path, fused)
-            out = _first_order_only(self.path, scan.neuron_sequence(
+                    first_order_only(self.path, *fused)
+                    return fused
+            out = scan.neuron_sequence(
                 self.source_op, params, x, state, self.surrogate, record=record, steps=steps,
                 detach_reset=self.detach_reset, coeffs=coeffs, native=self.native,
                 triton=self.triton,
-            ))
+            )
+            first_order_only(self.path, *out)
         else:
             out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
         return out if then is None else (then(out[0]),) + tuple(out[1:])
@@ -225,8 +226,8 @@ class NeuronModule(OpModule):
         init = {name: state[name].to(like.dtype) for name in self.source_op.state_names}
         carried = carry.get((self, layer))
         r0 = carried[1] if carried is not None and carried[0] is prev else layer(prev[None])[0]
-        result = _first_order_only(
-            self.path, kernels.feedback_sequence(cfg, c, x, init, r0, layer.weight, getattr(layer, "bias", None)))
+        result = kernels.feedback_sequence(cfg, c, x, init, r0, layer.weight, getattr(layer, "bias", None))
+        first_order_only(self.path, *result)
         if kernels is not recurrent:
             return result
         out, final, last, r = result
@@ -244,26 +245,6 @@ class NeuronModule(OpModule):
             memo = (key, scan.coefficients(self.source_op, params, like))
             self.__dict__["_coefficient_memo"] = memo
         return memo[1]
-
-
-def _first_order_only(node: str, result: tuple) -> tuple:
-    """``result`` (tensors, and dicts of them, from a fast path) as is, each tensor autograd tracks
-    hooked so that a backward building its own graph (``create_graph=True``) stops at it with a
-    SnnirError naming ``node``; a plain backward passes unchanged."""
-    if not torch.is_grad_enabled():
-        return result
-
-    def refuse(grad: torch.Tensor) -> None:
-        if torch.is_grad_enabled():  # the backward records a graph: a second derivative is wanted
-            raise SnnirError("the fast neuron update differentiates once: a second derivative through it "
-                             "(create_graph=True: double backward, a gradient penalty) needs compile(..., "
-                             "fast=False), whose step loop autograd differentiates again", node)
-
-    for item in result:
-        for tensor in item.values() if isinstance(item, dict) else (item,):
-            if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
-                tensor.register_hook(refuse)
-    return result
 
 
 def _scan_module():
