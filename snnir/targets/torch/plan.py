@@ -56,6 +56,10 @@ AUTO_FLOOR = 4 * 2**20
 MEASURE_FROM_S = 0.002
 #: the largest chunk within this factor of the fastest wins (fewer calls, less noise)
 TOLERANCE = 1.05
+#: measuring a chunk this much slower than the fastest so far ends a round (longer ones cost more)
+STOP = 1.5
+#: a second round times only the chunks within this factor of the first round's fastest
+PRUNE = 1.25
 
 
 @dataclass(frozen=True)
@@ -140,20 +144,32 @@ def run_for_budget(budget: int, step_bytes: int, limit: int) -> int:
 
 def choose_chunk(trial: Callable[[int], None], largest: int) -> tuple[int, str]:
     """The chunk length, at most ``largest``, for a segment, by timing ``trial(chunk)`` (which
-    runs the segment over the run in calls of ``chunk`` steps, under no_grad)."""
+    runs the segment over the run in calls of ``chunk`` steps, as the call will: forward, and
+    backward where it trains). A first trial of the whole run warms up (and, if fast, decides);
+    then the candidates are timed from the shortest up, stopping at the first past ``STOP``
+    times the fastest so far; a second round times again only those within ``PRUNE`` of the
+    fastest, and the largest chunk within ``TOLERANCE`` of the fastest of all wins."""
     start = time.perf_counter()
     trial(largest)
     if time.perf_counter() - start < MEASURE_FROM_S:
         return largest, "whole run"
     candidates = sorted({c for c in (1, 2, 4, 8, 16) if c < largest} | {largest})
-    best = {c: float("inf") for c in candidates}
+    best: dict[int, float] = {}
     for _ in range(2):
         for chunk in candidates:
             start = time.perf_counter()
             trial(chunk)
-            best[chunk] = min(best[chunk], time.perf_counter() - start)
-    fastest = min(best.values())
-    return max(c for c in candidates if best[c] <= TOLERANCE * fastest), "measured"
+            best[chunk] = min(best.get(chunk, float("inf")), time.perf_counter() - start)
+            if best[chunk] > STOP * min(best.values()):
+                break
+        fastest = min(best.values())
+        candidates = [c for c in candidates if best.get(c, float("inf")) <= PRUNE * fastest]
+    return max(c for c in best if best[c] <= TOLERANCE * fastest), "measured"
+
+
+def node_of(key) -> str:
+    """The node a value key comes from: ``"node"``, ``"node.port"`` or ``(node, state)`` (a probe)."""
+    return key[0] if isinstance(key, tuple) else key.rsplit(".", 1)[0]
 
 
 def no_hooks(module: torch.nn.Module) -> bool:
@@ -209,7 +225,11 @@ class SegmentRun:
             traces.update({key: torch.cat(p) for key, p in trace_parts.items()})
 
     def trial(self, chunk: int) -> None:
-        """Run in calls of ``chunk`` steps under no_grad, keeping nothing (for timing)."""
+        """Run in calls of ``chunk`` steps, keeping nothing (for timing): under no_grad, or,
+        where the call trains, forward and backward (:meth:`_trained_trial`)."""
+        if torch.is_grad_enabled():
+            self._trained_trial(chunk)
+            return
         own, start, cache = dict(self.state), 0, {}
         with torch.no_grad():
             for size in time_chunks(self.steps, chunk):
@@ -217,3 +237,32 @@ class SegmentRun:
                 self._call(start, size, own, changed, None, cache)
                 own.update(changed)
                 start += size
+
+    def _trained_trial(self, chunk: int) -> None:
+        """The forward on detached copies of the segment's inputs and state (requiring grad where
+        they do) and the backward from the outputs of its last component into those copies and
+        the level's trainable parameters, by ``torch.autograd.grad``: the kernels and the
+        backward a training call runs, while nothing reaches a ``.grad`` or the caller's graph."""
+        leaves: list[torch.Tensor] = []
+
+        def copy(value: torch.Tensor) -> torch.Tensor:
+            if not value.requires_grad:
+                return value
+            leaves.append(value.detach().requires_grad_())
+            return leaves[-1]
+
+        twin = SegmentRun(self.level, self.components, {n: copy(v) for n, v in self.inputs.items()}, self.static,
+                          {k: copy(v) for k, v in self.values.items()}, set(self.held),
+                          {k: copy(v) for k, v in self.state.items()}, self.steps)
+        ends = set(self.components[-1][0])
+        outputs, own, start, cache = [], dict(twin.state), 0, {}
+        for size in time_chunks(self.steps, chunk):
+            changed: dict = {}
+            values, _ = twin._call(start, size, own, changed, None, cache)
+            own.update(changed)
+            outputs += [v for k, v in values.items() if (k in ends or node_of(k) in ends) and v.requires_grad]
+            start += size
+        parameters = [p for p in self.level.parameters() if p.requires_grad]
+        if outputs and leaves + parameters:
+            torch.autograd.grad(outputs, leaves + parameters, [torch.ones_like(o) for o in outputs],
+                                allow_unused=True)

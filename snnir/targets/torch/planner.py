@@ -11,7 +11,7 @@ from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.plan import (
-    AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, run_for_budget,
+    AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
@@ -139,7 +139,7 @@ class Planner:
         found = []
         for components, later in zip(module._segments, module._read_later):
             names = [m for members, _ in components for m in members if m in made and m not in held]
-            read = [n for n in names if any(k == n or _node_of(k) == n for k in later)]
+            read = [n for n in names if any(k == n or node_of(k) == n for k in later)]
             found.append((sum(made[n] + inner[n] for n in names), sum(made[n] for n in read)))
         return found
 
@@ -153,7 +153,7 @@ class Planner:
             if recurrent or name in found or isinstance(op, (Input, Output)) or op.stateful:
                 continue
             sources = module._sources.get(name, ())
-            if sources and all(not d and (k in found or _node_of(k) in found) for k, _, d in sources):
+            if sources and all(not d and (k in found or node_of(k) in found) for k, _, d in sources):
                 found.add(name)
         return found - set(static)
 
@@ -175,11 +175,6 @@ def _handovers(module) -> dict[str, tuple[str, int]]:
             shape = layer_level._shapes.outputs.get(layer_level._shape_prefix + layer_name)
             found[feeds[0][0]] = (consumer, _size(shape))
     return found
-
-
-def _node_of(key) -> str:
-    """The node a value key comes from: ``"node"``, ``"node.port"`` or ``(node, state)`` (a probe)."""
-    return key[0] if isinstance(key, tuple) else key.rsplit(".", 1)[0]
 
 
 def _size(shape) -> int:

@@ -131,11 +131,38 @@ def test_measured_plan_is_chosen_once_per_shape(always_measure, monkeypatch):
     assert all(1 <= c <= 9 for c in module.plan.chunks)
 
 
-def test_no_measurement_while_a_hook_watches():
+def test_training_trials_run_a_backward_and_touch_no_grad(always_measure, monkeypatch):
+    """A training call times its segments forward and backward (``torch.autograd.grad`` on
+    detached copies of their inputs), so no ``.grad`` is set by planning and the call's own
+    graph is whole: its gradients equal a step-by-step plan's. Under no_grad: no backward."""
+    backwards = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backwards.append(1) or grad(*a, **k))
+    graph = conv_net()
+    x = torch.rand(9, 2, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    module = compile_torch(graph, dtype=torch.float64, trainable="all")
+    with torch.no_grad():
+        module(x)
+    assert module.plan.chosen[:2] == ("measured", "measured") and not backwards
+    out = module(x)
+    assert module.plan.chosen[:2] == ("measured", "measured") and backwards
+    assert x.grad is None and all(p.grad is None for p in module.parameters())
+    stepwise = compile_torch(graph, dtype=torch.float64, trainable="all", time_chunk=1)
+    want = stepwise(x)
+    assert torch.equal(out, want)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    grads = [torch.autograd.grad((y * weights).sum(), [x, *m.parameters()], allow_unused=True)
+             for y, m in ((out, module), (want, stepwise))]
+    _assert_same(({}, {}, {}, grads[0]), ({}, {}, {}, grads[1]))
+    assert len(module.plans) == 2  # one plan per grad mode
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_no_measurement_while_a_hook_watches(grad):
     module = compile_torch(conv_net(), memory_budget=None)
     seen = []
     module.node_module("conv1").register_forward_hook(lambda *a: seen.append(1))
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         module(torch.rand(40, 2, 1, 12, 12))
     assert set(module.plan.chosen) == {"whole run"} and len(seen) == 2  # runs of 32 + 8 steps: two calls
 
