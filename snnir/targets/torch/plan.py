@@ -30,12 +30,16 @@ static inputs) and cached on the module:
 - ``chunks``: the whole run for a segment without a convolution (a matrix multiply
   over more rows only gets faster); for one with a convolution, where a large batch
   of images measured slower than a few smaller ones, measured at the first call of
-  that shape: the segment is timed
-  under ``no_grad`` on the call's own values for chunk lengths 1, 2, 4, ... and the
-  whole run (two rounds, the fastest of each), and the largest chunk within 5 % of
-  the fastest kept. A segment whose whole run takes under 2 ms is not measured (it
-  keeps the whole run), nor is any while a forward hook watches a module (a hook
-  would see the extra calls).
+  that shape (``choose_chunk``): the segment is timed on the call's own values for
+  chunk lengths 1, 2, 4, ... and the largest, each over the run's first
+  ``max(chunk, 8)`` steps (time per step compared), as the call runs it: under
+  ``no_grad`` the forward, and where the call trains forward and backward
+  (``torch.autograd.grad`` on detached copies of the segment's inputs: the training
+  kernels, not the inference ones, and no ``.grad`` touched). A round stops at a chunk
+  1.5x slower than the fastest so far, a second one times again those within 1.25x, and
+  the largest chunk within 5 % of the fastest is kept. A segment whose first trial takes
+  under 2 ms is not measured (it keeps the whole run), nor is any while a forward hook
+  watches a module (a hook would see the extra calls).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ AUTO_FLOOR = 4 * 2**20
 MEASURE_FROM_S = 0.002
 #: the largest chunk within this factor of the fastest wins (fewer calls, less noise)
 TOLERANCE = 1.05
+#: a trial of a shorter chunk runs this many of the run's first steps (time per step compared)
+PREFIX = 8
 #: measuring a chunk this much slower than the fastest so far ends a round (longer ones cost more)
 STOP = 1.5
 #: a second round times only the chunks within this factor of the first round's fastest
@@ -142,28 +148,33 @@ def run_for_budget(budget: int, step_bytes: int, limit: int) -> int:
     return max(1, min(limit, budget // max(step_bytes, 1)))
 
 
-def choose_chunk(trial: Callable[[int], None], largest: int) -> tuple[int, str]:
-    """The chunk length, at most ``largest``, for a segment, by timing ``trial(chunk)`` (which
-    runs the segment over the run in calls of ``chunk`` steps, as the call will: forward, and
-    backward where it trains). A first trial of the whole run warms up (and, if fast, decides);
-    then the candidates are timed from the shortest up, stopping at the first past ``STOP``
-    times the fastest so far; a second round times again only those within ``PRUNE`` of the
-    fastest, and the largest chunk within ``TOLERANCE`` of the fastest of all wins."""
-    start = time.perf_counter()
-    trial(largest)
-    if time.perf_counter() - start < MEASURE_FROM_S:
+def choose_chunk(trial: Callable[[int], int], largest: int) -> tuple[int, str]:
+    """The chunk length, at most ``largest``, for a segment, by timing ``trial(chunk)``, which
+    runs the segment as the call will (forward, and backward where it trains) in calls of
+    ``chunk`` steps over the run's first ``max(chunk, PREFIX)`` steps, and returns how many it
+    ran: candidates compare by time per step. The first trial, of ``largest``, warms up (and
+    decides where it takes under ``MEASURE_FROM_S``); then the shorter candidates are timed
+    from the shortest up, a round ending at the first past ``STOP`` times the fastest so far; a
+    second round times again only those within ``PRUNE`` of the fastest, and the largest chunk
+    within ``TOLERANCE`` of the fastest of all wins."""
+    def timed(chunk: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        steps = trial(chunk)
+        taken = time.perf_counter() - start
+        return taken / steps, taken
+
+    per_step, taken = timed(largest)
+    if taken < MEASURE_FROM_S:
         return largest, "whole run"
-    candidates = sorted({c for c in (1, 2, 4, 8, 16) if c < largest} | {largest})
-    best: dict[int, float] = {}
+    best = {largest: per_step}
+    candidates = [c for c in (1, 2, 4, 8, 16) if c < largest]
     for _ in range(2):
         for chunk in candidates:
-            start = time.perf_counter()
-            trial(chunk)
-            best[chunk] = min(best.get(chunk, float("inf")), time.perf_counter() - start)
+            best[chunk] = min(best.get(chunk, float("inf")), timed(chunk)[0])
             if best[chunk] > STOP * min(best.values()):
                 break
         fastest = min(best.values())
-        candidates = [c for c in candidates if best.get(c, float("inf")) <= PRUNE * fastest]
+        candidates = sorted(c for c in best if best[c] <= PRUNE * fastest)
     return max(c for c in best if best[c] <= TOLERANCE * fastest), "measured"
 
 
@@ -224,21 +235,24 @@ class SegmentRun:
         if traces is not None:
             traces.update({key: torch.cat(p) for key, p in trace_parts.items()})
 
-    def trial(self, chunk: int) -> None:
-        """Run in calls of ``chunk`` steps, keeping nothing (for timing): under no_grad, or,
-        where the call trains, forward and backward (:meth:`_trained_trial`)."""
+    def trial(self, chunk: int) -> int:
+        """Run the first ``max(chunk, PREFIX)`` steps (at most all) in calls of ``chunk`` steps,
+        keeping nothing (for timing): under no_grad, or, where the call trains, forward and
+        backward (:meth:`_trained_trial`). Returns how many steps ran."""
+        steps = min(self.steps, max(chunk, PREFIX))
         if torch.is_grad_enabled():
-            self._trained_trial(chunk)
-            return
+            self._trained_trial(chunk, steps)
+            return steps
         own, start, cache = dict(self.state), 0, {}
         with torch.no_grad():
-            for size in time_chunks(self.steps, chunk):
+            for size in time_chunks(steps, chunk):
                 changed: dict = {}
                 self._call(start, size, own, changed, None, cache)
                 own.update(changed)
                 start += size
+        return steps
 
-    def _trained_trial(self, chunk: int) -> None:
+    def _trained_trial(self, chunk: int, steps: int) -> None:
         """The forward on detached copies of the segment's inputs and state (requiring grad where
         they do) and the backward from the outputs of its last component into those copies and
         the level's trainable parameters, by ``torch.autograd.grad``: the kernels and the
@@ -256,7 +270,7 @@ class SegmentRun:
                           {k: copy(v) for k, v in self.state.items()}, self.steps)
         ends = set(self.components[-1][0])
         outputs, own, start, cache = [], dict(twin.state), 0, {}
-        for size in time_chunks(self.steps, chunk):
+        for size in time_chunks(steps, chunk):
             changed: dict = {}
             values, _ = twin._call(start, size, own, changed, None, cache)
             own.update(changed)
