@@ -98,7 +98,8 @@ class Planner:
         call's values of a segment and a quarter for its kernels' working memory (a fused
         layer-neuron call with half the budget peaked 1.3x over it, measured on the per-step
         tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``;
-        a segment with a recurrent component runs the whole run per call (see ``plan.py``)."""
+        a segment with a recurrent component runs the whole run per call (see ``plan.py``), so
+        its exported values are made in one piece and count once."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
         base = min(DEFAULT_RUN, steps)
@@ -110,10 +111,10 @@ class Planner:
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
-        exported = scale * sum(e for _, e in per_segment)
-        run = run_for_budget(budget // 4, exported, base)
-        caps = [run if any(recurrent for _, recurrent in components) else run_for_budget(budget // 4, scale * values, run)
-                for components, (values, _) in zip(self._module._segments, per_segment)]
+        whole = [any(recurrent for _, recurrent in components) for components in self._module._segments]
+        exported = scale * sum(e if w else 2 * e for (_, e), w in zip(per_segment, whole))
+        run = run_for_budget(budget // 2, exported, base)
+        caps = [run if w else run_for_budget(budget // 4, scale * values, run) for w, (values, _) in zip(whole, per_segment)]
         return run, caps, budget
 
     def _step_elements(self, static) -> list[tuple[int, int]]:

@@ -240,8 +240,9 @@ def test_an_auto_budget_is_at_least_its_floor():
 
 def test_a_budget_never_cuts_a_recurrent_component():
     """A segment holding a recurrent component runs whole runs under any budget (its calls walk
-    the steps anyway; shorter ones only add calls). Here the budget plans runs of 7 steps, and
-    its half for one call's values (24 per sample and step) would have given the segment 5."""
+    the steps anyway; shorter ones only add calls), and its values read later, made in one
+    piece, count once against half the budget: runs of 1500 // (8 spikes * 3 samples * 4 bytes)
+    = 15 steps. The quarter for one call's values (24 per sample and step) would have given 2."""
     rng = np.random.default_rng(0)
     sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
     n = 8
@@ -258,7 +259,7 @@ def test_a_budget_never_cuts_a_recurrent_component():
         got = module(x)
     plan = module.plan
     recurrent = next(k for k, nodes in enumerate(plan.segments) if "cell" in nodes)
-    assert plan.run == 7 and plan.chunks[recurrent] == plan.run and plan.chosen[recurrent] == "whole run"
+    assert plan.run == 15 and plan.chunks[recurrent] == plan.run and plan.chosen[recurrent] == "whole run"
     with torch.no_grad():
         assert torch.equal(got, compile_torch(graph, memory_budget=None)(x))
 
