@@ -26,7 +26,7 @@ static inputs) and cached on the module:
   steps one by one anyway, so shorter ones save little memory and cost a kernel call
   each: the recurrent bench case went from 2 to 1 call per run); its exported values,
   made in one piece, count once (the recurrent bench case: runs of 25 steps instead of
-  15, each run costing a fixed ~0.5 ms of calls). Values fed only
+  15; each run cost about 1 ms of CPU time under load, whatever its length). Values fed only
   static inputs count once; a neuron applying the next layer counts that layer's
   output instead of its spikes (also inside fused layer-neuron nodes).
 - ``chunks``: the whole run for a segment without a convolution (a matrix multiply
