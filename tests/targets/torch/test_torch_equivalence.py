@@ -108,8 +108,12 @@ def test_op_float32(op_class):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_fixtures(fixtures_dir, dtype):
+def test_fixtures(request, fixtures_dir, dtype, native):
+    """Each published file, read as is and (``native``) also optimized, run on the C++ kernels."""
+    if native:
+        request.getfixturevalue("native_kernels")
     paths = sorted(fixtures_dir.glob("*.nir"))
     assert paths
     for path in paths:
@@ -121,7 +125,9 @@ def test_fixtures(fixtures_dir, dtype):
         x = x if len(x) > 1 else next(iter(x.values()))
         if "lif_" in path.name or "two_lif" in path.name:
             x = x * 5e3  # single neurons behind a unit weight: drive them to spike
-        assert_matches_reference(graph, x, dtype=dtype)
+        assert_matches_reference(graph, x, dtype=dtype, native=native)
+        if native:
+            assert_matches_reference(snnir.optimize(graph), x, dtype=dtype, native=native)
 
 
 def test_step_mode_equals_sequence_mode():
