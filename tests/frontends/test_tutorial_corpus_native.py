@@ -6,7 +6,8 @@ Over ``T`` steps and a batch of ``BATCH``, for every case the corpus exports exa
 spikes are identical to snnTorch's float32 forward and membranes agree to float32 rounding, called
 as a sequence and step by step (a static input also held with ``steps=T`` and ``expand``); one
 ``backward`` gives the parameters snnTorch's gradients to rounding (its traced surrogate); runs of
-1, 3 and all steps and a one-step memory budget change neither. Refused cases still refuse.
+1, 3 and all steps, the first layer pinned to 1 or 3 steps per call, and a one-byte or no memory
+budget change neither. Refused cases still refuse.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def test_training_on_the_default_path(case: Case, default_path):
     assert_gradients_match(ours, theirs, case, "default plan")
 
 
-# runs of steps (training and inference), and memory budgets (they bound inference only)
+# runs of steps and steps per call (training and inference), and memory budgets (they bound inference only)
 TIME_CHUNKS = {f"time_chunk={n}": {"time_chunk": n} for n in (1, 3, 0)}  # 0: all steps in one run
 BUDGETS = {"one-byte memory budget": {"memory_budget": 1}, "no memory budget": {"memory_budget": None}}
 PLAN_STEPS = 20  # not a multiple of 3: a short last run
@@ -197,11 +198,13 @@ def test_every_plan_gives_the_same_spikes_and_gradients(case: Case, default_path
     theirs = their_gradients(model, case, x)
     with torch.no_grad():
         their_values = their_outputs(model, case, x)
-    for name, options in (TIME_CHUNKS | BUDGETS).items():
+    first = next(name for name in graph.nodes if name not in graph.inputs)
+    pinned = {f"layer_chunks={{{first!r}: {n}}}": {"layer_chunks": {first: n}} for n in (1, 3)}  # mixed steps per call
+    for name, options in (TIME_CHUNKS | pinned | BUDGETS).items():
         with torch.no_grad():
             module = snnir.compile(graph, target="torch", **options)
             assert_same(our_outputs(module, graph, case, x, "sequence"), their_values, f"{name}, inference")
-        if name in TIME_CHUNKS:
+        if name not in BUDGETS:
             outputs, ours = our_gradients(graph, case, x, **options)
             assert_same(outputs, their_values, f"{name}, training forward")
             assert_gradients_match(ours, theirs, case, name)
