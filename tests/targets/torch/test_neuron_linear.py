@@ -34,15 +34,15 @@ def _lif(timing: str, reset: str, n: int = N) -> LIF:
                sem=Semantics(dt=DT, reset=reset, reset_timing=timing))
 
 
-def _inputs(op: LIF, static: bool, dtype, n: int = N, o: int = O, seed: int = 0, batch: int = B):
+def _inputs(op: LIF, static: bool, dtype, n: int = N, o: int = O, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch, n) if static else (T, batch, n), generator=g, dtype=dtype) * 1.5
-    init = {"v": torch.randn(batch, n, generator=g, dtype=dtype)}
+    x = torch.randn((B, n) if static else (T, B, n), generator=g, dtype=dtype) * 1.5
+    init = {"v": torch.randn(B, n, generator=g, dtype=dtype)}
     if "z" in op.state_names:
-        init["z"] = (torch.rand(batch, n, generator=g) < 0.3).to(dtype)
+        init["z"] = (torch.rand(B, n, generator=g) < 0.3).to(dtype)
     weight = torch.randn(o, n, generator=g, dtype=dtype)
     bias = torch.randn(o, generator=g, dtype=dtype)
-    grad = torch.randn(T, batch, o, generator=g, dtype=dtype)
+    grad = torch.randn(T, B, o, generator=g, dtype=dtype)
     return x, init, weight, bias, grad
 
 
@@ -89,25 +89,6 @@ def test_native_equals_python(native_kernels, monkeypatch, timing, reset, static
     got = _run(True, op, static, *args)
     monkeypatch.setenv("SNNIR_NATIVE", "0")
     _assert_same(got, _run(True, op, static, *args), dtype)
-
-
-@pytest.mark.parametrize("static", [True, False])
-@pytest.mark.parametrize("o", [O, 96])
-def test_native_row_blocks_equal_python(native_kernels, monkeypatch, static, o):
-    """With two threads and 37 rows the kernel runs two blocks of rows ([0, 16) and [16, 37)),
-    each with its own GEMM per step: the same bits as the Python op's GEMMs over whole blocks of
-    steps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        monkeypatch.setenv("SNNIR_NATIVE", "1")
-        op = _lif("next", "subtract", 200)
-        args = _inputs(op, static, torch.float32, 200, o, batch=37)
-        got = _run(True, op, static, *args)
-        monkeypatch.setenv("SNNIR_NATIVE", "0")
-        _assert_same(got, _run(True, op, static, *args), torch.float32)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_does_not_apply_to_trained_or_current_neurons():

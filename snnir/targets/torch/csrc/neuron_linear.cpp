@@ -5,9 +5,8 @@
 // the same bits (built with -ffp-contract=off: nothing is fused into a multiply-add). Only the
 // configuration neuron_linear.applies admits: single spikes, no synaptic current, a subtract
 // reset without gradient through the spike (or none), one value per coefficient (an absent
-// decay or gain is 1: x * 1 is exact). Each thread takes a block of batch rows for all steps
-// (row_blocks.h): per step, it updates its rows, then puts their spikes, still in cache,
-// through the layer's GEMM; one parallel region per call, no barrier per step.
+// decay or gain is 1: x * 1 is exact). Per step, the update runs over the B x N elements in
+// parallel, then the step's spikes, still in cache, go through the layer's GEMM.
 //
 // Layout: x is [T, B, N] (or [B, N] when held static), states [B, N], weight [O, N].
 #include <torch/extension.h>
@@ -17,7 +16,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "row_blocks.h"
 #include "surrogates.h"
 
 namespace {
@@ -71,16 +69,12 @@ at::Tensor workspace(int64_t n, const at::Tensor& like) {
   return buffer.narrow(0, 0, n);
 }
 
-// The forward loop from the initial state v0 (z0), the final one left in v (z). The rows run
-// in blocks (row_blocks.h): each thread updates its rows step by step and puts each step's
-// spikes of its rows through the layer, one parallel region per call.
 template <typename T>
-void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, const at::Tensor& v0,
-         const at::Tensor& z0, at::Tensor v, at::Tensor z, const at::Tensor& weight, const at::Tensor& bias,
-         at::Tensor y, at::Tensor bits, at::Tensor us) {
+void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, at::Tensor v, at::Tensor z,
+         const at::Tensor& weight, const at::Tensor& bias, at::Tensor y, at::Tensor bits, at::Tensor us) {
   const int64_t B = v.size(0), N = v.size(1), M = B * N;
   at::Tensor zt = at::empty({B, N}, v.options());
-  const T *xp = x.data_ptr<T>(), *v0p = v0.data_ptr<T>(), *z0p = z.numel() ? z0.data_ptr<T>() : nullptr;
+  const T* xp = x.data_ptr<T>();
   T *vp = v.data_ptr<T>(), *zp = z.numel() ? z.data_ptr<T>() : nullptr, *ztp = zt.data_ptr<T>();
   // the loop's structure fixed at compile time: [delayed reset][subtract reset][keep u]
   using Kernel = void (*)(const Step&, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
@@ -90,19 +84,13 @@ void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, cons
       {{update<T, true, false, false>, update<T, true, false, true>},
        {update<T, true, true, false>, update<T, true, true, true>}}};
   const Kernel kernel = kernels[p.next][p.subtract][us.numel() > 0];
-  for_row_blocks(B, [&](int64_t first, int64_t last) {
-    const int64_t e0 = first * N, e1 = last * N;
-    std::copy(v0p + e0, v0p + e1, vp + e0);
-    if (zp) std::copy(z0p + e0, z0p + e1, zp + e0);
-    const at::Tensor z_rows = zt.narrow(0, first, last - first);
-    for (int64_t t = 0; t < steps; ++t) {
-      const T* xt = is_static ? xp : xp + t * M;
-      bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
-      T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
-      at::parallel_for(e0, e1, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vp, zp, ztp, bt, ut, b, e); });
-      if (y.numel()) layer_step(y[t].narrow(0, first, last - first), z_rows, weight, bias);
-    }
-  });
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* xt = is_static ? xp : xp + t * M;
+    bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
+    T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
+    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vp, zp, ztp, bt, ut, b, e); });
+    if (y.numel()) layer_step(y[t], zt, weight, bias);
+  }
 }
 
 // Returns y [T, B, O], v_T, z_T, the spikes as bools (want_bits) and the pre-reset
@@ -113,13 +101,12 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
                                 bool want_bits, bool keep_u) {
   const Step p{next, subtract, inclusive, a, gain, thr};
   const int64_t B = v0.size(0), N = v0.size(1);
-  const at::Tensor v0c = v0.contiguous(), z0c = next ? z0.contiguous() : v0c;
-  auto v = at::empty_like(v0c), z = next ? at::empty_like(z0c) : at::empty({0}, v0.options());
+  auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
   auto y = at::empty({steps, B, weight.size(0)}, v0.options());
   auto bits = want_bits ? at::empty({steps, B, N}, v0.options().dtype(at::kBool)) : at::empty({0}, v0.options());
   auto us = keep_u ? at::empty({steps, B, N}, v0.options()) : at::empty({0}, v0.options());
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_forward", [&] {
-    run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, bias, y, bits, us);
+    run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, bias, y, bits, us);
   });
   return {y, v, next ? z : z0.clone(), bits, us};
 }
@@ -197,10 +184,9 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
   at::Tensor U = us;
   if (!U.numel()) {  // a held input: recompute the membranes
     U = workspace(steps * M, v0);
-    const at::Tensor v0c = v0.contiguous(), z0c = next ? z0.contiguous() : v0c;
-    auto v = at::empty_like(v0c), z = next ? at::empty_like(z0c) : at::empty({0}, v0.options());
+    auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_recompute", [&] {
-      run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
+      run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
                     at::empty({0}, v0.options()), U);
     });
   }

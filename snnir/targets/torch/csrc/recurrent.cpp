@@ -30,7 +30,6 @@
 #include <vector>
 
 #include "neuron_step.h"
-#include "row_blocks.h"
 
 #define CT(x) decltype(x)::value  // a compile-time argument back as a value (neuron_step.h's)
 
@@ -137,7 +136,35 @@ void store_spikes(const T* __restrict__ z, const T* __restrict__ u, const T* thr
   for (int64_t e = 0; e < n; ++e) st[e] = zt[e] > T(0);
 }
 
-// The fused loops give each thread its own batch rows for all steps: row_blocks.h.
+// The batch rows are independent through the whole loop (r_t's row b needs only row b of
+// z_t), so the fused loops give each thread its own rows for all steps: no barrier per
+// step, each thread's GEMM on its rows alone. Blocks start at multiples of kRowAlign rows
+// and hold at least kRowAlign: a GEMM on such a block of rows gives the rows of the GEMM
+// on the whole batch bit for bit (tested; a single row would take another path). One
+// block (few rows, one thread) is the whole batch, its loop and GEMM parallel inside.
+constexpr int64_t kRowAlign = 8;
+
+// Row bounds of the blocks: [0, b_1, ..., batch].
+std::vector<int64_t> row_blocks(int64_t batch) {
+  const int64_t units = batch / kRowAlign;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));
+  std::vector<int64_t> bounds{0};
+  for (int64_t k = 1; k < blocks; ++k) bounds.push_back(kRowAlign * (units * k / blocks));
+  bounds.push_back(batch);
+  return bounds;
+}
+
+// f(first row, end row) for each block of row_blocks, the blocks in parallel, each thread
+// with the caller's thread-local state (grad mode: the aten calls in f record nothing).
+template <typename F>
+void for_row_blocks(int64_t batch, const F& f) {
+  const auto bounds = row_blocks(batch);
+  const at::ThreadLocalState caller;
+  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard guard(caller);
+    for (int64_t k = begin; k < end; ++k) f(bounds[k], bounds[k + 1]);
+  });
+}
 
 // The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
 // into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t].
