@@ -11,8 +11,8 @@ Cases (``--case``; the snnTorch networks are in ``models.py`` and ``bench_recurr
 
 Contenders, timed interleaved in one process (medians of ``--reps``, minimum in brackets):
 ``snntorch`` (eager), ``snntorch+compile`` (``torch.compile`` of it; compiling, its first
-inference and first train step, is reported apart and given ``--compile-limit`` seconds, after
-which it is skipped with a note), ``snnir`` (``trace -> optimize -> compile`` with the
+inference and first train step, is reported apart and given ``--compile-limit`` seconds in a
+child process first, after which it is skipped with a note), ``snnir`` (``trace -> optimize -> compile`` with the
 defaults; the C++ kernels are built first, as ``make install`` does) and the floor: the faster
 of the Linear/Conv2d calls batched over time and made step by step (``floor.py``; the
 recurrent case's own ``gemm_floor``). A train step is forward, ``ce_count_loss``, backward and
@@ -132,28 +132,49 @@ def differing(got, want) -> int:
     return int((got != want).sum())
 
 
-def try_compile(ref, x, targets, loss_fn, limit: float, notes: list[str], label: str):
-    """``torch.compile`` of snnTorch's network, compiled by its first inference and train step
-    within ``limit`` seconds: ``(module, optimiser, first inference's spikes)`` (before any
-    training changes the weights), or ``None`` with a note saying why."""
+def try_compile(ref, x, targets, loss_fn, limit: float, notes: list[str], label: str, probe: list[str]):
+    """``torch.compile`` of snnTorch's network, compiled by its first inference and train step:
+    ``(module, optimiser, first inference's spikes)`` (before any training changes the weights),
+    or ``None`` with a note saying why. The child process ``probe`` (:func:`compile_child`)
+    compiles it first, given ``limit`` seconds: one that runs out is killed there, and only one
+    that finished is compiled here (a signal stopping dynamo in this process could abort it)."""
+    seconds, why = measure.child_within(probe, limit)
+    if seconds is None:
+        notes.append(f"{label}: snntorch+compile skipped: {why}")
+        return None
     compiled = torch.compile(copy.deepcopy(ref))
     optimiser = torch.optim.Adam(compiled.parameters(), lr=1e-3)
-    with measure.stderr_to_notes(notes, f"{label}: snntorch+compile"):  # its teardown when stopped, warnings
+    with measure.stderr_to_notes(notes, f"{label}: snntorch+compile"):  # a peer's warnings
         try:
-            with measure.time_limit(limit):
-                start = time.perf_counter()
-                with torch.no_grad():
-                    spikes = compiled(x)
-                infer_s = time.perf_counter() - start
-                start = time.perf_counter()
-                train_step(compiled, optimiser, x, targets, loss_fn)
-                train_s = time.perf_counter() - start
-        except (Exception, measure.TimeLimit) as e:  # noqa: BLE001 - a peer's compiler: skip it, say why
+            with torch.no_grad():
+                spikes = compiled(x)
+            train_step(compiled, optimiser, x, targets, loss_fn)
+        except Exception as e:  # noqa: BLE001 - a peer's compiler: skip it, say why
             torch._dynamo.reset()
             notes.append(f"{label}: snntorch+compile skipped: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             return None
-    notes.append(f"{label}: snntorch+compile compiled in {infer_s:.1f} s (inference) + {train_s:.1f} s (training)")
+    infer_s, train_s = json.loads(seconds)
+    notes.append(f"{label}: snntorch+compile compiled in {infer_s:.1f} s (inference) + {train_s:.1f} s (training), "
+                 "in a fresh process")
     return compiled, optimiser, spikes
+
+
+def compile_child(case: Case, quick: bool, device: torch.device) -> None:
+    """Compile snnTorch's network as :func:`try_compile` does and print ``[inference s, train s]``."""
+    from snntorch import functional as SF
+
+    torch.set_num_threads(THREADS)
+    steps, batch = shapes(case, quick)
+    x, targets = case.inputs(steps, batch, case.static, device)
+    compiled = torch.compile(case.build(steps).to(device))
+    optimiser = torch.optim.Adam(compiled.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    with torch.no_grad():
+        compiled(x)
+    infer_s = time.perf_counter() - start
+    start = time.perf_counter()
+    train_step(compiled, optimiser, x, targets, SF.ce_count_loss())
+    print(json.dumps([infer_s, time.perf_counter() - start]))
 
 
 def inference_peak_cuda(forward, x) -> float:
@@ -190,7 +211,9 @@ def run_case(case: Case, args, device, notes: list[str]) -> dict:
     found = {"snntorch": (ref, torch.optim.Adam(ref.parameters(), lr=1e-3)),
              "snnir": (forward, torch.optim.Adam(module.parameters(), lr=1e-3))}
     if not args.no_compile:
-        compiled = try_compile(ref, x, targets, loss_fn, args.compile_limit, notes, case.name)
+        probe = [sys.executable, __file__, "--compile-child", case.name, "--device", args.device,
+                 *(["--quick"] * args.quick)]
+        compiled = try_compile(ref, x, targets, loss_fn, args.compile_limit, notes, case.name, probe)
         if compiled:
             found["snntorch+compile"] = compiled[:2]
             spikes["snntorch+compile"] = differing(compiled[2], want)
@@ -303,6 +326,7 @@ def main(argv=None) -> int:
                         help="seconds torch.compile may take per case before it is skipped (default 300)")
     parser.add_argument("--no-memory", action="store_true", help="skip the inference memory figures")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--compile-child", metavar="CASE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -312,6 +336,9 @@ def main(argv=None) -> int:
         return 2
     if args.memory_child:
         memory_child(CASES[args.memory_child[0]], args.memory_child[1], args.quick)
+        return 0
+    if args.compile_child:
+        compile_child(CASES[args.compile_child], args.quick, device)
         return 0
     torch.set_num_threads(THREADS)
     args.reps = args.reps or (1 if args.quick else 7)

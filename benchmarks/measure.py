@@ -4,8 +4,9 @@
   down mid-run slows every contender alike; medians and minima in ms.
 - :func:`rss_growth`: the peak RSS growth of one call (Linux), for a fresh child process:
   torch has no CPU allocator statistics. :func:`child_mb` runs such a child.
-- :func:`time_limit`: stop a call after some seconds (``torch.compile`` of a long unrolled loop);
-  :func:`stderr_to_notes`: what such a call writes to stderr becomes a note, not lines in the report.
+- :func:`child_within`: run a child process for at most some seconds (``torch.compile`` of a long
+  unrolled loop is tried there first: stopping it in this process could abort it);
+  :func:`stderr_to_notes`: what a call writes to stderr becomes a note, not lines in the report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -109,46 +109,29 @@ def child_mb(cmd: list[str], tuned: bool = True, timeout: float = 600) -> float 
     return json.loads(done.stdout.strip().splitlines()[-1]) / 2**20
 
 
-class TimeLimit(BaseException):
-    """Raised inside a :func:`time_limit` block when its seconds ran out. A ``BaseException``,
-    as ``KeyboardInterrupt`` is: code that falls back on any ``Exception`` (inductor's caches
-    and autotuning do) lets it through."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise :class:`TimeLimit` in the block after ``seconds``, and again every second until it
-    leaves the block (main thread, POSIX: SIGALRM)."""
-
-    def expire(signum, frame):
-        raise TimeLimit(f"did not finish within {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+def child_within(cmd: list[str], seconds: float) -> tuple[str | None, str]:
+    """Run ``cmd`` for at most ``seconds``: ``(its last stdout line, "")``, or ``(None, why)``
+    where it ran out of time (then killed) or failed (the last line it wrote to stderr)."""
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish within {seconds:g} s"
+    if done.returncode:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return None, (lines[-1] if lines else f"exit status {done.returncode}")[:200]
+    lines = done.stdout.strip().splitlines()
+    return (lines[-1] if lines else ""), ""
 
 
 @contextlib.contextmanager
 def stderr_to_notes(notes: list[str], label: str):
     """Keep what the block writes to ``sys.stderr`` out of the report: one note saying how many
-    lines and the first. A :class:`TimeLimit` that landed in a finaliser (the peer's teardown,
-    which Python reports as "Exception ignored in ...") is our own alarm, dropped unsaid."""
-    captured, previous_hook = io.StringIO(), sys.unraisablehook
-
-    def hook(unraisable):
-        if not isinstance(unraisable.exc_value, TimeLimit):
-            previous_hook(unraisable)
-
-    sys.unraisablehook = hook
+    lines and the first."""
+    captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
             yield
     finally:
-        sys.unraisablehook = previous_hook
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
         if lines:
             notes.append(f"{label} wrote {len(lines)} lines to stderr, the first: {lines[0].strip()[:200]}")
