@@ -168,13 +168,13 @@ class Recorder(GlueRecording):
         if is_snntorch_neuron(module):
             return "snntorch"
         name = type(module).__name__
+        if not type(module).__module__.startswith("torch.nn"):  # a model class may share a layer's name
+            return None
         if name in PASSTHROUGH:
             return "passthrough"
         if name in BATCHNORMS:
             return "batchnorm"
-        if type(module).__module__.startswith("torch.nn") and name in LAYERS:
-            return "layer"
-        return None
+        return "layer" if name in LAYERS else None
 
     def fragment(self, module: Any, kind: str, layer: str, x: Any) -> Fragment:
         from snnir.frontends.snntorch_map import neuron_fragment

@@ -11,7 +11,8 @@ from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 
 #: Layers that pass their input through in eval mode (no node).
-PASSTHROUGH = ("Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
+DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
+PASSTHROUGH = ("Identity", *DROPOUTS)
 BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
 LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d", "Flatten")
 #: torch functions that max-pool, by name (``F.max_pool1d/2d`` and the ``torch.`` ops they call).

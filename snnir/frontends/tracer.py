@@ -32,6 +32,7 @@ outputs); what a run records lives in :mod:`snnir.frontends.recorder`.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 from typing import Any, Mapping
 
@@ -72,6 +73,7 @@ def trace(model: Any, sample_input: Any) -> Graph:
             raise SnnirError(f"sample_input is not a tensor: {exc}") from None
     if sample_input.ndim < 2:
         raise SnnirError(f"sample_input needs a batch dimension, got shape {list(sample_input.shape)}")
+    _warn_eval_semantics(model)
     twin = _twin(model)
     recorder = Recorder(twin)
     first = next((p for p in twin.parameters() if p.is_floating_point()), None)
@@ -175,6 +177,27 @@ def _by_input(sample_input: Any, names: tuple[str, ...]) -> dict[str, Any]:
         except (TypeError, ValueError, RuntimeError) as exc:
             raise SnnirError(f"sample input is not a tensor: {exc}", name) from None
     return tensors
+
+
+def _warn_eval_semantics(model: Any) -> None:
+    """Warn, naming them, where layers in training mode compute what the graph will not: the
+    graph is the eval-mode model (Dropout passes its input through, BatchNorm folds its
+    running statistics), and a model in training mode gives other values."""
+    from snnir.frontends.torch_nn_map import BATCHNORMS, DROPOUTS
+
+    differ = [
+        f"'{path.replace('.', '_') or 'model'}' ({type(m).__name__})" for path, m in model.named_modules()
+        if m.training and type(m).__module__.startswith("torch.nn")
+        and type(m).__name__ in DROPOUTS + BATCHNORMS
+    ]
+    if differ:
+        warnings.warn(
+            f"snnir.trace traces the model in eval mode, but {', '.join(differ)} "
+            f"{'is' if len(differ) == 1 else 'are'} in training mode, where the model's values differ from "
+            "the graph's (Dropout passes its input through, BatchNorm uses its running statistics); "
+            "call model.eval() first to trace what it computes",
+            stacklevel=4,  # the caller of snnir.trace
+        )
 
 
 def _twin(model: Any) -> Any:

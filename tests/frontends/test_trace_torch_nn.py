@@ -40,7 +40,8 @@ class Residual(torch.nn.Module):
 def test_stateless_dag_matches_torch(tmp_path):
     model = Residual().train()  # tracing uses eval semantics: Dropout is the identity
     x = random_input((8,), 1.0)
-    graph = snnir.trace(model, x[0].float())
+    with pytest.warns(UserWarning, match=r"eval mode, but 'drop' \(Dropout\) is in training mode"):
+        graph = snnir.trace(model, x[0].float())
     with torch.no_grad():
         expected = model.double().eval()(x).numpy()
     out = snnir.run(graph, x.numpy())["output"]
@@ -75,7 +76,7 @@ def conv_net() -> torch.nn.Module:
 
 
 def test_conv_batchnorm_pool_flatten_network():
-    model = conv_net()
+    model = conv_net().eval()
     x = random_input((2, 6, 6), 1.5)
     graph = snnir.trace(model, x[0].float())
     assert graph.nodes["0"].op_type == "Conv2d" and "1" not in graph.nodes  # BatchNorm folded
@@ -83,6 +84,42 @@ def test_conv_batchnorm_pool_flatten_network():
     spikes, states = run_step_model(as_float64(model).eval(), x)
     assert 0 < spikes.mean() < 1
     check_same(graph, spikes, states, x.numpy())
+
+
+def test_batchnorm_in_training_mode_is_named_in_a_warning():
+    """In training mode BatchNorm normalises by each batch's statistics; the graph folds the
+    running ones, so the trace says which layers the model computes differently."""
+    x = random_input((2, 6, 6), 1.5)
+    with pytest.warns(UserWarning, match=r"'1' \(BatchNorm2d\), '6' \(BatchNorm1d\) are in training mode"):
+        snnir.trace(conv_net(), x[0].float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snnir.trace(conv_net().eval(), x[0].float())
+
+
+@pytest.mark.parametrize("name", ["Dropout", "Identity", "BatchNorm1d"])
+def test_a_model_class_named_like_a_torch_layer_is_traced_through(name):
+    """Only torch.nn's own Dropout/Identity/BatchNorm pass through or fold: a user's model of
+    the same class name is traced as any model (it once became a pass-through of its input)."""
+    def forward(self, x):
+        mem, out = self.lif.init_leaky(), []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(self.fc(x[t]), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    def init(self):
+        torch.nn.Module.__init__(self)
+        self.fc, self.lif = torch.nn.Linear(8, 16), snn.Leaky(beta=0.9)
+
+    model = type(name, (torch.nn.Module,), {"__init__": init, "forward": forward})()
+    x = random_input((8,), 2.0)
+    graph = snnir.trace(model, x.float())
+    assert set(graph.nodes) == {"input", "fc", "lif", "output"}
+    with torch.no_grad():
+        want = model(x.float())
+    got = snnir.compile(graph, target="torch")(x.float())
+    assert torch.equal(got, want)
 
 
 def test_conv1d_and_functional_flatten():
