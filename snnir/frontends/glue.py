@@ -98,6 +98,11 @@ class GlueRecording:
         """The tag of ``name(*args, **kwargs)``, or ``None`` when it cannot be expressed."""
         if len(tags) == 1 and tags[0].kind == "sequence":
             if name == "__getitem__":
+                later = [d for d in range(1, args[0].ndim) if len(args) == 2 and picks_one(args[1], d, args[0].ndim)]
+                if later:  # batch-first data, x[:, t]
+                    return Tag("bad", why=f"x[{':, ' * later[0]}t] (a step taken along dimension {later[0]} of the "
+                                          "input; snnir takes time first, [T, B, ...]: trace x.transpose(0, "
+                                          f"{later[0]}) and index x[t])")
                 self.indexed = True
                 return Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
             # any other use of the whole input means one call is one step

@@ -122,6 +122,25 @@ def test_a_model_class_named_like_a_torch_layer_is_traced_through(name):
     assert torch.equal(got, want)
 
 
+def test_batch_first_data_is_refused_naming_the_layer_and_the_fix():
+    """``x[:, t]`` on ``[B, T, ...]`` data: time is the first dimension in snnir, so the trace
+    says so (it once failed only at the guard, as a value mismatch)."""
+    class BatchFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = torch.nn.Linear(8, 16), snn.Leaky(beta=0.9)
+
+        def forward(self, x):
+            mem, out = self.lif.init_leaky(), []
+            for t in range(x.shape[1]):
+                spk, mem = self.lif(self.fc(x[:, t]), mem)
+                out.append(spk)
+            return torch.stack(out, dim=1)
+
+    with pytest.raises(SnnirError, match=r"node 'fc': .*x\[:, t\].*trace x.transpose\(0, 1\) and index x\[t\]"):
+        snnir.trace(BatchFirst(), torch.rand(4, 20, 8))
+
+
 def test_conv1d_and_functional_flatten():
     class Net(torch.nn.Module):
         def __init__(self):
