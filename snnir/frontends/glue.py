@@ -67,6 +67,9 @@ class GlueRecording:
                 self.stack_tag(args, kwargs, result)
             if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
                 self.cat_tag(args, kwargs, result)
+            listed = [t for a in flat if isinstance(a, (tuple, list)) for t in a if isinstance(t, torch.Tensor)]
+            if isinstance(result, torch.Tensor) and self.tag_of(result) is None and any(map(self.tag_of, listed)):
+                self.tag(result, Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))  # joins traced values
             return
         name = _name(func)
         tags = [t for _, t in tagged]

@@ -193,6 +193,8 @@ def test_modules_with_to_op_are_leaves():
         (lambda m, x: m.lif(m.fc(x) * m.fc(x)), "mul", "lif"),
         (lambda m, x: m.lif(torch.ones_like(m.fc(x))), "ones_like", "lif"),
         (lambda m, x: m.lif(m.fc(torch.ones(2, 3))), "does not derive", "fc"),
+        (lambda m, x: m.lif(torch.cat([m.fc(x), x], dim=1)), "'cat' in '<model>'", "lif"),
+        (lambda m, x: torch.cat([m.lif(m.fc(x)), x], dim=1), "'cat' in '<model>'", "output"),
     ],
 )
 def test_untraceable_glue_is_refused_naming_the_layer(forward, needle, node):
