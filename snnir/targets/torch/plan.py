@@ -201,14 +201,29 @@ class SegmentRun:
         self.level, self.components, self.inputs, self.static = level, components, inputs, static
         self.values, self.held, self.state, self.steps = values, held, state, steps
 
-    def _call(self, start: int, size: int, state, new_state, traces, cache):
-        """The segment over steps ``start .. start + size``: (its values, the static ones)."""
-        inputs = {n: v if n in self.static else v[start : start + size] for n, v in self.inputs.items()}
-        values = {k: v if k in self.held else v[start : start + size] for k, v in self.values.items()}
-        held = set(self.held)
-        self.level._run_components(self.components, inputs, self.static, values, held, state, new_state, traces,
-                                   size, cache)
-        return values, held
+    def _calls(self, sizes: list[int]):
+        """Per call of ``sizes[k]`` steps (from the first), ``call(state, new_state, traces, cache)``:
+        runs the segment over those steps and returns (its values, the static ones). A call's steps of each input and value are a view from one split of
+        that tensor, made at its first use: the backward joins the calls' gradients once, where a
+        slice per call gave each call a zero-filled gradient as long as the whole run."""
+        splits: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}
+
+        def part(kind: str, key: str, value: torch.Tensor, k: int) -> torch.Tensor:
+            if (kind, key) not in splits:
+                rest = value.shape[0] - sum(sizes)
+                splits[kind, key] = value.split(sizes + [rest] if rest else sizes)
+            return splits[kind, key][k]
+
+        for k, size in enumerate(sizes):
+            def call(state, new_state, traces, cache, k=k, size=size):
+                inputs = {n: v if n in self.static else part("input", n, v, k) for n, v in self.inputs.items()}
+                values = {key: v if key in self.held else part("value", key, v, k) for key, v in self.values.items()}
+                held = set(self.held)
+                self.level._run_components(self.components, inputs, self.static, values, held, state, new_state,
+                                           traces, size, cache)
+                return values, held
+
+            yield call
 
     def in_calls(self, chunk: int, new_state, traces, cache, read_later: set[str]) -> None:
         """Run in calls of at most ``chunk`` steps, the state carried; the values in
@@ -216,11 +231,10 @@ class SegmentRun:
         own = dict(self.state)
         parts: dict[str, list[torch.Tensor]] = {}
         trace_parts: dict[str, list[torch.Tensor]] = {}
-        start = 0
-        for size in time_chunks(self.steps, chunk):
+        for call in self._calls(time_chunks(self.steps, chunk)):
             changed: dict = {}
             call_traces = {} if traces is not None else None
-            values, held = self._call(start, size, own, changed, call_traces, cache)
+            values, held = call(own, changed, call_traces, cache)
             own.update(changed)
             new_state.update(changed)
             for key in read_later:
@@ -232,7 +246,6 @@ class SegmentRun:
                         parts.setdefault(key, []).append(values[key])
             for key, value in (call_traces or {}).items():
                 trace_parts.setdefault(key, []).append(value)
-            start += size
         self.values.update({key: torch.cat(p) for key, p in parts.items()})
         if traces is not None:
             traces.update({key: torch.cat(p) for key, p in trace_parts.items()})
@@ -245,13 +258,12 @@ class SegmentRun:
         if torch.is_grad_enabled():
             self._trained_trial(chunk, steps)
             return steps
-        own, start, cache = dict(self.state), 0, {}
+        own, cache = dict(self.state), {}
         with torch.no_grad():
-            for size in time_chunks(steps, chunk):
+            for call in self._calls(time_chunks(steps, chunk)):
                 changed: dict = {}
-                self._call(start, size, own, changed, None, cache)
+                call(own, changed, None, cache)
                 own.update(changed)
-                start += size
         return steps
 
     def _trained_trial(self, chunk: int, steps: int) -> None:
@@ -271,13 +283,12 @@ class SegmentRun:
                           {k: copy(v) for k, v in self.values.items()}, set(self.held),
                           {k: copy(v) for k, v in self.state.items()}, self.steps)
         ends = set(self.components[-1][0])
-        outputs, own, start, cache = [], dict(twin.state), 0, {}
-        for size in time_chunks(steps, chunk):
+        outputs, own, cache = [], dict(twin.state), {}
+        for call in twin._calls(time_chunks(steps, chunk)):
             changed: dict = {}
-            values, _ = twin._call(start, size, own, changed, None, cache)
+            values, _ = call(own, changed, None, cache)
             own.update(changed)
             outputs += [v for k, v in values.items() if (k in ends or node_of(k) in ends) and v.requires_grad]
-            start += size
         parameters = [p for p in self.level.parameters() if p.requires_grad]
         if outputs and leaves + parameters:
             torch.autograd.grad(outputs, leaves + parameters, [torch.ones_like(o) for o in outputs],

@@ -322,3 +322,18 @@ def test_a_max_pool_of_a_static_value_runs_once():
     assert module.plan.run == 1 and mode.calls == 1
     with torch.no_grad():
         assert torch.equal(got, compile_torch(graph, memory_budget=None)(x, steps=T))
+
+
+def test_calls_of_few_steps_make_no_whole_run_gradient_per_call():
+    """Each call reads its steps of the earlier segments' values as views from one split, so the
+    backward joins the calls' gradients once: a slice per call made a zero-filled gradient the
+    size of the whole run for every call (T of them stepwise), then added them up."""
+    module = compile_torch(conv_net(), layer_chunks={"conv1": 1, "conv2": 1, "fc": 1}, time_chunk=T,
+                           trainable="all")
+    x = torch.rand(T, B, 1, 12, 12)
+    module(x).sum().backward()  # planned
+    out = module(x)
+    assert module.plan.chunks[:3] == (1, 1, 1)
+    with _Counting("slice_backward") as slices:
+        out.sum().backward()
+    assert slices.calls == 0

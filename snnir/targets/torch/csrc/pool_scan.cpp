@@ -8,6 +8,7 @@
 // (sign of zero and NaN included); windows are clipped to the input (padding, ceil_mode).
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -186,7 +187,7 @@ at::Tensor max_pool_backward(const at::Tensor& grad, const at::Tensor& arg, int6
   std::vector<int64_t> offset(window[0] * kw);  // a window place's offset from the window's corner
   for (int64_t i = 0; i < window[0]; ++i)
     for (int64_t j = 0; j < kw; ++j) offset[i * kw + j] = i * window[6] * in_w + j * window[7];
-  auto out = at::zeros({planes, in_h, in_w}, grad.options());
+  auto out = at::empty({planes, in_h, in_w}, grad.options());  // each plane zeroed by its thread, then added to
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "snnir_max_pool_backward", [&] {
     const scalar_t* gd = grad.data_ptr<scalar_t>();
     const uint8_t* ad = arg.data_ptr<uint8_t>();
@@ -196,6 +197,7 @@ at::Tensor max_pool_backward(const at::Tensor& grad, const at::Tensor& arg, int6
       for (int64_t q = begin; q < end; ++q) {
         const scalar_t* g = gd + q * OH * OW;
         const uint8_t* a = ad + q * OH * OW;
+        std::fill(od + q * in_h * in_w, od + (q + 1) * in_h * in_w, scalar_t(0));  // in cache for the adds
         for (int64_t oh = 0; oh < OH; ++oh) {
           const int64_t corner = q * in_h * in_w + (oh * sh - ph) * in_w - pw;  // of window (oh, 0), padded
           for (int64_t ow = 0; ow < OW; ++ow) od[corner + ow * sw + off[a[oh * OW + ow]]] += g[oh * OW + ow];
