@@ -225,9 +225,9 @@ class GraphModule(nn.Module):
         parts: dict[str, list[torch.Tensor]] = {}
         trace_parts: dict[str, list[torch.Tensor]] = {}
         run = self._rerun_in_backward if self.recompute and torch.is_grad_enabled() else self._run_level
-        start = 0
-        for size in sizes:
-            chunk = {n: v if n in static else v[start : start + size] for n, v in inputs.items()}
+        split = {n: v.split(sizes) for n, v in inputs.items() if n not in static}  # one backward join (plan.py)
+        for k, size in enumerate(sizes):
+            chunk = {n: v if n in static else split[n][k] for n, v in inputs.items()}
             # a copy of the state: a rerun in the backward must see this run's, not a later one
             outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of)
             current.update(changed)
@@ -239,7 +239,6 @@ class GraphModule(nn.Module):
                 parts.setdefault(name, []).append(value)
             for key, value in (traces or {}).items():
                 trace_parts.setdefault(key, []).append(value)
-            start += size
         outs = {n: _joined(p, n in static_outs) for n, p in parts.items()}
         traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
