@@ -5,8 +5,9 @@ snnTorch's ``Leaky``, ``Synaptic`` and ``RLeaky`` (default ``reset_mechanism="su
 delayed subtract reset in that order (``Semantics.resets_after_input``), so float32 spikes are
 the same bits, not only equal in exact arithmetic; likewise ``RLeaky``/``RSynaptic`` add the
 recurrent input right after the decayed state and the input, as the IR adds a neuron's fed-back
-drive (``Schedule.fed_back``). Inputs are held over 200 steps and chosen to hit the rounding: ``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` rounds to different spikes from
-step 17 when the reset is subtracted before the input (``MODELS`` lists such constants for each
+drive (``Schedule.fed_back``). Inputs are held over 200 steps and chosen to hit the rounding:
+``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` rounds to different spikes from step 17 when the
+reset is subtracted before the input (``MODELS`` lists such constants for each
 neuron); random currents elsewhere. Every neuron runner is checked: the Python loop, the C++ kernels (scan,
 fused neuron-Linear, recurrent) and the Triton kernels (in Triton's interpreter without a GPU).
 """

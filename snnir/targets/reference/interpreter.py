@@ -58,7 +58,8 @@ class _Level:
             s_node, s_port = graph.resolve(src, as_source=True)
             key = f"{s_node}.{s_port}" if s_port is not None else s_node
             edge = (src, dst)
-            self.sources.setdefault(node, []).append((key, port, edge in self.sched.delayed, edge in self.sched.fed_back))
+            delayed, fed_back = edge in self.sched.delayed, edge in self.sched.fed_back
+            self.sources.setdefault(node, []).append((key, port, delayed, fed_back))
         for name, op in graph.nodes.items():
             if isinstance(op, Subgraph):
                 self.children[name] = _Level(op.graph, f"{prefix}{name}.", shapes)
