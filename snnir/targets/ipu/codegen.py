@@ -175,7 +175,7 @@ def _strings(names) -> str:
 
 def _op_classes(name: str, n_in: int, n_out: int, fwd: Vertex, bwd: Vertex, n_grad: int) -> str:
     """PopART op, grad op, opx and grad opx for custom op ``name`` whose first
-    ``n_grad`` inputs (x and the states) receive gradients."""
+    ``n_grad`` inputs (x, a neuron's fed-back drive, the states) receive gradients."""
     grad_in = ", ".join(f"{{{k}, {k}, popart::GradOpInType::In}}" for k in range(n_in))
     grad_in += ", " + ", ".join(f"{{{n_in + k}, {k}, popart::GradOpInType::GradOut}}" for k in range(n_out))
     grad_out = ", ".join(f"{{{k}, {k}}}" for k in range(n_grad))

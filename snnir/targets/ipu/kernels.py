@@ -9,13 +9,13 @@ folded in and never reaches the device):
     leaked = v_leak + a_mem (v - v_leak);   drive = g_mem d
     then spike/reset exactly as :mod:`snnir.ir.ops.neuron` states.
 
-A kernel with ``fed`` takes the neuron's fed-back drive ``f`` (:mod:`snnir.ir.schedule`) as its
-second input: ``i' = (a_syn i + g_syn x) + g_syn f``, else ``u = (leaked + g_mem x) + g_mem f``
-before a delayed reset; its gradient is x's.
-
 with ``g_syn = b_syn w_in`` and ``g_mem = b_mem r`` (``dt r``, ``a_mem = 1``,
 ``v_leak = 0`` for I and IF). A :class:`Kernel` names one specialisation (the
 custom op name in domain :data:`DOMAIN`); only the graph's kernels are emitted.
+
+A kernel with ``fed`` takes the neuron's fed-back drive ``f`` (:mod:`snnir.ir.schedule`) as its
+second input: ``i' = (a_syn i + g_syn x) + g_syn f``, else ``u = (leaked + g_mem x) + g_mem f``
+before a delayed reset; its gradient is x's.
 
 Backward (one BPTT step, used by the grad ops): the spike's derivative is the
 surrogate at ``u - thr``; resets are detached (the spike that triggers a
