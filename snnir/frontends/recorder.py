@@ -214,6 +214,11 @@ class Recorder(GlueRecording):
         sources = self.use(args[0], layer)
         tag = self.tag_of(args[0])
         padded = tag.padded if tag is not None else self.is_zero(args[0])
+        fed = (kwargs or {}).get("fed") if self.whole_sequences else None
+        if fed is not None:  # a compiled neuron's fed-back drive (snnir.ir.schedule): its edges too
+            sources += self.use(fed, layer)
+            fed_tag = self.tag_of(fed)
+            padded = padded or (fed_tag.padded if fed_tag is not None else self.is_zero(fed))
         if kind == "passthrough":
             self.passthrough[id(module)] = sources
             return

@@ -65,13 +65,17 @@ class RemoveIdentity(Rule):
         edges = bypass(graph, node)
         if len(set(edges)) != len(edges):
             return "removing it would duplicate an edge (a source would feed a consumer twice)"
-        before = schedule(graph).delayed
-        after = schedule(self.rewrite(graph, match)).delayed
+        before, after = schedule(graph), schedule(self.rewrite(graph, match))
         for src, dst in edges:
-            was = (src, dst) in before if (src, dst) in graph.edges else (src, node) in before
-            if was != ((src, dst) in after):
+            was = (src, dst) in before.delayed if (src, dst) in graph.edges else (src, node) in before.delayed
+            if was != ((src, dst) in after.delayed):
                 return (f"it lies on a loop: bypassing it would change whether {src} -> {dst} "
                         "carries last step's value")
+        for src, dst in edges:  # a term's place in its neuron's sum: drive or fed-back drive (snnir.ir.schedule)
+            fed = (src, dst) in before.fed_back if (src, dst) in graph.edges else (node, dst) in before.fed_back
+            if fed != ((src, dst) in after.fed_back):
+                return (f"it lies on a loop: bypassing it would change whether {src} -> {dst} "
+                        "is a fed-back drive (the order the neuron adds it in)")
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:

@@ -3,9 +3,11 @@
 snnTorch's ``Leaky``, ``Synaptic`` and ``RLeaky`` (default ``reset_mechanism="subtract"``,
 ``reset_delay=True``) compute ``(decayed + input) - reset * threshold``; the IR defines the
 delayed subtract reset in that order (``Semantics.resets_after_input``), so float32 spikes are
-the same bits, not only equal in exact arithmetic. Inputs are held over 200 steps and chosen to
-hit the rounding: ``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` rounds to different spikes from
-step 17 when the reset is subtracted before the input (``MODELS`` lists such constants for each
+the same bits, not only equal in exact arithmetic; likewise ``RLeaky``/``RSynaptic`` add the
+recurrent input right after the decayed state and the input, as the IR adds a neuron's fed-back
+drive (``Schedule.fed_back``). Inputs are held over 200 steps and chosen to hit the rounding:
+``0x1.5b6dd8p+0`` into ``Leaky(beta=0.5)`` rounds to different spikes from step 17 when the
+reset is subtracted before the input (``MODELS`` lists such constants for each
 neuron); random currents elsewhere. Every neuron runner is checked: the Python loop, the C++ kernels (scan,
 fused neuron-Linear, recurrent) and the Triton kernels (in Triton's interpreter without a GPU).
 """
@@ -84,10 +86,11 @@ MODELS = {
 
 
 # RLeaky sums ``(beta mem + input) + recurrent`` and RSynaptic ``(alpha syn + input) + recurrent``;
-# the compiled recurrent component feeds the neuron ``input + recurrent``, so ``beta mem + (input +
-# recurrent)``: these constants spike differently from step 79-169 (a different rounding than the
-# reset order's, not fixed yet). ``one-to-one``: ``all_to_all=False, V=0.25``, the same values
-# through a Scale in place of the diagonal Linear (``0.25 z`` is exact either way).
+# the IR adds a neuron's fed-back drive (``Schedule.fed_back``: the recurrent layer's edge) right
+# after its drive, the same order. These constants spike differently from step 79-169 in the order
+# ``beta mem + (input + recurrent)`` (``tests/targets/test_fed_back.py`` checks that without
+# snnTorch). ``one-to-one``: ``all_to_all=False, V=0.25``, the same values through a Scale in place
+# of the diagonal Linear (``0.25 z`` is exact either way).
 _RLEAKY_SUM = ["0x1.e2b1c2p-2", "0x1.0cf67ap-2", "0x1.953c1ap-2", "0x1.7ad5a2p-2"]
 _RSYNAPTIC_SUM = ["0x1.8616d6p-3", "0x1.af4b46p-4", "0x1.582fbap-3", "0x1.80b434p-3"]
 SUM_ORDER = {
@@ -176,28 +179,19 @@ def test_triton_kernels_spike_as_snntorch(name):
     _compile_and_compare(name, device=DEVICE, native=False, triton=True)
 
 
-_SUM_ORDER_XFAIL = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="snnTorch's RLeaky/RSynaptic add the recurrent input after the leak and the input; "
-           "the compiled component adds it to the input first (float32 rounding differs)",
-)
-
-
-@_SUM_ORDER_XFAIL
 @pytest.mark.parametrize("name", list(SUM_ORDER))
 def test_recurrent_sum_rounds_as_snntorch(name):
     _compile_and_compare(name, steps=LONG_STEPS, native=False, triton=False)
 
 
-# all-to-all: the C++ recurrent kernel (its fused loop); one-to-one: the step loop on the C++ scan
-@_SUM_ORDER_XFAIL
+# all-to-all: the C++ recurrent kernel (its fused loop); one-to-one: the step loop (a neuron with a
+# fed-back drive steps in the Python loop there)
 @pytest.mark.parametrize("name", list(SUM_ORDER))
 def test_recurrent_sum_rounds_as_snntorch_native(name, native_kernels):
     _compile_and_compare(name, steps=LONG_STEPS, native=True, triton=False)
 
 
-@_SUM_ORDER_XFAIL
-@pytest.mark.parametrize("name", ["rleaky-sum", "rsynaptic-sum"])
+@pytest.mark.parametrize("name", list(SUM_ORDER))
 def test_recurrent_sum_rounds_as_snntorch_triton(name):
     from tests.targets.triton_device import DEVICE  # skips without Triton or a place to run it
 

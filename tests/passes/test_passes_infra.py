@@ -115,6 +115,20 @@ def test_remove_identity_keeps_loop_delays():
     assert "id" in snnir.optimize(graph, passes=["canonicalize"]).nodes
 
 
+def test_remove_identity_keeps_the_fed_back_drive_apart():
+    """An identity summing a neuron's input and its fed-back spikes: bypassed, the two would
+    reach the neuron as drive and fed-back drive, added in another order (snnir.ir.schedule)."""
+    neuron = LIF(tau=np.array(5e-3), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(0.5),
+                 sem=Semantics(dt=DT))
+    graph = Graph({"in": Input((3,)), "id": Scale(np.array(1.0)), "n": neuron, "rec": Linear(np.ones((3, 3))),
+                   "out": Output()},
+                  (("in", "id"), ("rec", "id"), ("id", "n"), ("n", "rec"), ("n", "out")))
+    reason = dict(RemoveIdentity().explain(graph))[("id",)]
+    assert reason == ("it lies on a loop: bypassing it would change whether rec -> n is a fed-back drive "
+                      "(the order the neuron adds it in)")
+    assert "id" in snnir.optimize(graph, passes=["canonicalize"]).nodes
+
+
 def test_canonical_rule_reasons():
     graph = chain(("a", Affine(np.ones((3, 3)), np.ones(3))), ("n", lif()))
     assert dict(AffineWithoutBias().explain(graph))[("a",)] == "its bias is not zero"

@@ -27,6 +27,13 @@ b = 1 - a.  For I and IF both give v + dt r x (a = 1, gain dt).
 (For a subtract reset the two delayed orders are equal in exact arithmetic;
 the input-first order is snnTorch's float rounding.)
 
+Fed-back drive (:mod:`snnir.ir.schedule`, ``Schedule.fed_back``): where some of a
+neuron's edges come from its own recurrent component and some from outside, ``x``
+above is the sum of the outside ones and the others' sum ``f`` enters right after
+it, through the same gain: ``i' = (a_syn i + b_syn w_in x) + b_syn w_in f`` (Cuba),
+else ``u = (leak(v) + b_mem r x) + b_mem r f`` before a delayed reset (snnTorch's
+``RLeaky``/``RSynaptic`` rounding). Otherwise ``x`` is the sum of all its edges.
+
     spike(u): single: 1 if u > thr (gt) or u >= thr (ge), else 0
               multi:  max(floor(u / thr), 0)          (requires ge)
     reset(u, z): zero: v_reset where z > 0 else u;  subtract: u - z thr;  none: u

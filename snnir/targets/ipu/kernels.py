@@ -13,6 +13,10 @@ with ``g_syn = b_syn w_in`` and ``g_mem = b_mem r`` (``dt r``, ``a_mem = 1``,
 ``v_leak = 0`` for I and IF). A :class:`Kernel` names one specialisation (the
 custom op name in domain :data:`DOMAIN`); only the graph's kernels are emitted.
 
+A kernel with ``fed`` takes the neuron's fed-back drive ``f`` (:mod:`snnir.ir.schedule`) as its
+second input: ``i' = (a_syn i + g_syn x) + g_syn f``, else ``u = (leaked + g_mem x) + g_mem f``
+before a delayed reset; its gradient is x's.
+
 Backward (one BPTT step, used by the grad ops): the spike's derivative is the
 surrogate at ``u - thr``; resets are detached (the spike that triggers a
 reset carries no gradient through it, as snnTorch does), so ``z_prev`` gets
@@ -51,6 +55,7 @@ class Kernel:
     threshold_compare: str = "gt"
     spike_mode: str = "single"
     current_order: str = "current_first"
+    fed: bool = False  # takes a fed-back drive (input "fed")
 
     @property
     def name(self) -> str:
@@ -59,7 +64,7 @@ class Kernel:
             parts.append(self.current_order)
         if self.spiking:
             parts += [self.reset, self.reset_timing, self.threshold_compare, self.spike_mode]
-        return "_".join(parts)
+        return "_".join(parts + (["fed"] if self.fed else []))
 
     @property
     def step_timing(self) -> str:
@@ -82,8 +87,13 @@ class Kernel:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        """Custom op inputs in order: x, states, coefficients."""
-        return ("x",) + self.state_names + self.coeff_names
+        """Custom op inputs in order: x (and fed), states, coefficients."""
+        return ("x",) + (("fed",) if self.fed else ()) + self.state_names + self.coeff_names
+
+    @property
+    def grad_names(self) -> tuple[str, ...]:
+        """The inputs that receive gradients, in order: x (and fed), then the states."""
+        return ("x",) + (("fed",) if self.fed else ()) + self.state_names
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -91,7 +101,8 @@ class Kernel:
         return ("y",) + tuple(f"{s}_next" for s in self.state_names)
 
 
-def kernel_for(op: Neuron) -> Kernel:
+def kernel_for(op: Neuron, fed: bool = False) -> Kernel:
+    """The kernel of ``op``; ``fed``: it takes a fed-back drive."""
     if not isinstance(op, NEURON_OPS):
         raise SnnirError(f"{op.op_type} is not a neuron the IPU target fuses")
     sem = op.sem
@@ -104,6 +115,7 @@ def kernel_for(op: Neuron) -> Kernel:
         threshold_compare=sem.threshold_compare if op.spiking else "gt",
         spike_mode=sem.spike_mode if op.spiking else "single",
         current_order=sem.current_order if op.has_current else "current_first",
+        fed=fed,
     )
 
 

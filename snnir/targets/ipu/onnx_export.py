@@ -5,7 +5,8 @@ The model's inputs are the graph inputs (named by their Input nodes,
 (``"<node path>.<state>"``); its outputs are the graph outputs (named by their
 Output nodes) followed by the new states (``"<...>.next"``). States start at
 zero. A delayed (recurrent) edge reads its source's previous output from the
-extra state ``"<source>.out"``. Fused neuron steps and the surrogate spike are
+extra state ``"<source>.out"``; a neuron's fed-back edges (:mod:`snnir.ir.schedule`) are summed
+apart into its kernel's ``fed`` input. Fused neuron steps and the surrogate spike are
 custom ops in domain ``ai.snnir`` (see :mod:`snnir.targets.ipu.kernels`) whose
 ONNX function bodies (:mod:`~snnir.targets.ipu.onnx_functions`) ship in ``model.functions``: any
 ONNX runtime runs them, PopART binds the custom ops instead. Built with
@@ -146,10 +147,13 @@ class _Builder:
         """Emit one graph level; ``ports`` maps its Input nodes to tensors. Returns Output -> tensor."""
         sched = schedule(graph)
         sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        fed_back: dict[str, set[int]] = {}  # per node, the positions of its fed-back edges
         for src, dst in graph.edges:
             node, port = graph.resolve(dst, as_source=False)
             s_node, s_port = graph.resolve(src, as_source=True)
             key = f"{s_node}.{s_port}" if s_port is not None else s_node
+            if (src, dst) in sched.fed_back:
+                fed_back.setdefault(node, set()).add(len(sources.get(node, [])))
             sources.setdefault(node, []).append((key, port, (src, dst) in sched.delayed))
         previous: dict[str, str] = {}
         for key, _, delayed in (s for lst in sources.values() for s in lst):
@@ -169,9 +173,14 @@ class _Builder:
                 self.add("Cast" if cast else "Identity", [state], [values[name]], **cast)
                 continue
             summed: dict[str | None, list[str]] = {}
-            for key, port, delayed in sources.get(name, []):
-                summed.setdefault(port, []).append(previous[key] if delayed else values[key])
+            fed: list[str] = []
+            for index, (key, port, delayed) in enumerate(sources.get(name, [])):
+                value = previous[key] if delayed else values[key]
+                (fed if index in fed_back.get(name, ()) else summed.setdefault(port, [])).append(value)
             inputs = {port: self.sum(path, port, tensors) for port, tensors in summed.items()}
+            if fed:  # a neuron's fed-back drive
+                values[name] = self.neuron(op, path, inputs[None], f"{path}/y", self.sum(path, "fed", fed))
+                continue
             if isinstance(op, Subgraph):
                 child_ports = {(p if p is not None else op.graph.inputs[0]): t for p, t in inputs.items()}
                 outs = self.level(op.graph, path + ".", child_ports)
@@ -237,26 +246,30 @@ class _Builder:
         self.add("Slice", [f"{path}/history", self.const(f"{path}/one", [1], np.int64), big, axis0],
                  [f"{buffer}.next"])
 
-    def neuron(self, op: Neuron, path: str, x: str, y: str) -> None:
-        kernel = kernel_for(op)
+    def neuron(self, op: Neuron, path: str, x: str, y: str, fed: str | None = None) -> str:
+        """Emit ``op``'s step into ``y`` (returned); ``fed``: its fed-back drive."""
+        kernel = kernel_for(op, fed is not None)
         self.kernels[kernel.name] = kernel
         shape = self.shapes.outputs[path]
         state_ins = [self.state(f"{path}.{s}", shape, TensorProto.FLOAT) for s in kernel.state_names]
         coeffs = [
             self.const(f"{path}/{name}", value, np.float32) for name, value in coefficients(op).items()
         ]
+        x_ins = [x] + ([fed] if fed is not None else [])
         if self.precision == "fp16":
-            self.add("Cast", [x], [f"{path}/x32"], to=TensorProto.FLOAT)
-            x = f"{path}/x32"
+            for k, name in enumerate(("x32", "fed32")[: len(x_ins)]):
+                self.add("Cast", [x_ins[k]], [f"{path}/{name}"], to=TensorProto.FLOAT)
+                x_ins[k] = f"{path}/{name}"
         y32 = f"{path}/y32" if self.precision == "fp16" else y
         outs = [y32] + [f"{s}.next" for s in state_ins]
-        self.add(kernel.name, [x] + state_ins + coeffs, outs, domain=DOMAIN)
+        self.add(kernel.name, x_ins + state_ins + coeffs, outs, domain=DOMAIN)
         if self.precision == "fp16":
             self.add("Cast", [y32], [y], to=self.act_type)
         self.node_info[path] = {
             "op": op.op_type, "kernel": kernel.name, "states": list(kernel.state_names),
-            "dt": op.sem.dt, "semantics": op.sem.to_dict(),
+            "dt": op.sem.dt, "semantics": op.sem.to_dict(), "shape": [BATCH] + list(self.shapes.outputs[path]),
         }
+        return y
 
     # --- assembly -------------------------------------------------------------------
     def model(self) -> onnx.ModelProto:

@@ -57,29 +57,40 @@ def neuron_function(kernel: Kernel) -> FunctionProto:
     if kernel.has_current:
         body.op("Mul", ["a_syn", "i"], "i_decayed")
         body.op("Mul", ["g_syn", "x"], "i_input")
-        body.op("Add", ["i_decayed", "i_input"], "i_next")
+        body.op("Add", ["i_decayed", "i_input"], "i_driven" if kernel.fed else "i_next")
+        if kernel.fed:  # the fed-back drive right after the drive
+            body.op("Mul", ["g_syn", "fed"], "i_fed")
+            body.op("Add", ["i_driven", "i_fed"], "i_next")
         drive_in = "i_next" if kernel.current_order == "current_first" else "i"
     body.op("Sub", ["v", "v_leak"], "v_rel")
     body.op("Mul", ["a_mem", "v_rel"], "v_rel_decayed")
     body.op("Add", ["v_leak", "v_rel_decayed"], "leaked")
     body.op("Mul", ["g_mem", drive_in], "drive")
+    fed = kernel.fed and not kernel.has_current  # the fed-back drive right after the drive
+    if fed:
+        body.op("Mul", ["g_mem", "fed"], "fed_drive")
+
+    def driven(base: str, out: str) -> str:  # base + drive (+ fed_drive)
+        body.op("Add", [base, "drive"], f"{out}_driven" if fed else out)
+        return body.op("Add", [f"{out}_driven", "fed_drive"], out) if fed else out
+
     if not kernel.spiking:
-        body.op("Add", ["leaked", "drive"], "v_next")
+        driven("leaked", "v_next")
         body.op("Identity", ["v_next"], "y")
     elif kernel.step_timing == "next":
         _reset(body, "leaked", "z", kernel, "leaked_reset")
-        body.op("Add", ["leaked_reset", "drive"], "v_next")
+        driven("leaked_reset", "v_next")
         _spike(body, "v_next", kernel)
         body.op("Identity", ["spikes"], "y")
         body.op("Identity", ["spikes"], "z_next")
     elif kernel.step_timing == "next_after_input":
-        body.op("Add", ["leaked", "drive"], "u")
+        driven("leaked", "u")
         _reset(body, "u", "z", kernel, "v_next")
         _spike(body, "v_next", kernel)
         body.op("Identity", ["spikes"], "y")
         body.op("Identity", ["spikes"], "z_next")
     else:
-        body.op("Add", ["leaked", "drive"], "u")
+        driven("leaked", "u")
         _spike(body, "u", kernel)
         body.op("Identity", ["spikes"], "y")
         _reset(body, "u", "spikes", kernel, "v_next")

@@ -2,7 +2,8 @@
 
 It defines snnir's semantics. Per step, nodes run in schedule order; a node's
 input is the sum of its incoming edges, where a delayed edge (see
-:mod:`snnir.ir.schedule`) reads its source's output from the previous step.
+:mod:`snnir.ir.schedule`) reads its source's output from the previous step; a neuron's
+fed-back edges (``Schedule.fed_back``) are summed apart and handed to its kernel as ``fed``.
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ class _Level:
         self.sched = schedule(graph)
         self.children: dict[str, _Level] = {}
         self.expanded: dict[str, _Level] = {}
-        self.sources: dict[str, list[tuple[str, str | None, bool]]] = {}
+        #: per node, each incoming edge: (source key, port, delayed, fed back)
+        self.sources: dict[str, list[tuple[str, str | None, bool, bool]]] = {}
         self.probes = probe_sources(graph, prefix)
         for src, dst in graph.edges:
             node, port = graph.resolve(dst, as_source=False)
             s_node, s_port = graph.resolve(src, as_source=True)
             key = f"{s_node}.{s_port}" if s_port is not None else s_node
-            self.sources.setdefault(node, []).append((key, port, (src, dst) in self.sched.delayed))
+            edge = (src, dst)
+            delayed, fed_back = edge in self.sched.delayed, edge in self.sched.fed_back
+            self.sources.setdefault(node, []).append((key, port, delayed, fed_back))
         for name, op in graph.nodes.items():
             if isinstance(op, Subgraph):
                 self.children[name] = _Level(op.graph, f"{prefix}{name}.", shapes)
@@ -97,11 +101,15 @@ class _Level:
                 values[name] = new_state[self.probes[name]][op.state]
                 continue
             summed: dict[str | None, np.ndarray] = {}
-            for key, port, delayed in self.sources.get(name, []):
+            fed = None  # the fed-back drive of a neuron
+            for key, port, delayed, fed_back in self.sources.get(name, []):
                 value = previous.get(key) if delayed else values[key]
                 if value is None:  # first step of a loop: last output is zero
                     value = np.zeros((batch,) + self._shape_of(key), dtype=F)
-                summed[port] = summed[port] + value if port in summed else value
+                if fed_back:
+                    fed = value if fed is None else fed + value
+                else:
+                    summed[port] = summed[port] + value if port in summed else value
             if name in self.children or name in self.expanded:
                 child = self.children.get(name) or self.expanded[name]
                 ports = {
@@ -116,6 +124,8 @@ class _Level:
             x = summed[None]
             if isinstance(op, Output):
                 values[name] = x
+            elif fed is not None:
+                values[name], new_state[name] = STATEFUL[type(op)](op, x, state[name], fed)
             elif op.stateful:
                 values[name], new_state[name] = STATEFUL[type(op)](op, x, state[name])
             else:

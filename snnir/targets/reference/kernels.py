@@ -121,44 +121,57 @@ def reset(u: np.ndarray, z: np.ndarray, op: Neuron) -> np.ndarray:
     return u
 
 
-def _fire(op: Neuron, leaked: np.ndarray, drive: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
-    """Spike and reset around ``leaked + drive`` as ``op.sem.reset_timing`` says."""
+def _driven(leaked: np.ndarray, drive: np.ndarray, fed: np.ndarray | None) -> np.ndarray:
+    """``leaked + drive``, then the fed-back drive ``fed`` when given (its own add)."""
+    u = leaked + drive
+    return u if fed is None else u + fed
+
+
+def _fire(op: Neuron, leaked: np.ndarray, drive: np.ndarray, state: dict,
+          fed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Spike and reset around ``(leaked + drive) + fed`` as ``op.sem.reset_timing`` says."""
     thr = p(op, "v_threshold")
     if op.sem.reset_timing in DELAYED_RESET_TIMINGS:
         if op.sem.resets_after_input:
-            u = reset(leaked + drive, state["z"], op)
+            u = reset(_driven(leaked, drive, fed), state["z"], op)
         else:
-            u = reset(leaked, state["z"], op) + drive
+            u = _driven(reset(leaked, state["z"], op), drive, fed)
         z = spike(u, thr, op.sem)
         return z, {"v": u, "z": z}
-    u = leaked + drive
+    u = _driven(leaked, drive, fed)
     z = spike(u, thr, op.sem)
     return z, {"v": reset(u, z, op)}
 
 
-def integrator(op: I | IF, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+# Each neuron kernel takes ``fed``: the fed-back drive (the sum of the edges from the neuron's
+# own component, snnir.ir.schedule), None where there is none; it enters through the input's
+# gain right after the drive.
+def integrator(op: I | IF, x: np.ndarray, state: dict, fed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     drive = op.sem.dt * p(op, "r") * x
+    fed_drive = None if fed is None else op.sem.dt * p(op, "r") * fed
     if isinstance(op, I):
-        v = state["v"] + drive
+        v = _driven(state["v"], drive, fed_drive)
         return v, {"v": v}
-    return _fire(op, state["v"], drive, state)
+    return _fire(op, state["v"], drive, state, fed_drive)
 
 
-def leaky(op: LI | LIF, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+def leaky(op: LI | LIF, x: np.ndarray, state: dict, fed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     a, b = decay_and_gain(p(op, "tau"), op.sem)
     v_leak = p(op, "v_leak")
     leaked = v_leak + a * (state["v"] - v_leak)
     drive = b * p(op, "r") * x
+    fed_drive = None if fed is None else b * p(op, "r") * fed
     if isinstance(op, LI):
-        v = leaked + drive
+        v = _driven(leaked, drive, fed_drive)
         return v, {"v": v}
-    return _fire(op, leaked, drive, state)
+    return _fire(op, leaked, drive, state, fed_drive)
 
 
-def current_based(op: CubaLI | CubaLIF, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+def current_based(op: CubaLI | CubaLIF, x: np.ndarray, state: dict,
+                  fed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     a_syn, b_syn = decay_and_gain(p(op, "tau_syn"), op.sem)
     a_mem, b_mem = decay_and_gain(p(op, "tau_mem"), op.sem)
-    i_new = a_syn * state["i"] + b_syn * p(op, "w_in") * x
+    i_new = _driven(a_syn * state["i"], b_syn * p(op, "w_in") * x, None if fed is None else b_syn * p(op, "w_in") * fed)
     i_used = i_new if op.sem.current_order == "current_first" else state["i"]
     v_leak = p(op, "v_leak")
     leaked = v_leak + a_mem * (state["v"] - v_leak)

@@ -92,10 +92,12 @@ class _Source:
                 self.trainable.append(f"{name}.{param}")
         return f"self.params_of({name!r})"
 
-    def input_of(self, name: str) -> str:
+    def input_of(self, name: str, fed_back: bool = False) -> str:
+        """The sum of the edges into ``name``: those of its drive, or with ``fed_back`` those of
+        its fed-back drive (:mod:`snnir.ir.schedule`; ``""`` where it has none)."""
         terms = [f"prev[{src!r}]" if (src, dst) in self.plan.delayed else f"h[{src!r}]"
-                 for src, dst in self.graph.edges if dst == name]
-        if not terms:
+                 for src, dst in self.graph.edges if dst == name and ((src, dst) in self.plan.fed_back) == fed_back]
+        if not terms and not fed_back:
             raise SnnirError("has no input edge", name)
         return " + ".join(terms)
 
@@ -123,8 +125,9 @@ class _Source:
             else:
                 self.states[name] = {s: tuple(self.shapes.outputs[name]) for s in op.state_names}
             self.semantics[name] = op.sem.to_dict()
+            fed = self.input_of(name, fed_back=True)
             return (f"h[{name!r}], new[{name!r}] = {kernel}({x}, state[{name!r}], {params}, "
-                    f"SEMANTICS[{name!r}], spiking={spiking})")
+                    f"SEMANTICS[{name!r}], spiking={spiking}{f', fed={fed}' if fed else ''})")
         if type(op) in _STATELESS:
             return f"h[{name!r}] = {_STATELESS[type(op)]}({x}, {self.params(name, op)})"
         if isinstance(op, (Conv1d, Conv2d)):

@@ -86,6 +86,8 @@ class GraphModule(nn.Module):
         self.time_chunk, self.recompute = options.time_chunk, options.recompute
         sched = schedule(graph)
         self._sources: Sources = edge_sources(graph, sched)
+        #: per neuron, the positions in its ``_sources`` of its fed-back drive (snnir.ir.schedule)
+        self._fed_back = _fed_back_positions(graph, sched.fed_back)
         binary = binary_values(graph, sched.order, self._sources, binary_inputs)
         for name, op in graph.nodes.items():
             if isinstance(op, (Input, Output)):
@@ -282,7 +284,7 @@ class GraphModule(nn.Module):
                 if name in static:
                     held.add(name)
                 continue
-            x, held_ports = self._gather(name, values, held)
+            x, held_ports, _ = self._gather(name, values, held)  # fed-back drive is in loops only
             outs, held_outs, node_state, node_traces = self._run_node(
                 name, x, held_ports, state, record=traces is not None, steps=steps, cache=cache
             )
@@ -293,11 +295,14 @@ class GraphModule(nn.Module):
                 traces.update(node_traces)
 
     def _gather(self, name, values, held, step_values=None, prev=None, t=None):
-        """The summed input of each port of ``name`` and the set of ports whose sum is static.
-        A static ``[B, ...]`` term broadcasts against ``[T, B, ...]`` ones."""
+        """The summed input of each port of ``name``, the set of ports whose sum is static and
+        the summed fed-back drive of a neuron (None where it has none; only inside a recurrent
+        component, whose step loop passes ``t``). A static ``[B, ...]`` term broadcasts against
+        ``[T, B, ...]`` ones."""
         summed: dict[str | None, torch.Tensor] = {}
         static_ports: dict[str | None, bool] = {}
-        for key, port, delayed in self._sources.get(name, ()):
+        fed_back, fed = self._fed_back.get(name, ()), None
+        for index, (key, port, delayed) in enumerate(self._sources.get(name, ())):
             is_static = False
             if delayed:
                 value = prev[key][None]
@@ -308,15 +313,19 @@ class GraphModule(nn.Module):
             else:
                 value = values[key]
                 is_static = key in held
+            if index in fed_back:
+                fed = value if fed is None else fed + value
+                continue
             summed[port] = summed[port] + value if port in summed else value
             static_ports[port] = static_ports.get(port, True) and is_static
-        return summed, {port for port, flag in static_ports.items() if flag}
+        return summed, {port for port, flag in static_ports.items() if flag}, fed
 
     def _run_node(
-        self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict
+        self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict,
+        fed: torch.Tensor | None = None,
     ):
         """Run one node over sequences; returns (values by source key, the keys among them that
-        are static ``[B, ...]``, its new state, its traces)."""
+        are static ``[B, ...]``, its new state, its traces). ``fed``: a neuron's fed-back drive."""
         op = self._graph.nodes[name]
         static = None in static_ports
         if isinstance(op, Output):
@@ -343,6 +352,15 @@ class GraphModule(nn.Module):
             return {name: cache[key]}, {name}, {}, None
         key = f"{self._prefix}{name}."
         own = {s: state[key + s] for s in self._state_names[name]}
+        if fed is not None:
+            if name in self._probed:
+                y, final, traces = module.sequence_with_states(x[None], own, fed=fed)
+                values = {name: y, **{(name, s): traces[s] for s in self._probed[name]}}
+                return values, set(), {key + s: v for s, v in final.items()}, (
+                    {key + s: v for s, v in traces.items()} if record else None)
+            y, final, traces = module(x[None], own, record, fed=fed)
+            return {name: y}, set(), {key + s: v for s, v in final.items()}, (
+                {key + s: v for s, v in traces.items()} if traces else None)
         if name in self._probed:
             y, final, traces = module.sequence_with_states(x[None], own, steps if static else None)
             values = {name: y, **{(name, s): traces[s] for s in self._probed[name]}}
@@ -380,6 +398,20 @@ class GraphModule(nn.Module):
             module = self.node_module(name)
             nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
         return self._graph.replace(nodes=nodes)
+
+
+def _fed_back_positions(graph: Graph, fed_back) -> dict[str, frozenset[int]]:
+    """Per node, the positions among its incoming edges (graph order, as ``edge_sources``
+    lists them) of the edges in ``fed_back``."""
+    positions: dict[str, list[int]] = {}
+    count: dict[str, int] = {}
+    for edge in graph.edges:
+        node = graph.resolve(edge[1], as_source=False)[0]
+        index = count.get(node, 0)
+        count[node] = index + 1
+        if edge in fed_back:
+            positions.setdefault(node, []).append(index)
+    return {node: frozenset(found) for node, found in positions.items()}
 
 
 class ExpandedModule(nn.Module):

@@ -120,11 +120,12 @@ class OpModule(nn.Module):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 
-    def sequence(self, x: torch.Tensor, state: State, record: bool = False):
-        """``x`` is ``[T, B, ...]``; returns ``(y [T, B, ...], final state, traces or None)``."""
+    def sequence(self, x: torch.Tensor, state: State, record: bool = False, fed: torch.Tensor | None = None):
+        """``x`` is ``[T, B, ...]``; returns ``(y [T, B, ...], final state, traces or None)``.
+        ``fed`` (a neuron's fed-back drive, ``[T, B, ...]``) goes to each ``step`` as ``fed``."""
         outs, traces = [], {name: [] for name in state} if record else None
         for t in range(x.shape[0]):
-            y, state = self.step(x[t], state)
+            y, state = self.step(x[t], state) if fed is None else self.step(x[t], state, fed=fed[t])
             outs.append(y)
             if traces is not None:
                 for name, value in state.items():

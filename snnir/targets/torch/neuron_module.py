@@ -91,48 +91,63 @@ class NeuronModule(OpModule):
             return u - (z.detach().round() if self.detach_reset else z) * self.v_threshold
         return u
 
-    def step(self, x, state):
+    def step(self, x, state, fed=None):
+        """One step; ``fed``: the fed-back drive (:mod:`snnir.ir.schedule`), through the input's
+        gain right after the drive (into the current of a Cuba neuron)."""
         op, sem = self.source_op, self.sem
         new: State = {}
+
+        def driven(base, gain_of):  # base + drive, then + the fed-back drive
+            return base if fed is None else base + gain_of(fed)
+
         if op.has_current:
             a_syn, b_syn = self._decay_and_gain("tau_syn")
             a_mem, b_mem = self._decay_and_gain("tau_mem")
-            i_new = a_syn * state["i"] + b_syn * self.w_in * x
+            i_new = driven(a_syn * state["i"] + b_syn * self.w_in * x, lambda f: b_syn * self.w_in * f)
             new["i"] = i_new
             drive = b_mem * self.r * (i_new if sem.current_order == "current_first" else state["i"])
             leaked = self.v_leak + a_mem * (state["v"] - self.v_leak)
+            fed = None  # it entered the current
         elif isinstance(op, (I, IF)):
             drive = sem.dt * self.r * x
             leaked = state["v"]
+            gain = lambda f: sem.dt * self.r * f  # noqa: E731
         else:
             a, b = self._decay_and_gain("tau")
             drive = b * self.r * x
             leaked = self.v_leak + a * (state["v"] - self.v_leak)
+            gain = lambda f: b * self.r * f  # noqa: E731
+        if fed is None:
+            gain = None
         if not op.spiking:
-            new["v"] = leaked + drive
+            new["v"] = driven(leaked + drive, gain)
             return new["v"], new
         if sem.reset_timing in DELAYED_RESET_TIMINGS:
             if sem.resets_after_input:
-                u = self._reset(leaked + drive, state["z"])
+                u = self._reset(driven(leaked + drive, gain), state["z"])
             else:
-                u = self._reset(leaked, state["z"]) + drive
+                u = driven(self._reset(leaked, state["z"]) + drive, gain)
             z = self._spike(u)
             new.update(v=u, z=z)
         else:
-            u = leaked + drive
+            u = driven(leaked + drive, gain)
             z = self._spike(u)
             new["v"] = self._reset(u, z)
         return z, new
 
-    def forward(self, x, state, record=False, steps=None, then=None, pool=None):
-        return self.sequence(x, state, record, steps, then, pool)
+    def forward(self, x, state, record=False, steps=None, then=None, pool=None, fed=None):
+        return self.sequence(x, state, record, steps, then, pool, fed)
 
-    def sequence(self, x, state, record=False, steps=None, then=None, pool=None):
+    def sequence(self, x, state, record=False, steps=None, then=None, pool=None, fed=None):
         """``x`` is ``[T, B, ...]``, or with ``steps=T`` a static ``[B, ...]`` held over T steps.
         ``then``: an :class:`AffineModule` fed only these spikes; the output is then that layer's
         (run fused with the scan where :mod:`~snnir.targets.torch.neuron_linear` applies).
         ``pool``: a max pool module whose output only this neuron takes; ``x`` is then its input
-        (pooled in the scan where :mod:`~snnir.targets.torch.pool_neuron` applies)."""
+        (pooled in the scan where :mod:`~snnir.targets.torch.pool_neuron` applies).
+        ``fed``: the fed-back drive ``[T, B, ...]`` (a recurrent component's step loop; see
+        :meth:`step`), run by the Triton or Python scan (or the step loop without the fast path)."""
+        if fed is not None:
+            return self._sequence_fed(x, state, record, fed)
         scan = _scan_module() if self.fast else None
         if scan is not None:
             params = self._params()
@@ -161,10 +176,23 @@ class NeuronModule(OpModule):
             out = super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, record)
         return out if then is None else (then(out[0]),) + tuple(out[1:])
 
-    def sequence_with_states(self, x, state, steps=None):
+    def _sequence_fed(self, x, state, record, fed):
+        """:meth:`sequence` of a per-step ``x`` with the fed-back drive ``fed``."""
+        scan = _scan_module() if self.fast else None
+        if scan is None:
+            return super().sequence(x, state, record, fed=fed)
+        params = self._params()
+        out = scan.neuron_sequence(
+            self.source_op, params, x, state, self.surrogate, record=record, detach_reset=self.detach_reset,
+            coeffs=self._coefficients(scan, params, x), native=False, triton=self.triton, fed=fed,
+        )
+        first_order_only(self.path, *out)
+        return out
+
+    def sequence_with_states(self, x, state, steps=None, fed=None):
         """``(out, final state, {state: [T, B, ...]})`` by the step loop, the states kept in
         autograd (a :class:`~snnir.ir.ops.probe.StateProbe` reads them as values)."""
-        return super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, True)
+        return super().sequence(x if steps is None else x.expand((steps,) + tuple(x.shape)), state, True, fed=fed)
 
     def _fused_with(self, layer: AffineModule, scan, params, coeffs, x, state, steps):
         """``(layer output, final state, None)`` from one fused neuron-then-layer op (the Triton

@@ -221,11 +221,14 @@ def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
 def _run(
     cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
     spikes: bool = True, then: Callable[[int, Tensor], None] | None = None, ring: Tensor | None = None,
+    fed: Tensor | None = None,
 ):
     """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
     ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a ring,
     step ``t`` to ``ring[t % len(ring)]`` (two steps unless given), and ``out`` is None.
-    ``then(t, z)`` is called with each step's output as it is made."""
+    ``then(t, z)`` is called with each step's output as it is made. ``fed`` (``[T, B, ...]``, with
+    a per-step ``x``): the fed-back drive (:mod:`snnir.ir.schedule`), added through the input's
+    gain right after the drive: ``(leak + drive) + fed``, or into the current."""
     c = _scalars(c)
     v, i, z = state["v"], state.get("i"), state.get("z")
     if cfg.spiking and not spikes and ring is None:
@@ -249,6 +252,8 @@ def _run(
         xt = x if static else x[t]
         if cfg.has_current:
             i_new = c["a_syn"] * i + (drive_const if static else scaled(gain_syn, xt))
+            if fed is not None:
+                i_new = i_new + scaled(gain_syn, fed[t])
             drive = scaled(gain, i_new if cfg.current_first else i)
             i = i_new
             if is_ is not None:
@@ -259,6 +264,8 @@ def _run(
         if cfg.next_timing and not cfg.input_first:
             leaked = _reset(cfg, c, leaked, z, out=scratch if leaked is scratch else None)
         u = torch.add(leaked, drive, out=us[t] if us is not None else pong[t % 2])
+        if fed is not None and not cfg.has_current:
+            u.add_(scaled(gain, fed[t]))
         if cfg.input_first:
             after = _reset(cfg, c, u, z, out=u)
             u = after if after is u else u.copy_(after)

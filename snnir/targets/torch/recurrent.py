@@ -6,7 +6,10 @@ Affine layer ``L`` alone takes and feeds back to ``N`` alone, one of the two edg
 recurrent NIR graph). With ``x_t`` the sum of ``N``'s other inputs (computed over all steps
 at once, outside the loop), each step is
 
-    in_t = x_t + r_{t-1};  z_t = N(in_t);  r_t = L(z_t) = z_t W^T (+ b)
+    z_t = N(x_t, fed r_{t-1});  r_t = L(z_t) = z_t W^T (+ b)
+
+(``r_{t-1}`` is the neuron's fed-back drive, :mod:`snnir.ir.schedule`: added right after the
+drive of ``x_t``, ``(leak(v) + g x_t) + g r_{t-1}``, or into the current likewise)
 
 with ``r_{-1} = L(z_{-1})``, the spikes kept in the state of the delayed edge ``N -> L``
 (the schedule delays the edge out of the stateful node); the call also returns ``r`` after its
@@ -20,8 +23,8 @@ specification, used where this does not apply) bit for bit; gradients agree to r
 Kept for training: the spikes as one byte each and, where the neuron trains no parameter
 and its update is one of the fused loops of ``neuron_step.h`` (``fast_path``: a delayed
 subtract or a same-step zero reset), the membrane ``u_t`` after the input of every step and
-nothing else; otherwise, per step, the summed input ``in_t`` and the neuron's states before
-the step (membrane; current for Cuba neurons), in the input's dtype. ``dL/dW`` is one GEMM
+nothing else; otherwise, per step, ``r_{t-1}`` and the neuron's states before the step
+(membrane; current for Cuba neurons), in the input's dtype (and ``x`` itself). ``dL/dW`` is one GEMM
 over all steps in the backward, or a sum of gradient rows at the spikes where few fired
 (:data:`SPARSE_BELOW`); ``dL/db`` one sum. The fused loops, forward and backward, give each
 thread its own block of batch rows for all steps (rows are independent through the loop):
@@ -64,8 +67,8 @@ def feedback_loop(level, members: tuple[str, ...]) -> FeedbackLoop | None:
     """The component ``members`` of graph level ``level`` as a :class:`FeedbackLoop`, or None
     when it is anything else (it then runs step by step).
 
-    The sum of the neuron's inputs must round as the step loop's: its other inputs are
-    summed first, so the layer must be its last source or its only other one."""
+    The layer's edge must be the neuron's only fed-back drive (:mod:`snnir.ir.schedule`), its
+    other inputs the drive, summed as the step loop sums them."""
     if len(members) != 2 or not all(m in level._attrs for m in members):
         return None
     modules = {m: level.node_module(m) for m in members}
@@ -84,7 +87,7 @@ def feedback_loop(level, members: tuple[str, ...]) -> FeedbackLoop | None:
     feedback = [k for k, (key, _, _) in enumerate(into_neuron) if key == layer]
     if len(feedback) != 1 or len(into_neuron) < 2 or any(port is not None for _, port, _ in into_neuron):
         return None
-    if len(into_neuron) > 2 and feedback[0] != len(into_neuron) - 1:
+    if level._fed_back.get(neuron) != frozenset(feedback):
         return None
     if into_neuron[feedback[0]][2] or not into_layer[0][2]:  # the edge into the layer is the delayed one
         return None
@@ -113,6 +116,9 @@ class _Recurrent(torch.autograd.Function):
         out, v, i, z, r, spikes, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
         ctx.cfg, ctx.shape, ctx.n_coeffs, ctx.n_kept = cfg, tuple(x.shape), len(coeff_values), len(kept)
         ctx.fused = kernels.extension("recurrent").fused(kernels._flags(cfg), any(needed))
+        if not ctx.fused:  # the general backward recomputes each step from x and the kept r_{t-1}
+            kept = [x.detach().contiguous().view(x.shape[0], -1), *kept]
+            ctx.n_kept += 1
         ctx.save_for_backward(*kept, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
         ctx.set_materialize_grads(False)  # r's gradient is None unless a later run of steps used it
         return _outputs(cfg, out, v, i, z, r, x.shape)
@@ -163,7 +169,7 @@ class _Recurrent(torch.autograd.Function):
 
 def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool, coefficient_grads: bool) -> list[Tensor]:
     """The kernel's forward: out, v, i, z, r flat, then (with ``keep``) the spikes as bytes and
-    what the backward needs (``u`` for the fused loops, else the summed inputs and states)."""
+    what the backward needs (``u`` for the fused loops, else each step's ``r_{t-1}`` and states)."""
     steps, batch, _ = x.shape
     return kernels.extension("recurrent").forward(
         x.contiguous().view(steps, -1), v0.contiguous().view(-1), _flat_state(i0, cfg.has_current),

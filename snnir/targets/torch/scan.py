@@ -46,13 +46,17 @@ Tensor = torch.Tensor
 
 class _NeuronSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cfg, steps, static, x, v0, i0, z0, *coeff_values):  # type: ignore[override]
+    def forward(ctx, cfg, steps, static, x, v0, i0, z0, fed, *coeff_values):  # type: ignore[override]
         c = dict(zip(_COEFFS, coeff_values))
         # a held input is recomputed from: keep nothing of size T (see the module docstring)
-        out, final, us, is_, _ = _run(cfg, c, x, steps, static, _state(cfg, v0, i0, z0), keep=not static, record=False)
-        ctx.cfg, ctx.steps, ctx.static = cfg, steps, static
-        needs_x = static or ctx.needs_input_grad[7 + _COEFFS.index("gain_syn" if cfg.has_current else "gain")]
+        out, final, us, is_, _ = _run(
+            cfg, c, x, steps, static, _state(cfg, v0, i0, z0), keep=not static, record=False, fed=fed,
+        )
+        ctx.cfg, ctx.steps, ctx.static, ctx.fed = cfg, steps, static, fed is not None
+        needs_x = static or ctx.needs_input_grad[8 + _COEFFS.index("gain_syn" if cfg.has_current else "gain")]
         kept = (None, None) if static else (us, is_)
+        if needs_x and fed is not None:  # the input gain's gradient is by all it scaled (to rounding)
+            x = x + fed
         ctx.save_for_backward(x if needs_x else None, v0, i0, z0, *kept, *coeff_values)
         dummy = torch.zeros((), dtype=x.dtype, device=x.device)
         i_t, z_t = final.get("i", dummy), final.get("z", dummy)
@@ -64,7 +68,7 @@ class _NeuronSequence(torch.autograd.Function):
         x, v0, i0, z0, us, is_, *coeff_values = ctx.saved_tensors
         shapes = dict(zip(_COEFFS, coeff_values))
         c = _scalars(shapes)
-        need = {n: ctx.needs_input_grad[7 + k] for k, n in enumerate(_COEFFS)}
+        need = {n: ctx.needs_input_grad[8 + k] for k, n in enumerate(_COEFFS)}
         owned = static  # membranes recomputed here, so the backward may overwrite them
         if owned:
             with torch.no_grad():
@@ -88,6 +92,7 @@ class _NeuronSequence(torch.autograd.Function):
             g_v0 if ctx.needs_input_grad[4] else None,
             g_i0 if cfg.has_current and ctx.needs_input_grad[5] else None,
             g_z0 if cfg.next_timing and ctx.needs_input_grad[6] else None,
+            g_x.clone() if ctx.fed and ctx.needs_input_grad[7] else None,  # the same gain: the same gradient
             *g_coeffs,
         )
 
@@ -135,6 +140,7 @@ def neuron_sequence(
     coeffs: Mapping[str, Tensor | None] | None = None,
     native: bool | None = None,
     triton: bool | None = None,
+    fed: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor] | None]:
     """Run ``op`` over all steps of ``x``; returns ``(out, final_state, traces)``.
 
@@ -158,6 +164,9 @@ def neuron_sequence(
     - ``triton``: use the Triton kernels (None: on CUDA tensors where Triton is installed;
       see :mod:`snnir.targets.torch.gpu`). They keep the state in float32 for bf16/fp16
       inputs, and outputs are then in the input's dtype.
+    - ``fed``: the fed-back drive ``[T, B, *shape]`` (:mod:`snnir.ir.schedule`), with a per-step
+      ``x`` only (a recurrent component's step loop, one step a call); the Triton kernels or the
+      Python loop run it.
     """
     if not isinstance(op, Neuron):
         raise SnnirError(f"neuron_sequence runs neuron ops, got {type(op).__name__}")
@@ -168,6 +177,9 @@ def neuron_sequence(
         raise SnnirError(f"{op.op_type}: steps must be a positive int, got {steps!r}")
     if not static and x.dim() < 2:
         raise SnnirError(f"{op.op_type}: input must be [T, B, ...], got shape {list(x.shape)}")
+    if fed is not None and (static or tuple(fed.shape) != tuple(x.shape)):
+        raise SnnirError(f"{op.op_type}: the fed-back drive must be shaped as a per-step input "
+                         f"{list(x.shape)}, got {list(fed.shape)}" + (" (the input is held)" if static else ""))
     n_steps = steps if static else x.shape[0]
     batch_shape = tuple(x.shape if static else x.shape[1:])
     for name in op.param_names():
@@ -186,25 +198,26 @@ def neuron_sequence(
     init = _initial_state(op, state, batch_shape, like)
     tracked = torch.is_grad_enabled() and (
         x.requires_grad
+        or (fed is not None and fed.requires_grad)
         or any(v.requires_grad for v in init.values())
         or any(v is not None and v.requires_grad for v in c.values())
     )
     if on_gpu:
-        return _triton_scan().neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
+        return _triton_scan().neuron_sequence(cfg, c, x, n_steps, static, init, tracked, fed)
     from snnir.targets.torch import native as kernels  # imported here: it builds on this module
 
-    if kernels.supports(op, cfg, x, record, native):
+    if fed is None and kernels.supports(op, cfg, x, record, native):
         return kernels.neuron_sequence(cfg, c, x, n_steps, static, init, tracked)
     if record or not tracked:
         with torch.no_grad():
-            out, final, _, _, traces = _run(cfg, c, x, n_steps, static, init, keep=False, record=record)
+            out, final, _, _, traces = _run(cfg, c, x, n_steps, static, init, keep=False, record=record, fed=fed)
         if not tracked:
             return out, final, traces
     else:
         traces = None
     dummy = torch.zeros((), dtype=x.dtype, device=x.device)
     out, v_t, i_t, z_t = _NeuronSequence.apply(
-        cfg, n_steps, static, x, init["v"], init.get("i", dummy), init.get("z", dummy),
+        cfg, n_steps, static, x, init["v"], init.get("i", dummy), init.get("z", dummy), fed,
         *(c[n] for n in _COEFFS),
     )
     return out, _state(cfg, v_t, i_t, z_t), traces

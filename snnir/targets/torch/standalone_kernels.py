@@ -54,46 +54,55 @@ def reset(u, z, p, sem):
     return u
 
 
-def fire(leaked, drive, state, p, sem):
-    """Spike and reset around ``leaked + drive`` as the reset timing says: ``(z, new state)``."""
+def driven(base, drive, fed):
+    """``base + drive``, then the fed-back drive ``fed`` (a recurrent edge's) where there is one."""
+    return base + drive if fed is None else (base + drive) + fed
+
+
+def fire(leaked, drive, state, p, sem, fed=None):
+    """Spike and reset around ``(leaked + drive) + fed`` as the reset timing says: ``(z, new state)``."""
     thr = p["v_threshold"]
     if sem["reset_timing"] in ("next", "next_after_input"):
         if sem["reset_timing"] == "next_after_input" or sem["reset"] == "subtract":  # after the input
-            u = reset(leaked + drive, state["z"], p, sem)
+            u = reset(driven(leaked, drive, fed), state["z"], p, sem)
         else:
-            u = reset(leaked, state["z"], p, sem) + drive
+            u = driven(reset(leaked, state["z"], p, sem), drive, fed)
         z = spike(u, thr, sem)
         return z, {"v": u, "z": z}
-    u = leaked + drive
+    u = driven(leaked, drive, fed)
     z = spike(u, thr, sem)
     return z, {"v": reset(u, z, p, sem)}
 
 
-def integrator(x, state, p, sem, spiking):
+# ``fed``: the neuron's fed-back drive (its edges from its own recurrent component), through
+# the input's gain right after the drive, or None
+def integrator(x, state, p, sem, spiking, fed=None):
     """I (``spiking`` False) and IF."""
     drive = sem["dt"] * p["r"] * x
+    fed = None if fed is None else sem["dt"] * p["r"] * fed
     if not spiking:
-        v = state["v"] + drive
+        v = driven(state["v"], drive, fed)
         return v, {"v": v}
-    return fire(state["v"], drive, state, p, sem)
+    return fire(state["v"], drive, state, p, sem, fed)
 
 
-def leaky(x, state, p, sem, spiking):
+def leaky(x, state, p, sem, spiking, fed=None):
     """LI (``spiking`` False) and LIF."""
     a, b = decay_and_gain(p, "tau", "a_mem", sem)
     leaked = p["v_leak"] + a * (state["v"] - p["v_leak"])
     drive = b * p["r"] * x
+    fed = None if fed is None else b * p["r"] * fed
     if not spiking:
-        v = leaked + drive
+        v = driven(leaked, drive, fed)
         return v, {"v": v}
-    return fire(leaked, drive, state, p, sem)
+    return fire(leaked, drive, state, p, sem, fed)
 
 
-def current_based(x, state, p, sem, spiking):
+def current_based(x, state, p, sem, spiking, fed=None):
     """CubaLI (``spiking`` False) and CubaLIF."""
     a_syn, b_syn = decay_and_gain(p, "tau_syn", "a_syn", sem)
     a_mem, b_mem = decay_and_gain(p, "tau_mem", "a_mem", sem)
-    i_new = a_syn * state["i"] + b_syn * p["w_in"] * x
+    i_new = driven(a_syn * state["i"], b_syn * p["w_in"] * x, None if fed is None else b_syn * p["w_in"] * fed)
     i_used = i_new if sem["current_order"] == "current_first" else state["i"]
     leaked = p["v_leak"] + a_mem * (state["v"] - p["v_leak"])
     drive = b_mem * p["r"] * i_used

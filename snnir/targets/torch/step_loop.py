@@ -3,7 +3,8 @@
 A component with recurrence (:meth:`GraphModule._components`) steps through time. At step
 ``t`` each member, in schedule order, sums its sources' values of step ``t``, except over a
 delayed edge, which reads its source's value of step ``t - 1``: the state
-``"<source>@prev"``, zero at a sequence's first step (:mod:`snnir.ir.schedule`). After the
+``"<source>@prev"``, zero at a sequence's first step (:mod:`snnir.ir.schedule`); a neuron's
+fed-back edges are summed apart and handed to it as its fed-back drive. After the
 last step the delayed sources' last values are that state's new values. A static input is
 read as the same ``[B, ...]`` at every step; nothing inside a loop is static.
 
@@ -39,9 +40,9 @@ def run_recurrent(level: GraphModule, members, steps, values, held, state, new_s
     for t in range(steps):
         step_values: dict[str, torch.Tensor] = {}
         for name in members:
-            x, _ = level._gather(name, values, held, step_values, prev, t)
+            x, _, fed = level._gather(name, values, held, step_values, prev, t)
             outs, _, node_state, node_traces = level._run_node(
-                name, x, set(), current, traces is not None, 1, {}  # a step of a loop holds no static value
+                name, x, set(), current, traces is not None, 1, {}, fed  # a step of a loop holds no static value
             )
             step_values.update(outs)
             current.update(node_state)

@@ -342,3 +342,39 @@ def test_every_surrogate_matches_the_torch_definition(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(np_surrogate(name, x), Surrogate(name).grad(torch.tensor(x)).numpy(),
                                    rtol=1e-12, err_msg=name)
+
+
+def test_fed_back_kernels(harnesses, tmp_path):
+    """Each kernel taking a fed-back drive ``fed`` (``Kernel.fed``): with ``x`` split into a drive
+    and ``fed``, the reference's spikes and states (its ``fed``), and ``fed``'s gradient is ``x``'s,
+    the unsplit kernel's."""
+    import dataclasses
+
+    _, ops = harnesses
+    fed_ops = {dataclasses.replace(kernel, fed=True): (kernel, op) for kernel, op in ops.values()}
+    harness = Harness(tmp_path, "fast_sigmoid", list(fed_ops))
+    rng = np.random.default_rng(4)
+    for fed_kernel, (kernel, op) in fed_ops.items():
+        assert fed_kernel.input_names[:2] == ("x", "fed") and fed_kernel.name.endswith("_fed")
+        c, _, full, x, s = sample(kernel, op, rng, 64)
+        drive = (0.75 * x).astype(np.float32).astype(np.float64)
+        fed = (x - drive).astype(np.float32).astype(np.float64)
+        fwd, bwd = codegen.vertices(fed_kernel)
+        got = harness(fwd, {"x": drive, "fed": fed, **s, **c})
+        state = {name: s[name][None] for name in kernel.state_names}
+        want_y, want_state = STATEFUL[type(op)](op, drive[None], state, fed[None])
+        if kernel.spiking:
+            assert np.array_equal(got["y"], want_y[0]), fed_kernel.name
+        else:
+            np.testing.assert_allclose(got["y"], want_y[0], rtol=1e-5, atol=1e-5, err_msg=fed_kernel.name)
+        for name in kernel.state_names:
+            np.testing.assert_allclose(got[f"{name}_next"], want_state[name][0], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{fed_kernel.name}.{name}")
+        g = {o: rng.normal(0, 1, 64).astype(np.float32).astype(np.float64) for o in kernel.output_names}
+        want = np_backward(kernel, "fast_sigmoid", x, s, full, {"i_next": np.zeros(64), "z_next": np.zeros(64), **g})
+        grads = harness(bwd, {"x": drive, "fed": fed, **s, **c, **{f"grad_{o}": v for o, v in g.items()}})
+        assert np.array_equal(grads["grad_fed"], grads["grad_x"]), fed_kernel.name
+        for name in ("x",) + kernel.state_names:
+            scale = max(1.0, float(np.abs(want[name]).max()))
+            np.testing.assert_allclose(grads[f"grad_{name}"], want[name], rtol=1e-4, atol=1e-5 * scale,
+                                       err_msg=f"{fed_kernel.name} d{name}")

@@ -63,62 +63,78 @@ inline float reset_slope(float z) {
   return (R == RESET_ZERO && z > 0.0f) ? 0.0f : 1.0f;
 }
 
-template <bool Spiking, bool Current, int R, int Timing, bool Ge, bool Multi, bool CurrentFirst>
+// Fed: f is the fed-back drive (snnir/ir/schedule.py), through the input's gain right after
+// the drive: i' = (a_syn i + g_syn x) + g_syn f, else (leaked + g_mem x) + g_mem f; f is
+// ignored otherwise. Its gradient is x's (one gain scales both).
+template <bool Spiking, bool Current, int R, int Timing, bool Ge, bool Multi, bool CurrentFirst, bool Fed = false>
 struct Step {
-  // y and the next state from input x and state s.
-  static void forward(float x, const State &s, const Coeff &c, float &y, State &n) {
+  // a + b, then + fed (a fed-back drive not taken by the current)
+  static float driven(float a, float b, float fed) {
+    if constexpr (Fed && !Current) return (a + b) + fed;
+    return a + b;
+  }
+
+  static float current(const State &s, const Coeff &c, float x, float f) {
+    if constexpr (Fed) return (c.a_syn * s.i + c.g_syn * x) + c.g_syn * f;
+    return c.a_syn * s.i + c.g_syn * x;
+  }
+
+  // y and the next state from input x (fed-back drive f) and state s.
+  static void forward(float x, float f, const State &s, const Coeff &c, float &y, State &n) {
     n = State{0.0f, 0.0f, 0.0f};
     float d = x;
     if constexpr (Current) {
-      n.i = c.a_syn * s.i + c.g_syn * x;
+      n.i = current(s, c, x, f);
       d = CurrentFirst ? n.i : s.i;
     }
     const float leaked = c.v_leak + c.a_mem * (s.v - c.v_leak);
     const float drive = c.g_mem * d;
+    const float fed = c.g_mem * f;
     if constexpr (!Spiking) {
-      n.v = leaked + drive;
+      n.v = driven(leaked, drive, fed);
       y = n.v;
     } else if constexpr (Timing == TIMING_NEXT) {
-      n.v = reset<R>(leaked, s.z, c) + drive;
+      n.v = driven(reset<R>(leaked, s.z, c), drive, fed);
       y = spike<Ge, Multi>(n.v, c.thr);
       n.z = y;
     } else if constexpr (Timing == TIMING_NEXT_AFTER_INPUT) {
-      n.v = reset<R>(leaked + drive, s.z, c);
+      n.v = reset<R>(driven(leaked, drive, fed), s.z, c);
       y = spike<Ge, Multi>(n.v, c.thr);
       n.z = y;
     } else {
-      const float u = leaked + drive;
+      const float u = driven(leaked, drive, fed);
       y = spike<Ge, Multi>(u, c.thr);
       n.v = reset<R>(u, y, c);
     }
   }
 
   // One BPTT step: gradients of x and s from those of y and the next state (gn).
-  static void backward(float x, const State &s, const Coeff &c, float gy, const State &gn,
+  static void backward(float x, float f, const State &s, const Coeff &c, float gy, const State &gn,
                        float &gx, State &gs) {
     float i_next = 0.0f;
     float d = x;
     if constexpr (Current) {
-      i_next = c.a_syn * s.i + c.g_syn * x;
+      i_next = current(s, c, x, f);
       d = CurrentFirst ? i_next : s.i;
     }
     const float leaked = c.v_leak + c.a_mem * (s.v - c.v_leak);
     const float drive = c.g_mem * d;
+    const float fed = c.g_mem * f;
     float gu = 0.0f;  // d / d drive
     float g_leaked = 0.0f;
     if constexpr (!Spiking) {
       gu = gy + gn.v;
       g_leaked = gu;
     } else if constexpr (Timing == TIMING_NEXT) {
-      const float u = reset<R>(leaked, s.z, c) + drive;
+      const float u = driven(reset<R>(leaked, s.z, c), drive, fed);
       gu = gn.v + (gy + gn.z) * surrogate_grad(u - c.thr);
       g_leaked = gu * reset_slope<R>(s.z);
     } else if constexpr (Timing == TIMING_NEXT_AFTER_INPUT) {
-      const float u = reset<R>(leaked + drive, s.z, c);
+      const float u = reset<R>(driven(leaked, drive, fed), s.z, c);
       gu = (gn.v + (gy + gn.z) * surrogate_grad(u - c.thr)) * reset_slope<R>(s.z);
       g_leaked = gu;
     } else {
-      const float u = leaked + drive;
+      const float u = driven(leaked, drive, fed);
       const float z = spike<Ge, Multi>(u, c.thr);
       gu = gn.v * reset_slope<R>(z) + gy * surrogate_grad(u - c.thr);
       g_leaked = gu;

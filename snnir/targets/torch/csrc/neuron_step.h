@@ -14,7 +14,9 @@
 //
 // Layout: x is [T, M] (or [M] when held static), states [M] (M = batch x N
 // neurons); each coefficient is a scalar or given over the N neurons (an absent
-// one is an empty tensor).
+// one is an empty tensor). fed (where given, laid out as x, never static): the
+// fed-back drive of snnir/ir/schedule.py, through the input's gain right after
+// the drive: (leak + gain x) + gain fed, or a_syn i + gain_syn x + gain_syn fed.
 // Coefficient order: a_mem, v_leak, gain, thr, v_reset, a_syn, gain_syn.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -107,20 +109,23 @@ void reset_by_previous(const Config& c, const T* z, const T* thr, const T* v_res
 // Runs one chunk of n elements over all steps from the states in v, i, z
 // (updated in place; k: the chunk's coefficients; scratch: 2 local arrays).
 // Writes u_t at u0 + t * u_step (for non-spiking neurons u is the output),
-// spikes at out + t * out_step, and i_t at is + t * is_step when is is given.
+// spikes at out + t * out_step, and i_t at is + t * is_step when is is given;
+// fed (or null): the fed-back drive, x_step apart as x.
 template <typename T>
 void run_chunk(const Config& c, const T* const* k, const T* x, int64_t x_step, int64_t steps,
                int64_t n, T* v, T* i, T* z, T* scratch, T* u0, int64_t u_step, T* out,
-               int64_t out_step, T* is, int64_t is_step) {
+               int64_t out_step, T* is, int64_t is_step, const T* fed = nullptr) {
   const T *a_mem = k[A_MEM], *v_leak = k[V_LEAK], *gain = k[GAIN], *thr = k[THR],
           *v_reset = k[V_RESET], *a_syn = k[A_SYN], *gain_syn = k[GAIN_SYN];
   T *drive = scratch, *lk = scratch + kStride;
   for (int64_t t = 0; t < steps; ++t) {
     const T* xt = x + t * x_step;
+    const T* ft = fed ? fed + t * x_step : nullptr;
     T* u = u0 + t * u_step;
     if (c.has_current) {
       for (int64_t e = 0; e < n; ++e) {
         T i_new = a_syn[e] * i[e] + gain_syn[e] * xt[e];
+        if (ft) i_new = i_new + gain_syn[e] * ft[e];
         drive[e] = gain[e] * (c.current_first ? i_new : i[e]);
         i[e] = i_new;
       }
@@ -140,6 +145,8 @@ void run_chunk(const Config& c, const T* const* k, const T* x, int64_t x_step, i
     const bool input_first = c.after_input || c.reset == RESET_SUBTRACT;
     if (!input_first) reset_by_previous(c, z, thr, v_reset, lk, n);
     for (int64_t e = 0; e < n; ++e) u[e] = lk[e] + drive[e];
+    if (ft && !c.has_current)
+      for (int64_t e = 0; e < n; ++e) u[e] = u[e] + gain[e] * ft[e];
     if (input_first) reset_by_previous(c, z, thr, v_reset, u, n);
     if (!c.spiking) {
       std::copy(u, u + n, v);
@@ -202,10 +209,11 @@ struct Coeff {
 // out + t * out_step and the spikes of step t - 1 are read back from there;
 // with KEEP (the backward's recomputation) u_t goes to us + t * kStride instead
 // and the spikes are only kept in z. SCALAR: every coefficient is one value.
-template <typename T, bool NEXT, int RESET, bool VLEAK, int CUR, bool KEEP, bool SCALAR>
+// FED: a fed-back drive at fed, x_step apart as x (see run_chunk).
+template <typename T, bool NEXT, int RESET, bool VLEAK, int CUR, bool KEEP, bool SCALAR, bool FED = false>
 void run_chunk_fast(const Config& c, const T* const* k, const T* x, int64_t x_step,
                     int64_t steps, int64_t n, T* __restrict__ v, T* __restrict__ i,
-                    T* z, T* out, int64_t out_step, T* us) {
+                    T* z, T* out, int64_t out_step, T* us, const T* fed = nullptr) {
   using K = Coeff<T, SCALAR>;
   const K a_mem(k[A_MEM]), v_leak(k[V_LEAK]), gain(k[GAIN]), thr(k[THR]), v_reset(k[V_RESET]),
       a_syn(k[A_SYN]), gain_syn(k[GAIN_SYN]);
@@ -213,6 +221,7 @@ void run_chunk_fast(const Config& c, const T* const* k, const T* x, int64_t x_st
   constexpr bool HC = CUR != CUR_NONE, cf = CUR == CUR_CURRENT_FIRST;
   for (int64_t t = 0; t < steps; ++t) {
     const T* xt = x + t * x_step;
+    const T* ft = FED ? fed + t * x_step : nullptr;
     T* zt = KEEP ? nullptr : out + t * out_step;
     const T* zp = KEEP || t == 0 ? z : zt - out_step;  // the previous spikes
     T* ut = KEEP ? us + t * kStride : nullptr;
@@ -221,7 +230,8 @@ void run_chunk_fast(const Config& c, const T* const* k, const T* x, int64_t x_st
       T drive;
       if (HC) {
         const T i_old = i[e], x_e = xt[e];
-        const T i_new = a_syn[e] * i_old + gain_syn[e] * x_e;
+        T i_new = a_syn[e] * i_old + gain_syn[e] * x_e;
+        if (FED) i_new = i_new + gain_syn[e] * ft[e];
         drive = gain[e] * (cf ? i_new : i_old);
         i[e] = i_new;
       } else {
@@ -231,7 +241,9 @@ void run_chunk_fast(const Config& c, const T* const* k, const T* x, int64_t x_st
       const T th = thr[e], vr = RESET == RESET_ZERO ? v_reset[e] : T(0), z_prev = NEXT ? zp[e] : T(0);
       T lk = VLEAK ? v_leak[e] + a_mem[e] * (v[e] - v_leak[e]) : v[e] * a_mem[e];
       if (NEXT && RESET == RESET_ZERO) lk = z_prev > T(0) ? vr : lk;
-      const T u = NEXT && RESET != RESET_ZERO ? (lk + drive) - z_prev * th : lk + drive;
+      T driven = lk + drive;
+      if (FED && !HC) driven = driven + gain[e] * ft[e];
+      const T u = NEXT && RESET != RESET_ZERO ? driven - z_prev * th : driven;
       const T s = spike_of(u, th, incl);
       if (KEEP) ut[e] = u; else zt[e] = s;
       if (NEXT) {
@@ -381,10 +393,11 @@ void load_states(const Config& c, const T* v0, const T* i0, const T* z0, int64_t
   if (c.next_timing) std::copy(z0 + b, z0 + b + n, z);
 }
 
+// fed (or null, [T, M]): the fed-back drive; it takes run_chunk's per-stage loops (the same bits).
 template <typename T>
 void forward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const T* z0,
                     const T* const* k, const int64_t* period, int64_t steps, bool is_static,
-                    int64_t M, T* out, T* v_end, T* i_end, T* z_end) {
+                    int64_t M, T* out, T* v_end, T* i_end, T* z_end, const T* fed = nullptr) {
   const bool vleak = k[V_LEAK] != nullptr;
   bool scalar = true;  // every coefficient one value (or absent)
   for (int j = 0; j < N_COEF; ++j) scalar = scalar && period[j] <= 1;
@@ -397,7 +410,8 @@ void forward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const
       const T* kc[N_COEF];
       load_coefficients(k, period, b, n, local, kc);
       load_states(c, v0, i0, z0, b, n, v, i, z);
-      if (fast_path(c)) {  // spikes straight into out; v, i, z stay local
+      const T* fc = fed ? fed + b : nullptr;
+      if (fast_path(c) && !fed) {  // spikes straight into out; v, i, z stay local
         const T* xc = prepare_fast(c, kc, x, is_static, b, n, ubuf, x_static);
         with_structure(c, vleak, scalar, [&](auto next, auto reset, auto vl, auto hc, auto sc) {
           run_chunk_fast<T, CT(next), CT(reset), CT(vl), CT(hc), false, CT(sc)>(
@@ -409,10 +423,10 @@ void forward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const
         const int64_t x_step = is_static ? 0 : M;
         if (c.spiking) {  // u only lives in ubuf
           run_chunk(c, kc, xc, x_step, steps, n, v, i, z, scratch, ubuf, 0, out + b, M,
-                    static_cast<T*>(nullptr), 0);
+                    static_cast<T*>(nullptr), 0, fc);
         } else {
           run_chunk(c, kc, xc, x_step, steps, n, v, i, z, scratch, out + b, M, out + b, M,
-                    static_cast<T*>(nullptr), 0);
+                    static_cast<T*>(nullptr), 0, fc);
         }
       }
       std::copy(v, v + n, v_end + b);
@@ -485,18 +499,19 @@ void surrogate_grads(const Config& c, const T* u, const T* thr, T* s, int64_t n)
 }
 
 // Gradients over a chunk of elements; acc[j] (when non-null) receives the
-// per-element sum over steps of the gradient at coefficient j.
+// per-element sum over steps of the gradient at coefficient j. fed (or null):
+// the forward's fed-back drive (its gradient is g_x's: the same gain).
 template <typename T>
 void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, const T* z0,
                      const T* const* k, const int64_t* period, const T* g_out,
                      int64_t go_step, bool go_bcast, const T* g_v_end, const T* g_i_end,
                      const T* g_z_end, int64_t steps,
                      bool is_static, int64_t M, T* g_x, T* g_v0, T* g_i0, T* g_z0,
-                     T* const* acc) {
+                     T* const* acc, const T* fed = nullptr) {
   const bool subtract_grad = c.reset == RESET_SUBTRACT && !c.detach_reset;
   const bool same_timing = c.spiking && !c.next_timing;
   const bool vleak = k[V_LEAK] != nullptr;
-  bool fast = fast_path(c);  // the fused backward computes no coefficient gradients
+  bool fast = fast_path(c) && !fed;  // the fused backward computes no coefficient gradients
   bool scalar = true;  // every coefficient one value (or absent)
   for (int j = 0; j < N_COEF; ++j) fast = fast && !acc[j], scalar = scalar && period[j] <= 1;
   TORCH_CHECK(fast || !go_bcast, "neuron_scan: broadcast g_out needs the fast path");
@@ -505,7 +520,7 @@ void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, cons
     T *gv = local(N_COEF), *gi = local(N_COEF + 1), *gz = local(N_COEF + 2), *gx = local(N_COEF + 3),
       *s = local(N_COEF + 4), *g_spike = local(N_COEF + 5), *g_u = local(N_COEF + 6),
       *g_leaked = local(N_COEF + 7), *zt = local(N_COEF + 8), *prev = local(N_COEF + 9),
-      *x_static = local(N_COEF + 10), *scratch = local(N_COEF + 11);
+      *x_static = local(N_COEF + 10), *scratch = local(N_COEF + 11), *x_fed = local(N_COEF + 12);
     // the chunk's u_t and i_t of every step, recomputed by a forward pass
     std::vector<T> u_steps(steps * kStride), i_steps(c.has_current && !fast ? steps * kStride : 0);
     const T* us = u_steps.data();
@@ -526,7 +541,7 @@ void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, cons
       load_states(c, v0, i0, z0, b, n, gv, gi, gz);  // used as the forward's states first
       run_chunk(c, kc, is_static ? x_static : x + b, is_static ? 0 : M, steps, n, gv, gi, gz,
                 scratch, u_steps.data(), kStride, prev, 0,
-                c.has_current ? i_steps.data() : nullptr, kStride);
+                c.has_current ? i_steps.data() : nullptr, kStride, fed ? fed + b : nullptr);
       auto sum = [&](int j) { return acc[j] ? acc[j] + b : nullptr; };
       T *s_a_mem = sum(A_MEM), *s_v_leak = sum(V_LEAK), *s_gain = sum(GAIN), *s_thr = sum(THR),
         *s_v_reset = sum(V_RESET), *s_a_syn = sum(A_SYN), *s_gain_syn = sum(GAIN_SYN);
@@ -539,6 +554,11 @@ void backward_kernel(const Config& c, const T* x, const T* v0, const T* i0, cons
         const T* u_prev = t ? us + (t - 1) * kStride : nullptr;
         const T* go = g_out + t * go_step + b;
         const T* xt = is_static ? x_static : x + t * M + b;
+        if (fed && (s_gain || s_gain_syn)) {  // a gain's gradient: by all it scaled (to rounding)
+          const T* ft = fed + t * M + b;
+          for (int64_t e = 0; e < n; ++e) x_fed[e] = xt[e] + ft[e];
+          xt = x_fed;
+        }
         // through the spike and a same-step reset: g_u, the gradient at u
         if (c.spiking) {
           surrogate_grads(c, u, thr, s, n);

@@ -1,8 +1,8 @@
 // A recurrent component (a neuron and the Linear/Affine layer that feeds its spikes back)
 // over T steps in one call, forward and BPTT backward.
 //
-// Step t: in_t = x_t + r_{t-1}; the neuron's update of neuron_step.h on in_t (spikes
-// z_t); r_t = z_t W^T + b, the GEMM torch's F.linear makes (at::addmm, or at::mm
+// Step t: the neuron's update of neuron_step.h on x_t with r_{t-1} its fed-back drive
+// ((leak + g x_t) + g r_{t-1}, snnir/ir/schedule.py; spikes z_t); r_t = z_t W^T + b, the GEMM torch's F.linear makes (at::addmm, or at::mm
 // without a bias, into a [B, N] buffer laid out as a fresh tensor, as the step-by-step
 // Python path has), so every output equals that path's bit for bit. r_{-1} is given (the
 // delayed value's state). The input projection x_t is computed outside, over all T at once.
@@ -13,13 +13,13 @@
 //   per call. Training keeps u_t (the membrane after the input, before the reset) per
 //   step and nothing else: the fused backward needs only it and the spikes;
 // - general: the sequence kernel's update one step at a time. Training keeps, per step,
-//   the summed input in_t and the neuron's states before the step (membrane, and current
-//   for Cuba neurons); the backward recomputes each step from them.
+//   r_{t-1} and the neuron's states before the step (membrane, and current for Cuba
+//   neurons); the backward recomputes each step from them and x.
 // The fused loops split the batch into blocks of rows, each thread running its rows
 // through every step with no barrier (see row_blocks). Both keep the spikes as one byte
 // each. The backward walks time back: dL/dz_t = g_out_t
-// + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/din_t =
-// dL/dx_t = dL/dr_{t-1}; after the scan dL/dW is one GEMM over all steps, or, where few
+// + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/dx_t =
+// dL/dr_{t-1} (one gain scales both); after the scan dL/dW is one GEMM over all steps, or, where few
 // spikes fired, a sum of the gradient's rows at the spikes (weight_grads), and dL/db one sum. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
 #include <ATen/ThreadLocalState.h>
 #include <c10/util/strides.h>
@@ -174,9 +174,9 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
                   int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   const auto options = v.options();
-  at::Tensor in = pool().get({M}, options), zbuf = pool().get({batch, N}, options);
+  at::Tensor zbuf = pool().get({batch, N}, options);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z);
-  T *pin = in.data_ptr<T>(), *zt = zbuf.data_ptr<T>(), *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
+  T *zt = zbuf.data_ptr<T>(), *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
   const T* px = x.data_ptr<T>();
   const T incl = c.inclusive ? T(1) : T(0);
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
@@ -193,15 +193,14 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
             const int64_t n = std::min(kChunk, end - b);
             const T* kc[N_COEF];
             k.at(b, kc);
-            for (int64_t e = b; e < b + n; ++e) pin[e] = xt[e] + pr[e];
             T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
             if (!keep) {
-              run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
-                                                                            zt + b, 0, nullptr);
+              run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
+                  c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
               continue;
             }
-            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC>(c, kc, pin + b, 0, 1, n, vb, ib, zb,
-                                                                         nullptr, 0, ut + b);
+            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
+                c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
             store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
           }
         });
@@ -212,7 +211,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   });
 }
 
-// The sequence kernel's update one step at a time (any configuration); with keep, in_t and
+// The sequence kernel's update one step at a time (any configuration); with keep, r_{t-1} and
 // the states before each step into ins, vs, is (Cuba) and the spikes into spikes.
 template <typename T>
 void forward_general(const Config& c, const Coefficients& coefficients, const at::Tensor& x, at::Tensor& v,
@@ -220,21 +219,20 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
                      const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes,
                      at::Tensor& ins, at::Tensor& vs, at::Tensor& is) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
-  at::Tensor in_one = pool().get({M}, v.options()), zbuf = pool().get({batch, N}, v.options());
+  at::Tensor zbuf = pool().get({batch, N}, v.options());
   const T* k[N_COEF];
   int64_t period[N_COEF];
   coefficients.pointers(k, period);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z), *zt = zbuf.data_ptr<T>();
   const T* px = x.data_ptr<T>();
   for (int64_t t = 0; t < steps; ++t) {
-    T* in = keep ? ins.data_ptr<T>() + t * M : in_one.data_ptr<T>();
     const T *xt = px + t * M, *rt = r.data_ptr<T>();
-    for (int64_t e = 0; e < M; ++e) in[e] = xt[e] + rt[e];
     if (keep) {
+      std::copy(rt, rt + M, ins.data_ptr<T>() + t * M);
       std::copy(pv, pv + M, vs.data_ptr<T>() + t * M);
       if (c.has_current) std::copy(pi, pi + M, is.data_ptr<T>() + t * M);
     }
-    forward_kernel<T>(c, in, pv, pi, pz, k, period, 1, false, M, zt, pv, pi, pz);
+    forward_kernel<T>(c, xt, pv, pi, pz, k, period, 1, false, M, zt, pv, pi, pz, rt);
     project(r, zbuf, weight, bias);
     std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
     if (keep) {
@@ -245,8 +243,8 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
 }
 
 // Returns out [T, M] (spikes), the final v, i, z, r, and with keep the spikes as bytes
-// [T, M] and what the backward needs: u [T, M] (fused), or in_t [T, M], v before each step
-// [T, M] and i before each step [T, M] (Cuba) (general).
+// [T, M] and what the backward needs: u [T, M] (fused), or r_{t-1} [T, M], v before each step
+// [T, M] and i before each step [T, M] (Cuba) (general; its backward also takes x).
 std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& i0,
                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
                                 const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& r0,
@@ -407,7 +405,8 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
 // dL/db (empty unless wanted) and, per coefficient, its per-element gradient summed over
 // steps (empty unless needed[j]). spikes: [T, M] uint8; g_out [T, M] contiguous; g_v,
 // g_i, g_z, g_r: gradients at the final states; g_last: at the last spikes (or empty).
-std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, const at::Tensor& is,
+std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, const at::Tensor& vs,
+                                 const at::Tensor& is,
                                  const at::Tensor& spikes, const at::Tensor& z0,
                                  const std::vector<at::Tensor>& coeffs, const at::Tensor& weight,
                                  const at::Tensor& g_out, const at::Tensor& g_v, const at::Tensor& g_i,
@@ -449,10 +448,10 @@ std::vector<at::Tensor> backward(const at::Tensor& ins, const at::Tensor& vs, co
         }
       }
       scalar_t* g_in = g_x.data_ptr<scalar_t>() + t * M;
-      backward_kernel<scalar_t>(c, ins.data_ptr<scalar_t>() + t * M, vs.data_ptr<scalar_t>() + t * M,
+      backward_kernel<scalar_t>(c, x.data_ptr<scalar_t>() + t * M, vs.data_ptr<scalar_t>() + t * M,
                                 c.has_current ? is.data_ptr<scalar_t>() + t * M : nullptr, z_before, k,
                                 period, g_zt.data_ptr<scalar_t>(), M, false, pgv, pgi, pgz, 1, false, M,
-                                g_in, pgv, pgi, pgz, acc);
+                                g_in, pgv, pgi, pgz, acc, ins.data_ptr<scalar_t>() + t * M);
       g_r_t = g_x[t].view({batch, N});
     }
   });

@@ -4,17 +4,18 @@ The component and its specification are those of :mod:`snnir.targets.torch.recur
 single-spike neuron and the Linear/Affine layer feeding its spikes back; the step-by-step
 loop of the graph module defines it). Per step, three launches:
 
-    in_t = x_t + r_{t-1}         torch's add, in the input's dtype, as the step loop sums
-    z_t = N(in_t)                the scan kernel (:mod:`.scan_kernels`) for one step
+    z_t = N(x_t, fed r_{t-1})    the scan kernel (:mod:`.scan_kernels`) for one step, r_{t-1}
+                                 its fed-back drive (``(leak + g x_t) + g r_{t-1}``)
     r_t = F.linear(z_t, W, b)    the GEMM the step loop's layer makes (cuBLAS on a GPU)
 
 so spikes, states and ``r`` equal the step loop's (run on the same kernels) bit for bit. The
-states before every step go to ``[T + 1, B x N]`` buffers, which training keeps with ``in_t``,
-each step's pre-reset membrane and the spikes as bytes. The backward walks time back: ``dL/dz_t
-= g_out_t + dL/dr_t W`` (one GEMM), the scan's backward kernel for that step from its kept
-states gives ``dL/din_t`` (``= dL/dx_t = dL/dr_{t-1}``) and the gradients at the states before
-it; ``dL/dW`` and ``dL/db`` are one GEMM over all steps. bf16/fp16 inputs: a float32 state, as
-:mod:`.scan` keeps; the sum, the spikes and the layer in the input's dtype.
+states before every step go to ``[T + 1, B x N]`` buffers, which training keeps with ``x_t +
+r_{t-1}`` (what the input gains' gradients are by), each step's pre-reset membrane and the spikes
+as bytes. The backward walks time back: ``dL/dz_t = g_out_t + dL/dr_t W`` (one GEMM), the scan's
+backward kernel for that step from its kept states gives ``dL/dx_t`` (``= dL/dr_{t-1}``, one gain
+scales both) and the gradients at the states before it; ``dL/dW`` and ``dL/db`` are one GEMM
+over all steps. bf16/fp16 inputs: a float32 state, as :mod:`.scan` keeps; the spikes and the
+layer in the input's dtype.
 
 Not one persistent kernel: ``r_t`` needs every neuron's spikes of step ``t``, and Triton has no
 barrier across programs (a spinning one would hang its interpreter, which runs programs one after
@@ -64,19 +65,21 @@ def _row(buffer: Tensor | None, j: int) -> Tensor | None:
 
 def _forward(cfg: _Config, k, x, v0, i0, z0, r0, weight, bias, keep: bool):
     """``(out [T, B, N], states [slots, M] (v, i, z), ins, us)``; with ``keep`` the states
-    before every step, each step's summed input and pre-reset membrane, else the last two states."""
+    before every step, each step's ``x_t + r_{t-1}`` and pre-reset membrane, else the last two states."""
     steps, batch, n = x.shape
+    x = x.contiguous()
     states = _states(cfg, v0, i0, z0, steps + 1 if keep else 2)
     ins = x.new_empty((steps, batch, n)) if keep else None
     us = v0.new_empty((steps, v0.numel())) if keep else None
     r, outs = r0, []
     for t in range(steps):
         a, b = (t, t + 1) if keep else (t % 2, (t + 1) % 2)
-        in_t = torch.add(x[t], r, out=ins[t]) if keep else x[t] + r
+        if keep:
+            torch.add(x[t], r, out=ins[t])
         z_t = x.new_empty((batch, n))  # fresh, as the step loop's spikes are
         scan.launch_forward(
-            cfg, 1, False, k, in_t, *(_row(s, a) for s in states), *(_row(s, b) for s in states), out=z_t,
-            us=_row(us, t), is_=_row(states[1], b) if keep else None,
+            cfg, 1, False, k, x[t], *(_row(s, a) for s in states), *(_row(s, b) for s in states), out=z_t,
+            us=_row(us, t), is_=_row(states[1], b) if keep else None, fed=r.contiguous(),
         )
         if t < steps - 1:  # r_{T-1} is the delayed edge's business, from the spikes it keeps
             r = F.linear(z_t, weight, bias)

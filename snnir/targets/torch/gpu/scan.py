@@ -70,19 +70,20 @@ def _given(t: Tensor | None, placeholder: Tensor) -> Tensor:
     return placeholder if t is None else t
 
 
-def launch_forward(cfg, steps, static, k, x, v0, i0, z0, v, i, z, out=None, us=None, is_=None, bits=None) -> None:
+def launch_forward(cfg, steps, static, k, x, v0, i0, z0, v, i, z, out=None, us=None, is_=None, bits=None,
+                   fed=None) -> None:
     """The forward kernel over ``steps`` from (v0, i0, z0) into the final states (v, i, z),
     writing ``out``, ``us``/``is_`` (each step's pre-reset membrane and current) and ``bits``
-    where given; ``k``: :func:`per_neuron` coefficients. Every tensor contiguous, states
-    ``[M]``-shaped in the state's dtype; ``i``/``z`` tensors of a neuron without them are
-    ignored."""
+    where given; ``k``: :func:`per_neuron` coefficients; ``fed``: the fed-back drive, laid out
+    as a per-step ``x``. Every tensor contiguous, states ``[M]``-shaped in the state's dtype;
+    ``i``/``z`` tensors of a neuron without them are ignored."""
     M = v0.numel()
     _launch(
-        kernels.scan_forward, M, x, v0, i0 if cfg.has_current else v0, z0 if cfg.next_timing else v0,
+        kernels.scan_forward, M, x, _given(fed, x), v0, i0 if cfg.has_current else v0, z0 if cfg.next_timing else v0,
         *(_given(c, v0) for c in k),
         _given(out, v0), v, i if cfg.has_current else v0, z if cfg.next_timing else v0, _given(us, v0),
         _given(is_, v0), _given(bits, v0), M, k[_COEFFS.index("gain")].numel(), steps, **_flags(cfg, static, k),
-        WRITE_OUT=out is not None, KEEP=us is not None, BITS=bits is not None,
+        WRITE_OUT=out is not None, KEEP=us is not None, BITS=bits is not None, FED=fed is not None,
     )
 
 
@@ -110,9 +111,10 @@ def launch_backward(cfg, steps, static, k, surr, x, v0, i0, z0, us, is_, g_out, 
     )
 
 
-def _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=True):
+def _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=True, fed=None):
     """(out, v, i, z, us, is): out and the final states with ``write_out``, else each step's
-    pre-reset membrane ``us`` and current ``is`` (``[T, M]``, None where absent)."""
+    pre-reset membrane ``us`` and current ``is`` (``[T, M]``, None where absent); ``fed``: the
+    fed-back drive (as ``x``, per step)."""
     shape, M = tuple(v0.shape), v0.numel()
     v0 = v0.contiguous()
     out = x.new_empty((steps,) + shape) if write_out else None
@@ -121,15 +123,18 @@ def _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=True):
     is_ = v0.new_empty((steps, M)) if not write_out and cfg.has_current else None
     launch_forward(
         cfg, steps, static, per_neuron(coeffs, shape[1:], v0), x.contiguous(), v0, i0.contiguous(),
-        z0.contiguous(), v_end, i_end, z_end, out=out, us=us, is_=is_,
+        z0.contiguous(), v_end, i_end, z_end, out=out, us=us, is_=is_, fed=None if fed is None else fed.contiguous(),
     )
     return out, v_end, i_end, z_end, us, is_
 
 
-def backward(cfg, steps, static, needs_input_grad, x, v0, i0, z0, coeffs, g_out, g_v, g_i, g_z) -> tuple:
+def backward(cfg, steps, static, needs_input_grad, x, v0, i0, z0, coeffs, g_out, g_v, g_i, g_z, fed=None) -> tuple:
     """The gradients of :func:`_forward`'s inputs ``(x, v0, i0, z0, *coeffs)`` (None where
-    ``needs_input_grad``, in that order, wants none), the membranes recomputed."""
-    _, _, _, _, us, is_ = _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=False)
+    ``needs_input_grad``, in that order, wants none), the membranes recomputed (with the
+    fed-back drive ``fed``, whose gradient is ``x``'s: the same gain)."""
+    _, _, _, _, us, is_ = _forward(cfg, steps, static, x, v0, i0, z0, coeffs, write_out=False, fed=fed)
+    if fed is not None:  # a gain's gradient is by all it scaled (to rounding)
+        x = x + fed
     shape, M = tuple(v0.shape), v0.numel()
     need_x, need_v0, need_i0, need_z0, *need = needs_input_grad
 
@@ -157,24 +162,28 @@ def backward(cfg, steps, static, needs_input_grad, x, v0, i0, z0, coeffs, g_out,
 
 class _TritonSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cfg, steps, static, x, v0, i0, z0, *coeff_values):  # type: ignore[override]
-        out, v_end, i_end, z_end, _, _ = _forward(cfg, steps, static, x, v0, i0, z0, coeff_values)
-        ctx.cfg, ctx.steps, ctx.static = cfg, steps, static
+    def forward(ctx, cfg, steps, static, x, v0, i0, z0, fed, *coeff_values):  # type: ignore[override]
+        out, v_end, i_end, z_end, _, _ = _forward(cfg, steps, static, x, v0, i0, z0, coeff_values, fed=fed)
+        ctx.cfg, ctx.steps, ctx.static, ctx.fed = cfg, steps, static, fed is not None
         ctx.absent = [c is None for c in coeff_values]
-        ctx.save_for_backward(x, v0, i0, z0, *(c for c in coeff_values if c is not None))
+        ctx.save_for_backward(x, v0, i0, z0, fed, *(c for c in coeff_values if c is not None))
         dummy = v0.new_zeros(())
         return out, v_end, i_end if cfg.has_current else dummy, z_end if cfg.next_timing else dummy.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_v, g_i, g_z):  # type: ignore[override]
-        x, v0, i0, z0, *present = ctx.saved_tensors
+        x, v0, i0, z0, fed, *present = ctx.saved_tensors
         present = iter(present)
         coeffs = [None if absent else next(present) for absent in ctx.absent]
-        grads = backward(
-            ctx.cfg, ctx.steps, ctx.static, ctx.needs_input_grad[3:], x, v0, i0, z0, coeffs, g_out, g_v, g_i, g_z
+        need = ctx.needs_input_grad
+        need_x = need[3] or (ctx.fed and need[7])
+        g_x, *grads = backward(
+            ctx.cfg, ctx.steps, ctx.static, (need_x, *need[4:7], *need[8:]), x, v0, i0, z0, coeffs,
+            g_out, g_v, g_i, g_z, fed,
         )
-        return (None, None, None, *grads)
+        g_fed = g_x.clone() if ctx.fed and need[7] else None
+        return (None, None, None, g_x if need[3] else None, *grads[:3], g_fed, *grads[3:])
 
 
 def self_test(device: torch.device) -> None:
@@ -192,17 +201,19 @@ def self_test(device: torch.device) -> None:
         out.sum().backward()
 
 
-def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict, tracked: bool):
+def neuron_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, init: dict, tracked: bool,
+                    fed: Tensor | None = None):
     """``(out, final_state, None)`` as :func:`snnir.targets.torch.scan.neuron_sequence` returns
-    them (``record=False``); ``init`` and ``c`` in the state's dtype (:func:`state_dtype`)."""
+    them (``record=False``, ``fed`` its fed-back drive); ``init`` and ``c`` in the state's dtype
+    (:func:`state_dtype`)."""
     sdt = state_dtype(x)
     dummy = torch.zeros((), dtype=sdt, device=x.device)
     args = (
-        cfg, steps, static, x, init["v"].to(sdt), init.get("i", dummy).to(sdt), init.get("z", dummy).to(sdt),
+        cfg, steps, static, x, init["v"].to(sdt), init.get("i", dummy).to(sdt), init.get("z", dummy).to(sdt), fed,
         *(c[n] for n in _COEFFS),
     )
     if tracked:
         out, v_t, i_t, z_t = _TritonSequence.apply(*args)
     else:
-        out, v_t, i_t, z_t, _, _ = _forward(*args[:7], args[7:])
+        out, v_t, i_t, z_t, _, _ = _forward(*args[:7], args[8:], fed=fed)
     return out, _state(cfg, v_t, i_t, z_t), None

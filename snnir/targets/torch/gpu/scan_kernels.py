@@ -86,19 +86,21 @@ def _coefficients(
 
 @triton.jit(do_not_specialize=["M", "N", "steps"])
 def scan_forward(
-    x_ptr, v0_ptr, i0_ptr, z0_ptr,
+    x_ptr, fed_ptr, v0_ptr, i0_ptr, z0_ptr,
     a_mem_ptr, v_leak_ptr, gain_ptr, thr_ptr, v_reset_ptr, a_syn_ptr, gain_syn_ptr,
     out_ptr, v_ptr, i_ptr, z_ptr, us_ptr, is_ptr, bits_ptr,
     M, N, steps,
     SPIKING: tl.constexpr, HAS_CURRENT: tl.constexpr, NEXT: tl.constexpr, RESET: tl.constexpr,
     INCLUSIVE: tl.constexpr, MULTI: tl.constexpr, CURRENT_FIRST: tl.constexpr, AFTER_INPUT: tl.constexpr,
     STATIC: tl.constexpr, HAS_A_MEM: tl.constexpr, HAS_V_LEAK: tl.constexpr,
-    WRITE_OUT: tl.constexpr, KEEP: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr,
+    WRITE_OUT: tl.constexpr, KEEP: tl.constexpr, BITS: tl.constexpr, FED: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Runs T steps from (v0, i0, z0): writes each step's output (spikes, or the membrane of
     a non-spiking neuron) to ``out`` with WRITE_OUT, its pre-reset membrane to ``us`` and its
     current to ``is`` with KEEP (the backward's recomputation), single spikes as one byte each
-    to ``bits`` with BITS (a layer's dL/dW), and the final states."""
+    to ``bits`` with BITS (a layer's dL/dW), and the final states. With FED, ``fed`` (laid out
+    as a per-step x) is the fed-back drive (``snnir.ir.schedule``): through the input's gain
+    right after the drive, ``(leak + gain x) + gain fed``, or into the current likewise."""
     m = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = m < M
     n = m % N
@@ -129,6 +131,8 @@ def scan_forward(
                 i_new = a_syn * i + drive_held
             else:
                 i_new = a_syn * i + gain_syn * tl.load(x_ptr + row, mask=mask, other=0.0).to(dt)
+            if FED:
+                i_new = i_new + gain_syn * tl.load(fed_ptr + row, mask=mask, other=0.0).to(dt)
             if CURRENT_FIRST:
                 drive = gain * i_new
             else:
@@ -147,13 +151,22 @@ def scan_forward(
                 leaked = v * a_mem
         else:
             leaked = v
+        if FED and not HAS_CURRENT:
+            fed_drive = gain * tl.load(fed_ptr + row, mask=mask, other=0.0).to(dt)
         if NEXT:  # reset by the previous step's spikes: after the input (always for subtract), or before
             if AFTER_INPUT or RESET == 2:
-                u = _reset(leaked + drive, z, thr, v_reset, RESET)
+                u = leaked + drive
+                if FED and not HAS_CURRENT:
+                    u = u + fed_drive
+                u = _reset(u, z, thr, v_reset, RESET)
             else:
                 u = _reset(leaked, z, thr, v_reset, RESET) + drive
+                if FED and not HAS_CURRENT:
+                    u = u + fed_drive
         else:
             u = leaked + drive
+            if FED and not HAS_CURRENT:
+                u = u + fed_drive
         if KEEP:
             tl.store(us_ptr + row, u, mask=mask)
         if SPIKING:
