@@ -60,9 +60,12 @@ class GlueRecording:
             return
         if not tagged or not isinstance(result, torch.Tensor):
             if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
+                # a compiled module splits whole sequences into runs of steps: each keeps its sources
+                over_time = (self.whole_sequences and _name(func) in ("split", "split_with_sizes") and len(tagged) == 1
+                             and (args[2] if len(args) > 2 else kwargs.get("dim", 0)) == 0)
                 for r in result:
                     if isinstance(r, torch.Tensor):
-                        self.tag(r, Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
+                        self.tag(r, tagged[0][1] if over_time else Tag("bad", why=f"'{_name(func)}' in '{self.where()}'"))
             if func is torch.stack and isinstance(result, torch.Tensor):
                 self.stack_tag(args, kwargs, result)
             if func is torch.cat and self.whole_sequences and isinstance(result, torch.Tensor):
