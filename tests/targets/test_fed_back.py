@@ -121,7 +121,7 @@ def _torch_spikes(kind, one_to_one, x, device="cpu", train=False, **options):
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("kind,one_to_one", CASES, ids=IDS)
 def test_python_loop_and_step_path(kind, one_to_one, train):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="torch is not installed (the torch target needs it)")
     x = held_input(kind)
     want = rule(kind, x)
     np.testing.assert_array_equal(_torch_spikes(kind, one_to_one, x, train=train, native=False, triton=False), want)
@@ -139,7 +139,7 @@ def test_native_kernels(kind, one_to_one, train, native_kernels):
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("kind,one_to_one", CASES, ids=IDS)
 def test_triton_kernels(kind, one_to_one, train):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="torch is not installed (the torch target needs it)")
     from tests.targets.triton_device import DEVICE  # skips without Triton or a place to run it
 
     x = held_input(kind)
@@ -149,7 +149,7 @@ def test_triton_kernels(kind, one_to_one, train):
 
 @pytest.mark.parametrize("kind,one_to_one", CASES, ids=IDS)
 def test_standalone_source(kind, one_to_one, tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is not installed (the torch target needs it)")
     import importlib.util
 
     from snnir.targets.torch.codegen import write_module
