@@ -203,9 +203,10 @@ class SegmentRun:
 
     def _calls(self, sizes: list[int]):
         """Per call of ``sizes[k]`` steps (from the first), ``call(state, new_state, traces, cache)``:
-        runs the segment over those steps and returns (its values, the static ones). A call's steps of each input and value are a view from one split of
-        that tensor, made at its first use: the backward joins the calls' gradients once, where a
-        slice per call gave each call a zero-filled gradient as long as the whole run."""
+        runs the segment over those steps and returns (its values, the static ones). A call's
+        steps of each input and value are a view from one split of that tensor, made at its first
+        use: the backward joins the calls' gradients once, where a slice per call gave each call a
+        zero-filled gradient as long as the whole run."""
         splits: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}
 
         def part(kind: str, key: str, value: torch.Tensor, k: int) -> torch.Tensor:
