@@ -27,17 +27,19 @@ struct Step {
   double a, gain, thr;
 };
 
-// One step over elements [b, e): v (and z with a delayed reset, NEXT) updated in place, the
-// step's spikes written to zt and bits (when given), u to ut with KEEP. SUB: a subtract reset.
+// One step over elements [b, e): the state read from vi (and zi with a delayed reset, NEXT)
+// and written to v (z): the caller's initial state at the first step, in place after it (so
+// those pointers may alias, index for index). The step's spikes go to zt and bits (when
+// given), u to ut with KEEP. SUB: a subtract reset.
 template <typename T, bool NEXT, bool SUB, bool KEEP>
-void update(const Step& p, const T* __restrict__ xt, T* __restrict__ v, T* __restrict__ z, T* __restrict__ zt,
+void update(const Step& p, const T* __restrict__ xt, const T* vi, const T* zi, T* v, T* z, T* __restrict__ zt,
             bool* bits, T* __restrict__ ut, int64_t b, int64_t e) {
   const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
   const T incl = p.inclusive ? T(1) : T(0);
 #pragma omp simd
   for (int64_t i = b; i < e; ++i) {
-    const T in = v[i] * a + gain * xt[i];
-    const T u = NEXT && SUB ? in - z[i] * thr : in;  // the delayed reset after the input
+    const T in = vi[i] * a + gain * xt[i];
+    const T u = NEXT && SUB ? in - zi[i] * thr : in;  // the delayed reset after the input
     const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
     zt[i] = s;
     if (NEXT) {
@@ -69,15 +71,18 @@ at::Tensor workspace(int64_t n, const at::Tensor& like) {
   return buffer.narrow(0, 0, n);
 }
 
+// The forward's loop from the initial state (v0, z0) into v (and z): v0 and z0 are only read.
 template <typename T>
-void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, at::Tensor v, at::Tensor z,
-         const at::Tensor& weight, const at::Tensor& bias, at::Tensor y, at::Tensor bits, at::Tensor us) {
+void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, const at::Tensor& v0,
+         const at::Tensor& z0, at::Tensor v, at::Tensor z, const at::Tensor& weight, const at::Tensor& bias,
+         at::Tensor y, at::Tensor bits, at::Tensor us) {
   const int64_t B = v.size(0), N = v.size(1), M = B * N;
   at::Tensor zt = at::empty({B, N}, v.options());
   const T* xp = x.data_ptr<T>();
   T *vp = v.data_ptr<T>(), *zp = z.numel() ? z.data_ptr<T>() : nullptr, *ztp = zt.data_ptr<T>();
+  const T *vi = v0.data_ptr<T>(), *zi = z.numel() ? z0.data_ptr<T>() : nullptr;
   // the loop's structure fixed at compile time: [delayed reset][subtract reset][keep u]
-  using Kernel = void (*)(const Step&, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
+  using Kernel = void (*)(const Step&, const T*, const T*, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
   const Kernel kernels[2][2][2] = {
       {{update<T, false, false, false>, update<T, false, false, true>},
        {update<T, false, true, false>, update<T, false, true, true>}},
@@ -88,7 +93,9 @@ void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, at::
     const T* xt = is_static ? xp : xp + t * M;
     bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
     T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
-    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vp, zp, ztp, bt, ut, b, e); });
+    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vi, zi, vp, zp, ztp, bt, ut, b, e); });
+    vi = vp;
+    zi = zp;
     if (y.numel()) layer_step(y[t], zt, weight, bias);
   }
 }
@@ -101,14 +108,19 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
                                 bool want_bits, bool keep_u) {
   const Step p{next, subtract, inclusive, a, gain, thr};
   const int64_t B = v0.size(0), N = v0.size(1);
-  auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
+  const at::Tensor v0c = v0.contiguous(), z0c = next ? z0.contiguous() : z0;
+  auto v = at::empty({B, N}, v0.options()), z = next ? at::empty({B, N}, v0.options()) : at::empty({0}, v0.options());
   auto y = at::empty({steps, B, weight.size(0)}, v0.options());
   auto bits = want_bits ? at::empty({steps, B, N}, v0.options().dtype(at::kBool)) : at::empty({0}, v0.options());
   auto us = keep_u ? at::empty({steps, B, N}, v0.options()) : at::empty({0}, v0.options());
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_forward", [&] {
-    run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, bias, y, bits, us);
+    run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, bias, y, bits, us);
   });
-  return {y, v, next ? z : z0.clone(), bits, us};
+  if (!steps) {  // no step ran: the final state is the initial one
+    v.copy_(v0c);
+    if (next) z.copy_(z0c);
+  }
+  return {y, v, next ? z : z0, bits, us};  // z0 unused without a delayed reset: handed back as given
 }
 
 // One backward step over elements [b, e): carry holds dL/du of the step after (LAST: the
@@ -184,9 +196,10 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
   at::Tensor U = us;
   if (!U.numel()) {  // a held input: recompute the membranes
     U = workspace(steps * M, v0);
-    auto v = v0.clone(), z = next ? z0.clone() : at::empty({0}, v0.options());
+    auto v = at::empty({B, N}, v0.options()), z = next ? at::empty({B, N}, v0.options()) : at::empty({0}, v0.options());
+    const at::Tensor v0c = v0.contiguous(), z0c = next ? z0.contiguous() : z0;
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_recompute", [&] {
-      run<scalar_t>(p, x.contiguous(), is_static, steps, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
+      run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
                     at::empty({0}, v0.options()), U);
     });
   }
