@@ -1,4 +1,4 @@
-"""Shared test fixtures: the published NIR files and random-graph helpers."""
+"""Shared test fixtures: the published NIR files, the built C++ kernels (and which a test ran), random-graph helpers."""
 
 from __future__ import annotations
 
@@ -29,6 +29,31 @@ def native_kernels():
     if missing:
         pytest.skip(f"the native kernels {missing} could not be built here (no C++ compiler or ninja)")
     return native
+
+
+class _Recorded:
+    """A kernel's extension that adds the kernel's name to ``used`` when a function of it is looked up."""
+
+    def __init__(self, extension, kernel: str, used: set):
+        self._extension, self._kernel, self._used = extension, kernel, used
+
+    def __getattr__(self, name):
+        self._used.add(self._kernel)
+        return getattr(self._extension, name)
+
+
+@pytest.fixture
+def kernels_used(native_kernels, monkeypatch) -> set:
+    """The names of the C++ kernels the test calls (every kernel built), filled as it runs."""
+    used: set[str] = set()
+    real = native_kernels.extension
+
+    def recording(kernel="neuron_scan", build=True):
+        extension = real(kernel, build)
+        return None if extension is None else _Recorded(extension, kernel, used)
+
+    monkeypatch.setattr(native_kernels, "extension", recording)
+    return used
 
 
 @pytest.fixture(scope="session")

@@ -33,26 +33,10 @@ TRAINED = [p for p in EXACT if list(p.values[0].build().parameters())]  # Lapicq
 
 
 @pytest.fixture
-def default_path(native_kernels, monkeypatch):
+def default_path(kernels_used, monkeypatch):
     """The users' setting: kernels built, ``SNNIR_NATIVE`` unset; gives the set of kernels used."""
     monkeypatch.delenv("SNNIR_NATIVE", raising=False)
-    used: set[str] = set()
-    real = native_kernels.extension
-
-    class Recorded:
-        def __init__(self, extension, kernel):
-            self._extension, self._kernel = extension, kernel
-
-        def __getattr__(self, name):
-            used.add(self._kernel)
-            return getattr(self._extension, name)
-
-    def recording(kernel="neuron_scan", build=True):
-        extension = real(kernel, build)
-        return None if extension is None else Recorded(extension, kernel)
-
-    monkeypatch.setattr(native_kernels, "extension", recording)
-    return used
+    return kernels_used
 
 
 def build(case: Case, steps: int = T) -> torch.nn.Module:

@@ -142,34 +142,15 @@ def test_python_loop_spikes_as_snntorch(name):
     _compile_and_compare(name, native=False, triton=False)
 
 
-class _Used:
-    """A kernel's extension that records, in ``used``, that a kernel's function was looked up."""
-
-    def __init__(self, extension, kernel: str, used: set):
-        self._extension, self._kernel, self._used = extension, kernel, used
-
-    def __getattr__(self, name):
-        self._used.add(self._kernel)
-        return getattr(self._extension, name)
-
-
 # the C++ kernel that runs each model's first neuron (the fused neuron-Linear kernel takes a reset
 # without gradient through the spike: the same forward)
 FIRST_KERNEL = {"leaky": "neuron_scan", "leaky-fused": "neuron_linear", "synaptic": "neuron_scan", "rleaky": "recurrent"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_native_kernels_spike_as_snntorch(name, native_kernels, monkeypatch):
-    used: set[str] = set()
-    real = native_kernels.extension
-
-    def recording(kernel="neuron_scan", build=True):
-        extension = real(kernel, build)
-        return None if extension is None else _Used(extension, kernel, used)
-
-    monkeypatch.setattr(native_kernels, "extension", recording)
+def test_native_kernels_spike_as_snntorch(name, kernels_used):
     _compile_and_compare(name, native=True, triton=False, detach_reset=name == "leaky-fused")
-    assert {FIRST_KERNEL[name], "neuron_scan"} <= used, f"the C++ kernels used: {sorted(used)}"
+    assert {FIRST_KERNEL[name], "neuron_scan"} <= kernels_used, f"the C++ kernels used: {sorted(kernels_used)}"
 
 
 @pytest.mark.parametrize("name", list(MODELS))

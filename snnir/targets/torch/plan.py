@@ -46,6 +46,7 @@ static inputs) and cached on the module:
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -193,6 +194,21 @@ def no_hooks(module: torch.nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
+class _Splits:
+    """A run's tensors cut into the calls' steps (``sizes``, from the first; any rest left over),
+    each tensor split once, at its first use."""
+
+    def __init__(self, sizes: list[int]):
+        self._sizes, self._parts = sizes, {}
+
+    def part(self, kind: str, key: str, value: torch.Tensor, k: int) -> torch.Tensor:
+        """The ``k``-th call's steps of ``value`` (an input or a value, by ``kind``, named ``key``)."""
+        if (kind, key) not in self._parts:
+            rest = value.shape[0] - sum(self._sizes)
+            self._parts[kind, key] = value.split(self._sizes + [rest] if rest else self._sizes)
+        return self._parts[kind, key][k]
+
+
 class SegmentRun:
     """One segment of a graph level over a run of ``steps``, on the values computed so far:
     in consecutive calls of fewer steps (:meth:`in_calls`), or timed (:meth:`trial`)."""
@@ -201,30 +217,23 @@ class SegmentRun:
         self.level, self.components, self.inputs, self.static = level, components, inputs, static
         self.values, self.held, self.state, self.steps = values, held, state, steps
 
-    def _calls(self, sizes: list[int]):
+    def _calls(self, sizes: list[int]) -> list:
         """Per call of ``sizes[k]`` steps (from the first), ``call(state, new_state, traces, cache)``:
         runs the segment over those steps and returns (its values, the static ones). A call's
         steps of each input and value are a view from one split of that tensor, made at its first
         use: the backward joins the calls' gradients once, where a slice per call gave each call a
         zero-filled gradient as long as the whole run."""
-        splits: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}
+        splits = _Splits(sizes)
+        return [functools.partial(self._call, splits, k, size) for k, size in enumerate(sizes)]
 
-        def part(kind: str, key: str, value: torch.Tensor, k: int) -> torch.Tensor:
-            if (kind, key) not in splits:
-                rest = value.shape[0] - sum(sizes)
-                splits[kind, key] = value.split(sizes + [rest] if rest else sizes)
-            return splits[kind, key][k]
-
-        for k, size in enumerate(sizes):
-            def call(state, new_state, traces, cache, k=k, size=size):
-                inputs = {n: v if n in self.static else part("input", n, v, k) for n, v in self.inputs.items()}
-                values = {key: v if key in self.held else part("value", key, v, k) for key, v in self.values.items()}
-                held = set(self.held)
-                self.level._run_components(self.components, inputs, self.static, values, held, state, new_state,
-                                           traces, size, cache)
-                return values, held
-
-            yield call
+    def _call(self, splits: _Splits, k: int, size: int, state, new_state, traces, cache):
+        """The ``k``-th call of :meth:`_calls`, ``size`` steps."""
+        inputs = {n: v if n in self.static else splits.part("input", n, v, k) for n, v in self.inputs.items()}
+        values = {key: v if key in self.held else splits.part("value", key, v, k) for key, v in self.values.items()}
+        held = set(self.held)
+        self.level._run_components(self.components, inputs, self.static, values, held, state, new_state,
+                                   traces, size, cache)
+        return values, held
 
     def in_calls(self, chunk: int, new_state, traces, cache, read_later: set[str]) -> None:
         """Run in calls of at most ``chunk`` steps, the state carried; the values in
