@@ -91,6 +91,30 @@ def test_native_equals_python(native_kernels, monkeypatch, timing, reset, static
     _assert_same(got, _run(True, op, static, *args), dtype)
 
 
+@pytest.mark.parametrize("timing", ["next", "same"])
+def test_native_leaves_the_initial_state_as_given(native_kernels, monkeypatch, timing):
+    """The kernel reads the initial state, never writes it (also a non-contiguous one), and its
+    final state equals the Python op's."""
+    op = _lif(timing, "subtract")
+    x, init, weight, bias, _ = _inputs(op, False, torch.float32)
+    init = {name: value.t().contiguous().t() for name, value in init.items()}  # column-major views
+    given = {name: value.clone() for name, value in init.items()}
+    cfg = _config(op, Surrogate("arctan", 2.0), detach_reset=True)
+    c = coefficients(op, {}, x)
+    finals = []
+    for choice in ("1", "0"):
+        monkeypatch.setenv("SNNIR_NATIVE", choice)
+        with torch.no_grad():
+            y, final = neuron_linear.neuron_linear_sequence(cfg, c, x, T, False, init, weight, bias)
+        finals.append((y, final))
+        for name, value in init.items():
+            assert torch.equal(value, given[name]), f"{name} was written"
+    (y_native, native_final), (y_python, python_final) = finals
+    assert torch.equal(y_native, y_python) and torch.equal(native_final["v"], python_final["v"])
+    if timing == "next":  # the spikes a delayed reset carries over
+        assert torch.equal(native_final["z"], python_final["z"])
+
+
 def test_does_not_apply_to_trained_or_current_neurons():
     op = _lif("next", "subtract")
     cfg = _config(op, Surrogate(), detach_reset=True)
