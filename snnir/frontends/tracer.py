@@ -82,8 +82,14 @@ def trace(model: Any, sample_input: Any) -> Graph:
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
     recorder.tag(x, Tag("sequence"))
     result = _record(twin, recorder, x)
-    graph = _finish(recorder, result, model)
     steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
+    try:
+        graph = _finish(recorder, result, model)
+    except SnnirError as exc:
+        if steps > 1 or not recorder.fresh_calls or sample_input.ndim < 3:
+            raise
+        raise SnnirError(f"{exc.reason} (each neuron ran once on this input: if the model takes one step per call, "
+                         f"trace it on one step [B, ...], not the sequence [T, B, ...])", exc.node, flag=exc.flag) from None
     trusted = any(recorder.leaf_kind(m) == "to_op" for m in recorder.modules.values())
     indexed = recorder.indexed
     del twin, result, recorder  # the guard runs a copy of its own

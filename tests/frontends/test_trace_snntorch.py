@@ -230,6 +230,15 @@ def test_trace_leaves_the_model_untouched():
     assert model.training
 
 
+def test_a_step_model_traced_on_a_whole_sequence_is_refused_with_a_hint():
+    """A step model (one call, one step) given ``[T, B, ...]`` takes T as the batch: the refusal
+    names the layer and says to trace one step."""
+    model = two_layer(lambda n, o: snn.Leaky(beta=0.9, init_hidden=True, output=o))
+    with pytest.raises(SnnirError, match=r"node '0': .*expects input \[6\].*trace it on one step \[B, \.\.\.\]"):
+        snnir.trace(model, torch.rand(10, 4, N_IN))
+    snnir.trace(model, torch.rand(4, N_IN))  # one step traces
+
+
 @pytest.mark.parametrize("make", [
     lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="zero", init_hidden=True, output=o),
     lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="none", init_hidden=True, output=o),
