@@ -86,16 +86,26 @@ def trace(model: Any, sample_input: Any) -> Graph:
     try:
         graph = _finish(recorder, result, model)
     except SnnirError as exc:
-        if steps > 1 or not recorder.fresh_calls or sample_input.ndim < 3:
+        if steps > 1 or not recorder.fresh_calls or sample_input.ndim < 3 or not _traces(model, sample_input[0]):
             raise
-        raise SnnirError(f"{exc.reason} (each neuron ran once on this input: if the model takes one step per call, "
-                         f"trace it on one step [B, ...], not the sequence [T, B, ...])", exc.node, flag=exc.flag) from None
+        raise SnnirError(f"{exc.reason} (the model takes one step per call: trace it on one step [B, ...], as "
+                         f"sample_input[0] of shape {list(sample_input.shape[1:])}, not the sequence [T, B, ...])",
+                         exc.node, flag=exc.flag) from None
     trusted = any(recorder.leaf_kind(m) == "to_op" for m in recorder.modules.values())
     indexed = recorder.indexed
     del twin, result, recorder  # the guard runs a copy of its own
     if not trusted:  # a to_op() module declares its op; its forward is not its definition
         check_trace(graph, _twin(model), x, steps, indexed, _flatten_result)
     return graph
+
+
+def _traces(model: Any, sample_input: Any) -> bool:
+    """:func:`trace` succeeds on ``sample_input``."""
+    try:
+        trace(model, sample_input)
+    except SnnirError:
+        return False
+    return True
 
 
 def trace_submodules(module: Any, sample_input: Any) -> Graph:

@@ -239,6 +239,13 @@ def test_a_step_model_traced_on_a_whole_sequence_is_refused_with_a_hint():
     snnir.trace(model, torch.rand(4, N_IN))  # one step traces
 
 
+def test_a_step_model_refused_on_one_step_gets_no_such_hint():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), snn.Leaky(beta=0.9, init_hidden=True))
+    with pytest.raises(SnnirError) as refused:
+        snnir.trace(model, torch.rand(4, 1, 8, 8))
+    assert "relu" in str(refused.value).lower() and "one step per call" not in str(refused.value)
+
+
 @pytest.mark.parametrize("make", [
     lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="zero", init_hidden=True, output=o),
     lambda n, o: snn.Leaky(beta=0.8, threshold=-0.2, reset_mechanism="none", init_hidden=True, output=o),
