@@ -82,3 +82,22 @@ def test_a_file_that_is_not_nir_fails_in_one_line(tmp_path) -> None:
     with pytest.raises(snnir.SnnirError, match="cannot read"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         file_facts(path)
+
+
+def test_a_neuron_whose_parameters_do_not_broadcast_is_refused_naming_it(fixtures_dir, tmp_path) -> None:
+    """A fuzzer's mutant: one time constant cut to 2 of 7 neurons (the fingerprints compared the
+    parameters element-wise, and numpy's broadcast error reached `snnir check` as a traceback)."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "cut.nir"
+    shutil.copy(fixtures_dir / "braille_noDelay_bias_zero_subgraph.nir", path)
+    with h5py.File(path, "r+") as file:
+        neuron = file["node/nodes/lif2"]
+        tau = neuron["tau_mem"][:2]
+        del neuron["tau_mem"]
+        neuron["tau_mem"] = tau
+    with pytest.raises(snnir.SnnirError, match=r"node 'lif2': CubaLIF parameters have incompatible shapes"):
+        file_facts(path, repair=True)
+    assert main(["check", str(path), "--repair"]) != 0

@@ -52,7 +52,8 @@ class FileFacts:
 
 def file_facts(path: Any, repair: bool = False) -> FileFacts:
     """Read ``path`` as written (no dialect, unverified: a peer's file may need its dialect to
-    check) and collect its :class:`FileFacts`."""
+    check) and collect its :class:`FileFacts`; a neuron whose parameters do not broadcast
+    together is refused, naming it."""
     from snnir.ir.nir_io import read_unchecked
     from snnir.ir.ops import Neuron
 
@@ -60,6 +61,11 @@ def file_facts(path: Any, repair: bool = False) -> FileFacts:
     defaulted = {line.partition(": ")[0] for line in report.defaults_applied}
     nodes = dict(graph.walk())
     neurons = {name: op for name, op in nodes.items() if isinstance(op, Neuron)}
+    for name, op in neurons.items():  # the fingerprints compare parameters element by element
+        try:
+            op.neuron_shape()
+        except SnnirError as exc:
+            raise SnnirError(exc.reason, name) from None
     return FileFacts(_version(path), tuple(nodes), neurons, frozenset(set(neurons) - defaulted),
                      tuple(sorted({op.op_type for op in nodes.values()})))
 
