@@ -101,3 +101,22 @@ def test_a_neuron_whose_parameters_do_not_broadcast_is_refused_naming_it(fixture
     with pytest.raises(snnir.SnnirError, match=r"node 'lif2': CubaLIF parameters have incompatible shapes"):
         file_facts(path, repair=True)
     assert main(["check", str(path), "--repair"]) != 0
+
+
+def test_a_neuron_without_time_constants_is_refused_naming_it(fixtures_dir, tmp_path) -> None:
+    """A fuzzer's mutant: Rockpool's `tau` emptied (it broadcasts with `r` to no neuron at all).
+    The guess names the writer without a `dt`, and `snnir check` refuses the node (it was an
+    IndexError from the `dt` fit)."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "empty.nir"
+    shutil.copy(fixtures_dir / "lif_rockpool.nir", path)
+    with h5py.File(path, "r+") as file:
+        neuron = file["node/nodes/1_LIFNeuronTorch"]
+        del neuron["tau"]
+        neuron["tau"] = np.zeros(0)
+    dialect, evidence = guess_writer(file_facts(path, repair=True))
+    assert dialect == "rockpool" and not any("dt =" in line for line in evidence)
+    assert main(["check", str(path), "--repair"]) != 0

@@ -50,14 +50,14 @@ def _time_constant(op: Neuron) -> np.ndarray | None:
 
 def written_dt(op: Neuron) -> float | None:
     """The ``dt`` for which ``to_nir``'s ``r = tau exp(-dt / tau) / dt`` gives the node's ``r``
-    (one for all its neurons), or ``None`` when there is no such single ``dt``.
+    (one for all its neurons), or ``None`` when there is no such single ``dt`` (or no neuron).
 
     ``log r = log(tau / dt) - dt / tau`` falls strictly with ``dt``: Newton's method from
     Rockpool's own first-order guess ``tau / (1 + r)`` converges in a few steps.
     """
     tau = _time_constant(op)
     r = np.asarray(op.r, float)
-    if tau is None or np.any(tau <= 0) or np.any(r <= 0) or not np.all(np.isfinite(tau)) or not np.all(np.isfinite(r)):
+    if tau is None or tau.size == 0 or r.size == 0 or np.any(tau <= 0) or np.any(r <= 0) or not np.all(np.isfinite(tau)) or not np.all(np.isfinite(r)):
         return None
     dt = tau / (1.0 + r)
     for _ in range(50):
