@@ -59,6 +59,10 @@ from snnir.errors import SnnirError
 DEFAULT_RUN = 32
 #: the least an ``"auto"`` budget allows: below it, calls of a few steps cost more time than they save memory
 AUTO_FLOOR = 4 * 2**20
+#: on a GPU, an ``"auto"`` budget allows at least this share of the device's free memory: there a
+#: call of a few steps costs kernel launches, not cache (on an H200, one-step calls made inference
+#: 7-17x slower than whole runs, and slower than snnTorch; benchmarks/RESULTS.md)
+AUTO_DEVICE_SHARE = 8
 #: a segment faster than this over a whole run keeps the whole run, unmeasured
 MEASURE_FROM_S = 0.002
 #: the largest chunk within this factor of the fastest wins (fewer calls, less noise)

@@ -11,7 +11,7 @@ from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.plan import (
-    AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
+    AUTO_DEVICE_SHARE, AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
@@ -41,7 +41,7 @@ class Planner:
         key = (torch.is_grad_enabled(), steps, batch, tuple(sorted(static)), probe.dtype, str(probe.device))
         plan = self.plans.get(key)
         if plan is None:
-            run, caps, budget = self._run_length(static, steps, batch, probe.element_size())
+            run, caps, budget = self._run_length(static, steps, batch, probe.element_size(), probe.device)
             chunks, chosen = self._pinned_chunks(run, caps)
         else:
             run, budget, chunks, chosen = plan.run, plan.budget, list(plan.chunks), list(plan.chosen)
@@ -90,7 +90,7 @@ class Planner:
         return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
                    for o in [op, *(o for _, o in inner)])
 
-    def _run_length(self, static, steps: int, batch: int, itemsize: int):
+    def _run_length(self, static, steps: int, batch: int, itemsize: int, device: torch.device):
         """(steps per run, per segment the most steps per call or None, the values budget or None).
 
         Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
@@ -99,7 +99,8 @@ class Planner:
         layer-neuron call with half the budget peaked 1.3x over it, measured on the per-step
         tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``;
         a segment with a recurrent component runs the whole run per call (see ``plan.py``), so
-        its exported values are made in one piece and count once."""
+        its exported values are made in one piece and count once. On a GPU ``"auto"`` allows at
+        least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
         base = min(DEFAULT_RUN, steps)
@@ -108,6 +109,8 @@ class Planner:
         scale = batch * itemsize
         if self.memory_budget == "auto":  # a step-by-step run holds one step's values
             budget = max(AUTO_FLOOR, scale * self._footprint.values)
+            if device.type == "cuda":
+                budget = max(budget, torch.cuda.mem_get_info(device)[0] // AUTO_DEVICE_SHARE)
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
