@@ -258,7 +258,8 @@ def compile_torch(
     - ``memory_budget``: under ``no_grad``, bytes of intermediate values a call may hold at
       once (parameters, state, inputs and outputs aside), bounding the runs of steps (never
       below one step) when ``time_chunk`` is ``None``. ``"auto"`` (default): what keeps the
-      call's peak within twice a step-by-step run's (snnTorch's); ``None``: no bound.
+      call's peak within twice a step-by-step run's (snnTorch's), and on a GPU at least an
+      eighth of the device's free memory (one-step calls cost kernel launches there); ``None``: no bound.
     - ``recompute``: training keeps only each run's inputs and starting state and reruns
       its forward in the backward (activation checkpointing over runs of steps): with
       ``time_chunk`` > 0, memory stops growing with T for any input, for about one more
