@@ -1,58 +1,50 @@
-"""On a GPU: inference with the default memory budget against ``memory_budget=None`` (one run,
-synchronised medians; spikes against snnTorch). A diagnostic for RESULTS.md's GPU section."""
+"""On a GPU: inference with the default memory budget against ``memory_budget=None``, on four of
+the suite's cases (``bench.CASES``): synchronised medians and spikes against snnTorch, one run.
+The diagnostic behind RESULTS.md's GPU section. ``--device cpu`` runs it here."""
 
 from __future__ import annotations
 
-import copy
+import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, "benchmarks")
-import models  # noqa: E402
+import bench  # noqa: E402
+import measure  # noqa: E402
 
 import snnir  # noqa: E402
 
-CASES = {  # name: (build, input shape, static, T, B, gain, input gain)
-    "tutorial-static": (lambda t: models.MLP((784, 1000, 10), t), (784,), True, 25, 128, 1.0, 1.0),
-    "tutorial-step": (lambda t: models.MLP((784, 1000, 10), t), (784,), False, 25, 128, 1.0, 1.0),
-    "conv-static": (lambda t: models.ConvNet(t), (1, 28, 28), True, 25, 128, 3.0, 1.0),
-    "wide": (lambda t: models.MLP((784, 2048, 2048, 10), t), (784,), False, 50, 256, 2.0, 1.0),
-}
+NAMES = ("tutorial-static", "tutorial-step", "conv-static", "wide")
+REPS = 9
 
 
-def timed(fn, reps: int = 9) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def median_ms(fn) -> float:
+    fn()  # warm-up
+    return statistics.median(measure.timed(fn) for _ in range(REPS))
 
 
 def main() -> None:
-    device = torch.device("cuda")
-    for name, (build, shape, static, steps, batch, gain, x_gain) in CASES.items():
-        torch.manual_seed(0)
-        ref = models.seeded(build(steps), gain)
-        x, _ = models.make_input(shape, steps, batch, static, 10, "cpu", x_gain)
-        graph = snnir.trace(copy.deepcopy(ref), x)
-        graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if static else ())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda")
+    device = torch.device(parser.parse_args().device)
+    for name in NAMES:
+        case = bench.CASES[name]
+        ref = case.build(case.steps)
+        x, _ = case.inputs(case.steps, case.batch, case.static, torch.device("cpu"))
+        graph = snnir.trace(ref, x)
+        graph = snnir.optimize(graph, static_inputs=list(graph.inputs) if case.static else ())
         ref, x = ref.to(device), x.to(device)
         with torch.no_grad():
             want = ref(x)
-            row = [f"snntorch {timed(lambda: ref(x)):.2f} ms"]
+            row = [f"snntorch {median_ms(lambda: ref(x)):.2f} ms"]
             for budget in ("auto", None):
-                module = snnir.compile(graph, target="torch", device=device, memory_budget=budget)
-                run = (lambda: module(x, steps=steps)) if static else (lambda: module(x))
-                got = run()
+                module = snnir.compile(graph, target="torch", device=device, memory_budget=budget, **case.surrogate)
+                run = (lambda: module(x, steps=case.steps)) if case.static else (lambda: module(x))
+                differ = int((run() != want).sum())
                 plan = str(module._planner.last).replace("\n", " /")
-                row.append(f"budget={budget}: {timed(run):.2f} ms, {int((got != want).sum())} spikes differ, plan {plan}")
+                row.append(f"budget={budget}: {median_ms(run):.2f} ms, {differ} spikes differ, plan {plan}")
         print(f"{name}: " + " | ".join(row), flush=True)
 
 
