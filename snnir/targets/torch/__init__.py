@@ -248,8 +248,8 @@ def compile_torch(
     - ``fast``: use the time-batched neuron scans of ``snnir.targets.torch.scan`` when present.
     - ``detach_reset``: no gradient through the spike in a subtract reset (snnTorch's default).
     - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once),
-      every layer over a whole run. ``None`` (the default): runs of 32 steps (fewer under
-      ``memory_budget``), and each segment of layers (up to and including a neuron) in calls
+      every layer over a whole run. ``None`` (the default): runs of 32 steps (64 where the
+      top level holds a recurrent component; fewer under ``memory_budget``), and each segment of layers (up to and including a neuron) in calls
       of as many steps as a short measurement at the first call of each shape found fastest
       (``module.plan`` shows it; see ``plan.py``). Results are identical either way; training
       memory no longer grows with T for a held input (see docs/performance.md).
@@ -258,7 +258,8 @@ def compile_torch(
     - ``memory_budget``: under ``no_grad``, bytes of intermediate values a call may hold at
       once (parameters, state, inputs and outputs aside), bounding the runs of steps (never
       below one step) when ``time_chunk`` is ``None``. ``"auto"`` (default): what keeps the
-      call's peak within twice a step-by-step run's (snnTorch's), and on a GPU at least an
+      call's peak within twice a step-by-step run's (snnTorch's), at least 4 MiB (8 MiB with a
+      recurrent component, whose runs cost a fixed time each), and on a GPU at least an
       eighth of the device's free memory (one-step calls cost kernel launches there); ``None``: no bound.
     - ``recompute``: training keeps only each run's inputs and starting state and reruns
       its forward in the backward (activation checkpointing over runs of steps): with

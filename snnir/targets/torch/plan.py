@@ -15,9 +15,10 @@ Every plan gives identical results (tested for every registered op).
 Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
 static inputs) and cached on the module:
 
-- ``run``: 32 steps (training keeps one run's gradients at a time). Under
+- ``run``: 32 steps (training keeps one run's gradients at a time), 64 where the top
+  level holds a recurrent component (:data:`RECURRENT_RUN`). Under
   ``no_grad`` with a memory budget (``"auto"``: the bytes of every value of one step,
-  what a step-by-step run holds, at least 4 MiB, and on a GPU at least an eighth of its
+  what a step-by-step run holds, at least 4 MiB (8 MiB with a recurrent component), and on a GPU at least an eighth of its
   free memory; the peak it gives on a CPU, measured without the input: 1.6-1.8x a
   step-by-step run's), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
@@ -58,8 +59,18 @@ from snnir.errors import SnnirError
 
 #: runs of steps when nothing is pinned (see ``docs/performance.md``)
 DEFAULT_RUN = 32
+#: runs of steps where the top level holds a recurrent component: each run costs it a fixed
+#: 1.5 ms or so of calls in training, whatever its length, while its step loop is as long
+#: either way (training, median of 20 interleaved, 2 CPU threads: the bench's recurrent net
+#: 43.9 -> 41.2 ms; T=300, B=32, 128 neurons 44.1 -> 34.5 ms; one run of all T was slower on both)
+RECURRENT_RUN = 64
 #: the least an ``"auto"`` budget allows: below it, calls of a few steps cost more time than they save memory
 AUTO_FLOOR = 4 * 2**20
+#: the same where the top level holds a recurrent component: there a run costs more fixed time
+#: (its component's calls; inference of the bench's recurrent net, 2 CPU threads, interleaved:
+#: runs of 25 steps 16.5 ms, of 50 steps 14.3, the GEMM floor 13.3), for a peak of 3.7 MB
+#: instead of 1.7 (snnTorch's: 0.6)
+AUTO_FLOOR_RECURRENT = 8 * 2**20
 #: on a GPU, an ``"auto"`` budget allows at least this share of the device's free memory: there a
 #: call of a few steps costs kernel launches, not cache (on an H200, one-step calls made inference
 #: 7-17x slower than whole runs, and slower than snnTorch; benchmarks/RESULTS.md)

@@ -11,7 +11,7 @@ from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.plan import (
-    AUTO_DEVICE_SHARE, AUTO_FLOOR, DEFAULT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
+    AUTO_DEVICE_SHARE, AUTO_FLOOR, AUTO_FLOOR_RECURRENT, DEFAULT_RUN, RECURRENT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
@@ -99,22 +99,23 @@ class Planner:
         layer-neuron call with half the budget peaked 1.3x over it, measured on the per-step
         tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``;
         a segment with a recurrent component runs the whole run per call (see ``plan.py``), so
-        its exported values are made in one piece and count once. On a GPU ``"auto"`` allows at
-        least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory."""
+        its exported values are made in one piece and count once. With a recurrent component the
+        run is at most ``RECURRENT_RUN`` and ``"auto"`` at least ``AUTO_FLOOR_RECURRENT``; on a GPU
+        ``"auto"`` allows at least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
-        base = min(DEFAULT_RUN, steps)
+        whole = [any(recurrent for _, recurrent in components) for components in self._module._segments]
+        base = min(RECURRENT_RUN if any(whole) else DEFAULT_RUN, steps)
         if torch.is_grad_enabled() or self.memory_budget is None:
             return base, None, None
         scale = batch * itemsize
         if self.memory_budget == "auto":  # a step-by-step run holds one step's values
-            budget = max(AUTO_FLOOR, scale * self._footprint.values)
+            budget = max(AUTO_FLOOR_RECURRENT if any(whole) else AUTO_FLOOR, scale * self._footprint.values)
             if device.type == "cuda":
                 budget = max(budget, torch.cuda.mem_get_info(device)[0] // AUTO_DEVICE_SHARE)
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
-        whole = [any(recurrent for _, recurrent in components) for components in self._module._segments]
         exported = scale * sum(e if w else 2 * e for (_, e), w in zip(per_segment, whole))
         run = run_for_budget(budget // 2, exported, base)
         caps = [run if w else run_for_budget(budget // 4, scale * values, run) for w, (values, _) in zip(whole, per_segment)]

@@ -243,16 +243,7 @@ def test_a_budget_never_cuts_a_recurrent_component():
     the steps anyway; shorter ones only add calls), and its values read later, made in one
     piece, count once against half the budget: runs of 1500 // (8 spikes * 3 samples * 4 bytes)
     = 15 steps. The quarter for one call's values (24 per sample and step) would have given 2."""
-    rng = np.random.default_rng(0)
-    sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
-    n = 8
-    lif = LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5), sem=sem)
-    graph = Graph(
-        {"x": Input((4,)), "fc": Affine(weight=rng.normal(0, 1, (n, 4)), bias=np.zeros(n)), "cell": lif,
-         "rec": Affine(weight=rng.normal(0, 0.4, (n, n)), bias=np.zeros(n)),
-         "out": Affine(weight=rng.normal(0, 1, (3, n)), bias=np.zeros(3)), "y": Output()},
-        (("x", "fc"), ("fc", "cell"), ("cell", "rec"), ("rec", "cell"), ("cell", "out"), ("out", "y")),
-    )
+    graph = _recurrent_net()
     x = torch.randn(40, B, 4)
     module = compile_torch(graph, memory_budget=3000)
     with torch.no_grad():
@@ -262,6 +253,41 @@ def test_a_budget_never_cuts_a_recurrent_component():
     assert plan.run == 15 and plan.chunks[recurrent] == plan.run and plan.chosen[recurrent] == "whole run"
     with torch.no_grad():
         assert torch.equal(got, compile_torch(graph, memory_budget=None)(x))
+
+
+def _recurrent_net(n: int = 8) -> Graph:
+    """x -> fc -> LIF ``cell`` <-> ``rec`` (its recurrent layer) -> out."""
+    rng = np.random.default_rng(0)
+    sem = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
+    lif = LIF(tau=np.full(n, 2e-3), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5), sem=sem)
+    return Graph(
+        {"x": Input((4,)), "fc": Affine(weight=rng.normal(0, 1, (n, 4)), bias=np.zeros(n)), "cell": lif,
+         "rec": Affine(weight=rng.normal(0, 0.4, (n, n)), bias=np.zeros(n)),
+         "out": Affine(weight=rng.normal(0, 1, (3, n)), bias=np.zeros(3)), "y": Output()},
+        (("x", "fc"), ("fc", "cell"), ("cell", "rec"), ("rec", "cell"), ("cell", "out"), ("out", "y")),
+    )
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_recurrent_component_gets_longer_runs(grad):
+    """Each run costs a recurrent component a fixed time: its runs are up to ``RECURRENT_RUN``
+    steps (training, and inference without a budget) and an ``"auto"`` budget is at least
+    ``AUTO_FLOOR_RECURRENT``; results are those of runs of ``DEFAULT_RUN``."""
+    graph, x = _recurrent_net(), torch.randn(100, B, 4, requires_grad=grad)
+    for budget in (None, "auto"):
+        module = compile_torch(graph, memory_budget=budget)
+        with torch.set_grad_enabled(grad):
+            got = module(x)
+        assert module.plan.run == plan_module.RECURRENT_RUN
+        if budget == "auto" and not grad:
+            assert module.plan.budget == plan_module.AUTO_FLOOR_RECURRENT
+        with torch.set_grad_enabled(grad):
+            want = compile_torch(graph, time_chunk=plan_module.DEFAULT_RUN)(x)
+        assert torch.equal(got, want)
+        if grad:
+            g_got, = torch.autograd.grad(got.sum(), x)
+            g_want, = torch.autograd.grad(want.sum(), x)
+            assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
 
 
 def _mlp(hidden: int = 100) -> Graph:

@@ -114,10 +114,22 @@ at::Tensor empty_unless(bool cond, at::IntArrayRef shape, const at::Tensor& like
   return cond ? at::empty(shape, like.options()) : at::empty({0}, like.options());
 }
 
-// r = z W^T (+ b) as F.linear computes it for a [B, N] input, into r
-void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& weight, const at::Tensor& bias) {
-  if (bias.numel()) at::addmm_out(r, bias, z, weight.t());
-  else at::mm_out(r, z, weight.t());
+// r = z W^T (+ b) as F.linear computes it for a [B, N] input, into r (contiguous rows),
+// w_t = W^T. With a bias, F.linear's addmm copies b into every row of its output and has
+// the GEMM add into it (beta 1); here a plain copy per row does the first and an addmm
+// whose input is its output the second: the same GEMM call on the same values, without
+// the broadcast copy's and the transpose's per-call cost.
+template <typename T>
+void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at::Tensor& bias) {
+  if (!bias.numel()) {
+    at::mm_out(r, z, w_t);
+    return;
+  }
+  const int64_t rows = r.size(0), N = r.size(1);
+  const T* b = bias.data_ptr<T>();
+  T* out = r.data_ptr<T>();
+  for (int64_t row = 0; row < rows; ++row) std::copy(b, b + N, out + row * N);
+  at::addmm_out(r, r, z, w_t);
 }
 
 // Whether the fused loops run this neuron (the backward computes no coefficient gradient).
@@ -179,6 +191,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   T *zt = zbuf.data_ptr<T>(), *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
   const T* px = x.data_ptr<T>();
   const T incl = c.inclusive ? T(1) : T(0);
+  const at::Tensor w_t = weight.t();
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
     constexpr bool NEXT = CT(next), SC = CT(sc);
     for_row_blocks(batch, [&](int64_t first, int64_t last) {
@@ -204,7 +217,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
             store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
           }
         });
-        project(r_rows, z_rows, weight, bias);
+        project<T>(r_rows, z_rows, w_t, bias);
         std::copy(zt + e0, zt + e1, pout + t * M + e0);
       }
     });
@@ -225,6 +238,7 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
   coefficients.pointers(k, period);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z), *zt = zbuf.data_ptr<T>();
   const T* px = x.data_ptr<T>();
+  const at::Tensor w_t = weight.t();
   for (int64_t t = 0; t < steps; ++t) {
     const T *xt = px + t * M, *rt = r.data_ptr<T>();
     if (keep) {
@@ -233,7 +247,7 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
       if (c.has_current) std::copy(pi, pi + M, is.data_ptr<T>() + t * M);
     }
     forward_kernel<T>(c, xt, pv, pi, pz, k, period, 1, false, M, zt, pv, pi, pz, rt);
-    project(r, zbuf, weight, bias);
+    project<T>(r, zbuf, w_t, bias);
     std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
     if (keep) {
       uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
@@ -256,6 +270,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   TORCH_CHECK(M == batch * N && r0.numel() == M, "recurrent: shapes disagree");
   const auto options = v0.options();
   const bool use_fused = fused(flags, coefficient_grads);
+  // the bias as one contiguous row (it may be given as any shape that broadcasts to one)
+  const at::Tensor bias_row = bias.numel() ? bias.expand({1, N}).reshape({N}).contiguous() : bias;
   auto out = pool().get({steps, M}, options);
   auto v = v0.clone(), i = c.has_current ? i0.clone() : at::empty({0}, options);
   auto z = c.next_timing ? z0.clone() : at::empty({0}, options);
@@ -266,7 +282,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
     auto us = keep ? pool().get({steps, M}, options) : at::empty({0}, options);
     const Spread spread(coeffs, M, options);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward_fused", [&] {
-      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias, batch, keep, out, spikes, us);
+      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, us);
     });
     kept = {us};
   } else {
@@ -274,7 +290,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
     auto is = empty_unless(keep && c.has_current, {steps, M}, v0);
     const Coefficients coefficients(coeffs);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward", [&] {
-      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias, batch, keep, out, spikes, ins, vs, is);
+      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, ins, vs, is);
     });
     kept = {ins, vs, is};
   }
@@ -285,11 +301,14 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 
 // g_zt = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out, and g_last
 // at the last step, given for the last spikes as a separate output), and through r_t
-// into the next step (g_r_t [B, N]).
-void gradient_at_spikes(at::Tensor& g_zt, const at::Tensor& g_out, const at::Tensor& g_last,
-                        const at::Tensor& g_r_t, const at::Tensor& weight, int64_t t) {
-  at::addmm_out(g_zt, g_out[t].view(g_zt.sizes()), g_r_t, weight);
-  if (t == g_out.size(0) - 1 && g_last.numel()) g_zt.add_(g_last.view(g_zt.sizes()));
+// into the next step (g_r_t [B, N]). g_out_t: g_out's rows of step t that g_zt (contiguous)
+// holds; copied in, then the GEMM adds into them, as addmm(g_out[t], g_r_t, W) rounds.
+template <typename T>
+void gradient_at_spikes(at::Tensor& g_zt, const T* g_out_t, const at::Tensor& g_last, const at::Tensor& g_r_t,
+                        const at::Tensor& weight, bool last) {
+  std::copy(g_out_t, g_out_t + g_zt.numel(), g_zt.data_ptr<T>());
+  at::addmm_out(g_zt, g_zt, g_r_t, weight);
+  if (last && g_last.numel()) g_zt.add_(g_last.view(g_zt.sizes()));
 }
 
 // dL/dW^T of the spikes' rows z [rows, N] (0/1 bytes) and g_r [rows, N] where few fire:
@@ -374,10 +393,10 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
           for_row_blocks(batch, [&](int64_t first, int64_t last) {
             const int64_t rows = last - first, e0 = first * N, e1 = last * N;
             at::Tensor g_zt_rows = g_zt.narrow(0, first, rows), g_r_rows = g_r_t.narrow(0, first, rows);
-            at::Tensor g_out_rows = g_out.view({steps, batch, N}).narrow(1, first, rows);
             at::Tensor g_last_rows = g_last.numel() ? g_last.view({batch, N}).narrow(0, first, rows) : g_last;
+            const T* g_out_block = g_out.data_ptr<T>() + e0;
             for (int64_t t = steps - 1; t >= 0; --t) {
-              gradient_at_spikes(g_zt_rows, g_out_rows, g_last_rows, g_r_rows, weight, t);
+              gradient_at_spikes<T>(g_zt_rows, g_out_block + t * M, g_last_rows, g_r_rows, weight, t == steps - 1);
               at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
                 for (int64_t b = begin; b < end; b += kChunk) {
                   const T* kc[N_COEF];
@@ -436,7 +455,7 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
     const uint8_t* ps = spikes.data_ptr<uint8_t>();
     scalar_t* pzp = z_prev.data_ptr<scalar_t>();
     for (int64_t t = steps - 1; t >= 0; --t) {
-      gradient_at_spikes(g_zt, g_out, g_last, g_r_t, weight, t);
+      gradient_at_spikes<scalar_t>(g_zt, g_out.data_ptr<scalar_t>() + t * M, g_last, g_r_t, weight, t == steps - 1);
       const scalar_t* z_before = nullptr;
       if (c.next_timing) {
         if (t) {
