@@ -30,9 +30,10 @@ struct Step {
 // One step over elements [b, e): the state read from vi (and zi with a delayed reset, NEXT)
 // and written to v (z): the caller's initial state at the first step, in place after it (so
 // those pointers may alias, index for index). The step's spikes go to zt and bits (when
-// given), u to ut with KEEP. SUB: a subtract reset.
+// given), u to ut with KEEP. SUB: a subtract reset. With NEXT the spikes are the state z,
+// and zt is z (aliasing it, and zi after the first step, index for index).
 template <typename T, bool NEXT, bool SUB, bool KEEP>
-void update(const Step& p, const T* __restrict__ xt, const T* vi, const T* zi, T* v, T* z, T* __restrict__ zt,
+void update(const Step& p, const T* __restrict__ xt, const T* vi, const T* zi, T* v, T* z, T* zt,
             bool* bits, T* __restrict__ ut, int64_t b, int64_t e) {
   const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
   const T incl = p.inclusive ? T(1) : T(0);
@@ -77,7 +78,7 @@ void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, cons
          const at::Tensor& z0, at::Tensor v, at::Tensor z, const at::Tensor& weight, const at::Tensor& bias,
          at::Tensor y, at::Tensor bits, at::Tensor us) {
   const int64_t B = v.size(0), N = v.size(1), M = B * N;
-  at::Tensor zt = at::empty({B, N}, v.options());
+  at::Tensor zt = p.next ? z : at::empty({B, N}, v.options());  // a delayed reset's state is the spikes
   const T* xp = x.data_ptr<T>();
   T *vp = v.data_ptr<T>(), *zp = z.numel() ? z.data_ptr<T>() : nullptr, *ztp = zt.data_ptr<T>();
   const T *vi = v0.data_ptr<T>(), *zi = z.numel() ? z0.data_ptr<T>() : nullptr;
