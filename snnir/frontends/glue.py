@@ -17,7 +17,7 @@ from snnir.frontends.indexing import flatten_dims, picks_one, time_index
 from snnir.frontends.tag import Tag
 from snnir.ir.ops import Op, Scale
 
-_IDENTITY_FUNCS = {"clone", "contiguous", "detach", "to", "float", "double", "type_as", "cpu"}
+_IDENTITY_FUNCS = {"clone", "contiguous", "detach", "detach_", "to", "float", "double", "type_as", "cpu"}
 _ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
 _SUB_FUNCS = {"sub", "__sub__", "__isub__"}
 _MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
@@ -100,6 +100,23 @@ class GlueRecording:
         elif not full and len({t.sources for t in tags}) == 1:
             self.tag(result, tags[0])
 
+    def out_of_order(self, index: Any, steps: int) -> str:
+        """Why reading step ``index`` of the input sequence now cannot be traced (empty if it can):
+        the graph reads step t at step t, so a loop must read x[0], x[1], ... in order (each as
+        often as it likes before the next)."""
+        if not isinstance(index, int) or isinstance(index, bool) or not -steps <= index < steps:
+            return ""
+        step = index % steps
+        expected = (0,) if self.last_step is None else (self.last_step, self.last_step + 1)
+        if step not in expected:
+            return (f"x[{index}] read after x[{self.last_step}] (snnir reads the input's steps in order, x[0], "
+                    "x[1], ...: a loop over the steps backwards, or one step read at another, has no graph; "
+                    "trace x.flip(0) to run backwards)" if self.last_step is not None else
+                    f"x[{index}] read first (snnir reads the input's steps in order from x[0]: a loop over the "
+                    "steps backwards has no graph; trace x.flip(0) to run backwards)")
+        self.last_step = step
+        return ""
+
     def glue(self, name: str, args: tuple, kwargs: dict, tags: list[Tag], result: Any) -> Tag | None:
         """The tag of ``name(*args, **kwargs)``, or ``None`` when it cannot be expressed."""
         if len(tags) == 1 and tags[0].kind == "sequence":
@@ -109,6 +126,9 @@ class GlueRecording:
                     return Tag("bad", why=f"x[{':, ' * later[0]}t] (a step taken along dimension {later[0]} of the "
                                           "input; snnir takes time first, [T, B, ...]: trace x.transpose(0, "
                                           f"{later[0]}) and index x[t])")
+                out_of_order = self.out_of_order(args[1], args[0].shape[0])
+                if out_of_order:
+                    return Tag("bad", why=out_of_order)
                 self.indexed = True
                 return Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
             # any other use of the whole input means one call is one step
@@ -118,6 +138,8 @@ class GlueRecording:
         if tags == [Tag("value", ("input",))] and name == "unsqueeze" and self.reshapes_input(
                 tuple(args[0].shape[1:]), tuple(result.shape[1:])):
             return tags[0]
+        if name in _IDENTITY_FUNCS and tags == [Tag("fresh")] and result.shape == args[0].shape:
+            return tags[0]  # a zero state detached or copied (snnTorch's utils.reset detaches what it zeroed)
         if any(t.kind != "value" for t in tags):
             bad = next(t for t in tags if t.kind != "value")
             return bad if bad.kind == "bad" else None

@@ -41,12 +41,14 @@ from snnir.ir.semantics import Semantics
 from snnir.targets.reference.kernels import decay_and_gain
 
 
-def make_stateless(recorder: Recorder) -> None:
-    """Swap the ops of every snnTorch neuron whose every call started from zero state."""
+def make_stateless(recorder: Recorder, carried: frozenset[str] = frozenset()) -> None:
+    """Swap the ops of every snnTorch neuron whose every call started from zero state, except
+    those in ``carried``: the step-model neurons that a second call starts from the state the
+    first left (a state made at the first call only: they keep state, from zero)."""
     from snnir.frontends.snntorch_map import stateless_fragment
 
     for name, calls in recorder.fresh_calls.items():
-        if not all(calls) and not any(calls[1:]):
+        if name in carried or (not all(calls) and not any(calls[1:])):
             continue
         if not all(calls):
             raise SnnirError(

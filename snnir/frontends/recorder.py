@@ -32,7 +32,7 @@ from snnir.frontends.glue import GlueRecording
 from snnir.frontends.tag import Tag
 from snnir.ir.ops import Input, Op
 
-_STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
+STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
 #: what an snnTorch neuron returns after its spikes
 _STATE_OUTPUTS = {"Synaptic": ("syn", "mem"), "RSynaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
 
@@ -60,6 +60,7 @@ class Recorder(GlueRecording):
         self.path_of = {id(m): p for p, m in model.named_modules()}
         self.owner_of = {id(t): p.rpartition(".")[0].replace(".", "_") for p, t in model.named_parameters()}
         self.indexed = False  # the input is a sequence indexed along time (loop-style)
+        self.last_step: int | None = None  # the step of the input sequence read last, x[t]
         self.input_as: tuple[int, ...] | None = None  # the input's own step shape, when reshaped for its Input
         self.stack: list[str] = []
         self.depth = 0
@@ -241,6 +242,8 @@ class Recorder(GlueRecording):
         self.connect(name, sources, tuple(fragment.name(name, e) for e in fragment.entries), layer, padded)
         self.modules[name] = module
         if kind == "snntorch":
+            if name not in self.fresh_calls:
+                self.refuse_a_given_start(states, layer)
             self.fresh_calls.setdefault(name, []).append(self.starts_from_zero(module, args[1:], kwargs or {}))
 
     def instance(self, module: Any, kind: str, names: list[str], sources: tuple[str, ...], states: list,
@@ -263,12 +266,22 @@ class Recorder(GlueRecording):
                              "module per layer, or pass each call its own state (init_hidden=False)", layer)
         return None
 
+    def refuse_a_given_start(self, states: list, layer: str) -> None:
+        """A neuron's first call passed a state that no traced layer made and that is not zero
+        (``mem = torch.full(...)``): the graph's neurons start from zero, so it is refused."""
+        for state in states:
+            if isinstance(state, self.torch.Tensor) and self.tag_of(state) is None and bool(state.any()):
+                raise SnnirError(
+                    "is first called with a state that is not zero (a tensor made outside the traced layers, "
+                    "such as torch.full): a graph's neurons start from zero; start it from init_leaky() or "
+                    "zeros", layer)
+
     def starts_from_zero(self, module: Any, states: tuple, kwargs: dict) -> bool:
         """Whether this call's state (passed in, else the neuron's own) was set
         to zeros during the run (``init_leaky()``, ``reset_mem()``, ``torch.zeros``)."""
         given = [s for s in list(states) + list(kwargs.values()) if isinstance(s, self.torch.Tensor)]
         if not given:
-            given = [v for v in (getattr(module, a, None) for a in _STATES) if isinstance(v, self.torch.Tensor)]
+            given = [v for v in (getattr(module, a, None) for a in STATES) if isinstance(v, self.torch.Tensor)]
         tags = [self.tag_of(s) for s in given]
         return bool(tags) and all(t is not None and t.kind == "fresh" for t in tags)
 

@@ -39,7 +39,9 @@ to a local variable), so it is always traced as delayed.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import sys
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -57,6 +59,34 @@ def is_snntorch_neuron(module: Any) -> bool:
     except ImportError:
         return False
     return isinstance(module, SpikingNeuron)
+
+
+@contextlib.contextmanager
+def neuron_registry_of(model: Any) -> Iterator[None]:
+    """snnTorch's class-level list of every neuron made (``SpikingNeuron.instances``, which
+    ``utils.reset`` and ``Leaky.reset_hidden`` walk) holding only ``model``'s neurons while this
+    lasts: a reset inside the traced ``forward`` of a copy resets the copy's neurons, as it
+    resets the model's own when the model runs, and leaves the model's untouched."""
+    if "snntorch" not in sys.modules:
+        yield
+        return
+    from snntorch._neurons.neurons import SpikingNeuron
+
+    classes, stack = [], [SpikingNeuron]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "instances" in vars(cls):
+            classes.append(cls)
+    saved = {cls: vars(cls)["instances"] for cls in classes}
+    own = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+    try:
+        for cls in classes:
+            cls.instances = list(own)
+        yield
+    finally:
+        for cls, instances in saved.items():
+            cls.instances = instances
 
 
 def _array(module: Any, name: str) -> np.ndarray:
@@ -83,6 +113,34 @@ def _check_common(module: Any, layer: str) -> None:
     if factor is not None and not np.all(factor.detach().cpu().numpy() == 1):
         raise _refuse(layer, "graded spikes (graded_spikes_factor != 1; NIR spikes are 0 or 1); use "
                              "graded_spikes_factor=1 and scale the next layer's weights by the factor instead")
+    _check_spike_function(module, layer)
+
+
+#: where a custom ``spike_grad``'s forward is probed: ``mem - threshold`` below, at and above 0
+_PROBES = (-1.0, -1e-3, 0.0, 1e-3, 1.0)
+
+
+def _check_spike_function(module: Any, layer: str) -> None:
+    """A ``spike_grad`` not snnTorch's own must fire as snnTorch's do, 1 where ``mem - threshold``
+    is above 0 and 0 elsewhere (at 0 too): the graph's neurons spike so. One firing at 0 (``>=``)
+    or giving values other than 0 and 1 is refused; one that cannot run on a probe is left to
+    the tracer's guard."""
+    import torch
+
+    fn = getattr(module, "spike_grad", None)
+    if fn is None or getattr(fn, "__module__", None) == "snntorch.surrogate":
+        return
+    probe = torch.tensor(_PROBES)
+    try:
+        with torch.no_grad():
+            fired = torch.as_tensor(fn(probe.clone())).detach().cpu().double().reshape(-1).tolist()
+    except Exception:  # noqa: BLE001 - the guard runs the model itself and says what differs
+        return
+    if fired != [0.0, 0.0, 0.0, 1.0, 1.0]:
+        shown_values = ", ".join(f"{v:g} -> {f:g}" for v, f in zip(_PROBES, fired))
+        raise _refuse(layer, f"its spike_grad's forward gives {shown_values} (mem - threshold -> spike), "
+                             "where NIR neurons spike 1 above the threshold and 0 at or below it, as "
+                             "snnTorch's own surrogates do")
 
 
 def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:

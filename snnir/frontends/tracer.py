@@ -39,7 +39,8 @@ from typing import Any, Mapping
 from snnir.errors import SnnirError
 from snnir.frontends.guard import check_trace
 from snnir.frontends.outputs import make_stateless, wire_outputs
-from snnir.frontends.recorder import Recorder, Tag
+from snnir.frontends.recorder import STATES, Recorder, Tag
+from snnir.frontends.snntorch_map import neuron_registry_of
 from snnir.frontends.ties import traced_ties
 from snnir.ir.ties import inlined_ties
 from snnir.ir.graph import Graph
@@ -81,10 +82,13 @@ def trace(model: Any, sample_input: Any) -> Graph:
     if first is not None:  # the model's device and, for float input, its dtype
         x = x.to(device=first.device, dtype=first.dtype if x.is_floating_point() else x.dtype)
     recorder.tag(x, Tag("sequence"))
+    before = _python_state(twin)
     result = _record(twin, recorder, x)
+    _refuse_python_state(before, _python_state(twin))
     steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
+    carried = _carried_after_first_call(twin, recorder, x) if steps == 1 else frozenset()
     try:
-        graph = _finish(recorder, result, model)
+        graph = _finish(recorder, result, model, carried)
     except SnnirError as exc:
         if steps > 1 or not recorder.fresh_calls or sample_input.ndim < 3 or not _traces(model, sample_input[0]):
             raise
@@ -95,7 +99,9 @@ def trace(model: Any, sample_input: Any) -> Graph:
     indexed = recorder.indexed
     del twin, result, recorder  # the guard runs a copy of its own
     if not trusted:  # a to_op() module declares its op; its forward is not its definition
-        check_trace(graph, _twin(model), x, steps, indexed, _flatten_result)
+        guarded = _twin(model)
+        with neuron_registry_of(guarded):
+            check_trace(graph, guarded, x, steps, indexed, _flatten_result)
     return graph
 
 
@@ -234,7 +240,7 @@ def _record(twin: Any, recorder: Recorder, x: Any) -> Any:
         handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(recorder.post_hook))
     try:
-        with torch.no_grad(), _Mode(recorder):
+        with torch.no_grad(), neuron_registry_of(twin), _Mode(recorder):
             return twin(x)
     except SnnirError:
         raise
@@ -259,11 +265,72 @@ def _detached_states(model: Any) -> dict[int, Any]:
     return memo
 
 
-def _finish(recorder: Recorder, result: Any, model: Any) -> Graph:
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _python_state(model: Any) -> dict[tuple[str, str], Any]:
+    """The plain Python values (numbers, strings, None, tuples of them) that the user's own
+    modules hold as attributes, by (module path, attribute); torch's and snnTorch's modules
+    are left out (their state is tensors, which the trace follows)."""
+    found = {}
+    for path, module in model.named_modules():
+        if type(module).__module__.split(".")[0] in ("torch", "snntorch"):
+            continue
+        for attr, value in vars(module).items():
+            plain = isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+            if plain and not attr.startswith("_"):
+                found[path, attr] = value
+    return found
+
+
+def _refuse_python_state(before: dict, after: dict) -> None:
+    """Refuse a forward that changed a plain attribute of the model (a step counter): the graph
+    computes what the traced call did at every step, not what later calls would."""
+    for (path, attr), value in before.items():
+        if after.get((path, attr), value) != value:
+            raise SnnirError(
+                f"forward changes the attribute '{attr}' ({value!r} -> {after[path, attr]!r}): state kept in Python, "
+                "which a graph cannot follow (a reset every few calls would give other spikes from then on); "
+                "keep forward's computation free of such state to trace it", path.replace(".", "_") or "model")
+
+
+def _carried_after_first_call(twin: Any, recorder: Recorder, x: Any) -> frozenset[str]:
+    """The snnTorch neurons of a step model (one call per forward) that the traced call started
+    from a zero state made during it, but that a second call of ``twin`` starts from a state that
+    is not zero (``if self.mem is None: self.mem = lif.init_leaky()``): their state is carried
+    from call to call. Empty where the second call fails (the guard then says why)."""
+    import torch
+
+    fresh = [name for name, calls in recorder.fresh_calls.items() if calls == [True]]
+    found: set[str] = set()
+
+    def watch(name: str) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            states = [s for s in list(args[1:]) + list(kwargs.values()) if isinstance(s, torch.Tensor)]
+            states = states or [v for v in (getattr(module, a, None) for a in STATES) if isinstance(v, torch.Tensor)]
+            if any(bool(s.any()) for s in states):
+                found.add(name)
+        return hook
+
+    if not fresh:
+        return frozenset()
+    handles = [recorder.modules[name].register_forward_pre_hook(watch(name), with_kwargs=True) for name in fresh]
+    try:
+        with torch.no_grad(), neuron_registry_of(twin):
+            twin(x)
+    except Exception:  # noqa: BLE001 - a forward that fails on a second call: the guard reports it
+        return frozenset()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return frozenset(found)
+
+
+def _finish(recorder: Recorder, result: Any, model: Any, carried: frozenset[str] = frozenset()) -> Graph:
     """The recorded nodes with one Output per returned tensor (see :mod:`snnir.frontends.outputs`)."""
     if "input" not in recorder.nodes:
         raise SnnirError("no traced layer received the model input")
-    make_stateless(recorder)
+    make_stateless(recorder, carried)
     outputs, edges = wire_outputs(recorder, _flatten_result(result))
     nodes = dict(recorder.nodes) | outputs
     graph = Graph(nodes, tuple(recorder.edges) + tuple(edges), {"source": f"snnir.trace({type(model).__name__})"},

@@ -1,0 +1,73 @@
+"""Constructs of tutorial-style snnTorch models that no graph computes, refused by name at trace
+time, also where the sample input could not show the difference (a zero sample, which
+``snnir export`` uses). Found by probing (2026-12-04): before, the first two traced without a word
+on a zero sample, and the others were refused only as "values differ" at the output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snnir
+from snnir.errors import SnnirError
+
+snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+
+T, B, N_IN, N_HID = 10, 3, 6, 8
+
+
+class _GreaterOrEqual(torch.autograd.Function):
+    """A user's spike function that fires at the threshold too."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return (x >= 0).float()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class Loop(torch.nn.Module):
+    """The tutorials' loop over the steps, with options for the constructs under test."""
+
+    def __init__(self, spike_grad=None, backwards=False, start=None):
+        super().__init__()
+        self.fc = torch.nn.Linear(N_IN, N_HID)
+        self.lif = snn.Leaky(beta=0.9, **({"spike_grad": spike_grad} if spike_grad else {}))
+        self.backwards, self.start = backwards, start
+
+    def forward(self, x):
+        mem = self.lif.init_leaky() if self.start is None else torch.full((x.shape[1], N_HID), self.start)
+        out = []
+        for t in reversed(range(x.shape[0])) if self.backwards else range(x.shape[0]):
+            spk, mem = self.lif(self.fc(x[t]), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("model,needle", [
+    (Loop(spike_grad=_GreaterOrEqual.apply), r"node 'lif'.*spike_grad's forward gives .*0 -> 1"),
+    (Loop(spike_grad=lambda v: torch.sigmoid(4 * v)), r"node 'lif'.*spike_grad's forward gives .*0 -> 0\.5"),
+    (Loop(backwards=True), r"node 'fc'.*x\[9\] read first"),
+    (Loop(start=0.5), r"node 'lif'.*first called with a state that is not zero"),
+], ids=["fires-at-threshold", "graded", "backwards", "nonzero-start"])
+@pytest.mark.parametrize("sample", ["zeros", "random"])
+def test_refused_naming_the_layer(model, needle, sample):
+    x = torch.zeros(T, B, N_IN) if sample == "zeros" else torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(SnnirError, match=needle):
+        snnir.trace(model, x)
+
+
+def test_steps_read_more_than_once_in_order_still_trace():
+    """x[t] read twice in one step (two branches) is in order."""
+    class TwoReads(Loop):
+        def forward(self, x):
+            mem, out = self.lif.init_leaky(), []
+            for t in range(x.shape[0]):
+                spk, mem = self.lif(self.fc(x[t]) + self.fc(x[t]), mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    graph = snnir.trace(TwoReads(), torch.rand(T, B, N_IN))
+    assert "lif" in graph.nodes
