@@ -239,7 +239,8 @@ def compile_torch(
 ) -> SnnirModule:
     """Lower ``graph`` to a :class:`SnnirModule`.
 
-    - ``surrogate``: a :class:`Surrogate` or its name (``slope`` overrides the default slope);
+    - ``surrogate``: a :class:`Surrogate` or its name (snnTorch's ``atan`` is ``arctan``; ``slope``
+      overrides the default slope);
       ``None``: the one the graph's neurons were traced with where their ops record it (snnTorch's
       ``spike_grad``, see :func:`traced_surrogate`), else ``"fast_sigmoid"``.
     - ``trainable``: ``"metadata"`` (each op's ``trainable``), ``"all"`` (every float

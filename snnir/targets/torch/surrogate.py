@@ -27,6 +27,8 @@ DEFAULT_SLOPES = {
     "straight_through": 1.0,
     "triangular": 1.0,
 }
+#: snnTorch's names of the same surrogates (its factories ``surrogate.atan()``...)
+ALIASES = {"atan": "arctan", "straight_through_estimator": "straight_through"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class Surrogate:
     slope: float | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in DEFAULT_SLOPES:
+        if isinstance(self.name, str) and self.name in ALIASES:
+            object.__setattr__(self, "name", ALIASES[self.name])
+        if not isinstance(self.name, str) or self.name not in DEFAULT_SLOPES:
             raise SnnirError(f"unknown surrogate '{self.name}' (known: {', '.join(DEFAULT_SLOPES)})")
         if self.slope is None:
             object.__setattr__(self, "slope", DEFAULT_SLOPES[self.name])

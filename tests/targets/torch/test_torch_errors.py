@@ -56,8 +56,9 @@ def test_bad_options():
         compile_torch(graph, learning_rate=1)
     with pytest.raises(SnnirError, match="match no parameter"):
         compile_torch(graph, trainable=["cell.nope"])
-    with pytest.raises(SnnirError, match="unknown surrogate"):
-        compile_torch(graph, surrogate="relu")
+    for bad in ("relu", ["arctan"], 3.0):
+        with pytest.raises(SnnirError, match="unknown surrogate"):
+            compile_torch(graph, surrogate=bad)
     with pytest.raises(SnnirError, match="unknown target"):
         snnir.compile(graph, target="fpga")
 
@@ -94,3 +95,12 @@ def test_registered_lowering_is_used(monkeypatch):
     x = torch.randn(3, 2, 5)
     torch.testing.assert_close(compile_torch(graph)(x), 2 * torch.as_tensor(
         snnir.run(graph, x.double().numpy())["out"], dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_snntorch_names_of_surrogates_are_accepted():
+    """snnTorch calls them ``atan`` and ``straight_through_estimator``."""
+    from snnir.targets.torch.surrogate import Surrogate
+
+    assert Surrogate("atan") == Surrogate("arctan")
+    assert Surrogate("straight_through_estimator", 1.0) == Surrogate("straight_through", 1.0)
+    compile_torch(graphs_for(LIF)[0], surrogate="atan")
