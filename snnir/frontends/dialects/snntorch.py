@@ -71,8 +71,9 @@ def _synaptic_delayed_reset(path: str, op: Neuron) -> Neuron:
 
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     warnings.append(
-        "snntorch files do not store the reset mechanism: assumed Leaky's default (subtract, "
-        "delayed one step); pass reset='zero' for reset_mechanism='zero'"
+        "snntorch files do not store the reset mechanism: where a neuron's record (written by snnir) does "
+        "not state it, Leaky's default is assumed (subtract, delayed one step); pass reset='zero' for "
+        "reset_mechanism='zero'"
     )
     return map_neurons(drop_sample_batch(graph, warnings), _synaptic_delayed_reset)
 
