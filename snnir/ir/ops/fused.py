@@ -80,6 +80,11 @@ class FusedLayerNeuron(Op):
             ("output", Output()),
         )
 
+    def from_expansion(self, graph: "Graph") -> "FusedLayerNeuron":
+        """This op with the layer and neuron of ``graph``, an :meth:`expand` of it whose parameters
+        may since have changed (trained): the inverse of :meth:`expand`."""
+        return self.replace(layer=graph.nodes["layer"], neuron=graph.nodes["neuron"])
+
     def summary(self) -> str:
         return f"{self.layer.op_type}[{self.layer.summary()}] -> {self.neuron.op_type}[{self.neuron.summary()}]"
 
@@ -87,13 +92,3 @@ class FusedLayerNeuron(Op):
 EXTENSION_OPS = (FusedLayerNeuron,)
 for _cls in EXTENSION_OPS:
     register_op(_cls)
-
-
-def _register_reference() -> None:
-    from snnir.targets.reference.interpreter import EXTENSIONS
-
-    for cls in EXTENSION_OPS:
-        EXTENSIONS[cls] = cls.expand
-
-
-_register_reference()

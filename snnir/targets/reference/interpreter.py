@@ -16,6 +16,7 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
+from snnir.ir.ops.fused import EXTENSION_OPS
 from snnir.ir.ops.probe import StateProbe, probe_sources
 from snnir.ir.schedule import schedule
 from snnir.ir.shapes import Shapes, infer_shapes
@@ -35,9 +36,8 @@ def check_lowerings() -> list[str]:
     return sorted(name for name, cls in OPS.items() if cls not in handled)
 
 
-#: Extension ops register how they run here: op class -> callable(op) -> Graph
-#: of standard ops with the same semantics (their definition).
-EXTENSIONS: dict[type, Any] = {}
+#: extension op class -> callable(op) -> the Graph of standard ops that defines it (``op.expand()``)
+EXTENSIONS: dict[type, Any] = {cls: cls.expand for cls in EXTENSION_OPS}
 
 
 class _Level:

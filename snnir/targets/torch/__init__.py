@@ -172,11 +172,10 @@ class SnnirModule(GraphModule):
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise SnnirError(f"input is not numeric: {exc}", name) from None
         if value.dtype != dtype:
-            raise SnnirError(
-                f"input has dtype {value.dtype} but the module computes in {dtype}; "
-                f"cast the input (x.to({dtype})) or the module (module.to({value.dtype}))",
-                name,
-            )
+            other = (f" or compile it in {value.dtype} (dtype={value.dtype})"
+                     if value.dtype in (torch.float32, torch.float64) else "")
+            raise SnnirError(f"input has dtype {value.dtype} but the module computes in {dtype}; cast the input "
+                             f"(x.to({dtype})){other}", name)
         if value.device != device:
             raise SnnirError(f"input is on {value.device} but the module is on {device}", name)
         return value
@@ -206,15 +205,18 @@ class SnnirModule(GraphModule):
         extra = sorted(set(state) - set(expected))
         if missing or extra:
             raise SnnirError(f"state keys do not fit this module: missing {missing}, unexpected {extra}")
+        probe = self._dtype_probe
         for key, ref in expected.items():
             value = state[key]
+            node = key[: -len("@prev")] if key.endswith("@prev") else key.rsplit(".", 1)[0]
             if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
                 got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise SnnirError(
                     f"state '{key}' has shape {got}, expected {list(ref.shape)} for batch {batch} "
-                    f"(a state from another batch size?)",
-                    key[: -len("@prev")] if key.endswith("@prev") else key.rsplit(".", 1)[0],
-                )
+                    f"(a state from another batch size?)", node)
+            if value.dtype != probe.dtype or value.device != probe.device:
+                raise SnnirError(f"state '{key}' is {value.dtype} on {value.device}, where this module runs "
+                                 f"{probe.dtype} on {probe.device} (see initial_state)", node)
         return dict(state)
 
 

@@ -416,7 +416,7 @@ def _fed_back_positions(graph: Graph, fed_back) -> dict[str, frozenset[int]]:
 
 class ExpandedModule(nn.Module):
     """An extension op without a torch lowering, run by its reference expansion.
-    Its parameters are those of the expansion; ``to_op`` returns the op unchanged."""
+    Its parameters are those of the expansion; ``to_op`` returns the op with them, as trained."""
 
     def __init__(self, op: Op, expansion: GraphModule):
         super().__init__()
@@ -430,4 +430,10 @@ class ExpandedModule(nn.Module):
         return self.expansion.run_ports(ports, static_ports, state, record, steps, cache)
 
     def to_op(self) -> Op:
-        return self._source.value
+        op = self._source.value
+        if hasattr(op, "from_expansion"):
+            return op.from_expansion(self.expansion.to_graph())
+        if next(self.expansion.parameters(), None) is None:
+            return op
+        raise SnnirError(f"cannot export the parameters of '{op.op_type}': the op defines no from_expansion, "
+                         "the inverse of its expansion", self.expansion._prefix.rstrip("."))

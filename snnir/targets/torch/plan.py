@@ -43,7 +43,8 @@ static inputs) and cached on the module:
   1.5x slower than the fastest so far, a second one times again those within 1.25x, and
   the largest chunk within 5 % of the fastest is kept. A segment whose first trial takes
   under 2 ms is not measured (it keeps the whole run), nor is any while a forward hook
-  watches a module (a hook would see the extra calls).
+  watches a module (a hook would see the extra calls) or with ``recompute=True`` (the
+  backward's rerun must make the forward's calls).
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ class Planner:
             chunks, chosen = self._pinned_chunks(run, caps)
         else:
             run, budget, chunks, chosen = plan.run, plan.budget, list(plan.chunks), list(plan.chosen)
-        measure = plan is None and no_hooks(self._module)
+        # a recomputed run (recompute=True) must make the same calls in the backward: no trials
+        measure = plan is None and no_hooks(self._module) and not self._module.recompute
 
         def chunk_of(index: int, run_steps: int, trial) -> int:
             if chunks[index] is None:

@@ -192,6 +192,33 @@ def test_to_graph_carries_trained_values():
     assert unchanged == graph
 
 
+def test_to_graph_carries_trained_values_of_fused_nodes():
+    """A fused layer-neuron node (``snnir.optimize`` makes them) runs by its expansion: its
+    trained weights go back into the op. Until 2026-12-04 ``to_graph`` gave the untrained
+    ones, so a trained model written to a file lost its training without a word."""
+    from snnir.ir import LIF, Input, Output
+    from snnir.ir.ops.fused import FusedLayerNeuron
+    from torch_target_graphs import SEMANTICS, _dense, neuron
+
+    rng = np.random.default_rng(3)
+    graph = snnir.optimize(snnir.Graph.sequential(
+        ("in", Input((5,))), _dense("fc", 5, 4, rng), ("cell", neuron(LIF, 4, rng, SEMANTICS[0])), ("out", Output())))
+    fused = [n for n, op in graph.nodes.items() if isinstance(op, FusedLayerNeuron)]
+    assert fused
+    module = compile_torch(graph, trainable="all", dtype=torch.float64)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(1.5)
+    exported = module.to_graph()
+    for name in fused:
+        assert np.allclose(exported.nodes[name].layer.weight, 1.5 * graph.nodes[name].layer.weight)
+    x = random_input(graph, T, B)
+    with torch.no_grad():
+        ours = module(torch.as_tensor(x)).numpy()
+    np.testing.assert_array_equal(ours, snnir.run(exported, x)["out"])
+    assert compile_torch(graph).to_graph() == graph
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_matches_cpu():
     graph = graphs_for(snnir.ir.CubaLIF)[0]

@@ -50,6 +50,16 @@ def test_state_from_another_batch_size(lif_module):
         lif_module.step(torch.zeros(2, 5), {"v": torch.zeros(2, 4)})
 
 
+@pytest.mark.parametrize("dtype,device", [(torch.float64, "cpu"), (torch.int64, "cpu"), (torch.float32, "meta")])
+def test_state_of_another_dtype_or_device(lif_module, dtype, device):
+    """Found by probing (2026-12-04): a float64 state made float64 outputs of a float32 module, and
+    one on another device failed deep inside the kernels."""
+    state = {k: v.to(dtype=dtype, device=device) for k, v in lif_module.initial_state(2).items()}
+    with pytest.raises(SnnirError, match=rf"node 'cell': state 'cell\.v' is {dtype} on {device}, where this module "
+                                         r"runs torch.float32 on cpu"):
+        lif_module(torch.zeros(3, 2, 5), state)
+
+
 def test_bad_options():
     graph = graphs_for(LIF)[0]
     with pytest.raises(SnnirError, match="unknown torch compile options"):
