@@ -95,10 +95,13 @@ def trace(model: Any, sample_input: Any) -> Graph:
         raise SnnirError(f"{exc.reason} (the model takes one step per call: trace it on one step [B, ...], as "
                          f"sample_input[0] of shape {list(sample_input.shape[1:])}, not the sequence [T, B, ...])",
                          exc.node, flag=exc.flag) from None
-    trusted = any(recorder.leaf_kind(m) == "to_op" for m in recorder.modules.values())
+    # a module of the user's own with to_op() declares its op, its forward may be no definition of it;
+    # snnir.nn's layers step their op's own update, so the guard checks them (and what feeds them)
+    declared = any(recorder.leaf_kind(m) == "to_op" and type(m).__module__.split(".")[0] != "snnir"
+                   for m in recorder.modules.values())
     indexed = recorder.indexed
     del twin, result, recorder  # the guard runs a copy of its own
-    if not trusted:  # a to_op() module declares its op; its forward is not its definition
+    if not declared:
         guarded = _twin(model)
         with neuron_registry_of(guarded):
             check_trace(graph, guarded, x, steps, indexed, _flatten_result)

@@ -71,3 +71,30 @@ def test_steps_read_more_than_once_in_order_still_trace():
 
     graph = snnir.trace(TwoReads(), torch.rand(T, B, N_IN))
     assert "lif" in graph.nodes
+
+
+@pytest.mark.parametrize("mode", ["fresh-every-step", "non-zero-start", "every-other-step"])
+def test_snnir_nn_layers_are_checked_by_the_guard(mode):
+    """A model holding an ``snnir.nn`` layer is run against its graph like any other (until
+    2026-12-04 any ``to_op()`` module turned the guard off, so these traced to a stateful graph
+    that gave other spikes without a word)."""
+    import snnir.nn as layers
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.fc, self.lif = torch.nn.Linear(N_IN, N_HID), layers.LIF(tau=2e-3, r=20.0, v_threshold=1.0)
+
+        def forward(self, x):
+            state = {"v": torch.full((x.shape[1], N_HID), 0.7)} if mode == "non-zero-start" else None
+            out = []
+            for t in range(x.shape[0]):
+                y, new = self.lif(self.fc(x[t]), None if mode == "fresh-every-step" else state)
+                state = new if mode != "every-other-step" or t % 2 == 0 else state
+                out.append(y)
+            return torch.stack(out)
+
+    x = (torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    with pytest.raises(SnnirError, match="node 'output': the traced graph does not compute what the model returns"):
+        snnir.trace(Net(), x)
