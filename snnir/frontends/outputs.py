@@ -66,6 +66,15 @@ def make_stateless(recorder: Recorder, carried: frozenset[str] = frozenset()) ->
         recorder.layer_nodes[name] = new
 
 
+def _idle_layers(recorder: Recorder) -> str:
+    """A hint naming the first module with ``to_op()`` that no traced call reached (an ``snnir.nn``
+    layer run by ``layer.sequence(...)``), or ``""``."""
+    called = {recorder.path_of.get(id(m)) for m in recorder.modules.values()}
+    idle = [p for p in recorder.declared if p not in called]
+    return (f"; '{idle[0].replace('.', '_')}' was never called as a layer: trace calls it one step at a time, "
+            "layer(x_t, state), not layer.sequence(...)") if idle else ""
+
+
 def wire_outputs(recorder: Recorder, returned: list[Any]) -> tuple[dict, list]:
     """Output nodes and their edges, one per returned tensor, in order."""
     import torch
@@ -80,10 +89,10 @@ def wire_outputs(recorder: Recorder, returned: list[Any]) -> tuple[dict, list]:
         tag = recorder.tag_of(value)
         what = f"the {_ordinal(k)} value forward returns"
         if tag is None or tag.kind in ("fresh", "sequence"):
-            raise SnnirError(f"{what} does not come from any traced layer", out)
+            raise SnnirError(f"{what} does not come from any traced layer{_idle_layers(recorder)}", out)
         if tag.kind == "bad":
-            raise SnnirError(f"{what} went through {tag.why}, which cannot be traced; "
-                             "return the last layer's value and apply it outside the model", out)
+            raise SnnirError(f"{what} went through {tag.why}, which cannot be traced; return the last layer's "
+                             f"value and apply it outside the model{_idle_layers(recorder)}", out)
         nodes[out] = Output()
         sources = tag.sources if tag.kind == "value" else _readout(recorder, tag, nodes)
         edges += [(src, out) for src in sources]

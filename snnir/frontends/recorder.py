@@ -58,6 +58,8 @@ class Recorder(GlueRecording):
         self.passthrough: dict[int, tuple[str, ...]] = {}
         self.folded: dict[str, str] = {}  # BatchNorm path -> the node it is folded into
         self.path_of = {id(m): p for p, m in model.named_modules()}
+        #: paths of the modules with to_op() (snnir.nn layers...): one never called names a likely cause
+        self.declared = [p for p, m in model.named_modules() if p and callable(getattr(m, "to_op", None))]
         self.owner_of = {id(t): p.rpartition(".")[0].replace(".", "_") for p, t in model.named_parameters()}
         self.indexed = False  # the input is a sequence indexed along time (loop-style)
         self.last_step: int | None = None  # the step of the input sequence read last, x[t]

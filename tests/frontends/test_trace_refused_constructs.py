@@ -98,3 +98,19 @@ def test_snnir_nn_layers_are_checked_by_the_guard(mode):
     x = (torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     with pytest.raises(SnnirError, match="node 'output': the traced graph does not compute what the model returns"):
         snnir.trace(Net(), x)
+
+
+def test_an_snnir_nn_layer_run_by_sequence_is_named():
+    """``layer.sequence(...)`` is no call trace sees: the refusal names the layer and the fix."""
+    import snnir.nn as layers
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = torch.nn.Linear(N_IN, N_HID), layers.LIF(tau=2e-3, r=20.0, v_threshold=1.0)
+
+        def forward(self, x):
+            return self.lif.sequence(self.fc(x))[0]
+
+    with pytest.raises(SnnirError, match=r"'lif' was never called as a layer.*not layer\.sequence"):
+        snnir.trace(Net(), torch.rand(T, B, N_IN))
