@@ -290,7 +290,8 @@ def _refuse_python_state(before: dict, after: dict) -> None:
     """Refuse a forward that changed a plain attribute of the model (a step counter): the graph
     computes what the traced call did at every step, not what later calls would."""
     for (path, attr), value in before.items():
-        if after.get((path, attr), value) != value:
+        now = after.get((path, attr), value)
+        if now is not value and now != value:  # the same object is unchanged (a NaN too)
             raise SnnirError(
                 f"forward changes the attribute '{attr}' ({value!r} -> {after[path, attr]!r}): state kept in Python, "
                 "which a graph cannot follow (a reset every few calls would give other spikes from then on); "
