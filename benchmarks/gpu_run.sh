@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark suite on a GPU, as one prepared run (a few minutes, stopped at 8): from the
+# The benchmark suite on a GPU, as one prepared run (a few minutes, stopped at 10): from the
 # repository root, `bash benchmarks/gpu_run.sh`. It writes its tables to $OUT (default ./out):
 #   bench_cuda.md          every case, no torch.compile (first, so that it always comes back)
 #   bench_cuda_compile.md  issue 16's GPU cases again with snnTorch + torch.compile (60 s each)
+#   exactness_cuda.txt     spikes against snnTorch's, default plan and time_chunk=1 (gpu_exactness_probe.py)
 #   env.txt                GPU, driver, torch, triton
 # It needs a python3 whose torch sees a GPU (PYTHON overrides the interpreter) and fails at once
 # where none does. snnTorch and nir, which a bare GPU image lacks, install from the wheels in
@@ -37,4 +38,5 @@ timeout 200 "$PYTHON" benchmarks/bench.py --device cuda --reps 5 --no-compile 2>
   || status=$?
 timeout 280 "$PYTHON" benchmarks/bench.py --device cuda --reps 5 --compile-limit 60 \
   --case tutorial-static conv-static wide recurrent 2>&1 | tee "$OUT/bench_cuda_compile.md" || status=$?
+timeout 120 "$PYTHON" benchmarks/gpu_exactness_probe.py 2>&1 | tee "$OUT/exactness_cuda.txt" || status=$?
 exit $status
