@@ -287,11 +287,12 @@ def _python_state(model: Any) -> dict[tuple[str, str], Any]:
 
 
 def _refuse_python_state(before: dict, after: dict) -> None:
-    """Refuse a forward that changed a plain attribute of the model (a step counter): the graph
-    computes what the traced call did at every step, not what later calls would."""
+    """Refuse a forward that changed a plain attribute of the model that held a value before (a
+    step counter): the graph computes what the traced call did at every step, not what later
+    calls would. One set from None (a cache of the batch size) is left alone."""
     for (path, attr), value in before.items():
         now = after.get((path, attr), value)
-        if now is not value and now != value:  # the same object is unchanged (a NaN too)
+        if value is not None and now is not value and now != value:  # the same object (a NaN too) is unchanged
             raise SnnirError(
                 f"forward changes the attribute '{attr}' ({value!r} -> {after[path, attr]!r}): state kept in Python, "
                 "which a graph cannot follow (a reset every few calls would give other spikes from then on); "

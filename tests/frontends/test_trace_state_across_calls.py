@@ -133,3 +133,19 @@ def test_step_models_still_match_over_many_calls():
     graph = snnir.trace(model, x[0].float())
     spikes, states = run_step_model(as_float64(model), x)
     check_same(graph, spikes, states, x.numpy())
+
+
+def test_an_attribute_set_from_none_is_no_counter():
+    """A cache such as the last batch size, None until the first call, does not refuse the trace."""
+    class CachesBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.batch = None
+            self.net = torch.nn.Sequential(*_layers(init_hidden=True))
+
+        def forward(self, x):
+            self.batch = x.shape[0]
+            return self.net(x)[0]
+
+    graph = snnir.trace(CachesBatch(), random_input((N_IN,))[0].float())
+    assert "net_1" in graph.nodes
