@@ -32,9 +32,18 @@ from snnir.frontends.glue import GlueRecording
 from snnir.frontends.tag import Tag
 from snnir.ir.ops import Input, Op
 
-STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
+_STATES = ("mem", "syn", "spk", "syn_exc", "syn_inh")  # snnTorch neurons' state attributes
 #: what an snnTorch neuron returns after its spikes
 _STATE_OUTPUTS = {"Synaptic": ("syn", "mem"), "RSynaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
+
+
+def call_states(module: Any, states: list) -> list:
+    """The state tensors of an snnTorch neuron's call: those among ``states`` (its arguments
+    after the input), else those it holds (``init_hidden``)."""
+    import torch
+
+    given = [s for s in states if isinstance(s, torch.Tensor)]
+    return given or [v for v in (getattr(module, a, None) for a in _STATES) if isinstance(v, torch.Tensor)]
 
 
 class Recorder(GlueRecording):
@@ -246,7 +255,7 @@ class Recorder(GlueRecording):
         if kind == "snntorch":
             if name not in self.fresh_calls:
                 self.refuse_a_given_start(states, layer)
-            self.fresh_calls.setdefault(name, []).append(self.starts_from_zero(module, args[1:], kwargs or {}))
+            self.fresh_calls.setdefault(name, []).append(self.starts_from_zero(module, states))
 
     def instance(self, module: Any, kind: str, names: list[str], sources: tuple[str, ...], states: list,
                  layer: str) -> str | None:
@@ -278,13 +287,10 @@ class Recorder(GlueRecording):
                     "such as torch.full): a graph's neurons start from zero; start it from init_leaky() or "
                     "zeros", layer)
 
-    def starts_from_zero(self, module: Any, states: tuple, kwargs: dict) -> bool:
-        """Whether this call's state (passed in, else the neuron's own) was set
-        to zeros during the run (``init_leaky()``, ``reset_mem()``, ``torch.zeros``)."""
-        given = [s for s in list(states) + list(kwargs.values()) if isinstance(s, self.torch.Tensor)]
-        if not given:
-            given = [v for v in (getattr(module, a, None) for a in STATES) if isinstance(v, self.torch.Tensor)]
-        tags = [self.tag_of(s) for s in given]
+    def starts_from_zero(self, module: Any, states: list) -> bool:
+        """Whether this call's state (:func:`call_states`) was set to zeros during the run
+        (``init_leaky()``, ``reset_mem()``, ``torch.zeros``)."""
+        tags = [self.tag_of(s) for s in call_states(module, states)]
         return bool(tags) and all(t is not None and t.kind == "fresh" for t in tags)
 
     def layer_name(self, module: Any, path: str) -> str:

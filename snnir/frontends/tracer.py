@@ -39,7 +39,7 @@ from typing import Any, Mapping
 from snnir.errors import SnnirError
 from snnir.frontends.guard import check_trace
 from snnir.frontends.outputs import make_stateless, wire_outputs
-from snnir.frontends.recorder import STATES, Recorder, Tag
+from snnir.frontends.recorder import Recorder, Tag, call_states
 from snnir.frontends.snntorch_map import neuron_registry_of
 from snnir.frontends.ties import traced_ties
 from snnir.ir.ties import inlined_ties
@@ -311,9 +311,7 @@ def _carried_after_first_call(twin: Any, recorder: Recorder, x: Any) -> frozense
 
     def watch(name: str) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict) -> None:
-            states = [s for s in list(args[1:]) + list(kwargs.values()) if isinstance(s, torch.Tensor)]
-            states = states or [v for v in (getattr(module, a, None) for a in STATES) if isinstance(v, torch.Tensor)]
-            if any(bool(s.any()) for s in states):
+            if any(bool(s.any()) for s in call_states(module, list(args[1:]) + list(kwargs.values()))):
                 found.add(name)
         return hook
 

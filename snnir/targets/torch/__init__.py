@@ -252,8 +252,9 @@ def compile_torch(
     - ``detach_reset``: no gradient through the spike in a subtract reset (snnTorch's default).
     - ``time_chunk``: run sequences in runs of at most this many steps (0: all at once),
       every layer over a whole run. ``None`` (the default): runs of 32 steps (64 where the
-      top level holds a recurrent component; fewer under ``memory_budget``), and each segment of layers (up to and including a neuron) in calls
-      of as many steps as a short measurement at the first call of each shape found fastest
+      top level holds a recurrent component; fewer under ``memory_budget``), and each segment
+      of layers (up to and including a neuron) in calls of as many steps as a short
+      measurement at the first call of each shape found fastest
       (``module.plan`` shows it; see ``plan.py``). Results are identical either way; training
       memory no longer grows with T for a held input (see docs/performance.md).
     - ``layer_chunks``: ``{top-level node: steps per call}`` pins the segment holding that

@@ -18,9 +18,9 @@ static inputs) and cached on the module:
 - ``run``: 32 steps (training keeps one run's gradients at a time), 64 where the top
   level holds a recurrent component (:data:`RECURRENT_RUN`). Under
   ``no_grad`` with a memory budget (``"auto"``: the bytes of every value of one step,
-  what a step-by-step run holds, at least 4 MiB (8 MiB with a recurrent component), and on a GPU at least an eighth of its
-  free memory; the peak it gives on a CPU, measured without the input: 1.6-1.8x a
-  step-by-step run's), half the budget bounds the values a
+  what a step-by-step run holds, at least 4 MiB (8 MiB with a recurrent component), and
+  on a GPU at least an eighth of its free memory; the peak it gives on a CPU, measured
+  without the input: 1.6-1.8x a step-by-step run's), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
   their join), and the other half one call's values of each segment: the run and
   each segment's calls get the most steps that fit (at least one), except a segment
