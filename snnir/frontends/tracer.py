@@ -86,6 +86,7 @@ def trace(model: Any, sample_input: Any) -> Graph:
     result = _record(twin, recorder, x)
     _refuse_python_state(before, _python_state(twin))
     steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
+    _refuse_misaligned_steps(recorder, steps)
     carried = _carried_after_first_call(twin, recorder, x) if steps == 1 else frozenset()
     try:
         graph = _finish(recorder, result, model, carried)
@@ -106,6 +107,19 @@ def trace(model: Any, sample_input: Any) -> Graph:
         with neuron_registry_of(guarded):
             check_trace(graph, guarded, x, steps, indexed, _flatten_result)
     return graph
+
+
+def _refuse_misaligned_steps(recorder: Recorder, steps: int) -> None:
+    """The graph reads x[t] at step t, so a loop over ``steps`` neuron steps that reads the input
+    in order must end at x[steps - 1]: x[0] read at every step, or x[t // 2], ends earlier."""
+    if not recorder.indexed or not recorder.fresh_calls or recorder.last_step is None:
+        return
+    if recorder.last_step + 1 != steps:
+        neuron = next(name for name, calls in recorder.fresh_calls.items() if len(calls) == steps)
+        read = "only x[0]" if recorder.last_step == 0 else f"x[0] to x[{recorder.last_step}]"
+        raise SnnirError(f"forward ran {steps} steps but read {read} of the input "
+                         f"(the graph reads x[t] at step t: a loop reading x[0], or one step over several "
+                         "steps, has no graph; index the input by the loop's step)", neuron)
 
 
 def _traces(model: Any, sample_input: Any) -> bool:

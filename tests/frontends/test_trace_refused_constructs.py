@@ -1,7 +1,8 @@
 """Constructs of tutorial-style snnTorch models that no graph computes, refused by name at trace
 time, also where the sample input could not show the difference (a zero sample, which
 ``snnir export`` uses). Found by probing (2026-12-04): before, the first two traced without a word
-on a zero sample, and the others were refused only as "values differ" at the output."""
+on a zero sample, and the others were refused only as "values differ" at the output; x[0] read at
+every step traced as x[t] even on a random sample, whose few spikes hid it from the guard."""
 
 from __future__ import annotations
 
@@ -31,17 +32,17 @@ class _GreaterOrEqual(torch.autograd.Function):
 class Loop(torch.nn.Module):
     """The tutorials' loop over the steps, with options for the constructs under test."""
 
-    def __init__(self, spike_grad=None, backwards=False, start=None):
+    def __init__(self, spike_grad=None, backwards=False, start=None, read=None):
         super().__init__()
         self.fc = torch.nn.Linear(N_IN, N_HID)
         self.lif = snn.Leaky(beta=0.9, **({"spike_grad": spike_grad} if spike_grad else {}))
-        self.backwards, self.start = backwards, start
+        self.backwards, self.start, self.read = backwards, start, read or (lambda t: t)
 
     def forward(self, x):
         mem = self.lif.init_leaky() if self.start is None else torch.full((x.shape[1], N_HID), self.start)
         out = []
         for t in reversed(range(x.shape[0])) if self.backwards else range(x.shape[0]):
-            spk, mem = self.lif(self.fc(x[t]), mem)
+            spk, mem = self.lif(self.fc(x[self.read(t)]), mem)
             out.append(spk)
         return torch.stack(out)
 
@@ -51,7 +52,9 @@ class Loop(torch.nn.Module):
     (Loop(spike_grad=lambda v: torch.sigmoid(4 * v)), r"node 'lif'.*spike_grad's forward gives .*0 -> 0\.5"),
     (Loop(backwards=True), r"node 'fc'.*x\[9\] read first"),
     (Loop(start=0.5), r"node 'lif'.*first called with a state that is not zero"),
-], ids=["fires-at-threshold", "graded", "backwards", "nonzero-start"])
+    (Loop(read=lambda t: 0), r"node 'lif'.*ran 10 steps but read only x\[0\]"),
+    (Loop(read=lambda t: t // 2), r"node 'lif'.*ran 10 steps but read x\[0\] to x\[4\]"),
+], ids=["fires-at-threshold", "graded", "backwards", "nonzero-start", "first-step-only", "each-step-twice"])
 @pytest.mark.parametrize("sample", ["zeros", "random"])
 def test_refused_naming_the_layer(model, needle, sample):
     x = torch.zeros(T, B, N_IN) if sample == "zeros" else torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0))
