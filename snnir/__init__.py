@@ -12,6 +12,7 @@ from typing import Any
 from snnir.errors import SnnirError
 from snnir.ir import Graph, Semantics, verify
 from snnir.targets.reference import run
+import snnir.frontends.dialects  # noqa: E402,F401 - registers the libraries' dialects with NIR I/O
 
 __version__ = "0.1.0"
 

@@ -4,6 +4,7 @@ warn, impossible writes refuse naming the node, and ``snnir convert`` works."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,24 @@ def test_spyx_write_drops_the_late_spikes_of_a_recurrent_layer_too(tmp_path) -> 
         snnir.write(snnir.read(path, dialect="spyx"), back, dialect="spyx")
         inner = snnir.read(back).nodes["rec"].graph
     assert sorted(inner.nodes) == ["input", "lif", "output", "w_rec"]
+
+
+def test_snntorch_reset_note_only_where_the_reset_was_assumed(tmp_path) -> None:
+    """The snnTorch dialect notes the assumed reset for a file without semantics records, and not
+    where the caller gave the reset or the file is snnir's own (its records state it)."""
+    from snnir.ir.nir_io import load
+
+    paper = Path(__file__).parents[1] / "fixtures" / "nir-paper" / "braille_noDelay_bias_zero.nir"
+    note = "do not store the reset mechanism"
+    graph, report = load(paper, dialect="snntorch")
+    assert any(note in line for line in report.warnings)
+    assert not any(note in line for line in load(paper, dialect="snntorch", reset="zero")[1].warnings)
+    snnir.write(graph, tmp_path / "ours.nir")
+    assert not any(note in line for line in load(tmp_path / "ours.nir", dialect="snntorch")[1].warnings)
+
+
+def test_the_dialect_registry_is_the_io_cores() -> None:
+    """Library dialects register in ``snnir.ir.dialect``; NIR I/O finds them by name only."""
+    from snnir.ir import dialect
+
+    assert get_dialect("norse") is dialect.get_dialect("norse") is DIALECTS["norse"] is dialect.DIALECTS["norse"]

@@ -1,67 +1,24 @@
 """Library dialects: how each SNN library means the NIR files it writes and reads.
 
-A dialect adjusts a graph after reading (``on_read``: e.g. Norse's tau = dt/tau_inv,
-Sinabs' timestep units) and before writing (``on_write``: the form that
-library's ``from_nir`` reads best). ``"nir"`` is plain NIR and changes nothing.
+Each library's module registers its :class:`~snnir.ir.dialect.Dialect` in the I/O core's
+registry when imported; importing this package registers the loader that imports them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.dialect import DIALECTS, Dialect, get_dialect, map_neurons, register_dialect, register_loader
 from snnir.ir.semantics import Semantics
 
 if TYPE_CHECKING:
     from snnir.ir.ops import Neuron
 
-
-def _unchanged(graph: Graph, warnings: list[str]) -> Graph:
-    return graph
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """``on_read(graph, warnings)`` and ``on_write(graph, warnings)`` return new graphs,
-    appending a line to ``warnings`` for anything lossy or assumed. ``dt_from_file(op)``, where
-    the library's files determine their step, gives a neuron's ``dt`` from its parameters
-    (``None``: not determined); the reader uses it before ``on_read`` unless the caller gave ``dt``.
-    ``imported_by(graph, warnings, options)`` is the graph the library simulates after its own
-    importer (named ``importer``) reads ``graph``'s file with ``options``: the importer's own
-    keywords, ``import_options`` holding them all with their defaults
-    (see :mod:`snnir.frontends.dialects.imported`); ``None``: not described."""
-
-    name: str
-    description: str
-    on_read: Callable[[Graph, list[str]], Graph] = _unchanged
-    on_write: Callable[[Graph, list[str]], Graph] = _unchanged
-    read_defaults: dict = field(default_factory=dict)  # Semantics fields applied where a file says nothing
-    dt_from_file: Callable[["Neuron"], float | None] | None = None
-    imported_by: Callable[[Graph, list[str], dict], Graph] | None = None
-    importer: str = ""
-    import_options: dict = field(default_factory=dict)
-
-
-DIALECTS: dict[str, Dialect] = {"nir": Dialect("nir", "plain NIR: the file means what the NIR spec says")}
-
-
-def register_dialect(dialect: Dialect) -> Dialect:
-    DIALECTS[dialect.name] = dialect
-    return dialect
-
-
-def get_dialect(name: str | None) -> Dialect:
-    if name is None:
-        return DIALECTS["nir"]
-    _load_builtin()
-    try:
-        return DIALECTS[name]
-    except KeyError:
-        raise SnnirError(f"unknown dialect '{name}' (known: {', '.join(sorted(DIALECTS))})") from None
+__all__ = ["DIALECTS", "Dialect", "get_dialect", "map_neurons", "register_dialect"]
 
 
 def _load_builtin() -> None:
@@ -76,21 +33,10 @@ def _load_builtin() -> None:
                 raise
 
 
+register_loader(_load_builtin)
+
+
 # --- helpers the library dialects share ------------------------------------------
-def map_neurons(graph: Graph, fn: Callable[[str, "Neuron"], "Neuron"], prefix: str = "") -> Graph:
-    """A copy of ``graph`` with ``fn(path, op)`` applied to every neuron, nested graphs included."""
-    from snnir.ir.ops import Neuron, Subgraph
-
-    nodes = {}
-    for name, op in graph.nodes.items():
-        if isinstance(op, Subgraph):
-            op = op.replace(graph=map_neurons(op.graph, fn, f"{prefix}{name}."))
-        elif isinstance(op, Neuron):
-            op = fn(prefix + name, op)
-        nodes[name] = op
-    return graph.replace(nodes=nodes)
-
-
 def each_neuron(
     fn: Callable[[str, "Neuron", list[str]], "Neuron"], note: str | None = None
 ) -> Callable[[Graph, list[str]], Graph]:

@@ -70,11 +70,6 @@ def _synaptic_delayed_reset(path: str, op: Neuron) -> Neuron:
 
 
 def _on_read(graph: Graph, warnings: list[str]) -> Graph:
-    warnings.append(
-        "snntorch files do not store the reset mechanism: where a neuron's record (written by snnir) does "
-        "not state it, Leaky's default is assumed (subtract, delayed one step); pass reset='zero' for "
-        "reset_mechanism='zero'"
-    )
     return map_neurons(drop_sample_batch(graph, warnings), _synaptic_delayed_reset)
 
 
@@ -377,6 +372,9 @@ DIALECT = register_dialect(Dialect(
     name="snntorch",
     description="snnTorch 1.x: dt=1e-4 Euler, r=tau/dt; reads reset-by-subtraction delayed, writes zero-reset",
     on_read=_on_read,
+    read_notes={"reset": "snntorch files do not store the reset mechanism: Leaky's default is assumed (subtract, "
+                         "delayed one step) for the neurons the file's records do not state it for; pass "
+                         "reset='zero' for reset_mechanism='zero'"},
     on_write=_on_write,
     imported_by=_imported,
     importer=_IMPORTER,

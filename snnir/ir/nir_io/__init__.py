@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -33,9 +34,9 @@ import numpy as np
 
 from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, warn
-from snnir.frontends.dialects import get_dialect, map_neurons
 from snnir.ir.graph import Graph
-from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Output, Scale, Subgraph
+from snnir.ir.dialect import Dialect, get_dialect, map_neurons
+from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Neuron, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
 from snnir.ir.ops.pool import MAX_POOLS
@@ -143,12 +144,17 @@ def read_unchecked(path: Any, *, repair: bool = False) -> tuple[Graph, ReadRepor
     return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs)
 
 
-def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
+def _dialect_on_read(dialect: Dialect, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
     """Apply the dialect only to neurons whose semantics the file did not state:
     a file snnir wrote already means exactly what its records say. Where the dialect's files
-    determine ``dt`` and the caller gave none, those neurons take the file's."""
+    determine ``dt`` and the caller gave none, those neurons take the file's. A note of
+    ``read_notes`` is added where a neuron took its field from the dialect."""
     defaulted = {line.partition(": ")[0] for line in report.defaults_applied}
     as_read = dict(graph.walk())
+    neuron_lines = [line for line in report.defaults_applied if isinstance(as_read.get(line.partition(": ")[0]), Neuron)]
+    for name, note in dialect.read_notes.items():
+        if any(re.search(rf"\b{name}=[^,]* \(dialect\)", line) for line in neuron_lines):
+            report.warnings.append(note)
     if dialect.dt_from_file is not None and not dt_given:
         graph = map_neurons(graph, lambda path, op: _dt_from_file(dialect, path, op, report)
                             if path in defaulted else op)
@@ -159,7 +165,7 @@ def _dialect_on_read(dialect: Any, graph: Graph, report: ReadReport, dt_given: b
     )
 
 
-def _dt_from_file(dialect: Any, path: str, op: Any, report: ReadReport) -> Any:
+def _dt_from_file(dialect: Dialect, path: str, op: Any, report: ReadReport) -> Any:
     """``op`` at the ``dt`` its parameters determine in ``dialect``'s files; its line in
     ``report.defaults_applied`` then names that ``dt`` and where it came from."""
     dt = dialect.dt_from_file(op)
@@ -283,11 +289,7 @@ def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
 
 
 def _lowering(op: Op, path: str) -> Graph:
-    lower = LOWER_EXTENSION.get(type(op))
-    if lower is None:
-        from snnir.targets.reference.interpreter import EXTENSIONS
-
-        lower = EXTENSIONS.get(type(op))
+    lower = LOWER_EXTENSION.get(type(op), getattr(op, "expand", None))
     if lower is None:
         raise SnnirError(f"extension op {op.op_type} has no lowering to standard NIR; "
                          "write with keep_extensions=True", path)
