@@ -48,7 +48,7 @@ import numpy as np
 from snnir.errors import SnnirError, shown, warn
 from snnir.frontends.fragment import Fragment
 from snnir.ir.ops import IF, LI, LIF, CubaLIF, Scale, Threshold
-from snnir.ir.semantics import DEFAULT_DT, Semantics
+from snnir.ir.semantics import DEFAULT_DT, NO_LEAK_STEPS, Semantics
 
 SUPPORTED = ("Leaky", "Synaptic", "RLeaky", "RSynaptic", "Lapicque", "Alpha")
 
@@ -151,6 +151,18 @@ def _decay(value: np.ndarray, layer: str, name: str) -> np.ndarray:
     return value
 
 
+def _time_constant(module: Any, name: str, layer: str, dt: float) -> np.ndarray:
+    """``dt / (1 - decay)`` for snnTorch's decay ``name`` clamped to [0, 1], a decay of exactly 1
+    (no leak, an IF neuron among leaky ones) as :data:`~snnir.ir.semantics.NO_LEAK_STEPS` steps.
+    A trained decay at 1 is refused: snnTorch trains it through the clamp, no time constant does."""
+    decay = np.clip(_array(module, name), 0.0, 1.0)
+    if np.any(decay == 1.0) and _learnable(module, name):
+        raise _refuse(layer, f"learn_{name} with {name} = 1: snnTorch trains it (the clamp to [0, 1] passes its "
+                             f"gradient at exactly 1) but no time constant gives a decay of 1; start {name} "
+                             f"below 1 or set learn_{name}=False")
+    return np.where(decay == 1.0, dt * NO_LEAK_STEPS, dt / np.where(decay == 1.0, 1.0, 1.0 - decay))
+
+
 def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:
     """(reset, reset_timing) for snnTorch's reset_mechanism and reset_delay
     (subtract without delay is graph structure, built before this is asked);
@@ -232,8 +244,7 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
                                  "below 1 or set learn_beta=False")
         return IF(r=np.full(beta.shape, 1.0 / sem.dt), v_threshold=threshold, sem=sem.with_(gain_held=False),
                   trainable=tuple(t for t in trainable if t != "tau"), metadata=_meta(module))
-    beta = _decay(beta, layer, "beta")
-    tau = sem.dt / (1.0 - beta)
+    tau = _time_constant(module, "beta", layer, sem.dt)
     return LIF(tau=tau, r=tau / sem.dt, v_leak=np.zeros(()), v_threshold=threshold, sem=sem,
                trainable=trainable, metadata=_meta(module))
 
@@ -241,8 +252,8 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
 def _synaptic(module: Any, layer: str) -> CubaLIF:
     reset, timing = _timing(module, layer, zero_keeps_input=False)
     sem = _decay_semantics(module, reset=reset, reset_timing=timing, current_order="current_first")
-    tau_syn = sem.dt / (1.0 - _decay(_array(module, "alpha"), layer, "alpha"))
-    tau_mem = sem.dt / (1.0 - _decay(_array(module, "beta"), layer, "beta"))
+    tau_syn = _time_constant(module, "alpha", layer, sem.dt)
+    tau_mem = _time_constant(module, "beta", layer, sem.dt)
     return CubaLIF(
         tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / sem.dt, v_leak=np.zeros(()),
         v_threshold=_array(module, "threshold"), w_in=tau_syn / sem.dt, sem=sem,
@@ -303,8 +314,8 @@ def _recheck_fragment(module: Any, layer: str, recurrent: Any = None) -> Fragmen
     """
     sem = Semantics(dt=DEFAULT_DT)
     thr = _array(module, "threshold")
-    beta = _decay(_array(module, "beta"), layer, "beta")
-    tau = sem.dt / (1.0 - beta)
+    beta = np.clip(_array(module, "beta"), 0.0, 1.0)
+    tau = _time_constant(module, "beta", layer, sem.dt)
     zero = np.zeros(())
     nodes = {
         "": Threshold(threshold=thr, metadata={**_meta(module), "structure": RECHECK}),
@@ -323,7 +334,7 @@ def _recheck_fragment(module: Any, layer: str, recurrent: Any = None) -> Fragmen
     ]
     entries: tuple[str, ...] = ("mem", "")
     if hasattr(module, "alpha"):
-        tau_syn = sem.dt / (1.0 - _decay(_array(module, "alpha"), layer, "alpha"))
+        tau_syn = _time_constant(module, "alpha", layer, sem.dt)
         nodes["syn"] = LI(tau=tau_syn, r=tau_syn / sem.dt, v_leak=zero, sem=sem)
         edges += [("syn", "mem"), ("syn", "")]
         entries = ("syn",)

@@ -29,6 +29,10 @@ CURRENT_ORDERS = ("current_first", "voltage_first")
 #: NIR's paper and snnTorch's exporter use this step when a file names none.
 DEFAULT_DT = 1e-4
 
+#: a decay of exactly 1 (no leak) as a time constant of this many steps: ``1 - dt/tau`` rounds to 1 in
+#: float32 and float64 and ``(dt/tau) (tau/dt)`` is exactly 1, everything scaled by powers of two
+NO_LEAK_STEPS = 2.0**60
+
 
 def resets_after_input(reset: str, reset_timing: str) -> bool:
     """True when a delayed reset applies to ``leak(v) + drive`` (``"next_after_input"``, or

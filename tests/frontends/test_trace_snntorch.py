@@ -261,7 +261,6 @@ def test_negative_thresholds_trace_where_the_first_step_resets_nothing(make):
         (lambda: snn.Leaky(beta=0.9, graded_spikes_factor=2.0, init_hidden=True), "graded"),
         (lambda: snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True), "Alpha"),
         (lambda: snn.SLSTM(N_HID, N_HID, init_hidden=True), "SLSTM"),
-        (lambda: snn.Synaptic(alpha=1.0, beta=0.9, init_hidden=True), "alpha = 1"),
         # snnTorch's delayed reset resets the first step from the zero initial membrane
         (lambda: snn.Leaky(beta=0.9, threshold=-0.2, init_hidden=True), "negative threshold with the delayed subtract"),
         (lambda: snn.Synaptic(alpha=0.7, beta=0.9, threshold=-0.2, reset_mechanism="zero", init_hidden=True),

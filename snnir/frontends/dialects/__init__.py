@@ -13,7 +13,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.dialect import DIALECTS, Dialect, get_dialect, map_neurons, register_dialect, register_loader
-from snnir.ir.semantics import Semantics
+from snnir.ir.semantics import NO_LEAK_STEPS, Semantics
 
 if TYPE_CHECKING:
     from snnir.ir.ops import Neuron
@@ -65,7 +65,8 @@ def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
 
     Keeps every decay ``a`` and input gain exactly (up to rounding):
     ``tau' = dt / (1 - a)`` and ``r'``/``w_in'`` rescaled so ``b' r' = b r``.
-    A neuron that does not leak (``a == 1``) keeps no finite ``tau'`` and is refused.
+    A neuron that does not leak (``a == 1``) gets ``tau' = dt NO_LEAK_STEPS``, whose decay is 1 in
+    float (:data:`~snnir.ir.semantics.NO_LEAK_STEPS`); one that grows (``a > 1``) is refused.
     """
     from snnir.ir.ops import IF, CubaLI, CubaLIF, I
 
@@ -75,9 +76,11 @@ def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
 
     def retime(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         decay, gain = decay_gain(tau, op.sem)
-        if np.any(decay >= 1.0):
-            raise SnnirError("a time constant too long for a finite forward-Euler tau at this dt", path)
-        return dt / (1.0 - decay), gain / (1.0 - decay)
+        if np.any(decay > 1.0):
+            raise SnnirError("a negative time constant (a membrane that grows) has no forward-Euler tau", path)
+        no_leak = decay == 1.0
+        leak = np.where(no_leak, 1.0, 1.0 - decay)
+        return np.where(no_leak, dt * NO_LEAK_STEPS, dt / leak), np.where(no_leak, gain * NO_LEAK_STEPS, gain / leak)
 
     if isinstance(op, (CubaLI, CubaLIF)):
         tau_syn, syn_scale = retime(op.tau_syn)
