@@ -86,6 +86,9 @@ def trace(model: Any, sample_input: Any) -> Graph:
     result = _record(twin, recorder, x)
     _refuse_python_state(before, _python_state(twin))
     steps = max(map(len, recorder.fresh_calls.values()), default=1)  # neuron calls in one forward
+    if recorder.indexed and recorder.fresh_calls and x.shape[0] == 1:
+        # one step of a loop cannot show whether a state is carried to the next: trace two
+        return trace(model, torch.cat([sample_input, sample_input]))
     _refuse_misaligned_steps(recorder, steps)
     carried = _carried_after_first_call(twin, recorder, x) if steps == 1 else frozenset()
     try:
