@@ -98,6 +98,16 @@ def _learnable(module: Any, name: str) -> bool:
     return bool(getattr(value, "requires_grad", False)) and name in dict(module.named_parameters(recurse=False))
 
 
+def _warn_untrained(module: Any, layer: str, names: tuple[str, ...], structure: str) -> None:
+    """Warn that ``module``'s trained parameters among ``names`` are constants of the graph: each
+    enters several of the nodes that ``structure`` is traced as, and no node trains it."""
+    trained = [name for name in names if _learnable(module, name)]
+    if trained:
+        listed = ", ".join(f"learn_{name}" for name in trained)
+        warn(f"layer '{shown(layer)}': {listed}: {structure} is traced as several nodes that each hold the value; "
+             "compiled modules keep it constant, so training them differs from snnTorch's")
+
+
 def _refuse(layer: str, what: str) -> SnnirError:
     return SnnirError(f"cannot be traced exactly: {what}", layer)
 
@@ -283,6 +293,7 @@ def _alpha(module: Any, layer: str) -> Fragment:
             "a spike its reset rewrites both synaptic currents as well as the membrane, which no NIR neuron "
             "does (NIR's CubaLIF never resets its current); Alpha(reset_mechanism='none') exports exactly",
         )
+    _warn_untrained(module, layer, ("alpha", "beta"), "Alpha's pair of decays")
     sem = Semantics(dt=DEFAULT_DT)
     alpha = _decay(_array(module, "alpha"), layer, "alpha")
     beta = _decay(_array(module, "beta"), layer, "beta")
@@ -291,7 +302,8 @@ def _alpha(module: Any, layer: str) -> Fragment:
     zero = np.zeros(())
     return Fragment(
         nodes={
-            "": Threshold(threshold=_array(module, "threshold"), metadata=_meta(module)),
+            "": Threshold(threshold=_array(module, "threshold"), trainable=_trainable(module, {"threshold": "threshold"}),
+                          metadata=_meta(module)),
             "exc": LI(tau=tau_exc, r=tau_exc / sem.dt, v_leak=zero, sem=sem),
             "inh": LI(tau=tau_inh, r=-tau_inh / sem.dt, v_leak=zero, sem=sem),
             "exc_scale": Scale(scale=tau_alpha),
@@ -363,6 +375,8 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
         warn(f"layer '{shown(layer)}': snnTorch's reset_delay=False resets through the spike without detaching "
              "it, a gradient through the reset that compiled modules do not have: spikes are exact, training "
              "gradients differ")
+    if _rechecks(module):
+        _warn_untrained(module, layer, ("threshold", "beta", "alpha"), "the subtract reset with reset_delay=False")
     if kind in ("Leaky", "Synaptic") and _rechecks(module):
         return _recheck_fragment(module, layer)
     if kind == "RLeaky" and _rechecks(module):
@@ -404,4 +418,5 @@ def stateless_fragment(module: Any, layer: str) -> Fragment:
     threshold = _array(module, "threshold")
     if np.any(threshold < 0):
         raise _refuse(layer, f"its state is set to zero at every call with a negative threshold; {advice}")
-    return Fragment.single(Threshold(threshold=threshold, metadata=_meta(module)))
+    return Fragment.single(Threshold(threshold=threshold, trainable=_trainable(module, {"threshold": "threshold"}),
+                                     metadata=_meta(module)))

@@ -1,0 +1,61 @@
+"""snnTorch parameters a user trains (``learn_threshold``, ``learn_beta``...) stay trainable in the
+compiled module with snnTorch's gradient, or a warning names those that become constants. Found by
+probing (2026-12-04): a neuron reset at every step (traced as a Threshold) and Alpha dropped a
+trained threshold without a word, and reset_delay=False and Alpha dropped trained decays."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snnir
+
+snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+
+T, B, N_IN, N = 6, 3, 4, 5
+
+
+class Loop(torch.nn.Module):
+    """A loop over the steps; ``fresh`` makes the state anew at every step (tutorial 6's style)."""
+
+    def __init__(self, neuron, fresh=False):
+        super().__init__()
+        self.fc, self.neuron, self.fresh = torch.nn.Linear(N_IN, N), neuron, fresh
+
+    def forward(self, x):
+        state, out = self.neuron.reset_mem(), []
+        for t in range(x.shape[0]):
+            if self.fresh:
+                state = self.neuron.reset_mem()
+            spk, *rest = self.neuron(self.fc(x[t]), *(state if isinstance(state, tuple) else (state,)))
+            state = tuple(rest) if len(rest) > 1 else rest[0]
+            out.append(spk)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("neuron,fresh", [
+    (lambda: snn.Leaky(beta=0.8, learn_threshold=True), True),
+    (lambda: snn.Synaptic(alpha=0.5, beta=0.8, learn_threshold=True), True),
+    (lambda: snn.Alpha(alpha=0.9, beta=0.6, reset_mechanism="none", learn_threshold=True), False),
+], ids=["Leaky-fresh", "Synaptic-fresh", "Alpha"])
+def test_a_trained_threshold_gets_snntorchs_gradient(neuron, fresh):
+    torch.manual_seed(0)
+    model = Loop(neuron(), fresh)
+    x = torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(1)) * 3
+    module = snnir.compile(snnir.trace(model, x), target="torch")
+    model(x).sum().backward()
+    module(x).sum().backward()
+    ours = dict(module.named_parameters())["neuron.threshold"].grad
+    assert model.neuron.threshold.grad != 0
+    torch.testing.assert_close(ours, model.neuron.threshold.grad.reshape(ours.shape), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("neuron,names", [
+    (lambda: snn.Alpha(alpha=0.9, beta=0.6, reset_mechanism="none", learn_beta=True), "learn_beta"),
+    (lambda: snn.Leaky(beta=0.8, reset_delay=False, learn_threshold=True, learn_beta=True),
+     "learn_threshold, learn_beta"),
+    (lambda: snn.Synaptic(alpha=0.5, beta=0.8, reset_delay=False, learn_alpha=True), "learn_alpha"),
+], ids=["Alpha-beta", "Leaky-undelayed", "Synaptic-undelayed"])
+def test_a_trained_value_held_by_several_nodes_is_named(neuron, names):
+    with pytest.warns(UserWarning, match=rf"layer 'neuron': {names}: .*compiled modules keep it constant"):
+        snnir.trace(Loop(neuron()), torch.rand(T, B, N_IN))
