@@ -85,7 +85,8 @@ class RemoveIdentity(Rule):
 
 
 class BroadcastNeuronParams(Rule):
-    """Give every neuron parameter the neuron's full input shape."""
+    """Give every neuron parameter the neuron's full input shape, but a trained one: a trained
+    scalar is one value all neurons share, and stays one (as its source trains it)."""
 
     name = "broadcast_neuron_params"
     pattern = (NEURONS,)
@@ -95,16 +96,20 @@ class BroadcastNeuronParams(Rule):
         shape = shapes_of(graph).inputs.get(node)
         if shape is None:
             return "its input shape is unknown"
-        if all(value.shape == tuple(shape) for value in graph.nodes[node].params().values()):
-            return "its parameters already have the input shape"
+        if all(value.shape == tuple(shape) for value in _fixed_params(graph.nodes[node]).values()):
+            return "its untrained parameters already have the input shape"
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         (node,) = match.nodes
         op: Neuron = graph.nodes[node]
         shape = tuple(shapes_of(graph).inputs[node])
-        changes = {name: np.broadcast_to(value, shape).copy() for name, value in op.params().items()}
+        changes = {name: np.broadcast_to(value, shape).copy() for name, value in _fixed_params(op).items()}
         return graph.with_nodes(**{node: op.replace(**changes)})
+
+
+def _fixed_params(op: Neuron) -> dict[str, np.ndarray]:
+    return {name: value for name, value in op.params().items() if name not in op.trainable}
 
 
 class AffineWithoutBias(Rule):
