@@ -337,3 +337,7 @@ class Recorder(GlueRecording):
             if isinstance(extra, self.torch.Tensor):
                 state = names[k] if k < len(names) else f"output {k + 1}"
                 self.tag(extra, Tag("state", sources, why=state))
+        for state in names:  # init_hidden keeps them as attributes: self.lif.mem is what output=True returns
+            held = getattr(module, state, None)
+            if isinstance(held, self.torch.Tensor) and self.tag_of(held) is None:
+                self.tag(held, Tag("state", sources, why=state))

@@ -6,9 +6,9 @@ user's model (and snnTorch's registry of neurons) alone. Found by probing tutori
 
 from __future__ import annotations
 
-import torch
-
+import numpy as np
 import pytest
+import torch
 
 import snnir
 from snnir.errors import SnnirError
@@ -181,3 +181,26 @@ def test_a_loop_traced_on_one_step_keeps_its_state(recurrent):
     expected = model(x).detach().numpy()
     graph = snnir.trace(model, torch.zeros(1, 2, N_IN))
     assert (snnir.run(graph, x.numpy())["output"] == expected).all()
+
+
+class ReturnsHeldMembrane(torch.nn.Module):
+    """A step model returning its init_hidden neuron's membrane attribute, ``self.lif.mem``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.lif = _layers(init_hidden=True)[:2]
+
+    def forward(self, x):
+        return self.lif(self.fc(x)), self.lif.mem
+
+
+def test_a_held_membrane_returned_traces_as_output_true():
+    """``self.lif.mem`` is the tensor ``output=True`` returns; it was refused as coming from no layer."""
+    model = ReturnsHeldMembrane()
+    x = random_input((N_IN,)).float()
+    graph = snnir.trace(model, x[0])
+    utils.reset(model)
+    spikes, membranes = (torch.stack(v).detach().double().numpy() for v in zip(*(model(step) for step in x)))
+    got = snnir.run(graph, x.numpy())
+    assert (got[graph.outputs[0]] == spikes).all() and spikes.any()
+    np.testing.assert_allclose(got[graph.outputs[1]], membranes, atol=1e-5, rtol=0)
