@@ -396,7 +396,12 @@ def neuron_fragment(module: Any, layer: str) -> Fragment:
         reset, timing = _timing(module, layer, zero_keeps_input=False)
         sem = Semantics(dt=float(module.time_step), reset=reset, reset_timing=timing)
         r = _array(module, "R")
-        return Fragment.single(LIF(tau=r * _array(module, "C"), r=r, v_leak=np.zeros(()),
+        tau = r * _array(module, "C")
+        if not np.all(np.isfinite(tau) & (tau > 0)):
+            raise _refuse(layer, f"Lapicque's time constant R*C = {np.asarray(tau).ravel()[:4].tolist()} is not "
+                                 "positive and finite (snnTorch derives C from beta, and beta >= 1 or <= 0 gives "
+                                 "none); use 0 < beta < 1, or Leaky")
+        return Fragment.single(LIF(tau=tau, r=r, v_leak=np.zeros(()),
                                    v_threshold=_array(module, "threshold"), sem=sem,
                                    trainable=_trainable(module, {"threshold": "v_threshold"}),
                                    metadata=_meta(module)))

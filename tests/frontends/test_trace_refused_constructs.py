@@ -117,3 +117,11 @@ def test_an_snnir_nn_layer_run_by_sequence_is_named():
 
     with pytest.raises(SnnirError, match=r"'lif' was never called as a layer.*not layer\.sequence"):
         snnir.trace(Net(), torch.rand(T, B, N_IN))
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.2, -0.3])
+def test_lapicque_without_a_time_constant_names_beta(beta):
+    """snnTorch derives Lapicque's C from beta; these gave internal messages ("tau must be positive")."""
+    model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HID), snn.Lapicque(beta=beta, init_hidden=True))
+    with pytest.raises(SnnirError, match=r"node '1'.*Lapicque's time constant R\*C .*use 0 < beta < 1"):
+        snnir.trace(model, torch.rand(B, N_IN))
