@@ -8,6 +8,8 @@ cannot be expressed tags its result "bad", naming the function and where it was 
 
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -21,6 +23,7 @@ _IDENTITY_FUNCS = {"clone", "contiguous", "detach", "detach_", "to", "float", "d
 _ADD_FUNCS = {"add", "__add__", "__radd__", "__iadd__"}
 _SUB_FUNCS = {"sub", "__sub__", "__isub__"}
 _MUL_FUNCS = {"mul", "__mul__", "__rmul__"}
+_DIV_FUNCS = {"div", "__truediv__", "true_divide"}
 _RESHAPE_FUNCS = {"flatten", "view", "reshape"}
 _ZERO_FACTORIES = {"zeros", "zeros_like", "new_zeros"}
 
@@ -100,6 +103,18 @@ class GlueRecording:
         elif not full and len({t.sources for t in tags}) == 1:
             self.tag(result, tags[0])
 
+    def divided(self, tag: Tag, divisor: Any) -> Tag | None:
+        """``x / c`` as a Scale by ``1 / c``: the same rounding only where ``1 / c`` is exact, so
+        a power of two; any other number is refused, saying how to write it."""
+        if not isinstance(divisor, (int, float)) or isinstance(divisor, bool):
+            return None
+        mantissa, _ = math.frexp(divisor)
+        if abs(mantissa) != 0.5:
+            return Tag("bad", why=f"x / {divisor!r} (a graph scales by 1/{divisor!r}, which rounds otherwise than "
+                                  f"dividing; write x * {1 / divisor!r} if that is what the model means)")
+        key = ("scale", 1.0 / divisor, tag.sources)
+        return Tag("value", self.functional_node(key, "scale", Scale(scale=1.0 / divisor), tag.sources))
+
     def out_of_order(self, index: Any, steps: int) -> str:
         """Why reading step ``index`` of the input sequence now cannot be traced (empty if it can):
         the graph reads step t at step t, so a loop must read x[0], x[1], ... in order (each as
@@ -161,6 +176,8 @@ class GlueRecording:
                 key = ("scale", float(factor), tags[0].sources)
                 return Tag("value", self.functional_node(key, "scale", Scale(scale=float(factor)), tags[0].sources))
             return None
+        if name in _DIV_FUNCS and len(tags) == 1 and len(args) == 2 and not kwargs and self.tag_of(args[0]):
+            return self.divided(tags[0], args[1])
         made = functional_op(name, args, kwargs, lambda t: self.owner_of.get(id(t)), self.where())
         if made is not None and len(tags) == 1 and self.tag_of(args[0]) is not None:
             key, base, op = made

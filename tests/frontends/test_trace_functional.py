@@ -130,3 +130,31 @@ def test_inexact_pooling_options_are_refused(call, needle):
 
     with pytest.raises(SnnirError, match=needle):
         snnir.trace(Net(), torch.rand(2, 1, 7, 7))
+
+
+class Divided(torch.nn.Module):
+    """A loop scaling the layer's output by division, as ``fc(x[t]) / divisor``."""
+
+    def __init__(self, divisor):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.lif, self.divisor = torch.nn.Linear(4, 6), snn.Leaky(beta=0.9), divisor
+
+    def forward(self, x):
+        mem, out = self.lif.init_leaky(), []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(self.fc(x[t]) / self.divisor, mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_division_by_a_power_of_two_traces_and_others_say_how():
+    """``x / 2`` is the Scale ``x * 0.5`` exactly; ``x / 3`` rounds otherwise than any Scale and is
+    refused saying to write the multiplication (both were refused as "div cannot be traced")."""
+    x = torch.rand(T, B, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 8
+    graph, got, expected = run_both(Divided(2), x)
+    assert any(isinstance(op, snnir.ir.ops.Scale) for op in graph.nodes.values())
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert expected[0].any()
+    with pytest.raises(SnnirError, match=r"x / 3\.0 .*write x \* 0\.333"):
+        snnir.trace(Divided(3.0), x.float())
