@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import snnir
+from snnir.ir.semantics import NO_LEAK_STEPS
 
 snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
@@ -121,8 +122,7 @@ def test_every_path_trains_the_decay_and_files_keep_the_choice(tmp_path, monkeyp
     module = snnir.compile(graph, target="torch", dtype=torch.float64)
     with torch.no_grad():
         module.node_module("lif").a_syn[0] = 1.0
-    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau_syn is 1 or more"):
-        module.to_graph()
+    assert module.to_graph().nodes["lif"].tau_syn[0] == graph.nodes["lif"].sem.dt * NO_LEAK_STEPS
     monkeypatch.setenv("SNNIR_NATIVE", "1")
     for grads in (_decay_grads(graph, fast=False), _decay_grads(graph)):  # the step loop, the C++ kernels
         for name, grad in loop.items():
@@ -166,7 +166,8 @@ def test_decays_trained_out_of_0_1_are_clamped_as_snntorch_clamps_them(kind, mon
     assert unclamped  # the out-of-range decays change the spikes: the check above is not vacuous
 
 
-def test_a_decay_clamped_to_0_is_written_back_and_one_clamped_to_1_is_refused(tmp_path):
+def test_decays_clamped_to_0_and_to_1_are_written_back(tmp_path):
+    """A decay clamped to 1 is written as the time constant dt * NO_LEAK_STEPS (it was refused)."""
     model = Net("Leaky")
     graph = snnir.trace(model, sample()[0].float())
     twin = in_float64(model)
@@ -178,8 +179,11 @@ def test_a_decay_clamped_to_0_is_written_back_and_one_clamped_to_1_is_refused(tm
     again = snnir.compile(snnir.read(tmp_path / "trained.nir"), target="torch", dtype=torch.float64)
     torch.testing.assert_close(again(sample()), snntorch_run(twin), rtol=0, atol=0)
     _set_decays(twin, module.node_module("lif"), "Leaky", OUT_OF_RANGE)
-    with pytest.raises(snnir.SnnirError, match="'lif'.*decay of tau is 1 or more, clamped to 1"):
-        module.to_graph()
+    trained = module.to_graph()
+    assert (trained.nodes["lif"].tau == trained.nodes["lif"].sem.dt * NO_LEAK_STEPS).any()
+    snnir.write(trained, tmp_path / "clamped.nir")
+    again = snnir.compile(snnir.read(tmp_path / "clamped.nir"), target="torch", dtype=torch.float64)
+    torch.testing.assert_close(again(sample()), snntorch_run(twin), rtol=0, atol=0)
 
 
 def load_standalone(graph, path):

@@ -17,7 +17,7 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.neuron import IF, LI, LIF, CubaLI, CubaLIF, I, Neuron
-from snnir.ir.semantics import DELAYED_RESET_TIMINGS
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS, NO_LEAK_STEPS
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
@@ -106,15 +106,17 @@ def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], 
     sem, changes = op.sem, {}
     for tau, (a, changed) in trained.items():
         a = a.clamp(0.0, 1.0)  # the decay the module steps with (:func:`coefficients`)
-        if bool((a == 1).any()):
+        if sem.discretisation == "exp" and bool((a == 1).any()):
             raise SnnirError(f"the trained decay of {tau} is 1 or more, clamped to 1 as snnTorch clamps beta and "
-                             "alpha: no finite time constant gives it", node)
+                             "alpha: an exp time constant of decay 1 has no input gain to hold", node)
         if sem.discretisation == "exp" and bool((a == 0).any()):
             raise SnnirError(f"the trained decay of {tau} is 0 or less, clamped to 0: no exp time constant gives it",
                              node)
         scaled = decays(op)[tau][2]
         old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
-        new_tau = sem.dt / (1 - a) if sem.discretisation == "euler" else -sem.dt / torch.log(a)
+        no_leak = a == 1  # euler: the time constant NO_LEAK_STEPS steps, whose decay rounds to 1
+        new_tau = (torch.where(no_leak, sem.dt * NO_LEAK_STEPS, sem.dt / torch.where(no_leak, 1.0, 1 - a))
+                   if sem.discretisation == "euler" else -sem.dt / torch.log(a))
         gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
         new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
         for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):
