@@ -8,6 +8,8 @@ Invariants of :func:`extract`:
 - every HDF5 object is visited once: a second link to an object already read
   (hard links forming a DAG or a cycle, or a soft link back) is refused, so the
   work is linear in the file; external and dangling links are refused;
+- a dataset's data lies in the file itself: external storage and virtual datasets
+  (data in, or mapped from, other files) are refused before any data is read;
 - groups nest at most ``depth`` levels and hold at most :data:`MAX_MEMBERS` links;
 - every dataset's bytes (declared shape x item size, which covers fill values of
   never-written chunks) are counted against ``data_bytes`` before it is read;
@@ -111,6 +113,11 @@ class _Walker:
 
     def dataset(self, ds: h5py.Dataset, path: str) -> Any:
         name = path.rsplit("/", 1)[-1]
+        if ds.external:
+            raise Refusal(f"dataset '{name}' keeps its data in another file, which is not allowed", node_of(path))
+        if ds.is_virtual:
+            raise Refusal(f"dataset '{name}' is a virtual dataset mapping other files, which is not allowed",
+                          node_of(path))
         dtype = ds.dtype
         is_string = h5py.check_string_dtype(dtype) is not None or dtype.kind == "S"
         if dtype.kind not in "biuf" and not is_string:
