@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from snnir.atomic import replace_atomically
+from snnir.atomic import destination, replace_atomically
 from snnir.errors import SnnirError, escape
 from snnir.ir.memory import check_limit
 from snnir.limits import current
@@ -106,17 +106,21 @@ def _read_npz(stream: BinaryIO, path: str) -> dict[str, np.ndarray]:
 
 
 def output_file(path: str) -> Path:
-    """``path`` as a file to write: its directory exists and is writable, and it is no directory."""
-    target = Path(path)
-    directory = target.parent.resolve()
-    if target.is_dir():
-        raise SnnirError(f"cannot write {path}: it is a directory")
+    """``path`` as a file to write: no directory, and either an existing device or FIFO that is
+    writable (written into, see :func:`snnir.atomic.destination`) or a file, a symlink's target
+    included, in a writable directory."""
+    target, into = destination(path)
+    if into:
+        if not os.access(target, os.W_OK):
+            raise SnnirError(f"cannot write {path}: permission denied")
+        return Path(path)
+    directory = target.parent
     if not directory.is_dir():
         what = "is a file" if directory.exists() else "does not exist"
         raise SnnirError(f"cannot write {path}: the directory {directory} {what}")
     if not os.access(directory, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise SnnirError(f"cannot write {path}: permission denied")
-    return target
+    return Path(path)
 
 
 def output_dir(path: str) -> Path:

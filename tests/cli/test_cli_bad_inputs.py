@@ -195,6 +195,25 @@ def test_bad_output_paths(files, capsys, monkeypatch, command, out, expected):
     assert_one_line_error(capsys, command, expected)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and symlinks as POSIX has them")
+@pytest.mark.parametrize("command", ["run", "optimize", "convert"])
+def test_output_to_a_fifo_or_symlink_keeps_it(files, capsys, monkeypatch, command):
+    """``-o`` to a FIFO (as to /dev/null) writes into it, and to a symlink writes where it points:
+    neither is replaced by a regular file."""
+    from tests.test_atomic import read_fifo_in_background
+
+    monkeypatch.chdir(files)
+    os.mkfifo("pipe")
+    reader, got = read_fifo_in_background("pipe")
+    assert main(_commands_writing("pipe")[command]) == 0
+    reader.join(10)
+    assert got and got[0] and os.path.exists("pipe") and not os.path.isfile("pipe")
+    os.symlink("real.out", "link.out")
+    assert main(_commands_writing("link.out")[command]) == 0
+    assert os.path.islink("link.out") and os.path.getsize("real.out") == len(got[0])
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("target", ["onnx", "ipu"])
 def test_compile_output_dir_that_is_a_file(files, capsys, target):
     (files / "afile").write_text("")

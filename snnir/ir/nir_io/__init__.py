@@ -19,7 +19,8 @@ Invariants:
   so its crash or hang is an error here; bytes this process wrote or already
   parsed safely are parsed in-process;
 - writing goes to a temporary file in the target directory that replaces the
-  target only once complete: on error the old file is untouched.
+  target only once complete: on error the old file is untouched; a symlink is kept
+  (its target replaced), a device or FIFO written into (:mod:`snnir.atomic`).
 """
 
 from __future__ import annotations
