@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         from snnir.plotting import pyplot
 
         pyplot()  # matplotlib is needed: say so before simulating
-        output_file(args.plot)
+        output_file(args.plot, inputs=[args.file, args.input])
     if args.dialect is None:
         try:
             print(describe_writer(args.file, repair=args.repair))

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     pyplot()  # matplotlib is needed: say so before simulating
-    output_file(args.output)
+    output_file(args.output, inputs=[args.file, args.input])
     graph, _ = load_graph(args)
     probed, probes = with_spike_probes(graph)
     panel_outputs = panel_sources(probed, probes)

@@ -4,7 +4,7 @@
   header (real numbers only, all of them within ``Limits.data_bytes`` as float64) before
   any data is read, and never unpickling.
 - :func:`output_file` and :func:`output_dir` check where a command will write before it
-  computes anything; :func:`write_atomically` writes a file so that a failure leaves the
+  computes anything (:func:`not_an_input`: never over one of its inputs); :func:`write_atomically` writes a file so that a failure leaves the
   old one (or none) in place; :func:`save_arrays` writes a ``.npz`` that way.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 
@@ -105,10 +105,10 @@ def _read_npz(stream: BinaryIO, path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def output_file(path: str) -> Path:
+def output_file(path: str, inputs: Iterable[str | None] = ()) -> Path:
     """``path`` as a file to write: no directory, and either an existing device or FIFO that is
     writable (written into, see :func:`snnir.atomic.destination`) or a file, a symlink's target
-    included, in a writable directory."""
+    included, in a writable directory, that is none of the command's ``inputs``."""
     target, into = destination(path)
     if into:
         if not os.access(target, os.W_OK):
@@ -120,7 +120,23 @@ def output_file(path: str) -> Path:
         raise SnnirError(f"cannot write {path}: the directory {directory} {what}")
     if not os.access(directory, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise SnnirError(f"cannot write {path}: permission denied")
+    not_an_input([path], inputs)
     return Path(path)
+
+
+def not_an_input(outputs: Iterable[str | Path], inputs: Iterable[str | None]) -> None:
+    """None of ``outputs`` is the same file as one of ``inputs`` (under another name or through a
+    link included): a command never overwrites what it reads."""
+    sources = [source for source in inputs if source is not None]
+    for output in outputs:
+        for source in sources:
+            try:
+                same = os.path.samefile(output, source)
+            except (OSError, ValueError):  # either is missing (or no path): not the same file
+                same = False
+            if same:
+                raise SnnirError(f"cannot write {escape(os.fspath(output))}: it is the input "
+                                 f"{escape(os.fspath(source))}, which would be lost (choose another output)")
 
 
 def output_dir(path: str) -> Path:

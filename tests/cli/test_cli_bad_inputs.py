@@ -214,6 +214,37 @@ def test_output_to_a_fifo_or_symlink_keeps_it(files, capsys, monkeypatch, comman
     capsys.readouterr()
 
 
+OVER_INPUTS = [
+    (["run", "one.nir", "--input", "good.npy", "-o", "one.nir"], "one.nir"),
+    (["run", "one.nir", "--input", "good.npy", "-o", "good.npy"], "good.npy"),
+    (["run", "one.nir", "--input", "good.npy", "-o", "link.npz"], "good.npy"),
+    (["plot", "one.nir", "--input", "good.npy", "-o", "one.nir"], "one.nir"),
+    (["check", "one.nir", "--input", "good.npy", "--plot", "good.npy"], "good.npy"),
+    (["optimize", "one.nir", "-o", "one.nir"], "one.nir"),
+    (["convert", "one.nir", "./one.nir"], "one.nir"),
+    (["compile", "one.safetensors", "-o", "one.py"], "one.safetensors"),
+    (["compile", "out/graph.nir", "--target", "ipu", "-o", "out"], "out/graph.nir"),
+    (["export", "builder.py:build", "--input-shape", "1,3", "-o", "builder.py"], "builder.py"),
+]
+
+
+@pytest.mark.parametrize("command, lost", OVER_INPUTS, ids=[" ".join(c[:1] + c[-2:]) for c, _ in OVER_INPUTS])
+def test_output_over_an_input_is_refused(files, capsys, monkeypatch, command, lost):
+    """No command overwrites a file it reads (the same file by another name or a link included)."""
+    if command[0] in ("plot", "check"):
+        pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    monkeypatch.chdir(files)
+    (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    (files / "out").mkdir()
+    for copy in ("one.safetensors", "out/graph.nir"):
+        (files / copy).write_bytes((files / "one.nir").read_bytes())
+    os.symlink("good.npy", "link.npz")
+    before = (files / lost).read_bytes()
+    assert main(command) == 1
+    assert_one_line_error(capsys, command[0], "it is the input", "would be lost")
+    assert (files / lost).read_bytes() == before
+
+
 @pytest.mark.parametrize("target", ["onnx", "ipu"])
 def test_compile_output_dir_that_is_a_file(files, capsys, target):
     (files / "afile").write_text("")

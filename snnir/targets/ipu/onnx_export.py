@@ -42,6 +42,8 @@ from snnir.targets.reference.interpreter import EXTENSIONS
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+#: The files :func:`write` puts in its directory.
+FILES = (MODEL_FILE, MANIFEST_FILE)
 PRECISIONS = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
 BATCH = "batch"
 
