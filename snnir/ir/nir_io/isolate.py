@@ -2,7 +2,8 @@
 
 The child (a fresh ``python -I`` that imports only numpy, h5py and
 ``extract.py``) sets ``RLIMIT_AS`` to its start-up size plus
-``limits.memory_bytes``, parses the file and sends the tree back as one
+``limits.memory_bytes`` (or to the hard limit it inherits, where that is lower:
+it cannot be raised), parses the file and sends the tree back as one
 ``.npz``: numeric arrays, plus the tree's shape and its strings as JSON. The
 parent loads it with ``allow_pickle=False`` and accepts only numeric arrays,
 so nothing the child sends can run code or allocate more than ``data_bytes``.
@@ -50,6 +51,9 @@ if resource is not None:
 if resource is not None and os.path.exists("/proc/self/statm"):  # elsewhere RLIMIT_AS is not enforced
     with open("/proc/self/statm") as f:
         start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY and hard < start + memory:  # a limit we cannot raise: keep it
+        memory = max(hard - start, 0)
     resource.setrlimit(resource.RLIMIT_AS, (start + memory, start + memory))
 try:
     extract.save(extract.extract(source, data_bytes, depth), out)
