@@ -105,6 +105,16 @@ def _read_npz(stream: BinaryIO, path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def with_steps_and_samples(x: np.ndarray | dict[str, np.ndarray], command: str) -> np.ndarray | dict[str, np.ndarray]:
+    """``x`` (``[T, B, ...]`` arrays), refused where it has no time step or no sample: ``command``
+    has then nothing to show."""
+    for array in x.values() if isinstance(x, dict) else [x]:
+        if array.ndim >= 2 and 0 in array.shape[:2]:
+            what = "no time steps (T=0)" if array.shape[0] == 0 else "no samples (B=0)"
+            raise SnnirError(f"the input has {what}: {command} has nothing to show")
+    return x
+
+
 def output_file(path: str, inputs: Iterable[str | None] = ()) -> Path:
     """``path`` as a file to write: no directory, and either an existing device or FIFO that is
     writable (written into, see :func:`snnir.atomic.destination`) or a file, a symlink's target

@@ -143,6 +143,20 @@ def test_bad_input_arrays(files, capsys, command, case, expected):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["plot", "check"])
+@pytest.mark.parametrize("shape, expected", [((0, 2, 3), "no time steps (T=0)"), ((4, 0, 3), "no samples (B=0)")],
+                         ids=["T=0", "B=0"])
+def test_plot_and_check_of_an_empty_input(files, capsys, command, shape, expected):
+    """``run`` accepts an input with no steps or samples; plot and check say they have nothing to show."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    np.save(files / "empty.npy", np.ones(shape))
+    out = files / "out.png"
+    written = ["--plot", str(out)] if command == "check" else ["-o", str(out)]
+    assert main([command, str(files / "one.nir"), "--input", str(files / "empty.npy"), *written]) == 1
+    assert_one_line_error(capsys, command, expected, "nothing to show")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("arrays, expected", [
     ({"a": np.ones((4, 1, 3))}, "node 'b': missing input"),
     ({"a": np.ones((4, 1, 3)), "b": np.ones((4, 1, 3)), "c": np.ones((4, 1, 3))}, "no Input node named ['c']"),
