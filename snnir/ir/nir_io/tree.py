@@ -77,10 +77,17 @@ def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
                              "(raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)")
         with open(name, "rb") as file:
             return name, file.read(size)
+    if not callable(getattr(path, "read", None)):
+        raise SnnirError(f"read needs a file path or a binary file object, got {type(path).__name__}")
     name = str(getattr(path, "name", "file"))
+    if isinstance(path, io.TextIOBase):
+        raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
     pieces, total = [], 0
     while total <= most:
-        piece = path.read(1 << 20)
+        try:
+            piece = path.read(1 << 20)
+        except (OSError, ValueError) as exc:  # closed, not readable, a failing device
+            raise SnnirError(f"cannot read {name}: {exc}") from None
         if not isinstance(piece, bytes):
             raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
         if not piece:

@@ -49,7 +49,7 @@ class IpuArtifacts:
 
 
 def compile_ipu(
-    graph: Graph, out_dir: Any, *, surrogate: str | None = None, slope: float | None = None,
+    graph: Graph, out_dir: Any = None, *, surrogate: str | None = None, slope: float | None = None,
     precision: str = "fp32",
 ) -> IpuArtifacts:
     """Write the IPU build of ``graph`` into ``out_dir`` (created if missing). ``surrogate``

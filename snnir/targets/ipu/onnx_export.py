@@ -57,7 +57,7 @@ class OnnxExport:
     kernels: dict[str, Kernel] = field(default_factory=dict)
 
 
-def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32") -> Path:
+def compile_onnx(graph: Graph, out_dir: Any = None, *, precision: str = "fp32") -> Path:
     """Write ``out_dir/model.onnx`` and ``out_dir/manifest.json``; returns ``out_dir``."""
     if out_dir is None:
         raise SnnirError("the ONNX target needs an output directory (out_dir=...)")
