@@ -188,6 +188,22 @@ def test_external_link_refused(tmp_path):
     fails(path, "links to another file", node="fc")
 
 
+def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path):
+    """Both were reported as 'no such file'."""
+    fails(tmp_path, "is a directory, not a NIR")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        fails(tmp_path / "pipe", "is not a regular file \\(a device, FIFO or socket\\)")
+
+
+def test_node_name_not_utf8_refused(tmp_path):
+    """h5py gives such a name as bytes; it raised 'TypeError: can only concatenate str'."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        f["node/nodes"].move("fc", b"f\xffc")
+    fails(path, "the name b'f\\\\xffc' in '/node/nodes' is not UTF-8")
+
+
 def test_external_storage_refused(tmp_path):
     """A dataset whose raw data lies in another file (here one with secrets) is refused, not read."""
     secret = tmp_path / "secret.txt"

@@ -13,6 +13,7 @@ Invariants of :func:`extract`:
 - groups nest at most ``depth`` levels and hold at most :data:`MAX_MEMBERS` links;
 - every dataset's bytes (declared shape x item size, which covers fill values of
   never-written chunks) are counted against ``data_bytes`` before it is read;
+- link names are UTF-8;
 - leaves are numeric arrays (native byte order, kinds ``biuf``), object arrays of
   ``str`` (string datasets, UTF-8 checked), or :class:`Unreadable` (other dtypes,
   empty dataspaces) for the interpreter to refuse or skip.
@@ -81,6 +82,8 @@ class _Walker:
             raise Refusal(f"a group holds {len(group)} links, more than the limit {MAX_MEMBERS}", node_of(h5path))
         tree: dict[str, Any] = {}
         for name in group:
+            if isinstance(name, bytes):  # h5py's answer for a link name that is not UTF-8
+                raise Refusal(f"the name {name[:40]!r} in '{h5path}' is not UTF-8", node_of(h5path))
             path = h5path.rstrip("/") + "/" + name
             member = self._open(group, name, path)
             if isinstance(member, h5py.Group):

@@ -68,6 +68,10 @@ def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
     if is_path(path):
         name = os.fspath(path)
         if not os.path.isfile(name):
+            if os.path.isdir(name):
+                raise SnnirError(f"{name} is a directory, not a NIR (HDF5) file")
+            if os.path.exists(name):
+                raise SnnirError(f"{name} is not a regular file (a device, FIFO or socket), not a NIR (HDF5) file")
             raise SnnirError(f"no such file: {name}")
         size = os.path.getsize(name)
         if size == 0:
