@@ -70,6 +70,17 @@ def test_a_crashing_child_is_an_error(tmp_path, monkeypatch):
     refused(path, "the HDF5 library crashed on it \\(SIGSEGV\\); the file is corrupt")
 
 
+def test_a_crash_under_a_lowered_memory_limit_names_the_limit_too(tmp_path, monkeypatch):
+    """libhdf5 may crash where an allocation fails: under Limits(memory_bytes=1) every file 'was corrupt'."""
+    path = good_file(tmp_path / "g.nir")
+    monkeypatch.setattr(isolate, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})
+    error = refused(path, "crashed on it", limits=QUICK.replace(memory_bytes=1))
+    assert "the file is corrupt, or the memory limit of 1 bytes is too small" in str(error)
+    error = refused(path, "crashed on it", limits=QUICK.replace(memory_bytes=current().memory_bytes))
+    assert str(error).endswith("the file is corrupt")
+
+
 def test_libhdf5_allocation_is_held_to_the_memory_limit(fixtures_dir, tmp_path):
     """Unbounded, libhdf5 allocates and touches 4.1 GB for this string; under RLIMIT_AS its allocation fails."""
     refused(patched(fixtures_dir, tmp_path, "memory"), "memory allocation failed")

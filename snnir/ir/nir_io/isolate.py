@@ -27,7 +27,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.nir_io.extract import Unreadable
-from snnir.limits import Limits
+from snnir.limits import DEFAULTS, Limits
 
 #: Extra seconds granted per byte of file, so large legitimate files get time in proportion.
 SECONDS_PER_BYTE = 1 / 100e6
@@ -85,8 +85,12 @@ def extract_isolated(file: str, limits: Limits, path: str) -> dict[str, Any]:
             raise SnnirError(f"reading {path} took longer than the limit of {timeout:.3g} s (the HDF5 library "
                              "hangs on it, or it is very large: raise limits.time_s / SNNIR_TIME_LIMIT_S)") from None
         if child.returncode < 0:
+            cause = "the file is corrupt"
+            if limits.memory_bytes < DEFAULTS.memory_bytes:  # libhdf5 may crash where an allocation fails
+                cause += (f", or the memory limit of {int(limits.memory_bytes)} bytes is too small to read it "
+                          "(raise limits.memory_bytes / SNNIR_MEMORY_LIMIT_BYTES)")
             raise SnnirError(f"cannot read {path}: the HDF5 library crashed on it "
-                             f"({_signal_name(-child.returncode)}); the file is corrupt")
+                             f"({_signal_name(-child.returncode)}); {cause}")
         if child.returncode == _REFUSED:
             answer = _answer(_head(said), path)
             if answer.get("hdf5"):
