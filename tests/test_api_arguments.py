@@ -62,10 +62,15 @@ def test_run_of_a_path_says_to_read_it_first(path):
 
 
 @pytest.mark.parametrize("target", ["onnx", "ipu"])
-def test_compile_to_a_directory_target_without_one(graph, target):
+@pytest.mark.parametrize("out_dir", [None, "", 5], ids=["none", "empty", "int"])
+def test_compile_to_a_directory_target_without_one(graph, target, out_dir, tmp_path, monkeypatch):
+    """An empty out_dir wrote into the current directory."""
     pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    options = {} if out_dir is None else {"out_dir": out_dir}
     with pytest.raises(SnnirError, match="needs an output directory \\(out_dir=...\\)"):
-        snnir.compile(graph, target=target)
+        snnir.compile(graph, target=target, **options)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compile_with_an_unknown_option(graph, tmp_path):

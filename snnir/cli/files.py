@@ -151,7 +151,9 @@ def not_an_input(outputs: Iterable[str | Path], inputs: Iterable[str | None]) ->
 
 def output_dir(path: str) -> Path:
     """``path`` as a directory to write into: a directory, or missing below a writable one
-    (the writer creates it), never a file."""
+    (the writer creates it), never a file; an empty path is refused (it is no directory's name)."""
+    if not path:
+        raise SnnirError("cannot write into '': give the output directory's name")
     target = Path(path).absolute()
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir():

@@ -259,6 +259,16 @@ def test_output_over_an_input_is_refused(files, capsys, monkeypatch, command, lo
     assert (files / lost).read_bytes() == before
 
 
+@pytest.mark.parametrize("target", ["onnx", "ipu", "torch"])
+def test_compile_to_an_empty_output_path(files, capsys, monkeypatch, target):
+    """``-o ""`` wrote the onnx and ipu targets' files into the current directory."""
+    monkeypatch.chdir(files)
+    before = sorted(os.listdir(files))
+    assert main(["compile", "one.nir", "--target", target, "-o", ""]) == 1
+    assert_one_line_error(capsys, "compile", "''" if target != "torch" else "empty path")
+    assert sorted(os.listdir(files)) == before
+
+
 @pytest.mark.parametrize("target", ["onnx", "ipu"])
 def test_compile_output_dir_that_is_a_file(files, capsys, target):
     (files / "afile").write_text("")

@@ -20,7 +20,7 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.targets.ipu import codegen
 from snnir.targets.ipu.kernels import DOMAIN, DOMAIN_VERSION, SPIKE_OP, SURROGATES
-from snnir.targets.ipu.onnx_export import FILES as ONNX_FILES, export
+from snnir.targets.ipu.onnx_export import FILES as ONNX_FILES, export, require_out_dir
 from snnir.targets.ipu.onnx_export import write as write_onnx
 
 PYTHON_MODULE = "ipu_model.py"
@@ -65,8 +65,7 @@ def compile_ipu(
     slope = DEFAULT_SLOPES[surrogate] if slope is None else slope
     if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not slope > 0:
         raise SnnirError(f"surrogate slope must be a positive number, got {slope!r}")
-    if out_dir is None:
-        raise SnnirError("the IPU target needs an output directory (out_dir=...)")
+    require_out_dir(out_dir, "IPU")
     exported = export(graph, precision=precision)
     kernels = [exported.kernels[name] for name in sorted(exported.kernels)]
     library = {
