@@ -36,7 +36,7 @@ def destination(path: str | os.PathLike) -> tuple[Path, bool]:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # to be created (or refused for its directory)
         mode = None
-    except OSError as exc:  # a symlink loop, a name too long, a component that is a file
+    except OSError as exc:  # a symlink loop, a name too long, no permission to look
         raise SnnirError(f"cannot write {path}: {exc.strerror or exc}") from None
     if mode is not None and stat.S_ISDIR(mode):
         raise SnnirError(f"cannot write {path}: it is a directory")
