@@ -6,13 +6,14 @@ come from :data:`DEFAULTS`, each overridable by an environment variable (so
 the CLI's limits can be raised without a flag) or per call
 (``snnir.read(path, limits=Limits(time_s=60))``).
 
-Invariants: every numeric field is positive; a bad environment value raises
-:class:`SnnirError` naming the variable.
+Invariants: every numeric field is positive and finite, ``isolate`` a bool; a bad
+environment value raises :class:`SnnirError` naming the variable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -43,8 +44,10 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("time_s", "memory_bytes", "data_bytes", "state_bytes", "depth"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise SnnirError(f"limit {name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise SnnirError(f"limit {name} must be a positive finite number, got {value!r}")
+        if not isinstance(self.isolate, bool):
+            raise SnnirError(f"limit isolate must be True or False, got {self.isolate!r}")
 
     def replace(self, **changes: object) -> "Limits":
         return dataclasses.replace(self, **changes)
@@ -79,7 +82,8 @@ def current() -> Limits:
                 changes[name] = text == "1"
             else:
                 changes[name] = kind(float(text)) if kind is int else float(text)
-        except (ValueError, OverflowError):
-            raise SnnirError(f"environment variable {variable} must be a {'0 or 1' if kind is bool else 'number'}, "
-                             f"got {text!r}") from None
+            DEFAULTS.replace(**{name: changes[name]})
+        except (ValueError, OverflowError, SnnirError):
+            what = "0 or 1" if kind is bool else "a number (positive and finite)"
+            raise SnnirError(f"environment variable {variable} must be {what}, got {text!r}") from None
     return DEFAULTS.replace(**changes)

@@ -18,16 +18,20 @@ def test_environment_overrides(monkeypatch):
 
 
 @pytest.mark.parametrize("variable, text", [("SNNIR_TIME_LIMIT_S", "soon"), ("SNNIR_ISOLATE", "yes"),
-                                            ("SNNIR_DATA_LIMIT_BYTES", "inf"), ("SNNIR_DEPTH_LIMIT", "-1")])
+                                            ("SNNIR_DATA_LIMIT_BYTES", "inf"), ("SNNIR_DEPTH_LIMIT", "-1"),
+                                            ("SNNIR_TIME_LIMIT_S", "inf"), ("SNNIR_MEMORY_LIMIT_BYTES", "0")])
 def test_bad_environment_value(monkeypatch, variable, text):
     monkeypatch.setenv(variable, text)
-    with pytest.raises(SnnirError, match="SNNIR_|must be a positive"):
+    with pytest.raises(SnnirError, match=f"environment variable {variable} must be"):
         current()
 
 
-def test_bad_limit():
-    with pytest.raises(SnnirError, match="time_s"):
-        Limits(time_s=0)
+@pytest.mark.parametrize("field, value", [("time_s", 0), ("data_bytes", float("inf")), ("memory_bytes", float("nan")),
+                                          ("depth", "64"), ("state_bytes", True), ("isolate", "no")])
+def test_bad_limit(field, value):
+    """Infinity was accepted and overflowed where a limit became an integer (OverflowError)."""
+    with pytest.raises(SnnirError, match=f"limit {field} must be"):
+        Limits(**{field: value})
 
 
 def test_the_suite_reads_files_under_a_generous_time_limit_and_the_default_stays(monkeypatch):

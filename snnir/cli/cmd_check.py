@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
-from snnir.cli.files import load_arrays, output_file
+from snnir.cli.files import load_arrays, output_file, with_steps_and_samples
 from snnir.errors import SnnirError, one_line, shown
 
 #: One per library, at its installed version (``norse-1.0``, Norse 1.0.0, has no importer: not a default);
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         from snnir.plotting import pyplot
 
         pyplot()  # matplotlib is needed: say so before simulating
-        output_file(args.plot)
+        output_file(args.plot, inputs=[args.file, args.input])
     if args.dialect is None:
         try:
             print(describe_writer(args.file, repair=args.repair))
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     dialect, args.dialect = args.dialect, None
     plain, _ = load_graph(args)
     stated = stated_fields_with(reference, plain)
-    x = load_arrays(args.input) if args.input else random_input(reference)
+    x = with_steps_and_samples(load_arrays(args.input), "check") if args.input else random_input(reference)
     expected = spikes_of(reference, x)
     what = f"{args.input}" if args.input else f"random spikes, {expected.shape[0]} steps x {expected.shape[1]} samples"
     print(f"file semantics: {dialect or 'nir'}; input: {what}; spike steps (sample 0): {spike_steps(expected)}")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
-from snnir.cli.files import output_dir, output_file
+from snnir.cli.files import not_an_input, output_dir, output_file
 
 TARGETS = ("torch", "ipu", "onnx")
 
@@ -27,6 +27,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def written_files(target: str, output: str) -> tuple[Path, ...]:
+    """Every file compiling for ``target`` to ``-o output`` may write."""
+    if target == "torch":
+        from snnir.targets.torch.codegen import written_files as module_files
+
+        return module_files(output)
+    from snnir.targets.ipu import FILES as IPU_FILES
+    from snnir.targets.ipu.onnx_export import FILES as ONNX_FILES
+
+    return tuple(Path(output) / name for name in (IPU_FILES if target == "ipu" else ONNX_FILES))
+
+
 def run(args: argparse.Namespace) -> int:
     import snnir
 
@@ -34,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         output_file(args.output)
     else:
         output_dir(args.output)
+    not_an_input(written_files(args.target, args.output), [args.file])
     graph, _ = load_graph(args)
     if args.target == "torch":
         from snnir.targets.torch.codegen import write_module

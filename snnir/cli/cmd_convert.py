@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.nir_io import load, write
 
     get_dialect(args.target)  # an unknown --to fails before anything is read
-    output_file(args.output)
+    output_file(args.output, inputs=[args.input])
     graph, report = load(args.input, dt=args.dt, reset=args.reset, dialect=args.source, repair=args.repair)
     for item in report.defaults_applied:
         print(f"read: default applied: {one_line(item)}")

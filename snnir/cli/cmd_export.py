@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     shape = parse_shape(args.input_shape)
-    output_file(args.output)
+    output_file(args.output, inputs=[args.builder.rpartition(":")[0]])
     builder = load_builder(args.builder)
     model = run_user_code(f"{args.builder}()", builder)
     if not isinstance(model, torch.nn.Module):

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.nir_io import as_written
     from snnir.passes import estimate_cost
 
-    output_file(args.output)
+    output_file(args.output, inputs=[args.input])
     graph = snnir.read(args.input, dialect=args.dialect)
     options = {}
     if args.dt is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
-from snnir.cli.files import load_arrays, output_file
+from snnir.cli.files import load_arrays, output_file, with_steps_and_samples
 from snnir.errors import SnnirError
 from snnir.ir import Graph, Output, schedule
 from snnir.ir.ops.base import Op
@@ -60,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     pyplot()  # matplotlib is needed: say so before simulating
-    output_file(args.output)
+    output_file(args.output, inputs=[args.file, args.input])
     graph, _ = load_graph(args)
     probed, probes = with_spike_probes(graph)
     panel_outputs = panel_sources(probed, probes)
-    results = snnir.run(probed, load_arrays(args.input))
+    results = snnir.run(probed, with_steps_and_samples(load_arrays(args.input), "plot"))
     batch = next(iter(results.values())).shape[1]
     if not 0 <= args.sample < batch:
         raise SnnirError(f"--sample {args.sample} is outside the batch of {batch}")

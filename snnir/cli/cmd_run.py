@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import snnir
 
-    output_file(args.output)
+    output_file(args.output, inputs=[args.file, args.input])
     graph, _ = load_graph(args)
     results = snnir.run(graph, load_arrays(args.input), record=args.record)
     save_arrays(args.output, results)

@@ -4,7 +4,7 @@
   header (real numbers only, all of them within ``Limits.data_bytes`` as float64) before
   any data is read, and never unpickling.
 - :func:`output_file` and :func:`output_dir` check where a command will write before it
-  computes anything; :func:`write_atomically` writes a file so that a failure leaves the
+  computes anything (:func:`not_an_input`: never over one of its inputs); :func:`write_atomically` writes a file so that a failure leaves the
   old one (or none) in place; :func:`save_arrays` writes a ``.npz`` that way.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 
-from snnir.atomic import replace_atomically
+from snnir.atomic import destination, replace_atomically
 from snnir.errors import SnnirError, escape
 from snnir.ir.memory import check_limit
 from snnir.limits import current
@@ -105,23 +105,55 @@ def _read_npz(stream: BinaryIO, path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def output_file(path: str) -> Path:
-    """``path`` as a file to write: its directory exists and is writable, and it is no directory."""
-    target = Path(path)
-    directory = target.parent.resolve()
-    if target.is_dir():
-        raise SnnirError(f"cannot write {path}: it is a directory")
+def with_steps_and_samples(x: np.ndarray | dict[str, np.ndarray], command: str) -> np.ndarray | dict[str, np.ndarray]:
+    """``x`` (``[T, B, ...]`` arrays), refused where it has no time step or no sample: ``command``
+    has then nothing to show."""
+    for array in x.values() if isinstance(x, dict) else [x]:
+        if array.ndim >= 2 and 0 in array.shape[:2]:
+            what = "no time steps (T=0)" if array.shape[0] == 0 else "no samples (B=0)"
+            raise SnnirError(f"the input has {what}: {command} has nothing to show")
+    return x
+
+
+def output_file(path: str, inputs: Iterable[str | None] = ()) -> Path:
+    """``path`` as a file to write: no directory, and either an existing device or FIFO that is
+    writable (written into, see :func:`snnir.atomic.destination`) or a file, a symlink's target
+    included, in a writable directory, that is none of the command's ``inputs``."""
+    target, into = destination(path)
+    if into:
+        if not os.access(target, os.W_OK):
+            raise SnnirError(f"cannot write {path}: permission denied")
+        return Path(path)
+    directory = target.parent
     if not directory.is_dir():
         what = "is a file" if directory.exists() else "does not exist"
         raise SnnirError(f"cannot write {path}: the directory {directory} {what}")
     if not os.access(directory, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise SnnirError(f"cannot write {path}: permission denied")
-    return target
+    not_an_input([path], inputs)
+    return Path(path)
+
+
+def not_an_input(outputs: Iterable[str | Path], inputs: Iterable[str | None]) -> None:
+    """None of ``outputs`` is the same file as one of ``inputs`` (under another name or through a
+    link included): a command never overwrites what it reads."""
+    sources = [source for source in inputs if source is not None]
+    for output in outputs:
+        for source in sources:
+            try:
+                same = os.path.samefile(output, source)
+            except (OSError, ValueError):  # either is missing (or no path): not the same file
+                same = False
+            if same:
+                raise SnnirError(f"cannot write {escape(os.fspath(output))}: it is the input "
+                                 f"{escape(os.fspath(source))}, which would be lost (choose another output)")
 
 
 def output_dir(path: str) -> Path:
     """``path`` as a directory to write into: a directory, or missing below a writable one
-    (the writer creates it), never a file."""
+    (the writer creates it), never a file; an empty path is refused (it is no directory's name)."""
+    if not path:
+        raise SnnirError("cannot write into '': give the output directory's name")
     target = Path(path).absolute()
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir():

@@ -18,6 +18,7 @@ files can still be reported and repaired):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
@@ -211,3 +212,11 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"Graph({len(self.nodes)} nodes, {len(self.edges)} edges)"
+
+
+def require_graph(value: Any, needed_by: str) -> Graph:
+    """``value``, which must be a :class:`Graph`; a file path is told to be read first."""
+    if isinstance(value, Graph):
+        return value
+    hint = ": read the file first (snnir.read(path))" if isinstance(value, (str, bytes, os.PathLike)) else ""
+    raise SnnirError(f"{needed_by} needs a Graph, got {type(value).__name__}{hint}")

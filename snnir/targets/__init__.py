@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from snnir.errors import SnnirError
-from snnir.ir.graph import Graph
+from snnir.ir.graph import Graph, require_graph
 
 #: target name -> "module:function" taking (graph, **options)
 TARGETS = {
@@ -22,4 +23,10 @@ def compile(graph: Graph, target: str = "torch", **options: Any) -> Any:  # noqa
         module_name, func = TARGETS[target].split(":")
     except KeyError:
         raise SnnirError(f"unknown target '{target}' (known: {', '.join(TARGETS)})") from None
-    return getattr(importlib.import_module(module_name), func)(graph, **options)
+    require_graph(graph, "compile")
+    compile_for = getattr(importlib.import_module(module_name), func)
+    try:
+        inspect.signature(compile_for).bind(graph, **options)
+    except TypeError as exc:
+        raise SnnirError(f"bad options for the {target} target: {exc}") from None
+    return compile_for(graph, **options)

@@ -143,6 +143,20 @@ def test_bad_input_arrays(files, capsys, command, case, expected):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["plot", "check"])
+@pytest.mark.parametrize("shape, expected", [((0, 2, 3), "no time steps (T=0)"), ((4, 0, 3), "no samples (B=0)")],
+                         ids=["T=0", "B=0"])
+def test_plot_and_check_of_an_empty_input(files, capsys, command, shape, expected):
+    """``run`` accepts an input with no steps or samples; plot and check say they have nothing to show."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    np.save(files / "empty.npy", np.ones(shape))
+    out = files / "out.png"
+    written = ["--plot", str(out)] if command == "check" else ["-o", str(out)]
+    assert main([command, str(files / "one.nir"), "--input", str(files / "empty.npy"), *written]) == 1
+    assert_one_line_error(capsys, command, expected, "nothing to show")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("arrays, expected", [
     ({"a": np.ones((4, 1, 3))}, "node 'b': missing input"),
     ({"a": np.ones((4, 1, 3)), "b": np.ones((4, 1, 3)), "c": np.ones((4, 1, 3))}, "no Input node named ['c']"),
@@ -193,6 +207,66 @@ def test_bad_output_paths(files, capsys, monkeypatch, command, out, expected):
     out = out.replace(".x", ".py") if command == "compile" else out
     assert main(_commands_writing(out)[command]) == 1
     assert_one_line_error(capsys, command, expected)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and symlinks as POSIX has them")
+@pytest.mark.parametrize("command", ["run", "optimize", "convert"])
+def test_output_to_a_fifo_or_symlink_keeps_it(files, capsys, monkeypatch, command):
+    """``-o`` to a FIFO (as to /dev/null) writes into it, and to a symlink writes where it points:
+    neither is replaced by a regular file."""
+    from tests.test_atomic import read_fifo_in_background
+
+    monkeypatch.chdir(files)
+    os.mkfifo("pipe")
+    reader, got = read_fifo_in_background("pipe")
+    assert main(_commands_writing("pipe")[command]) == 0
+    reader.join(10)
+    assert got and got[0] and os.path.exists("pipe") and not os.path.isfile("pipe")
+    os.symlink("real.out", "link.out")
+    assert main(_commands_writing("link.out")[command]) == 0
+    assert os.path.islink("link.out") and os.path.getsize("real.out") == len(got[0])
+    capsys.readouterr()
+
+
+OVER_INPUTS = [
+    (["run", "one.nir", "--input", "good.npy", "-o", "one.nir"], "one.nir"),
+    (["run", "one.nir", "--input", "good.npy", "-o", "good.npy"], "good.npy"),
+    (["run", "one.nir", "--input", "good.npy", "-o", "link.npz"], "good.npy"),
+    (["plot", "one.nir", "--input", "good.npy", "-o", "one.nir"], "one.nir"),
+    (["check", "one.nir", "--input", "good.npy", "--plot", "good.npy"], "good.npy"),
+    (["optimize", "one.nir", "-o", "one.nir"], "one.nir"),
+    (["convert", "one.nir", "./one.nir"], "one.nir"),
+    (["compile", "one.safetensors", "-o", "one.py"], "one.safetensors"),
+    (["compile", "out/graph.nir", "--target", "ipu", "-o", "out"], "out/graph.nir"),
+    (["export", "builder.py:build", "--input-shape", "1,3", "-o", "builder.py"], "builder.py"),
+]
+
+
+@pytest.mark.parametrize("command, lost", OVER_INPUTS, ids=[" ".join(c[:1] + c[-2:]) for c, _ in OVER_INPUTS])
+def test_output_over_an_input_is_refused(files, capsys, monkeypatch, command, lost):
+    """No command overwrites a file it reads (the same file by another name or a link included)."""
+    if command[0] in ("plot", "check"):
+        pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    monkeypatch.chdir(files)
+    (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    (files / "out").mkdir()
+    for copy in ("one.safetensors", "out/graph.nir"):
+        (files / copy).write_bytes((files / "one.nir").read_bytes())
+    os.symlink("good.npy", "link.npz")
+    before = (files / lost).read_bytes()
+    assert main(command) == 1
+    assert_one_line_error(capsys, command[0], "it is the input", "would be lost")
+    assert (files / lost).read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["onnx", "ipu", "torch"])
+def test_compile_to_an_empty_output_path(files, capsys, monkeypatch, target):
+    """``-o ""`` wrote the onnx and ipu targets' files into the current directory."""
+    monkeypatch.chdir(files)
+    before = sorted(os.listdir(files))
+    assert main(["compile", "one.nir", "--target", target, "-o", ""]) == 1
+    assert_one_line_error(capsys, "compile", "''" if target != "torch" else "empty path")
+    assert sorted(os.listdir(files)) == before
 
 
 @pytest.mark.parametrize("target", ["onnx", "ipu"])

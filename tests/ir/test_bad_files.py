@@ -186,3 +186,41 @@ def test_external_link_refused(tmp_path):
         del f["node/nodes/fc"]
         f["node/nodes/fc"] = h5py.ExternalLink(os.fspath(tmp_path / "other.nir"), "/node/nodes/fc")
     fails(path, "links to another file", node="fc")
+
+
+def test_a_directory_or_fifo_is_named_for_what_it_is(tmp_path):
+    """Both were reported as 'no such file'."""
+    fails(tmp_path, "is a directory, not a NIR")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        fails(tmp_path / "pipe", "is not a regular file \\(a device, FIFO or socket\\)")
+
+
+def test_node_name_not_utf8_refused(tmp_path):
+    """h5py gives such a name as bytes; it raised 'TypeError: can only concatenate str'."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        f["node/nodes"].move("fc", b"f\xffc")
+    fails(path, "the name b'f\\\\xffc' in '/node/nodes' is not UTF-8")
+
+
+def test_external_storage_refused(tmp_path):
+    """A dataset whose raw data lies in another file (here one with secrets) is refused, not read."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0")
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        del f["node/nodes/fc/weight"]
+        f.create_dataset("node/nodes/fc/weight", shape=(3, 2), dtype="u1", external=[(os.fspath(secret), 0, 6)])
+    fails(path, "keeps its data in another file", node="fc")
+
+
+def test_virtual_dataset_refused(tmp_path):
+    """A virtual dataset maps other files; one whose source is missing would read as its fill value."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        del f["node/nodes/fc/weight"]
+        layout = h5py.VirtualLayout(shape=(3, 2), dtype="f4")
+        layout[:] = h5py.VirtualSource(os.fspath(tmp_path / "missing.h5"), "/w", shape=(3, 2))
+        f["node/nodes/fc"].create_virtual_dataset("weight", layout, fillvalue=7.0)
+    fails(path, "is a virtual dataset", node="fc")

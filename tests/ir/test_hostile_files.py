@@ -70,6 +70,17 @@ def test_a_crashing_child_is_an_error(tmp_path, monkeypatch):
     refused(path, "the HDF5 library crashed on it \\(SIGSEGV\\); the file is corrupt")
 
 
+def test_a_crash_under_a_lowered_memory_limit_names_the_limit_too(tmp_path, monkeypatch):
+    """libhdf5 may crash where an allocation fails: under Limits(memory_bytes=1) every file 'was corrupt'."""
+    path = good_file(tmp_path / "g.nir")
+    monkeypatch.setattr(isolate, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})
+    error = refused(path, "crashed on it", limits=QUICK.replace(memory_bytes=1))
+    assert "the file is corrupt, or the memory limit of 1 bytes is too small" in str(error)
+    error = refused(path, "crashed on it", limits=QUICK.replace(memory_bytes=current().memory_bytes))
+    assert str(error).endswith("the file is corrupt")
+
+
 def test_libhdf5_allocation_is_held_to_the_memory_limit(fixtures_dir, tmp_path):
     """Unbounded, libhdf5 allocates and touches 4.1 GB for this string; under RLIMIT_AS its allocation fails."""
     refused(patched(fixtures_dir, tmp_path, "memory"), "memory allocation failed")
@@ -201,3 +212,26 @@ def test_a_misbehaving_child_is_an_error(tmp_path, monkeypatch, child, match):
     monkeypatch.setattr(isolate, "_CHILD", child)
     monkeypatch.setattr(nir_io.tree, "_TRUSTED", {})
     refused(path, match)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="RLIMIT_AS is enforced on Linux only")
+def test_a_hard_address_space_limit_is_kept_not_raised(fixtures_dir):
+    """Under a hard ``ulimit -v`` below start-up size + memory_bytes (a batch job's), the child
+    keeps the hard limit instead of failing to raise it, and the file reads."""
+    import resource
+    import subprocess
+    import sys
+
+    hard = 2 << 30
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); from snnir.ir.nir_io import read; "
+            "from snnir.limits import Limits; "
+            "print(len(read(sys.argv[1], limits=Limits(memory_bytes=4 << 30)).nodes))")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code, os.fspath(fixtures_dir / "lif_norse.nir")],
+                          capture_output=True, text=True, env=env, preexec_fn=limit_address_space, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr

@@ -19,7 +19,8 @@ Invariants:
   so its crash or hang is an error here; bytes this process wrote or already
   parsed safely are parsed in-process;
 - writing goes to a temporary file in the target directory that replaces the
-  target only once complete: on error the old file is untouched.
+  target only once complete: on error the old file is untouched; a symlink is kept
+  (its target replaced), a device or FIFO written into (:mod:`snnir.atomic`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
 from snnir.ir.nir_io.reader import Reader
 from snnir.ir.nir_io.tree import file_tree, is_path, trust_written
 from snnir.ir.nir_io.writer import NIR_VERSION, write_file
-from snnir.limits import Limits, current as current_limits
+from snnir.ir.memory import resolve_limits
+from snnir.limits import Limits
 
 #: How ``write`` expresses an extension op in standard NIR: op class -> fn(op) -> Graph of
 #: standard ops with one Input and one Output. The node becomes a nested NIRGraph of the same
@@ -99,7 +101,10 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
          repair: bool = False, semantics: Mapping[str, Any] | None = None,
          limits: Limits | None = None) -> tuple[Graph, ReadReport]:
     """Read a NIR file; return the verified graph and a :class:`ReadReport`. See :func:`read`."""
-    limits = current_limits() if limits is None else limits
+    limits = resolve_limits(limits)
+    if semantics is not None and not isinstance(semantics, Mapping):
+        raise SnnirError(f"semantics must be a mapping of Semantics fields to values (e.g. {{'reset': 'zero'}}), "
+                         f"got {type(semantics).__name__}")
     chosen = get_dialect(dialect)
     caller = {k: v for k, v in {"dt": dt, "reset": reset, **(semantics or {})}.items() if v is not None}
     sem, sources = _default_semantics(chosen.read_defaults, caller)
@@ -137,7 +142,7 @@ def torch_nn_trainable(graph: Graph) -> Graph:
 def read_unchecked(path: Any, *, repair: bool = False) -> tuple[Graph, ReadReport]:
     """The file's nodes as written (plain-NIR defaults, no dialect), neither normalised nor
     verified: for looking at what a file holds (e.g. who wrote it), never for running it."""
-    limits = current_limits()
+    limits = resolve_limits(None)
     sem, sources = _default_semantics({}, {})
     reader = Reader(sem, sources, {}, repair, limits)
     graph = _read_file(path, reader, limits)
@@ -190,6 +195,8 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     """
     if not isinstance(graph, Graph):
         raise SnnirError(f"write needs a Graph, got {type(graph).__name__}")
+    if not is_path(path):
+        raise SnnirError(f"write needs a file path (str or os.PathLike), got {type(path).__name__}")
     notes: list[str] = []
     graph = as_written(graph, dialect=dialect, keep_extensions=keep_extensions, notes=notes,
                        binary_inputs=binary_inputs)

@@ -8,9 +8,12 @@ Invariants of :func:`extract`:
 - every HDF5 object is visited once: a second link to an object already read
   (hard links forming a DAG or a cycle, or a soft link back) is refused, so the
   work is linear in the file; external and dangling links are refused;
+- a dataset's data lies in the file itself: external storage and virtual datasets
+  (data in, or mapped from, other files) are refused before any data is read;
 - groups nest at most ``depth`` levels and hold at most :data:`MAX_MEMBERS` links;
 - every dataset's bytes (declared shape x item size, which covers fill values of
   never-written chunks) are counted against ``data_bytes`` before it is read;
+- link names are UTF-8;
 - leaves are numeric arrays (native byte order, kinds ``biuf``), object arrays of
   ``str`` (string datasets, UTF-8 checked), or :class:`Unreadable` (other dtypes,
   empty dataspaces) for the interpreter to refuse or skip.
@@ -79,6 +82,8 @@ class _Walker:
             raise Refusal(f"a group holds {len(group)} links, more than the limit {MAX_MEMBERS}", node_of(h5path))
         tree: dict[str, Any] = {}
         for name in group:
+            if isinstance(name, bytes):  # h5py's answer for a link name that is not UTF-8
+                raise Refusal(f"the name {name[:40]!r} in '{h5path}' is not UTF-8", node_of(h5path))
             path = h5path.rstrip("/") + "/" + name
             member = self._open(group, name, path)
             if isinstance(member, h5py.Group):
@@ -111,6 +116,11 @@ class _Walker:
 
     def dataset(self, ds: h5py.Dataset, path: str) -> Any:
         name = path.rsplit("/", 1)[-1]
+        if ds.external:
+            raise Refusal(f"dataset '{name}' keeps its data in another file, which is not allowed", node_of(path))
+        if ds.is_virtual:
+            raise Refusal(f"dataset '{name}' is a virtual dataset mapping other files, which is not allowed",
+                          node_of(path))
         dtype = ds.dtype
         is_string = h5py.check_string_dtype(dtype) is not None or dtype.kind == "S"
         if dtype.kind not in "biuf" and not is_string:

@@ -2,7 +2,8 @@
 
 The child (a fresh ``python -I`` that imports only numpy, h5py and
 ``extract.py``) sets ``RLIMIT_AS`` to its start-up size plus
-``limits.memory_bytes``, parses the file and sends the tree back as one
+``limits.memory_bytes`` (or to the hard limit it inherits, where that is lower:
+it cannot be raised), parses the file and sends the tree back as one
 ``.npz``: numeric arrays, plus the tree's shape and its strings as JSON. The
 parent loads it with ``allow_pickle=False`` and accepts only numeric arrays,
 so nothing the child sends can run code or allocate more than ``data_bytes``.
@@ -26,7 +27,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.nir_io.extract import Unreadable
-from snnir.limits import Limits
+from snnir.limits import DEFAULTS, Limits
 
 #: Extra seconds granted per byte of file, so large legitimate files get time in proportion.
 SECONDS_PER_BYTE = 1 / 100e6
@@ -50,6 +51,9 @@ if resource is not None:
 if resource is not None and os.path.exists("/proc/self/statm"):  # elsewhere RLIMIT_AS is not enforced
     with open("/proc/self/statm") as f:
         start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY and hard < start + memory:  # a limit we cannot raise: keep it
+        memory = max(hard - start, 0)
     resource.setrlimit(resource.RLIMIT_AS, (start + memory, start + memory))
 try:
     extract.save(extract.extract(source, data_bytes, depth), out)
@@ -81,8 +85,12 @@ def extract_isolated(file: str, limits: Limits, path: str) -> dict[str, Any]:
             raise SnnirError(f"reading {path} took longer than the limit of {timeout:.3g} s (the HDF5 library "
                              "hangs on it, or it is very large: raise limits.time_s / SNNIR_TIME_LIMIT_S)") from None
         if child.returncode < 0:
+            cause = "the file is corrupt"
+            if limits.memory_bytes < DEFAULTS.memory_bytes:  # libhdf5 may crash where an allocation fails
+                cause += (f", or the memory limit of {int(limits.memory_bytes)} bytes is too small to read it "
+                          "(raise limits.memory_bytes / SNNIR_MEMORY_LIMIT_BYTES)")
             raise SnnirError(f"cannot read {path}: the HDF5 library crashed on it "
-                             f"({_signal_name(-child.returncode)}); the file is corrupt")
+                             f"({_signal_name(-child.returncode)}); {cause}")
         if child.returncode == _REFUSED:
             answer = _answer(_head(said), path)
             if answer.get("hdf5"):

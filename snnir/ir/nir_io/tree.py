@@ -68,6 +68,10 @@ def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
     if is_path(path):
         name = os.fspath(path)
         if not os.path.isfile(name):
+            if os.path.isdir(name):
+                raise SnnirError(f"{name} is a directory, not a NIR (HDF5) file")
+            if os.path.exists(name):
+                raise SnnirError(f"{name} is not a regular file (a device, FIFO or socket), not a NIR (HDF5) file")
             raise SnnirError(f"no such file: {name}")
         size = os.path.getsize(name)
         if size == 0:
@@ -77,10 +81,17 @@ def _file_bytes(path: Any, limits: Limits) -> tuple[str, bytes]:
                              "(raise limits.data_bytes / SNNIR_DATA_LIMIT_BYTES)")
         with open(name, "rb") as file:
             return name, file.read(size)
+    if not callable(getattr(path, "read", None)):
+        raise SnnirError(f"read needs a file path or a binary file object, got {type(path).__name__}")
     name = str(getattr(path, "name", "file"))
+    if isinstance(path, io.TextIOBase):
+        raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
     pieces, total = [], 0
     while total <= most:
-        piece = path.read(1 << 20)
+        try:
+            piece = path.read(1 << 20)
+        except (OSError, ValueError) as exc:  # closed, not readable, a failing device
+            raise SnnirError(f"cannot read {name}: {exc}") from None
         if not isinstance(piece, bytes):
             raise SnnirError(f"cannot read {name}: a file object must be opened in binary mode")
         if not piece:

@@ -40,8 +40,8 @@ def _write_graph(group: h5py.Group, graph: Graph, prefix: str, shapes: Shapes | 
     group.create_dataset("type", data="NIRGraph", dtype=_STR)
     nodes = group.create_group("nodes", track_order=True)  # peers' importers run nodes in file order
     for name, op in graph.nodes.items():
-        if "/" in name or name == ".":
-            raise SnnirError("node names written to NIR files cannot contain '/' or be '.'", prefix + name)
+        if "/" in name or "\0" in name or name == ".":
+            raise SnnirError("node names written to NIR files cannot contain '/' or NUL or be '.'", prefix + name)
         try:
             homeless = _write_node(nodes.create_group(name), op, prefix + name, shapes)
         except (ValueError, TypeError) as exc:  # h5py refuses the value (e.g. a NUL in a string)
@@ -160,8 +160,8 @@ def _write_metadata(group: h5py.Group, metadata: Mapping[str, Any], record: dict
 
 def _write_mapping(group: h5py.Group, mapping: Mapping[str, Any], path: str) -> None:
     for key, value in mapping.items():
-        if not isinstance(key, str) or not key or "/" in key or key == ".":
-            raise SnnirError(f"metadata key {key!r} must be a non-empty string without '/'", path)
+        if not isinstance(key, str) or not key or "/" in key or "\0" in key or key == ".":
+            raise SnnirError(f"metadata key {key!r} must be a non-empty string without '/' or NUL", path)
         if isinstance(value, Mapping):
             _write_mapping(group.create_group(key), value, path)
         elif isinstance(value, str):

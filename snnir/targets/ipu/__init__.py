@@ -20,11 +20,14 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.targets.ipu import codegen
 from snnir.targets.ipu.kernels import DOMAIN, DOMAIN_VERSION, SPIKE_OP, SURROGATES
-from snnir.targets.ipu.onnx_export import MANIFEST_FILE, export
+from snnir.targets.ipu.onnx_export import FILES as ONNX_FILES, export, require_out_dir
 from snnir.targets.ipu.onnx_export import write as write_onnx
 
 PYTHON_MODULE = "ipu_model.py"
 GRAPH_FILE = "graph.nir"
+#: The files :func:`compile_ipu` puts in its directory.
+FILES = tuple(sorted([*ONNX_FILES, GRAPH_FILE, PYTHON_MODULE, "Makefile", codegen.MATH_HEADER, codegen.CONFIG_HEADER,
+                      codegen.CODELETS, codegen.CUSTOM_OPS]))
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class IpuArtifacts:
 
 
 def compile_ipu(
-    graph: Graph, out_dir: Any, *, surrogate: str | None = None, slope: float | None = None,
+    graph: Graph, out_dir: Any = None, *, surrogate: str | None = None, slope: float | None = None,
     precision: str = "fp32",
 ) -> IpuArtifacts:
     """Write the IPU build of ``graph`` into ``out_dir`` (created if missing). ``surrogate``
@@ -62,8 +65,7 @@ def compile_ipu(
     slope = DEFAULT_SLOPES[surrogate] if slope is None else slope
     if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not slope > 0:
         raise SnnirError(f"surrogate slope must be a positive number, got {slope!r}")
-    if out_dir is None:
-        raise SnnirError("the IPU target needs an output directory (out_dir=...)")
+    require_out_dir(out_dir, "IPU")
     exported = export(graph, precision=precision)
     kernels = [exported.kernels[name] for name in sorted(exported.kernels)]
     library = {
@@ -86,8 +88,7 @@ def compile_ipu(
     from snnir.ir.nir_io import write as write_nir
 
     write_nir(graph, out / GRAPH_FILE, keep_extensions=True)  # read back by snnir alone
-    files = tuple(sorted(["model.onnx", MANIFEST_FILE, GRAPH_FILE, *sources]))
-    return IpuArtifacts(out, files, tuple(custom))
+    return IpuArtifacts(out, FILES, tuple(custom))
 
 
 def _python_module(surrogate: str, slope: float, custom: dict) -> str:

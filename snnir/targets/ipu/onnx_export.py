@@ -16,6 +16,7 @@ ONNX runtime runs them, PopART binds the custom ops instead. Built with
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,6 +43,8 @@ from snnir.targets.reference.interpreter import EXTENSIONS
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+#: The files :func:`write` puts in its directory.
+FILES = (MODEL_FILE, MANIFEST_FILE)
 PRECISIONS = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
 BATCH = "batch"
 
@@ -55,11 +58,17 @@ class OnnxExport:
     kernels: dict[str, Kernel] = field(default_factory=dict)
 
 
-def compile_onnx(graph: Graph, out_dir: Any, *, precision: str = "fp32") -> Path:
+def compile_onnx(graph: Graph, out_dir: Any = None, *, precision: str = "fp32") -> Path:
     """Write ``out_dir/model.onnx`` and ``out_dir/manifest.json``; returns ``out_dir``."""
-    if out_dir is None:
-        raise SnnirError("the ONNX target needs an output directory (out_dir=...)")
+    require_out_dir(out_dir, "ONNX")
     return write(export(graph, precision=precision), out_dir)
+
+
+def require_out_dir(out_dir: Any, target: str) -> None:
+    """``out_dir`` names a directory: a non-empty path (an empty one would be the current directory)."""
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        got = "" if out_dir is None else f", got {out_dir!r}"
+        raise SnnirError(f"the {target} target needs an output directory (out_dir=...){got}")
 
 
 def write(exported: OnnxExport, out_dir: Any, **manifest_extra: Any) -> Path:

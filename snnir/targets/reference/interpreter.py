@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from snnir.errors import SnnirError
-from snnir.ir.graph import Graph
+from snnir.ir.graph import Graph, require_graph
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.fused import EXTENSION_OPS
@@ -194,6 +194,7 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
     ``limits`` (``state_bytes``, ``memory_bytes``; default :func:`snnir.limits.current`)
     is refused before its state is allocated.
     """
+    require_graph(graph, "run")
     shapes = verify(graph).shapes
     arrays, steps, batch = _as_inputs(graph, shapes, x)
     Footprint.of(graph, shapes).check(batch, itemsize=F().itemsize, steps=steps, record=record, limits=limits)

@@ -233,6 +233,15 @@ if __name__ == "__main__":
     return text, body.weights
 
 
+def _weights_path(module: Path, weights_format: str) -> Path:
+    return module.with_name(module.stem + _SUFFIX[weights_format])
+
+
+def written_files(path: str | Path) -> tuple[Path, ...]:
+    """The files :func:`write_module` may write for ``path``: the module and its weights in any format."""
+    return (Path(path), *(_weights_path(Path(path), weights_format) for weights_format in _SUFFIX))
+
+
 def write_module(graph: Graph, path: str | Path, weights_format: str | None = None, source: str = "a snnir graph"):
     """Write ``path`` (a ``.py`` file) and its weights file beside it; returns both paths."""
     path = Path(path)
@@ -241,7 +250,7 @@ def write_module(graph: Graph, path: str | Path, weights_format: str | None = No
     weights_format = weights_format or default_weights_format()
     if weights_format not in _LOADERS:
         raise SnnirError(f"weights format must be one of {list(_LOADERS)}, got {weights_format!r}")
-    weights_path = path.with_name(path.stem + _SUFFIX[weights_format])
+    weights_path = _weights_path(path, weights_format)
     traced = traced_surrogate(graph)
     if traced is not None and traced != Surrogate("fast_sigmoid", 25.0):
         warn(f"the graph was traced with the surrogate gradient {traced.name} slope {traced.slope:g}; the "
