@@ -16,7 +16,7 @@ from snnir.ir.ops import Affine, Conv1d, Conv2d, Flatten, Input, Linear, Scale, 
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.verify import verify
-from snnir.passes.analysis import NEURONS, bypass, in_edges, shapes_of
+from snnir.passes.analysis import NEURONS, bypass, edge_index, in_edges, shapes_of, without_identity
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
 
 
@@ -65,6 +65,8 @@ class RemoveIdentity(Rule):
         edges = bypass(graph, node)
         if len(set(edges)) != len(edges):
             return "removing it would duplicate an edge (a source would feed a consumer twice)"
+        if node not in edge_index(graph).recurrent:
+            return None  # off every cycle, bypassing it keeps each edge's strongly connected components
         before, after = schedule(graph), schedule(self.rewrite(graph, match))
         for src, dst in edges:
             was = (src, dst) in before.delayed if (src, dst) in graph.edges else (src, node) in before.delayed
@@ -79,9 +81,7 @@ class RemoveIdentity(Rule):
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:
-        (node,) = match.nodes
-        edges = bypass(graph, node)
-        return graph.replace(nodes={n: op for n, op in graph.nodes.items() if n != node}, edges=edges)
+        return without_identity(graph, match.nodes[0])
 
 
 class BroadcastNeuronParams(Rule):
