@@ -12,6 +12,7 @@ from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.delay import Delay
+from snnir.ir.ops.fused import EXTENSION_OPS
 from snnir.ir.ops.io import Input, Output
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.probe import check_probes
@@ -32,6 +33,7 @@ def verify(graph: Graph) -> Report:
     """Check ``graph`` and return its shapes and any warnings; raise on the first error."""
     warnings: list[str] = []
     _check_level(graph, "", warnings)
+    _check_paths(graph)
     shapes = infer_shapes(graph)
     for path, op in graph.walk():
         if isinstance(op, Output) and op.shape is not None:
@@ -41,6 +43,25 @@ def verify(graph: Graph) -> Report:
                     f"Output declares shape {list(op.shape)} but receives {list(inferred)}", path
                 )
     return Report(shapes, warnings)
+
+
+def _check_paths(graph: Graph) -> None:
+    """Every node's path (``Graph.walk``, and an extension op's expanded nodes under its own)
+    names it alone: shapes, values and recorded states are keyed by path, so a dotted name
+    equal to a nested node's path is refused."""
+    seen: set[str] = set()
+    paths = []
+    for path, op in graph.walk():
+        paths.append(path)
+        if isinstance(op, EXTENSION_OPS):
+            paths += [f"{path}.{inner}" for inner, _ in op.expand().walk()]
+    for path in paths:
+        if path in seen:
+            raise SnnirError(
+                f"two nodes have the path '{shown(path)}' (a node name with dots and a node of a nested graph or expanded op): "
+                "rename one", path,
+            )
+        seen.add(path)
 
 
 def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:

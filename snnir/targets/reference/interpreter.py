@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
@@ -136,19 +136,28 @@ class _Level:
     def _shape_of(self, key: str) -> tuple[int, ...]:
         return tuple(self.shapes.outputs[self.prefix + key])
 
-    def traces(self, state: dict) -> dict[str, np.ndarray]:
-        """Flat ``"<path>.<state>"`` view of a state tree."""
-        out = {}
+    def traces(self, state: dict) -> list[tuple[str, np.ndarray]]:
+        """Flat ``("<path>.<state>", value)`` view of a state tree, in node order."""
+        out = []
         for name, sub in state.items():
             if name == "__out__":
                 continue
             if name in self.children or name in self.expanded:
                 child = self.children.get(name) or self.expanded[name]
-                out.update(child.traces(sub))
+                out += child.traces(sub)
             else:
-                for sname, value in sub.items():
-                    out[f"{self.prefix}{name}.{sname}"] = value
+                out += [(f"{self.prefix}{name}.{sname}", value) for sname, value in sub.items()]
         return out
+
+
+def _check_trace_keys(graph: Graph, traces: list[tuple[str, np.ndarray]]) -> None:
+    """Recorded states share the results with the Outputs (paths, hence state keys, are
+    unique: the verifier), so no Output may be named like a state key."""
+    for key, _ in traces:
+        if key in graph.outputs:
+            node, _, state = key.rpartition(".")
+            raise SnnirError(f"its name is also the key of state {state} of node '{shown(node)}' "
+                             "in the recorded results: rename one to record", key)
 
 
 def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarray], int, int]:
@@ -199,6 +208,8 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
     Footprint.of(graph, shapes).check(batch, itemsize=F().itemsize, steps=steps, record=record, limits=limits)
     level = _Level(graph, "", shapes)
     state = level.init_state(batch)
+    if record:
+        _check_trace_keys(graph, level.traces(state))
     results: dict[str, list[np.ndarray]] = {name: [] for name in graph.outputs}
     traces: dict[str, list[np.ndarray]] = {}
     for t in progress_steps(steps, "simulating"):
@@ -206,7 +217,7 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
         for name, value in outs.items():
             results[name].append(value)
         if record:
-            for key, value in level.traces(state).items():
+            for key, value in level.traces(state):
                 traces.setdefault(key, []).append(value)
     out = {name: _stack(values, steps, batch, shapes.inputs[name]) for name, values in results.items()}
     if record:
