@@ -2,7 +2,7 @@
 
 All keep Output values and surviving nodes' state exactly (no arithmetic is
 re-associated): identities are removed, scalar neuron parameters are
-broadcast, an Affine whose bias is all zero becomes a Linear, and "same" or
+broadcast (unless that is over ``Limits.data_bytes``), an Affine whose bias is all zero becomes a Linear, and "same" or
 "valid" convolution padding becomes explicit integers.
 """
 
@@ -12,10 +12,12 @@ import networkx as nx
 import numpy as np
 
 from snnir.ir.graph import Graph
+from snnir.ir.memory import format_bytes
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Flatten, Input, Linear, Scale, Subgraph
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.verify import verify
+from snnir.limits import current
 from snnir.passes.analysis import NEURONS, bypass, edge_index, in_edges, shapes_of, without_identity
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
 
@@ -95,8 +97,14 @@ class BroadcastNeuronParams(Rule):
         shape = shapes_of(graph).inputs.get(node)
         if shape is None:
             return "its input shape is unknown"
-        if all(value.shape == tuple(shape) for value in graph.nodes[node].params().values()):
+        params = graph.nodes[node].params().values()
+        if all(value.shape == tuple(shape) for value in params):
             return "its parameters already have the input shape"
+        size = int(np.prod(shape, dtype=object)) * sum(value.itemsize for value in params)
+        limit = current().data_bytes
+        if size > limit:
+            return (f"its parameters at the input shape {list(shape)} would take {format_bytes(size)}, "
+                    f"more than the limit data_bytes of {format_bytes(limit)}")
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:

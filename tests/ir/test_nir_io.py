@@ -17,7 +17,7 @@ import snnir
 from snnir.errors import SnnirError, SnnirWarning
 from snnir.ir import OPS, DEFAULT_DT, Graph, Semantics, verify
 from snnir.ir.ops import (
-    AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Input, LIF, Linear, Output, Subgraph, SumPool2d,
+    AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Input, LIF, Linear, Output, Scale, Subgraph, SumPool2d,
 )
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
@@ -174,6 +174,15 @@ def test_metadata_round_trips(tmp_path_factory, metadata):
                              ("out", Output()), metadata=metadata)
     write(graph, path)
     assert read(path) == graph
+
+
+def test_write_refuses_parameters_broadcast_over_the_data_limit(tmp_path):
+    """NIR types an elementwise node by its parameters' shape: a scalar scale on an Input of
+    1e9 numbers would be written (and allocated) as 7.5 GiB."""
+    graph = Graph.sequential(("x", Input((10**9,))), ("d", Scale(np.float64(2.0))), ("y", Output()))
+    with pytest.raises(SnnirError, match="needs 7.5 GiB, more than the limit data_bytes") as info:
+        write(graph, tmp_path / "g.nir")
+    assert info.value.node == "d" and not (tmp_path / "g.nir").exists()
 
 
 def test_dtypes_and_shapes_survive(tmp_path):

@@ -275,3 +275,13 @@ def test_cost_estimate_counts_macs_and_state():
     fused = estimate_cost(snnir.optimize(graph, level=2))
     assert (fused.nodes, fused.macs, fused.state_elements) == (3, 16, 4)
     assert "16 MACs/step" in fused.report()
+
+
+def test_neuron_params_are_not_broadcast_over_the_data_limit():
+    """A scalar parameter broadcast to an input of 1e9 numbers would allocate 7.5 GiB each."""
+    neuron = LIF(tau=np.array(5e-3), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(0.5),
+                 sem=Semantics(dt=DT))
+    graph = Graph.sequential(("in", Input((10**9,))), ("n", neuron), ("out", Output()))
+    reason = dict(BroadcastNeuronParams().explain(graph))[("n",)]
+    assert reason.startswith("its parameters at the input shape [1000000000] would take 37.3 GiB, more than the limit")
+    assert snnir.optimize(graph).nodes["n"] == neuron
