@@ -161,20 +161,21 @@ def _check_trace_keys(graph: Graph, traces: list[tuple[str, np.ndarray]]) -> Non
 
 
 def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarray], int, int]:
+    """The inputs by Input name as given (not yet converted or scanned: that may allocate,
+    so the caller checks the limits first), and T, B."""
     given = graph.bind_inputs(x)
     arrays: dict[str, np.ndarray] = {}
     time_batch = None
     for name, value in given.items():
         try:
-            given_array = np.asarray(value)
+            array = np.asarray(value)
         except (TypeError, ValueError) as exc:
             raise SnnirError(f"input is not numeric: {exc}", name) from None
-        array = _exact_float64(given_array, name)
+        if array.dtype.kind not in "biuf":  # complex, text, objects, records
+            raise SnnirError(f"input is not numeric: dtype {array.dtype} (real numbers only: bool, int, float)", name)
         shape = tuple(shapes.outputs[name])
         if array.ndim != len(shape) + 2 or tuple(array.shape[2:]) != shape:
             raise SnnirError(f"input must have shape [T, B, {', '.join(map(str, shape))}], got {list(array.shape)}", name)
-        if not np.all(np.isfinite(array)):
-            raise SnnirError("input contains NaN or inf", name)
         if time_batch is not None and array.shape[:2] != time_batch:
             raise SnnirError(f"inputs disagree on [T, B]: {list(time_batch)} vs {list(array.shape[:2])}", name)
         time_batch = array.shape[:2]
@@ -183,16 +184,18 @@ def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarr
     return arrays, int(time_batch[0]), int(time_batch[1])
 
 
-def _exact_float64(array: np.ndarray, name: str) -> np.ndarray:
-    """``array`` as float64, or a SnnirError naming the Input where that would change a value."""
+def _exact_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as float64, or a SnnirError naming the Input where that would change a value
+    or a value is NaN or inf."""
     kind = array.dtype.kind
-    if kind not in "biuf":  # complex, text, objects, records
-        raise SnnirError(f"input is not numeric: dtype {array.dtype} (real numbers only: bool, int, float)", name)
     if kind == "f" and array.dtype.itemsize > F().itemsize:
         raise SnnirError(f"input dtype {array.dtype} is more precise than the float64 simulation", name)
     if kind in "iu" and array.size and max(-int(array.min()), int(array.max())) > 2**53:
         raise SnnirError(f"input integers beyond 2**53 are not exact in float64 (dtype {array.dtype})", name)
-    return array.astype(F, copy=False)
+    array = array.astype(F, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise SnnirError("input contains NaN or inf", name)
+    return array
 
 
 def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None) -> dict[str, np.ndarray]:
@@ -206,6 +209,7 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
     shapes = verify(graph).shapes
     arrays, steps, batch = _as_inputs(graph, shapes, x)
     Footprint.of(graph, shapes).check(batch, itemsize=F().itemsize, steps=steps, record=record, limits=limits)
+    arrays = {name: _exact_finite(array, name) for name, array in arrays.items()}
     level = _Level(graph, "", shapes)
     state = level.init_state(batch)
     if record:
