@@ -118,6 +118,11 @@ def _check_op(path: str, op: Op, warnings: list[str]) -> None:
                 tau = params[tau_name]
                 if np.any(tau <= 0):
                     raise SnnirError(f"{tau_name} must be positive", path)
+                with np.errstate(over="ignore"):
+                    euler_overflows = op.sem.discretisation == "euler" and not np.all(np.isfinite(op.sem.dt / tau))
+                if euler_overflows:
+                    raise SnnirError(f"dt / {tau_name} overflows float64 ({tau_name} as small as {np.min(tau):.3g}): "
+                                     "forward Euler would step NaN", path)
                 if op.sem.discretisation == "euler" and np.any(op.sem.dt > tau):
                     warnings.append(
                         f"node '{path}': dt={op.sem.dt:g} exceeds {tau_name}; forward Euler overshoots"

@@ -153,6 +153,15 @@ def test_euler_with_dt_above_tau_warns():
     assert verify(graph.with_nodes(lif=lif(sem=Semantics(dt=0.1, discretisation="exp")))).warnings == []
 
 
+def test_euler_with_dt_over_tau_beyond_float64_is_refused():
+    """A denormal tau (5e-324) made dt / tau inf: the reference stepped NaN membranes, warning
+    only that forward Euler overshoots. With exp discretisation the decay is just 0."""
+    graph = good().with_nodes(lif=lif(tau=np.array([5e-324, 0.01])))
+    with pytest.raises(SnnirError, match=r"node 'lif': dt / tau overflows float64 \(tau as small as 4.94e-324\)"):
+        verify(graph)
+    verify(graph.with_nodes(lif=lif(tau=np.array([5e-324, 0.01]), sem=Semantics(discretisation="exp"))))
+
+
 def test_recurrent_graph_verifies():
     graph = Graph(
         {"x": Input((2,)), "lif": lif(), "w": fc(), "y": Output()},
