@@ -224,6 +224,17 @@ def test_nir_reads_what_we_write(op_type, variant, tmp_path):
     assert set(graph.nodes) == set(wrap(op, shape).nodes)
 
 
+def test_an_extension_lowers_by_its_own_expand_when_none_is_registered(tmp_path, monkeypatch):
+    """Without snnir.passes imported (it registers lowerings) the fallback was the bound
+    ``op.expand``, called with the op again: TypeError, depending on the import order."""
+    import snnir.ir.nir_io as nir_io
+
+    monkeypatch.setattr(nir_io, "LOWER_EXTENSION", {})
+    op, shape = example("snnir.FusedLayerNeuron", np.random.default_rng(4), False)
+    write(wrap(op, shape), tmp_path / "g.nir")
+    assert read(tmp_path / "g.nir").nodes["node"].op_type == "NIRGraph"
+
+
 #: max pools have a standard NIR form on spikes alone (tests/ir/test_max_pool.py), state probes none
 #: (tests/ir/test_state_probe.py)
 KEPT_EXTENSIONS = ("snnir.MaxPool1d", "snnir.MaxPool2d", "snnir.StateProbe")

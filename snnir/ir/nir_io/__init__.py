@@ -290,7 +290,7 @@ def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
 
 
 def _lowering(op: Op, path: str) -> Graph:
-    lower = LOWER_EXTENSION.get(type(op), getattr(op, "expand", None))
+    lower = LOWER_EXTENSION.get(type(op), getattr(type(op), "expand", None))
     if lower is None:
         raise SnnirError(f"extension op {op.op_type} has no lowering to standard NIR; "
                          "write with keep_extensions=True", path)
