@@ -57,10 +57,8 @@ def _check_paths(graph: Graph) -> None:
             paths += [f"{path}.{inner}" for inner, _ in op.expand().walk()]
     for path in paths:
         if path in seen:
-            raise SnnirError(
-                f"two nodes have the path '{shown(path)}' (a node name with dots and a node of a nested graph or expanded op): "
-                "rename one", path,
-            )
+            raise SnnirError(f"two nodes have the path '{shown(path)}' (a node name with dots and a node "
+                             "of a nested graph or expanded op): rename one", path)
         seen.add(path)
 
 

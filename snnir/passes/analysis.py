@@ -14,7 +14,6 @@ from snnir.ir.ops import (
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.pool import MAX_POOLS
-from snnir.ir.schedule import node_digraph
 from snnir.ir.shapes import Shapes, infer_shapes
 
 LAYERS = (Affine, Linear, Conv1d, Conv2d)
@@ -82,7 +81,7 @@ def bypass(graph: Graph, node: str) -> tuple[Edge, ...]:
 
 
 def without_identity(graph: Graph, node: str) -> Graph:
-    """``graph`` without ``node``, its edges :func:`bypass`\ ed. The new graph's
+    """``graph`` without ``node``, its edges as :func:`bypass` gives them. The new graph's
     :class:`EdgeIndex` is derived, not recomputed: bypassing keeps which node reaches
     which, so the other nodes stay on (or off) cycles."""
     edges, ends = _bypass(graph, node)

@@ -20,5 +20,5 @@ def check_params_fit(graph: Graph, dtype: type[np.floating], shown: str, remedy:
             with np.errstate(over="ignore", under="ignore"):
                 cast = value.astype(dtype)
             if np.any(np.isfinite(value) & ~np.isfinite(cast)) or np.any((value != 0) & (cast == 0)):
-                raise SnnirError(f"parameter {name} has values {shown} cannot hold (beyond +-{np.finfo(dtype).max:.3g}, "
-                                 f"or non-zero values it rounds to 0): {remedy}", path)
+                raise SnnirError(f"parameter {name} has values {shown} cannot hold (beyond "
+                                 f"+-{np.finfo(dtype).max:.3g}, or non-zero values it rounds to 0): {remedy}", path)
