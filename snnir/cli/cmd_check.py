@@ -85,11 +85,14 @@ def _number(text: str, where: str) -> int | float:
 
 def random_input(graph, seed: int = _SEED) -> dict[str, np.ndarray]:
     """Seeded random spikes for every Input: enough steps for ten of the slowest time constants."""
+    from snnir.ir import verify
+    from snnir.ir.memory import Footprint
     from snnir.ir.ops import Input, Neuron
 
     steps = [float(np.max(getattr(op, name))) / op.sem.dt for _, op in graph.walk() if isinstance(op, Neuron)
              for name in ("tau", "tau_mem", "tau_syn") if name in op.param_names()]
     length = int(np.clip(np.ceil(10 * max(steps, default=10.0)), 100, 1000))
+    Footprint.of(graph, verify(graph).shapes).check(_SAMPLES, itemsize=8, steps=length)  # the run it is for
     rng = np.random.default_rng(seed)
     return {name: (rng.random((length, _SAMPLES, *graph.nodes[name].shape)) < _RATE).astype(float)
             for name in graph.inputs if isinstance(graph.nodes[name], Input)}

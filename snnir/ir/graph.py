@@ -51,7 +51,8 @@ class Graph:
                 raise SnnirError(f"is not an op but a {type(op).__name__}", name)
         edges = []
         for edge in self.edges:
-            if not isinstance(edge, (tuple, list)) or len(edge) != 2 or not all(isinstance(e, str) for e in edge):
+            if not (isinstance(edge, (tuple, list)) and len(edge) == 2
+                    and isinstance(edge[0], str) and isinstance(edge[1], str)):
                 raise SnnirError(f"an edge must be a pair of node names, got {edge!r}")
             edges.append((edge[0], edge[1]))
         object.__setattr__(self, "nodes", MappingProxyType(nodes))

@@ -47,11 +47,15 @@ def _source_key(graph: Graph, prefix: str, endpoint: str) -> str:
 
 def _infer(graph: Graph, prefix: str, given: dict[str, Shape], shapes: Shapes) -> None:
     order = schedule(graph).order
+    into: dict[str, list[tuple[str, str | None]]] = {}  # node -> (source endpoint, port), in edge order
+    for src, dst in graph.edges:
+        dst_node, port = graph.resolve(dst, as_source=False)
+        into.setdefault(dst_node, []).append((src, port))
     pending = list(order)
     while pending:
         progressed = False
         for name in list(pending):
-            incoming = _incoming(graph, prefix, name, shapes)
+            incoming = _incoming(graph, prefix, name, into.get(name, ()), shapes)
             if incoming is None:
                 continue
             _infer_node(graph, prefix, name, incoming, given, shapes)
@@ -70,16 +74,14 @@ def _infer(graph: Graph, prefix: str, given: dict[str, Shape], shapes: Shapes) -
             )
 
 
-def _incoming(graph: Graph, prefix: str, name: str, shapes: Shapes) -> dict[str | None, list] | None:
-    """Known source shapes by destination port; ``None`` while a source is still unknown
+def _incoming(graph: Graph, prefix: str, name: str, edges, shapes: Shapes) -> dict[str | None, list] | None:
+    """Known source shapes by destination port, from the ``edges`` into ``name`` (``(source
+    endpoint, port)`` pairs); ``None`` while a source is still unknown
     and no source is known for some port. A nested graph's port whose sources are all
     unknown (fed only by a loop) takes the shape its Input node declares; the loop edges
     are checked against it once their sources are known (``_infer``)."""
     by_port: dict[str | None, list] = {}
-    for src, dst in graph.edges:
-        dst_node, port = graph.resolve(dst, as_source=False)
-        if dst_node != name:
-            continue
+    for src, port in edges:
         key = _source_key(graph, prefix, src)
         by_port.setdefault(port, []).append((src, shapes.outputs.get(key)))
     op = graph.nodes[name]

@@ -12,6 +12,7 @@ from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.delay import Delay
+from snnir.ir.ops.fused import EXTENSION_OPS
 from snnir.ir.ops.io import Input, Output
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.probe import check_probes
@@ -32,6 +33,7 @@ def verify(graph: Graph) -> Report:
     """Check ``graph`` and return its shapes and any warnings; raise on the first error."""
     warnings: list[str] = []
     _check_level(graph, "", warnings)
+    _check_paths(graph)
     shapes = infer_shapes(graph)
     for path, op in graph.walk():
         if isinstance(op, Output) and op.shape is not None:
@@ -41,6 +43,23 @@ def verify(graph: Graph) -> Report:
                     f"Output declares shape {list(op.shape)} but receives {list(inferred)}", path
                 )
     return Report(shapes, warnings)
+
+
+def _check_paths(graph: Graph) -> None:
+    """Every node's path (``Graph.walk``, and an extension op's expanded nodes under its own)
+    names it alone: shapes, values and recorded states are keyed by path, so a dotted name
+    equal to a nested node's path is refused."""
+    seen: set[str] = set()
+    paths = []
+    for path, op in graph.walk():
+        paths.append(path)
+        if isinstance(op, EXTENSION_OPS):
+            paths += [f"{path}.{inner}" for inner, _ in op.expand().walk()]
+    for path in paths:
+        if path in seen:
+            raise SnnirError(f"two nodes have the path '{shown(path)}' (a node name with dots and a node "
+                             "of a nested graph or expanded op): rename one", path)
+        seen.add(path)
 
 
 def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
@@ -97,6 +116,11 @@ def _check_op(path: str, op: Op, warnings: list[str]) -> None:
                 tau = params[tau_name]
                 if np.any(tau <= 0):
                     raise SnnirError(f"{tau_name} must be positive", path)
+                with np.errstate(over="ignore"):
+                    euler_overflows = op.sem.discretisation == "euler" and not np.all(np.isfinite(op.sem.dt / tau))
+                if euler_overflows:
+                    raise SnnirError(f"dt / {tau_name} overflows float64 ({tau_name} as small as {np.min(tau):.3g}): "
+                                     "forward Euler would step NaN", path)
                 if op.sem.discretisation == "euler" and np.any(op.sem.dt > tau):
                     warnings.append(
                         f"node '{path}': dt={op.sem.dt:g} exceeds {tau_name}; forward Euler overshoots"

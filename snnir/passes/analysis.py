@@ -14,19 +14,50 @@ from snnir.ir.ops import (
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.pool import MAX_POOLS
-from snnir.ir.schedule import node_digraph
 from snnir.ir.shapes import Shapes, infer_shapes
 
 LAYERS = (Affine, Linear, Conv1d, Conv2d)
 NEURONS = (LIF, CubaLIF, IF, LI, CubaLI, I)
 
 
+@dataclass(frozen=True)
+class EdgeIndex:
+    """A graph's edges resolved to nodes: ``ends[i]`` is edge ``i``'s (source node,
+    destination node); ``recurrent``: the nodes on a cycle (in a strongly connected
+    component of size > 1, or with a self-loop)."""
+
+    ends: tuple[Edge, ...]
+    recurrent: frozenset[str]
+
+    @classmethod
+    def of(cls, graph: Graph) -> "EdgeIndex":
+        ends = tuple((graph.resolve(s, True)[0], graph.resolve(d, False)[0]) for s, d in graph.edges)
+        g = nx.DiGraph()
+        g.add_nodes_from(graph.nodes)
+        g.add_edges_from(ends)
+        found: set[str] = set()
+        for component in nx.strongly_connected_components(g):
+            if len(component) > 1 or any(g.has_edge(n, n) for n in component):
+                found |= component
+        return cls(ends, frozenset(found))
+
+
+_last_index: list = [None, None]  # (graph, its EdgeIndex): rules query one graph many times
+
+
+def edge_index(graph: Graph) -> EdgeIndex:
+    """``EdgeIndex.of(graph)``, remembered for the most recent graph (graphs are immutable)."""
+    if _last_index[0] is not graph:
+        _last_index[:] = [graph, EdgeIndex.of(graph)]
+    return _last_index[1]
+
+
 def in_edges(graph: Graph, node: str) -> list[Edge]:
-    return [e for e in graph.edges if graph.resolve(e[1], as_source=False)[0] == node]
+    return [e for e, (_, dst) in zip(graph.edges, edge_index(graph).ends) if dst == node]
 
 
 def out_edges(graph: Graph, node: str) -> list[Edge]:
-    return [e for e in graph.edges if graph.resolve(e[0], as_source=True)[0] == node]
+    return [e for e, (src, _) in zip(graph.edges, edge_index(graph).ends) if src == node]
 
 
 _last_shapes: list = [None, None]  # (graph, its Shapes): rules query one graph many times
@@ -41,20 +72,36 @@ def shapes_of(graph: Graph) -> Shapes:
 
 def recurrent_nodes(graph: Graph) -> set[str]:
     """Nodes on a cycle (in a strongly connected component of size > 1 or with a self-loop)."""
-    g = node_digraph(graph)
-    found: set[str] = set()
-    for component in nx.strongly_connected_components(g):
-        if len(component) > 1 or any(g.has_edge(n, n) for n in component):
-            found |= component
-    return found
+    return set(edge_index(graph).recurrent)
 
 
 def bypass(graph: Graph, node: str) -> tuple[Edge, ...]:
     """The edges with identity ``node`` removed: every source feeding it feeds its consumers."""
-    ins = [src for src, _ in in_edges(graph, node)]
-    outs = [dst for _, dst in out_edges(graph, node)]
-    kept = tuple(e for e in graph.edges if node not in (graph.resolve(e[0], True)[0], graph.resolve(e[1], False)[0]))
-    return kept + tuple((s, d) for s in ins for d in outs)
+    return _bypass(graph, node)[0]
+
+
+def without_identity(graph: Graph, node: str) -> Graph:
+    """``graph`` without ``node``, its edges as :func:`bypass` gives them. The new graph's
+    :class:`EdgeIndex` is derived, not recomputed: bypassing keeps which node reaches
+    which, so the other nodes stay on (or off) cycles."""
+    edges, ends = _bypass(graph, node)
+    result = graph.replace(nodes={n: op for n, op in graph.nodes.items() if n != node}, edges=edges)
+    _last_index[:] = [result, EdgeIndex(ends, edge_index(graph).recurrent - {node})]
+    return result
+
+
+def _bypass(graph: Graph, node: str) -> tuple[tuple[Edge, ...], tuple[Edge, ...]]:
+    """:func:`bypass`'s edges and their ends (as in :class:`EdgeIndex`)."""
+    ins, outs, kept = [], [], []
+    for edge, ends in zip(graph.edges, edge_index(graph).ends):
+        if ends[1] == node:
+            ins.append((edge[0], ends[0]))
+        if ends[0] == node:
+            outs.append((edge[1], ends[1]))
+        if node not in ends:
+            kept.append((edge, ends))
+    kept += [((s, d), (s_node, d_node)) for s, s_node in ins for d, d_node in outs]
+    return tuple(e for e, _ in kept), tuple(ends for _, ends in kept)
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,20 @@ class Rule:
                 return f"it would break a parameter tie: node '{broken[1]}' {broken[0]}"
         return why
 
+    def apply_all(self, graph: Graph) -> Graph | None:
+        """This rule alone to a fixed point, exactly as one rewrite at a time (the first match
+        in node order that applies, each time) would give it, or ``None`` where the rule
+        offers no faster way than that."""
+        return None
+
     def explain(self, graph: Graph) -> list[tuple[tuple[str, ...], str | None]]:
         """Every match with the reason it does not apply (``None`` if it does)."""
         return [(m.nodes, self.reason(graph, m)) for m in self.matches(graph)]
 
 
 class RewritePass(Pass):
-    """Applies ``rules`` one rewrite at a time until none applies (a fixed point)."""
+    """Applies ``rules`` one rewrite at a time until none applies (a fixed point); the first
+    rule's :meth:`Rule.apply_all` may make many of its rewrites at once, to the same graph."""
 
     def __init__(self, name: str, rules: Iterable[Rule], description: str = "", max_rewrites: int = 100_000):
         self.rules = tuple(rules)
@@ -139,6 +146,7 @@ class RewritePass(Pass):
 
     def _run(self, graph: Graph) -> Graph:
         for _ in range(self.max_rewrites):
+            graph = self.rules[0].apply_all(graph) or graph  # the rule tried first after every rewrite
             rewritten = self._rewrite_once(graph)
             if rewritten is None:
                 return graph

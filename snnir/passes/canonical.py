@@ -2,21 +2,26 @@
 
 All keep Output values and surviving nodes' state exactly (no arithmetic is
 re-associated): identities are removed, scalar neuron parameters are
-broadcast, an Affine whose bias is all zero becomes a Linear, and "same" or
+broadcast (unless that is over ``Limits.data_bytes``), an Affine whose bias is all zero becomes a Linear, and "same" or
 "valid" convolution padding becomes explicit integers.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 import networkx as nx
 import numpy as np
 
 from snnir.ir.graph import Graph
+from snnir.ir.memory import format_bytes
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Flatten, Input, Linear, Scale, Subgraph
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.verify import verify
-from snnir.passes.analysis import NEURONS, bypass, in_edges, shapes_of
+from snnir.limits import current
+from snnir.passes.analysis import NEURONS, bypass, edge_index, in_edges, shapes_of, without_identity
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
 
 
@@ -65,6 +70,8 @@ class RemoveIdentity(Rule):
         edges = bypass(graph, node)
         if len(set(edges)) != len(edges):
             return "removing it would duplicate an edge (a source would feed a consumer twice)"
+        if node not in edge_index(graph).recurrent:
+            return None  # off every cycle, bypassing it keeps each edge's strongly connected components
         before, after = schedule(graph), schedule(self.rewrite(graph, match))
         for src, dst in edges:
             was = (src, dst) in before.delayed if (src, dst) in graph.edges else (src, node) in before.delayed
@@ -79,9 +86,68 @@ class RemoveIdentity(Rule):
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:
-        (node,) = match.nodes
-        edges = bypass(graph, node)
-        return graph.replace(nodes={n: op for n, op in graph.nodes.items() if n != node}, edges=edges)
+        return without_identity(graph, match.nodes[0])
+
+    def apply_all(self, graph: Graph) -> Graph | None:
+        """The removals one at a time would make, in its order, on an edge table updated in
+        place (one at a time rebuilt the graph for each: quadratic). Off every cycle, a removal
+        changes only its neighbours' reasons (their edges, and duplicates among them), so a
+        node refused is tried again once a neighbour went; one on a cycle is checked on the
+        graph rebuilt, again after every removal. The first node in node order that applies
+        goes first, as one at a time. Not for graphs with ties or duplicate edges (``None``)."""
+        if graph.ties or len(set(graph.edges)) != len(graph.edges):
+            return None
+        names = list(graph.nodes)
+        position = {name: i for i, name in enumerate(names)}
+        identities = {n for n, op in graph.nodes.items() if isinstance(op, self.pattern[0]) and _is_identity(
+            op, shapes_of(graph).inputs.get(n) if isinstance(op, Flatten) else None) is None}
+        index = edge_index(graph)
+        edges, ends = dict(enumerate(graph.edges)), dict(enumerate(index.ends))  # by id, ids grow in edge order
+        new_id = itertools.count(len(graph.edges))
+        into: dict[str, set[int]] = {n: set() for n in names}
+        out_of: dict[str, set[int]] = {n: set() for n in names}
+        for i, (src, dst) in ends.items():
+            out_of[src].add(i)
+            into[dst].add(i)
+        pairs = set(graph.edges)
+        removed: set[str] = set()
+        refused_on_cycles: set[str] = set()
+
+        def current() -> Graph:
+            return graph.replace(nodes={n: op for n, op in graph.nodes.items() if n not in removed},
+                                 edges=tuple(edges.values()))
+
+        candidates = sorted(position[n] for n in identities)
+        while candidates:
+            node = names[heapq.heappop(candidates)]
+            if node in removed or not into[node]:
+                continue  # gone, or no input (no removal gives it one)
+            ins = [(edges[i][0], ends[i][0]) for i in sorted(into[node])]
+            outs = [(edges[i][1], ends[i][1]) for i in sorted(out_of[node])]
+            if node in index.recurrent:
+                if self.reason(current(), Match((node,))) is not None:
+                    refused_on_cycles.add(node)
+                    continue
+            elif any((s, d) in pairs for s, _ in ins for d, _ in outs):
+                continue  # removing it would duplicate an edge
+            for i in into[node] | out_of[node]:
+                pairs.discard(edges.pop(i))
+                src, dst = ends.pop(i)
+                out_of[src].discard(i)
+                into[dst].discard(i)
+            for s, s_node in ins:
+                for d, d_node in outs:
+                    i = next(new_id)
+                    edges[i], ends[i] = (s, d), (s_node, d_node)
+                    pairs.add((s, d))
+                    out_of[s_node].add(i)
+                    into[d_node].add(i)
+            removed.add(node)
+            again = {n for _, n in ins + outs if n in identities and n not in removed} | refused_on_cycles
+            refused_on_cycles.clear()
+            for n in again:
+                heapq.heappush(candidates, position[n])
+        return current() if removed else None
 
 
 class BroadcastNeuronParams(Rule):
@@ -96,8 +162,14 @@ class BroadcastNeuronParams(Rule):
         shape = shapes_of(graph).inputs.get(node)
         if shape is None:
             return "its input shape is unknown"
-        if all(value.shape == tuple(shape) for value in _fixed_params(graph.nodes[node]).values()):
+        params = _fixed_params(graph.nodes[node]).values()
+        if all(value.shape == tuple(shape) for value in params):
             return "its untrained parameters already have the input shape"
+        size = int(np.prod(shape, dtype=object)) * sum(value.itemsize for value in params)
+        limit = current().data_bytes
+        if size > limit:
+            return (f"its parameters at the input shape {list(shape)} would take {format_bytes(size)}, "
+                    f"more than the limit data_bytes of {format_bytes(limit)}")
         return None
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:

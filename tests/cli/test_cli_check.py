@@ -162,3 +162,10 @@ def test_run_real_takes_an_npy_input(fixtures_dir, tmp_path, capsys, steps) -> N
     main(["check", str(fixtures_dir / "lif_norse.nir"), "--dt", "1e-4", "--input", str(x), "--libraries", "snntorch",
           "--run-real"])
     assert _real_rows(capsys.readouterr().out)["snntorch"].split()[1] == "confirmed:"
+
+
+def test_random_input_over_the_memory_limit_is_refused() -> None:
+    """The default input of a graph with an Input of 1e9 numbers would be 7.5 GiB a step and sample."""
+    graph = Graph.sequential(("x", Input((10**9,))), ("y", Output()))
+    with pytest.raises(snnir.SnnirError, match="more than the limit memory_bytes"):
+        random_input(graph)

@@ -185,3 +185,27 @@ def test_recurrent_schedule_ignores_edges_leaving_the_loop():
     sem = Semantics(dt=1e-3)
     graph = recurrent().with_nodes(lif=lif().replace(sem=sem))
     assert schedule(graph).delayed == frozenset({("lif", "w")})
+
+
+def test_deep_nesting_is_linear_in_depth(tmp_path):
+    """``Subgraph.stateful`` is computed once per level: 30 nested levels (about the most
+    the default depth limit reads) verify, write and read back in well under a second,
+    where walking every level again took time exponential in depth."""
+    import time
+
+    from snnir.ir import verify
+    from snnir.ir.nir_io import read, write
+
+    graph = Graph.sequential(("input", Input((3,))), ("s", Scale(np.ones(3))), ("output", Output()))
+    for _ in range(30):
+        graph = Graph.sequential(("input", Input((3,))), ("s", Subgraph(graph)), ("output", Output()))
+    start = time.perf_counter()
+    verify(graph)
+    write(graph, tmp_path / "deep.nir")
+    assert read(tmp_path / "deep.nir") == graph
+    assert not graph.nodes["s"].stateful
+    assert time.perf_counter() - start < 3
+    stateful = Subgraph(Graph.sequential(("input", Input((3,))), ("lif", lif(3)), ("output", Output())))
+    for _ in range(31):
+        stateful = Subgraph(Graph.sequential(("input", Input((3,))), ("s", stateful), ("output", Output())))
+    assert stateful.stateful

@@ -17,7 +17,7 @@ import snnir
 from snnir.errors import SnnirError, SnnirWarning
 from snnir.ir import OPS, DEFAULT_DT, Graph, Semantics, verify
 from snnir.ir.ops import (
-    AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Input, LIF, Linear, Output, Subgraph, SumPool2d,
+    AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Input, LIF, Linear, Output, Scale, Subgraph, SumPool2d,
 )
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
@@ -176,6 +176,15 @@ def test_metadata_round_trips(tmp_path_factory, metadata):
     assert read(path) == graph
 
 
+def test_write_refuses_parameters_broadcast_over_the_data_limit(tmp_path):
+    """NIR types an elementwise node by its parameters' shape: a scalar scale on an Input of
+    1e9 numbers would be written (and allocated) as 7.5 GiB."""
+    graph = Graph.sequential(("x", Input((10**9,))), ("d", Scale(np.float64(2.0))), ("y", Output()))
+    with pytest.raises(SnnirError, match="needs 7.5 GiB, more than the limit data_bytes") as info:
+        write(graph, tmp_path / "g.nir")
+    assert info.value.node == "d" and not (tmp_path / "g.nir").exists()
+
+
 def test_dtypes_and_shapes_survive(tmp_path):
     rng = np.random.default_rng(0)
     lif = _neuron(CubaLIF, rng, True)
@@ -213,6 +222,17 @@ def test_nir_reads_what_we_write(op_type, variant, tmp_path):
     write(wrap(op, shape), tmp_path / "g.nir")
     graph = nir.read(tmp_path / "g.nir")
     assert set(graph.nodes) == set(wrap(op, shape).nodes)
+
+
+def test_an_extension_lowers_by_its_own_expand_when_none_is_registered(tmp_path, monkeypatch):
+    """Without snnir.passes imported (it registers lowerings) the fallback was the bound
+    ``op.expand``, called with the op again: TypeError, depending on the import order."""
+    import snnir.ir.nir_io as nir_io
+
+    monkeypatch.setattr(nir_io, "LOWER_EXTENSION", {})
+    op, shape = example("snnir.FusedLayerNeuron", np.random.default_rng(4), False)
+    write(wrap(op, shape), tmp_path / "g.nir")
+    assert read(tmp_path / "g.nir").nodes["node"].op_type == "NIRGraph"
 
 
 #: max pools have a standard NIR form on spikes alone (tests/ir/test_max_pool.py), state probes none

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from snnir.errors import SnnirError
+from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir import (
     LIF, Affine, Conv1d, Graph, Input, Op, Output, Scale, Semantics, Subgraph, verify,
 )
@@ -152,6 +153,15 @@ def test_euler_with_dt_above_tau_warns():
     assert verify(graph.with_nodes(lif=lif(sem=Semantics(dt=0.1, discretisation="exp")))).warnings == []
 
 
+def test_euler_with_dt_over_tau_beyond_float64_is_refused():
+    """A denormal tau (5e-324) made dt / tau inf: the reference stepped NaN membranes, warning
+    only that forward Euler overshoots. With exp discretisation the decay is just 0."""
+    graph = good().with_nodes(lif=lif(tau=np.array([5e-324, 0.01])))
+    with pytest.raises(SnnirError, match=r"node 'lif': dt / tau overflows float64 \(tau as small as 4.94e-324\)"):
+        verify(graph)
+    verify(graph.with_nodes(lif=lif(tau=np.array([5e-324, 0.01]), sem=Semantics(discretisation="exp"))))
+
+
 def test_recurrent_graph_verifies():
     graph = Graph(
         {"x": Input((2,)), "lif": lif(), "w": fc(), "y": Output()},
@@ -188,3 +198,22 @@ def test_nested_port_fed_by_a_loop_of_another_shape_is_refused():
     with pytest.raises(SnnirError, match=r"carries shape \[2\] but the node receives \[3\]") as info:
         verify(_nested_with_feedback(declared=3))
     assert info.value.node == "sub"
+
+
+def test_a_dotted_name_equal_to_a_nested_path_is_refused():
+    """Shapes, values and recorded states are keyed by path: node 'a.b' and node 'b' of
+    nested graph 'a' (or of an extension op's expansion) would share one silently."""
+    inner = Graph.sequential(("i", Input((2,))), ("b", lif()), ("o", Output()))
+    graph = Graph(
+        {"x": Input((2,)), "a.b": lif(), "a": Subgraph(inner), "y": Output()},
+        (("x", "a.b"), ("a.b", "a"), ("a", "y")),
+    )
+    with pytest.raises(SnnirError, match="two nodes have the path 'a.b'") as info:
+        verify(graph)
+    assert info.value.node == "a.b"
+    fused = FusedLayerNeuron(fc(), lif())
+    graph = Graph.sequential(("x", Input((2,))), ("f.neuron", lif()), ("f", fused), ("y", Output()))
+    with pytest.raises(SnnirError, match="two nodes have the path 'f.neuron'"):
+        verify(graph)
+    dotted = Graph.sequential(("x", Input((2,))), ("a.c", lif()), ("a", Subgraph(inner)), ("y", Output()))
+    verify(dotted)  # a dotted name that is no other node's path is fine

@@ -78,6 +78,13 @@ def test_parameters_and_the_run_arrays_count_in_the_total():
         snnir.run(delayed(1000, 1), np.zeros((1000, 1, 1000)), limits=Limits(memory_bytes=10 << 20))
 
 
+def test_a_broadcast_input_view_is_refused_before_it_is_scanned():
+    """A zero-copy view of 1e12 steps: converting or scanning it for NaN would allocate 8 TiB."""
+    x = np.broadcast_to(np.zeros(1, dtype=np.int64), (10**12, 2, 3))
+    with pytest.raises(SnnirError, match="simulating 1000000000000 steps of a batch of 2"):
+        snnir.run(delayed(3, 1), x, record=True)
+
+
 def test_recording_counts_the_state_traces():
     graph = delayed(100, 100)  # 80 KB of state per sample; 100 steps of traces: 8 MB
     limits = Limits(memory_bytes=2 << 20)

@@ -238,6 +238,16 @@ def test_record_keys_of_nested_graphs_use_the_path():
     np.testing.assert_array_equal(out["y"], flat["o"])
 
 
+def test_record_refuses_an_output_named_like_a_state_key():
+    """Output 'n.v' and LIF 'n''s recorded membrane would share one key: one would be lost."""
+    graph = Graph({"x": Input((1,)), "n": LIF(tau=ONE, r=ONE, v_leak=ZERO, v_threshold=ONE), "n.v": Output()},
+                  (("x", "n"), ("n", "n.v")))
+    with pytest.raises(SnnirError, match="also the key of state v of node 'n'") as info:
+        snnir.run(graph, np.ones((2, 1, 1)), record=True)
+    assert info.value.node == "n.v"
+    assert set(snnir.run(graph, np.ones((2, 1, 1)))) == {"n.v"}
+
+
 @pytest.mark.parametrize(
     "x, node, fragment",
     [

@@ -50,9 +50,9 @@ from snnir.ir.nir_io.encoding import SNNIR_KEY
 from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
 from snnir.ir.nir_io.reader import Reader
 from snnir.ir.nir_io.tree import file_tree, is_path, trust_written
-from snnir.ir.nir_io.writer import NIR_VERSION, write_file
+from snnir.ir.nir_io.writer import NIR_VERSION, check_written_size, write_file
 from snnir.ir.memory import resolve_limits
-from snnir.limits import Limits
+from snnir.limits import Limits, current as current_limits
 
 #: How ``write`` expresses an extension op in standard NIR: op class -> fn(op) -> Graph of
 #: standard ops with one Input and one Output. The node becomes a nested NIRGraph of the same
@@ -206,6 +206,7 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
         if dialect not in (None, "nir"):  # a peer's importer needs every node's shape
             raise SnnirError(f"cannot write a file for {dialect}: {exc}") from None
         shapes = None  # plain NIR may leave shapes unstated
+    check_written_size(graph, shapes, current_limits())
     target = os.fspath(path)
 
     def write_to(temp: str) -> None:

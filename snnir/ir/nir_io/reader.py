@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Subgraph
 from snnir.ir.ops.base import Op
@@ -201,7 +201,12 @@ class Reader:
             raise SnnirError(f"graph 'edges' must have shape [N, 2], got {list(ds.shape)}", where)
         if ds.shape[0] > MAX_EDGES:
             raise SnnirError(f"graph has {ds.shape[0]} edges, more than the limit {MAX_EDGES}", where)
-        return [(str(a), str(b)) for a, b in ds]
+        edges = [(str(a), str(b)) for a, b in ds]
+        if len(set(edges)) != len(edges):  # the verifier's rule, before building anything on them
+            seen: set[tuple[str, str]] = set()
+            src, dst = next(edge for edge in edges if edge in seen or seen.add(edge))
+            raise SnnirError(f"duplicate edge {shown(src)} -> {shown(dst)}", f"{where}.{dst}" if where else dst)
+        return edges
 
     def _ties(self, record: dict, where: str | None) -> tuple[tuple[str, ...], ...]:
         """The graph's parameter ties, from its snnir record (checked by the verifier)."""

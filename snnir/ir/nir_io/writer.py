@@ -13,11 +13,13 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
+from snnir.ir.memory import check_limit, parameter_bytes
 from snnir.ir.ops import Conv1d, Conv2d, Delay, Flatten, Neuron, Output, Scale, Subgraph, Threshold
 from snnir.ir.ops.base import Op
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import Semantics
 from snnir.ir.shapes import Shapes
+from snnir.limits import Limits
 from snnir.ir.nir_io.encoding import SNNIR_KEY, dumps
 
 #: The NIR format version our files follow.
@@ -81,13 +83,8 @@ def _write_node(group: h5py.Group, op: Op, path: str, shapes: Shapes | None, nes
 
 def _write_params(group: h5py.Group, op: Op, record: dict, path: str, shapes: Shapes | None) -> None:
     """Elementwise ops' parameters are broadcast to the node's shape: NIR types neurons by them."""
-    params = op.params()
-    common = None
-    if isinstance(op, _ELEMENTWISE):
-        common = shapes.inputs.get(path) if shapes is not None else None
-        if common is None and isinstance(op, Neuron):
-            common = op.neuron_shape()
-    for name, value in params.items():
+    common = _written_shape(op, path, shapes)
+    for name, value in op.params().items():
         if name in _OMIT_WHEN_ZERO and not np.any(value):
             record.setdefault("absent", {})[name] = {"dtype": value.dtype.str, "shape": list(value.shape)}
             continue
@@ -95,6 +92,29 @@ def _write_params(group: h5py.Group, op: Op, record: dict, path: str, shapes: Sh
             record.setdefault("shapes", {})[name] = list(value.shape)
             value = np.broadcast_to(value, common)
         group.create_dataset(name, data=value, dtype=value.dtype)
+
+
+def _written_shape(op: Op, path: str, shapes: Shapes | None) -> tuple[int, ...] | None:
+    """The shape an elementwise op's parameters are written in (None: as they are)."""
+    if not isinstance(op, _ELEMENTWISE):
+        return None
+    common = shapes.inputs.get(path) if shapes is not None else None
+    if common is None and isinstance(op, Neuron):
+        common = op.neuron_shape()
+    return None if common is None else tuple(common)
+
+
+def check_written_size(graph: Graph, shapes: Shapes | None, limits: Limits) -> None:
+    """Refuse a file whose parameters, as written (elementwise ones broadcast), are over
+    ``limits.data_bytes``: writing would allocate them, and reading would refuse the file."""
+    total = 0
+    for path, op in graph.walk():
+        common = _written_shape(op, path, shapes)
+        total += parameter_bytes(op) if common is None else sum(
+            int(np.prod(common, dtype=object)) * value.itemsize for name, value in op.params().items()
+            if name not in _OMIT_WHEN_ZERO or np.any(value))
+        check_limit(total, limits, "data_bytes", "writing the parameters up to this node (broadcast to its shape)",
+                    path)
 
 
 def _write_attribute(

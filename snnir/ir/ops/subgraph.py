@@ -30,10 +30,14 @@ class Subgraph(Op):
         if not isinstance(self.graph, Graph):
             raise SnnirError(f"Subgraph.graph must be a Graph, got {type(self.graph).__name__}")
         super().__post_init__()
+        # computed once from the direct children (nested Subgraphs hold theirs), so that
+        # asking is O(1) at any depth; not a field, so equality is untouched
+        object.__setattr__(self, "_stateful", any(op.stateful for op in self.graph.nodes.values()))
 
     @property
     def stateful(self) -> bool:  # type: ignore[override]
-        return any(op.stateful for _, op in self.graph.walk())
+        """Whether any node inside it, at any depth, is stateful."""
+        return self._stateful
 
     def infer_shape(self, input_shape: Shape | None, node: str) -> Shape:
         raise SnnirError("nested graphs are shaped by infer_shapes, port by port", node)

@@ -39,6 +39,7 @@ from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.verify import verify
 from snnir.targets.ipu.kernels import DOMAIN, DOMAIN_VERSION, SPIKE_OP, Kernel, coefficients, kernel_for
 from snnir.targets.ipu.onnx_functions import OPSET, neuron_function, spike_function
+from snnir.targets.precision import check_params_fit
 from snnir.targets.reference.interpreter import EXTENSIONS
 
 MODEL_FILE = "model.onnx"
@@ -47,6 +48,8 @@ MANIFEST_FILE = "manifest.json"
 FILES = (MODEL_FILE, MANIFEST_FILE)
 PRECISIONS = {"fp32": (TensorProto.FLOAT, np.float32), "fp16": (TensorProto.FLOAT16, np.float16)}
 BATCH = "batch"
+_REMEDY = ("the ONNX and IPU targets compute in float32 at most (precision='fp32'); "
+           "the torch target holds it with dtype=torch.float64")
 
 
 @dataclass
@@ -90,6 +93,7 @@ def export(graph: Graph, *, precision: str = "fp32") -> OnnxExport:
         raise SnnirError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     shapes = verify(graph).shapes
     builder = _Builder(shapes, precision)
+    check_params_fit(graph, builder.act_dtype, precision, _REMEDY)
     ports = {}
     for name in graph.inputs:
         ports[name] = name
@@ -261,9 +265,13 @@ class _Builder:
         self.kernels[kernel.name] = kernel
         shape = self.shapes.outputs[path]
         state_ins = [self.state(f"{path}.{s}", shape, TensorProto.FLOAT) for s in kernel.state_names]
-        coeffs = [
-            self.const(f"{path}/{name}", value, np.float32) for name, value in coefficients(op).items()
-        ]
+        coeffs = []
+        for name, value in coefficients(op).items():
+            with np.errstate(over="ignore"):
+                if not np.all(np.isfinite(value.astype(np.float32))):
+                    raise SnnirError(f"the step coefficient {name} (from the parameters, time constants and dt) "
+                                     f"is not finite in float32: {_REMEDY}", path)
+            coeffs.append(self.const(f"{path}/{name}", value, np.float32))
         x_ins = [x] + ([fed] if fed is not None else [])
         if self.precision == "fp16":
             for k, name in enumerate(("x32", "fed32")[: len(x_ins)]):

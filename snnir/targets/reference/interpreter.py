@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown
 from snnir.ir.graph import Graph, require_graph
 from snnir.ir.memory import Footprint
 from snnir.ir.ops import Input, Output, Subgraph
@@ -136,36 +136,46 @@ class _Level:
     def _shape_of(self, key: str) -> tuple[int, ...]:
         return tuple(self.shapes.outputs[self.prefix + key])
 
-    def traces(self, state: dict) -> dict[str, np.ndarray]:
-        """Flat ``"<path>.<state>"`` view of a state tree."""
-        out = {}
+    def traces(self, state: dict) -> list[tuple[str, np.ndarray]]:
+        """Flat ``("<path>.<state>", value)`` view of a state tree, in node order."""
+        out = []
         for name, sub in state.items():
             if name == "__out__":
                 continue
             if name in self.children or name in self.expanded:
                 child = self.children.get(name) or self.expanded[name]
-                out.update(child.traces(sub))
+                out += child.traces(sub)
             else:
-                for sname, value in sub.items():
-                    out[f"{self.prefix}{name}.{sname}"] = value
+                out += [(f"{self.prefix}{name}.{sname}", value) for sname, value in sub.items()]
         return out
 
 
+def _check_trace_keys(graph: Graph, traces: list[tuple[str, np.ndarray]]) -> None:
+    """Recorded states share the results with the Outputs (paths, hence state keys, are
+    unique: the verifier), so no Output may be named like a state key."""
+    for key, _ in traces:
+        if key in graph.outputs:
+            node, _, state = key.rpartition(".")
+            raise SnnirError(f"its name is also the key of state {state} of node '{shown(node)}' "
+                             "in the recorded results: rename one to record", key)
+
+
 def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarray], int, int]:
+    """The inputs by Input name as given (not yet converted or scanned: that may allocate,
+    so the caller checks the limits first), and T, B."""
     given = graph.bind_inputs(x)
     arrays: dict[str, np.ndarray] = {}
     time_batch = None
     for name, value in given.items():
         try:
-            given_array = np.asarray(value)
+            array = np.asarray(value)
         except (TypeError, ValueError) as exc:
             raise SnnirError(f"input is not numeric: {exc}", name) from None
-        array = _exact_float64(given_array, name)
+        if array.dtype.kind not in "biuf":  # complex, text, objects, records
+            raise SnnirError(f"input is not numeric: dtype {array.dtype} (real numbers only: bool, int, float)", name)
         shape = tuple(shapes.outputs[name])
         if array.ndim != len(shape) + 2 or tuple(array.shape[2:]) != shape:
             raise SnnirError(f"input must have shape [T, B, {', '.join(map(str, shape))}], got {list(array.shape)}", name)
-        if not np.all(np.isfinite(array)):
-            raise SnnirError("input contains NaN or inf", name)
         if time_batch is not None and array.shape[:2] != time_batch:
             raise SnnirError(f"inputs disagree on [T, B]: {list(time_batch)} vs {list(array.shape[:2])}", name)
         time_batch = array.shape[:2]
@@ -174,16 +184,18 @@ def _as_inputs(graph: Graph, shapes: Shapes, x: Any) -> tuple[dict[str, np.ndarr
     return arrays, int(time_batch[0]), int(time_batch[1])
 
 
-def _exact_float64(array: np.ndarray, name: str) -> np.ndarray:
-    """``array`` as float64, or a SnnirError naming the Input where that would change a value."""
+def _exact_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as float64, or a SnnirError naming the Input where that would change a value
+    or a value is NaN or inf."""
     kind = array.dtype.kind
-    if kind not in "biuf":  # complex, text, objects, records
-        raise SnnirError(f"input is not numeric: dtype {array.dtype} (real numbers only: bool, int, float)", name)
     if kind == "f" and array.dtype.itemsize > F().itemsize:
         raise SnnirError(f"input dtype {array.dtype} is more precise than the float64 simulation", name)
     if kind in "iu" and array.size and max(-int(array.min()), int(array.max())) > 2**53:
         raise SnnirError(f"input integers beyond 2**53 are not exact in float64 (dtype {array.dtype})", name)
-    return array.astype(F, copy=False)
+    array = array.astype(F, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise SnnirError("input contains NaN or inf", name)
+    return array
 
 
 def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None) -> dict[str, np.ndarray]:
@@ -198,8 +210,11 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
     shapes = verify(graph).shapes
     arrays, steps, batch = _as_inputs(graph, shapes, x)
     Footprint.of(graph, shapes).check(batch, itemsize=F().itemsize, steps=steps, record=record, limits=limits)
+    arrays = {name: _exact_finite(array, name) for name, array in arrays.items()}
     level = _Level(graph, "", shapes)
     state = level.init_state(batch)
+    if record:
+        _check_trace_keys(graph, level.traces(state))
     results: dict[str, list[np.ndarray]] = {name: [] for name in graph.outputs}
     traces: dict[str, list[np.ndarray]] = {}
     for t in progress_steps(steps, "simulating"):
@@ -207,7 +222,7 @@ def run(graph: Graph, x: Any, record: bool = False, limits: Limits | None = None
         for name, value in outs.items():
             results[name].append(value)
         if record:
-            for key, value in level.traces(state).items():
+            for key, value in level.traces(state):
                 traces.setdefault(key, []).append(value)
     out = {name: _stack(values, steps, batch, shapes.inputs[name]) for name, values in results.items()}
     if record:

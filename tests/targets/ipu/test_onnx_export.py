@@ -138,3 +138,18 @@ def test_bad_input_names_the_node(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SnnirError, match="output directory"):
         compile_onnx(good, tmp_path / "file")
+
+
+@pytest.mark.parametrize("op, precision, named", [
+    (snnir.ir.LIF(tau=np.full(3, 1e-2), r=np.full(3, 1e308), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+     "fp32", "parameter r has values fp32 cannot hold"),
+    (snnir.ir.LIF(tau=np.full(3, 1e-43), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+     "fp32", "the step coefficient a_mem .* is not finite in float32"),
+    (snnir.ir.Scale(np.full(3, 1e5)), "fp16", "parameter scale has values fp16 cannot hold"),
+])
+def test_values_the_precision_cannot_hold_are_refused(op, precision, named, tmp_path):
+    """Cast, they were written as inf (g_mem = inf for r = 1e308) and the export exited 0."""
+    graph = snnir.Graph.sequential(("in", snnir.ir.Input((3,))), ("op", op), ("out", snnir.ir.Output()))
+    with pytest.raises(SnnirError, match=f"node 'op': {named}.*precision='fp32'"):
+        compile_onnx(graph, tmp_path / "m", precision=precision)
+    assert not (tmp_path / "m").exists()
