@@ -206,6 +206,16 @@ def _trainable(module: Any, mapping: dict[str, str]) -> tuple[str, ...]:
     return tuple(ours for theirs, ours in mapping.items() if _learnable(module, theirs))
 
 
+def _refuse_trained_negative_decays(module: Any, layer: str) -> None:
+    """snnTorch steps with ``beta.clamp(0, 1)``, whose gradient is zero below 0, so a trained decay
+    below 0 never moves there; the traced decay of 0 would train (the clamp passes its gradient at 0)."""
+    for name in ("alpha", "beta"):
+        if _learnable(module, name) and np.any(_array(module, name) < 0):
+            raise _refuse(layer, f"learn_{name} with {name} < 0: snnTorch's clamp to [0, 1] gives it no gradient "
+                                 f"there, where the traced decay of 0 would train; start {name} at 0 or above, or "
+                                 f"set learn_{name}=False")
+
+
 def _decay_semantics(module: Any, **fields: Any) -> Semantics:
     """The semantics of a neuron whose decays are ``beta`` (and ``alpha``): where one trains,
     snnTorch trains it with the input gain held at 1 (``gain_held``)."""
@@ -243,6 +253,7 @@ def _surrogate(module: Any) -> dict[str, Any]:
 
 def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
     reset, timing = _timing(module, layer, zero_keeps_input)
+    _refuse_trained_negative_decays(module, layer)
     sem = _decay_semantics(module, reset=reset, reset_timing=timing)
     threshold = _array(module, "threshold")
     beta = np.clip(_array(module, "beta"), 0.0, 1.0)
@@ -261,6 +272,7 @@ def _leaky(module: Any, layer: str, zero_keeps_input: bool) -> LIF | IF:
 
 def _synaptic(module: Any, layer: str) -> CubaLIF:
     reset, timing = _timing(module, layer, zero_keeps_input=False)
+    _refuse_trained_negative_decays(module, layer)
     sem = _decay_semantics(module, reset=reset, reset_timing=timing, current_order="current_first")
     tau_syn = _time_constant(module, "alpha", layer, sem.dt)
     tau_mem = _time_constant(module, "beta", layer, sem.dt)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, shown, warn
 from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 
@@ -104,6 +104,10 @@ def fold_batchnorm(target: Op, bn: Any, layer: str, source: str) -> Op:
         raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
     if bn.running_mean is None:
         raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
+    if bn.affine and (bn.weight.requires_grad or bn.bias.requires_grad):
+        warn(f"layer '{shown(layer)}': BatchNorm is folded into '{shown(source)}' with its running statistics, so "
+             "the graph holds no weight and bias of its own: compiled modules train the folded layer instead, "
+             "and training differs from the model's")
     mean = bn.running_mean.detach().cpu().double().numpy()
     var = bn.running_var.detach().cpu().double().numpy()
     gamma = bn.weight.detach().cpu().double().numpy() if bn.affine else np.ones_like(mean)

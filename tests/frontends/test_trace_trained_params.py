@@ -5,6 +5,9 @@ trained threshold without a word, and reset_delay=False and Alpha dropped traine
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +77,39 @@ def test_a_trained_scalar_trains_as_one_value_after_optimize():
     module(x).sum().backward()
     ours = next(p for name, p in trained.items() if "threshold" in name).grad
     torch.testing.assert_close(ours, model.neuron.threshold.grad.reshape(()), rtol=1e-5, atol=1e-6)
+
+
+def test_a_trained_decay_below_0_is_refused_by_name():
+    """snnTorch's clamp gives a beta below 0 no gradient; the traced decay 0 trained (found by probing)."""
+    from snnir.errors import SnnirError
+
+    with pytest.raises(SnnirError, match=r"node 'neuron'.*learn_beta with beta < 0"):
+        snnir.trace(Loop(snn.Leaky(beta=-0.3, learn_beta=True)), torch.rand(T, B, N_IN))
+
+
+def test_a_folded_batchnorm_that_trains_is_named():
+    """A BatchNorm folds into the layer before it: its weight and bias are not the graph's to train."""
+    model = torch.nn.Sequential(torch.nn.Linear(N_IN, N), torch.nn.BatchNorm1d(N),
+                                snn.Leaky(beta=0.8, init_hidden=True)).eval()
+    with pytest.warns(UserWarning, match=r"layer '1': BatchNorm is folded into '0'.*training differs"):
+        snnir.trace(model, torch.rand(B, N_IN))
+    model[1].requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        snnir.trace(model, torch.rand(B, N_IN))
+
+
+def test_to_graph_keeps_float64_training():
+    """A module trained in float64 exported its weights in the traced float32, which moved a
+    membrane 1.5e-8 across its threshold (1 of 1600 spikes, found by probing)."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False),
+                                snn.Leaky(beta=0.5, threshold=0.5, init_hidden=True, learn_beta=True))
+    module = snnir.compile(snnir.trace(model, torch.zeros(1, 1)), target="torch", dtype=torch.float64)
+    with torch.no_grad():
+        module.get_parameter("0.weight").fill_(0.5 + 3e-9)
+        next(p for name, p in module.named_parameters() if "a_mem" in name).fill_(0.5 + 3e-9)
+    graph = module.to_graph()
+    assert graph.nodes["0"].weight.dtype == np.float64 and graph.nodes["0"].weight.item() == 0.5 + 3e-9
+    assert graph.nodes["1"].tau.dtype == np.float64
+    x = np.ones((3, 1, 1))
+    np.testing.assert_array_equal(snnir.run(graph, x)[graph.outputs[0]], module(torch.from_numpy(x)).detach().numpy())

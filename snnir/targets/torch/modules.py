@@ -97,14 +97,15 @@ class OpModule(nn.Module):
         return self._source.value
 
     def to_op(self) -> Op:
-        """The source op with this module's current parameter values (in their original
-        dtypes); values this module's dtype holds unchanged keep their exact originals."""
+        """The source op with this module's current parameter values, in their original dtypes
+        where those hold them exactly (a module trained in float64 keeps float64 values); values
+        this module's dtype holds unchanged keep their exact originals."""
         changes = {}
         for name, dtype in self._param_dtypes.items():
             current = getattr(self, name).detach().cpu().numpy()
             original = getattr(self.source_op, name)
             if not np.array_equal(current, original.astype(current.dtype)):
-                changes[name] = current.astype(dtype)
+                changes[name] = lossless(current, dtype)
         return self.source_op.replace(**changes) if changes else self.source_op
 
     def extra_repr(self) -> str:
@@ -203,6 +204,12 @@ class StateProbeModule(OpModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+def lossless(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in ``dtype`` where that holds every one exactly, else as they are."""
+    cast = values.astype(dtype)
+    return cast if np.array_equal(cast.astype(values.dtype), values, equal_nan=True) else values
 
 
 # --- stateful ----------------------------------------------------------------------------

@@ -55,13 +55,14 @@ class NeuronModule(OpModule):
         """As :meth:`OpModule.to_op`; a trained decay is written back as its time constant and
         the gain parameter it scales (``r``, ``w_in``) so that the input gain is the one held."""
         op = super().to_op()
-        trained = {}
+        trained, wide = {}, False
         for tau, decay in self._decays.items():
             value = getattr(self, decay).detach().cpu()
             changed = value != decay_of(op, tau).to(value.dtype)  # unchanged: keep the exact originals
             if bool(changed.any()):
                 trained[tau] = (value.double(), changed)
-        changes = held_gain_changes(op, trained, self.path)
+                wide = wide or value.dtype == torch.float64
+        changes = held_gain_changes(op, trained, self.path, wide)
         return op.replace(**changes) if changes else op
 
     @property

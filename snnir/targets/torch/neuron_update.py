@@ -99,10 +99,12 @@ def decay_of(op: Neuron, tau: str) -> Tensor:
     return _decay(torch.tensor(getattr(op, tau), dtype=torch.float64), op.sem.discretisation, op.sem.dt)[0]
 
 
-def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], node: str) -> dict[str, np.ndarray]:
+def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], node: str,
+                      wide: bool = False) -> dict[str, np.ndarray]:
     """The parameter changes that give ``op`` the ``trained`` decays {time constant: (a, where a
     changed)}, clamped to [0, 1], with each input gain held: the time constant, and the parameter
-    its gain scales (``r``, ``w_in``); elements whose decay did not change keep their exact values."""
+    its gain scales (``r``, ``w_in``), in their original dtypes (float64 where ``wide``: a module
+    trained in float64); elements whose decay did not change keep their exact values."""
     sem, changes = op.sem, {}
     for tau, (a, changed) in trained.items():
         a = a.clamp(0.0, 1.0)  # the decay the module steps with (:func:`coefficients`)
@@ -120,7 +122,7 @@ def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], 
         gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
         new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
         for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):
-            changes[name] = torch.where(changed, new, old).numpy().astype(getattr(op, name).dtype)
+            changes[name] = torch.where(changed, new, old).numpy().astype(np.float64 if wide else getattr(op, name).dtype)
     return changes
 
 
