@@ -223,3 +223,25 @@ def test_the_dialect_registry_is_the_io_cores() -> None:
     from snnir.ir import dialect
 
     assert get_dialect("norse") is dialect.get_dialect("norse") is DIALECTS["norse"] is dialect.DIALECTS["norse"]
+
+
+def test_sinabs_expleak_is_read_with_its_unscaled_input(tmp_path) -> None:
+    """Sinabs writes ExpLeak (norm_input=False: v' = a v + x) as LI with r = 1; it was read as NIR's
+    exp step, v' = a v + (1 - a) x, about 5x too small without a word (found by probing)."""
+    pytest.importorskip("sinabs", reason="sinabs is not installed")
+    import nir
+    import sinabs.layers as sl
+    import torch
+    from sinabs.nir import to_nir
+
+    from snnir import peers
+
+    peers.nir_compat()
+    layer = torch.nn.Linear(1, 1, bias=False)
+    layer.weight.data.fill_(1.0)
+    net = torch.nn.Sequential(layer, sl.ExpLeakSqueeze(tau_mem=torch.tensor(5.0), batch_size=1))
+    x = np.ones((5, 1, 1), np.float32)
+    theirs = peers.run_sinabs(net, x)
+    nir.write(tmp_path / "li.nir", to_nir(net, torch.from_numpy(x[:, 0])))
+    (ours,) = snnir.run(snnir.read(tmp_path / "li.nir", dialect="sinabs"), x.astype(np.float64)).values()
+    np.testing.assert_allclose(np.asarray(ours).ravel(), np.asarray(theirs).ravel(), rtol=1e-6)

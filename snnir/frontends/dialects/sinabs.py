@@ -7,7 +7,8 @@ spikes when ``v >= thr``) with reset by subtraction in the same step. ``to_nir``
 ``v' = alpha v + (1 - alpha) x``, which is NIR's exact exponential step with ``r = 1``
 — so files are read with ``discretisation="exp"``.
 
-``from_nir`` builds ``LIF`` with ``norm_input=False`` (``v' = alpha v + x``, ignoring
+An LI is an ``ExpLeak``, whose default ``norm_input=False`` adds x unscaled: read so
+(``r / (1 - alpha)``). ``from_nir`` builds ``LIF`` with ``norm_input=False`` (``v' = alpha v + x``, ignoring
 ``r``) and ``IAF`` with ``min_v_mem = -v_threshold`` (a floor we cannot express; it only
 matters when the membrane falls below ``-v_threshold``, so ``imported_by`` does not predict it). ``on_write`` re-expresses each
 neuron in Sinabs' units and scales thresholds so ``from_nir`` reproduces the dynamics.
@@ -66,6 +67,20 @@ _IMPORTER = "Sinabs' from_nir"
 READABLE = (Input, Output, Affine, Conv2d, Flatten, SumPool2d, IF, LI, LIF, Subgraph)
 
 
+def _on_read(graph: Graph, warnings: list[str]) -> Graph:
+    """An LI is Sinabs' ``ExpLeak``, which ``to_nir`` writes with ``r = 1`` and which adds its input
+    unscaled (``norm_input=False``, its default and what ``from_nir`` builds): ``v' = a v + r x``, so
+    the exp step's gain ``(1 - a) r'`` must be ``r``."""
+
+    def unscaled(path: str, op: Neuron) -> Neuron:
+        if not isinstance(op, LI):
+            return op
+        _, gain = decay_gain(op.tau, op.sem)
+        return op.replace(r=np.asarray(op.r, float) / gain)
+
+    return map_neurons(graph, unscaled)
+
+
 def _python_any_raises(values) -> bool:
     """Python's ``any`` takes the truth of each row of ``values``; a row of several entries raises."""
     return np.ndim(values) >= 2 and len(values) > 0 and np.size(values[0]) > 1
@@ -111,6 +126,7 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
 DIALECT = register_dialect(Dialect(
     name="sinabs",
     description="Sinabs 3.x: dt=1 step, exp decay, MultiSpike, reset by subtraction",
+    on_read=_on_read,
     on_write=each_neuron(_for_import),
     imported_by=_imported,
     importer=_IMPORTER,
