@@ -245,3 +245,21 @@ def test_sinabs_expleak_is_read_with_its_unscaled_input(tmp_path) -> None:
     nir.write(tmp_path / "li.nir", to_nir(net, torch.from_numpy(x[:, 0])))
     (ours,) = snnir.run(snnir.read(tmp_path / "li.nir", dialect="sinabs"), x.astype(np.float64)).values()
     np.testing.assert_allclose(np.asarray(ours).ravel(), np.asarray(theirs).ravel(), rtol=1e-6)
+
+
+def test_norse_cells_starting_at_v_leak_are_named(tmp_path) -> None:
+    """Norse starts a cell's membrane at v_leak, snnir's neurons at 0: the first steps differ, now
+    with a warning naming the node (found by probing)."""
+    pytest.importorskip("norse", reason="norse is not installed")
+    import nir
+    import norse.torch as nt
+    import torch
+
+    from snnir import peers
+
+    peers.nir_compat()
+    cell = nt.LIBoxCell(nt.LIBoxParameters(tau_mem_inv=torch.tensor([100.0]), v_leak=torch.tensor([0.2])), dt=1e-3)
+    net = nt.SequentialState(torch.nn.Linear(1, 1, bias=False), cell)
+    nir.write(tmp_path / "li.nir", nt.to_nir(net, torch.ones(1, 1), dt=1e-3))
+    with pytest.warns(UserWarning, match=r"node '1': Norse's cells start the membrane at v_leak"):
+        snnir.read(tmp_path / "li.nir", dialect="norse", dt=1e-3)

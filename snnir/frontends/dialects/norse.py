@@ -54,6 +54,9 @@ def _true_time_constants(tau_in_file_is_tau_times_dt: bool) -> Callable[[Graph, 
 
     def adjust(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         dt = op.sem.dt
+        if np.any(np.asarray(getattr(op, "v_leak", 0.0)) != 0.0):
+            warnings.append(f"node '{path}': Norse's cells start the membrane at v_leak, snnir's neurons at 0: "
+                            "the first steps differ until the membrane has settled")
         scale = 1.0 / dt if tau_in_file_is_tau_times_dt else 1.0
         if isinstance(op, IF):  # IAFCell adds x undecayed: v += x
             return op.replace(r=np.asarray(op.r, float) / dt)
