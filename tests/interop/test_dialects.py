@@ -263,3 +263,39 @@ def test_norse_cells_starting_at_v_leak_are_named(tmp_path) -> None:
     nir.write(tmp_path / "li.nir", nt.to_nir(net, torch.ones(1, 1), dt=1e-3))
     with pytest.warns(UserWarning, match=r"node '1': Norse's cells start the membrane at v_leak"):
         snnir.read(tmp_path / "li.nir", dialect="norse", dt=1e-3)
+
+
+def _spyx_file(tmp_path, neuron_of):
+    """A Spyx Linear(1, 1) of weight 1 into ``neuron_of(rngs)``, its own run on ones and its file."""
+    pytest.importorskip("spyx", reason="spyx is not installed")
+    import jax.numpy as jnp
+    import nir
+    import spyx.nir as spyx_nir
+    import spyx.nn as spyx_nn
+    from flax import nnx
+
+    rngs = nnx.Rngs(0)
+    layer = nnx.Linear(1, 1, use_bias=False, rngs=rngs)
+    layer.kernel[...] = jnp.ones((1, 1))
+    model = spyx_nn.Sequential(layer, neuron_of(spyx_nn, rngs))
+    x = np.ones((8, 1, 1), np.float32)
+    theirs, _ = spyx_nn.run(model, jnp.asarray(x))
+    nir.write(tmp_path / "s.nir", spyx_nir.to_nir(model, {"input": np.array([1])}, {"output": np.array([1])}, dt=1))
+    return np.asarray(theirs), x.astype(np.float64)
+
+
+def test_spyx_psu_lif_is_read_with_its_unscaled_input(tmp_path) -> None:
+    """Spyx writes PSU_LIF as an LI (V' = beta V + x); it was read with the gain 1 - beta and never
+    spiked (found by probing)."""
+    theirs, x = _spyx_file(tmp_path, lambda nn, rngs: nn.PSU_LIF((1,), beta=0.9, threshold=1.5, rngs=rngs))
+    (ours,) = snnir.run(snnir.read(tmp_path / "s.nir", dialect="spyx"), x).values()
+    np.testing.assert_array_equal(np.asarray(ours).ravel(), theirs.ravel())
+    assert theirs.any()
+
+
+def test_spyx_negative_threshold_is_named(tmp_path) -> None:
+    """Spyx spikes at its first step from the zero membrane below a negative threshold; the read graph's
+    first output is 0 (one step late): named in a warning."""
+    _spyx_file(tmp_path, lambda nn, rngs: nn.LIF((1,), beta=0.9, threshold=-0.5, rngs=rngs))
+    with pytest.warns(UserWarning, match=r"a threshold below 0: Spyx spikes at its first step"):
+        snnir.read(tmp_path / "s.nir", dialect="spyx")

@@ -34,7 +34,7 @@ from snnir.frontends.dialects import Dialect, as_euler, map_neurons, note_semant
 from snnir.frontends.dialects.imported import clamped_decays, refuse_unreadable
 from snnir.ir.graph import Graph
 from snnir.ir.ops import (
-    IF, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
+    IF, LI, LIF, Affine, Conv2d, CubaLIF, Delay, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d,
 )
 from snnir.ir.semantics import Semantics
 from snnir.ir.shapes import infer_shapes
@@ -46,7 +46,13 @@ DELAY_SUFFIX = "_spyx_delay"
 
 
 def _unit_gains(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """Spyx adds every input unscaled (``V' = beta V + x``; PSU_LIF is written as an LI)."""
     dt = op.sem.dt
+    if op.spiking and np.any(np.asarray(op.v_threshold) < 0):
+        warnings.append(f"node '{path}': a threshold below 0: Spyx spikes at its first step from the zero "
+                        "membrane, where the read graph's first spikes (one step late) are 0")
+    if isinstance(op, LI):
+        return op.replace(r=np.asarray(op.tau, float) / dt)
     if isinstance(op, IF):
         return op.replace(r=np.full(np.shape(op.r), 1.0 / dt))
     if isinstance(op, LIF):
