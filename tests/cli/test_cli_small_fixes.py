@@ -33,7 +33,7 @@ def test_read_warning_points_at_the_callers_line(fixtures_dir):
 
 def test_write_warning_points_at_the_callers_line(tmp_path):
     snntorch = pytest.importorskip("snntorch")
-    net = torch.nn.Sequential(torch.nn.Linear(3, 2), snntorch.Leaky(beta=0.9, init_hidden=True, output=True))
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), snntorch.Leaky(beta=0.9, init_hidden=True))
     graph = snnir.trace(net, torch.zeros(1, 3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

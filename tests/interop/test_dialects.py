@@ -14,7 +14,7 @@ from snnir.cli.main import main
 from snnir.errors import SnnirError
 from snnir.frontends.dialects import DIALECTS, as_euler, get_dialect, map_neurons
 from snnir.ir import Graph
-from snnir.ir.ops import IF, LIF, Affine, CubaLIF, Input, Output
+from snnir.ir.ops import IF, LI, LIF, Affine, CubaLIF, Input, Linear, Output
 from snnir.ir.semantics import Semantics
 
 LIBRARIES = ("snntorch", "norse", "sinabs", "rockpool")
@@ -299,3 +299,28 @@ def test_spyx_negative_threshold_is_named(tmp_path) -> None:
     _spyx_file(tmp_path, lambda nn, rngs: nn.LIF((1,), beta=0.9, threshold=-0.5, rngs=rngs))
     with pytest.warns(UserWarning, match=r"a threshold below 0: Spyx spikes at its first step"):
         snnir.read(tmp_path / "s.nir", dialect="spyx")
+
+
+def test_writing_for_norse_refuses_what_its_importer_drops(tmp_path) -> None:
+    """Norse's nirtorch load drops an LI without a word (an snnTorch reset_delay=False Leaky made its
+    importer fail with KeyError); writing for Norse now refuses it by name (found by probing)."""
+    graph = Graph.sequential(("input", Input((2,))), ("fc", Affine(np.ones((2, 2)), np.zeros(2))),
+                             ("li", LI(tau=np.full(2, 1e-2), r=np.ones(2), v_leak=np.zeros(2))), ("output", Output()))
+    with pytest.raises(SnnirError, match=r"node 'li'.*Norse's from_nir has no module for LI"):
+        snnir.write(graph, tmp_path / "n.nir", dialect="norse")
+    assert not (tmp_path / "n.nir").exists()
+
+
+def test_writing_for_sinabs_gives_a_linear_zero_bias(tmp_path) -> None:
+    """Sinabs' from_nir has no Linear and dropped it (an output of the wrong shape); written as an
+    Affine of zero bias, as Sinabs' to_nir writes one."""
+    import nir
+
+    graph = Graph.sequential(("input", Input((3,))), ("fc", Linear(np.ones((1, 3)))),
+                             ("lif", LIF(tau=np.full(1, 5.0), r=np.ones(1), v_leak=np.zeros(1), v_threshold=np.ones(1),
+                                         sem=Semantics(dt=1.0, discretisation="exp"))), ("output", Output()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, tmp_path / "s.nir", dialect="sinabs")
+    written = nir.read(tmp_path / "s.nir").nodes["fc"]
+    assert type(written).__name__ == "Affine" and not np.any(written.bias)

@@ -141,11 +141,19 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings, dt))
 
 
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    """Each neuron as Norse's ``from_nir`` reads it; a node it has no module for (which nirtorch
+    would drop without a word) refused by name."""
+    graph = each_neuron(_for_import)(graph, warnings)
+    refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
+    return graph
+
+
 DIALECT = register_dialect(Dialect(
     name="norse",
     description="Norse 1.1+: files store tau*dt (dt=1e-3); LIFCell's current jumps by x; Euler, reset to v_reset",
     on_read=_true_time_constants(tau_in_file_is_tau_times_dt=True),
-    on_write=each_neuron(_for_import),
+    on_write=_on_write,
     imported_by=_imported,
     importer=_IMPORTER,
     import_options=IMPORT_OPTIONS,

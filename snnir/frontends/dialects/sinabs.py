@@ -24,7 +24,7 @@ from snnir.frontends.dialects.imported import (
     DROPS_SILENTLY, refuse_loops, refuse_several_ends, refuse_unreadable,
 )
 from snnir.ir.graph import Graph
-from snnir.ir.ops import IF, LI, LIF, Affine, Conv2d, Flatten, Input, Neuron, Output, Subgraph, SumPool2d
+from snnir.ir.ops import IF, LI, LIF, Affine, Conv2d, Flatten, Input, Linear, Neuron, Output, Subgraph, SumPool2d
 
 READ_SEMANTICS = {"dt": 1.0, "discretisation": "exp", "reset": "subtract", "reset_timing": "same",
                   "threshold_compare": "ge", "spike_mode": "multi"}
@@ -81,6 +81,26 @@ def _on_read(graph: Graph, warnings: list[str]) -> Graph:
     return map_neurons(graph, unscaled)
 
 
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    """Each neuron as Sinabs' ``from_nir`` reads it, a Linear as an Affine of zero bias (as Sinabs'
+    ``to_nir`` writes one: ``from_nir`` has no Linear and would drop it); any other node it has no
+    module for refused by name."""
+    graph = each_neuron(_for_import)(_linear_as_affine(graph), warnings)
+    refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
+    return graph
+
+
+def _linear_as_affine(graph: Graph) -> Graph:
+    nodes = {}
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            op = op.replace(graph=_linear_as_affine(op.graph))
+        elif isinstance(op, Linear):
+            op = Affine(weight=op.weight, bias=np.zeros(op.weight.shape[0], op.weight.dtype), metadata=op.metadata)
+        nodes[name] = op
+    return graph.replace(nodes=nodes)
+
+
 def _python_any_raises(values) -> bool:
     """Python's ``any`` takes the truth of each row of ``values``; a row of several entries raises."""
     return np.ndim(values) >= 2 and len(values) > 0 and np.size(values[0]) > 1
@@ -127,7 +147,7 @@ DIALECT = register_dialect(Dialect(
     name="sinabs",
     description="Sinabs 3.x: dt=1 step, exp decay, MultiSpike, reset by subtraction",
     on_read=_on_read,
-    on_write=each_neuron(_for_import),
+    on_write=_on_write,
     imported_by=_imported,
     importer=_IMPORTER,
     import_options={"batch_size": None, "num_timesteps": None},
