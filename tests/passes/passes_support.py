@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import snnir
 from snnir.ir import IF, LI, LIF, Affine, CubaLI, CubaLIF, Flatten, Graph, I, Input, Linear, Output, Scale
@@ -171,3 +172,12 @@ def random_dag(seed: int) -> Graph:
         nodes[f"out{index}"] = Output()
         edges.append((str(src), f"out{index}"))
     return Graph(nodes, tuple(edges))
+
+
+def verified_or_skip(graph: Graph, why: str) -> Graph:
+    """``graph`` if it verifies; a random one that does not skips its test, saying ``why``."""
+    try:
+        snnir.verify(graph)
+    except snnir.SnnirError:
+        pytest.skip(why)
+    return graph
