@@ -38,7 +38,7 @@ def trace(model: Any, sample_input: Any) -> Graph:
     return _trace(model, sample_input)
 
 
-def optimize(graph: Graph, level: int = 2, passes: Any = None, **options: Any) -> Graph:
+def optimize(graph: Graph, level: int | None = None, passes: Any = None, **options: Any) -> Graph:
     """Optimise a graph; see :func:`snnir.passes.optimize`."""
     from snnir.passes import optimize as _optimize
 

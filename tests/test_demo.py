@@ -27,3 +27,15 @@ def test_demo_quick(tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     for where in ("model.nir", "onnx/model.onnx", "ipu", "spike_raster.png", "graph_after.png"):
         assert str(tmp_path / where) in out, where  # it prints where everything went
+
+
+def test_readme_quickstart_runs_as_written(tmp_path, monkeypatch):
+    """The README's Quickstart, pasted as it stands (it once asserted on a dict and crashed)."""
+    pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Quickstart", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(block, "README.md (Quickstart)", "exec"), {})
+    assert (tmp_path / "model.nir").is_file() and (tmp_path / "build" / "ipu").is_dir()

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.static:
         options["static_inputs"] = args.static
     passes = parse_passes(args.passes) if args.passes else None
-    optimised = snnir.optimize(graph, level=args.level, passes=passes, dump_after=args.dump_after, **options)
+    optimised = snnir.optimize(graph, level=None if passes else args.level, passes=passes, dump_after=args.dump_after, **options)
     written = as_written(optimised, dialect=args.to_dialect, keep_extensions=args.keep_extensions)
     print(f"before: {estimate_cost(graph).report()}")
     print(f"after:  {estimate_cost(written).report()} (as written)")

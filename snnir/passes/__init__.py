@@ -17,7 +17,7 @@ from snnir.passes.pipeline import LEVELS, pipeline
 from snnir.passes.planning import declare_static, execution_plan, hoisted_nodes
 
 
-def optimize(graph: Graph, level: int = 2, passes: Any = None, **options: Any) -> Graph:
+def optimize(graph: Graph, level: int | None = None, passes: Any = None, **options: Any) -> Graph:
     """Run the level's pipeline (or ``passes``) and return a new Graph."""
     from snnir.passes.pipeline import optimize as _optimize
 

@@ -33,7 +33,7 @@ def pipeline(level: int) -> tuple[str, ...]:
 
 def optimize(
     graph: Graph,
-    level: int = 2,
+    level: int | None = None,
     passes: Iterable[Any] | None = None,
     *,
     verify_each: bool = True,
@@ -41,12 +41,17 @@ def optimize(
     dump: Callable[[str, str], None] | None = None,
     **options: Any,
 ) -> Graph:
-    """Run ``passes`` (names, Pass objects or ``Graph -> Graph`` functions), or
-    the pipeline of ``level``, and return the new graph. ``options`` go to the
-    passes that declare them (e.g. ``dt=`` for change_dt, ``static_inputs=``
-    for hoist_time_invariant)."""
+    """Run ``passes`` (names, Pass objects or ``Graph -> Graph`` functions; one name alone too), or
+    the pipeline of ``level`` (2 by default; not both), and return the new graph. ``options`` go
+    to the passes that declare them (e.g. ``dt=`` for change_dt, ``static_inputs=`` for
+    hoist_time_invariant)."""
     if not isinstance(graph, Graph):
         raise SnnirError(f"optimize needs a Graph, got {type(graph).__name__}")
-    names = list(passes) if passes is not None else list(pipeline(level))
+    if passes is not None and level is not None:
+        raise SnnirError("optimize takes a level or a list of passes, not both (a level is a list of passes: "
+                         "snnir.passes.pipeline(level))")
+    if isinstance(passes, str):
+        passes = [passes]
+    names = list(passes) if passes is not None else list(pipeline(2 if level is None else level))
     manager = PassManager(names, verify_each=verify_each, dump_after=dump_after, dump=dump, options=options)
     return manager(graph)

@@ -74,3 +74,18 @@ def test_repair_hint_names_the_cli_flag_on_the_command_line(fixtures_dir, capsys
     assert main(["verify", str(fixtures_dir / BROKEN)]) == 1
     err = capsys.readouterr().err
     assert "add --repair to fix" in err and "repair=True" not in err
+
+
+@pytest.mark.parametrize("library", ["snntorch", "norse"])
+def test_optimize_to_a_dialect_at_the_default_level(tmp_path, library):
+    """-O2 fuses layer and neuron; --to-dialect refused the fused node ("no module for
+    snnir.FusedLayerNeuron") where -O1 wrote: a library's file gets them apart."""
+    snntorch = pytest.importorskip("snntorch")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 6), snntorch.Leaky(beta=0.9, init_hidden=True,
+                                                                    reset_mechanism="zero"))
+    src, out = tmp_path / "in.nir", tmp_path / "out.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(snnir.trace(net, torch.zeros(1, 8)), src)
+        assert main(["optimize", str(src), "-o", str(out), "--to-dialect", library]) == 0
+    assert out.is_file()

@@ -332,3 +332,12 @@ def test_removing_all_identities_at_once_is_one_at_a_time(seed):
     expected = RewritePass("one", (_OneAtATime(),))(graph)
     got = RewritePass("all", (RemoveIdentity(),))(graph)
     assert list(got.nodes) == list(expected.nodes) and got.edges == expected.edges
+
+
+def test_one_pass_name_alone_and_a_level_with_passes():
+    """A name alone was iterated letter by letter ("unknown pass 'f'"); a level given with passes
+    was ignored without a word."""
+    graph = chain(("a", Affine(np.ones((3, 3)), np.zeros(3))), ("n", lif()))
+    assert snnir.optimize(graph, passes="canonicalize") == snnir.optimize(graph, passes=["canonicalize"])
+    with pytest.raises(snnir.SnnirError, match="a level or a list of passes, not both"):
+        snnir.optimize(graph, level=1, passes=["canonicalize"])

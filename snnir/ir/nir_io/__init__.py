@@ -232,6 +232,8 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
         raise SnnirError(f"the {dialect} dialect cannot write a neuron's state read as a value (snnir.StateProbe, "
                          "a returned membrane or current): NIR has no such op and other libraries cannot read it "
                          "(write plain NIR, or return only spikes)", probes[0])
+    if dialect not in (None, "nir") and not keep_extensions:  # the library reads the layer and neuron apart
+        graph = lower_extensions(split_fused(graph))
     graph = get_dialect(dialect).on_write(graph, notes)
     if keep_extensions:
         kept = [path for path, op in graph.walk() if isinstance(op, MAX_POOLS)]
