@@ -63,12 +63,18 @@ def register_loader(load: Callable[[], None]) -> None:
         _LOADERS.append(load)
 
 
+def all_dialects() -> dict[str, Dialect]:
+    """Every dialect, the registered loaders' included."""
+    for load in _LOADERS:
+        load()
+    return DIALECTS
+
+
 def get_dialect(name: str | None) -> Dialect:
     if name is None:
         return DIALECTS["nir"]
     if name not in DIALECTS:
-        for load in _LOADERS:
-            load()
+        all_dialects()
     try:
         return DIALECTS[name]
     except KeyError:

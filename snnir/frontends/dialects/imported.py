@@ -35,11 +35,11 @@ _COMPARES = {"gt": "v > thr", "ge": "v >= thr"}
 def import_options(library: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options ``library``'s importer runs with: its defaults updated with ``options``;
     an unknown library, or an option its importer does not take, is refused."""
-    from snnir.frontends.dialects import DIALECTS, get_dialect
+    from snnir.ir.dialect import all_dialects, get_dialect
 
     dialect = get_dialect(library)
     if dialect.imported_by is None:
-        known = ", ".join(sorted(n for n, d in DIALECTS.items() if d.imported_by is not None))
+        known = ", ".join(sorted(n for n, d in all_dialects().items() if d.imported_by is not None))
         raise SnnirError(f"no importer is described for '{library}' (known: {known})")
     unknown = sorted(set(options) - set(dialect.import_options))
     if unknown:
