@@ -80,7 +80,7 @@ def test_repair_hint_names_the_cli_flag_on_the_command_line(fixtures_dir, capsys
 def test_optimize_to_a_dialect_at_the_default_level(tmp_path, library):
     """-O2 fuses layer and neuron; --to-dialect refused the fused node ("no module for
     snnir.FusedLayerNeuron") where -O1 wrote: a library's file gets them apart."""
-    snntorch = pytest.importorskip("snntorch")
+    snntorch = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
     net = torch.nn.Sequential(torch.nn.Linear(8, 6), snntorch.Leaky(beta=0.9, init_hidden=True,
                                                                     reset_mechanism="zero"))
     src, out = tmp_path / "in.nir", tmp_path / "out.nir"
