@@ -48,7 +48,7 @@ import numpy as np
 from snnir.errors import SnnirError, shown, warn
 from snnir.frontends.fragment import Fragment
 from snnir.ir.ops import IF, LI, LIF, CubaLIF, Scale, Threshold
-from snnir.ir.semantics import DEFAULT_DT, NO_LEAK_STEPS, Semantics
+from snnir.ir.semantics import DEFAULT_DT, Semantics, euler_tau
 
 SUPPORTED = ("Leaky", "Synaptic", "RLeaky", "RSynaptic", "Lapicque", "Alpha")
 
@@ -170,7 +170,7 @@ def _time_constant(module: Any, name: str, layer: str, dt: float) -> np.ndarray:
         raise _refuse(layer, f"learn_{name} with {name} = 1: snnTorch trains it (the clamp to [0, 1] passes its "
                              f"gradient at exactly 1) but no time constant gives a decay of 1; start {name} "
                              f"below 1 or set learn_{name}=False")
-    return np.where(decay == 1.0, dt * NO_LEAK_STEPS, dt / np.where(decay == 1.0, 1.0, 1.0 - decay))
+    return euler_tau(decay, dt)
 
 
 def _timing(module: Any, layer: str, zero_keeps_input: bool) -> tuple[str, str]:

@@ -15,6 +15,8 @@ import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
+import numpy as np
+
 from snnir.errors import SnnirError
 
 DISCRETISATIONS = ("euler", "exp")
@@ -32,6 +34,13 @@ DEFAULT_DT = 1e-4
 #: a decay of exactly 1 (no leak) as a time constant of this many steps: ``1 - dt/tau`` rounds to 1 in
 #: float32 and float64 and ``(dt/tau) (tau/dt)`` is exactly 1, everything scaled by powers of two
 NO_LEAK_STEPS = 2.0**60
+
+
+def euler_tau(decay: np.ndarray, dt: float) -> np.ndarray:
+    """The forward-Euler time constant ``dt / (1 - decay)`` of per-step decays, a decay of exactly 1
+    as :data:`NO_LEAK_STEPS` steps."""
+    no_leak = decay == 1.0
+    return np.where(no_leak, dt * NO_LEAK_STEPS, dt / np.where(no_leak, 1.0, 1.0 - decay))
 
 
 def resets_after_input(reset: str, reset_timing: str) -> bool:

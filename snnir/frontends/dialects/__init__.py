@@ -13,7 +13,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.dialect import DIALECTS, Dialect, get_dialect, map_neurons, register_dialect, register_loader
-from snnir.ir.semantics import NO_LEAK_STEPS, Semantics
+from snnir.ir.semantics import NO_LEAK_STEPS, Semantics, euler_tau
 
 if TYPE_CHECKING:
     from snnir.ir.ops import Neuron
@@ -79,8 +79,7 @@ def as_euler(op: "Neuron", dt: float, path: str) -> "Neuron":
         if np.any(decay > 1.0):
             raise SnnirError("a negative time constant (a membrane that grows) has no forward-Euler tau", path)
         no_leak = decay == 1.0
-        leak = np.where(no_leak, 1.0, 1.0 - decay)
-        return np.where(no_leak, dt * NO_LEAK_STEPS, dt / leak), np.where(no_leak, gain * NO_LEAK_STEPS, gain / leak)
+        return euler_tau(decay, dt), np.where(no_leak, gain * NO_LEAK_STEPS, gain / np.where(no_leak, 1.0, 1.0 - decay))
 
     if isinstance(op, (CubaLI, CubaLIF)):
         tau_syn, syn_scale = retime(op.tau_syn)

@@ -17,7 +17,7 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.neuron import IF, LI, LIF, CubaLI, CubaLIF, I, Neuron
-from snnir.ir.semantics import DELAYED_RESET_TIMINGS, NO_LEAK_STEPS
+from snnir.ir.semantics import DELAYED_RESET_TIMINGS, euler_tau
 from snnir.targets.torch.surrogate import Surrogate
 
 Tensor = torch.Tensor
@@ -116,9 +116,8 @@ def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], 
                              node)
         scaled = decays(op)[tau][2]
         old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
-        no_leak = a == 1  # euler: the time constant NO_LEAK_STEPS steps, whose decay rounds to 1
-        new_tau = (torch.where(no_leak, sem.dt * NO_LEAK_STEPS, sem.dt / torch.where(no_leak, 1.0, 1 - a))
-                   if sem.discretisation == "euler" else -sem.dt / torch.log(a))
+        new_tau = (torch.from_numpy(euler_tau(a.numpy(), sem.dt)) if sem.discretisation == "euler"
+                   else -sem.dt / torch.log(a))
         gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
         new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
         for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):
