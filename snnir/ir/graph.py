@@ -70,6 +70,10 @@ class Graph:
             ties.append(names)
         object.__setattr__(self, "ties", tuple(ties))
 
+    def __reduce__(self):
+        """Pickled as its constructor's arguments (the read-only mappings themselves do not pickle)."""
+        return (type(self), (dict(self.nodes), self.edges, dict(self.metadata), self.ties))
+
     @classmethod
     def sequential(cls, *named_ops: tuple[str, Op], metadata: Mapping[str, Any] | None = None) -> "Graph":
         """A chain ``n0 -> n1 -> ...`` of ``(name, op)`` pairs."""

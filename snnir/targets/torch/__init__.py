@@ -98,6 +98,11 @@ class SnnirModule(GraphModule):
         self, x: Any, state: State | None = None, record: bool = False, return_state: bool = False,
         steps: int | None = None,
     ):
+        if torch._C._are_functorch_transforms_active():
+            raise SnnirError(
+                "torch.func transforms (vmap, grad, jacrev, ...) cannot run a compiled module: its surrogate "
+                "spikes and kernels are autograd Functions without functorch rules. Use torch.autograd "
+                "(loss.backward(), torch.autograd.grad) and put samples on the batch dimension")
         inputs, static, steps, batch = self._check_sequences(x, steps)
         state = self._check_state(state, batch)
         outs, new_state, traces = self.run(inputs, state, record, steps, static)

@@ -332,6 +332,7 @@ class GraphModule(nn.Module):
             return {name: x[None]}, ({name} if static else set()), {}, None
         module = self.node_module(name)
         if isinstance(module, (GraphModule, ExpandedModule)):
+            _refuse_hooks(module, self._prefix + name, op)
             outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps, cache)
             values = {f"{name}.{port}": value for port, value in outs.items()}
             held = {f"{name}.{port}" for port in static_outs}
@@ -398,6 +399,17 @@ class GraphModule(nn.Module):
             module = self.node_module(name)
             nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
         return self._graph.replace(nodes=nodes)
+
+
+def _refuse_hooks(module: nn.Module, path: str, op: Op) -> None:
+    """A module run as a nested level (a subgraph, an expanded extension op such as a fused
+    layer-neuron node) is never called itself, so a hook on it would never run: refused by name."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        parts = [name for name, m in module.named_modules() if not any(True for _ in m.children())]
+        raise SnnirError(
+            f"a forward hook on this {op.op_type} node would never run: it runs as its parts, so hook "
+            f"those (its submodules {', '.join(repr(p) for p in parts)}), or compile the graph without "
+            "fusing it (snnir.optimize(graph, level=1))", path)
 
 
 def _fed_back_positions(graph: Graph, fed_back) -> dict[str, frozenset[int]]:

@@ -151,6 +151,8 @@ class NeuronModule(OpModule):
             return self._sequence_fed(x, state, record, fed)
         scan = _scan_module() if self.fast else None
         if scan is not None:
+            x = self._widened(x, state)
+        if scan is not None:
             params = self._params()
             coeffs = self._coefficients(scan, params, x)
             if pool is not None and not record and steps is None:
@@ -182,6 +184,7 @@ class NeuronModule(OpModule):
         scan = _scan_module() if self.fast else None
         if scan is None:
             return super().sequence(x, state, record, fed=fed)
+        x, fed = self._widened(x, state), self._widened(fed, state)
         params = self._params()
         out = scan.neuron_sequence(
             self.source_op, params, x, state, self.surrogate, record=record, detach_reset=self.detach_reset,
@@ -202,6 +205,8 @@ class NeuronModule(OpModule):
         from snnir.targets.torch import gpu, neuron_linear
         from snnir.targets.torch.neuron_update import _config
 
+        if torch.is_autocast_enabled(x.device.type):
+            return None  # the layer runs as F.linear under autocast, in autocast's dtype
         like = self._state_like(x)
         c = coeffs if coeffs is not None and like.dtype == x.dtype else scan.coefficients(self.source_op, params, like)
         cfg = _config(self.source_op, self.surrogate, self.detach_reset)
@@ -218,6 +223,20 @@ class NeuronModule(OpModule):
         else:
             y, final = neuron_linear.neuron_linear_sequence(*args, self.native)
         return y, final, None
+
+    def _widened(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        """``x`` in the dtype the step loop computes this neuron in, off the Triton kernels (which
+        widen as they read): torch's promotion of the input and state dtypes. Under autocast a
+        float32 state keeps a bf16 layer output's membrane in float32, as snnTorch's does."""
+        from snnir.targets.torch import gpu
+
+        dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+        if not x.is_floating_point() or gpu.enabled(self.triton, x) or dtypes <= {x.dtype}:
+            return x
+        dtype = x.dtype
+        for other in dtypes:
+            dtype = torch.promote_types(dtype, other)
+        return x.to(dtype)
 
     def _state_like(self, x: torch.Tensor) -> torch.Tensor:
         """An empty tensor of the dtype the scans keep this neuron's state in for input ``x``:
@@ -237,8 +256,8 @@ class NeuronModule(OpModule):
 
         scan = _scan_module()
         cfg = _config(self.source_op, self.surrogate, self.detach_reset)
-        if scan is None:
-            return None
+        if scan is None or torch.is_autocast_enabled(x.device.type):
+            return None  # under autocast the step loop runs the layer as F.linear, in autocast's dtype
         if gpu.enabled(self.triton, x):
             from snnir.targets.torch.gpu import recurrent as kernels
 
@@ -265,10 +284,12 @@ class NeuronModule(OpModule):
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes
-        (keyed by each tensor's identity and version); None when one trains."""
+        (keyed by each tensor's identity and version, and by inference mode: tensors made
+        under ``torch.inference_mode`` cannot be saved for a later backward); None when one trains."""
         if any(p.requires_grad for p in params.values()):
             return None
-        key = (like.dtype, like.device) + tuple((p.data_ptr(), p._version) for p in params.values())
+        key = (like.dtype, like.device, torch.is_inference_mode_enabled()) + tuple(
+            (p.data_ptr(), p._version) for p in params.values())
         memo = self.__dict__.get("_coefficient_memo")
         if memo is None or memo[0] != key:
             memo = (key, scan.coefficients(self.source_op, params, like))

@@ -133,7 +133,8 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
     snnTorch clamps ``beta``/``alpha`` (gradient zero outside), the input gain still from the
     op's time constant (held while the decay trains). Coefficients are
     computed in float64 and cast to ``like``'s dtype, so that e.g. an Euler
-    decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``. ``None`` means
+    decay of ``1 - 1e-4 / 1e-3`` is exactly ``float32(0.9)``; for a bf16/fp16 ``like``, in
+    that dtype from the parameters in it, as the step loop of a module cast to it computes them. ``None`` means
     "absent" (decay 1, zero leak, no reset value, no current).
     """
     known = set(op.param_names())
@@ -142,11 +143,13 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
     if unknown:
         raise SnnirError(f"{op.op_type} has no parameters {unknown} (it has {sorted(known)})")
 
+    wide = torch.float64 if like.dtype not in (torch.float16, torch.bfloat16) else like.dtype
+
     def get(name: str) -> Tensor:
         value = params.get(name)
         if value is None:
-            return torch.tensor(np.asarray(getattr(op, name), dtype=np.float64), device=like.device)
-        return value.to(device=like.device, dtype=torch.float64)
+            return torch.tensor(np.asarray(getattr(op, name), dtype=np.float64), device=like.device).to(wide)
+        return value.to(device=like.device, dtype=wide)
 
     def cast(t: Tensor | None) -> Tensor | None:
         """``t`` in ``like``'s dtype; one value when all its values are equal and it needs no

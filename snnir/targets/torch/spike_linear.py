@@ -41,7 +41,8 @@ class _SpikeLinear(torch.autograd.Function):
 
 
 def spike_linear(s: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(s, weight, bias)`` for 0/1 ``s``, keeping ``s`` as bools for the backward."""
-    if not torch.is_grad_enabled() or not weight.requires_grad:
+    """``F.linear(s, weight, bias)`` for 0/1 ``s``, keeping ``s`` as bools for the backward (not
+    under autocast, whose casts autograd's own linear differentiates)."""
+    if not torch.is_grad_enabled() or not weight.requires_grad or torch.is_autocast_enabled(s.device.type):
         return F.linear(s, weight, bias)
     return _SpikeLinear.apply(s, weight, bias)
