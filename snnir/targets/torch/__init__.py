@@ -214,8 +214,11 @@ class SnnirModule(GraphModule):
         for key, ref in expected.items():
             value = state[key]
             node = key[: -len("@prev")] if key.endswith("@prev") else key.rsplit(".", 1)[0]
-            if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
-                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            if not isinstance(value, torch.Tensor):
+                raise SnnirError(f"state '{key}' must be a tensor of shape {list(ref.shape)}, got "
+                                 f"{type(value).__name__} (see initial_state)", node)
+            if value.shape != ref.shape:
+                got = list(value.shape)
                 raise SnnirError(
                     f"state '{key}' has shape {got}, expected {list(ref.shape)} for batch {batch} "
                     f"(a state from another batch size?)", node)

@@ -179,3 +179,14 @@ def test_half_precision_module_equals_its_step_loop(op_class):
                     for key in want_d:
                         torch.testing.assert_close(got_d[key], want_d[key], rtol=0, atol=0, equal_nan=True,
                                                    msg=f"{key} {dtype} {options}")
+
+
+def test_a_state_that_is_not_a_tensor_is_named_as_such():
+    """A float or list given as a state value was reported as "has shape float"."""
+    _, graph, shape = _graph("mlp", optimized=False)
+    module = snnir.compile(graph, target="torch")
+    state = module.initial_state(4)
+    key = next(iter(state))
+    state[key] = 0.5
+    with pytest.raises(SnnirError, match=rf"state '{key}' must be a tensor of shape \[4, 30\], got float"):
+        module(torch.rand((10, 4) + shape), state=state)
