@@ -2,11 +2,13 @@ r"""A neuron whose spikes feed a Linear or Affine layer, run as one autograd op.
 
 ``neuron_linear_sequence`` returns ``y[t] = F.linear(z[t], W, b)`` for the spikes ``z``
 of :func:`~snnir.targets.torch.scan.neuron_sequence`, and the neuron's final state,
-without ever making the ``[T, B, N]`` float spikes: the spikes of a block of ``BLOCK``
-steps are multiplied by ``W`` while they are in cache, rows of the GEMM ``F.linear`` does
-(the same rounding: per-step, per-block and time-batched products are bit-identical here,
-and the tests hold them so). The backward makes ``dL/dz[t] = dL/dy[t] W`` and
-``dL/dW += dL/dy[t]^T z[t]`` block by block too.
+without ever making the ``[T, B, N]`` float spikes: each step's spikes are multiplied by
+``W`` while they are in cache, the ``[B, N] x [N, O]`` GEMM of a step-by-step network
+(snnTorch's). That shape is the one to keep: a GEMM library need not round a row alike in
+products of other row counts (MKL on an AVX-512 CPU with two threads: ``[4, 24] x [24, 3]``
+per step and over 8 steps differ), so the C++ kernel and this specification make the same
+per-step products. The backward makes ``dL/dz[t] = dL/dy[t] W`` and ``dL/dW += dL/dy[t]^T z[t]``
+in blocks of ``BLOCK`` steps (gradients agree to rounding).
 
 Kept for the backward: the spikes as bools (one byte per neuron and step, for
 ``dL/dW``), the initial state, and the pre-reset membranes for a per-step input; a held
@@ -39,7 +41,7 @@ def applies(cfg: _Config, c: dict, v0: Tensor, weight: Tensor) -> bool:
     )
 
 
-#: steps whose spikes go through the layer's GEMM together (a ring of this many steps' spikes)
+#: steps whose gradients go through the backward's GEMMs together
 BLOCK = 8
 
 
@@ -67,24 +69,19 @@ class _NeuronLinear(torch.autograd.Function):
         n, o = weight.shape[1], weight.shape[0]
         y = v0.new_empty((steps, v0.shape[0], o))
         bits = torch.empty((steps,) + v0.shape, dtype=torch.bool, device=v0.device) if ctx.needs_input_grad[6] else None
-        ring = v0.new_empty((min(BLOCK, steps),) + v0.shape)  # one block's spikes; its rows one GEMM
         w_t = weight.t()
 
-        def then(t: int, z: Tensor) -> None:
-            if (t + 1) % BLOCK and t != steps - 1:
-                return
-            t0 = t - t % BLOCK
-            block = ring[: t + 1 - t0].view(-1, n)
+        def then(t: int, z: Tensor) -> None:  # the step's spikes, [B, N]
             if bias is None:
-                torch.mm(block, w_t, out=y[t0 : t + 1].view(-1, o))
+                torch.mm(z, w_t, out=y[t])
             else:
-                torch.addmm(bias, block, w_t, out=y[t0 : t + 1].view(-1, o))
+                torch.addmm(bias, z, w_t, out=y[t])
             if bits is not None:
-                bits[t0 : t + 1].view(-1, n).copy_(block)
+                bits[t].copy_(z)
 
         _, final, us, _, _ = _run(
             cfg, c, x, steps, static, _state(cfg, v0, None, z0), keep=training and not static, record=False,
-            spikes=False, then=then, ring=ring,
+            spikes=False, then=then,
         )
         ctx.cfg, ctx.steps, ctx.static, ctx.has_bias = cfg, steps, static, bias is not None
         ctx.save_for_backward(x if static else None, v0, z0, us, bits, weight, *coeff_values)

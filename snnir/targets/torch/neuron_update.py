@@ -226,19 +226,17 @@ def _v_after(cfg: _Config, c: dict, u: Tensor) -> Tensor:
 
 def _run(
     cfg: _Config, c: dict, x: Tensor, steps: int, static: bool, state: dict, keep: bool, record: bool,
-    spikes: bool = True, then: Callable[[int, Tensor], None] | None = None, ring: Tensor | None = None,
-    fed: Tensor | None = None,
+    spikes: bool = True, then: Callable[[int, Tensor], None] | None = None, fed: Tensor | None = None,
 ):
     """The forward loop. Returns (out, final state, u per step or None, i per step or None, traces).
-    ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a ring,
-    step ``t`` to ``ring[t % len(ring)]`` (two steps unless given), and ``out`` is None.
+    ``spikes=False`` (a backward's recompute, or ``then`` consumes them): spikes go to a ring of
+    two steps' buffers, and ``out`` is None.
     ``then(t, z)`` is called with each step's output as it is made. ``fed`` (``[T, B, ...]``, with
     a per-step ``x``): the fed-back drive (:mod:`snnir.ir.schedule`), added through the input's
     gain right after the drive: ``(leak + drive) + fed``, or into the current."""
     c = _scalars(c)
     v, i, z = state["v"], state.get("i"), state.get("z")
-    if cfg.spiking and not spikes and ring is None:
-        ring = (torch.empty_like(v), torch.empty_like(v))  # each as aligned as a fresh tensor
+    ring = (torch.empty_like(v), torch.empty_like(v)) if cfg.spiking and not spikes else None  # as aligned as fresh
     out = None if ring is not None else v.new_empty((steps,) + v.shape)
     per_step = lambda: torch.empty((steps,) + v.shape, dtype=v.dtype, device=v.device)  # noqa: E731
     us = out if not cfg.spiking else (per_step() if keep else None)
@@ -276,7 +274,7 @@ def _run(
             after = _reset(cfg, c, u, z, out=u)
             u = after if after is u else u.copy_(after)
         if cfg.spiking:
-            z = _spike(cfg, c, u, out=out[t] if ring is None else ring[t % len(ring)])
+            z = _spike(cfg, c, u, out=out[t] if ring is None else ring[t % 2])
             v = u if cfg.next_timing else _reset(cfg, c, u, z)
         else:
             v = u

@@ -6,22 +6,21 @@ the same ``y`` and final state bit for bit, gradients to rounding. bf16/fp16 inp
 layers run the neuron with a float32 state (as :mod:`.scan` does) and the layer in their dtype.
 
 Forward: one scan kernel writes the spikes in the layer's dtype and, for ``dL/dW``, as one
-byte each; then ``F.linear`` over all ``T x B`` rows, the call the step loop's layer makes,
-so ``y`` has its bits. Kept for the backward: the input, the initial state and the spike
-bytes (the float spikes are freed). Backward: ``dL/dz = dL/dy W`` (one GEMM over all
-steps), the scan's backward kernel (it recomputes the membranes), ``dL/dW = dL/dy^T z``
-(one GEMM).
+byte each; then one GEMM per step, the specification's call on the same ``[B, N]`` rows (a
+step-by-step network's shape: cuBLAS rounds by shape, and one product over all ``T x B`` rows
+differed on an H200), so ``y`` has its bits. Kept for the backward: the input, the initial
+state and the spike bytes (the float spikes are freed). Backward: ``dL/dz = dL/dy W`` (one
+GEMM over all steps), the scan's backward kernel (it recomputes the membranes),
+``dL/dW = dL/dy^T z`` (one GEMM).
 
 Not one kernel: the layer's product inside the scan (``tl.dot``) would round differently
 from ``F.linear`` (another reduction order, TF32 by default on a GPU), so a neuron
-downstream could spike differently from the specification; and one GEMM over all steps is
-what a GPU runs best.
+downstream could spike differently from the specification.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from snnir.targets.torch.gpu import scan
@@ -52,7 +51,13 @@ class _TritonNeuronLinear(torch.autograd.Function):
             cfg, steps, static, scan.per_neuron(coeff_values, shape[1:], v0), x.contiguous(), v0, None,
             z0.contiguous(), v_end, None, z_end, out=z, bits=bits,
         )
-        y = F.linear(z, weight.detach(), None if bias is None else bias.detach())
+        y = z.new_empty((steps, shape[0], weight.shape[0]))
+        w_t = weight.detach().t()
+        for t in range(steps):  # as neuron_linear._NeuronLinear multiplies each step's spikes
+            if bias is None:
+                torch.mm(z[t], w_t, out=y[t])
+            else:
+                torch.addmm(bias.detach(), z[t], w_t, out=y[t])
         ctx.cfg, ctx.steps, ctx.static, ctx.has_bias = cfg, steps, static, bias is not None
         ctx.save_for_backward(x, v0, z0, bits, weight, *coeff_values)
         return y, v_end, z_end if cfg.next_timing else v0.new_zeros(())
