@@ -35,7 +35,9 @@ def infer_shapes(graph: Graph) -> Graph:
 
 
 def _is_identity(op, input_shape) -> str | None:
-    """``None`` if ``op`` is the identity on inputs of ``input_shape``, else why not."""
+    """``None`` if ``op`` is the identity on inputs of ``input_shape`` and trains nothing, else why not."""
+    if getattr(op, "trainable", ()):
+        return f"its parameters {list(op.trainable)} are trainable: removing it would change what trains"
     if isinstance(op, Scale):
         return None if np.all(op.scale == 1) else "its scale is not all ones"
     if isinstance(op, (Linear, Affine)):

@@ -105,6 +105,19 @@ def test_remove_identity_reasons():
     assert "duplicate an edge" in dict(RemoveIdentity().explain(square))[("s",)]
 
 
+def test_remove_identity_keeps_what_trains():
+    """snnTorch's RLeaky(all_to_all=False) traces its learnable V (1 at init) as a trainable
+    Scale(1); removing it dropped V from the compiled module without a word (also the identity
+    Linears of a NIR file, which train when read)."""
+    graph = chain(("s", Scale(np.array(1.0), trainable=("scale",))), ("l", Linear(np.eye(3), trainable=("weight",))),
+                  ("a", Affine(np.eye(3), np.zeros(3))))
+    reasons = dict(RemoveIdentity().explain(graph))
+    assert "['scale'] are trainable" in reasons[("s",)] and "['weight'] are trainable" in reasons[("l",)]
+    assert reasons[("a",)] is None
+    optimized = snnir.optimize(graph, passes=["canonicalize"])
+    assert set(optimized.nodes) == {"in", "s", "l", "out"}
+
+
 def test_remove_identity_keeps_loop_delays():
     neuron = LIF(tau=np.array(5e-3), r=np.array(1.0), v_leak=np.array(0.0), v_threshold=np.array(0.5),
                  sem=Semantics(dt=DT))
