@@ -116,6 +116,15 @@ def _run_float64(twin: Any, sample: Any, calls: int) -> tuple[Any, list[str]]:
         return None, []
 
 
+def runs_as_parts(module: Any) -> bool:
+    """A nested level of a compiled snnir module (a subgraph, a fused node): it has no forward of
+    its own and is never called, its parts are, so a hook on it would never run (and the torch
+    target refuses one)."""
+    import torch
+
+    return callable(getattr(module, "run_ports", None)) and type(module).forward is torch.nn.Module.forward
+
+
 def in_float64(model: Any, watch: Callable[[str, Any], Any] | None = None) -> Any:
     """``model.double()`` with its snnTorch neurons reset to zero state and giving float64
     spikes (snnTorch's are float32, which would meet float64 weights in functional calls);
@@ -131,6 +140,8 @@ def in_float64(model: Any, watch: Callable[[str, Any], Any] | None = None) -> An
 
     model = model.double()
     for path, module in model.named_modules():
+        if runs_as_parts(module):
+            continue
         module.register_forward_pre_hook(
             lambda _m, args: tuple(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
         )

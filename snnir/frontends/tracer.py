@@ -37,7 +37,7 @@ from collections import Counter
 from typing import Any, Mapping
 
 from snnir.errors import SnnirError
-from snnir.frontends.guard import check_trace
+from snnir.frontends.guard import check_trace, runs_as_parts
 from snnir.frontends.outputs import make_stateless, wire_outputs
 from snnir.frontends.recorder import Recorder, Tag, call_states
 from snnir.frontends.snntorch_map import neuron_registry_of
@@ -257,6 +257,8 @@ def _record(twin: Any, recorder: Recorder, x: Any) -> Any:
 
     handles = []
     for module in twin.modules():
+        if runs_as_parts(module):
+            continue
         handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(recorder.post_hook))
     try:
