@@ -169,3 +169,18 @@ def test_random_input_over_the_memory_limit_is_refused() -> None:
     graph = Graph.sequential(("x", Input((10**9,))), ("y", Output()))
     with pytest.raises(snnir.SnnirError, match="more than the limit memory_bytes"):
         random_input(graph)
+
+
+def test_a_membrane_output_is_values_not_spike_steps(tmp_path, capsys) -> None:
+    """An LI's membrane as the output: the check once printed its non-zero steps as spike steps."""
+    from snnir.ir import LI, Affine
+
+    graph = Graph.sequential(
+        ("input", Input(shape=(2,))), ("fc", Affine(weight=np.array([[0.6, -0.3], [0.2, 0.9]]), bias=np.zeros(2))),
+        ("li", LI(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2))), ("output", Output()))
+    snnir.write(graph, tmp_path / "li.nir")
+    main(["check", str(tmp_path / "li.nir"), "--libraries", "sinabs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("spike steps (sample 0): no spike output; values, not spikes: output 'output'")
+    assert lines[3].split()[:4] == ["sinabs", "yes", "(other", "values)"] and lines[3].endswith("no spike output")
+

@@ -89,3 +89,26 @@ def test_optimize_to_a_dialect_at_the_default_level(tmp_path, library):
         snnir.write(snnir.trace(net, torch.zeros(1, 8)), src)
         assert main(["optimize", str(src), "-o", str(out), "--to-dialect", library]) == 0
     assert out.is_file()
+
+
+def test_plot_draws_a_membrane_output_as_traces(tmp_path, monkeypatch):
+    """An output fed by an LI (a membrane) was drawn as a raster titled "-13 spikes"."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    from matplotlib.figure import Figure
+
+    from snnir.ir import LI, LIF, Graph, Input, Linear, Output
+
+    rng = np.random.default_rng(0)
+    graph = Graph.sequential(
+        ("x", Input((4,))), ("fc", Linear(weight=rng.normal(size=(3, 4)))),
+        ("lif", LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.1))),
+        ("fc2", Linear(weight=rng.normal(size=(2, 3)))), ("li", LI(tau=np.full(2, 2e-3), r=np.ones(2),
+                                                                   v_leak=np.zeros(2))), ("y", Output()))
+    snnir.write(graph, tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", (rng.random((30, 1, 4)) < 0.5).astype(float))
+    titles, labels = [], []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (titles.extend(ax.get_title() for ax in self.axes),
+                                                                   labels.extend(ax.get_ylabel() for ax in self.axes)))
+    assert main(["plot", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "r.png")]) == 0
+    assert titles[0].startswith("lif: ") and titles[0].endswith(" spikes") and titles[1] == "y: values, not spikes"
+    assert labels == ["neuron", "value"]
