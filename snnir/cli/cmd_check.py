@@ -3,7 +3,8 @@
 Predicts what each library's own importer does with the file (:func:`snnir.imported_by`) and
 compares its spikes with the file's stated semantics: the file read as its writer meant it
 (``--dialect``, by default the writer ``snnir inspect`` names, else plain NIR). One row per
-library: whether it imports the file (else why), the share of spikes that move, the first step
+library: whether it imports the file (``drops``: its importer drops a node without a word; else
+why not), the share of spikes that move, the first step
 where they (or the values of an output that is not spikes, a membrane) differ and the spike steps
 of sample 0; then the named semantic differences.
 Without ``--input`` the input is seeded random spikes (20% per step) of a length that covers
@@ -156,6 +157,7 @@ def spike_steps(spikes: np.ndarray) -> str:
 def run(args: argparse.Namespace) -> int:
     import snnir
     from snnir.frontends.dialects.guess import describe_writer, file_facts, guess_writer
+    from snnir.frontends.dialects.imported import DROPS_SILENTLY
 
     libraries = parse_libraries(args.libraries)
     if args.plot:
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             predicted, warnings = snnir.imported_by(stated, name, **options)
             spikes = spikes_of(predicted, x)
         except SnnirError as exc:
-            rows.append((label, "no", "-", "-", one_line(str(exc))))
+            rows.append((label, "drops" if DROPS_SILENTLY in str(exc) else "no", "-", "-", one_line(str(exc))))
             differs = True
             real.append((label, name, options, None, str(exc)))
             continue
