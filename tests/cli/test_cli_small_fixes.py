@@ -112,3 +112,42 @@ def test_plot_draws_a_membrane_output_as_traces(tmp_path, monkeypatch):
     assert main(["plot", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "r.png")]) == 0
     assert titles[0].startswith("lif: ") and titles[0].endswith(" spikes") and titles[1] == "y: values, not spikes"
     assert labels == ["neuron", "value"]
+
+
+def _surrogate_gradient(module, x):
+    module(x).sum().backward()
+    return {name: param.grad for name, param in module.named_parameters() if param.grad is not None}
+
+
+@pytest.mark.parametrize("surrogate, slope", [("arctan", "3"), ("triangular", None)])
+def test_compile_to_torch_source_takes_a_surrogate(tmp_path, surrogate, slope):
+    """The Python API had surrogate= and slope=; `snnir compile --target torch` trained with fast_sigmoid."""
+    import importlib.util
+
+    from snnir.ir import LIF, Graph, Input, Linear, Output
+
+    rng = np.random.default_rng(0)
+    graph = Graph.sequential(
+        ("x", Input((4,))), ("fc", Linear(weight=rng.normal(size=(3, 4)), trainable=("weight",))),
+        ("lif", LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.1))),
+        ("y", Output()))
+    snnir.write(graph, tmp_path / "g.nir")
+    options = ["--surrogate", surrogate] + (["--slope", slope] if slope else [])
+    assert main(["compile", str(tmp_path / "g.nir"), "-o", str(tmp_path / "m.py"), "--weights-format", "torch",
+                 *options]) == 0
+    spec = importlib.util.spec_from_file_location("surrogate_model", tmp_path / "m.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.as_tensor((rng.random((20, 2, 4)) < 0.5).astype(np.float64))
+    ours = _surrogate_gradient(module.load_model(dtype=torch.float64), x)["params.fc:weight"]
+    compiled = snnir.compile(quiet_read(tmp_path / "g.nir"), target="torch", dtype=torch.float64,
+                             surrogate=surrogate, slope=None if slope is None else float(slope))
+    theirs = [grad for name, grad in _surrogate_gradient(compiled, x).items() if "weight" in name]
+    assert len(theirs) == 1 and ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs[0], rtol=1e-9, atol=1e-12)
+
+
+def test_compile_to_onnx_refuses_a_surrogate(tmp_path, fixtures_dir, capsys):
+    assert main(["compile", str(fixtures_dir / "lif_norse.nir"), "--target", "onnx", "-o", str(tmp_path / "o"),
+                 "--surrogate", "arctan"]) == 1
+    assert "--surrogate and --slope are for --target torch or ipu" in capsys.readouterr().err
