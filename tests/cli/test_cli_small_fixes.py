@@ -151,3 +151,22 @@ def test_compile_to_onnx_refuses_a_surrogate(tmp_path, fixtures_dir, capsys):
     assert main(["compile", str(fixtures_dir / "lif_norse.nir"), "--target", "onnx", "-o", str(tmp_path / "o"),
                  "--surrogate", "arctan"]) == 1
     assert "--surrogate and --slope are for --target torch or ipu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("build, shape, expected", [
+    ("mlp", "1,28,28", "node '0': Linear takes inputs [B, 784] (784 features last), got [1, 28, 28]"),
+    ("conv", "1,28,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 28, 28]"),
+    ("conv", "1,1,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 1, 28]"),
+    ("conv", "1,2,28,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 2, 28, 28]"),
+], ids=["linear rank", "conv rank", "conv rank 3", "conv channels"])
+def test_export_names_the_layer_an_input_shape_does_not_fit(tmp_path, capsys, build, shape, expected):
+    """torch said "mat1 and mat2 shapes cannot be multiplied (28x28 and 784x10)" or "Kernel size can't be
+    greater than actual input size"."""
+    pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+    (tmp_path / "b.py").write_text(
+        "import torch, snntorch as snn\n"
+        "def mlp():\n    return torch.nn.Sequential(torch.nn.Linear(784, 10), snn.Leaky(beta=0.9, init_hidden=True))\n"
+        "def conv():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), snn.Leaky(beta=0.9, init_hidden=True))\n")
+    assert main(["export", f"{tmp_path / 'b.py'}:{build}", "--input-shape", shape, "-o", str(tmp_path / "o.nir")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"snnir export: error: {expected}\n"
