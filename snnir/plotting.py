@@ -1,6 +1,7 @@
 """Pictures of graphs and their activity (matplotlib, imported only when drawing).
 
-- :func:`spike_raster`: one panel per named ``[T, N]`` spike array (time on x, neuron on y);
+- :func:`spike_raster`: one panel per named ``[T, N]`` spike array (time on x, neuron on y),
+  values that are not spikes (a membrane output) as traces;
 - :func:`membrane_traces`: one panel per named ``[T, N]`` state array, a line per neuron;
 - :func:`graph_diagram`: one graph level as boxes (name, op, output shape) in columns by
   depth from the inputs, feed-forward edges as arrows, edges carrying last step's value dashed.
@@ -11,7 +12,7 @@ Each writes the image to ``path`` (format from the suffix) or raises :class:`Snn
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -44,12 +45,16 @@ def _save(figure: Any, path: str | Path) -> None:
 
 
 def spike_raster(panels: Mapping[str, np.ndarray], path: str | Path, title: str = "",
-                 side_by_side: bool = False) -> None:
-    """``panels``: title -> ``[T, N]`` spikes of one sample; stacked, or in one row."""
+                 side_by_side: bool = False, values: Collection[str] = ()) -> None:
+    """``panels``: title -> ``[T, N]`` spikes of one sample; stacked, or in one row. The panels
+    named in ``values`` hold other values (membranes): drawn as traces, not counted as spikes."""
     count = len(panels)
     shape, size = ((1, count), (1 + 3.5 * count, 4)) if side_by_side else ((count, 1), (8, 2 + 2 * count))
     figure, axes = pyplot().subplots(*shape, figsize=size, squeeze=False)
     for axis, (name, spikes) in zip(axes.flat, panels.items()):
+        if name in values:
+            _traces(axis, f"{name}: values, not spikes", spikes, "value")
+            continue
         times, neurons = np.nonzero(spikes)
         axis.scatter(times, neurons, s=4, marker="|", color="black")
         axis.set_title(f"{name}: {int(spikes.sum())} spikes")
@@ -67,14 +72,19 @@ def membrane_traces(panels: Mapping[str, np.ndarray], path: str | Path, threshol
     """``panels``: title -> ``[T, N]`` membrane values of one sample; ``threshold`` drawn dashed."""
     figure, axes = pyplot().subplots(len(panels), 1, figsize=(8, 1.5 + 2.5 * len(panels)), squeeze=False)
     for axis, (name, values) in zip(axes[:, 0], panels.items()):
-        axis.plot(np.arange(values.shape[0]), values, linewidth=1)
+        _traces(axis, name, values, "membrane")
         if threshold is not None:
             axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
             axis.legend(loc="upper right", fontsize="small")
-        axis.set_title(name)
-        axis.set_ylabel("membrane")
     axes[-1, 0].set_xlabel("time step")
     _save(figure, path)
+
+
+def _traces(axis: Any, name: str, values: np.ndarray, label: str) -> None:
+    """``[T, N]`` values as one line per neuron."""
+    axis.plot(np.arange(values.shape[0]), values, linewidth=1)
+    axis.set_title(name)
+    axis.set_ylabel(label)
 
 
 def _depths(graph: Graph) -> dict[str, int]:

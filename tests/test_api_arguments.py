@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import snnir
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, SnnirWarning
 from snnir.ir import Graph, Input, Linear, Output
 from snnir.limits import Limits
 
@@ -38,12 +38,22 @@ def test_read_of_a_text_mode_file(path):
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"semantics": "zero"}, "semantics must be a mapping"),
+    ({"semantics": "zero"}, "semantics must be a Semantics or a mapping"),
     ({"limits": "x"}, "limits must be a snnir.limits.Limits, got str"),
 ], ids=["semantics", "limits"])
 def test_read_with_bad_options(path, options, match):
     with pytest.raises(SnnirError, match=match):
         snnir.read(path, **options)
+
+
+def test_read_takes_a_semantics_value_as_its_mapping(fixtures_dir):
+    sem = snnir.Semantics(dt=1e-3, reset="subtract", threshold_compare="ge")
+    with pytest.warns(SnnirWarning):
+        as_value = snnir.read(fixtures_dir / "lif_norse.nir", semantics=sem)
+    with pytest.warns(SnnirWarning):
+        as_mapping = snnir.read(fixtures_dir / "lif_norse.nir", semantics=sem.to_dict())
+    assert {op.sem for _, op in as_value.walk() if hasattr(op, "sem")} == {sem}
+    assert as_value == as_mapping
 
 
 def test_read_with_an_infinite_limit_is_refused_at_the_limit():

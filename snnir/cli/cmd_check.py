@@ -3,8 +3,10 @@
 Predicts what each library's own importer does with the file (:func:`snnir.imported_by`) and
 compares its spikes with the file's stated semantics: the file read as its writer meant it
 (``--dialect``, by default the writer ``snnir inspect`` names, else plain NIR). One row per
-library: whether it imports the file (else why), the share of spikes that move, the first step
-where they differ and the spike steps of sample 0; then the named semantic differences.
+library: whether it imports the file (``drops``: its importer drops a node without a word; else
+why not), the share of spikes that move, the first step
+where they (or the values of an output that is not spikes, a membrane) differ and the spike steps
+of sample 0; then the named semantic differences.
 Without ``--input`` the input is seeded random spikes (20% per step) of a length that covers
 the file's slowest time constant ten times (100 to 1000 steps), 4 samples.
 ``--run-real`` then runs each installed library on the file and confirms each prediction
@@ -114,6 +116,19 @@ def spikes_of(graph, x) -> np.ndarray:
     return np.concatenate([results[name].reshape(*results[name].shape[:2], -1) for name in graph.outputs], axis=2)
 
 
+def spike_columns(graph) -> tuple[np.ndarray, list[str]]:
+    """Which columns of :func:`spikes_of` carry spikes (:func:`snnir.ir.spikes.spike_outputs`),
+    and the outputs whose columns carry values instead (membranes)."""
+    from snnir.ir import verify
+    from snnir.ir.spikes import spike_outputs
+    from snnir.passes.structure import flatten_subgraphs
+
+    spiking = spike_outputs(flatten_subgraphs(graph))
+    shapes = verify(graph).shapes.outputs
+    columns = [np.full(int(np.prod(shapes[name])), name in spiking) for name in graph.outputs]
+    return np.concatenate(columns), [name for name in graph.outputs if name not in spiking]
+
+
 def compare(reference: np.ndarray, predicted: np.ndarray) -> tuple[float, int | None, bool]:
     """(the share of spike events that move: 1 - matched / the larger count; the first step whose
     events differ; whether the values differ where both are non-zero, e.g. nengo's 1/dt-high spikes)."""
@@ -121,12 +136,19 @@ def compare(reference: np.ndarray, predicted: np.ndarray) -> tuple[float, int | 
     both = ours & theirs
     total = max(int(ours.sum()), int(theirs.sum()))
     share = 0.0 if total == 0 else 1.0 - int(both.sum()) / total
-    steps = np.nonzero((ours != theirs).reshape(reference.shape[0], -1).any(axis=1))[0]
     heights = not np.array_equal(reference[both], predicted[both])
-    return share, (int(steps[0]) if steps.size else None), heights
+    return share, first_difference(ours, theirs), heights
+
+
+def first_difference(reference: np.ndarray, predicted: np.ndarray) -> int | None:
+    """The first step where two ``[T, ...]`` arrays differ, or None."""
+    steps = np.nonzero((reference != predicted).reshape(reference.shape[0], -1).any(axis=1))[0]
+    return int(steps[0]) if steps.size else None
 
 
 def spike_steps(spikes: np.ndarray) -> str:
+    if spikes.shape[2] == 0:
+        return "no spike output"
     steps = np.nonzero(spikes[:, 0].reshape(spikes.shape[0], -1).any(axis=1))[0]
     more = f" ... ({steps.size} steps)" if steps.size > _SHOWN_STEPS else ""
     return " ".join(map(str, steps[:_SHOWN_STEPS])) + more if steps.size else "none"
@@ -135,6 +157,7 @@ def spike_steps(spikes: np.ndarray) -> str:
 def run(args: argparse.Namespace) -> int:
     import snnir
     from snnir.frontends.dialects.guess import describe_writer, file_facts, guess_writer
+    from snnir.frontends.dialects.imported import DROPS_SILENTLY
 
     libraries = parse_libraries(args.libraries)
     if args.plot:
@@ -154,9 +177,13 @@ def run(args: argparse.Namespace) -> int:
     stated = stated_fields_with(reference, plain)
     x = with_steps_and_samples(load_arrays(args.input), "check") if args.input else random_input(reference)
     expected = spikes_of(reference, x)
+    spiking, values = spike_columns(reference)
     what = f"{args.input}" if args.input else f"random spikes, {expected.shape[0]} steps x {expected.shape[1]} samples"
-    print(f"file semantics: {dialect or 'nir'}; input: {what}; spike steps (sample 0): {spike_steps(expected)}")
-    panels = {f"file ({dialect or 'nir'})": expected[:, 0]}
+    print(f"file semantics: {dialect or 'nir'}; input: {what}; spike steps (sample 0): "
+          f"{spike_steps(expected[..., spiking])}"
+          + (f"; values, not spikes: output {', '.join(map(repr, map(shown, values)))}" if values else ""))
+    drawn = spiking if spiking.any() else ~spiking  # the plot: spike rasters, else value traces
+    panels = {f"file ({dialect or 'nir'})": expected[:, 0, drawn]}
     rows, notes, differs, real = [], [], False, []
     for name, options in libraries:
         label = name + "".join(f":{k}={v}" for k, v in options.items())
@@ -166,17 +193,21 @@ def run(args: argparse.Namespace) -> int:
             predicted, warnings = snnir.imported_by(stated, name, **options)
             spikes = spikes_of(predicted, x)
         except SnnirError as exc:
-            rows.append((label, "no", "-", "-", one_line(str(exc))))
+            rows.append((label, "drops" if DROPS_SILENTLY in str(exc) else "no", "-", "-", one_line(str(exc))))
             differs = True
             real.append((label, name, options, None, str(exc)))
             continue
         real.append((label, name, options, spikes, ""))
-        share, first, heights = compare(expected, spikes)
+        share, first, heights = compare(expected[..., spiking], spikes[..., spiking])
+        changed = first_difference(expected[..., ~spiking], spikes[..., ~spiking])
+        first = min((step for step in (first, changed) if step is not None), default=None)
         differs |= first is not None or heights
-        moved = f"{100 * share:.1f}%" + (" (other heights)" if heights else "")
-        rows.append((label, "yes", moved, "-" if first is None else str(first), spike_steps(spikes)))
+        moved = " ".join(filter(None, (f"{100 * share:.1f}%" if spiking.any() else "",
+                                       "(other heights)" if heights else "",
+                                       "(other values)" if changed is not None else ""))) or "-"
+        rows.append((label, "yes", moved, "-" if first is None else str(first), spike_steps(spikes[..., spiking])))
         notes += [f"  {label}: {one_line(line.removeprefix(name + ': '))}" for line in warnings]
-        panels[label] = spikes[:, 0]
+        panels[label] = spikes[:, 0, drawn]
     _print_table(rows)
     if notes:
         print("semantic differences:")
@@ -191,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from snnir.plotting import spike_raster
 
-        spike_raster(panels, args.plot, title=f"{shown(args.file)}: sample 0", side_by_side=True)
+        spike_raster(panels, args.plot, title=f"{shown(args.file)}: sample 0", side_by_side=True,
+                     values=() if spiking.any() else list(panels))
         print(f"wrote {args.plot}")
     return DIFFERS if differs else 0
 

@@ -1,8 +1,9 @@
 """``snnir check --run-real``: each installed library's own importer and simulation of the file
 (:func:`snnir.peers.run_real`) on the check's input, against snnir's prediction.
 
-One row per library: ``confirmed`` (the real output equals the prediction entry for entry, or
-the real importer fails where the prediction said it cannot import), ``not predicted`` (snnir
+One row per library: ``confirmed`` (the real output equals the prediction entry for entry, the
+real importer fails where the prediction said it cannot import, or it drops a node without a word,
+as predicted, and then runs what is left or fails), ``not predicted`` (snnir
 refused to predict; what the library does is reported), ``not installed`` or ``MISMATCH`` (named,
 and the check's exit status is 2). The libraries run at their default precision, float32.
 """
@@ -15,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from snnir.errors import SnnirError, one_line
+from snnir.frontends.dialects.imported import DROPS_SILENTLY
 
 #: what a prediction refusal says when snnir declines to predict (the library may still run)
 _NOT_PREDICTED = "not predicted"
+_DROPS = "confirmed: it drops the node without a word"
 
 
 def confirm(path: str | Path, name: str, options: dict[str, Any], x: np.ndarray | dict[str, np.ndarray],
@@ -38,6 +41,8 @@ def confirm(path: str | Path, name: str, options: dict[str, Any], x: np.ndarray 
     try:
         real = np.asarray(run_real(path, name, inputs.astype(np.float32), **options))
     except SnnirError as exc:
+        if predicted is None and DROPS_SILENTLY in refusal:
+            return f"{_DROPS}, then fails ({one_line(str(exc))})", False
         if predicted is None:
             return f"confirmed: it cannot import or run the file ({one_line(str(exc))})", False
         return f"MISMATCH: predicted a run, but {one_line(str(exc))}", True
@@ -45,6 +50,8 @@ def confirm(path: str | Path, name: str, options: dict[str, Any], x: np.ndarray 
     if predicted is None:
         if _NOT_PREDICTED in refusal:
             return f"not predicted; it runs ({spiking})", False
+        if DROPS_SILENTLY in refusal:
+            return f"{_DROPS} and runs what is left ({spiking}), not the file's network", False
         return f"MISMATCH: predicted it cannot import the file, but it runs ({spiking})", True
     real = real.reshape(*real.shape[:2], -1)
     if real.shape != predicted.shape:

@@ -1,9 +1,10 @@
-"""``snnir compile FILE.nir --target torch|ipu|onnx -o OUT [--dt DT] [--reset MODE]``.
+"""``snnir compile FILE.nir --target torch|ipu|onnx -o OUT [--dt DT] [--reset MODE] [--surrogate NAME] [--slope S]``.
 
 ``torch``: ``OUT`` is a ``.py`` file: a readable module that needs torch alone (and
 safetensors for its weights, in a file beside it), not snnir (see
 :mod:`snnir.targets.torch.codegen`). Other targets:
-``snnir.compile(graph, target=..., out_dir=OUT)``.
+``snnir.compile(graph, target=..., out_dir=OUT)``. ``--surrogate``/``--slope`` are
+``compile``'s ``surrogate=``/``slope=`` (torch and ipu: the gradient they train with).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import not_an_input, output_dir, output_file
+from snnir.errors import SnnirError
 
 TARGETS = ("torch", "ipu", "onnx")
 
@@ -24,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, help="torch: the .py file to write; others: a directory")
     parser.add_argument("--weights-format", choices=("safetensors", "torch"),
                         help="torch: weights file format (default safetensors when installed)")
+    parser.add_argument("--surrogate", help="torch, ipu: the surrogate gradient to train with (fast_sigmoid, arctan, "
+                        "sigmoid, straight_through, triangular; default: the one traced, else fast_sigmoid)")
+    parser.add_argument("--slope", type=float, help="torch, ipu: the surrogate's slope (default: its own)")
     parser.set_defaults(func=run)
 
 
@@ -42,6 +47,9 @@ def written_files(target: str, output: str) -> tuple[Path, ...]:
 def run(args: argparse.Namespace) -> int:
     import snnir
 
+    gradient = {"surrogate": args.surrogate, "slope": args.slope}
+    if args.target == "onnx" and (args.surrogate or args.slope is not None):
+        raise SnnirError("--surrogate and --slope are for --target torch or ipu: the ONNX model has no gradients")
     if args.target == "torch":
         output_file(args.output)
     else:
@@ -51,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "torch":
         from snnir.targets.torch.codegen import write_module
 
-        source, weights = write_module(graph, args.output, args.weights_format, source=Path(args.file).name)
+        source, weights = write_module(graph, args.output, args.weights_format, source=Path(args.file).name, **gradient)
         print(f"wrote {source} and {weights}")
         return 0
-    result = snnir.compile(graph, target=args.target, out_dir=args.output)
+    result = snnir.compile(graph, target=args.target, out_dir=args.output,
+                           **(gradient if args.target == "ipu" else {}))
     detail = f": {result}" if isinstance(result, (str, Path)) else ""
     print(f"compiled {args.file} for {args.target} into {args.output}{detail}")
     return 0

@@ -2,8 +2,8 @@
 
 Simulates the file and draws a raster of one batch sample: one panel per
 spiking node, nested graphs included, and per Output that is not already one
-of them (time on x, flattened neuron on y).
-Needs matplotlib (drawn by :mod:`snnir.plotting`).
+of them (time on x, flattened neuron on y); an Output that carries values, not
+spikes (a membrane), as traces. Needs matplotlib (drawn by :mod:`snnir.plotting`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file, with_steps_and_samples
 from snnir.errors import SnnirError
 from snnir.ir import Graph, Output, schedule
-from snnir.ir.ops.base import Op
-from snnir.ir.ops.fused import FusedLayerNeuron
+from snnir.ir.spikes import emits_spikes, spike_outputs
 from snnir.plotting import pyplot, spike_raster
 
 
@@ -28,18 +27,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def is_spiking(op: Op) -> bool:
-    """Whether the op's output is spikes (a fused node's is its neuron's)."""
-    return bool(getattr(op.neuron if isinstance(op, FusedLayerNeuron) else op, "spiking", False))
-
-
 def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
     """The graph with nested graphs inlined (their nodes named ``"sub.inner"``) and an extra Output
-    after every spiking node; and node -> its probe's Output name, in execution order."""
+    after every spiking node (a Threshold too); and node -> its probe's Output name, in execution order."""
     from snnir.passes.structure import flatten_subgraphs
 
     flat = flatten_subgraphs(graph)
-    spiking = [name for name in schedule(flat).order if is_spiking(flat.nodes[name])]
+    spiking = [name for name in schedule(flat).order if emits_spikes(flat.nodes[name], counts=True)]
     probes = {name: f"{name}#spikes" for name in spiking}
     edges = flat.edges + tuple(probes.items())
     return flat.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
@@ -71,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     panels = {
         name: results[key][:, args.sample].reshape(results[key].shape[0], -1) for name, key in panel_outputs.items()
     }
-    spike_raster(panels, args.output)
+    spikes = spike_outputs(probed)
+    spike_raster(panels, args.output, values=[name for name, key in panel_outputs.items() if key not in spikes])
     print(f"wrote {args.output}")
     return 0

@@ -2,16 +2,18 @@
 
 Simulates the file with the reference interpreter. ``X`` is ``[T, B, *shape]``
 (``.npy``) or one array per Input node (``.npz``), read by :func:`snnir.cli.files.load_arrays`.
-``OUT.npz`` holds the same keys as :func:`snnir.run`.
+``OUT.npz`` holds the same keys as :func:`snnir.run`; a name with another suffix (``out.txt``) is
+refused, one without a suffix (a FIFO, ``/dev/stdout``) written as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file, save_arrays
-from snnir.errors import shown
+from snnir.errors import SnnirError, shown
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     output_file(args.output, inputs=[args.file, args.input])
+    suffix = Path(args.output).suffix
+    if suffix.lower() not in ("", ".npz"):
+        raise SnnirError(f"cannot write {args.output}: run writes an .npz archive of arrays, not a {suffix} file "
+                         "(name it .npz)")
     graph, _ = load_graph(args)
     results = snnir.run(graph, load_arrays(args.input), record=args.record)
     save_arrays(args.output, results)

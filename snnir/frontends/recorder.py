@@ -190,7 +190,7 @@ class Recorder(GlueRecording):
 
     def fragment(self, module: Any, kind: str, layer: str, x: Any) -> Fragment:
         from snnir.frontends.snntorch_map import neuron_fragment
-        from snnir.frontends.torch_nn_map import layer_op
+        from snnir.frontends.torch_nn_map import check_layer_input, layer_op
 
         if kind == "snntorch":
             return neuron_fragment(module, layer)
@@ -202,6 +202,7 @@ class Recorder(GlueRecording):
         if type(module).__name__ == "AvgPool1d":
             check_avg_pool("AvgPool1d", vars(module), layer)
             return Fragment.single(avg_pool1d_op(x.shape[1], module.kernel_size, module.stride, module.padding))
+        check_layer_input(module, x, layer)
         return Fragment.single(layer_op(module, layer))
 
     def pre_hook(self, module: Any, args: tuple, kwargs: dict | None = None) -> None:

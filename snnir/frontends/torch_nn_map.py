@@ -77,6 +77,21 @@ def flatten_op(start_dim: int, end_dim: int, layer: str) -> Flatten:
                    end_dim=end_dim - 1 if end_dim > 0 else end_dim)
 
 
+def check_layer_input(module: Any, x: Any, layer: str) -> None:
+    """Refuse an input a Linear or Conv layer cannot take, naming the layer and what it takes
+    (torch says less: "mat1 and mat2 shapes cannot be multiplied")."""
+    kind, shape = type(module).__name__, list(x.shape)
+    if kind == "Linear" and shape[-1:] != [module.in_features]:
+        raise SnnirError(f"Linear takes inputs [B, {module.in_features}] ({module.in_features} features last), "
+                         f"got {shape}", layer)
+    if kind in ("Conv1d", "Conv2d"):
+        rank = 3 if kind == "Conv1d" else 4
+        if len(shape) != rank or shape[1] != module.in_channels:
+            spatial = "L" if kind == "Conv1d" else "H, W"
+            raise SnnirError(f"{kind} takes inputs [B, {module.in_channels}, {spatial}] ({rank} dimensions), "
+                             f"got {shape}", layer)
+
+
 def layer_op(module: Any, layer: str) -> Op | None:
     """The op for a known stateless torch.nn layer, else ``None``."""
     kind = type(module).__name__

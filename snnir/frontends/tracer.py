@@ -32,6 +32,7 @@ outputs); what a run records lives in :mod:`snnir.frontends.recorder`.
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections import Counter
 from typing import Any, Mapping
@@ -67,6 +68,7 @@ def trace(model: Any, sample_input: Any) -> Graph:
         raise SnnirError(f"trace needs a torch.nn.Module, got {type(model).__name__}")
     if callable(getattr(model, "to_graph", None)):
         return _own_graph(model, sample_input)
+    _refuse_several_inputs(model)
     if not isinstance(sample_input, torch.Tensor):
         try:
             sample_input = torch.as_tensor(sample_input)
@@ -110,6 +112,19 @@ def trace(model: Any, sample_input: Any) -> Graph:
         with neuron_registry_of(guarded):
             check_trace(graph, guarded, x, steps, indexed, _flatten_result)
     return graph
+
+
+def _refuse_several_inputs(model: Any) -> None:
+    """``forward`` is called with ``sample_input`` alone: one that needs more inputs is refused."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: the call says what is wrong
+        return
+    required = [p.name for p in parameters
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) > 1:
+        raise SnnirError(f"{type(model).__name__}.forward takes {len(required)} inputs ({', '.join(required)}) and "
+                         "trace gives it one, sample_input: it traces models of one input tensor")
 
 
 def _refuse_misaligned_steps(recorder: Recorder, steps: int) -> None:

@@ -28,7 +28,8 @@ Each library's conventions, kept here and nowhere else:
   run in another interpreter (:mod:`snnir.peers.lava_env`); ``x`` is ``[T, B, n]``, each sample alone.
 
 The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
-their defaults); Spyx always in float32. snnTorch's importer never returns on a file whose edge names no node; such a file is refused
+their defaults); Spyx and Rockpool always in float32 (Rockpool's modules keep float32 tensors
+that ``.to(torch.float64)`` does not convert). snnTorch's importer never returns on a file whose edge names no node; such a file is refused
 before it starts. The libraries are optional: a library that is missing, an importer that fails, or a
 simulation that fails is a :class:`SnnirError` naming the library and why.
 """
@@ -211,7 +212,11 @@ def _torch_dtype(x: np.ndarray):
 def _rockpool_import(graph, x, options):
     from rockpool.nn.modules.torch.nir import from_nir
 
-    return from_nir(graph, **options).to(_torch_dtype(x))
+    return from_nir(graph, **options)
+
+
+def _rockpool_run(net, x):
+    return run_rockpool(net, x.astype(np.float32))
 
 
 def _spyx_import(graph, x, options):
@@ -271,7 +276,7 @@ PEERS: dict[str, Peer] = {
         Peer("norse", "norse.torch", _norse_import, per_sample, lambda v: not _below((1, 1))(v), "1.1 or later"),
         Peer("norse-1.0", "norse.torch", _norse_import, per_sample, _below((1, 1)), "before 1.1"),
         Peer("sinabs", "sinabs", _sinabs_import, run_sinabs),
-        Peer("rockpool", "rockpool.nn.modules.torch.nir", _rockpool_import, run_rockpool),
+        Peer("rockpool", "rockpool.nn.modules.torch.nir", _rockpool_import, _rockpool_run),
         Peer("spyx", "spyx.nir", _spyx_import, _spyx_run),
         Peer("nengo", "nengo", _nengo_import, _nengo_run),
     )

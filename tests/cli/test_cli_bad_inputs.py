@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -180,6 +181,17 @@ def test_good_multi_input_npz_runs_and_saves_any_output_name(files, capsys):
         assert set(saved.files) == {"y", "file"}
 
 
+@pytest.mark.parametrize("out", ["x.txt", "x.npy", "x.NIR"])
+def test_run_refuses_an_output_suffix_other_than_npz(files, capsys, monkeypatch, out):
+    """``-o x.txt`` got an .npz archive under the name of a text file."""
+    monkeypatch.chdir(files)
+    assert main(["run", "one.nir", "--input", "good.npy", "-o", out]) == 1
+    assert_one_line_error(capsys, "run", f"cannot write {out}: run writes an .npz archive of arrays, "
+                                         f"not a {Path(out).suffix} file (name it .npz)")
+    assert not os.path.exists(out)
+    assert main(["run", "one.nir", "--input", "good.npy", "-o", "x.NPZ"]) == 0
+
+
 def _commands_writing(out: str) -> dict[str, list[str]]:
     return {
         "run": ["run", "one.nir", "--input", "good.npy", "-o", out],
@@ -222,9 +234,10 @@ def test_output_to_a_fifo_or_symlink_keeps_it(files, capsys, monkeypatch, comman
     assert main(_commands_writing("pipe")[command]) == 0
     reader.join(10)
     assert got and got[0] and os.path.exists("pipe") and not os.path.isfile("pipe")
-    os.symlink("real.out", "link.out")
-    assert main(_commands_writing("link.out")[command]) == 0
-    assert os.path.islink("link.out") and os.path.getsize("real.out") == len(got[0])
+    suffix = ".npz" if command == "run" else ".nir"
+    os.symlink(f"real{suffix}", f"link{suffix}")
+    assert main(_commands_writing(f"link{suffix}")[command]) == 0
+    assert os.path.islink(f"link{suffix}") and os.path.getsize(f"real{suffix}") == len(got[0])
     capsys.readouterr()
 
 

@@ -169,3 +169,37 @@ def test_random_input_over_the_memory_limit_is_refused() -> None:
     graph = Graph.sequential(("x", Input((10**9,))), ("y", Output()))
     with pytest.raises(snnir.SnnirError, match="more than the limit memory_bytes"):
         random_input(graph)
+
+
+def test_a_membrane_output_is_values_not_spike_steps(tmp_path, capsys) -> None:
+    """An LI's membrane as the output: the check once printed its non-zero steps as spike steps."""
+    from snnir.ir import LI, Affine
+
+    graph = Graph.sequential(
+        ("input", Input(shape=(2,))), ("fc", Affine(weight=np.array([[0.6, -0.3], [0.2, 0.9]]), bias=np.zeros(2))),
+        ("li", LI(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2))), ("output", Output()))
+    snnir.write(graph, tmp_path / "li.nir")
+    main(["check", str(tmp_path / "li.nir"), "--libraries", "sinabs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("spike steps (sample 0): no spike output; values, not spikes: output 'output'")
+    assert lines[3].split()[:4] == ["sinabs", "yes", "(other", "values)"] and lines[3].endswith("no spike output")
+
+
+def test_run_real_confirms_a_node_sinabs_drops_without_a_word(tmp_path, capsys) -> None:
+    """Sinabs' from_nir has no Linear; nirtorch's load drops it and runs the rest. The check named that
+    in its prediction, then called the real run a MISMATCH ("predicted it cannot import the file")."""
+    from snnir.peers import installed
+
+    if (missing := installed("sinabs")) is not None:
+        pytest.skip(missing)
+    graph = Graph.sequential(
+        ("input", Input(shape=(4,))), ("fc", Linear(weight=np.full((4, 4), 0.3))),
+        ("lif", LIF(tau=np.full(4, 2e-3), r=np.ones(4), v_leak=np.zeros(4), v_threshold=np.full(4, 0.1))),
+        ("output", Output()))
+    snnir.write(graph, tmp_path / "linear.nir")
+    np.save(tmp_path / "x.npy", np.tile([[[1.0, 0.0, 1.0, 1.0]], [[0.0, 1.0, 0.0, 0.0]]], (10, 2, 1)))
+    assert main(["check", str(tmp_path / "linear.nir"), "--input", str(tmp_path / "x.npy"), "--libraries", "sinabs",
+                 "--run-real"]) == 2  # it does not run the file's network
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("sinabs ")).split()[1] == "drops"
+    assert _real_rows(out)["sinabs"].split(None, 1)[1].startswith("confirmed: it drops the node without a word")

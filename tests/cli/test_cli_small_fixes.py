@@ -89,3 +89,84 @@ def test_optimize_to_a_dialect_at_the_default_level(tmp_path, library):
         snnir.write(snnir.trace(net, torch.zeros(1, 8)), src)
         assert main(["optimize", str(src), "-o", str(out), "--to-dialect", library]) == 0
     assert out.is_file()
+
+
+def test_plot_draws_a_membrane_output_as_traces(tmp_path, monkeypatch):
+    """An output fed by an LI (a membrane) was drawn as a raster titled "-13 spikes"."""
+    pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")
+    from matplotlib.figure import Figure
+
+    from snnir.ir import LI, LIF, Graph, Input, Linear, Output
+
+    rng = np.random.default_rng(0)
+    graph = Graph.sequential(
+        ("x", Input((4,))), ("fc", Linear(weight=rng.normal(size=(3, 4)))),
+        ("lif", LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.1))),
+        ("fc2", Linear(weight=rng.normal(size=(2, 3)))), ("li", LI(tau=np.full(2, 2e-3), r=np.ones(2),
+                                                                   v_leak=np.zeros(2))), ("y", Output()))
+    snnir.write(graph, tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", (rng.random((30, 1, 4)) < 0.5).astype(float))
+    titles, labels = [], []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (titles.extend(ax.get_title() for ax in self.axes),
+                                                                   labels.extend(ax.get_ylabel() for ax in self.axes)))
+    assert main(["plot", str(tmp_path / "g.nir"), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "r.png")]) == 0
+    assert titles[0].startswith("lif: ") and titles[0].endswith(" spikes") and titles[1] == "y: values, not spikes"
+    assert labels == ["neuron", "value"]
+
+
+def _surrogate_gradient(module, x):
+    module(x).sum().backward()
+    return {name: param.grad for name, param in module.named_parameters() if param.grad is not None}
+
+
+@pytest.mark.parametrize("surrogate, slope", [("arctan", "3"), ("triangular", None)])
+def test_compile_to_torch_source_takes_a_surrogate(tmp_path, surrogate, slope):
+    """The Python API had surrogate= and slope=; `snnir compile --target torch` trained with fast_sigmoid."""
+    import importlib.util
+
+    from snnir.ir import LIF, Graph, Input, Linear, Output
+
+    rng = np.random.default_rng(0)
+    graph = Graph.sequential(
+        ("x", Input((4,))), ("fc", Linear(weight=rng.normal(size=(3, 4)), trainable=("weight",))),
+        ("lif", LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.1))),
+        ("y", Output()))
+    snnir.write(graph, tmp_path / "g.nir")
+    options = ["--surrogate", surrogate] + (["--slope", slope] if slope else [])
+    assert main(["compile", str(tmp_path / "g.nir"), "-o", str(tmp_path / "m.py"), "--weights-format", "torch",
+                 *options]) == 0
+    spec = importlib.util.spec_from_file_location("surrogate_model", tmp_path / "m.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.as_tensor((rng.random((20, 2, 4)) < 0.5).astype(np.float64))
+    ours = _surrogate_gradient(module.load_model(dtype=torch.float64), x)["params.fc:weight"]
+    compiled = snnir.compile(quiet_read(tmp_path / "g.nir"), target="torch", dtype=torch.float64,
+                             surrogate=surrogate, slope=None if slope is None else float(slope))
+    theirs = [grad for name, grad in _surrogate_gradient(compiled, x).items() if "weight" in name]
+    assert len(theirs) == 1 and ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs[0], rtol=1e-9, atol=1e-12)
+
+
+def test_compile_to_onnx_refuses_a_surrogate(tmp_path, fixtures_dir, capsys):
+    assert main(["compile", str(fixtures_dir / "lif_norse.nir"), "--target", "onnx", "-o", str(tmp_path / "o"),
+                 "--surrogate", "arctan"]) == 1
+    assert "--surrogate and --slope are for --target torch or ipu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("build, shape, expected", [
+    ("mlp", "1,28,28", "node '0': Linear takes inputs [B, 784] (784 features last), got [1, 28, 28]"),
+    ("conv", "1,28,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 28, 28]"),
+    ("conv", "1,1,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 1, 28]"),
+    ("conv", "1,2,28,28", "node '0': Conv2d takes inputs [B, 1, H, W] (4 dimensions), got [1, 2, 28, 28]"),
+], ids=["linear rank", "conv rank", "conv rank 3", "conv channels"])
+def test_export_names_the_layer_an_input_shape_does_not_fit(tmp_path, capsys, build, shape, expected):
+    """torch said "mat1 and mat2 shapes cannot be multiplied (28x28 and 784x10)" or "Kernel size can't be
+    greater than actual input size"."""
+    pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
+    (tmp_path / "b.py").write_text(
+        "import torch, snntorch as snn\n"
+        "def mlp():\n    return torch.nn.Sequential(torch.nn.Linear(784, 10), snn.Leaky(beta=0.9, init_hidden=True))\n"
+        "def conv():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), snn.Leaky(beta=0.9, init_hidden=True))\n")
+    assert main(["export", f"{tmp_path / 'b.py'}:{build}", "--input-shape", shape, "-o", str(tmp_path / "o.nir")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"snnir export: error: {expected}\n"

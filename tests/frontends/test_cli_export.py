@@ -59,7 +59,7 @@ def test_export_writes_a_file_nir_and_snnir_read(builder_file, tmp_path, capsys)
         ("{file}", "1,12", "FILE.py:FUNCTION"),
         ("{file}:build", "12", "batch"),
         ("{file}:build", "1,x", "comma-separated"),
-        ("{file}:build", "1,5", "forward failed"),
+        ("{file}:build", "1,5", "node '0': Linear takes inputs [B, 12] (12 features last), got [1, 5]"),
     ],
 )
 def test_export_errors_are_one_line(builder_file, tmp_path, capsys, spec, shape, needle):

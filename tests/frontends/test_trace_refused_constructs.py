@@ -125,3 +125,23 @@ def test_lapicque_without_a_time_constant_names_beta(beta):
     model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HID), snn.Lapicque(beta=beta, init_hidden=True))
     with pytest.raises(SnnirError, match=r"node '1'.*Lapicque's time constant R\*C .*use 0 < beta < 1"):
         snnir.trace(model, torch.rand(B, N_IN))
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(N_IN, N_HID)
+        self.lif = snn.Leaky(beta=0.9, init_hidden=True)
+
+    def forward(self, a, b, scale=1.0):
+        return self.lif(self.fc(a + b) * scale)
+
+
+@pytest.mark.parametrize("sample", [torch.zeros(B, N_IN), (torch.zeros(B, N_IN), torch.zeros(B, N_IN))],
+                         ids=["one tensor", "a tuple"])
+def test_a_forward_of_two_inputs_is_refused_by_its_arity(sample):
+    """It gave Python's "forward() missing 1 required positional argument: 'b'" (or, for a tuple,
+    "sample_input is not a tensor: only one element tensors can be converted")."""
+    with pytest.raises(SnnirError, match=r"^TwoInputs.forward takes 2 inputs \(a, b\) and trace gives it one, "
+                                         r"sample_input: it traces models of one input tensor$"):
+        snnir.trace(TwoInputs(), sample)

@@ -95,3 +95,23 @@ def test_the_lava_runner_imports_only_what_lavas_python_has() -> None:
              if isinstance(node, ast.ImportFrom) and node.module}
     assert tops - set(sys.stdlib_module_names) == {"numpy", "nir", "lava"}
     assert not {p.stem for p in runner.parent.glob("*.py")} & (tops | {"nengo"})
+
+
+def test_rockpool_runs_a_float64_input_in_float32(tmp_path) -> None:
+    """Its module failed inside Rockpool ("expected m1 and m2 to have the same dtype") on float64 input:
+    ``.to(torch.float64)`` leaves some of its tensors float32. It runs in float32, as Spyx does."""
+    import snnir
+    from snnir.ir import Affine, CubaLIF, Graph, Input, Output
+
+    if peers.installed("rockpool") is not None:
+        pytest.skip(peers.installed("rockpool"))
+    rng = np.random.default_rng(0)
+    graph = Graph.sequential(
+        ("x", Input((4,))), ("fc", Affine(weight=rng.uniform(size=(3, 4)), bias=np.zeros(3))),
+        ("lif", CubaLIF(tau_syn=np.full(3, 2e-3), tau_mem=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3),
+                        v_threshold=np.full(3, 0.1), w_in=np.ones(3))), ("y", Output()))
+    snnir.write(graph, tmp_path / "cuba.nir")
+    x = (rng.random((30, 2, 4)) < 0.5).astype(np.float64)
+    out = peers.run_real(tmp_path / "cuba.nir", "rockpool", x)
+    assert out.dtype == np.float32 and out.sum() > 0
+    np.testing.assert_array_equal(out, peers.run_real(tmp_path / "cuba.nir", "rockpool", x.astype(np.float32)))

@@ -77,10 +77,12 @@ class ReadReport:
 
 
 def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
-         repair: bool = False, semantics: Mapping[str, Any] | None = None, limits: Limits | None = None) -> Graph:
+         repair: bool = False, semantics: Semantics | Mapping[str, Any] | None = None,
+         limits: Limits | None = None) -> Graph:
     """Read a NIR file into a verified graph; warns once (:class:`SnnirWarning`) with what it assumed.
 
-    ``limits`` bound the cost of reading (default: :func:`snnir.limits.current`)."""
+    ``semantics`` (a :class:`Semantics`, every field stated, or a mapping of some fields) applies
+    where the file states none; ``limits`` bound the cost of reading (default: :func:`snnir.limits.current`)."""
     graph, report = load(path, dt=dt, reset=reset, dialect=dialect, repair=repair, semantics=semantics,
                          limits=limits)
     by_default: dict[str, list[str]] = {}
@@ -98,13 +100,15 @@ def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
 
 
 def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
-         repair: bool = False, semantics: Mapping[str, Any] | None = None,
+         repair: bool = False, semantics: Semantics | Mapping[str, Any] | None = None,
          limits: Limits | None = None) -> tuple[Graph, ReadReport]:
     """Read a NIR file; return the verified graph and a :class:`ReadReport`. See :func:`read`."""
     limits = resolve_limits(limits)
+    if isinstance(semantics, Semantics):
+        semantics = semantics.to_dict()
     if semantics is not None and not isinstance(semantics, Mapping):
-        raise SnnirError(f"semantics must be a mapping of Semantics fields to values (e.g. {{'reset': 'zero'}}), "
-                         f"got {type(semantics).__name__}")
+        raise SnnirError(f"semantics must be a Semantics or a mapping of its fields to values (e.g. "
+                         f"{{'reset': 'zero'}}), got {type(semantics).__name__}")
     chosen = get_dialect(dialect)
     caller = {k: v for k, v in {"dt": dt, "reset": reset, **(semantics or {})}.items() if v is not None}
     sem, sources = _default_semantics(chosen.read_defaults, caller)

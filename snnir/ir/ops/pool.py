@@ -15,7 +15,8 @@ where ``x_pad`` is ``x`` with ``p`` cells of -inf on both sides of each spatial 
 
 Torch's limits hold: ``k, s, d >= 1``, ``0 <= p <= k // 2``, and ``n_out >= 1``. A window
 that samples only padding yields -inf (as torch). When every window samples the input and
-the input is 0/1 spikes, the op equals a window sum then ``> 0.5`` (:meth:`binary_form`).
+the input is 0/1 spikes, the op equals a window sum then ``> 0.5`` (:meth:`binary_form`), its
+extra ``ceil_mode`` windows included.
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ class _MaxPoolBase(Op):
             pads.append((p, max(0, (out - 1) * s + d * (k - 1) + 1 - n - p)))
         return pads
 
+    def ceil_taps(self, spatial: Shape) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
+        """(kernel, padding, dilation) of an undilated convolution whose windows, with the same
+        padding on both sides, are this op's ceil-mode windows: each dim is padded by ``p + e``
+        (``e``: what the last window needs past ``p`` on the right) and the kernel's first ``e``
+        taps are zero, so each window starts where the op's does."""
+        taps, padding = [], []
+        for (left, right), k, d in zip(self.pads(spatial), self.kernel_size, self.dilation):
+            extra = max(0, right - left)
+            tap = np.zeros(extra + d * (k - 1) + 1)
+            tap[extra::d] = 1.0
+            taps.append(tap)
+            padding.append(left + extra)
+        kernel = taps[0] if self.spatial_rank == 1 else np.multiply.outer(*taps)
+        return kernel, tuple(padding), (1,) * self.spatial_rank
+
     def ceil_adds_windows(self, spatial: Shape) -> bool:
         """``ceil_mode`` gives more windows than floor mode on this input."""
         return self.ceil_mode and any(
@@ -117,27 +133,34 @@ class _MaxPoolBase(Op):
     def binary_form(self, input_shape: Shape) -> "Graph | None":
         """On 0/1 inputs of ``input_shape``, the same op in standard NIR: a window sum then
         ``Threshold`` 0.5 (max of 0/1 values is 1 iff their sum is >= 1; zero padding adds
-        nothing). None where no such form is exact: a window of padding alone (-inf), or
-        ``ceil_mode`` adding windows (NIR pads both sides alike). The sum is ``SumPool2d``
-        (2-D, no dilation) or else a convolution with a kernel of ones from each channel to
-        itself (``groups=1``: nir 1.0.8's type check ignores groups)."""
+        nothing). None where no such form is exact: a window of padding alone (-inf), or a
+        kernel past the parameter limit. The sum is ``SumPool2d`` (2-D, no dilation) or else a
+        convolution with a kernel of ones from each channel to itself (``groups=1``: nir 1.0.8's
+        type check ignores groups); where ``ceil_mode`` adds windows, which need more padding on
+        the right than on the left and NIR pads both sides alike, that kernel is
+        :meth:`ceil_taps`'."""
         from snnir.ir.graph import Graph  # graph.py imports the ops package
         from snnir.ir.ops import Conv1d, Conv2d, Input, Output, SumPool2d, Threshold
 
         spatial = tuple(input_shape[1:])
-        if self.ceil_adds_windows(spatial) or not self.every_window_samples_input(spatial):
+        if not self.every_window_samples_input(spatial):
             return None
         channels = int(input_shape[0])
-        if self.spatial_rank == 2 and self.dilation == (1, 1):
+        ceil = self.ceil_adds_windows(spatial)
+        if ceil:
+            taps, padding, dilation = self.ceil_taps(spatial)
+        else:
+            taps, padding, dilation = np.ones(self.kernel_size), self.padding, self.dilation
+        if self.spatial_rank == 2 and self.dilation == (1, 1) and not ceil:
             window_sum: Op = SumPool2d(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
-        elif channels * channels * int(np.prod(self.kernel_size)) > MAX_PARAM_ELEMENTS:
+        elif channels * channels * taps.size > MAX_PARAM_ELEMENTS:
             return None  # the convolution's kernel would pass the parameter limit
         else:
             conv = Conv1d if self.spatial_rank == 1 else Conv2d
             eye = np.eye(channels, dtype=np.float32).reshape((channels, channels) + (1,) * self.spatial_rank)
-            ones = eye * np.ones(self.kernel_size, dtype=np.float32)  # float32 sums of 0/1 are exact
-            window_sum = conv(ones, np.zeros(channels, dtype=np.float32), stride=self.stride, padding=self.padding,
-                              dilation=self.dilation, input_shape=spatial)
+            ones = eye * taps.astype(np.float32)  # float32 sums of 0/1 are exact
+            window_sum = conv(ones, np.zeros(channels, dtype=np.float32), stride=self.stride, padding=padding,
+                              dilation=dilation, input_shape=spatial)
         out_shape = self.infer_shape(tuple(input_shape), "?")
         return Graph.sequential(
             ("input", Input(tuple(input_shape))),

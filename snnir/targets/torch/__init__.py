@@ -24,7 +24,7 @@ from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, re
 from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget
 from snnir.targets.torch.planner import Planner
-from snnir.targets.torch.surrogate import Surrogate, traced_surrogate
+from snnir.targets.torch.surrogate import Surrogate, chosen_surrogate
 
 _OPTIONS = (
     "surrogate", "slope", "trainable", "dtype", "device", "fast", "detach_reset", "time_chunk", "recompute", "native",
@@ -252,7 +252,7 @@ def compile_torch(
     - ``surrogate``: a :class:`Surrogate` or its name (snnTorch's ``atan`` is ``arctan``; ``slope``
       overrides the default slope);
       ``None``: the one the graph's neurons were traced with where their ops record it (snnTorch's
-      ``spike_grad``, see :func:`traced_surrogate`), else ``"fast_sigmoid"``.
+      ``spike_grad``, see :func:`~snnir.targets.torch.surrogate.traced_surrogate`), else ``"fast_sigmoid"``.
     - ``trainable``: ``"metadata"`` (each op's ``trainable``), ``"all"`` (every float
       parameter), or a list of ``"name"`` / ``"node.name"`` entries.
     - ``dtype``: ``torch.float32`` or ``torch.float64``; ``device``: where to put it.
@@ -294,12 +294,7 @@ def compile_torch(
         raise SnnirError(f"compile_torch needs a Graph, got {type(graph).__name__}")
     if dtype not in (torch.float32, torch.float64):
         raise SnnirError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-    if surrogate is None:
-        surrogate = traced_surrogate(graph) or Surrogate()
-    if not isinstance(surrogate, Surrogate):
-        surrogate = Surrogate(surrogate, slope)
-    elif slope is not None:
-        surrogate = Surrogate(surrogate.name, slope)
+    surrogate = chosen_surrogate(graph, surrogate, slope)
     if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 0:
         if time_chunk is not None:
             raise SnnirError(f"time_chunk must be None or a non-negative integer, got {time_chunk!r}")

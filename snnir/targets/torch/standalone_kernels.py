@@ -3,16 +3,34 @@
 Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's code after
 its docstring, so it must import nothing but torch. Each kernel follows the op's docstring
 in the same arithmetic order as the reference interpreter (``targets/reference/kernels.py``);
-spikes are exact in the forward and take a fast-sigmoid surrogate gradient (slope 25); a reset
-passes no gradient through the spikes (snnTorch's detached reset, the torch target's default).
+spikes are exact in the forward and take the surrogate gradient ``SURROGATE`` (the generated
+module states its own; ``targets/torch/surrogate.py`` defines each); a reset passes no gradient
+through the spikes (snnTorch's detached reset, the torch target's default).
 """
 
 import torch
 import torch.nn.functional as F
 
+SURROGATE, SLOPE = "fast_sigmoid", 25.0
+
+
+def surrogate_grad(d):
+    """The surrogate derivative at ``d = u - threshold``."""
+    k = SLOPE
+    if SURROGATE == "fast_sigmoid":
+        return 1.0 / (k * d.abs() + 1.0) ** 2
+    if SURROGATE == "arctan":
+        return (k / 2) / (1 + (torch.pi / 2 * k * d) ** 2)
+    if SURROGATE == "sigmoid":
+        s = torch.sigmoid(k * d)
+        return k * s * (1 - s)
+    if SURROGATE == "straight_through":
+        return torch.ones_like(d)
+    return k * torch.clamp(1 - k * d.abs(), min=0)  # triangular
+
 
 class SpikeFn(torch.autograd.Function):
-    """``d > 0`` (or ``d >= 0``) as 0/1, with the fast-sigmoid surrogate gradient."""
+    """``d > 0`` (or ``d >= 0``) as 0/1, with the surrogate gradient."""
 
     @staticmethod
     def forward(ctx, d, ge):
@@ -22,7 +40,7 @@ class SpikeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (d,) = ctx.saved_tensors
-        return grad / (25.0 * d.abs() + 1.0) ** 2, None
+        return grad * surrogate_grad(d), None
 
 
 def spike(u, thr, sem):

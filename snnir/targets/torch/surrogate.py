@@ -105,3 +105,13 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
                          f"at '{shown(at)}', {other[0]} slope {other[1]:g} here); a compiled module trains with one: "
                          "pass surrogate= (and slope=)", node)
     return Surrogate(*next(iter(found))) if found else None
+
+
+def chosen_surrogate(graph: Graph, surrogate: str | Surrogate | None = None, slope: float | None = None) -> Surrogate:
+    """What a compiled module trains with: ``surrogate`` (a name or :class:`Surrogate`), else the one
+    the graph was traced with (:func:`traced_surrogate`), else ``fast_sigmoid``; ``slope`` replaces its slope."""
+    if surrogate is None:
+        surrogate = traced_surrogate(graph) or Surrogate()
+    if not isinstance(surrogate, Surrogate):
+        return Surrogate(surrogate, slope)
+    return surrogate if slope is None else Surrogate(surrogate.name, slope)
