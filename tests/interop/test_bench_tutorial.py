@@ -43,6 +43,7 @@ def bench():
 def test_contenders_match_snntorch_and_train(bench, static):
     from snntorch import functional as SF
 
+    torch.manual_seed(0)  # the networks' weights: the same whichever tests ran before
     steps = 37  # two runs of the default time_chunk (32)
     x, targets = bench.make_input(steps, static, batch=16)
     notes: list[str] = []
@@ -60,6 +61,7 @@ def test_snnir_gradients_equal_snntorch(bench, static):
     (snnTorch's Leaky: arctan surrogate, reset not differentiated)."""
     from snntorch import functional as SF
 
+    torch.manual_seed(0)  # the networks' weights: the same whichever tests ran before
     steps = 37
     x, targets = bench.make_input(steps, static, batch=16)
     found = bench.contenders(steps, static, x, [])
@@ -72,5 +74,5 @@ def test_snnir_gradients_equal_snntorch(bench, static):
         grads[name] = sorted((tuple(p.shape), p.grad) for p in module.parameters() if p.grad is not None)
     for name in ("snnir", "snnir-python", "snnir-recompute"):
         assert [s for s, _ in grads["snntorch"]] == [s for s, _ in grads[name]]
-        for (_, a), (_, b) in zip(grads["snntorch"], grads[name]):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        for (_, a), (_, b) in zip(grads["snntorch"], grads[name]):  # float32 sums in other orders
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * float(a.abs().max()))
