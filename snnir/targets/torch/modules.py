@@ -156,8 +156,35 @@ def first_order_only(node: str, *results) -> None:
 
 
 # --- stateless ---------------------------------------------------------------------------
+#: (input shape, weight shape, bias?, dtype, device, threads) -> :func:`rows_alike`'s answer
+_ROWS_ALIKE: dict[tuple, bool] = {}
+
+
+def rows_alike(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether ``F.linear`` over all steps of ``x`` (``[T, rows..., K]``) gives every step the
+    bits of its own product: the shape a step-by-step network (snnTorch's) multiplies. A BLAS
+    chooses its kernels by shape (MKL on a 2-vCPU AVX-512 VM with two threads rounded
+    ``[128, 1000] x [1000, 10]`` over 8 steps unlike per step; cuBLAS on an H200 likewise), so
+    this is probed once per shape, dtype, device and thread count, on random values from a
+    generator of its own."""
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None, x.dtype, x.device, torch.get_num_threads())
+    found = _ROWS_ALIKE.get(key)
+    if found is None:
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        like = dict(dtype=x.dtype, device=x.device, generator=gen)
+        with torch.no_grad():
+            probe, w = torch.randn(x.shape, **like), torch.randn(weight.shape, **like)
+            b = None if bias is None else torch.randn(bias.shape, **like)
+            whole = F.linear(probe, w, b)
+            found = all(torch.equal(whole[t], F.linear(probe[t], w, b)) for t in range(x.shape[0]))
+        _ROWS_ALIKE[key] = found
+    return found
+
+
 class AffineModule(OpModule):
-    """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM).
+    """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM), each
+    step's rows as a step-by-step network's product rounds them: over all steps at once where
+    the BLAS gives those bits (:func:`rows_alike`), else step by step.
     Fed spikes (``binary_input``), it keeps its input as bools for the backward."""
 
     def __init__(self, op: Op, ctx: LoweringContext):
@@ -165,7 +192,12 @@ class AffineModule(OpModule):
         self._linear = spike_linear if ctx.binary_input and ctx.fast else F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._linear(x, self.weight, getattr(self, "bias", None))
+        bias = getattr(self, "bias", None)
+        per_step = x.dim() == self.in_rank + 2  # [T, B, ...], not a held [B, ...]
+        if per_step and x.shape[0] > 1 and not rows_alike(x, self.weight, bias):
+            y = torch.stack([self._linear(step, self.weight, bias) for step in x])
+        else:
+            y = self._linear(x, self.weight, bias)
         if self._linear is spike_linear and self.weight.requires_grad:
             first_order_only(self.path, y)  # its weight gradient, from the bools, is not one in the spikes
         return y

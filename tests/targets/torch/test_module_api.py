@@ -190,3 +190,29 @@ def test_a_state_that_is_not_a_tensor_is_named_as_such():
     state[key] = 0.5
     with pytest.raises(SnnirError, match=rf"state '{key}' must be a tensor of shape \[4, 30\], got float"):
         module(torch.rand((10, 4) + shape), state=state)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(4, 24, 3), (128, 1000, 10), (16, 64, 64)], ids=str)
+def test_a_linear_layer_rounds_each_step_as_a_step_by_step_network(shape, threads):
+    """Every step's rows are the bits of that step's own product (snnTorch's per-step shape),
+    whatever the BLAS does with more rows: MKL on a 2-vCPU AVX-512 VM rounded [128, 1000] x
+    [1000, 10] over 8 steps unlike per step, so a time-batched layer moved membranes by an ulp."""
+    from snnir.ir import Affine, Graph, Input, Output
+
+    batch, n_in, n_out = shape
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(n_out, n_in, generator=gen), torch.randn(n_out, generator=gen)
+    graph = Graph.sequential(("x", Input((n_in,))), ("fc", Affine(weight.double().numpy(), bias.double().numpy())),
+                             ("y", Output()))
+    x = (torch.rand(8, batch, n_in, generator=gen) < 0.3).float()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        module = compile_torch(graph)
+        with torch.no_grad():
+            got = module(x)
+            want = torch.stack([torch.nn.functional.linear(x[t], module.fc.weight, module.fc.bias) for t in range(8)])
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
