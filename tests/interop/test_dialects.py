@@ -125,13 +125,13 @@ def _spyx_conv_graph() -> Graph:
     rng = np.random.default_rng(0)
     sem = Semantics(dt=1.0, reset="subtract", reset_timing="next")
     return Graph.sequential(
-        ("x", Input((2, 5, 5))),
+        ("input", Input((2, 5, 5))),  # Spyx's importer follows edges from 'input' to 'output'
         ("conv", Conv2d(weight=rng.normal(size=(3, 2, 3, 3)), bias=np.zeros(3))),
         ("lif1", LIF(tau=np.full((3, 3, 3), 5.0), r=np.full((3, 3, 3), 5.0), v_leak=np.zeros((3, 3, 3)),
                      v_threshold=np.ones((3, 3, 3)), sem=sem)),
         ("flat", Flatten(start_dim=0)),
         ("fc", Affine(weight=rng.normal(size=(4, 27)), bias=np.zeros(4))),
-        ("y", Output()),
+        ("output", Output()),
     )
 
 
@@ -169,9 +169,9 @@ def _spyx_recurrent_graph(spyx_edges: bool, cuba: bool = True) -> Graph:
     else:
         inner["late"] = Delay(delay=np.asarray(1.0), sem=Semantics(dt=1.0))
         edges = [("input", "lif"), ("w_rec", "lif"), ("lif", "w_rec"), ("lif", "late"), ("late", "output")]
-    nodes = {"x": Input((3,)), "fc": Affine(weight=rng.normal(0.5, 0.5, (5, 3)), bias=np.zeros(5)),
-             "rec": Subgraph(graph=Graph(nodes=inner, edges=edges)), "y": Output()}
-    return Graph(nodes=nodes, edges=[("x", "fc"), ("fc", "rec"), ("rec", "y")])
+    nodes = {"input": Input((3,)), "fc": Affine(weight=rng.normal(0.5, 0.5, (5, 3)), bias=np.zeros(5)),
+             "rec": Subgraph(graph=Graph(nodes=inner, edges=edges)), "output": Output()}
+    return Graph(nodes=nodes, edges=[("input", "fc"), ("fc", "rec"), ("rec", "output")])
 
 
 def test_spyx_recurrent_layer_reads_as_spyx_runs_it(tmp_path) -> None:
@@ -187,9 +187,9 @@ def test_spyx_recurrent_layer_reads_as_spyx_runs_it(tmp_path) -> None:
     assert set(inner.edges) == {("input", "lif"), ("w_rec", "lif"), ("lif", "w_rec"), ("lif", late),
                                 (late, "output")}
     x = (np.random.default_rng(0).random((30, 2, 3)) < 0.5) * 1.0
-    want = snnir.run(_spyx_recurrent_graph(spyx_edges=False), x)["y"]
+    want = snnir.run(_spyx_recurrent_graph(spyx_edges=False), x)["output"]
     assert 0 < want.mean() < 1
-    np.testing.assert_array_equal(snnir.run(got, x)["y"], want)
+    np.testing.assert_array_equal(snnir.run(got, x)["output"], want)
 
 
 def test_spyx_write_drops_the_late_spikes_of_a_recurrent_layer_too(tmp_path) -> None:

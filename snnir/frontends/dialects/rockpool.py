@@ -179,12 +179,26 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
 
 
+_FOR_IMPORT = each_neuron(_for_import, note="rockpool: the file is for Rockpool's from_nir "
+                          "(r = tau_mem/dt - 1 carries dt), not plain NIR")
+
+
+def _on_write(graph: Graph, warnings: list[str]) -> Graph:
+    """The file for Rockpool's importer; refused where its one-call run would drop an edge (a loop's)."""
+    graph = _FOR_IMPORT(graph, warnings)
+    dropped: list[str] = []
+    _in_one_call(graph, dropped)
+    if dropped:
+        raise SnnirError(f"not written for rockpool: {dropped[0]}, so it would not run this network",
+                         dropped[0].split("'")[3])
+    return graph
+
+
 DIALECT = register_dialect(Dialect(
     name="rockpool",
     description="Rockpool 3.1: exact exp step at dt=1e-3, multi-spike, subtract; r in files is not the gain",
     on_read=_on_read,
-    on_write=each_neuron(_for_import, note="rockpool: the file is for Rockpool's from_nir "
-                         "(r = tau_mem/dt - 1 carries dt), not plain NIR"),
+    on_write=_on_write,
     read_defaults={"dt": ROCKPOOL_DT, **SEMANTICS},
     dt_from_file=written_dt,
     imported_by=_imported,
