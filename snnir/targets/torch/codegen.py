@@ -70,11 +70,23 @@ class _Source:
         self.shapes = infer_shapes(graph)
         self.plan = schedule(graph)
         self.weights: dict[str, np.ndarray] = {}
+        self.steps: set[str] = set()  # the weights that are a Delay's steps (int64), not floats
         self.trainable: list[str] = []
         self.states: dict[str, dict[str, tuple[int, ...]]] = {}
         self.semantics: dict[str, dict] = {}
         self.lines = [self.node(name) for name in self.plan.order]
         self.carried = sorted({src for src, _ in self.plan.delayed})  # outputs read one step late
+
+    def parameters(self) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+        """Per node, its parameters' shapes and kinds (``"steps"``: a Delay's int64 steps, else
+        ``"float"``), from the weights written (a key is ``"<node>.<parameter>"``, the parameter
+        without dots)."""
+        table: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+        for key, value in self.weights.items():
+            node, param = key.rsplit(".", 1)
+            kind = "steps" if key in self.steps else "float"
+            table.setdefault(node, {})[param] = (tuple(int(d) for d in value.shape), kind)
+        return table
 
     def params(self, name: str, op: Op) -> str:
         """The source of node ``name``'s parameters: a tied copy uses its group's first node's
@@ -120,6 +132,7 @@ class _Source:
             if isinstance(op, Delay):
                 steps = op.steps(name)
                 self.weights[f"{name}.steps"] = np.asarray(steps, dtype=np.int64)
+                self.steps.add(f"{name}.steps")
                 depth = int(steps.max()) if steps.size else 0
                 self.states[name] = {"buffer": (depth,) + tuple(self.shapes.outputs[name])}
             else:
@@ -147,6 +160,9 @@ class _Source:
 
 def generate_source(graph: Graph, weights_name: str, weights_format: str, source: str = "a snnir graph"):
     """``(python source, weights by key)`` for ``graph``."""
+    from snnir.ir.verify import verify
+
+    verify(graph)  # a graph snnir.run refuses is refused for the same reason, before it is inlined
     flat = standalone_graph(graph)
     body = _Source(flat)
     kernels = _KERNELS.read_text().split('"""\n', 1)[1].strip()  # the code after the docstring
@@ -173,7 +189,16 @@ STATES = {body.states!r}
 #: Outputs read one step late (recurrent edges), per-sample shapes.
 CARRIED = {{{", ".join(f"{n!r}: {tuple(body.shapes.outputs[n])!r}" for n in body.carried)}}}
 SEMANTICS = {body.semantics!r}
+#: Per node with parameters: each parameter's shape and kind ("float", or "steps": a Delay's int64 steps).
+PARAMETERS = {body.parameters()!r}
 TRAINABLE = {tuple(body.trainable)!r}
+
+
+def parameter_name(node, param):
+    """The ``ParameterDict`` name of ``node``'s parameter ``param``: torch forbids dots in names,
+    so ``"%"`` and ``":"`` are escaped first (``%25``, ``%3A``) and dots become ``":"``; distinct
+    nodes never share a name (``a.b``, a nested node, is ``a:b``; a node named ``a:b`` is ``a%3Ab``)."""
+    return node.replace("%", "%25").replace(":", "%3A").replace(".", ":") + ":" + param
 
 
 {_LOADERS[weights_format]}
@@ -184,15 +209,16 @@ class Model(torch.nn.Module):
         super().__init__()
         weights = load_weights() if weights is None else weights
         self.params = torch.nn.ParameterDict({{
-            key.replace(".", ":"): torch.nn.Parameter(
-                value if value.dtype == torch.int64 else value.to(dtype), requires_grad=key in TRAINABLE)
-            for key, value in weights.items()
+            parameter_name(node, param): torch.nn.Parameter(
+                weights[f"{{node}}.{{param}}"] if kind == "steps" else weights[f"{{node}}.{{param}}"].to(dtype),
+                requires_grad=f"{{node}}.{{param}}" in TRAINABLE)
+            for node, params in PARAMETERS.items() for param, (_, kind) in params.items()
         }})
         self.dtype = dtype
 
     def params_of(self, node):
-        prefix = node.replace(".", ":") + ":"
-        return {{key[len(prefix):]: value for key, value in self.params.items() if key.startswith(prefix)}}
+        """Node ``node``'s parameters by name."""
+        return {{param: self.params[parameter_name(node, param)] for param in PARAMETERS[node]}}
 
     def initial_state(self, batch, device=None):
         zeros = lambda shape: torch.zeros((batch,) + shape, dtype=self.dtype, device=device)  # noqa: E731

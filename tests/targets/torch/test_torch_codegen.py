@@ -182,3 +182,44 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "missing.nir"), "-o", str(tmp_path / "m.py")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("snnir compile: error:") and err.count("\n") == 1
+
+
+def _names_graph(names: tuple[str, ...]) -> Graph:
+    """A nested graph ``a`` holding an Affine ``b`` (path ``a.b``), then Affine nodes named ``names``
+    in a chain, then a LIF."""
+    from snnir.ir import Subgraph
+
+    rng = np.random.default_rng(0)
+    inner = Graph({"i": Input((3,)), "b": Affine(weight=rng.normal(size=(3, 3)), bias=np.zeros(3)), "o": Output()},
+                  (("i", "b"), ("b", "o")))
+    nodes = {"input": Input((3,)), "a": Subgraph(inner)}
+    nodes.update({name: Affine(weight=rng.normal(size=(3, 3)), bias=np.full(3, 0.5)) for name in names})
+    nodes["lif"] = LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.5),
+                       sem=Semantics(dt=1e-3))
+    nodes["output"] = Output()
+    chain = ("input", "a", *names, "lif", "output")
+    return Graph(nodes, tuple(zip(chain, chain[1:])))
+
+
+def test_node_names_that_escaping_could_confuse_keep_their_own_parameters(tmp_path):
+    """The nested node ``a.b`` and top-level nodes ``a:b`` and ``a%3Ab`` each keep their own
+    weights (``a.b`` and ``a:b`` shared one ParameterDict key, and one's weights replaced the other's)."""
+    graph = _names_graph(("a:b", "a%3Ab"))
+    source, _ = write_module(graph, tmp_path / "model.py", "safetensors")
+    model = _import(source).load_model(dtype=torch.float64)
+    assert {"a:b:weight", "a%3Ab:weight", "a%253Ab:weight"} <= set(model.params)
+    x = np.random.default_rng(1).random((20, 2, 3)) * 2
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    expected = snnir.run(graph, x)["output"]
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_dotted_name_equal_to_a_nested_path_is_refused_as_snnir_run_refuses_it(tmp_path):
+    graph = _names_graph(("a.b",))
+    with pytest.raises(SnnirError, match="node 'a.b': two nodes have the path 'a.b'"):
+        snnir.run(graph, np.zeros((2, 1, 3)))
+    with pytest.raises(SnnirError, match="node 'a.b': two nodes have the path 'a.b'"):
+        write_module(graph, tmp_path / "model.py", "safetensors")
+    assert not list(tmp_path.iterdir())
