@@ -247,3 +247,56 @@ def test_hostile_file_names_are_escaped_in_the_generated_source(tmp_path, monkey
     with torch.no_grad():
         got = module.load_model(dtype=torch.float64)(torch.as_tensor(x)).numpy()
     np.testing.assert_array_equal(got, snnir.run(graph, x)["output"])
+
+
+def test_a_failed_write_leaves_the_previous_module_and_weights(tmp_path, monkeypatch):
+    """The weights were written in place before the source: a full disk left the old model.py
+    beside truncated weights, and the error named model.py."""
+    pytest.importorskip("safetensors")
+    import errno
+
+    import safetensors.numpy
+
+    source, weights = write_module(small_graph(), tmp_path / "model.py", "safetensors")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save", full_disk)
+    with pytest.raises(SnnirError, match=r"cannot write .*model\.safetensors: No space left on device"):
+        write_module(_names_graph(("c",)), source, "safetensors")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left either
+    monkeypatch.setattr(Path, "write_text", lambda *args, **kwargs: full_disk())
+    with pytest.raises(SnnirError, match=r"cannot write .*model\.py: No space left on device"):
+        write_module(_names_graph(("c",)), source, "safetensors")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    with torch.no_grad():
+        assert _import(source).load_model()(torch.ones(3, 1, 2)).shape == (3, 1, 3)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("safetensors", ".safetensors"), ("torch", ".weights.pt")])
+def test_an_unrelated_weights_file_beside_the_module_is_refused(tmp_path, capsys, fmt, suffix):
+    """``-o model.py`` overwrote a model.safetensors (model.weights.pt) that snnir had not written."""
+    if fmt == "safetensors":
+        pytest.importorskip("safetensors")
+    snnir.write(small_graph(), tmp_path / "small.nir")
+    theirs = tmp_path / f"model{suffix}"
+    theirs.write_text("my own weights\n")
+    command = ["compile", str(tmp_path / "small.nir"), "-o", str(tmp_path / "model.py"), "--weights-format", fmt]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {theirs}" in err and "would be lost" in err
+    assert theirs.read_text() == "my own weights\n" and not (tmp_path / "model.py").exists()
+    (tmp_path / "model.py").write_text("print('my own module')\n")  # named by -o, but not snnir's either
+    assert main(command) == 1
+    assert theirs.read_text() == "my own weights\n"
+    assert (tmp_path / "model.py").read_text() == "print('my own module')\n"
+    capsys.readouterr()
+    theirs.unlink()
+    assert main(command) == 0  # -o names model.py: it is replaced
+    assert main(command) == 0  # snnir's own pair is replaced again
+    assert f"wrote {tmp_path / 'model.py'} and {theirs}" in capsys.readouterr().out
+    with torch.no_grad():
+        assert _import(tmp_path / "model.py").load_model()(torch.ones(3, 1, 2)).shape == (3, 1, 3)
