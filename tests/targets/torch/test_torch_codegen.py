@@ -300,3 +300,70 @@ def test_an_unrelated_weights_file_beside_the_module_is_refused(tmp_path, capsys
     assert f"wrote {tmp_path / 'model.py'} and {theirs}" in capsys.readouterr().out
     with torch.no_grad():
         assert _import(tmp_path / "model.py").load_model()(torch.ones(3, 1, 2)).shape == (3, 1, 3)
+
+
+def _two_inputs() -> Graph:
+    return Graph({"a": Input((2,)), "b": Input((2,)), "fc": small_graph().nodes["fc"], "lif": small_graph().nodes["lif"],
+                  "y": Output()}, (("a", "fc"), ("b", "fc"), ("fc", "lif"), ("lif", "y")))
+
+
+BAD_INPUTS = [  # (graph, input, what the generated module says)
+    ("one", torch.zeros(4, 2), r"input 'input' of shape \[4, 2\] is a static \[B, 2\] input: give steps=T"),
+    ("one", torch.zeros(5, 4, 3), r"input 'input' must have shape \[T, B, 2\], got \[5, 4, 3\]"),
+    ("one", torch.zeros(5, 4, 1, 2), r"input 'input' must have shape \[T, B, 2\], got \[5, 4, 1, 2\]"),
+    ("one", torch.zeros(2), r"input 'input' must have shape \[T, B, 2\], got \[2\]"),
+    ("one", {"input": torch.zeros(5, 4, 2), "other": torch.zeros(5, 4, 2)}, r"unexpected \['other'\]"),
+    ("two", torch.zeros(5, 4, 2), r"the Inputs \['a', 'b'\]: give a dict"),
+    ("two", {"a": torch.zeros(5, 4, 2)}, r"missing \['b'\]"),
+    ("two", {"a": torch.zeros(5, 4, 2), "b": torch.zeros(6, 4, 2)}, r"disagree on the number of time steps T: 5 vs 6"),
+    ("two", {"a": torch.zeros(5, 4, 2), "b": torch.zeros(5, 3, 2)}, r"disagree on the batch size B: 4 vs 3"),
+]
+
+
+@pytest.mark.parametrize("which, x, message", BAD_INPUTS, ids=[m[:40] for _, _, m in BAD_INPUTS])
+def test_the_generated_module_refuses_inputs_the_compiled_module_refuses(tmp_path, which, x, message):
+    """A static image batch [B, 1, 14, 14] was read as T=B steps of an unbatched image: the
+    generated module checked no input shape. Now it refuses what ``snnir.compile``'s module refuses."""
+    graph = small_graph() if which == "one" else _two_inputs()
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    model = _import(source).load_model(dtype=torch.float64)
+    with pytest.raises((ValueError, TypeError), match=message):
+        model(x)
+    with pytest.raises(SnnirError):
+        compile_torch(graph, dtype=torch.float64)(x)
+
+
+def test_the_generated_module_holds_a_static_input_for_steps(tmp_path):
+    graph = small_graph()
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    model = _import(source).load_model(dtype=torch.float64)
+    image = torch.as_tensor(random_input(graph, 1, 3)[0]) * 4
+    with torch.no_grad():
+        got = model(image, steps=7)
+        with pytest.raises(ValueError, match="input 'input' has 7 time steps but steps=6"):
+            model(image.expand(7, 3, 2), steps=6)
+        with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+            model(image, steps=0)
+    expected = snnir.run(graph, image.expand(7, 3, 2).numpy())["output"]
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(got.numpy(), expected)
+    np.testing.assert_array_equal(compile_torch(graph, dtype=torch.float64)(image, steps=7).detach().numpy(), expected)
+
+
+def test_the_generated_module_follows_dtype_moves(tmp_path):
+    """``model.double()`` and ``load_model(dtype=torch.float64).float()`` failed inside ``affine``:
+    the module cast inputs and built states in the dtype it was loaded with."""
+    graph = small_graph()
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    generated = _import(source)
+    x = torch.as_tensor(random_input(graph, 12, 3))
+    expected = snnir.run(graph, x.numpy())["output"]
+    with torch.no_grad():
+        double = generated.load_model().double()
+        assert double.dtype == torch.float64 and double.initial_state(3)["lif"]["v"].dtype == torch.float64
+        np.testing.assert_array_equal(double(x).numpy(), expected)
+        single = generated.load_model(dtype=torch.float64).float()
+        assert single(x).dtype == torch.float32 and single.initial_state(3)["lif"]["v"].dtype == torch.float32
+        assert single.to(torch.float64)(x.float()).dtype == torch.float64  # inputs are cast to the model's dtype
+    assert "dtype_probe" not in generated.load_model().state_dict()
+

@@ -1,0 +1,142 @@
+"""The checked interface of a generated standalone module: its weights, inputs and state.
+
+Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's code after its
+docstring, so it imports nothing but torch (and must not import snnir). It reads the constants
+the generated module defines before it (``WEIGHTS``, ``INPUTS``, ``OUTPUTS``, ``PARAMETERS``,
+``STATES``, ``CARRIED``, ``TRAINABLE`` and ``load_weights``) only when called; the generated
+``Model`` subclass adds ``step``, the graph spelled out node by node. Every wrong input
+or state is a ``ValueError`` (a ``TypeError`` for a wrong kind of value) naming the Input or
+node, before anything runs: never a silent broadcast.
+"""
+
+import torch
+
+
+def parameter_name(node, param):
+    """The ``ParameterDict`` name of ``node``'s parameter ``param``: torch forbids dots in names,
+    so ``"%"`` and ``":"`` are escaped first (``%25``, ``%3A``) and dots become ``":"``; distinct
+    nodes never share a name (``a.b``, a nested node, is ``a:b``; a node named ``a:b`` is ``a%3Ab``)."""
+    return node.replace("%", "%25").replace(":", "%3A").replace(".", ":") + ":" + param
+
+
+def expected_shape(leading, shape):
+    """``"[T, B, 2]"`` for ``leading`` ``("T", "B")`` and ``shape`` ``(2,)``."""
+    return "[" + ", ".join([*leading, *map(str, shape)]) + "]"
+
+
+class GraphModel(torch.nn.Module):
+    """A generated graph as a trainable module: ``model(x)`` over ``[T, B, *shape]``, as the
+    module ``snnir.compile`` returns; the generated subclass adds ``step``."""
+
+    def __init__(self, weights=None, dtype=torch.float32):
+        super().__init__()
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating point torch dtype, got {dtype!r}")
+        weights = load_weights() if weights is None else weights
+        self.params = torch.nn.ParameterDict({
+            parameter_name(node, param): torch.nn.Parameter(
+                weights[f"{node}.{param}"] if kind == "steps" else weights[f"{node}.{param}"].to(dtype),
+                requires_grad=f"{node}.{param}" in TRAINABLE)
+            for node, params in PARAMETERS.items() for param, (_, kind) in params.items()
+        })
+        # follows model.to(...), .double(), .float(): the dtype and device of inputs and states
+        self.register_buffer("dtype_probe", torch.zeros((), dtype=dtype), persistent=False)
+
+    @property
+    def dtype(self):
+        return self.dtype_probe.dtype
+
+    @property
+    def device(self):
+        return self.dtype_probe.device
+
+    def params_of(self, node):
+        """Node ``node``'s parameters by name."""
+        return {param: self.params[parameter_name(node, param)] for param in PARAMETERS[node]}
+
+    def initial_state(self, batch, device=None, dtype=None):
+        """All-zero state for ``batch`` samples, in the model's dtype and device by default."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        device = self.device if device is None else device
+        dtype = self.dtype if dtype is None else dtype
+        zeros = lambda shape: torch.zeros((batch,) + shape, dtype=dtype, device=device)  # noqa: E731
+        state = {node: {name: zeros(shape) for name, shape in states.items()} for node, states in STATES.items()}
+        for node, states in STATES.items():
+            if "buffer" in states:
+                state[node]["buffer"] = state[node]["buffer"].movedim(0, 1)
+        state["#carried"] = {node: zeros(shape) for node, shape in CARRIED.items()}
+        return state
+
+    def forward(self, x, state=None, steps=None):
+        """The graph over time. ``x`` is ``[T, B, *shape]`` (a dict by Input name for several
+        Inputs), or a static ``[B, *shape]`` held for ``steps=T`` steps; returns ``[T, B, ...]``
+        (a dict by Output name for several)."""
+        xs, steps, batch = self.sequences(x, steps)
+        state = self.initial_state(batch) if state is None else state
+        outs = {name: [] for name in OUTPUTS}
+        for t in range(steps):
+            y, state = self.step({name: value[t] for name, value in xs.items()}, state)
+            for name in OUTPUTS:
+                outs[name].append(y[name])
+        stacked = {name: torch.stack(values) for name, values in outs.items()}
+        return stacked[OUTPUTS[0]] if len(OUTPUTS) == 1 else stacked
+
+    # --- checks -------------------------------------------------------------------------
+    def tensors(self, x):
+        """``x`` by Input name (``x`` itself for a model of one Input) as tensors in the model's dtype."""
+        if not isinstance(x, dict):
+            if len(INPUTS) != 1:
+                raise TypeError(f"this model has the Inputs {list(INPUTS)}: give a dict of tensors by Input name")
+            x = {next(iter(INPUTS)): x}
+        missing = [name for name in INPUTS if name not in x]
+        unexpected = [name for name in x if name not in INPUTS]
+        if missing or unexpected:
+            raise ValueError(f"inputs do not fit this model's Inputs {list(INPUTS)}: missing {missing}, "
+                             f"unexpected {unexpected}")
+        tensors = {}
+        for name, value in x.items():
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"input {name!r} is not a tensor of numbers: {exc}") from None
+            if value.is_complex():
+                raise TypeError(f"input {name!r} has dtype {value.dtype}; inputs must be real numbers")
+            if value.device != self.device:
+                raise ValueError(f"input {name!r} is on {value.device} but the model is on {self.device}")
+            tensors[name] = value.to(self.dtype)
+        return tensors
+
+    def sequences(self, x, steps=None):
+        """``(inputs by name as [T, B, *shape], T, B)``; a static ``[B, *shape]`` input needs ``steps``."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        xs, found, batch = {}, None, None
+        for name, value in self.tensors(x).items():
+            shape = INPUTS[name]
+            if value.dim() == len(shape) + 1 and tuple(value.shape[1:]) == shape:
+                if steps is None:
+                    raise ValueError(
+                        f"input {name!r} of shape {list(value.shape)} is a static {expected_shape(('B',), shape)} "
+                        f"input: give steps=T (model(x, steps=T)) or a {expected_shape(('T', 'B'), shape)} sequence")
+                batch = self.same_batch(batch, value.shape[0], name)
+                value = value.expand(steps, *value.shape)
+            elif value.dim() == len(shape) + 2 and tuple(value.shape[2:]) == shape:
+                t = value.shape[0]
+                if steps is not None and t != steps:
+                    raise ValueError(f"input {name!r} has {t} time steps but steps={steps}")
+                if found is not None and t != found:
+                    raise ValueError(f"inputs disagree on the number of time steps T: {found} vs {t} ({name!r})")
+                found = t
+                batch = self.same_batch(batch, value.shape[1], name)
+            else:
+                raise ValueError(f"input {name!r} must have shape {expected_shape(('T', 'B'), shape)}, got "
+                                 f"{list(value.shape)} (or {expected_shape(('B',), shape)} with steps=T for a static input)")
+            xs[name] = value
+        return xs, steps if steps is not None else found, batch
+
+    @staticmethod
+    def same_batch(batch, b, name):
+        if batch is not None and b != batch:
+            raise ValueError(f"inputs disagree on the batch size B: {batch} vs {b} ({name!r})")
+        return b
