@@ -217,8 +217,9 @@ TRAINABLE = {tuple(body.trainable)!r}
 
 
 class Model(GraphModel):
-    def step(self, x, state):
-        """One step: ``x`` by Input name, ``[B, *shape]``; returns (outputs by name, new state)."""
+    def graph_step(self, x, state):
+        """One step of the graph, unchecked: ``x`` by Input name, ``[B, *shape]``; returns
+        (outputs by name, new state)."""
         h, new, prev = {{}}, {{}}, state["#carried"]
 {step}        new["#carried"] = {{node: h[node] for node in CARRIED}}
         return {{name: h[name] for name in OUTPUTS}}, new

@@ -4,7 +4,7 @@ Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's c
 docstring, so it imports nothing but torch (and must not import snnir). It reads the constants
 the generated module defines before it (``WEIGHTS``, ``INPUTS``, ``OUTPUTS``, ``PARAMETERS``,
 ``STATES``, ``CARRIED``, ``TRAINABLE`` and ``load_weights``) only when called; the generated
-``Model`` subclass adds ``step``, the graph spelled out node by node. Every wrong input
+``Model`` subclass adds ``graph_step``, the graph spelled out node by node. Every wrong input
 or state is a ``ValueError`` (a ``TypeError`` for a wrong kind of value) naming the Input or
 node, before anything runs: never a silent broadcast.
 """
@@ -25,8 +25,8 @@ def expected_shape(leading, shape):
 
 
 class GraphModel(torch.nn.Module):
-    """A generated graph as a trainable module: ``model(x)`` over ``[T, B, *shape]``, as the
-    module ``snnir.compile`` returns; the generated subclass adds ``step``."""
+    """A generated graph as a trainable module: ``model(x)`` over ``[T, B, *shape]`` and
+    ``model.step(x_t, state)`` on ``[B, *shape]``, as the module ``snnir.compile`` returns."""
 
     def __init__(self, weights=None, dtype=torch.float32):
         super().__init__()
@@ -68,19 +68,34 @@ class GraphModel(torch.nn.Module):
         state["#carried"] = {node: zeros(shape) for node, shape in CARRIED.items()}
         return state
 
-    def forward(self, x, state=None, steps=None):
+    def forward(self, x, state=None, steps=None, return_state=False):
         """The graph over time. ``x`` is ``[T, B, *shape]`` (a dict by Input name for several
         Inputs), or a static ``[B, *shape]`` held for ``steps=T`` steps; returns ``[T, B, ...]``
-        (a dict by Output name for several)."""
+        (a dict by Output name for several), and with ``return_state`` the final state too."""
         xs, steps, batch = self.sequences(x, steps)
-        state = self.initial_state(batch) if state is None else state
+        state = self.initial_state(batch) if state is None else self.checked_state(state, batch)
         outs = {name: [] for name in OUTPUTS}
         for t in range(steps):
-            y, state = self.step({name: value[t] for name, value in xs.items()}, state)
+            y, state = self.graph_step({name: value[t] for name, value in xs.items()}, state)
             for name in OUTPUTS:
                 outs[name].append(y[name])
         stacked = {name: torch.stack(values) for name, values in outs.items()}
-        return stacked[OUTPUTS[0]] if len(OUTPUTS) == 1 else stacked
+        out = stacked[OUTPUTS[0]] if len(OUTPUTS) == 1 else stacked
+        return (out, state) if return_state else out
+
+    def step(self, x, state=None):
+        """One step: ``x`` is ``[B, *shape]`` (a dict by Input name for several Inputs); returns
+        ``(output, new state)``, the output ``[B, ...]`` (a dict by Output name for several)."""
+        xs, batch = {}, None
+        for name, value in self.tensors(x).items():
+            if value.dim() != len(INPUTS[name]) + 1 or tuple(value.shape[1:]) != INPUTS[name]:
+                raise ValueError(f"input {name!r} must have shape {expected_shape(('B',), INPUTS[name])}, "
+                                 f"got {list(value.shape)}")
+            batch = self.same_batch(batch, value.shape[0], name)
+            xs[name] = value
+        state = self.initial_state(batch) if state is None else self.checked_state(state, batch)
+        y, state = self.graph_step(xs, state)
+        return (y[OUTPUTS[0]] if len(OUTPUTS) == 1 else y), state
 
     # --- checks -------------------------------------------------------------------------
     def tensors(self, x):
@@ -133,10 +148,34 @@ class GraphModel(torch.nn.Module):
                 raise ValueError(f"input {name!r} must have shape {expected_shape(('T', 'B'), shape)}, got "
                                  f"{list(value.shape)} (or {expected_shape(('B',), shape)} with steps=T for a static input)")
             xs[name] = value
-        return xs, steps if steps is not None else found, batch
+        steps = steps if steps is not None else found
+        if steps == 0:
+            raise ValueError(f"the input has no time steps (T = 0): {list(xs)}")
+        return xs, steps, batch
 
     @staticmethod
     def same_batch(batch, b, name):
         if batch is not None and b != batch:
             raise ValueError(f"inputs disagree on the batch size B: {batch} vs {b} ({name!r})")
         return b
+
+    def checked_state(self, state, batch):
+        """``state`` if it fits ``batch`` samples as :meth:`initial_state` builds it, else an error
+        naming the node."""
+        expected = self.initial_state(batch, device="meta")
+        if not isinstance(state, dict) or set(state) != set(expected):
+            raise ValueError(f"state must be a dict with the keys {sorted(expected)} (see initial_state)")
+        for node, values in expected.items():
+            given = state[node]
+            if not isinstance(given, dict) or set(given) != set(values):
+                raise ValueError(f"state[{node!r}] must be a dict with the keys {sorted(values)} (see initial_state)")
+            for name, ref in values.items():
+                value = given[name]
+                if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
+                    got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise ValueError(f"state[{node!r}][{name!r}] must have shape {list(ref.shape)} for batch "
+                                     f"{batch}, got {got} (see initial_state)")
+                if value.dtype != self.dtype or value.device != self.device:
+                    raise ValueError(f"state[{node!r}][{name!r}] is {value.dtype} on {value.device}, where the "
+                                     f"model runs {self.dtype} on {self.device} (see initial_state)")
+        return state

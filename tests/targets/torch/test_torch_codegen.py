@@ -312,6 +312,7 @@ BAD_INPUTS = [  # (graph, input, what the generated module says)
     ("one", torch.zeros(5, 4, 3), r"input 'input' must have shape \[T, B, 2\], got \[5, 4, 3\]"),
     ("one", torch.zeros(5, 4, 1, 2), r"input 'input' must have shape \[T, B, 2\], got \[5, 4, 1, 2\]"),
     ("one", torch.zeros(2), r"input 'input' must have shape \[T, B, 2\], got \[2\]"),
+    ("one", torch.zeros(0, 4, 2), r"no time steps \(T = 0\)"),
     ("one", {"input": torch.zeros(5, 4, 2), "other": torch.zeros(5, 4, 2)}, r"unexpected \['other'\]"),
     ("two", torch.zeros(5, 4, 2), r"the Inputs \['a', 'b'\]: give a dict"),
     ("two", {"a": torch.zeros(5, 4, 2)}, r"missing \['b'\]"),
@@ -367,3 +368,49 @@ def test_the_generated_module_follows_dtype_moves(tmp_path):
         assert single.to(torch.float64)(x.float()).dtype == torch.float64  # inputs are cast to the model's dtype
     assert "dtype_probe" not in generated.load_model().state_dict()
 
+
+def test_the_generated_step_takes_what_the_compiled_modules_step_takes(tmp_path):
+    """docs/torch-target.md's ``model.step(x[0], state)`` was an IndexError in the generated module
+    (it wanted ``{input name: x_t}``); it takes a tensor (or a dict) and returns the output as the
+    compiled module does."""
+    graph = small_graph()
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    model = _import(source).load_model(dtype=torch.float64)
+    compiled = compile_torch(graph, dtype=torch.float64)
+    x = torch.as_tensor(random_input(graph, 12, 3))
+    with torch.no_grad():
+        whole = model(x)
+        state, ours = model.initial_state(3), []
+        for t in range(x.shape[0]):
+            y_t, state = model.step(x[t] if t % 2 else {"input": x[t]}, state)
+            ours.append(y_t)
+        theirs, _ = compiled.step(x[0], compiled.initial_state(3))
+        first, _ = model.step(x[0])  # no state: the initial one
+    torch.testing.assert_close(torch.stack(ours), whole, rtol=0, atol=0)
+    torch.testing.assert_close(first, theirs, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"input 'input' must have shape \[B, 2\], got \[12, 3, 2\]"):
+        model.step(x, model.initial_state(3))
+    with pytest.raises(ValueError, match=r"state\['lif'\]\['v'\] must have shape \[3, 3\] for batch 3, got \[4, 3\]"):
+        model.step(x[0], model.initial_state(4))  # a state of another batch size
+
+
+def test_the_generated_module_returns_its_final_state_for_chunks(tmp_path):
+    """``forward(x, state)`` took a state but never returned the final one, and T=0 failed in
+    torch.stack: ``return_state=True`` returns it as the compiled module's does."""
+    graph = small_graph()
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    model = _import(source).load_model(dtype=torch.float64)
+    x = torch.as_tensor(random_input(graph, 12, 3))
+    with torch.no_grad():
+        whole, final = model(x, return_state=True)
+        first, state = model(x[:5], return_state=True)
+        second, state = model(x[5:], state, return_state=True)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
+    torch.testing.assert_close(state["lif"]["v"], final["lif"]["v"], rtol=0, atol=0)
+    compiled = compile_torch(graph, dtype=torch.float64)
+    _, their_state = compiled(x, return_state=True)
+    torch.testing.assert_close(final["lif"]["v"], their_state["lif.v"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"no time steps \(T = 0\)"):
+        model(x[:0])
+    with pytest.raises(ValueError, match=r"state must be a dict with the keys"):
+        model(x, {"lif.v": final["lif"]["v"]})
