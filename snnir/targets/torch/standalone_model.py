@@ -4,9 +4,9 @@ Generated torch source (:mod:`snnir.targets.torch.codegen`) embeds this file's c
 docstring, so it imports nothing but torch (and must not import snnir). It reads the constants
 the generated module defines before it (``WEIGHTS``, ``INPUTS``, ``OUTPUTS``, ``PARAMETERS``,
 ``STATES``, ``CARRIED``, ``TRAINABLE`` and ``load_weights``) only when called; the generated
-``Model`` subclass adds ``graph_step``, the graph spelled out node by node. Every wrong input
-or state is a ``ValueError`` (a ``TypeError`` for a wrong kind of value) naming the Input or
-node, before anything runs: never a silent broadcast.
+``Model`` subclass adds ``graph_step``, the graph spelled out node by node. Every wrong weight,
+input or state is a ``ValueError`` (a ``TypeError`` for a wrong kind of value) naming the
+weight, Input or node, before anything runs: never a silent broadcast.
 """
 
 import torch
@@ -17,6 +17,34 @@ def parameter_name(node, param):
     so ``"%"`` and ``":"`` are escaped first (``%25``, ``%3A``) and dots become ``":"``; distinct
     nodes never share a name (``a.b``, a nested node, is ``a:b``; a node named ``a:b`` is ``a%3Ab``)."""
     return node.replace("%", "%25").replace(":", "%3A").replace(".", ":") + ":" + param
+
+
+def check_weights(weights, where):
+    """``weights`` (tensors by ``"<node>.<parameter>"``) as ``PARAMETERS`` says, or an error
+    naming the first key that is missing, unexpected, or of the wrong shape or dtype."""
+    if not isinstance(weights, dict):
+        raise TypeError(f"{where}: expected a dict of tensors by '<node>.<parameter>', got {type(weights).__name__}")
+    expected = {f"{node}.{param}": spec for node, params in PARAMETERS.items() for param, spec in params.items()}
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{where}: the keys do not fit this model: missing {missing}, unexpected {unexpected}")
+    for key, (shape, kind) in expected.items():
+        value = weights[key]
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{where}: {key!r} is a {type(value).__name__}, not a tensor")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{where}: {key!r} has shape {list(value.shape)}, expected {list(shape)}")
+        if kind == "steps":  # a Delay's steps: int64, within its buffer
+            depth = STATES[key.rsplit(".", 1)[0]]["buffer"][0]
+            if value.dtype != torch.int64:
+                raise ValueError(f"{where}: {key!r} has dtype {value.dtype}, expected torch.int64")
+            if value.numel() and not 0 <= int(value.min()) <= int(value.max()) <= depth:
+                raise ValueError(f"{where}: {key!r} holds delays outside 0..{depth}")
+        elif not value.dtype.is_floating_point:
+            raise ValueError(f"{where}: {key!r} has dtype {value.dtype}, expected a floating point dtype")
+        elif not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{where}: {key!r} holds non-finite values (NaN or inf)")
 
 
 def expected_shape(leading, shape):
@@ -32,7 +60,10 @@ class GraphModel(torch.nn.Module):
         super().__init__()
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating point torch dtype, got {dtype!r}")
-        weights = load_weights() if weights is None else weights
+        if weights is None:
+            weights = load_weights()  # checked as it is read
+        else:
+            check_weights(weights, "the weights given")
         self.params = torch.nn.ParameterDict({
             parameter_name(node, param): torch.nn.Parameter(
                 weights[f"{node}.{param}"] if kind == "steps" else weights[f"{node}.{param}"].to(dtype),

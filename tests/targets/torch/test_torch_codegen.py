@@ -351,6 +351,71 @@ def test_the_generated_module_holds_a_static_input_for_steps(tmp_path):
     np.testing.assert_array_equal(compile_torch(graph, dtype=torch.float64)(image, steps=7).detach().numpy(), expected)
 
 
+def _tampered(weights: dict, key: str, value) -> dict:
+    weights = dict(weights)
+    if value is None:
+        del weights[key]
+    else:
+        weights[key] = value
+    return weights
+
+
+TAMPERED = [  # (key, new value from the old one, message); None: delete the key
+    ("fc.bias", lambda v: v[:1], r"'fc.bias' has shape \[1\], expected \[3\]"),
+    ("lif.v_threshold", lambda v: v[:1], r"'lif.v_threshold' has shape \[1\], expected \[3\]"),
+    ("fc.weight", lambda v: v.T.contiguous(), r"'fc.weight' has shape \[2, 3\], expected \[3, 2\]"),
+    ("fc.bias", None, r"missing \['fc.bias'\], unexpected \[\]"),
+    ("extra.weight", lambda v: torch.zeros(3), r"missing \[\], unexpected \['extra.weight'\]"),
+    ("fc.weight", lambda v: v.long(), r"'fc.weight' has dtype torch.int64, expected a floating point dtype"),
+    ("lif.tau", lambda v: v * float("nan"), r"'lif.tau' holds non-finite values"),
+    ("fc.bias", lambda v: v.tolist(), r"'fc.bias' is a list, not a tensor"),
+]
+
+
+@pytest.mark.parametrize("key, edit, message", TAMPERED, ids=[m[:40] for _, _, m in TAMPERED])
+def test_weights_that_do_not_fit_the_graph_are_refused_naming_the_key(tmp_path, key, edit, message):
+    """A bias of shape [1] for [3] broadcast silently (other spikes); a missing tensor was a KeyError
+    inside ``affine``, an int64 one failed inside torch: each is refused naming the key."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    source, weights_path = write_module(small_graph(), tmp_path / "model.py", "safetensors")
+    generated = _import(source)
+    weights = generated.load_weights()
+    bad = _tampered(weights, key, None if edit is None else edit(weights.get(key, torch.zeros(3))))
+    with pytest.raises((ValueError, TypeError), match="the weights given: .*" + message):
+        generated.Model(weights=bad)
+    if all(isinstance(v, torch.Tensor) for v in bad.values()):  # the file beside the module, tampered
+        safetensors_torch.save_file(bad, str(weights_path))
+        with pytest.raises(ValueError, match=f"the weights file {weights_path}: .*" + message):
+            generated.load_model()
+
+
+def test_a_weights_file_that_is_not_one_is_refused_naming_it(tmp_path):
+    source, weights_path = write_module(small_graph(), tmp_path / "model.py", "torch")
+    generated = _import(source)
+    weights_path.write_bytes(b"not a weights file")
+    with pytest.raises(ValueError, match=f"cannot read the weights file {weights_path}"):
+        generated.load_model()
+    weights_path.unlink()
+    with pytest.raises(ValueError, match=f"cannot read the weights file {weights_path}"):
+        generated.load_model()
+
+
+def test_delay_steps_outside_the_buffer_are_refused(tmp_path):
+    from snnir.ir import Delay
+
+    graph = Graph.sequential(("input", Input((2,))), ("d", Delay(delay=np.array([2e-3, 1e-3]), sem=Semantics(dt=1e-3))),
+                             ("output", Output()))
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    generated = _import(source)
+    weights = generated.load_weights()
+    x = torch.as_tensor(random_input(graph, 6, 2))
+    np.testing.assert_array_equal(generated.Model(weights, torch.float64)(x).numpy(), snnir.run(graph, x.numpy())["output"])
+    with pytest.raises(ValueError, match=r"'d.steps' holds delays outside 0..2"):
+        generated.Model(_tampered(weights, "d.steps", torch.tensor([3, 1])))
+    with pytest.raises(ValueError, match=r"'d.steps' has dtype torch.float32, expected torch.int64"):
+        generated.Model(_tampered(weights, "d.steps", torch.tensor([2.0, 1.0])))
+
+
 def test_the_generated_module_follows_dtype_moves(tmp_path):
     """``model.double()`` and ``load_model(dtype=torch.float64).float()`` failed inside ``affine``:
     the module cast inputs and built states in the dtype it was loaded with."""
