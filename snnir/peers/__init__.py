@@ -27,8 +27,9 @@ Each library's conventions, kept here and nowhere else:
 - Lava 0.10 (``lava-nc``, Python 3.10 only): the NIR paper's converter and Lava's CPU simulation,
   run in another interpreter (:mod:`snnir.peers.lava_env`); ``x`` is ``[T, B, n]``, each sample alone.
 
-The torch libraries run in ``x``'s precision where it is float64, otherwise in float32 (all
-their defaults); Spyx and Rockpool always in float32 (Rockpool's modules keep float32 tensors
+Norse and Sinabs run in ``x``'s precision where it is float64, otherwise in float32 (all
+their defaults; a Sinabs layer after a neuron fails in float64, on the float32 spikes Sinabs'
+neurons emit); snnTorch (whose neurons do the same), Spyx and Rockpool always in float32 (Rockpool's modules keep float32 tensors
 that ``.to(torch.float64)`` does not convert). snnTorch's importer never returns on a file whose edge names no node; such a file is refused
 before it starts. The libraries are optional: a library that is missing, an importer that fails, or a
 simulation that fails is a :class:`SnnirError` naming the library and why.
@@ -174,10 +175,19 @@ def _dangling_end(graph) -> str | None:
 
 
 def _snntorch_run(module, x):
-    """snnTorch's layers built with ``init_hidden=True`` keep their state in the module: reset it."""
+    """snnTorch's layers built with ``init_hidden=True`` keep their state in the module: reset
+    every one before each sample (``snntorch.utils.reset`` finds only those at the top level, not
+    a loop's nested one, whose state then ran on into the next sample). In float32: its neurons
+    emit float32 spikes, which a float64 layer after them refuses."""
     import snntorch.utils
 
-    return per_sample(module, x, snntorch.utils.reset)
+    def reset(net):
+        snntorch.utils.reset(net)
+        for layer in net.modules():
+            if callable(getattr(layer, "reset_mem", None)):
+                layer.reset_mem()
+
+    return per_sample(module, x.astype(np.float32), reset)
 
 
 def _norse_import(graph, x, options):
