@@ -187,7 +187,7 @@ def test_training_module_passes_no_gradient_through_a_detached_delay(tmp_path):
     for name in ("output_held", "output_passed"):
         ours.zero_grad(), theirs.zero_grad()
         got, want = ours(x)[name], theirs(x)[name]
-        assert torch.equal(got, want)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # ONNX's MatMul then Add, torch's addmm
         if name == "output_held":
             assert not got.requires_grad and not want.requires_grad
             continue
