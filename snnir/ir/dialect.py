@@ -63,6 +63,12 @@ def register_loader(load: Callable[[], None]) -> None:
         _LOADERS.append(load)
 
 
+#: ``predict(graph, library, warnings)``: what ``library``'s importer runs from the file ``graph``
+#: as written (``imported_by``'s full check: fields the installed nir cannot store, the dialect's
+#: prediction, the semantics it changes, appended to ``warnings``); set by the frontends' loader.
+FILE_PREDICTORS: list[Callable[[Graph, str, list[str]], Graph]] = []
+
+
 def all_dialects() -> dict[str, Dialect]:
     """Every dialect, the registered loaders' included."""
     for load in _LOADERS:

@@ -66,3 +66,74 @@ def test_norse_loop_is_written_with_a_warning_that_spikes_may_differ(tmp_path):
     said = " ".join(str(w.message) for w in caught)
     assert "norse: node 'lif': Norse's from_nir runs loops in nirtorch's own order" in said
     assert "its spikes may differ" in said
+
+
+def test_a_field_the_installed_nir_cannot_store_is_refused_for_every_library(tmp_path):
+    """A non-zero v_reset: nir 1.0.4's LIF has none, so every library's nir.read fails; the write
+    only warned that the library resets to 0 (Sinabs not even that)."""
+    import nir
+
+    if "v_reset" in getattr(nir.LIF, "__dataclass_fields__", {}):
+        pytest.skip(f"nir {nir.version} stores LIF.v_reset")
+    n, dt = 4, 1e-4
+    graph = Graph.sequential(
+        ("input", Input((3,))), ("fc", Affine(weight=np.ones((n, 3)), bias=np.zeros(n))),
+        ("lif", LIF(tau=np.full(n, 5 * dt), r=np.full(n, 5.0), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                    v_reset=np.full(n, 0.2), sem=Semantics(dt=dt, reset="zero"))),
+        ("output", Output()))
+    for library in ("snntorch", "norse", "sinabs", "spyx", "nengo"):
+        with pytest.raises(SnnirError, match=f"node 'lif': not written for {library}: .*no LIF.v_reset"):
+            snnir.write(graph, tmp_path / f"{library}.nir", dialect=library)
+
+
+def test_sinabs_names_a_node_it_cannot_import_after_one_it_runs_unpredictably(tmp_path):
+    """An IF (Sinabs' membrane floor: not predicted) before a conv LIF with [C, H, W] parameters
+    (Sinabs' any() fails): the check stopped at the IF and the file was written."""
+    from snnir.ir.ops import IF, Conv2d, Flatten
+
+    rng = np.random.default_rng(0)
+    sem = Semantics(dt=1.0, discretisation="exp", reset="subtract", threshold_compare="ge", spike_mode="multi")
+    s1, s2 = (2, 4, 4), (2, 2, 2)
+    graph = Graph.sequential(
+        ("input", Input((1, 6, 6))), ("conv0", Conv2d(weight=rng.normal(0.5, 0.5, (2, 1, 3, 3)), bias=np.zeros(2))),
+        ("n0", IF(r=np.ones(s1), v_threshold=np.ones(s1), sem=sem)),
+        ("conv1", Conv2d(weight=rng.normal(0.5, 0.5, (2, 2, 3, 3)), bias=np.zeros(2))),
+        ("n1", LIF(tau=np.full(s2, 5.0), r=np.full(s2, 1 / (1 - np.exp(-1 / 5.0))), v_leak=np.zeros(s2),
+                   v_threshold=np.ones(s2), sem=sem)),
+        ("flat", Flatten(start_dim=0)), ("fc", Affine(weight=rng.normal(0.3, 0.3, (3, 8)), bias=np.zeros(3))),
+        ("output", Output()))
+    with pytest.raises(SnnirError, match=r"node 'n1': not written for sinabs: .*any\(\) to v_leak"):
+        snnir.write(graph, tmp_path / "f.nir", dialect="sinabs")
+
+
+def test_nengo_write_names_the_step_nengo_runs(tmp_path):
+    """nengo steps the exact rule at dt 1e-3: a file of another dt or discretisation ran differently
+    (168 of 480 entries at dt 1e-4), and the write's warning left that out."""
+    dt = 1e-4
+    graph = Graph.sequential(
+        ("input", Input((5,))), ("fc", Affine(weight=np.full((6, 5), 0.5), bias=np.zeros(6))),
+        ("lif", LIF(tau=np.full(6, 5 * dt), r=np.ones(6), v_leak=np.zeros(6), v_threshold=np.full(6, 0.6),
+                    sem=Semantics(dt=dt, discretisation="exp"))),
+        ("output", Output()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        snnir.write(graph, tmp_path / "f.nir", dialect="nengo")
+    assert "simulates dt 0.001, the graph states 0.0001" in " ".join(str(w.message) for w in caught)
+
+
+def test_snntorch_write_takes_the_sum_pool_its_importer_builds(tmp_path):
+    """nirtorch builds a SumPool2d for snnTorch (as LPPool2d), and the spikes were snnir.run's: the
+    write refused it as having no module."""
+    from snnir.ir.ops import Flatten, SumPool2d
+
+    n, dt = 5, 1e-4
+    graph = Graph.sequential(
+        ("input", Input((1, 6, 6))), ("pool", SumPool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))),
+        ("flat", Flatten(start_dim=0)), ("fc", Affine(weight=np.full((n, 9), 0.5), bias=np.zeros(n))),
+        ("lif", LIF(tau=np.full(n, 5 * dt), r=np.full(n, 5.0), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                    sem=Semantics(dt=dt))),
+        ("output", Output()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, tmp_path / "f.nir", dialect="snntorch")
+    assert (tmp_path / "f.nir").exists()

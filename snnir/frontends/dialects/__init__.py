@@ -12,7 +12,9 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
-from snnir.ir.dialect import DIALECTS, Dialect, get_dialect, map_neurons, register_dialect, register_loader
+from snnir.ir.dialect import (
+    DIALECTS, FILE_PREDICTORS, Dialect, get_dialect, map_neurons, register_dialect, register_loader,
+)
 from snnir.ir.semantics import NO_LEAK_STEPS, Semantics, euler_tau
 
 if TYPE_CHECKING:
@@ -34,6 +36,16 @@ def _load_builtin() -> None:
 
 
 register_loader(_load_builtin)
+
+
+def _predict_file(graph, library: str, warnings: list[str]):
+    from snnir.frontends.dialects.imported import predicted_from_file
+
+    return predicted_from_file(graph, library, warnings)
+
+
+if _predict_file not in FILE_PREDICTORS:
+    FILE_PREDICTORS.append(_predict_file)
 
 
 # --- helpers the library dialects share ------------------------------------------

@@ -159,16 +159,28 @@ def imported_by(graph: Graph, library: str, **options: Any) -> tuple[Graph, list
     ``options`` are the importer's own (e.g. ``dt`` for Norse and Spyx; ``batch_size`` for
     Sinabs). Raises :class:`SnnirError` naming the node and library where the importer cannot
     read the graph or snnir cannot state exactly what it would run."""
-    from snnir.frontends.dialects import get_dialect
     from snnir.ir.nir_io import as_written
-    from snnir.ir.verify import verify
 
     options = import_options(library, options)
-    dialect = get_dialect(library)
     warnings: list[str] = []
     graph = as_written(graph, notes=warnings)  # the file: extension ops in their standard NIR form
+    return predicted_from_file(graph, library, warnings, options), warnings
+
+
+def predicted_from_file(graph: Graph, library: str, warnings: list[str], options: Mapping[str, Any] | None = None) -> Graph:
+    """:func:`imported_by` of ``graph`` as it is in the file (already written), its warnings added
+    to ``warnings``; ``options`` default to the importer's own, one without a default (Sinabs'
+    ``batch_size``) taken as 1 (the file does not depend on it)."""
+    from snnir.frontends.dialects import get_dialect
+    from snnir.ir.verify import verify
+
+    dialect = get_dialect(library)
+    if options is None:
+        options = {name: 1 if value is None else value for name, value in dialect.import_options.items()}
     refuse_unknown_fields(graph, dialect.importer)
-    predicted = dialect.imported_by(graph, warnings, options)
+    found: list[str] = []
+    predicted = dialect.imported_by(graph, found, dict(options))
+    warnings.extend(found)
     warnings[:0] = semantic_changes(graph, predicted, dialect.importer)
     verify(predicted)
-    return predicted, warnings
+    return predicted

@@ -106,13 +106,11 @@ def _python_any_raises(values) -> bool:
     return np.ndim(values) >= 2 and len(values) > 0 and np.size(values[0]) > 1
 
 
-def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
-    """``LIFSqueeze`` / ``ExpLeakSqueeze`` at one step per step, ``norm_input=False``
-    (``v' = exp(-1/tau) v + x``), MultiSpike, reset by subtraction; r and v_reset ignored.
-    ``IAFSqueeze``'s membrane floor is not predicted."""
+def _refuse_unimportable(path: str, op: Neuron) -> Neuron:
+    """Raise where Sinabs' importer fails on this neuron (checked for every neuron before any is
+    predicted, so that a node it cannot import is named even after one it runs unpredictably)."""
     if isinstance(op, IF):
-        raise SnnirError(f"{_IMPORTER} builds IAFSqueeze(min_v_mem=-v_threshold) (sinabs/nir.py:88), a membrane "
-                         "floor snnir's IR cannot state: not predicted", path)
+        return op
     if np.ndim(op.v_leak) == 0:
         raise SnnirError(f"{_IMPORTER} calls torch's unsqueeze on a scalar v_leak (a numpy array after nir.read): "
                          "it cannot import this graph", path)
@@ -125,6 +123,16 @@ def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
         raise SnnirError(f"{_IMPORTER} raises '`v_leak` must be 0': it cannot import this graph", path)
     if isinstance(op, LI) and (np.ndim(op.r) == 0 or np.any(op.r != 1.0)):
         raise SnnirError(f"{_IMPORTER} reads LI only with r = 1 as an array: it cannot import this graph", path)
+    return op
+
+
+def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
+    """``LIFSqueeze`` / ``ExpLeakSqueeze`` at one step per step, ``norm_input=False``
+    (``v' = exp(-1/tau) v + x``), MultiSpike, reset by subtraction; r and v_reset ignored.
+    ``IAFSqueeze``'s membrane floor is not predicted. ``op`` passed :func:`_refuse_unimportable`."""
+    if isinstance(op, IF):
+        raise SnnirError(f"{_IMPORTER} builds IAFSqueeze(min_v_mem=-v_threshold) (sinabs/nir.py:88), a membrane "
+                         "floor snnir's IR cannot state: not predicted", path)
     if op.spiking and np.any(op.v_reset != 0.0):
         warnings.append(f"node '{path}': {_IMPORTER} ignores v_reset (subtracts the threshold)")
     if not np.allclose(decay_gain(op.tau, op.sem)[1] * op.r, 1.0):
@@ -140,6 +148,7 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     neurons = [path for path, op in graph.walk() if isinstance(op, Neuron)]
     if neurons and options["batch_size"] is None and options["num_timesteps"] is None:
         raise SnnirError(f"{_IMPORTER} needs batch_size or num_timesteps for its layers (pass one)", neurons[0])
+    map_neurons(graph, _refuse_unimportable)
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
 
 

@@ -201,7 +201,7 @@ def _check_readable(graph: Graph, prefix: str = "") -> None:
         raise SnnirError(f"{_IMPORTER} reads a graph with one Input and one Output, this one has "
                          f"{len(graph.inputs)} and {len(graph.outputs)}", prefix[:-1] or None)
     for name, op in graph.nodes.items():
-        if not isinstance(op, READABLE):
+        if not isinstance(op, READABLE + (SumPool2d,)):  # nirtorch builds a SumPool2d (see _sum_pools)
             raise SnnirError(f"{_IMPORTER} has no module for {op.op_type}", prefix + name)
         if isinstance(op, Subgraph):
             _check_readable(op.graph, f"{prefix}{name}.")

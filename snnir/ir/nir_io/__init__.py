@@ -36,7 +36,7 @@ import numpy as np
 from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, warn
 from snnir.ir.graph import Graph
-from snnir.ir.dialect import DIALECTS, Dialect, get_dialect, map_neurons
+from snnir.ir.dialect import DIALECTS, FILE_PREDICTORS, Dialect, get_dialect, map_neurons
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Neuron, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
@@ -204,14 +204,14 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     notes: list[str] = []
     graph = as_written(graph, dialect=dialect, keep_extensions=keep_extensions, notes=notes,
                        binary_inputs=binary_inputs)
-    if dialect not in (None, "nir"):
-        notes += refuse_unimported(graph, get_dialect(dialect))
     try:
         shapes = infer_shapes(graph)
     except SnnirError as exc:
         if dialect not in (None, "nir"):  # a peer's importer needs every node's shape
             raise SnnirError(f"cannot write a file for {dialect}: {exc}") from None
         shapes = None  # plain NIR may leave shapes unstated
+    if dialect not in (None, "nir"):
+        notes += refuse_unimported(graph, get_dialect(dialect))
     check_written_size(graph, shapes, current_limits())
     target = os.fspath(path)
 
@@ -227,18 +227,16 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
 
 def refuse_unimported(graph: Graph, dialect: Dialect) -> list[str]:
     """Refuse a file for ``dialect`` (``graph`` as written) that its library's importer, as
-    ``dialect.imported_by`` describes it, cannot read (it would fail, or drop a node without a
-    word). Returns the notes for the write: where snnir cannot state exactly what the library
-    runs (``imported_by``'s refusals that end "not predicted", such as a membrane floor), that
-    the spikes there may differ; for a dialect that writes plain NIR (no ``on_write`` of its own
-    says it), what the importer changes. An import option without a default (Sinabs'
-    ``batch_size``) is taken as 1: the file does not depend on it."""
-    if dialect.imported_by is None:
+    ``imported_by`` describes it (a registered ``FILE_PREDICTORS`` entry), cannot read: it would
+    fail, or drop a node without a word. Returns the notes for the write: where snnir cannot state
+    exactly what the library runs (``imported_by``'s refusals that end "not predicted", such as a
+    membrane floor), that the spikes there may differ; for a dialect that writes plain NIR (no
+    ``on_write`` of its own says it), what the importer changes."""
+    if dialect.imported_by is None or not FILE_PREDICTORS:
         return []
-    options = {name: 1 if value is None else value for name, value in dialect.import_options.items()}
     changes: list[str] = []
     try:
-        dialect.imported_by(graph, changes, options)
+        FILE_PREDICTORS[0](graph, dialect.name, changes)
     except SnnirError as exc:
         if not exc.reason.endswith("not predicted"):
             raise SnnirError(f"not written for {dialect.name}: {exc.reason}", exc.node) from None

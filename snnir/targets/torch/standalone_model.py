@@ -33,6 +33,8 @@ def check_weights(weights, where):
         value = weights[key]
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{where}: {key!r} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta:
+            raise ValueError(f"{where}: {key!r} is a {value.layout} tensor on {value.device}, expected a dense one")
         if tuple(value.shape) != shape:
             raise ValueError(f"{where}: {key!r} has shape {list(value.shape)}, expected {list(shape)}")
         if kind == "steps":  # a Delay's steps: int64, within its buffer
@@ -45,6 +47,16 @@ def check_weights(weights, where):
             raise ValueError(f"{where}: {key!r} has dtype {value.dtype}, expected a floating point dtype")
         elif not bool(torch.isfinite(value).all()):
             raise ValueError(f"{where}: {key!r} holds non-finite values (NaN or inf)")
+
+
+def own_copy(value, dtype, key):
+    """``value`` copied (training never changes the caller's tensors) into ``dtype`` (None: kept),
+    or an error where ``dtype`` cannot hold it: a value that becomes inf, or a non-zero one 0."""
+    copied = value.detach().to(dtype=dtype or value.dtype, copy=True)
+    if dtype is not None and (not bool(torch.isfinite(copied).all()) or bool(((value != 0) & (copied == 0)).any())):
+        raise ValueError(f"the weight {key!r} does not fit {dtype} (a value overflows or becomes 0): "
+                         "load it with load_model(dtype=torch.float64)")
+    return copied
 
 
 def expected_shape(leading, shape):
@@ -66,7 +78,7 @@ class GraphModel(torch.nn.Module):
             check_weights(weights, "the weights given")
         self.params = torch.nn.ParameterDict({
             parameter_name(node, param): torch.nn.Parameter(
-                weights[f"{node}.{param}"] if kind == "steps" else weights[f"{node}.{param}"].to(dtype),
+                own_copy(weights[f"{node}.{param}"], None if kind == "steps" else dtype, f"{node}.{param}"),
                 requires_grad=f"{node}.{param}" in TRAINABLE)
             for node, params in PARAMETERS.items() for param, (_, kind) in params.items()
         })

@@ -479,3 +479,47 @@ def test_the_generated_module_returns_its_final_state_for_chunks(tmp_path):
         model(x[:0])
     with pytest.raises(ValueError, match=r"state must be a dict with the keys"):
         model(x, {"lif.v": final["lif"]["v"]})
+
+
+def test_the_generated_module_copies_given_weights_and_checks_they_fit_its_dtype(tmp_path):
+    """Model(weights=w) trained the caller's own tensors (a second model from the same dict then
+    spiked differently); a float64 weight of 1e39 became inf in float32 without a word; a sparse
+    tensor failed inside torch."""
+    source, _ = write_module(small_graph(), tmp_path / "model.py", "safetensors")
+    generated = _import(source)
+    weights = generated.load_weights()
+    kept = {k: v.clone() for k, v in weights.items()}
+    model = generated.Model(weights=weights)
+    model(torch.rand(5, 2, 2)).sum().backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    assert all(torch.equal(weights[k], kept[k]) for k in kept)
+    huge = dict(weights, **{"fc.weight": torch.full((3, 2), 1e39, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"'fc.weight' does not fit torch.float32.*dtype=torch.float64"):
+        generated.Model(weights=huge)
+    generated.Model(weights=huge, dtype=torch.float64)
+    sparse = dict(weights, **{"fc.bias": weights["fc.bias"].to_sparse()})
+    with pytest.raises(ValueError, match=r"'fc.bias' is a torch.sparse_coo tensor .* expected a dense one"):
+        generated.Model(weights=sparse)
+
+
+def test_a_torch_weights_file_of_more_than_tensors_is_refused_without_torchs_advice(tmp_path):
+    """torch.load(weights_only=True) refuses it with advice to pass weights_only=False, which the
+    generated module passed on to its user."""
+    source, weights_path = write_module(small_graph(), tmp_path / "model.py", "torch")
+    generated = _import(source)
+    torch.save({"fc.weight": torch.zeros(3, 2), "hook": print}, weights_path)
+    with pytest.raises(ValueError, match=f"cannot read the weights file {weights_path}: it is not a file of plain") as info:
+        generated.load_model()
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_a_node_named_like_the_carried_state_key_is_refused(tmp_path):
+    """The generated state keeps what recurrent edges carry under '#carried': a stateful node of that
+    name had its state overwritten by them every step (13 spikes differed)."""
+    graph = Graph.sequential(
+        ("input", Input((2,))), ("fc", Affine(weight=np.ones((3, 2)), bias=np.zeros(3))),
+        ("#carried", LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, 0.1),
+                         sem=Semantics(dt=1e-3))),
+        ("output", Output()))
+    with pytest.raises(SnnirError, match="node '#carried': .*rename this node"):
+        write_module(graph, tmp_path / "model.py")
