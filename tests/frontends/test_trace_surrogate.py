@@ -96,8 +96,11 @@ def test_different_or_unknown_surrogates_are_said():
     snnir.compile(graph, target="torch", surrogate="arctan")  # the caller's choice
     graph = snnir.trace(Net(surrogate.triangular()), _sample()[0].float())
     assert graph.nodes["lif1"].metadata["surrogate"] == {"unknown": "snntorch.surrogate.triangular.<locals>.inner"}
-    with pytest.warns(snnir.errors.SnnirWarning, match="'lif1' .and 1 more. .*triangular.*fast_sigmoid"):
+    with pytest.warns(snnir.errors.SnnirWarning, match="'lif1' .and 1 more. .*triangular.*fast_sigmoid slope 25"):
         snnir.compile(graph, target="torch")
+    mixed = snnir.trace(Net(surrogate.triangular(), surrogate.atan()), _sample()[0].float())
+    with pytest.warns(snnir.errors.SnnirWarning, match="'lif1'.*triangular.*by default the other neurons' arctan slope 2"):
+        assert snnir.compile(mixed, target="torch").node_module("lif1").surrogate == Surrogate("arctan", 2.0)
 
 
 def test_files_keep_the_traced_surrogate(tmp_path):

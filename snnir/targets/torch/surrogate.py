@@ -95,16 +95,19 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
             unknown.append((path, str(recorded["unknown"])))
         elif set(recorded) == {"name", "slope"}:
             found.setdefault((str(recorded["name"]), float(recorded["slope"])), path)
-    if unknown:
-        (node, what), more = sorted(unknown)[0], f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        warn(f"node '{shown(node)}'{more} was traced with the surrogate gradient {shown(what)}, which no surrogate "
-             "of snnir's computes: training uses the one given to compile (default fast_sigmoid)")
     if len(found) > 1:
         (first, at), (other, node) = sorted(found.items(), key=lambda item: item[1])[:2]
         raise SnnirError(f"neurons were traced with different surrogate gradients ({first[0]} slope {first[1]:g} "
                          f"at '{shown(at)}', {other[0]} slope {other[1]:g} here); a compiled module trains with one: "
                          "pass surrogate= (and slope=)", node)
-    return Surrogate(*next(iter(found))) if found else None
+    chosen = Surrogate(*next(iter(found))) if found else None
+    if unknown:
+        (node, what), more = sorted(unknown)[0], f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        fallback = (f"the other neurons' {chosen.name} slope {chosen.slope:g}" if chosen is not None
+                    else "fast_sigmoid slope 25")
+        warn(f"node '{shown(node)}'{more} was traced with the surrogate gradient {shown(what)}, which no surrogate "
+             f"of snnir's computes: training uses the one given to compile, by default {fallback}")
+    return chosen
 
 
 def chosen_surrogate(graph: Graph, surrogate: str | Surrogate | None = None, slope: float | None = None) -> Surrogate:
