@@ -325,5 +325,14 @@ def write_module(graph: Graph, path: str | Path, weights_format: str | None = No
         Path(temp).write_text(text, encoding="utf-8")  # Python source's encoding, whatever the locale
         replace_atomically(weights_path, write_weights)  # the source is complete: the weights go in first
 
-    replace_atomically(path, write_source)
+    before = weights_path.read_bytes() if weights_path.is_file() else None
+    try:
+        replace_atomically(path, write_source)
+    except BaseException:  # the source did not go in: the weights beside it are put back as they were
+        if before is None:
+            if weights_path.is_file():
+                weights_path.unlink()
+        else:
+            replace_atomically(weights_path, lambda temp: Path(temp).write_bytes(before))
+        raise
     return path, weights_path

@@ -523,3 +523,29 @@ def test_a_node_named_like_the_carried_state_key_is_refused(tmp_path):
         ("output", Output()))
     with pytest.raises(SnnirError, match="node '#carried': .*rename this node"):
         write_module(graph, tmp_path / "model.py")
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
+def test_a_source_that_does_not_go_in_takes_its_weights_back(tmp_path, monkeypatch, existing):
+    """The weights go in first: when the source then failed to go in (a FIFO without a reader), the
+    new weights stayed, beside no module that names them, and blocked every retry."""
+    import os
+
+    pytest.importorskip("safetensors")
+    path = tmp_path / "model.py"
+    if existing:
+        write_module(small_graph(), path, "safetensors")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = os.replace
+
+    def source_fails(src, dst):
+        if str(dst).endswith(".py"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", source_fails)
+    with pytest.raises(SnnirError, match="No space left on device"):
+        write_module(_names_graph(("c",)), path, "safetensors")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    write_module(_names_graph(("c",)), path, "safetensors")  # a retry is not blocked
