@@ -14,7 +14,7 @@ from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import not_an_input, output_dir, output_file
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, escape
 
 TARGETS = ("torch", "ipu", "onnx")
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         from snnir.targets.torch.codegen import write_module
 
         source, weights = write_module(graph, args.output, args.weights_format, source=Path(args.file).name, **gradient)
-        print(f"wrote {source} and {weights}")
+        print(f"wrote {escape(str(source))} and {escape(str(weights))}")
         return 0
     result = snnir.compile(graph, target=args.target, out_dir=args.output,
                            **(gradient if args.target == "ipu" else {}))

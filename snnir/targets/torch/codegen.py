@@ -140,8 +140,10 @@ class _Source:
     def node(self, name: str) -> str:
         op = self.graph.nodes[name]
         if isinstance(op, Subgraph):
-            raise SnnirError("a nested graph on a cycle of its outer graph cannot be inlined, so the standalone "
-                             "source cannot express it; use snnir.compile(graph, target='torch')", name)
+            why = ("tied to another (its parameters shared)" if any(name in group for group in self.graph.ties)
+                   else "on a cycle of its outer graph")
+            raise SnnirError(f"a nested graph {why} cannot be inlined, so the standalone source cannot express "
+                             "it; use snnir.compile(graph, target='torch')", name)
         if isinstance(op, Input):
             return f"h[{name!r}] = x[{name!r}]"
         if isinstance(op, StateProbe):  # its neuron, ordered before it, has just made its new state
@@ -293,9 +295,9 @@ def write_module(graph: Graph, path: str | Path, weights_format: str | None = No
     a failure leaves the previous files as they were. The weights file is named after ``path``, not
     by the caller: an existing one is replaced only where ``path`` is a module ``snnir compile``
     generated with it (else it is someone else's file, refused naming it)."""
-    path = Path(path)
-    if path.suffix != ".py":
-        raise SnnirError(f"the generated module must be a .py file, got {escape(str(path))}")
+    given, path = str(path), Path(path)
+    if path.suffix != ".py" or given.endswith(("/", os.sep)):  # ".py" alone names no module (no stem)
+        raise SnnirError(f"the generated module must be a file named NAME.py, got {escape(given)}")
     weights_format = weights_format or default_weights_format()
     if weights_format not in _LOADERS:
         raise SnnirError(f"weights format must be one of {list(_LOADERS)}, got {weights_format!r}")

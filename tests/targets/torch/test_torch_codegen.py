@@ -549,3 +549,22 @@ def test_a_source_that_does_not_go_in_takes_its_weights_back(tmp_path, monkeypat
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     write_module(_names_graph(("c",)), path, "safetensors")  # a retry is not blocked
+
+
+@pytest.mark.parametrize("name, shown", [(".py", r"\.py"), ("out/", "out/")])
+def test_an_output_that_names_no_module_is_refused_as_given(tmp_path, name, shown):
+    """'.py' was refused as "must be a .py file, got .py", 'out/' as "got out"."""
+    with pytest.raises(SnnirError, match=f"must be a file named NAME.py, got .*/{shown}$"):
+        write_module(small_graph(), str(tmp_path) + "/" + name)
+
+
+def test_tied_nested_graphs_are_refused_for_what_they_are(tmp_path):
+    """Two tied nested graphs (no cycle) were refused as "a nested graph on a cycle"."""
+    from snnir.ir import Subgraph
+
+    inner = Graph.sequential(("i", Input((2,))), ("fc", Affine(weight=np.ones((2, 2)), bias=np.zeros(2))),
+                             ("o", Output()))
+    graph = Graph({"input": Input((2,)), "s1": Subgraph(graph=inner), "s2": Subgraph(graph=inner), "output": Output()},
+                  (("input", "s1"), ("s1", "s2"), ("s2", "output")), ties=(("s1", "s2"),))
+    with pytest.raises(SnnirError, match="node 's1': a nested graph tied to another"):
+        write_module(graph, tmp_path / "model.py")
