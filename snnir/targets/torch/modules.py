@@ -156,8 +156,10 @@ def first_order_only(node: str, *results) -> None:
 
 
 # --- stateless ---------------------------------------------------------------------------
-#: (input shape, weight shape, bias?, dtype, device, threads) -> :func:`rows_alike`'s answer
+#: (input shape, weight shape, bias?, dtype, device, threads, autocast) -> :func:`rows_alike`'s answer
 _ROWS_ALIKE: dict[tuple, bool] = {}
+#: a call whose probe would allocate more than this many bytes runs step by step, unprobed
+PROBE_BYTES = 64 * 2**20
 
 
 def rows_alike(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
@@ -165,10 +167,14 @@ def rows_alike(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     bits of its own product: the shape a step-by-step network (snnTorch's) multiplies. A BLAS
     chooses its kernels by shape (MKL on a 2-vCPU AVX-512 VM with two threads rounded
     ``[128, 1000] x [1000, 10]`` over 8 steps unlike per step; cuBLAS on an H200 likewise), so
-    this is probed once per shape, dtype, device and thread count, on random values from a
-    generator of its own."""
-    key = (tuple(x.shape), tuple(weight.shape), bias is not None, x.dtype, x.device, torch.get_num_threads())
+    this is probed once per shape, dtype, device, thread count and autocast state, on random values
+    from a generator of its own; a call too large to probe cheaply (:data:`PROBE_BYTES`) is taken
+    as unlike."""
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None, x.dtype, x.device, torch.get_num_threads(),
+           torch.is_autocast_enabled(x.device.type))
     found = _ROWS_ALIKE.get(key)
+    if found is None and (x.numel() + x.shape[:-1].numel() * weight.shape[0]) * x.element_size() > PROBE_BYTES:
+        found = _ROWS_ALIKE[key] = False
     if found is None:
         gen = torch.Generator(device=x.device).manual_seed(0)
         like = dict(dtype=x.dtype, device=x.device, generator=gen)

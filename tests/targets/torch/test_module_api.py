@@ -9,6 +9,7 @@ import copy
 import io
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -216,3 +217,23 @@ def test_a_linear_layer_rounds_each_step_as_a_step_by_step_network(shape, thread
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_call_too_large_to_probe_runs_step_by_step(monkeypatch):
+    """The probe allocates a call's input and output once more: above PROBE_BYTES the layer runs
+    per-step GEMMs unprobed (the same bits)."""
+    from snnir.ir import Affine, Graph, Input, Output
+    from snnir.targets.torch import modules
+
+    monkeypatch.setattr(modules, "PROBE_BYTES", 0)
+    monkeypatch.setattr(modules, "_ROWS_ALIKE", {})
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    graph = Graph.sequential(("x", Input((7,))), ("fc", Affine(weight.numpy(), np.zeros(5))), ("y", Output()))
+    module = compile_torch(graph)
+    x = torch.rand(6, 3, 7, generator=gen)
+    with torch.no_grad():
+        got = module(x)
+        want = torch.stack([torch.nn.functional.linear(x[t], module.fc.weight, module.fc.bias) for t in range(6)])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert list(modules._ROWS_ALIKE.values()) == [False]
