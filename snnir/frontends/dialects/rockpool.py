@@ -186,11 +186,11 @@ _FOR_IMPORT = each_neuron(_for_import, note="rockpool: the file is for Rockpool'
 def _on_write(graph: Graph, warnings: list[str]) -> Graph:
     """The file for Rockpool's importer; refused where its one-call run would drop an edge (a loop's)."""
     graph = _FOR_IMPORT(graph, warnings)
-    dropped: list[str] = []
-    _in_one_call(graph, dropped)
+    why: list[str] = []
+    runs = _in_one_call(graph, why)
+    dropped = [edge for edge in graph.edges if edge not in runs.edges]
     if dropped:
-        raise SnnirError(f"not written for rockpool: {dropped[0]}, so it would not run this network",
-                         dropped[0].split("'")[3])
+        raise SnnirError(f"not written for rockpool: {why[0]}, so it would not run this network", dropped[0][1])
     return graph
 
 
