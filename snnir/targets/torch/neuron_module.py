@@ -152,7 +152,6 @@ class NeuronModule(OpModule):
         scan = _scan_module() if self.fast else None
         if scan is not None:
             x = self._widened(x, state)
-        if scan is not None:
             params = self._params()
             coeffs = self._coefficients(scan, params, x)
             if pool is not None and not record and steps is None:
