@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from snnir.cli.files import output_file
+from snnir.cli.files import NIR_FILE, output_file
 from snnir.errors import one_line
 from snnir.ir.semantics import RESETS
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.nir_io import load, write
 
     get_dialect(args.target)  # an unknown --to fails before anything is read
-    output_file(args.output, inputs=[args.input])
+    output_file(args.output, inputs=[args.input], writes=NIR_FILE, command="convert")
     graph, report = load(args.input, dt=args.dt, reset=args.reset, dialect=args.source, repair=args.repair)
     for item in report.defaults_applied:
         print(f"read: default applied: {one_line(item)}")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from snnir.cli.files import output_file
+from snnir.cli.files import NIR_FILE, output_file
 from snnir.errors import SnnirError
 from snnir.ir.memory import check_limit
 from snnir.limits import current
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     import snnir
 
     shape = parse_shape(args.input_shape)
-    output_file(args.output, inputs=[args.builder.rpartition(":")[0]])
+    output_file(args.output, inputs=[args.builder.rpartition(":")[0]], writes=NIR_FILE, command="export")
     builder = load_builder(args.builder)
     model = run_user_code(f"{args.builder}()", builder)
     if not isinstance(model, torch.nn.Module):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from snnir.cli.files import output_file
+from snnir.cli.files import NIR_FILE, output_file
 from snnir.errors import SnnirError
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from snnir.ir.nir_io import as_written
     from snnir.passes import estimate_cost
 
-    output_file(args.output, inputs=[args.input])
+    output_file(args.output, inputs=[args.input], writes=NIR_FILE, command="optimize")
     graph = snnir.read(args.input, dialect=args.dialect)
     options = {}
     if args.dt is not None:

@@ -9,10 +9,9 @@ refused, one without a suffix (a FIFO, ``/dev/stdout``) written as it is.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
-from snnir.cli.files import load_arrays, output_file, save_arrays
+from snnir.cli.files import NPZ_FILE, load_arrays, output_file, save_arrays
 from snnir.errors import SnnirError, shown
 
 
@@ -28,11 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import snnir
 
-    output_file(args.output, inputs=[args.file, args.input])
-    suffix = Path(args.output).suffix
-    if suffix.lower() not in ("", ".npz"):
-        raise SnnirError(f"cannot write {args.output}: run writes an .npz archive of arrays, not a {suffix} file "
-                         "(name it .npz)")
+    output_file(args.output, inputs=[args.file, args.input], writes=NPZ_FILE, command="run")
     graph, _ = load_graph(args)
     results = snnir.run(graph, load_arrays(args.input), record=args.record)
     save_arrays(args.output, results)

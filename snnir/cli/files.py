@@ -115,10 +115,18 @@ def with_steps_and_samples(x: np.ndarray | dict[str, np.ndarray], command: str) 
     return x
 
 
-def output_file(path: str, inputs: Iterable[str | None] = ()) -> Path:
+#: What a command writes: (what it is, its suffix, the first bytes of such a file).
+NIR_FILE = ("a NIR file", ".nir", b"\x89HDF\r\n\x1a\n")
+NPZ_FILE = ("an .npz archive of arrays", ".npz", b"PK\x03\x04")
+
+
+def output_file(path: str, inputs: Iterable[str | None] = (), writes: tuple[str, str, bytes] | None = None,
+                command: str = "") -> Path:
     """``path`` as a file to write: no directory, and either an existing device or FIFO that is
     writable (written into, see :func:`snnir.atomic.destination`) or a file, a symlink's target
-    included, in a writable directory, that is none of the command's ``inputs``."""
+    included, in a writable directory, that is none of the command's ``inputs``. With ``writes``
+    (what ``command`` writes, :data:`NIR_FILE`), a name with another suffix is refused, and so is an
+    existing file of no suffix that is not already such a file (it would be lost)."""
     target, into = destination(path)
     if into:
         if not os.access(target, os.W_OK):
@@ -131,7 +139,24 @@ def output_file(path: str, inputs: Iterable[str | None] = ()) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise SnnirError(f"cannot write {path}: permission denied")
     not_an_input([path], inputs)
+    if writes is not None:
+        what, suffix, magic = writes
+        given = Path(path).suffix
+        if given.lower() not in ("", suffix):
+            raise SnnirError(f"cannot write {escape(path)}: {command} writes {what}, not a {escape(given)} file "
+                             f"(name it {suffix})")
+        if not given and target.is_file() and not _starts_with(target, magic):
+            raise SnnirError(f"cannot write {escape(path)}: it exists and is not {what}, so it would be lost "
+                             f"(name the output {suffix})")
     return Path(path)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def not_an_input(outputs: Iterable[str | Path], inputs: Iterable[str | None]) -> None:

@@ -419,3 +419,32 @@ def test_warnings_are_one_line_each(fixtures_dir, tmp_path, capsys):
     assert main(["optimize", str(fixtures_dir / "lif_norse.nir"), "-o", str(tmp_path / "o.nir")]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err and all(line.startswith("snnir optimize: warning: ") for line in err), err
+
+
+@pytest.mark.parametrize("command", ["optimize", "convert", "export"])
+def test_a_nir_writing_command_refuses_another_suffix_and_keeps_the_file(files, capsys, monkeypatch, command):
+    """export, optimize and convert replaced precious.npy (or .png, .npz) with a NIR file, exit 0."""
+    monkeypatch.chdir(files)
+    (files / "builder.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    Path("precious.npy").write_bytes(b"kept")
+    assert main(_commands_writing("precious.npy")[command]) == 1
+    assert_one_line_error(capsys, command, f"cannot write precious.npy: {command} writes a NIR file, not a .npy "
+                                           "file (name it .nir)")
+    assert Path("precious.npy").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("command", ["run", "optimize"])
+def test_an_existing_file_of_no_suffix_is_kept_unless_it_is_what_the_command_writes(files, capsys, monkeypatch,
+                                                                                    command):
+    """run -o NOTES replaced a text file NOTES with a zip archive, exit 0; one the command wrote
+    itself is replaced."""
+    monkeypatch.chdir(files)
+    Path("NOTES").write_text("my notes")
+    assert main(_commands_writing("NOTES")[command]) == 1
+    what = "an .npz archive of arrays" if command == "run" else "a NIR file"
+    assert_one_line_error(capsys, command, f"cannot write NOTES: it exists and is not {what}, so it would be lost")
+    assert Path("NOTES").read_text() == "my notes"
+    Path("NOTES").unlink()
+    assert main(_commands_writing("NOTES")[command]) == 0
+    assert main(_commands_writing("NOTES")[command]) == 0  # its own output, replaced
+    capsys.readouterr()
