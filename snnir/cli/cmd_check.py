@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run_real:
         from snnir.cli.cmd_check_real import confirm, print_rows
 
-        verdicts = [(label, confirm(args.file, name, options, x, spikes, refusal))
+        verdicts = [(label, confirm(args.file, name, options, x, spikes, refusal, spiking))
                     for label, name, options, spikes, refusal in real]
         print_rows([(label, verdict) for label, (verdict, _) in verdicts])
         differs |= any(mismatch for _, (_, mismatch) in verdicts)

@@ -203,3 +203,25 @@ def test_run_real_confirms_a_node_sinabs_drops_without_a_word(tmp_path, capsys) 
     out = capsys.readouterr().out
     assert next(line for line in out.splitlines() if line.startswith("sinabs ")).split()[1] == "drops"
     assert _real_rows(out)["sinabs"].split(None, 1)[1].startswith("confirmed: it drops the node without a word")
+
+
+def test_run_real_compares_value_outputs_to_float32_rounding(monkeypatch):
+    """A library's float32 logits against snnir's float64 prediction were compared entry for entry:
+    MISMATCH for 23-98 % of entries 3e-8 apart. Spike columns stay exact."""
+    import numpy as np
+
+    from snnir import peers
+    from snnir.cli.cmd_check_real import confirm
+
+    predicted = np.random.default_rng(0).normal(size=(5, 2, 3))
+    spiking = np.array([False, False, True])
+    predicted[..., 2] = predicted[..., 2] > 0
+    real = predicted.astype(np.float32).astype(np.float64)
+    monkeypatch.setattr(peers, "installed", lambda name: None)
+    monkeypatch.setattr(peers, "run_real", lambda *args, **kwargs: real)
+    x = np.zeros((5, 2, 1), np.float32)
+    verdict, mismatch = confirm("f.nir", "snntorch", {}, x, predicted, "", spiking)
+    assert not mismatch and verdict.startswith("confirmed") and "float32 rounding" in verdict
+    real[0, 0, 2] = 1 - real[0, 0, 2]  # a spike moved
+    verdict, mismatch = confirm("f.nir", "snntorch", {}, x, predicted, "", spiking)
+    assert mismatch and verdict.startswith("MISMATCH")
