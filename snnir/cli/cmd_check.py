@@ -25,7 +25,7 @@ import numpy as np
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file, with_steps_and_samples
-from snnir.errors import SnnirError, one_line, shown
+from snnir.errors import SnnirError, escape, one_line, shown
 
 #: One per library, at its installed version (``norse-1.0``, Norse 1.0.0, has no importer: not a default);
 #: Lava in its floating-point models (its converter's default, fixed point, is not predicted).
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
         spike_raster(panels, args.plot, title=f"{shown(args.file)}: sample 0", side_by_side=True,
                      values=() if spiking.any() else list(panels))
-        print(f"wrote {args.plot}")
+        print(f"wrote {escape(args.plot)}")
     return DIFFERS if differs else 0
 
 

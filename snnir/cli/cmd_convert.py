@@ -11,7 +11,7 @@ import argparse
 import warnings
 
 from snnir.cli.files import NIR_FILE, output_file
-from snnir.errors import one_line
+from snnir.errors import escape, one_line
 from snnir.ir.semantics import RESETS
 
 
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
         write(graph, args.output, dialect=args.target)
     for warning in caught:
         print(f"write: {one_line(warning.message)}")
-    print(f"wrote {args.output} ({args.source} -> {args.target})")
+    print(f"wrote {escape(args.output)} ({args.source} -> {args.target})")
     return 0

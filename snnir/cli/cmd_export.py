@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from snnir.cli.files import NIR_FILE, output_file
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, escape
 from snnir.ir.memory import check_limit
 from snnir.limits import current
 
@@ -100,5 +100,5 @@ def run(args: argparse.Namespace) -> int:
     sample = torch.zeros(shape, dtype=dtype)
     graph = run_user_code(f"tracing the model of {args.builder}", lambda: snnir.trace(model, sample))
     snnir.write(graph, args.output, dialect=args.dialect)
-    print(f"wrote {args.output}: {len(graph.nodes)} nodes, {len(graph.edges)} edges")
+    print(f"wrote {escape(args.output)}: {len(graph.nodes)} nodes, {len(graph.edges)} edges")
     return 0

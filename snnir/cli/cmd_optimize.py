@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from snnir.cli.files import NIR_FILE, output_file
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, escape
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"before: {estimate_cost(graph).report()}")
     print(f"after:  {estimate_cost(written).report()} (as written)")
     snnir.write(optimised, args.output, keep_extensions=args.keep_extensions, dialect=args.to_dialect)
-    print(f"wrote {args.output}")
+    print(f"wrote {escape(args.output)}")
     return 0

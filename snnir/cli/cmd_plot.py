@@ -12,7 +12,7 @@ import argparse
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import load_arrays, output_file, with_steps_and_samples
-from snnir.errors import SnnirError
+from snnir.errors import SnnirError, escape
 from snnir.ir import Graph, Output, schedule
 from snnir.ir.spikes import emits_spikes, spike_outputs
 from snnir.plotting import pyplot, spike_raster
@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     }
     spikes = spike_outputs(probed)
     spike_raster(panels, args.output, values=[name for name, key in panel_outputs.items() if key not in spikes])
-    print(f"wrote {args.output}")
+    print(f"wrote {escape(args.output)}")
     return 0

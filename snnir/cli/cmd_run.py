@@ -12,7 +12,7 @@ import argparse
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph
 from snnir.cli.files import NPZ_FILE, load_arrays, output_file, save_arrays
-from snnir.errors import SnnirError, shown
+from snnir.errors import escape, shown
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     for key in graph.outputs:
         value = results[key]
         print(f"{shown(key)}: shape {list(value.shape)}, sum {value.sum():g}")
-    print(f"wrote {len(results)} arrays to {args.output}")
+    print(f"wrote {len(results)} arrays to {escape(args.output)}")
     return 0

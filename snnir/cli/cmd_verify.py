@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from snnir.cli.cmd_inspect import add_read_options, load_graph, report_lines
+from snnir.errors import escape
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     graph, report = load_graph(args)  # reading verifies; its warnings are in the report
-    print(f"ok: {args.file}: {sum(1 for _ in graph.walk())} nodes, {len(graph.edges)} edges")
+    print(f"ok: {escape(args.file)}: {sum(1 for _ in graph.walk())} nodes, {len(graph.edges)} edges")
     for line in report_lines(report):
         print(f"  {line}")
     return 0
