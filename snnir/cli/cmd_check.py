@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
             predicted, warnings = snnir.imported_by(stated, name, **options)
             spikes = spikes_of(predicted, x)
         except SnnirError as exc:
-            rows.append((label, "drops" if DROPS_SILENTLY in str(exc) else "no", "-", "-", one_line(str(exc))))
+            imports = "drops" if DROPS_SILENTLY in str(exc) else "?" if str(exc).endswith("not predicted") else "no"
+            rows.append((label, imports, "-", "-", one_line(str(exc))))
             differs = True
             real.append((label, name, options, None, str(exc)))
             continue
