@@ -63,6 +63,8 @@ def parse_libraries(text: str) -> list[tuple[str, dict[str, Any]]]:
             if not sep or not key:
                 raise SnnirError(f"--libraries: option {setting!r} of {name} is not key=value")
             options[key] = _number(value, f"--libraries: {name}:{key}")
+            if key == "dt" and options[key] <= 0:  # every importer's step: the user's value, not the library's
+                raise SnnirError(f"--libraries: {name}:dt must be positive, got {value!r}")
         try:
             import_options(name, options)
         except SnnirError as exc:

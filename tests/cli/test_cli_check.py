@@ -63,6 +63,7 @@ def test_a_file_snnir_wrote_states_its_semantics(tmp_path, capsys) -> None:
     ("norse:foo=1", "Norse's from_nir takes no option 'foo' (it takes: dt, ignore_warnings)"),
     ("brian2", "unknown dialect 'brian2'"), ("nir", "no importer is described for 'nir'"),
     ("norse:dt", "not key=value"), ("norse:dt=abc", "must be a number"), ("norse:dt=nan", "must be finite"),
+    ("norse:dt=-1", "norse:dt must be positive, got '-1'"), ("spyx:dt=0", "spyx:dt must be positive, got '0'"),
     (",", "empty library name"),
 ])
 def test_bad_libraries_are_one_line(fixtures_dir, capsys, libraries, expected) -> None:
