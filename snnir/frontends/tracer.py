@@ -96,6 +96,10 @@ def trace(model: Any, sample_input: Any) -> Graph:
     try:
         graph = _finish(recorder, result, model, carried)
     except SnnirError as exc:
+        if recorder.indexed and sample_input.ndim <= 2:
+            raise SnnirError(f"{exc.reason} (the model steps through the first dimension of its input, so one "
+                             f"step is {list(sample_input.shape[1:])}, with no batch: trace it on a sequence "
+                             "[T, B, ...])", exc.node, flag=exc.flag) from None
         if steps > 1 or not recorder.fresh_calls or sample_input.ndim < 3 or not _traces(model, sample_input[0]):
             raise
         raise SnnirError(f"{exc.reason} (the model takes one step per call: trace it on one step [B, ...], as "

@@ -145,3 +145,24 @@ def test_a_forward_of_two_inputs_is_refused_by_its_arity(sample):
     with pytest.raises(SnnirError, match=r"^TwoInputs.forward takes 2 inputs \(a, b\) and trace gives it one, "
                                          r"sample_input: it traces models of one input tensor$"):
         snnir.trace(TwoInputs(), sample)
+
+
+def test_a_loop_model_traced_on_one_step_says_it_wants_a_sequence():
+    """A model looping over x.shape[0] traced on [B, N] saw steps of [N] and failed naming a shape
+    [] the user never gave."""
+    import snntorch as snn
+
+    class Loop(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = torch.nn.Linear(8, 6), snn.Leaky(beta=0.9)
+
+        def forward(self, x):
+            mem, out = self.lif.init_leaky(), []
+            for t in range(x.shape[0]):
+                spk, mem = self.lif(self.fc(x[t]), mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    with pytest.raises(SnnirError, match=r"node 'fc': .*one step is \[8\], with no batch: trace it on a sequence"):
+        snnir.trace(Loop(), torch.rand(1, 8))
