@@ -106,11 +106,11 @@ def _python_any_raises(values) -> bool:
     return np.ndim(values) >= 2 and len(values) > 0 and np.size(values[0]) > 1
 
 
-def _refuse_unimportable(path: str, op: Neuron) -> Neuron:
+def _refuse_unimportable(path: str, op: Neuron) -> None:
     """Raise where Sinabs' importer fails on this neuron (checked for every neuron before any is
     predicted, so that a node it cannot import is named even after one it runs unpredictably)."""
     if isinstance(op, IF):
-        return op
+        return
     if np.ndim(op.v_leak) == 0:
         raise SnnirError(f"{_IMPORTER} calls torch's unsqueeze on a scalar v_leak (a numpy array after nir.read): "
                          "it cannot import this graph", path)
@@ -123,7 +123,6 @@ def _refuse_unimportable(path: str, op: Neuron) -> Neuron:
         raise SnnirError(f"{_IMPORTER} raises '`v_leak` must be 0': it cannot import this graph", path)
     if isinstance(op, LI) and (np.ndim(op.r) == 0 or np.any(op.r != 1.0)):
         raise SnnirError(f"{_IMPORTER} reads LI only with r = 1 as an array: it cannot import this graph", path)
-    return op
 
 
 def _as_built(path: str, op: Neuron, warnings: list[str]) -> Neuron:
@@ -145,10 +144,11 @@ def _imported(graph: Graph, warnings: list[str], options: dict) -> Graph:
     refuse_unreadable(graph, READABLE, _IMPORTER, fate=DROPS_SILENTLY)
     refuse_several_ends(graph, _IMPORTER)
     refuse_loops(graph, _IMPORTER)
-    neurons = [path for path, op in graph.walk() if isinstance(op, Neuron)]
+    neurons = [(path, op) for path, op in graph.walk() if isinstance(op, Neuron)]
     if neurons and options["batch_size"] is None and options["num_timesteps"] is None:
-        raise SnnirError(f"{_IMPORTER} needs batch_size or num_timesteps for its layers (pass one)", neurons[0])
-    map_neurons(graph, _refuse_unimportable)
+        raise SnnirError(f"{_IMPORTER} needs batch_size or num_timesteps for its layers (pass one)", neurons[0][0])
+    for path, op in neurons:
+        _refuse_unimportable(path, op)
     return map_neurons(graph, lambda path, op: _as_built(path, op, warnings))
 
 
