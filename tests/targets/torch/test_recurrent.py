@@ -31,17 +31,17 @@ SEMANTICS = {
 }
 
 
-def loop_graph(cls, sem: Semantics, seed: int = 0, bias: bool = True, inputs: int = 1) -> Graph:
-    """``inputs`` Inputs -> their own Affine -> cell(N), with cell -> rec -> cell."""
+def loop_graph(cls, sem: Semantics, seed: int = 0, bias: bool = True, inputs: int = 1, width: int = N) -> Graph:
+    """``inputs`` Inputs -> their own Affine -> cell(width), with cell -> rec -> cell."""
     rng = np.random.default_rng(seed)
     nodes, edges = {}, []
     for k in range(inputs):
         nodes[f"in{k}"] = Input((4,))
-        nodes[f"fc{k}"] = Affine(weight=rng.normal(0, 1, (N, 4)), bias=rng.normal(0, 0.2, N))
+        nodes[f"fc{k}"] = Affine(weight=rng.normal(0, 1, (width, 4)), bias=rng.normal(0, 0.2, width))
         edges += [(f"in{k}", f"fc{k}"), (f"fc{k}", "cell")]
-    nodes["cell"] = neuron(cls, N, rng, sem)
-    weight = rng.normal(0, 0.4, (N, N))
-    nodes["rec"] = Affine(weight=weight, bias=rng.normal(0, 0.1, N)) if bias else Linear(weight=weight)
+    nodes["cell"] = neuron(cls, width, rng, sem)
+    weight = rng.normal(0, 0.4 * (N / width) ** 0.5, (width, width))
+    nodes["rec"] = Affine(weight=weight, bias=rng.normal(0, 0.1, width)) if bias else Linear(weight=weight)
     nodes["out"] = Output()
     edges += [("cell", "rec"), ("rec", "cell"), ("cell", "out")]
     return Graph(nodes, tuple(edges))
@@ -169,15 +169,18 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("batch", [16, 40, 64], ids=lambda b: f"B{b}")
+@pytest.mark.parametrize(("batch", "width", "steps"), [(16, N, 30), (40, N, 30), (64, N, 30), (64, 1000, 6)],
+                         ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_fused_loops_split_by_rows(two_threads, fused_backwards, fused_calls, batch, dtype):
-    """A batch of 16 rows or more runs as blocks of rows, each thread its own for all steps
-    (40: blocks of 16 and 24 rows): spikes and states equal the step loop's (whole-batch
-    GEMMs) bit for bit, training and inference; gradients to rounding."""
-    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+def test_fused_loops_at_two_threads(two_threads, fused_backwards, fused_calls, batch, width, steps, dtype):
+    """At two threads (the backward gives each thread its own block of rows from 16 rows on;
+    40: blocks of 16 and 24) spikes and states equal the step loop's (whole-batch GEMMs, as
+    ``F.linear``) bit for bit, training and inference; gradients to rounding. A 1000-wide layer
+    at B=64: MKL rounds a single-threaded block of 32 rows of that product otherwise than its
+    threaded whole-batch GEMM (AVX-512, MKL 2024.2), which once changed the forward's states."""
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=width)
     g = torch.Generator().manual_seed(3)
-    x = (torch.randn(30, batch, 4, generator=g) * 1.5).to(dtype)
+    x = (torch.randn(steps, batch, 4, generator=g) * 1.5).to(dtype)
     options = {"trainable": ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"], "detach_reset": True}
     want = _run(graph, x, False, dtype, **options)
     got = _run(graph, x, True, dtype, **options)

@@ -15,8 +15,8 @@
 // - general: the sequence kernel's update one step at a time. Training keeps, per step,
 //   r_{t-1} and the neuron's states before the step (membrane, and current for Cuba
 //   neurons); the backward recomputes each step from them and x.
-// The fused loops split the batch into blocks of rows, each thread running its rows
-// through every step with no barrier (see row_blocks). Both keep the spikes as one byte
+// The forward makes each step's GEMM over the whole batch (F.linear's call, so its bits);
+// the fused backward splits the batch into blocks of rows (see row_blocks). Both keep the spikes as one byte
 // each. The backward walks time back: dL/dz_t = g_out_t
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/dx_t =
 // dL/dr_{t-1} (one gain scales both); after the scan dL/dW is one GEMM over all steps, or, where few
@@ -148,12 +148,13 @@ void store_spikes(const T* __restrict__ z, const T* __restrict__ u, const T* thr
   for (int64_t e = 0; e < n; ++e) st[e] = zt[e] > T(0);
 }
 
-// The batch rows are independent through the whole loop (r_t's row b needs only row b of
-// z_t), so the fused loops give each thread its own rows for all steps: no barrier per
-// step, each thread's GEMM on its rows alone. Blocks start at multiples of kRowAlign rows
-// and hold at least kRowAlign: a GEMM on such a block of rows gives the rows of the GEMM
-// on the whole batch bit for bit (tested; a single row would take another path). One
-// block (few rows, one thread) is the whole batch, its loop and GEMM parallel inside.
+// The batch rows are independent through the whole loop (row b of dL/dr_t needs only row b
+// of dL/dz_t), so the fused backward gives each thread its own rows for all steps: no
+// barrier per step, each thread's GEMM on its rows alone (single-threaded, which may round
+// otherwise than the whole batch's threaded GEMM: gradients agree to rounding; the forward
+// never does this, see docs/performance.md). Blocks start at multiples of kRowAlign rows and
+// hold at least kRowAlign. One block (few rows, one thread) is the whole batch, its loop and
+// GEMM parallel inside.
 constexpr int64_t kRowAlign = 8;
 
 // Row bounds of the blocks: [0, b_1, ..., batch].
@@ -194,33 +195,29 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   const at::Tensor w_t = weight.t();
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
     constexpr bool NEXT = CT(next), SC = CT(sc);
-    for_row_blocks(batch, [&](int64_t first, int64_t last) {
-      at::Tensor z_rows = zbuf.narrow(0, first, last - first), r_rows = r.narrow(0, first, last - first);
-      const int64_t e0 = first * N, e1 = last * N;
-      for (int64_t t = 0; t < steps; ++t) {
-        const T* xt = px + t * M;
-        T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
-        uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
-        at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
-          for (int64_t b = begin; b < end; b += kChunk) {
-            const int64_t n = std::min(kChunk, end - b);
-            const T* kc[N_COEF];
-            k.at(b, kc);
-            T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
-            if (!keep) {
-              run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
-                  c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
-              continue;
-            }
-            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
-                c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
-            store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
+    for (int64_t t = 0; t < steps; ++t) {
+      const T* xt = px + t * M;
+      T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
+      uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
+      at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; b += kChunk) {
+          const int64_t n = std::min(kChunk, end - b);
+          const T* kc[N_COEF];
+          k.at(b, kc);
+          T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
+          if (!keep) {
+            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
+                c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
+            continue;
           }
-        });
-        project<T>(r_rows, z_rows, w_t, bias);
-        std::copy(zt + e0, zt + e1, pout + t * M + e0);
-      }
-    });
+          run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
+              c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
+          store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
+        }
+      });
+      project<T>(r, zbuf, w_t, bias);
+      std::copy(zt, zt + M, pout + t * M);
+    }
   });
 }
 
@@ -389,7 +386,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
     with_structure(c, false, k.scalar, [&](auto next, auto reset, auto, auto cur, auto sc) {
       using R = I_<CT(reset) == RESET_SUBTRACT ? RESET_SUBTRACT_GRAD : CT(reset)>;
       with_surrogate(c.surrogate, [&](auto surr) {
-        auto scan = [&](auto r) {  // each block of rows on its own, as in forward_fused
+        auto scan = [&](auto r) {  // each block of rows on its own
           for_row_blocks(batch, [&](int64_t first, int64_t last) {
             const int64_t rows = last - first, e0 = first * N, e1 = last * N;
             at::Tensor g_zt_rows = g_zt.narrow(0, first, rows), g_r_rows = g_r_t.narrow(0, first, rows);
