@@ -69,11 +69,13 @@ __all__ = ["read", "load", "read_unchecked", "write", "as_written", "split_fused
 
 @dataclass
 class ReadReport:
-    """What ``load`` assumed (``defaults_applied``), noticed (``warnings``) or fixed (``repairs``)."""
+    """What ``load`` assumed (``defaults_applied``), noticed (``warnings``) or fixed (``repairs``),
+    and the file's root ``version`` string (first 40 characters; None where it holds none)."""
 
     defaults_applied: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    version: str | None = None
 
 
 def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
@@ -115,7 +117,7 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair, limits)
     graph = restore_max_pools(_read_file(path, reader, limits), reader.warnings)
     _check_param_bytes(graph, limits)
-    report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
+    report = ReadReport(reader.defaults, reader.warnings, reader.repairs, reader.version)
     graph = _normalise_outputs(graph, report.warnings)
     graph = _dialect_on_read(chosen, graph, report, dt_given="dt" in caller)
     if not reader.found_record:
@@ -150,7 +152,7 @@ def read_unchecked(path: Any, *, repair: bool = False) -> tuple[Graph, ReadRepor
     sem, sources = _default_semantics({}, {})
     reader = Reader(sem, sources, {}, repair, limits)
     graph = _read_file(path, reader, limits)
-    return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs)
+    return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs, reader.version)
 
 
 def _dialect_on_read(dialect: Dialect, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
