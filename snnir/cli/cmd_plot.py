@@ -36,7 +36,7 @@ def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
     spiking = [name for name in schedule(flat).order if emits_spikes(flat.nodes[name], counts=True)]
     probes = {name: f"{name}#spikes" for name in spiking}
     edges = flat.edges + tuple(probes.items())
-    return flat.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+    return flat.with_nodes({probe: Output() for probe in probes.values()}).replace(edges=edges), probes
 
 
 def panel_sources(probed: Graph, probes: dict[str, str]) -> dict[str, str]:

@@ -166,10 +166,12 @@ class Graph:
             changes.get("ties", self.ties),
         )
 
-    def with_nodes(self, **ops: Op) -> "Graph":
-        """A copy where the named nodes are added or replaced."""
+    def with_nodes(self, ops: Mapping[str, Op] | None = None, /, **named: Op) -> "Graph":
+        """A copy where the nodes of ``ops`` (a mapping: any name, ``self`` included) and the
+        keyword-named nodes are added or replaced."""
         nodes = dict(self.nodes)
-        nodes.update(ops)
+        nodes.update(ops or {})
+        nodes.update(named)
         return self.replace(nodes=nodes)
 
     def without_nodes(self, names: Iterable[str]) -> "Graph":

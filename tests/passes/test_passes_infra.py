@@ -163,6 +163,13 @@ def test_canonical_rule_reasons():
     assert all(v.shape == (3,) for v in canonical.nodes["n"].params().values())
 
 
+def test_any_node_name_is_rewritten():
+    """A node named 'self' made every rewrite of it a TypeError (with_nodes took names as keywords)."""
+    graph = chain(("self", Affine(np.ones((3, 3)), np.zeros(3))), ("ops", lif().replace(v_threshold=np.array(1.0))))
+    canonical = snnir.optimize(graph, passes=["canonicalize"])
+    assert isinstance(canonical.nodes["self"], Linear) and canonical.nodes["ops"].v_threshold.shape == (3,)
+
+
 def test_a_trained_scalar_stays_one_value():
     """A trained scalar (snnTorch's learn_threshold) is shared by all neurons: broadcast, each
     neuron's copy trained apart (6 of 240 spikes differed from snnTorch's after one SGD step)."""
