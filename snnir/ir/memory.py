@@ -1,8 +1,8 @@
 """What simulating a graph allocates, counted from its shapes before anything is allocated.
 
 A run holds the parameters, each stateful node's state for the batch (a ``Delay``'s
-buffer is its longest delay in steps times its size), every node's value for one step,
-and the ``[T, B, ...]`` arrays of inputs and results (state traces too when recording).
+buffer is its longest delay in steps times its size), every node's value for one step
+(a max pool's padded copy of its input too), and the ``[T, B, ...]`` arrays of inputs and results (state traces too when recording).
 :meth:`Footprint.check` refuses a run whose state is over ``Limits.state_bytes``
 (naming the node when one node's state alone is over) or whose whole count is over
 ``Limits.memory_bytes`` (see :mod:`snnir.limits`).
@@ -17,6 +17,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Op
+from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.shapes import Shapes
 from snnir.limits import ENVIRONMENT, Limits, current
 
@@ -66,11 +67,13 @@ def _size(shape) -> int:
 class Footprint:
     """What a graph makes a run hold, counted once: ``parameters`` in bytes; per sample,
     ``states`` (node path, op type, numbers of state), ``values`` (every node's output, one
-    step) and ``ends`` (the Inputs' and Outputs' numbers per step)."""
+    step), ``padded`` (every max pool's -inf padded copy of its input, one step) and ``ends``
+    (the Inputs' and Outputs' numbers per step)."""
 
     parameters: int
     states: tuple[tuple[str, str, int], ...]
     values: int
+    padded: int
     ends: int
 
     @classmethod
@@ -84,6 +87,8 @@ class Footprint:
             parameters=sum(parameter_bytes(op) for _, op in graph.walk()),
             states=states,
             values=sum(_size(shape) for shape in shapes.outputs.values()),
+            padded=sum(op.padded_elements(shapes.inputs[path]) for path, op in graph.walk()
+                       if isinstance(op, MAX_POOLS) and shapes.inputs.get(path) is not None),
             ends=sum(_size(shapes.outputs.get(name)) for name in graph.inputs + graph.outputs),
         )
 
@@ -100,4 +105,4 @@ class Footprint:
         arrays = steps * (self.ends + (state if record else 0))
         what = (f"simulating {steps} steps of a batch of {batch} ({format_bytes(self.parameters)} of parameters, "
                 f"{format_bytes(batch * state * itemsize)} of state)")
-        check_limit(self.parameters + batch * (state + self.values + arrays) * itemsize, limits, "memory_bytes", what)
+        check_limit(self.parameters + batch * (state + self.values + self.padded + arrays) * itemsize, limits, "memory_bytes", what)
