@@ -179,6 +179,13 @@ def test_hostile_snnir_record(tmp_path, record):
     fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data=record, dtype=STR), "snnir metadata record is not valid", node="lif")
 
 
+def test_a_dt_past_the_float_range_is_refused_naming_the_node(tmp_path):
+    """A JSON integer of 401 digits was a raw OverflowError from math.isfinite."""
+    record = '{"sem": {"dt": 1' + "0" * 400 + "}}"
+    fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data=record, dtype=STR),
+          "dt must be a finite positive number, got 1000", node="lif")
+
+
 def test_external_link_refused(tmp_path):
     path = good_file(tmp_path / "g.nir")
     good_file(tmp_path / "other.nir")
