@@ -186,6 +186,16 @@ def test_a_dt_past_the_float_range_is_refused_naming_the_node(tmp_path):
           "dt must be a finite positive number, got 1000", node="lif")
 
 
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="long double is float64 here")
+def test_a_long_double_weight_is_float64_where_exact_else_refused_naming_it(tmp_path):
+    """HDF5 long double (numpy float128) was accepted as it was, then broke compile --target torch."""
+    exact = with_dataset(tmp_path, "node/nodes/fc/weight", data=np.ones((3, 2), np.longdouble))
+    assert read(exact).nodes["fc"].weight.dtype == np.float64
+    inexact = np.full((3, 2), np.longdouble(1) + np.finfo(np.longdouble).eps)
+    fails(with_dataset(tmp_path, "node/nodes/fc/weight", data=inexact),
+          r"Affine.weight is stored as float\d+ with values float64 cannot hold exactly", node="fc")
+
+
 def test_external_link_refused(tmp_path):
     path = good_file(tmp_path / "g.nir")
     good_file(tmp_path / "other.nir")
