@@ -29,6 +29,13 @@ from snnir.ir.ops.io import Input, Output
 
 Edge = tuple[str, str]
 
+#: Graph metadata the planning passes record (:mod:`snnir.passes.planning`): Input names
+#: declared static, the nodes hoisted out of the time loop (lists of node names), and the
+#: execution plan (a mapping of such lists).
+STATIC_KEY = "snnir.static_inputs"
+HOISTED_KEY = "snnir.hoisted"
+PLAN_KEY = "snnir.plan"
+
 
 @dataclass(frozen=True, eq=False)
 class Graph:

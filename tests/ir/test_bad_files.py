@@ -196,6 +196,16 @@ def test_a_long_double_weight_is_float64_where_exact_else_refused_naming_it(tmp_
           r"Affine.weight is stored as float\d+ with values float64 cannot hold exactly", node="fc")
 
 
+@pytest.mark.parametrize("key, value", [("snnir.static_inputs", 1.0), ("snnir.static_inputs", np.array([1, 2])),
+                                        ("snnir.hoisted", 3), ("snnir.plan", 1.0)])
+def test_planning_metadata_that_names_no_nodes_is_refused(tmp_path, key, value):
+    """A number where the planning passes read node names crashed optimize (not iterable)."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        f["node"].require_group("metadata")[key] = value
+    fails(path, f"graph metadata '{key}' must be a ")
+
+
 def test_external_link_refused(tmp_path):
     path = good_file(tmp_path / "g.nir")
     good_file(tmp_path / "other.nir")
