@@ -206,6 +206,26 @@ def test_planning_metadata_that_names_no_nodes_is_refused(tmp_path, key, value):
     fails(path, f"graph metadata '{key}' must be a ")
 
 
+def test_a_fused_nodes_origin_that_is_not_two_names_is_refused_naming_it(tmp_path):
+    """A scalar 'snnir.fused_from' read and ran, then writing the graph crashed (no len())."""
+    path = tmp_path / "f.nir"
+    with h5py.File(path, "w") as f:
+        f["version"] = np.bytes_(b"1.0.4")
+        graph = f.create_group("node")
+        graph["type"] = np.bytes_(b"NIRGraph")
+        nodes = graph.create_group("nodes")
+        for name, kind, fields in [("in", "Input", {"shape": np.array([2])}), ("out", "Output", {"shape": np.array([2])}),
+                                   ("fl", "snnir.FusedLayerNeuron", {}), ("fl/layer", "Linear", {"weight": np.eye(2)}),
+                                   ("fl/neuron", "IF", {"r": np.ones(2), "v_threshold": np.ones(2)})]:
+            group = nodes.create_group(name)
+            group["type"] = np.bytes_(kind.encode())
+            for field, data in fields.items():
+                group[field] = data
+        nodes["fl"].create_group("metadata")["snnir.fused_from"] = 1.0
+        graph["edges"] = np.array([["in", "fl"], ["fl", "out"]], dtype=STR)
+    fails(path, "metadata 'snnir.fused_from' must be the two names", node="fl")
+
+
 def test_external_link_refused(tmp_path):
     path = good_file(tmp_path / "g.nir")
     good_file(tmp_path / "other.nir")

@@ -297,7 +297,7 @@ def split_fused(graph: Graph) -> Graph:
         if isinstance(op, Subgraph):
             op = op.replace(graph=split_fused(op.graph))
         origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
-        if origin is not None and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
+        if _is_names(origin) and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
             layer = str(origin[0])
             edges = [(src, layer if dst == name else dst) for src, dst in edges] + [(layer, name)]
             nodes[layer], op = op.layer, op.neuron
@@ -366,8 +366,9 @@ def _read_file(path: Any, reader: Reader, limits: Limits) -> Graph:
 
 
 def _check_name_lists(graph: Graph, prefix: str = "") -> None:
-    """snnir's metadata that lists node names (the planning passes' records) is that, as the
-    passes use it: a file's number or array there is refused, naming the graph."""
+    """snnir's metadata that lists node names (the planning passes' records; a fused node's
+    ``FUSED_FROM``, two names) is that, as the passes and the writer use it: a file's number or
+    array there is refused, naming the graph or node."""
     where = prefix[:-1] or None
     for key in (STATIC_KEY, HOISTED_KEY, PLAN_KEY):
         value = graph.metadata.get(key)
@@ -378,6 +379,10 @@ def _check_name_lists(graph: Graph, prefix: str = "") -> None:
     for name, op in graph.nodes.items():
         if isinstance(op, Subgraph):
             _check_name_lists(op.graph, f"{prefix}{name}.")
+        origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
+        if origin is not None and not (_is_names(origin) and len(origin) == 2):
+            raise SnnirError(f"metadata '{FUSED_FROM}' must be the two names [layer, neuron] it was fused from, "
+                             f"got {reprlib.repr(origin)}", prefix + name)
 
 
 def _is_names(value: Any) -> bool:
