@@ -28,6 +28,8 @@ def destination(path: str | os.PathLike) -> tuple[Path, bool]:
 
     A symlink gives the file it points to (so the link survives); an existing device, FIFO or
     other non-regular file is written into as it is (``path`` itself, which the system resolves).
+    A new file's directory is resolved as the system opens it: ``missing/../x`` and ``x/`` never
+    land on an existing ``x``.
     """
     path = os.fsdecode(path)
     if not path:
@@ -44,6 +46,13 @@ def destination(path: str | os.PathLike) -> tuple[Path, bool]:
         raise SnnirError(f"cannot write {path}: it is a socket")
     if mode is not None and not stat.S_ISREG(mode):
         return Path(path), True
+    directory, name = os.path.split(path)
+    if mode is None and name in ("", ".", ".."):  # 'x.nir/', 'x.nir/.': never the file x.nir
+        raise SnnirError(f"cannot write {path}: it names a directory, and there is none")
+    if mode is None and not os.path.lexists(path):  # the directory as the system resolves it, never
+        if not os.path.isdir(directory or "."):  # 'missing/..' collapsed onto an existing one
+            return Path(path), False  # refused by the caller for its directory
+        return Path(os.path.realpath(directory or ".")) / name, False
     return Path(os.path.realpath(path)), False
 
 

@@ -74,6 +74,18 @@ def test_dangling_symlink_creates_its_target(tmp_path):
     assert link.is_symlink() and (tmp_path / "new.bin").read_bytes() == b"new"
 
 
+@pytest.mark.parametrize("name", ["x.nir/", "x.nir/.", "missing/../x.nir"])
+def test_a_path_the_system_cannot_open_never_lands_on_an_existing_file(tmp_path, monkeypatch, name):
+    """``os.path.realpath`` collapses these onto ``x.nir``; the system opens no such file."""
+    monkeypatch.chdir(tmp_path)
+    graph = Graph.sequential(("x", Input((2,))), ("fc", Linear(weight=np.eye(2))), ("y", Output()))
+    snnir.write(graph, "x.nir")
+    before = (tmp_path / "x.nir").read_bytes()
+    with pytest.raises(SnnirError, match="names a directory|no such directory"):
+        snnir.write(graph, name)
+    assert (tmp_path / "x.nir").read_bytes() == before and sorted(os.listdir(tmp_path)) == ["x.nir"]
+
+
 def test_fifo_is_written_into_not_replaced(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -10,7 +10,8 @@ of sample 0; then the named semantic differences.
 Without ``--input`` the input is seeded random spikes (20% per step) of a length that covers
 the file's slowest time constant ten times (100 to 1000 steps), 4 samples.
 ``--run-real`` then runs each installed library on the file and confirms each prediction
-(:mod:`snnir.cli.cmd_check_real`).
+(:mod:`snnir.cli.cmd_check_real`); the libraries load the file themselves (``nir.read``, libhdf5)
+in this process, outside snnir's isolated reading: use it only on files you trust.
 Exit status: 0 when every library spikes as the file says, 2 when any differs or cannot
 import it (or, with ``--run-real``, a real run contradicts its prediction), 1 on an error
 (one line on stderr).
@@ -42,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--libraries", default=",".join(DEFAULT_LIBRARIES),
                         help="comma-separated, each LIB or LIB:option=value[:...], e.g. norse:dt=1e-4")
     parser.add_argument("--run-real", action="store_true",
-                        help="also run each installed library's own importer and confirm the prediction")
+                        help="also run each installed library's own importer and confirm the prediction; the "
+                             "libraries load the file in this process (nir.read, not snnir's isolated "
+                             "reader): only for files you trust")
     parser.add_argument("--plot", help="image file for the spike rasters side by side (.png, .pdf, .svg)")
     parser.set_defaults(func=run)
 

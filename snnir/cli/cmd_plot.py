@@ -29,14 +29,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def with_spike_probes(graph: Graph) -> tuple[Graph, dict[str, str]]:
     """The graph with nested graphs inlined (their nodes named ``"sub.inner"``) and an extra Output
-    after every spiking node (a Threshold too); and node -> its probe's Output name, in execution order."""
+    after every spiking node (a Threshold too); and node -> its probe's Output name, in execution order.
+    A probe is named ``"<node>#spikes"``, or ``"<node>#spikes2"``... where a node already has that name."""
     from snnir.passes.structure import flatten_subgraphs
 
     flat = flatten_subgraphs(graph)
     spiking = [name for name in schedule(flat).order if emits_spikes(flat.nodes[name], counts=True)]
-    probes = {name: f"{name}#spikes" for name in spiking}
+    probes: dict[str, str] = {}
+    for name in spiking:
+        probe, number = f"{name}#spikes", 1
+        while probe in flat.nodes or probe in probes.values():
+            number += 1
+            probe = f"{name}#spikes{number}"
+        probes[name] = probe
     edges = flat.edges + tuple(probes.items())
-    return flat.with_nodes(**{probe: Output() for probe in probes.values()}).replace(edges=edges), probes
+    return flat.with_nodes({probe: Output() for probe in probes.values()}).replace(edges=edges), probes
 
 
 def panel_sources(probed: Graph, probes: dict[str, str]) -> dict[str, str]:

@@ -165,13 +165,23 @@ def not_an_input(outputs: Iterable[str | Path], inputs: Iterable[str | None]) ->
     sources = [source for source in inputs if source is not None]
     for output in outputs:
         for source in sources:
-            try:
-                same = os.path.samefile(output, source)
-            except (OSError, ValueError):  # either is missing (or no path): not the same file
-                same = False
-            if same:
+            if _same_file(output, source):
                 raise SnnirError(f"cannot write {escape(os.fspath(output))}: it is the input "
                                  f"{escape(os.fspath(source))}, which would be lost (choose another output)")
+
+
+def _same_file(output: str | Path, source: str) -> bool:
+    """Whether ``output`` is ``source``: the same file, or (where either is missing or cannot be
+    looked at, as ``in.nir/`` or ``missing/../in.nir``) the same path once resolved."""
+    try:
+        if os.path.samefile(output, source):
+            return True
+    except (OSError, ValueError):  # either is missing (or no path)
+        pass
+    try:
+        return os.path.realpath(output) == os.path.realpath(source)
+    except (OSError, ValueError):  # no path (a NUL in it)
+        return False
 
 
 def output_dir(path: str) -> Path:

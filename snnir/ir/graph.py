@@ -29,6 +29,13 @@ from snnir.ir.ops.io import Input, Output
 
 Edge = tuple[str, str]
 
+#: Graph metadata the planning passes record (:mod:`snnir.passes.planning`): Input names
+#: declared static, the nodes hoisted out of the time loop (lists of node names), and the
+#: execution plan (a mapping of such lists).
+STATIC_KEY = "snnir.static_inputs"
+HOISTED_KEY = "snnir.hoisted"
+PLAN_KEY = "snnir.plan"
+
 
 @dataclass(frozen=True, eq=False)
 class Graph:
@@ -166,10 +173,12 @@ class Graph:
             changes.get("ties", self.ties),
         )
 
-    def with_nodes(self, **ops: Op) -> "Graph":
-        """A copy where the named nodes are added or replaced."""
+    def with_nodes(self, ops: Mapping[str, Op] | None = None, /, **named: Op) -> "Graph":
+        """A copy where the nodes of ``ops`` (a mapping: any name, ``self`` included) and the
+        keyword-named nodes are added or replaced."""
         nodes = dict(self.nodes)
-        nodes.update(ops)
+        nodes.update(ops or {})
+        nodes.update(named)
         return self.replace(nodes=nodes)
 
     def without_nodes(self, names: Iterable[str]) -> "Graph":

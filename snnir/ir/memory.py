@@ -1,8 +1,8 @@
 """What simulating a graph allocates, counted from its shapes before anything is allocated.
 
 A run holds the parameters, each stateful node's state for the batch (a ``Delay``'s
-buffer is its longest delay in steps times its size), every node's value for one step,
-and the ``[T, B, ...]`` arrays of inputs and results (state traces too when recording).
+buffer is its longest delay in steps times its size), every node's value for one step
+(a max pool's padded copy of its input too), and the ``[T, B, ...]`` arrays of inputs and results (state traces too when recording).
 :meth:`Footprint.check` refuses a run whose state is over ``Limits.state_bytes``
 (naming the node when one node's state alone is over) or whose whole count is over
 ``Limits.memory_bytes`` (see :mod:`snnir.limits`).
@@ -17,6 +17,7 @@ import numpy as np
 from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ops import Op
+from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.shapes import Shapes
 from snnir.limits import ENVIRONMENT, Limits, current
 
@@ -53,9 +54,16 @@ def resolve_limits(limits: Limits | None) -> Limits:
 
 
 def parameter_bytes(op: Op) -> int:
-    """Bytes of ``op``'s arrays, those of ops it holds (an extension's layer and neuron) included."""
-    inner = (getattr(op, name) for name in op.attribute_names())
-    return sum(a.nbytes for a in op.params().values()) + sum(parameter_bytes(o) for o in inner if isinstance(o, Op))
+    """Bytes of ``op``'s arrays as stored, those of ops it holds (an extension's layer and neuron) included."""
+    return sum(a.nbytes for a in _arrays(op))
+
+
+def _arrays(op: Op):
+    """``op``'s parameter arrays, those of ops it holds included."""
+    yield from (np.asarray(a) for a in op.params().values())
+    for name in op.attribute_names():
+        if isinstance(getattr(op, name), Op):
+            yield from _arrays(getattr(op, name))
 
 
 def _size(shape) -> int:
@@ -64,13 +72,18 @@ def _size(shape) -> int:
 
 @dataclass(frozen=True)
 class Footprint:
-    """What a graph makes a run hold, counted once: ``parameters`` in bytes; per sample,
+    """What a graph makes a run hold, counted once: ``parameters`` in bytes as stored and
+    ``parameter_elements`` (the float item size, 0 for other kinds, and how many numbers of it:
+    a run computing in another float type holds a converted copy of each); per sample,
     ``states`` (node path, op type, numbers of state), ``values`` (every node's output, one
-    step) and ``ends`` (the Inputs' and Outputs' numbers per step)."""
+    step), ``padded`` (every max pool's -inf padded copy of its input, one step) and ``ends``
+    (the Inputs' and Outputs' numbers per step)."""
 
     parameters: int
+    parameter_elements: tuple[tuple[int, int], ...]
     states: tuple[tuple[str, str, int], ...]
     values: int
+    padded: int
     ends: int
 
     @classmethod
@@ -80,17 +93,27 @@ class Footprint:
             for path, op in graph.walk()
             if op.stateful and op.state_names and path in shapes.outputs
         )
+        elements: dict[int, int] = {}
+        for _, op in graph.walk():
+            for array in _arrays(op):
+                size = array.dtype.itemsize if array.dtype.kind == "f" else 0
+                elements[size] = elements.get(size, 0) + array.size
         return cls(
             parameters=sum(parameter_bytes(op) for _, op in graph.walk()),
+            parameter_elements=tuple(sorted(elements.items())),
             states=states,
             values=sum(_size(shape) for shape in shapes.outputs.values()),
+            padded=sum(op.padded_elements(shapes.inputs[path]) for path, op in graph.walk()
+                       if isinstance(op, MAX_POOLS) and shapes.inputs.get(path) is not None),
             ends=sum(_size(shapes.outputs.get(name)) for name in graph.inputs + graph.outputs),
         )
 
     def check(self, batch: int, *, itemsize: int, steps: int = 0, record: bool = False,
               limits: Limits | None = None) -> None:
         """Refuse (SnnirError) a run of ``steps`` steps on ``batch`` samples of ``itemsize``-byte
-        numbers over ``limits``; ``steps=0`` counts no ``[T, B, ...]`` arrays."""
+        floats over ``limits``; ``steps=0`` counts no ``[T, B, ...]`` arrays. Parameters stored as
+        another type count a copy at ``itemsize`` besides (a bool weight costs 1 + 8 bytes a number
+        in the reference interpreter)."""
         limits = resolve_limits(limits)
         for path, op_type, elements in self.states:
             check_limit(batch * elements * itemsize, limits, "state_bytes", f"{op_type} state for a batch of {batch}",
@@ -98,6 +121,8 @@ class Footprint:
         state = sum(elements for _, _, elements in self.states)
         check_limit(batch * state * itemsize, limits, "state_bytes", f"the state of all nodes for a batch of {batch}")
         arrays = steps * (self.ends + (state if record else 0))
-        what = (f"simulating {steps} steps of a batch of {batch} ({format_bytes(self.parameters)} of parameters, "
+        parameters = self.parameters + itemsize * sum(n for size, n in self.parameter_elements if size != itemsize)
+        what = (f"simulating {steps} steps of a batch of {batch} ({format_bytes(parameters)} of parameters, "
                 f"{format_bytes(batch * state * itemsize)} of state)")
-        check_limit(self.parameters + batch * (state + self.values + arrays) * itemsize, limits, "memory_bytes", what)
+        check_limit(parameters + batch * (state + self.values + self.padded + arrays) * itemsize, limits,
+                    "memory_bytes", what)

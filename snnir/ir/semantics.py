@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
@@ -97,12 +98,16 @@ class Semantics:
 
     def __post_init__(self) -> None:
         dt = self.dt
-        if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0:
-            raise SnnirError(f"dt must be a finite positive number, got {dt!r}")
+        try:
+            value = math.nan if isinstance(dt, bool) or not isinstance(dt, numbers.Real) else float(dt)
+        except OverflowError:  # an int past the float range (a JSON 10**400)
+            value = math.inf
+        if not math.isfinite(value) or value <= 0:
+            raise SnnirError(f"dt must be a finite positive number, got {reprlib.repr(dt)}")
         for flag in ("gain_held", "detached"):
             if not isinstance(getattr(self, flag), bool):
                 raise SnnirError(f"semantics {flag} must be True or False, got {getattr(self, flag)!r}")
-        object.__setattr__(self, "dt", float(dt))
+        object.__setattr__(self, "dt", value)
         for name, allowed in (
             ("discretisation", DISCRETISATIONS),
             ("reset", RESETS),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping
 
 import networkx as nx
 import numpy as np
@@ -24,10 +26,20 @@ NEURONS = (LIF, CubaLIF, IF, LI, CubaLI, I)
 class EdgeIndex:
     """A graph's edges resolved to nodes: ``ends[i]`` is edge ``i``'s (source node,
     destination node); ``recurrent``: the nodes on a cycle (in a strongly connected
-    component of size > 1, or with a self-loop)."""
+    component of size > 1, or with a self-loop). ``by_source`` and ``by_destination`` give
+    each node's edge numbers in edge order, built once per graph: a query costs its answer,
+    not a scan of every edge."""
 
     ends: tuple[Edge, ...]
     recurrent: frozenset[str]
+
+    @cached_property
+    def by_source(self) -> Mapping[str, tuple[int, ...]]:
+        return _numbers_by(end[0] for end in self.ends)
+
+    @cached_property
+    def by_destination(self) -> Mapping[str, tuple[int, ...]]:
+        return _numbers_by(end[1] for end in self.ends)
 
     @classmethod
     def of(cls, graph: Graph) -> "EdgeIndex":
@@ -42,6 +54,13 @@ class EdgeIndex:
         return cls(ends, frozenset(found))
 
 
+def _numbers_by(keys) -> dict[str, tuple[int, ...]]:
+    numbers: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        numbers.setdefault(key, []).append(i)
+    return {key: tuple(found) for key, found in numbers.items()}
+
+
 _last_index: list = [None, None]  # (graph, its EdgeIndex): rules query one graph many times
 
 
@@ -53,11 +72,33 @@ def edge_index(graph: Graph) -> EdgeIndex:
 
 
 def in_edges(graph: Graph, node: str) -> list[Edge]:
-    return [e for e, (_, dst) in zip(graph.edges, edge_index(graph).ends) if dst == node]
+    return [graph.edges[i] for i in edge_index(graph).by_destination.get(node, ())]
 
 
 def out_edges(graph: Graph, node: str) -> list[Edge]:
-    return [e for e, (src, _) in zip(graph.edges, edge_index(graph).ends) if src == node]
+    return [graph.edges[i] for i in edge_index(graph).by_source.get(node, ())]
+
+
+def in_degree(graph: Graph, node: str) -> int:
+    return len(edge_index(graph).by_destination.get(node, ()))
+
+
+def out_degree(graph: Graph, node: str) -> int:
+    return len(edge_index(graph).by_source.get(node, ()))
+
+
+_last_successors: list = [None, None]  # (graph, its plain successors): matching walks them per node
+
+
+def plain_successors(graph: Graph, node: str) -> tuple[str, ...]:
+    """The nodes ``node`` feeds by plain edges (both ends node names, no ports), in edge order."""
+    if _last_successors[0] is not graph:
+        found: dict[str, list[str]] = {}
+        for src, dst in graph.edges:
+            if src in graph.nodes and dst in graph.nodes:
+                found.setdefault(src, []).append(dst)
+        _last_successors[:] = [graph, {src: tuple(dsts) for src, dsts in found.items()}]
+    return _last_successors[1].get(node, ())
 
 
 _last_shapes: list = [None, None]  # (graph, its Shapes): rules query one graph many times

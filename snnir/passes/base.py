@@ -18,6 +18,7 @@ from snnir.errors import SnnirError
 from snnir.ir.graph import Graph
 from snnir.ir.ties import broken_tie
 from snnir.ir.verify import verify
+from snnir.passes.analysis import plain_successors
 
 
 class Pass:
@@ -104,8 +105,8 @@ class Rule:
         if not rest:
             yield Match(path)
             return
-        for src, dst in graph.edges:
-            if src == path[-1] and dst in graph.nodes and dst not in path and isinstance(graph.nodes[dst], rest[0]):
+        for dst in plain_successors(graph, path[-1]):
+            if dst not in path and isinstance(graph.nodes[dst], rest[0]):
                 yield from self._extend(graph, path + (dst,), rest[1:])
 
     def check(self, graph: Graph, match: Match) -> str | None:

@@ -179,7 +179,7 @@ class BroadcastNeuronParams(Rule):
         op: Neuron = graph.nodes[node]
         shape = tuple(shapes_of(graph).inputs[node])
         changes = {name: np.broadcast_to(value, shape).copy() for name, value in _fixed_params(op).items()}
-        return graph.with_nodes(**{node: op.replace(**changes)})
+        return graph.with_nodes({node: op.replace(**changes)})
 
 
 def _fixed_params(op: Neuron) -> dict[str, np.ndarray]:
@@ -203,7 +203,7 @@ class AffineWithoutBias(Rule):
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         (node,) = match.nodes
         op = graph.nodes[node]
-        return graph.with_nodes(**{node: Linear(op.weight, metadata=op.metadata, trainable=op.trainable)})
+        return graph.with_nodes({node: Linear(op.weight, metadata=op.metadata, trainable=op.trainable)})
 
 
 class ExplicitConvPadding(Rule):
@@ -219,7 +219,7 @@ class ExplicitConvPadding(Rule):
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         (node,) = match.nodes
         op = graph.nodes[node]
-        return graph.with_nodes(**{node: op.replace(padding=op.explicit_padding())})
+        return graph.with_nodes({node: op.replace(padding=op.explicit_padding())})
 
 
 CANONICAL_RULES = (RemoveIdentity(), AffineWithoutBias(), BroadcastNeuronParams(), ExplicitConvPadding())
@@ -243,5 +243,5 @@ def eliminate_dead_nodes(graph: Graph) -> Graph:
         for name, op in graph.nodes.items()
         if isinstance(op, Subgraph)
     }
-    return graph.with_nodes(**nested) if nested else graph
+    return graph.with_nodes(nested) if nested else graph
 

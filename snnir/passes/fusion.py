@@ -14,7 +14,7 @@ from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Scale
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
 from snnir.ir.ops.probe import probed_neurons
 from snnir.ir.shapes import infer_shapes
-from snnir.passes.analysis import LAYERS, NEURONS, in_edges, out_edges
+from snnir.passes.analysis import LAYERS, NEURONS, in_degree, in_edges, out_degree, out_edges
 from snnir.passes.base import Match, RewritePass, Rule, register_pass
 
 AFFINE_LIKE = (Linear, Affine, Scale)
@@ -22,9 +22,9 @@ AFFINE_LIKE = (Linear, Affine, Scale)
 
 def _single_link(graph: Graph, first: str, second: str) -> str | None:
     """``None`` if ``first``'s only consumer is ``second`` and that is ``second``'s only input."""
-    if out_edges(graph, first) != [(first, second)]:
+    if out_degree(graph, first) != 1 or out_edges(graph, first) != [(first, second)]:
         return f"'{first}' has consumers other than '{second}'"
-    if in_edges(graph, second) != [(first, second)]:
+    if in_degree(graph, second) != 1 or in_edges(graph, second) != [(first, second)]:
         return f"'{second}' has inputs other than '{first}'"
     return None
 

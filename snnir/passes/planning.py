@@ -26,15 +26,12 @@ from typing import Iterable, Mapping
 import networkx as nx
 
 from snnir.errors import SnnirError
-from snnir.ir.graph import Graph
+from snnir.ir.graph import HOISTED_KEY, PLAN_KEY, STATIC_KEY, Graph
 from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.schedule import node_digraph, schedule
 from snnir.passes.analysis import in_edges, recurrent_nodes
 from snnir.passes.base import register_pass
 
-PLAN_KEY = "snnir.plan"
-STATIC_KEY = "snnir.static_inputs"
-HOISTED_KEY = "snnir.hoisted"
 
 
 @register_pass("time_batch")

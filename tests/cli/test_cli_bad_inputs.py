@@ -272,6 +272,17 @@ def test_output_over_an_input_is_refused(files, capsys, monkeypatch, command, lo
     assert (files / lost).read_bytes() == before
 
 
+@pytest.mark.parametrize("command", [["convert", "one.nir", "missing/../one.nir"], ["optimize", "one.nir", "-o", "one.nir/"],
+                                     ["convert", "one.nir", "one.nir/."]], ids=lambda c: " ".join(c))
+def test_output_the_system_cannot_open_is_not_the_input(files, capsys, monkeypatch, command):
+    """Output names that resolve onto the input only lexically replaced it (exit 0)."""
+    monkeypatch.chdir(files)
+    before = (files / "one.nir").read_bytes()
+    assert main(command) == 1
+    assert_one_line_error(capsys, command[0], "cannot write")
+    assert (files / "one.nir").read_bytes() == before and not (files / "missing").exists()
+
+
 @pytest.mark.parametrize("target", ["onnx", "ipu", "torch"])
 def test_compile_to_an_empty_output_path(files, capsys, monkeypatch, target):
     """``-o ""`` wrote the onnx and ipu targets' files into the current directory."""

@@ -91,6 +91,22 @@ def test_optimize_to_a_dialect_at_the_default_level(tmp_path, library):
     assert out.is_file()
 
 
+def test_plot_probes_take_a_free_name():
+    """An Output already named 'lif#spikes' was replaced by lif's probe: the plot showed lif as the
+    sum of both (values, not spikes) and no panel for that Output."""
+    from snnir.ir import IF, Graph, Input, Output, Scale
+
+    graph = Graph({"input": Input((1,)), "output": Output(), "lif#spikes": Output(),
+                   "lif": IF(r=np.full(1, 1e5), v_threshold=np.full(1, 0.5)), "sc": Scale(np.full(1, 7.0))},
+                  [("input", "lif"), ("lif", "output"), ("input", "sc"), ("sc", "lif#spikes")])
+    probed, probes = with_spike_probes(graph)
+    assert probes == {"lif": "lif#spikes2"}
+    assert set(panel_sources(probed, probes)) == {"lif (output 'output')", "lif#spikes"}
+    results = snnir.run(probed, np.ones((3, 1, 1)))
+    np.testing.assert_array_equal(results["lif#spikes"].ravel(), 7.0)
+    np.testing.assert_array_equal(results["lif#spikes2"], results["output"])
+
+
 def test_plot_draws_a_membrane_output_as_traces(tmp_path, monkeypatch):
     """An output fed by an LI (a membrane) was drawn as a raster titled "-13 spikes"."""
     pytest.importorskip("matplotlib", reason="matplotlib (the test extra) is not installed")

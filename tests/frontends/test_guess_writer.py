@@ -76,6 +76,31 @@ def test_inspect_prints_the_guess(fixtures_dir, capsys) -> None:
             "evidence: nir version attribute '0.1.1'") in out
 
 
+@pytest.mark.parametrize("version, expected", [("0.1.1-unique-to-this-test", "0.1.1-unique-to-this-test"),
+                                               (None, None)])
+def test_the_version_comes_from_the_isolated_reading(fixtures_dir, tmp_path, monkeypatch, version, expected) -> None:
+    """The caller never opens the untrusted file with libhdf5 (it read the version dataset itself,
+    and a corrupt one, here not a string, cost it memory outside the reading process's limit)."""
+    import h5py
+
+    path = tmp_path / "f.nir"
+    path.write_bytes((fixtures_dir / "lif_norse.nir").read_bytes())
+    with h5py.File(path, "r+") as file:
+        del file["version"]
+        if version is None:
+            file.create_dataset("version", shape=(), dtype=h5py.vlen_dtype("i4"))[()] = np.arange(7, dtype="i4")
+        else:
+            file["version"] = np.bytes_(version.encode())
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the caller opened the file with h5py")
+
+    monkeypatch.setattr(h5py, "File", forbidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert file_facts(path).version == expected
+
+
 def test_a_file_that_is_not_nir_fails_in_one_line(tmp_path) -> None:
     path = tmp_path / "bad.nir"
     path.write_bytes(b"not hdf5")

@@ -202,7 +202,7 @@ def _feedforward(kind: str, sem: Semantics, tau: float | None = None) -> Graph:
     graph = _our_feedforward(kind, sem)
     if tau is None:
         return graph
-    return graph.with_nodes(**{n: graph.nodes[n].replace(tau=np.full(graph.nodes[n].tau.shape, tau)) for n in ("n1", "n2")})
+    return graph.with_nodes({n: graph.nodes[n].replace(tau=np.full(graph.nodes[n].tau.shape, tau)) for n in ("n1", "n2")})
 
 
 def _spyx_timed(graph: Graph, sem: Semantics) -> Graph:

@@ -137,3 +137,16 @@ def test_snntorch_write_takes_the_sum_pool_its_importer_builds(tmp_path):
         warnings.simplefilter("ignore")
         snnir.write(graph, tmp_path / "f.nir", dialect="snntorch")
     assert (tmp_path / "f.nir").exists()
+
+
+def test_snntorch_write_takes_any_structure_metadata(tmp_path):
+    """A file's metadata 'structure' of numbers (an array) made the recheck test 'array == str'
+    ambiguous: a raw ValueError instead of the write."""
+    sem = Semantics(dt=1e-4)
+    lif = LIF(tau=np.full(2, 5e-4), r=np.full(2, 5.0), v_leak=np.zeros(2), v_threshold=np.ones(2), sem=sem,
+              metadata={"structure": np.array([1, 2])})
+    graph = Graph.sequential(("input", Input((2,))), ("fc", Linear(weight=np.eye(2))), ("lif", lif), ("output", Output()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snnir.write(graph, tmp_path / "f.nir", dialect="snntorch")
+    assert (tmp_path / "f.nir").exists()

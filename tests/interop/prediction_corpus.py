@@ -312,7 +312,7 @@ def tuned(graph: Graph, x: np.ndarray, low: float = 0.08, high: float = 0.25) ->
         lo, hi, best = -6.0, 6.0, graph
         for _ in range(16):
             mid = (lo + hi) / 2
-            trial = graph.with_nodes(**{name: _threshold_scaled(graph.nodes[name], np.exp(mid))})
+            trial = graph.with_nodes({name: _threshold_scaled(graph.nodes[name], np.exp(mid))})
             rate = firing_rates(trial, x)[name]
             best = trial
             if low <= rate <= high:
@@ -331,7 +331,7 @@ def _spiking(graph: Graph) -> list[str]:
 def _threshold_scaled(op, factor: float):
     if isinstance(op, Subgraph):
         inner = op.graph
-        return op.replace(graph=inner.with_nodes(**{n: _threshold_scaled(o, factor) for n, o in inner.nodes.items()
+        return op.replace(graph=inner.with_nodes({n: _threshold_scaled(o, factor) for n, o in inner.nodes.items()
                                                     if getattr(o, "spiking", False)}))
     field_name = "threshold" if isinstance(op, Threshold) else "v_threshold"
     return op.replace(**{field_name: np.asarray(getattr(op, field_name)) * factor})

@@ -92,7 +92,7 @@ _PLAIN = Semantics(dt=1e-3, discretisation="exp", reset="zero")  # no library's 
 def test_a_plain_nir_file_spikes_in_each_library_as_predicted(tmp_path, kind, library, options) -> None:
     graph = _our_feedforward(kind, _PLAIN)
     if kind == "CubaLIF" and library == "snntorch":  # snnTorch asserts r = tau_mem / 1e-4
-        graph = graph.with_nodes(**{n: graph.nodes[n].replace(r=graph.nodes[n].tau_mem / 1e-4) for n in ("n1", "n2")})
+        graph = graph.with_nodes({n: graph.nodes[n].replace(r=graph.nodes[n].tau_mem / 1e-4) for n in ("n1", "n2")})
     path = tmp_path / "plain.nir"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

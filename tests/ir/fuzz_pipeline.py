@@ -229,7 +229,7 @@ def graph_mutant(graph, rng):
     else:
         return None
     try:
-        return graph.with_nodes(**{name: op.replace(**{field: value})}), f"{name}.{field}={value!r}"[:200]
+        return graph.with_nodes({name: op.replace(**{field: value})}), f"{name}.{field}={value!r}"[:200]
     except SnnirError:
         return None
 

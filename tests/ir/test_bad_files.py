@@ -179,6 +179,53 @@ def test_hostile_snnir_record(tmp_path, record):
     fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data=record, dtype=STR), "snnir metadata record is not valid", node="lif")
 
 
+def test_a_dt_past_the_float_range_is_refused_naming_the_node(tmp_path):
+    """A JSON integer of 401 digits was a raw OverflowError from math.isfinite."""
+    record = '{"sem": {"dt": 1' + "0" * 400 + "}}"
+    fails(with_dataset(tmp_path, "node/nodes/lif/metadata/snnir", data=record, dtype=STR),
+          "dt must be a finite positive number, got 1000", node="lif")
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="long double is float64 here")
+def test_a_long_double_weight_is_float64_where_exact_else_refused_naming_it(tmp_path):
+    """HDF5 long double (numpy float128) was accepted as it was, then broke compile --target torch."""
+    exact = with_dataset(tmp_path, "node/nodes/fc/weight", data=np.ones((3, 2), np.longdouble))
+    assert read(exact).nodes["fc"].weight.dtype == np.float64
+    inexact = np.full((3, 2), np.longdouble(1) + np.finfo(np.longdouble).eps)
+    fails(with_dataset(tmp_path, "node/nodes/fc/weight", data=inexact),
+          r"Affine.weight is stored as float\d+ with values float64 cannot hold exactly", node="fc")
+
+
+@pytest.mark.parametrize("key, value", [("snnir.static_inputs", 1.0), ("snnir.static_inputs", np.array([1, 2])),
+                                        ("snnir.hoisted", 3), ("snnir.plan", 1.0)])
+def test_planning_metadata_that_names_no_nodes_is_refused(tmp_path, key, value):
+    """A number where the planning passes read node names crashed optimize (not iterable)."""
+    path = good_file(tmp_path / "g.nir")
+    with h5py.File(path, "a") as f:
+        f["node"].require_group("metadata")[key] = value
+    fails(path, f"graph metadata '{key}' must be a ")
+
+
+def test_a_fused_nodes_origin_that_is_not_two_names_is_refused_naming_it(tmp_path):
+    """A scalar 'snnir.fused_from' read and ran, then writing the graph crashed (no len())."""
+    path = tmp_path / "f.nir"
+    with h5py.File(path, "w") as f:
+        f["version"] = np.bytes_(b"1.0.4")
+        graph = f.create_group("node")
+        graph["type"] = np.bytes_(b"NIRGraph")
+        nodes = graph.create_group("nodes")
+        for name, kind, fields in [("in", "Input", {"shape": np.array([2])}), ("out", "Output", {"shape": np.array([2])}),
+                                   ("fl", "snnir.FusedLayerNeuron", {}), ("fl/layer", "Linear", {"weight": np.eye(2)}),
+                                   ("fl/neuron", "IF", {"r": np.ones(2), "v_threshold": np.ones(2)})]:
+            group = nodes.create_group(name)
+            group["type"] = np.bytes_(kind.encode())
+            for field, data in fields.items():
+                group[field] = data
+        nodes["fl"].create_group("metadata")["snnir.fused_from"] = 1.0
+        graph["edges"] = np.array([["in", "fl"], ["fl", "out"]], dtype=STR)
+    fails(path, "metadata 'snnir.fused_from' must be the two names", node="fl")
+
+
 def test_external_link_refused(tmp_path):
     path = good_file(tmp_path / "g.nir")
     good_file(tmp_path / "other.nir")

@@ -63,6 +63,12 @@ def test_replace_with_and_without_nodes_return_new_graphs():
     assert graph.replace() == graph and graph.replace() is not graph
 
 
+def test_with_nodes_takes_any_name_in_a_mapping():
+    graph = chain()
+    bigger = graph.with_nodes({"self": Scale(scale=ONE), "ops": Scale(scale=ONE)}, s=Scale(scale=2 * ONE))
+    assert {"self", "ops", "s"} <= set(bigger.nodes) and "self" not in graph.nodes
+
+
 def test_equality_ignores_edge_order_but_not_content():
     a = chain()
     b = a.replace(edges=tuple(reversed(a.edges)))

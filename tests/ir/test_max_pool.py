@@ -85,6 +85,7 @@ def test_2d_shape_and_values_equal_torch_with_mixed_parameters():
         (dict(kernel_size=2, padding=-1), "padding must be 2 integers >= 0"),
         (dict(kernel_size=(2, 2, 2)), "kernel_size must be 2 integers"),
         (dict(kernel_size=2, ceil_mode="yes"), "ceil_mode must be true or false"),
+        (dict(kernel_size=2**20, dilation=2**12), "spans 4294963201 cells, more than the limit"),
     ],
 )
 def test_bad_parameters_are_refused(fields, needle):
@@ -135,6 +136,21 @@ def test_window_checks_are_immediate_on_huge_declared_shapes():
     assert MaxPool1d(kernel_size=2, padding=1).every_window_samples_input((2**31 - 1,))
     assert MaxPool2d(kernel_size=4, padding=2).binary_form((1, 2**15, 2**15)) is not None
     assert MaxPool1d(kernel_size=3).binary_form((2**15, 9)) is None  # a [C, C, 3] kernel over the limit
+
+
+def test_a_huge_kernel_allocates_nothing_for_its_form():
+    """The kernel of ones was allocated before its size was checked (a MemoryError from read and
+    write), and every window starting in the padding was visited (minutes for 2**27 of them)."""
+    assert MaxPool2d(kernel_size=2**20, padding=2**19, dilation=2).binary_form((1, 1, 1)) is None
+    assert MaxPool1d(kernel_size=2**28, padding=2**27, stride=1).binary_form((2, 1)) is None
+    form = MaxPool2d(kernel_size=2**20, padding=2**19).binary_form((1, 1, 1))
+    assert form.nodes["sum"].kernel_size == (2**20, 2**20)
+
+
+def test_a_pool_of_spikes_with_a_huge_kernel_is_written_and_read_back(tmp_path):
+    graph = _spiking_pool_graph(MaxPool2d(kernel_size=2**20, padding=2**19), (1, 1, 1))
+    snnir.write(graph, tmp_path / "g.nir")
+    assert snnir.read(tmp_path / "g.nir") == graph
 
 
 def _spiking_pool_graph(pool, shape=(2, 6, 6)) -> Graph:

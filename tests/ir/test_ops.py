@@ -134,6 +134,7 @@ def test_shape_errors_name_the_node(op, in_shape, fragment):
         (lambda: Subgraph(graph="g"), "must be a Graph"),
         (lambda: Semantics(dt=0), "dt must be a finite positive number"),
         (lambda: Semantics(dt=float("nan")), "dt must be a finite positive number"),
+        (lambda: Semantics(dt=10**400), "dt must be a finite positive number, got 1000000"),
         (lambda: Semantics(reset="half"), "reset must be one of"),
         (lambda: Semantics(gain_held=1), "gain_held must be True or False"),
         (lambda: Semantics.from_dict({"dt": 1.0, "colour": "red"}), "unknown semantics fields ['colour']"),

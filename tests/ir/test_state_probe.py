@@ -107,7 +107,7 @@ def test_gradients_through_the_probe_and_of_the_probed_neurons_spikes():
     a probed neuron (run by its step loop) gives its spikes the gradients the fast scan gives."""
     trained = {"lif": lif().replace(trainable=("tau", "v_threshold")),
                "fc": Linear(np.full((3, 2), 1.5), trainable=("weight",))}
-    graph = probed().with_nodes(**trained)
+    graph = probed().with_nodes(trained)
     x = torch.from_numpy(inputs())
     module = snnir.compile(graph, target="torch", dtype=torch.float64)
     out = module(x)

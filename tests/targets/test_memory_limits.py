@@ -13,7 +13,8 @@ import torch
 import snnir
 from snnir.cli.main import main
 from snnir.errors import SnnirError
-from snnir.ir import Affine, Delay, Graph, Input, Output, Semantics
+from snnir.ir import Affine, Delay, Graph, Input, Linear, Output, Semantics
+from snnir.ir.ops.pool import MaxPool2d
 from snnir.limits import ENVIRONMENT, Limits
 
 
@@ -76,6 +77,24 @@ def test_parameters_and_the_run_arrays_count_in_the_total():
         snnir.run(big, np.zeros((2, 1, 1000)), limits=Limits(memory_bytes=4 << 20))
     with pytest.raises(SnnirError, match="simulating 1000 steps"):  # inputs and results over T
         snnir.run(delayed(1000, 1), np.zeros((1000, 1, 1000)), limits=Limits(memory_bytes=10 << 20))
+
+
+def test_narrow_parameters_count_their_float_copy():
+    """A bool weight is 1 byte a number stored, but the run computes with it as float64: it was
+    counted at 1 byte (a 64 MiB bool weight ran past memory_bytes=256 MiB)."""
+    graph = Graph.sequential(("x", Input((1000,))), ("fc", Linear(weight=np.ones((1000, 1000), dtype=bool))),
+                             ("y", Output()))
+    with pytest.raises(SnnirError, match=r"\(8\.6 MiB of parameters"):
+        snnir.run(graph, np.zeros((1, 1, 1000)), limits=Limits(memory_bytes=4 << 20))
+
+
+def test_a_max_pools_padded_input_counts():
+    """The reference pads a pool's input with -inf before pooling: a 4000-wide kernel half padded
+    on a 1x1 input is 128 MB per sample for a 1x1 output, once allocated unchecked."""
+    pool = MaxPool2d(kernel_size=4000, padding=2000)
+    graph = Graph.sequential(("x", Input((1, 1, 1))), ("pool", pool), ("y", Output()))
+    with pytest.raises(SnnirError, match=r"simulating 1 steps of a batch of 1 .* needs 122\.1 MiB"):
+        snnir.run(graph, np.ones((1, 1, 1, 1, 1)), limits=Limits(memory_bytes=64 << 20))
 
 
 def test_a_broadcast_input_view_is_refused_before_it_is_scanned():

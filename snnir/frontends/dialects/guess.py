@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 from snnir.errors import SnnirError
@@ -66,21 +65,8 @@ def file_facts(path: Any, repair: bool = False) -> FileFacts:
             op.neuron_shape()
         except SnnirError as exc:
             raise SnnirError(exc.reason, name) from None
-    return FileFacts(_version(path), tuple(nodes), neurons, frozenset(set(neurons) - defaulted),
+    return FileFacts(report.version, tuple(nodes), neurons, frozenset(set(neurons) - defaulted),
                      tuple(sorted({op.op_type for op in nodes.values()})))
-
-
-def _version(path: Any) -> str | None:
-    try:
-        with h5py.File(path, "r") as file:
-            item = file.get("version")
-            if not isinstance(item, h5py.Dataset) or item.shape != () or item.dtype.kind not in "SOU":
-                return None
-            value = item[()]
-    except (OSError, ValueError) as exc:
-        raise SnnirError(f"cannot read the version of {path}: {exc}") from None
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:40]
 
 
 def _tau(op: Any) -> np.ndarray | None:

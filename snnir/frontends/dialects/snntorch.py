@@ -217,7 +217,8 @@ def _in_execution_order(graph: Graph) -> Graph:
 def _refuse_rechecks(graph: Graph, prefix: str = "") -> None:
     """A traced ``reset_delay=False`` subtract reset is several ops; refused by the layer's node and option."""
     for name, op in graph.nodes.items():
-        if op.metadata.get("structure") == RECHECK:
+        structure = op.metadata.get("structure")  # a file's metadata may hold an array here
+        if isinstance(structure, str) and structure == RECHECK:
             raise SnnirError(f"this {op.metadata.get('source', 'snnTorch neuron')} has a {RECHECK}, which NIR "
                              f"states as several ops that {_IMPORTER} cannot rebuild (it builds reset_delay=False "
                              "only with a zero reset): use reset_delay=True, or write with dialect='nir'",

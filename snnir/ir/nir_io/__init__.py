@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, warn
-from snnir.ir.graph import Graph
+from snnir.ir.graph import HOISTED_KEY, PLAN_KEY, STATIC_KEY, Graph
 from snnir.ir.dialect import DIALECTS, FILE_PREDICTORS, Dialect, get_dialect, map_neurons
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Neuron, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
@@ -69,11 +70,13 @@ __all__ = ["read", "load", "read_unchecked", "write", "as_written", "split_fused
 
 @dataclass
 class ReadReport:
-    """What ``load`` assumed (``defaults_applied``), noticed (``warnings``) or fixed (``repairs``)."""
+    """What ``load`` assumed (``defaults_applied``), noticed (``warnings``) or fixed (``repairs``),
+    and the file's root ``version`` string (first 40 characters; None where it holds none)."""
 
     defaults_applied: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
+    version: str | None = None
 
 
 def read(path: Any, dt: float | None = None, reset: str | None = None, *, dialect: str | None = None,
@@ -114,8 +117,9 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     sem, sources = _default_semantics(chosen.read_defaults, caller)
     reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair, limits)
     graph = restore_max_pools(_read_file(path, reader, limits), reader.warnings)
+    _check_name_lists(graph)
     _check_param_bytes(graph, limits)
-    report = ReadReport(reader.defaults, reader.warnings, reader.repairs)
+    report = ReadReport(reader.defaults, reader.warnings, reader.repairs, reader.version)
     graph = _normalise_outputs(graph, report.warnings)
     graph = _dialect_on_read(chosen, graph, report, dt_given="dt" in caller)
     if not reader.found_record:
@@ -150,7 +154,7 @@ def read_unchecked(path: Any, *, repair: bool = False) -> tuple[Graph, ReadRepor
     sem, sources = _default_semantics({}, {})
     reader = Reader(sem, sources, {}, repair, limits)
     graph = _read_file(path, reader, limits)
-    return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs)
+    return graph, ReadReport(reader.defaults, reader.warnings, reader.repairs, reader.version)
 
 
 def _dialect_on_read(dialect: Dialect, graph: Graph, report: ReadReport, dt_given: bool) -> Graph:
@@ -293,7 +297,7 @@ def split_fused(graph: Graph) -> Graph:
         if isinstance(op, Subgraph):
             op = op.replace(graph=split_fused(op.graph))
         origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
-        if origin is not None and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
+        if _is_names(origin) and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
             layer = str(origin[0])
             edges = [(src, layer if dst == name else dst) for src, dst in edges] + [(layer, name)]
             nodes[layer], op = op.layer, op.neuron
@@ -359,6 +363,33 @@ def _read_file(path: Any, reader: Reader, limits: Limits) -> Graph:
     except (KeyError, ValueError, TypeError, RecursionError, MemoryError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise SnnirError(f"cannot read the file as NIR: {type(exc).__name__}: {detail}", reader.current) from None
+
+
+def _check_name_lists(graph: Graph, prefix: str = "") -> None:
+    """snnir's metadata that lists node names (the planning passes' records; a fused node's
+    ``FUSED_FROM``, two names) is that, as the passes and the writer use it: a file's number or
+    array there is refused, naming the graph or node."""
+    where = prefix[:-1] or None
+    for key in (STATIC_KEY, HOISTED_KEY, PLAN_KEY):
+        value = graph.metadata.get(key)
+        lists = list(value.values()) if key == PLAN_KEY and isinstance(value, Mapping) else [value]
+        if value is not None and not all(_is_names(names) for names in lists):
+            what = "a mapping of lists of node names" if key == PLAN_KEY else "a list of node names"
+            raise SnnirError(f"graph metadata '{key}' must be {what}, got {reprlib.repr(value)}", where)
+    for name, op in graph.nodes.items():
+        if isinstance(op, Subgraph):
+            _check_name_lists(op.graph, f"{prefix}{name}.")
+        origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
+        if origin is not None and not (_is_names(origin) and len(origin) == 2):
+            raise SnnirError(f"metadata '{FUSED_FROM}' must be the two names [layer, neuron] it was fused from, "
+                             f"got {reprlib.repr(origin)}", prefix + name)
+
+
+def _is_names(value: Any) -> bool:
+    """A list of names; an empty one reads as an empty array (a file has no type for it)."""
+    if isinstance(value, np.ndarray):
+        return value.size == 0
+    return isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value)
 
 
 def _check_param_bytes(graph: Graph, limits: Limits) -> None:

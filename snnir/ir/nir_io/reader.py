@@ -47,12 +47,16 @@ class Reader:
         self.repairs: list[str] = []
         self.current: str | None = None  # the node being read, for error messages
         self.found_record = False  # whether any node or graph holds an snnir record (a file we wrote)
+        self.version: str | None = None  # the root 'version' string (its first 40 characters), if any
         self.limits = limits
         self._bytes = 0
 
     # --- structure -----------------------------------------------------------
     def read_root(self, tree: dict[str, Any]) -> Graph:
         self._bytes = _tree_bytes(tree)
+        version = tree.get("version")
+        if isinstance(version, np.ndarray) and version.shape == () and isinstance(version[()], str):
+            self.version = version[()][:40]
         root = tree.get("node")
         if not isinstance(root, dict):
             raise SnnirError("not a NIR file: it has no 'node' group")

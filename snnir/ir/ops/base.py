@@ -2,7 +2,9 @@
 
 Invariants every op keeps:
 - fields declared with :func:`param` hold read-only ``numpy`` arrays of real
-  numbers, in the dtype they were given (so files round-trip losslessly);
+  numbers, in the dtype they were given (so files round-trip losslessly), except a float
+  wider than float64 (HDF5's long double), held as float64 where that is exact and else refused
+  (no target computes in it);
 - ``op_type`` is the registry key and, for NIR primitives, the NIR type name;
 - ``infer_shape`` maps one input shape (per sample: no time, no batch) to the
   output shape, or raises :class:`SnnirError` naming the node;
@@ -48,6 +50,11 @@ def _freeze_array(name: str, value: Any, op_type: str) -> np.ndarray:
         raise SnnirError(
             f"{op_type}.{name} has {array.size} elements, more than the limit {MAX_PARAM_ELEMENTS}"
         )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:
+        wide, array = array, array.astype(np.float64)
+        if not np.array_equal(array.astype(wide.dtype), wide, equal_nan=True):
+            raise SnnirError(f"{op_type}.{name} is stored as {wide.dtype} with values float64 cannot hold exactly "
+                             "(no target computes in it): store it as float64")
     array = array.copy() if array.flags.writeable or array.base is not None else array
     array.setflags(write=False)
     return array

@@ -13,7 +13,8 @@ where ``x_pad`` is ``x`` with ``p`` cells of -inf on both sides of each spatial 
     less one if ceil_mode and (n_out - 1) s >= n + p (the last window must start
     inside the input or the left padding).
 
-Torch's limits hold: ``k, s, d >= 1``, ``0 <= p <= k // 2``, and ``n_out >= 1``. A window
+Torch's limits hold: ``k, s, d >= 1``, ``0 <= p <= k // 2``, and ``n_out >= 1``; a window
+spans at most ``MAX_ELEMENTS`` cells per dim (``d(k - 1) + 1``). A window
 that samples only padding yields -inf (as torch). When every window samples the input and
 the input is 0/1 spikes, the op equals a window sum then ``> 0.5`` (:meth:`binary_form`), its
 extra ``ceil_mode`` windows included.
@@ -28,7 +29,7 @@ import numpy as np
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.base import MAX_PARAM_ELEMENTS, Op, Shape, require_input
-from snnir.ir.ops.shape_utils import as_int_tuple
+from snnir.ir.ops.shape_utils import MAX_ELEMENTS, as_int_tuple
 from snnir.ir.registry import register_op
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ class _MaxPoolBase(Op):
                 f"{self.op_type}.padding {list(self.padding)} must be at most half the kernel "
                 f"{list(self.kernel_size)} (as torch)"
             )
+        spans = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
+        if max(spans) > MAX_ELEMENTS:
+            raise SnnirError(f"{self.op_type} window (kernel {list(self.kernel_size)}, dilation {list(self.dilation)}) "
+                             f"spans {max(spans)} cells, more than the limit {MAX_ELEMENTS}")
         super().__post_init__()
 
     def _dims(self):
@@ -90,10 +95,12 @@ class _MaxPoolBase(Op):
     def every_window_samples_input(self, spatial: Shape) -> bool:
         """No window samples padding alone (so none yields -inf). Torch's rules make every
         window start before the input's end, so only windows starting in the left padding
-        (at most ``p / s + 1`` per dim) can miss it; each is checked at its first sample >= 0."""
+        (at most ``p / s + 1`` per dim) can miss it; each is checked at its first sample >= 0, which
+        lies at ``start mod d``: the first ``d`` such windows show every case (the first is the
+        furthest left)."""
         for n, (k, s, p, d) in zip(spatial, self._dims()):
             last = (pool_output_size(n, k, s, p, d, self.ceil_mode) - 1) * s - p
-            for start in [*range(-p, min(0, last + 1), s), last]:
+            for start in [*range(-p, min(0, last + 1), s)[:d], last]:
                 first = (-start + d - 1) // d if start < 0 else 0  # index of the first sample >= 0
                 if first >= k or start + first * d >= n:
                     return False
@@ -107,6 +114,12 @@ class _MaxPoolBase(Op):
         for n, out, (k, s, p, d) in zip(spatial, self.infer_shape((1,) + tuple(spatial), "?")[1:], self._dims()):
             pads.append((p, max(0, (out - 1) * s + d * (k - 1) + 1 - n - p)))
         return pads
+
+    def padded_elements(self, input_shape: Shape) -> int:
+        """Numbers per sample of the input padded as :meth:`pads` says (what the reference
+        interpreter copies the input into)."""
+        padded = [n + left + right for n, (left, right) in zip(input_shape[1:], self.pads(tuple(input_shape[1:])))]
+        return int(input_shape[0]) * int(np.prod(padded, dtype=object))
 
     def ceil_taps(self, spatial: Shape) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
         """(kernel, padding, dilation) of an undilated convolution whose windows, with the same
@@ -138,7 +151,7 @@ class _MaxPoolBase(Op):
         convolution with a kernel of ones from each channel to itself (``groups=1``: nir 1.0.8's
         type check ignores groups); where ``ceil_mode`` adds windows, which need more padding on
         the right than on the left and NIR pads both sides alike, that kernel is
-        :meth:`ceil_taps`'."""
+        :meth:`ceil_taps`'. Sizes are checked before anything is allocated."""
         from snnir.ir.graph import Graph  # graph.py imports the ops package
         from snnir.ir.ops import Conv1d, Conv2d, Input, Output, SumPool2d, Threshold
 
@@ -148,14 +161,19 @@ class _MaxPoolBase(Op):
         channels = int(input_shape[0])
         ceil = self.ceil_adds_windows(spatial)
         if ceil:
-            taps, padding, dilation = self.ceil_taps(spatial)
+            lengths = [max(0, right - left) + d * (k - 1) + 1
+                       for (left, right), k, d in zip(self.pads(spatial), self.kernel_size, self.dilation)]
         else:
-            taps, padding, dilation = np.ones(self.kernel_size), self.padding, self.dilation
+            lengths = list(self.kernel_size)
         if self.spatial_rank == 2 and self.dilation == (1, 1) and not ceil:
             window_sum: Op = SumPool2d(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
-        elif channels * channels * taps.size > MAX_PARAM_ELEMENTS:
+        elif channels * channels * int(np.prod(lengths, dtype=object)) > MAX_PARAM_ELEMENTS:
             return None  # the convolution's kernel would pass the parameter limit
         else:
+            if ceil:
+                taps, padding, dilation = self.ceil_taps(spatial)
+            else:
+                taps, padding, dilation = np.ones(self.kernel_size), self.padding, self.dilation
             conv = Conv1d if self.spatial_rank == 1 else Conv2d
             eye = np.eye(channels, dtype=np.float32).reshape((channels, channels) + (1,) * self.spatial_rank)
             ones = eye * taps.astype(np.float32)  # float32 sums of 0/1 are exact

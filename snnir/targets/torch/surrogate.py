@@ -13,6 +13,8 @@ Forward is the exact spike ``H(x)`` of ``x = u - threshold`` (``x > 0``, or
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 from dataclasses import dataclass
 
 import torch
@@ -82,8 +84,9 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
     """The surrogate the graph's neurons were traced with (their ops' metadata ``"surrogate"``,
     ``{"name", "slope"}``, as the snnTorch frontend records it; a fused op's neuron's), or None
     where no op says.
-    Two different ones are a SnnirError naming the node (a compiled module takes one); an op
-    traced with one we have none equal to (``{"unknown": ...}``) is warned about, naming it."""
+    Two different ones, or a record whose name or slope is not one (a file's string or array), are
+    a SnnirError naming the node (a compiled module takes one); an op traced with one we have none
+    equal to (``{"unknown": ...}``) is warned about, naming it."""
     found: dict[tuple[str, float], str] = {}
     unknown: list[tuple[str, str]] = []
     for path, op in graph.walk():
@@ -94,7 +97,8 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
         if "unknown" in recorded:
             unknown.append((path, str(recorded["unknown"])))
         elif set(recorded) == {"name", "slope"}:
-            found.setdefault((str(recorded["name"]), float(recorded["slope"])), path)
+            surrogate = _recorded(recorded, path)
+            found.setdefault((surrogate.name, surrogate.slope), path)
     if len(found) > 1:
         (first, at), (other, node) = sorted(found.items(), key=lambda item: item[1])[:2]
         raise SnnirError(f"neurons were traced with different surrogate gradients ({first[0]} slope {first[1]:g} "
@@ -108,6 +112,21 @@ def traced_surrogate(graph: Graph) -> Surrogate | None:
         warn(f"node '{shown(node)}'{more} was traced with the surrogate gradient {shown(what)}, which no surrogate "
              f"of snnir's computes: training uses the one given to compile, by default {fallback}")
     return chosen
+
+
+def _recorded(recorded: dict, node: str) -> Surrogate:
+    """The surrogate a ``{"name", "slope"}`` record names, else a SnnirError naming ``node``."""
+    slope = recorded["slope"]
+    try:
+        if isinstance(slope, bool) or not isinstance(slope, numbers.Real):
+            raise TypeError
+        return Surrogate(recorded["name"], float(slope))
+    except (TypeError, OverflowError):
+        reason = f"surrogate slope must be a positive number, got {reprlib.repr(slope)}"
+    except SnnirError as exc:
+        reason = exc.reason
+    raise SnnirError(f"its metadata 'surrogate' (the one it was traced with) is unusable: {reason} "
+                     "(pass surrogate= to compile with one)", node)
 
 
 def chosen_surrogate(graph: Graph, surrogate: str | Surrogate | None = None, slope: float | None = None) -> Surrogate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,15 @@ def test_snntorch_names_of_surrogates_are_accepted():
     assert Surrogate("atan") == Surrogate("arctan")
     assert Surrogate("straight_through_estimator", 1.0) == Surrogate("straight_through", 1.0)
     compile_torch(graphs_for(LIF)[0], surrogate="atan")
+
+
+@pytest.mark.parametrize("slope", ["abc", np.array([1.0, 2.0]), 10**400, True], ids=["str", "array", "huge", "bool"])
+def test_a_traced_surrogate_record_that_is_no_surrogate_names_the_node(slope):
+    """A file's metadata 'surrogate' with a string or array slope was a raw ValueError/TypeError."""
+    graph = graphs_for(LIF)[0]
+    (name,) = [n for n, op in graph.nodes.items() if isinstance(op, LIF)]
+    lif = graph.nodes[name]
+    graph = graph.with_nodes({name: lif.replace(metadata={"surrogate": {"name": "arctan", "slope": slope}})})
+    with pytest.raises(SnnirError, match=rf"node '{name}': its metadata 'surrogate' .* slope must be a positive number"):
+        compile_torch(graph)
+    assert compile_torch(graph, surrogate="arctan") is not None
