@@ -236,10 +236,10 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
   std::copy(v0 + off, v0 + off + L, v);
   if (NEXT) std::copy(z0 + off, z0 + off + L, z);
   // the forward's update, written out as update<> does it. With update<> called here (inlined
-  // or not), GCC no longer vectorises this function's spike compares (perf annotate: scalar
-  // vucomiss and jp branches in the backward loop below, too): 4.5x slower, 8.5 against
-  // 1.9 ms (hidden layer, T=25); also with grad_step<> for the backward loop or a cast form
-  // of the compare (worse). Keep this loop written out until that is understood.
+  // or not), GCC 12 built without -fno-trapping-math did not vectorise this function's spike
+  // compares (scalar vucomiss and jp branches in the backward loop below, too): 4.5x slower,
+  // 8.5 against 1.9 ms (hidden layer, T=25). The same flag left update<> itself scalar for a
+  // same-step subtract reset (10x slower, docs/performance.md); it is now built with it.
   for (int64_t t = 0; t < steps; ++t) {
     const T* xt = (is_static ? x : x + t * M) + off;
     T* ut = ub + t * L;
