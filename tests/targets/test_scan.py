@@ -75,8 +75,9 @@ def _unrolled(op, P, x, state, surrogate, detach_reset=False):
 
     def decay(tau):
         if sem.discretisation == "euler":
-            return 1 - sem.dt / tau, sem.dt / tau
-        a = torch.exp(-sem.dt / tau)
+            b = tau.new_tensor(sem.dt) / tau  # a true division, as the reference's
+            return 1 - b, b
+        a = torch.exp(tau.new_tensor(-sem.dt) / tau)
         return a, 1 - a
 
     def spike(u):

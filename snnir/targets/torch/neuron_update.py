@@ -73,10 +73,13 @@ def _state(cfg: _Config, v: Tensor, i: Tensor | None, z: Tensor | None) -> dict[
 
 
 def _decay(tau: Tensor, discretisation: str, dt: float) -> tuple[Tensor, Tensor]:
-    """(a, b) of the neuron docstring, differentiable in ``tau``."""
+    """(a, b) of the neuron docstring, differentiable in ``tau``, rounded as the reference's:
+    ``dt / tau`` is a true division (torch's ``float / tensor`` multiplies by ``1 / tau``,
+    which differs in the last bit for about 1 value in 4)."""
     if discretisation == "euler":
-        return 1.0 - dt / tau, dt / tau
-    a = torch.exp(-dt / tau)
+        b = tau.new_tensor(dt) / tau
+        return 1.0 - b, b
+    a = torch.exp(tau.new_tensor(-dt) / tau)
     return a, 1.0 - a
 
 
@@ -117,7 +120,7 @@ def held_gain_changes(op: Neuron, trained: Mapping[str, tuple[Tensor, Tensor]], 
         scaled = decays(op)[tau][2]
         old_tau, old_scaled = (torch.tensor(getattr(op, name), dtype=torch.float64) for name in (tau, scaled))
         new_tau = (torch.from_numpy(euler_tau(a.numpy(), sem.dt)) if sem.discretisation == "euler"
-                   else -sem.dt / torch.log(a))
+                   else a.new_tensor(-sem.dt) / torch.log(a))
         gain = old_scaled * _decay(old_tau, sem.discretisation, sem.dt)[1]
         new_scaled = gain / _decay(new_tau, sem.discretisation, sem.dt)[1]
         for name, new, old in ((tau, new_tau, old_tau), (scaled, new_scaled, old_scaled)):

@@ -55,10 +55,11 @@ def decay_and_gain(p, tau, decay, sem):
     """(decay a, gain b) of time constant ``p[tau]``; a trained decay ``p[decay]`` (the op held
     its input gain while it trains), clamped to [0, 1] as snnTorch clamps beta, replaces a, b
     staying the time constant's."""
+    dt = p[tau].new_tensor(sem["dt"])  # a true division, as the reference's (not ``* (1 / tau)``)
     if sem["discretisation"] == "euler":
-        a, b = 1.0 - sem["dt"] / p[tau], sem["dt"] / p[tau]
+        a, b = 1.0 - dt / p[tau], dt / p[tau]
     else:
-        a = torch.exp(-sem["dt"] / p[tau])
+        a = torch.exp(-dt / p[tau])
         b = 1.0 - a
     return (p[decay].clamp(0.0, 1.0), b) if decay in p else (a, b)
 

@@ -568,3 +568,19 @@ def test_tied_nested_graphs_are_refused_for_what_they_are(tmp_path):
                   (("input", "s1"), ("s1", "s2"), ("s2", "output")), ties=(("s1", "s2"),))
     with pytest.raises(SnnirError, match="node 's1': a nested graph tied to another"):
         write_module(graph, tmp_path / "model.py")
+
+
+@pytest.mark.parametrize("discretisation", ["euler", "exp"])
+def test_the_generated_module_divides_dt_by_tau_as_the_reference(tmp_path, discretisation):
+    """A threshold exactly at the reference's first membrane (``dt / tau`` a true division, not
+    torch's ``dt * (1 / tau)``, which is 0.14285714285714288 for 1e-3 / 0.007) does not fire."""
+    dt, tau = 1e-3, 0.007
+    first = dt / tau if discretisation == "euler" else 1.0 - np.exp(-dt / tau)
+    sem = Semantics(dt=dt, discretisation=discretisation, reset="zero", threshold_compare="gt")
+    lif = LIF(tau=np.array([tau]), r=np.array([1.0]), v_leak=np.array([0.0]), v_threshold=np.array([first]), sem=sem)
+    graph = Graph.sequential(("in", Input((1,))), ("lif", lif), ("out", Output()))
+    source, _ = write_module(graph, tmp_path / "model.py", "safetensors")
+    model = _import(source).load_model(dtype=torch.float64)
+    with torch.no_grad():
+        assert float(_outputs(model(torch.ones(1, 1, 1, dtype=torch.float64)))[0][0, 0, 0]) == 0.0
+    assert float(snnir.run(graph, np.ones((1, 1, 1)))["out"][0, 0, 0]) == 0.0

@@ -320,3 +320,25 @@ def test_nested_port_fed_only_by_a_loop_runs_as_the_reference():
     want = snnir.run(graph, x)["y"]
     got = compile_torch(graph, dtype=torch.float64)(torch.tensor(x)).detach().numpy()
     assert want.sum() > 0 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("discretisation", ["euler", "exp"])
+@pytest.mark.parametrize(("native", "fast"), [(False, True), (True, True), (False, False)], ids=["scan", "native", "loop"])
+def test_decay_rounds_as_the_reference(discretisation, native, fast):
+    """``dt / tau`` is a true division, as the reference's: torch's ``dt / tensor`` multiplies by
+    ``1 / tau`` (0.14285714285714288 for 1e-3 / 0.007, against 0.14285714285714285), so a
+    threshold exactly at the reference's first membrane fired in float64 where the reference
+    does not."""
+    from snnir.ir import LIF, Input, Output, Semantics
+
+    dt, tau = 1e-3, 0.007
+    first = dt / tau if discretisation == "euler" else 1.0 - np.exp(-dt / tau)  # v after one step of x = 1
+    sem = Semantics(dt=dt, discretisation=discretisation, reset="zero", threshold_compare="gt")
+    lif = LIF(tau=np.array([tau]), r=np.array([1.0]), v_leak=np.array([0.0]), v_threshold=np.array([first]), sem=sem)
+    graph = Graph.sequential(("in", Input((1,))), ("lif", lif), ("out", Output()))
+    want = snnir.run(graph, np.ones((1, 1, 1)), record=True)
+    module = compile_torch(graph, dtype=torch.float64, native=native, fast=fast)
+    got, traces = module(torch.ones(1, 1, 1, dtype=torch.float64), record=True)
+    assert float(want["lif.v"][0, 0, 0]) == first
+    assert float(traces["lif.v"][0, 0, 0]) == first
+    assert float(got[0, 0, 0]) == float(want["out"][0, 0, 0]) == 0.0
