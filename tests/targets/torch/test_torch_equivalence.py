@@ -320,3 +320,15 @@ def test_nested_port_fed_only_by_a_loop_runs_as_the_reference():
     want = snnir.run(graph, x)["y"]
     got = compile_torch(graph, dtype=torch.float64)(torch.tensor(x)).detach().numpy()
     assert want.sum() > 0 and np.array_equal(got, want)
+
+
+def test_a_stateful_node_named_like_the_interpreters_bookkeeping_runs_as_the_reference():
+    """'__out__' is an ordinary node name for the reference and the compiled module alike."""
+    from snnir.ir import IF, Input, Output, Scale, Semantics
+
+    n = IF(r=np.ones(()), v_threshold=np.ones(()), sem=Semantics(dt=1.0, reset="subtract"))
+    graph = Graph(
+        {"x": Input((2,)), "__out__": n, "s": Scale(scale=np.array(0.7)), "y": Output()},
+        (("x", "__out__"), ("__out__", "s"), ("s", "__out__"), ("__out__", "y")),
+    )
+    assert_matches_reference(graph, np.random.default_rng(0).uniform(0, 2, (6, 2, 2)))
