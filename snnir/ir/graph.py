@@ -4,7 +4,9 @@ Invariants (checked by the verifier, not the constructor, so that broken
 files can still be reported and repaired):
 - edges name nodes of this graph; an endpoint ``"sub.port"`` addresses the
   Input (as destination) or Output (as source) node ``port`` of the nested
-  graph ``sub`` (a node whose own name contains dots is matched first);
+  graph ``sub``; the longest prefix naming a node is the node (a node whose own
+  name contains dots is matched before a shorter one: with nodes ``layer`` and
+  ``layer.sub``, ``"layer.sub.a"`` is port ``a`` of ``layer.sub``);
 - several edges into one node are summed;
 - a cycle must pass through a stateful node; an edge from a stateful node
   to a node in the same strongly connected component carries the value of
@@ -115,16 +117,9 @@ class Graph:
     def resolve(self, endpoint: str, as_source: bool) -> tuple[str, str | None]:
         """``(node, port)`` for an edge endpoint; port is ``None`` unless it
         addresses a nested graph's Input (destination) or Output (source)."""
-        if endpoint in self.nodes:
-            node = endpoint
-            port = None
-        else:
-            node, sep, port = endpoint.partition(".")
-            while sep and node not in self.nodes:
-                head, sep, tail = port.partition(".")
-                node, port = f"{node}.{head}", tail
-            if node not in self.nodes or not port:
-                raise SnnirError(f"edge endpoint '{shown(endpoint)}' names no node of this graph")
+        node, port = self._split(endpoint)
+        if node not in self.nodes or port == "":
+            raise SnnirError(f"edge endpoint '{shown(endpoint)}' names no node of this graph")
         op = self.nodes[node]
         subgraph = getattr(op, "graph", None)
         if subgraph is None:
@@ -195,14 +190,16 @@ class Graph:
         return self.replace(nodes=nodes, edges=edges, ties=ties)
 
     def _node_of(self, endpoint: str) -> str:
-        if endpoint in self.nodes:
-            return endpoint
-        head = endpoint
-        while "." in head:
-            head = head.rsplit(".", 1)[0]
-            if head in self.nodes:
-                return head
-        return endpoint
+        return self._split(endpoint)[0]
+
+    def _split(self, endpoint: str) -> tuple[str, str | None]:
+        """``(node, port)``: node is the longest dot-separated prefix of ``endpoint`` naming a
+        node (the whole endpoint first: port ``None``), port the rest; ``(endpoint, None)`` if none."""
+        node, port = endpoint, None
+        while node not in self.nodes and "." in node:
+            node, _, tail = node.rpartition(".")
+            port = tail if port is None else f"{tail}.{port}"
+        return (node, port) if node in self.nodes else (endpoint, None)
 
     # --- equality -----------------------------------------------------------
     def __eq__(self, other: object) -> bool:

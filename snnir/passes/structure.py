@@ -16,7 +16,8 @@ from snnir.passes.base import Match, RewritePass, Rule, register_pass
 
 class InlineSubgraph(Rule):
     """Replace a nested graph node ``sub`` by its nodes, renamed ``"sub.inner"``;
-    its Input and Output nodes dissolve into direct edges."""
+    its Input and Output nodes dissolve into direct edges (an Input port no edge enters
+    adds zero: its edges go, unless a node would be left with no edge into it)."""
 
     name = "inline_subgraph"
     pattern = ((Subgraph,),)
@@ -32,7 +33,21 @@ class InlineSubgraph(Rule):
         edges = self._edges(graph, node)
         if len(set(edges)) != len(edges):
             return "inlining would duplicate an edge (one source would reach a node twice through its ports)"
+        starved = self._starved(graph, node, self.rewrite(graph, match))
+        if starved:
+            return (f"its Input ports no edge enters are zero, and inlining would leave {starved} with no edge "
+                    "into them")
         return None
+
+    @staticmethod
+    def _starved(graph: Graph, node: str, after: Graph) -> list[str]:
+        """Nodes of ``after`` (``graph`` with ``node`` inlined) with an edge into them before
+        (inside ``node``, too) and none after: fed only through ports no edge enters."""
+        inner = graph.nodes[node].graph
+        had = {graph.resolve(dst, as_source=False)[0] for _, dst in graph.edges}
+        had |= {f"{node}.{inner.resolve(dst, as_source=False)[0]}" for _, dst in inner.edges}
+        fed = {after.resolve(dst, as_source=False)[0] for _, dst in after.edges}
+        return sorted(n for n in after.nodes if n in had and n not in fed)
 
     def rewrite(self, graph: Graph, match: Match) -> Graph:
         (node,) = match.nodes

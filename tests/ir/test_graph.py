@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from snnir.errors import SnnirError
-from snnir.ir import LIF, Affine, Graph, Input, Output, Scale, Semantics, Subgraph, infer_shapes, schedule
+from snnir.ir import LIF, Affine, Graph, Input, Output, Scale, Semantics, Subgraph, infer_shapes, schedule, verify
 
 ONE = np.ones(())
 ZERO = np.zeros(())
@@ -149,6 +149,26 @@ def test_dotted_node_names_are_matched_first():
     graph = Graph({"a.b": Input((1,)), "y": Output()}, (("a.b", "y"),))
     assert graph.resolve("a.b", as_source=True) == ("a.b", None)
     assert infer_shapes(graph).out("y") == (1,)
+
+
+def layer_and_dotted_sub() -> Graph:
+    """Nodes 'layer' and 'layer.sub' (a nested graph): 'layer.sub.a' is port 'a' of 'layer.sub'."""
+    inner = Graph({"a": Input((2,)), "s": Scale(np.array(2.0)), "y": Output()}, (("a", "s"), ("s", "y")))
+    return Graph(
+        {"x": Input((2,)), "layer": Scale(np.array(1.0)), "layer.sub": Subgraph(inner), "y": Output(), "z": Output()},
+        (("x", "layer"), ("layer", "z"), ("x", "layer.sub.a"), ("layer.sub.y", "y")),
+    )
+
+
+def test_the_longest_dotted_node_name_is_matched_first():
+    graph = layer_and_dotted_sub()
+    assert graph.resolve("layer.sub.a", as_source=False) == ("layer.sub", "a")
+    assert graph.resolve("layer.sub.y", as_source=True) == ("layer.sub", "y")
+    assert graph.resolve("layer", as_source=True) == ("layer", None)
+    verify(graph)
+    assert graph.without_nodes(["layer"]).edges == (("x", "layer.sub.a"), ("layer.sub.y", "y"))
+    with pytest.raises(SnnirError, match="names no node"):
+        graph.resolve("layer.sub.", as_source=False)
 
 
 def test_without_nodes_drops_port_edges_of_a_nested_node():

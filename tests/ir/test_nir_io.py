@@ -449,6 +449,19 @@ def test_nested_graph_written_by_nir(tmp_path):
     assert run(graph, np.ones((4, 1, 2)))["output"].shape == (4, 1, 2)
 
 
+def test_an_endpoint_into_a_dotted_nested_graph_round_trips(tmp_path):
+    """Nodes 'layer' and 'layer.sub': the reader resolves 'layer.sub.a' to the dotted node's port."""
+    inner = Graph({"a": Input((2,)), "s": Scale(np.array(2.0)), "y": Output()}, (("a", "s"), ("s", "y")))
+    graph = Graph(
+        {"x": Input((2,)), "layer": Scale(np.array(1.0)), "layer.sub": Subgraph(inner), "y": Output(), "z": Output()},
+        (("x", "layer"), ("layer", "z"), ("x", "layer.sub.a"), ("layer.sub.y", "y")),
+    )
+    write(graph, tmp_path / "g.nir")
+    back = read(tmp_path / "g.nir")
+    assert back == graph
+    assert run(back, np.ones((1, 1, 2)))["y"].ravel().tolist() == [2.0, 2.0]
+
+
 def test_dialect_leaves_stated_semantics_alone(tmp_path):
     """A file snnir wrote states its semantics: a dialect must not re-interpret those nodes."""
     from snnir.ir import LIF, Affine, Graph, Input, Output

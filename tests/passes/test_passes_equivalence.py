@@ -79,6 +79,26 @@ def test_flatten_keeps_ports_apart():
     assert_equivalent(graph, flat, {"x": rng.normal(size=(5, 2, 2)), "y": rng.normal(size=(5, 2, 2))})
 
 
+def test_flatten_drops_a_port_no_edge_enters_unless_a_node_would_starve():
+    """Port b is zero: its edge into lin goes (lin still sums a); a nested graph whose Output
+    it alone feeds stays nested, as one that no edge enters does (was: invalid after the pass)."""
+    inner = Graph(
+        {"a": Input((2,)), "b": Input((2,)), "lin": Linear(np.array([[1.0, 2.0], [3.0, 4.0]])), "o": Output()},
+        (("a", "lin"), ("b", "lin"), ("lin", "o")),
+    )
+    starving = Graph(
+        {"a": Input((2,)), "b": Input((2,)), "o": Output(), "ob": Output()}, (("a", "o"), ("b", "ob")))
+    graph = Graph(
+        {"x": Input((2,)), "s": Subgraph(inner), "t": Subgraph(starving), "u": Subgraph(inner),
+         "os": Output(), "ot": Output(), "ou": Output()},
+        (("x", "s.a"), ("s", "os"), ("x", "t.a"), ("t.ob", "ot"), ("u", "ou")),
+    )
+    flat = snnir.optimize(graph, passes=["flatten_subgraphs"])
+    assert ("x", "s.lin") in flat.edges and "s.b" not in str(flat.edges)
+    assert isinstance(flat.nodes["t"], Subgraph) and isinstance(flat.nodes["u"], Subgraph)
+    assert_equivalent(graph, flat, np.random.default_rng(0).normal(size=(5, 2, 2)))
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("new_dt", [1e-4, 5e-3])
 def test_change_dt_keeps_each_step(seed, new_dt):

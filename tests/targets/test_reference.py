@@ -179,6 +179,24 @@ def test_recurrent_edge_is_one_step_delayed():
     np.testing.assert_allclose(out["n.v"][:, 0, 0], [0.5, 0.2, 0.9, 0.9])
 
 
+def test_a_stateful_node_may_be_named_like_the_interpreters_bookkeeping():
+    """The previous step's outputs are kept apart from the per-node states: a recurrent
+    neuron named '__out__', nested too, runs and records as under any other name."""
+    def graph(name: str) -> Graph:
+        n = IF(r=ONE, v_threshold=ONE, sem=Semantics(dt=1.0, reset="subtract"))
+        inner = Graph(
+            {"i": Input((1,)), name: n, "s": Scale(scale=np.array(0.7)), "o": Output()},
+            (("i", name), (name, "s"), ("s", name), (name, "o")),
+        )
+        return Graph.sequential(("x", Input((1,))), (name, Subgraph(inner)), ("y", Output()))
+
+    x = np.array([1.5, 0, 0, 0]).reshape(-1, 1, 1)
+    out = snnir.run(graph("__out__"), x, record=True)
+    plain = snnir.run(graph("n"), x, record=True)
+    np.testing.assert_array_equal(out["y"][:, 0, 0], [1, 1, 0, 0])
+    np.testing.assert_array_equal(out["__out__.__out__.v"], plain["n.n.v"])
+
+
 # --- delay ----------------------------------------------------------------------------------------
 def test_delay_shifts_each_element():
     dt = 1e-3

@@ -8,6 +8,7 @@ fed-back edges (``Schedule.fed_back``) are summed apart and handed to its kernel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -40,6 +41,16 @@ def check_lowerings() -> list[str]:
 EXTENSIONS: dict[type, Any] = {cls: cls.expand for cls in EXTENSION_OPS}
 
 
+@dataclass(frozen=True)
+class _State:
+    """One level's state: per node its state variables (a nested level's: its ``_State``), and
+    apart from them the previous step's outputs by source key, which delayed edges read (so
+    that no node name collides with this bookkeeping)."""
+
+    nodes: dict[str, Any]
+    previous: dict[str, np.ndarray]
+
+
 class _Level:
     """One graph level with its schedule; nested graphs become child levels."""
 
@@ -70,7 +81,7 @@ class _Level:
                     table.update({f"{prefix}{name}.{key}": value for key, value in inner_table.items()})
                 self.expanded[name] = _Level(expansion, f"{prefix}{name}.", shapes)
 
-    def init_state(self, batch: int) -> dict[str, Any]:
+    def init_state(self, batch: int) -> _State:
         state: dict[str, Any] = {}
         for name, op in self.graph.nodes.items():
             path = self.prefix + name
@@ -85,11 +96,10 @@ class _Level:
                     if op.op_type == "Delay"
                     else {s: np.zeros((batch,) + tuple(shape), dtype=F) for s in op.state_names}
                 )
-        state["__out__"] = {}  # previous step's outputs, read by delayed edges
-        return state
+        return _State(state, {})
 
-    def step(self, inputs: Mapping[str, np.ndarray], state: dict, batch: int) -> tuple[dict, dict]:
-        previous = state["__out__"]
+    def step(self, inputs: Mapping[str, np.ndarray], level_state: _State, batch: int) -> tuple[dict, _State]:
+        state, previous = level_state.nodes, level_state.previous
         values: dict[str, np.ndarray] = {}
         new_state: dict[str, Any] = {}
         for name in self.sched.order:
@@ -130,18 +140,15 @@ class _Level:
                 values[name], new_state[name] = STATEFUL[type(op)](op, x, state[name])
             else:
                 values[name] = STATELESS[type(op)](op, x)
-        new_state["__out__"] = values
-        return {name: values[name] for name in self.graph.outputs}, new_state
+        return {name: values[name] for name in self.graph.outputs}, _State(new_state, values)
 
     def _shape_of(self, key: str) -> tuple[int, ...]:
         return tuple(self.shapes.outputs[self.prefix + key])
 
-    def traces(self, state: dict) -> list[tuple[str, np.ndarray]]:
+    def traces(self, state: _State) -> list[tuple[str, np.ndarray]]:
         """Flat ``("<path>.<state>", value)`` view of a state tree, in node order."""
         out = []
-        for name, sub in state.items():
-            if name == "__out__":
-                continue
+        for name, sub in state.nodes.items():
             if name in self.children or name in self.expanded:
                 child = self.children.get(name) or self.expanded[name]
                 out += child.traces(sub)

@@ -31,6 +31,8 @@ from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.schedule import schedule
+from snnir.passes.base import Match
+from snnir.passes.structure import InlineSubgraph
 from snnir.targets.torch.neuron_update import decay_of, held_decays
 from snnir.targets.torch.surrogate import Surrogate, chosen_surrogate
 from snnir.ir.shapes import infer_shapes
@@ -140,9 +142,9 @@ class _Source:
     def node(self, name: str) -> str:
         op = self.graph.nodes[name]
         if isinstance(op, Subgraph):
-            why = ("tied to another (its parameters shared)" if any(name in group for group in self.graph.ties)
-                   else "on a cycle of its outer graph")
-            raise SnnirError(f"a nested graph {why} cannot be inlined, so the standalone source cannot express "
+            why = ("it is tied to another (its parameters shared)" if self.graph.tie_of(name)
+                   else InlineSubgraph().check(self.graph, Match((name,))))
+            raise SnnirError(f"a nested graph cannot be inlined ({why}), so the standalone source cannot express "
                              "it; use snnir.compile(graph, target='torch')", name)
         if isinstance(op, Input):
             return f"h[{name!r}] = x[{name!r}]"

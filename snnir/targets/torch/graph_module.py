@@ -7,7 +7,8 @@ component steps through time, its delayed edges reading the previous step's
 value (zero at the first step), exactly as :mod:`snnir.ir.schedule` defines (``step_loop.py``).
 
 Static (time-invariant) values: a static Input is ``[B, ...]``, held over the
-T steps. A stateless node whose inputs are all static runs once on
+T steps, as is a nested graph's Input port no edge enters (zero, the empty
+sum). A stateless node whose inputs are all static runs once on
 ``[B, ...]`` and its output is static too (the rule of the
 ``hoist_time_invariant`` pass, applied at run time, also inside nested graphs
 and fused layer-neuron nodes). A neuron fed only a static value runs its scan
@@ -273,7 +274,9 @@ class GraphModule(nn.Module):
 
     def _run_components(self, components, inputs, static, values, held, state, new_state, traces, steps, cache):
         """Run ``components`` (of :attr:`_plan`, in order) over ``steps`` steps, adding to
-        ``values``, ``held``, ``new_state`` and ``traces``."""
+        ``values``, ``held``, ``new_state`` and ``traces``. ``inputs`` names every Input of
+        the level (a nested level's unfed ports are zeros, see :meth:`run_ports`)."""
+        batch = _batch_of(inputs, static)
         for members, recurrent in components:
             if recurrent:
                 run_recurrent(self, members, steps, values, held, state, new_state, traces, cache)
@@ -286,7 +289,7 @@ class GraphModule(nn.Module):
                 continue
             x, held_ports, _ = self._gather(name, values, held)  # fed-back drive is in loops only
             outs, held_outs, node_state, node_traces = self._run_node(
-                name, x, held_ports, state, record=traces is not None, steps=steps, cache=cache
+                name, x, held_ports, state, record=traces is not None, steps=steps, cache=cache, batch=batch
             )
             values.update(outs)
             held.update(held_outs)
@@ -322,10 +325,12 @@ class GraphModule(nn.Module):
 
     def _run_node(
         self, name: str, x: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict,
-        fed: torch.Tensor | None = None,
+        fed: torch.Tensor | None = None, batch: tuple[int, torch.Tensor] | None = None,
     ):
         """Run one node over sequences; returns (values by source key, the keys among them that
-        are static ``[B, ...]``, its new state, its traces). ``fed``: a neuron's fed-back drive."""
+        are static ``[B, ...]``, its new state, its traces). ``fed``: a neuron's fed-back drive.
+        ``batch``: the level's ``(B, a value)`` (see :func:`_batch_of`), for a nested graph no
+        edge enters (else it is taken from ``x``)."""
         op = self._graph.nodes[name]
         static = None in static_ports
         if isinstance(op, Output):
@@ -333,7 +338,9 @@ class GraphModule(nn.Module):
         module = self.node_module(name)
         if isinstance(module, (GraphModule, ExpandedModule)):
             _refuse_hooks(module, self._prefix + name, op)
-            outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps, cache)
+            batch = _batch_of(x, static_ports) if x else batch
+            outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps, cache,
+                                                                    batch)
             values = {f"{name}.{port}": value for port, value in outs.items()}
             held = {f"{name}.{port}" for port in static_outs}
             if len(outs) == 1:
@@ -381,11 +388,20 @@ class GraphModule(nn.Module):
         new_state = {key + s: v for s, v in final.items()}
         return {name: y}, set(), new_state, ({key + s: v for s, v in traces.items()} if traces else None)
 
-    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict):
+    def run_ports(self, ports: dict, static_ports: set, state: State, record: bool, steps: int, cache: dict,
+                  batch: tuple[int, torch.Tensor]):
         """Run as a nested level: ``ports`` by Input name (``None`` for the only one), those in
-        ``static_ports`` static; returns :meth:`_run_level`'s results."""
+        ``static_ports`` static; a port no edge feeds is a static zero (an empty sum, as in the
+        reference), of batch size, dtype and device those of ``batch`` (``(B, a value)``).
+        Returns :meth:`_run_level`'s results."""
         inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
         static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
+        size, like = batch
+        for port in self._graph.inputs:
+            if port not in inputs:
+                shape = (size,) + tuple(self._shapes.outputs[self._shape_prefix + port])
+                inputs[port] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+                static.add(port)
         return self._run_level(inputs, static, state, record, steps, cache)
 
     # --- back to a graph --------------------------------------------------------------
@@ -399,6 +415,12 @@ class GraphModule(nn.Module):
             module = self.node_module(name)
             nodes[name] = op.replace(graph=module.to_graph()) if isinstance(module, GraphModule) else module.to_op()
         return self._graph.replace(nodes=nodes)
+
+
+def _batch_of(values: Mapping, static) -> tuple[int, torch.Tensor]:
+    """``(B, a value)`` of non-empty ``values``: ``[T, B, ...]``, or ``[B, ...]`` for keys in ``static``."""
+    key, value = next(iter(values.items()))
+    return (value.shape[0] if key in static else value.shape[1]), value
 
 
 def _refuse_hooks(module: nn.Module, path: str, op: Op) -> None:
@@ -438,8 +460,8 @@ class ExpandedModule(nn.Module):
     def initial_state(self, batch, dtype, device):
         return self.expansion.initial_state(batch, dtype, device)
 
-    def run_ports(self, ports, static_ports, state, record, steps, cache):
-        return self.expansion.run_ports(ports, static_ports, state, record, steps, cache)
+    def run_ports(self, ports, static_ports, state, record, steps, cache, batch):
+        return self.expansion.run_ports(ports, static_ports, state, record, steps, cache, batch)
 
     def to_op(self) -> Op:
         op = self._source.value

@@ -6,7 +6,8 @@ delayed edge, which reads its source's value of step ``t - 1``: the state
 ``"<source>@prev"``, zero at a sequence's first step (:mod:`snnir.ir.schedule`); a neuron's
 fed-back edges are summed apart and handed to it as its fed-back drive. After the
 last step the delayed sources' last values are that state's new values. A static input is
-read as the same ``[B, ...]`` at every step; nothing inside a loop is static.
+read as the same ``[B, ...]`` at every step; nothing inside a loop is static (a static value
+a nested member returns, fed only by its unfed ports' zeros, is read as one step of it).
 
 Where the component is a neuron and the layer feeding its spikes back (``FeedbackLoop``)
 and no traces are recorded, one native call over all steps gives the same spikes and states
@@ -41,10 +42,11 @@ def run_recurrent(level: GraphModule, members, steps, values, held, state, new_s
         step_values: dict[str, torch.Tensor] = {}
         for name in members:
             x, _, fed = level._gather(name, values, held, step_values, prev, t)
-            outs, _, node_state, node_traces = level._run_node(
+            outs, held_outs, node_state, node_traces = level._run_node(
                 name, x, set(), current, traces is not None, 1, {}, fed  # a step of a loop holds no static value
             )
-            step_values.update(outs)
+            # but a nested graph's unfed port is a static zero, and what it alone feeds static: one step of it
+            step_values.update({key: value[None] if key in held_outs else value for key, value in outs.items()})
             current.update(node_state)
             new_state.update(node_state)
             for key, value in (node_traces or {}).items():

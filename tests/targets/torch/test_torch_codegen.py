@@ -61,7 +61,7 @@ def _outputs(result) -> list:
 def test_generated_module_matches_the_reference_for_every_op(tmp_path, op_class):
     for index, graph in enumerate(graphs_for(op_class)):
         if op_class is snnir.ir.Subgraph:  # these nested graphs lie on a cycle: a refusal naming them
-            with pytest.raises(SnnirError, match="node 'sub': a nested graph on a cycle"):
+            with pytest.raises(SnnirError, match="node 'sub': a nested graph cannot be inlined \\(it lies on a cycle"):
                 write_module(graph, tmp_path / f"model{index}.py", "safetensors")
             continue
         source, _ = write_module(graph, tmp_path / f"model{index}.py", "safetensors")
@@ -558,6 +558,27 @@ def test_an_output_that_names_no_module_is_refused_as_given(tmp_path, name, show
         write_module(small_graph(), str(tmp_path) + "/" + name)
 
 
+def test_a_nested_port_no_edge_enters_is_inlined_as_zero_or_refused_for_what_it_is(tmp_path):
+    """Port b adds zero to fc: inlined without it, the module equals the reference. Where b
+    alone feeds an Output read outside, the graph stays nested: refused saying so (was
+    "invalid after pass 'flatten_subgraphs'")."""
+    from snnir.ir import Subgraph
+
+    inner = Graph({"a": Input((2,)), "b": Input((2,)), "fc": Affine(weight=np.ones((2, 2)), bias=np.zeros(2)),
+                   "o": Output(), "ob": Output()}, (("a", "fc"), ("b", "fc"), ("fc", "o"), ("b", "ob")))
+    nodes = {"input": Input((2,)), "s": Subgraph(graph=inner), "output": Output()}
+    graph = Graph(nodes, (("input", "s.a"), ("s.o", "output")))
+    source, _ = write_module(graph, tmp_path / "model.py", "torch")
+    x = np.random.default_rng(0).normal(size=(4, 2, 2))
+    with torch.no_grad():
+        got = _import(source).load_model(dtype=torch.float64)(torch.as_tensor(x))
+    np.testing.assert_allclose(got.numpy(), snnir.run(graph, x)["output"], rtol=1e-12)
+    graph = Graph({**nodes, "zero": Output()}, (("input", "s.a"), ("s.o", "output"), ("s.ob", "zero")))
+    with pytest.raises(SnnirError, match=r"node 's': a nested graph cannot be inlined \(its Input ports no edge "
+                                         r"enters are zero, and inlining would leave \['zero'\]"):
+        write_module(graph, tmp_path / "model2.py", "torch")
+
+
 def test_tied_nested_graphs_are_refused_for_what_they_are(tmp_path):
     """Two tied nested graphs (no cycle) were refused as "a nested graph on a cycle"."""
     from snnir.ir import Subgraph
@@ -566,7 +587,7 @@ def test_tied_nested_graphs_are_refused_for_what_they_are(tmp_path):
                              ("o", Output()))
     graph = Graph({"input": Input((2,)), "s1": Subgraph(graph=inner), "s2": Subgraph(graph=inner), "output": Output()},
                   (("input", "s1"), ("s1", "s2"), ("s2", "output")), ties=(("s1", "s2"),))
-    with pytest.raises(SnnirError, match="node 's1': a nested graph tied to another"):
+    with pytest.raises(SnnirError, match="node 's1': a nested graph cannot be inlined \\(it is tied to another"):
         write_module(graph, tmp_path / "model.py")
 
 

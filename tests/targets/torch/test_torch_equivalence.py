@@ -342,3 +342,54 @@ def test_decay_rounds_as_the_reference(discretisation, native, fast):
     assert float(want["lif.v"][0, 0, 0]) == first
     assert float(traces["lif.v"][0, 0, 0]) == first
     assert float(got[0, 0, 0]) == float(want["out"][0, 0, 0]) == 0.0
+
+
+def _unfed_port_graphs() -> list[Graph]:
+    """Nested graphs with an Input port no edge enters (zero, as in the reference): port b of
+    a nested graph fed at a, of one no edge enters at all, and of one on a cycle."""
+    from snnir.ir import LIF, Affine, Input, Output, Scale, Subgraph
+
+    def lif():
+        return LIF(tau=np.array(0.01), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
+
+    inner = Graph(
+        {"a": Input((2,)), "b": Input((2,)), "lif": lif(), "s": Scale(np.array(3.0)), "l2": lif(),
+         "o1": Output(), "o2": Output(), "o3": Output()},
+        (("a", "lif"), ("b", "lif"), ("lif", "o1"), ("b", "s"), ("s", "o2"), ("s", "l2"), ("l2", "o3")),
+    )
+    sub = {"x": Input((2,)), "sub": Subgraph(inner), "y": Output(), "z": Output(), "v": Output()}
+    read = (("sub.o2", "z"), ("sub.o3", "v"))
+    return [
+        Graph(sub, (("x", "sub.a"), ("sub.o1", "y")) + read),
+        Graph(sub, (("x", "y"),) + read),
+        Graph({**sub, "w": Affine(weight=-np.eye(2), bias=np.zeros(2))},
+              (("x", "sub.a"), ("sub.o1", "w"), ("w", "sub.a"), ("sub.o1", "y")) + read),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_a_nested_input_port_no_edge_enters_is_zero_as_in_the_reference(index):
+    graph = _unfed_port_graphs()[index]
+    x = np.random.default_rng(0).uniform(0, 400, (6, 3, 2))
+    assert_matches_reference(graph, x)
+    assert_matches_reference(graph, x, fast=False)
+    module, want = compile_torch(graph, dtype=torch.float64), snnir.run(graph, x)
+    state, steps = None, []
+    with torch.no_grad():
+        for t in range(len(x)):
+            out, state = module.step(torch.tensor(x[t]), state)
+            steps.append(out)
+    for name in graph.outputs:
+        assert np.array_equal(torch.stack([s[name] for s in steps]).numpy(), want[name]), name
+
+
+def test_a_stateful_node_named_like_the_interpreters_bookkeeping_runs_as_the_reference():
+    """'__out__' is an ordinary node name for the reference and the compiled module alike."""
+    from snnir.ir import IF, Input, Output, Scale, Semantics
+
+    n = IF(r=np.ones(()), v_threshold=np.ones(()), sem=Semantics(dt=1.0, reset="subtract"))
+    graph = Graph(
+        {"x": Input((2,)), "__out__": n, "s": Scale(scale=np.array(0.7)), "y": Output()},
+        (("x", "__out__"), ("__out__", "s"), ("s", "__out__"), ("__out__", "y")),
+    )
+    assert_matches_reference(graph, np.random.default_rng(0).uniform(0, 2, (6, 2, 2)))
