@@ -3,16 +3,19 @@ reported as a :class:`SnnirError` naming the node (or edge) at fault."""
 
 from __future__ import annotations
 
+import reprlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from snnir.errors import SnnirError, shown
-from snnir.ir.graph import Graph
+from snnir.ir.graph import HOISTED_KEY, PLAN_KEY, STATIC_KEY, Graph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.delay import Delay
-from snnir.ir.ops.fused import EXTENSION_OPS
+from snnir.ir.ops.fused import EXTENSION_OPS, FUSED_FROM, FusedLayerNeuron
 from snnir.ir.ops.io import Input, Output
 from snnir.ir.ops.neuron import Neuron
 from snnir.ir.ops.probe import check_probes
@@ -67,6 +70,7 @@ def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
         raise SnnirError(f"graph{' ' + prefix[:-1] if prefix else ''} has no Input node")
     if not graph.outputs:
         raise SnnirError(f"graph{' ' + prefix[:-1] if prefix else ''} has no Output node")
+    _check_name_lists(graph, prefix)
     for edge, count in Counter(graph.edges).items():
         if count > 1:
             raise SnnirError(f"duplicate edge {shown(edge[0])} -> {shown(edge[1])}", prefix + edge[1])
@@ -93,6 +97,31 @@ def _check_level(graph: Graph, prefix: str, warnings: list[str]) -> None:
     broken = broken_tie(graph)
     if broken is not None:
         raise SnnirError(broken[0], prefix + broken[1])
+
+
+def _check_name_lists(graph: Graph, prefix: str) -> None:
+    """snnir's metadata that lists node names at this level (the planning passes' records; a
+    fused node's ``FUSED_FROM``, two names) is that, as the passes and the writer use it: a number
+    or array there (a file's, or a graph built so) is refused, naming the graph or node."""
+    where = prefix[:-1] or None
+    for key in (STATIC_KEY, HOISTED_KEY, PLAN_KEY):
+        value = graph.metadata.get(key)
+        lists = list(value.values()) if key == PLAN_KEY and isinstance(value, Mapping) else [value]
+        if value is not None and not all(is_name_list(names) for names in lists):
+            what = "a mapping of lists of node names" if key == PLAN_KEY else "a list of node names"
+            raise SnnirError(f"graph metadata '{key}' must be {what}, got {reprlib.repr(value)}", where)
+    for name, op in graph.nodes.items():
+        origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
+        if origin is not None and not (is_name_list(origin) and len(origin) == 2):
+            raise SnnirError(f"metadata '{FUSED_FROM}' must be the two names [layer, neuron] it was fused from, "
+                             f"got {reprlib.repr(origin)}", prefix + name)
+
+
+def is_name_list(value: Any) -> bool:
+    """A list of names; an empty one reads from a file as an empty array (a file has no type for it)."""
+    if isinstance(value, np.ndarray):
+        return value.size == 0
+    return isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value)
 
 
 def _check_op(path: str, op: Op, warnings: list[str]) -> None:

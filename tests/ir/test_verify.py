@@ -217,3 +217,19 @@ def test_a_dotted_name_equal_to_a_nested_path_is_refused():
         verify(graph)
     dotted = Graph.sequential(("x", Input((2,))), ("a.c", lif()), ("a", Subgraph(inner)), ("y", Output()))
     verify(dotted)  # a dotted name that is no other node's path is fine
+
+
+@pytest.mark.parametrize(("key", "value"), [("snnir.static_inputs", 1.0), ("snnir.hoisted", "x"), ("snnir.plan", [1])])
+def test_planning_metadata_of_a_built_graph_must_name_nodes(key, value):
+    """The planning records are checked by the verifier, not only as a file is read: a graph
+    built with a number there crashed optimize's hoisting pass (not iterable)."""
+    import snnir
+
+    graph = good().replace(metadata={key: value})
+    with pytest.raises(SnnirError, match=f"graph metadata '{key}' must be a "):
+        verify(graph)
+    with pytest.raises(SnnirError, match=f"graph metadata '{key}' must be a "):
+        snnir.optimize(graph)
+    nested = Graph.sequential(("x", Input((2,))), ("sub", Subgraph(graph)), ("y", Output()))
+    with pytest.raises(SnnirError, match=f"node 'sub'.*graph metadata '{key}'"):
+        verify(nested)

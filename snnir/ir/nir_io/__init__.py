@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -36,7 +35,7 @@ import numpy as np
 
 from snnir.atomic import replace_atomically
 from snnir.errors import SnnirError, warn
-from snnir.ir.graph import HOISTED_KEY, PLAN_KEY, STATIC_KEY, Graph
+from snnir.ir.graph import Graph
 from snnir.ir.dialect import DIALECTS, FILE_PREDICTORS, Dialect, get_dialect, map_neurons
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Neuron, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
@@ -46,7 +45,7 @@ from snnir.ir.ops.probe import StateProbe
 from snnir.ir.registry import is_extension
 from snnir.ir.semantics import DEFAULT_DT, Semantics
 from snnir.ir.shapes import infer_shapes
-from snnir.ir.verify import verify
+from snnir.ir.verify import is_name_list, verify
 from snnir.ir.nir_io.encoding import SNNIR_KEY
 from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
 from snnir.ir.nir_io.reader import Reader
@@ -117,7 +116,6 @@ def load(path: Any, dt: float | None = None, reset: str | None = None, *, dialec
     sem, sources = _default_semantics(chosen.read_defaults, caller)
     reader = Reader(sem, sources, {k: getattr(sem, k) for k in caller}, repair, limits)
     graph = restore_max_pools(_read_file(path, reader, limits), reader.warnings)
-    _check_name_lists(graph)
     _check_param_bytes(graph, limits)
     report = ReadReport(reader.defaults, reader.warnings, reader.repairs, reader.version)
     graph = _normalise_outputs(graph, report.warnings)
@@ -297,7 +295,7 @@ def split_fused(graph: Graph) -> Graph:
         if isinstance(op, Subgraph):
             op = op.replace(graph=split_fused(op.graph))
         origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
-        if _is_names(origin) and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
+        if is_name_list(origin) and len(origin) == 2 and origin[1] == name and origin[0] not in graph.nodes:
             layer = str(origin[0])
             edges = [(src, layer if dst == name else dst) for src, dst in edges] + [(layer, name)]
             nodes[layer], op = op.layer, op.neuron
@@ -363,33 +361,6 @@ def _read_file(path: Any, reader: Reader, limits: Limits) -> Graph:
     except (KeyError, ValueError, TypeError, RecursionError, MemoryError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise SnnirError(f"cannot read the file as NIR: {type(exc).__name__}: {detail}", reader.current) from None
-
-
-def _check_name_lists(graph: Graph, prefix: str = "") -> None:
-    """snnir's metadata that lists node names (the planning passes' records; a fused node's
-    ``FUSED_FROM``, two names) is that, as the passes and the writer use it: a file's number or
-    array there is refused, naming the graph or node."""
-    where = prefix[:-1] or None
-    for key in (STATIC_KEY, HOISTED_KEY, PLAN_KEY):
-        value = graph.metadata.get(key)
-        lists = list(value.values()) if key == PLAN_KEY and isinstance(value, Mapping) else [value]
-        if value is not None and not all(_is_names(names) for names in lists):
-            what = "a mapping of lists of node names" if key == PLAN_KEY else "a list of node names"
-            raise SnnirError(f"graph metadata '{key}' must be {what}, got {reprlib.repr(value)}", where)
-    for name, op in graph.nodes.items():
-        if isinstance(op, Subgraph):
-            _check_name_lists(op.graph, f"{prefix}{name}.")
-        origin = op.metadata.get(FUSED_FROM) if isinstance(op, FusedLayerNeuron) else None
-        if origin is not None and not (_is_names(origin) and len(origin) == 2):
-            raise SnnirError(f"metadata '{FUSED_FROM}' must be the two names [layer, neuron] it was fused from, "
-                             f"got {reprlib.repr(origin)}", prefix + name)
-
-
-def _is_names(value: Any) -> bool:
-    """A list of names; an empty one reads as an empty array (a file has no type for it)."""
-    if isinstance(value, np.ndarray):
-        return value.size == 0
-    return isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value)
 
 
 def _check_param_bytes(graph: Graph, limits: Limits) -> None:
