@@ -93,13 +93,14 @@ class Footprint:
             for path, op in graph.walk()
             if op.stateful and op.state_names and path in shapes.outputs
         )
-        elements: dict[int, int] = {}
+        stored, elements = 0, {}
         for _, op in graph.walk():
             for array in _arrays(op):
                 size = array.dtype.itemsize if array.dtype.kind == "f" else 0
                 elements[size] = elements.get(size, 0) + array.size
+                stored += array.nbytes
         return cls(
-            parameters=sum(parameter_bytes(op) for _, op in graph.walk()),
+            parameters=stored,
             parameter_elements=tuple(sorted(elements.items())),
             states=states,
             values=sum(_size(shape) for shape in shapes.outputs.values()),
