@@ -114,21 +114,29 @@ at::Tensor empty_unless(bool cond, at::IntArrayRef shape, const at::Tensor& like
   return cond ? at::empty(shape, like.options()) : at::empty({0}, like.options());
 }
 
+// Elements [b, b + n) of [rows, N] rows each equal to bias: out[e - b] = bias[e % N].
+template <typename T>
+void fill_bias(const T* bias, int64_t N, int64_t b, int64_t n, T* out) {
+  for (int64_t e = b, col = b % N; e < b + n;) {
+    const int64_t len = std::min(N - col, b + n - e);
+    std::copy(bias + col, bias + col + len, out + (e - b));
+    e += len;
+    col = 0;
+  }
+}
+
 // r = z W^T (+ b) as F.linear computes it for a [B, N] input, into r (contiguous rows),
 // w_t = W^T. With a bias, F.linear's addmm copies b into every row of its output and has
-// the GEMM add into it (beta 1); here a plain copy per row does the first and an addmm
-// whose input is its output the second: the same GEMM call on the same values, without
-// the broadcast copy's and the transpose's per-call cost.
+// the GEMM add into it (beta 1); here fill_bias does the first (the caller's tasks, with
+// filled, else here) and an addmm whose input is its output the second: the same GEMM call on the same values, without the broadcast copy's and the
+// transpose's per-call cost.
 template <typename T>
-void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at::Tensor& bias) {
+void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at::Tensor& bias, bool filled = false) {
   if (!bias.numel()) {
     at::mm_out(r, z, w_t);
     return;
   }
-  const int64_t rows = r.size(0), N = r.size(1);
-  const T* b = bias.data_ptr<T>();
-  T* out = r.data_ptr<T>();
-  for (int64_t row = 0; row < rows; ++row) std::copy(b, b + N, out + row * N);
+  if (!filled) fill_bias(bias.data_ptr<T>(), r.size(1), 0, r.numel(), r.data_ptr<T>());
   at::addmm_out(r, r, z, w_t);
 }
 
@@ -180,16 +188,22 @@ void for_row_blocks(int64_t batch, const F& f) {
 }
 
 // The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
-// into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t].
+// into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t]. Each task also
+// writes the bias into its elements of r once the update has read them (project's first
+// half, done in parallel while they are in cache), and the GEMM reads the spikes from out[t]
+// where every out[t] starts at a 64-byte boundary as a fresh tensor does (else from a buffer
+// that is copied there).
 template <typename T>
 void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Tensor& v, at::Tensor& i,
                   at::Tensor& z, at::Tensor& r, const at::Tensor& weight, const at::Tensor& bias,
                   int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   const auto options = v.options();
-  at::Tensor zbuf = pool().get({batch, N}, options);
+  const bool in_place = (M * static_cast<int64_t>(sizeof(T))) % 64 == 0;
+  at::Tensor zbuf = in_place ? at::Tensor() : pool().get({batch, N}, options);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z);
-  T *zt = zbuf.data_ptr<T>(), *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
+  T *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
+  const T* pb = bias.numel() ? bias.data_ptr<T>() : nullptr;
   const T* px = x.data_ptr<T>();
   const T incl = c.inclusive ? T(1) : T(0);
   const at::Tensor w_t = weight.t();
@@ -199,6 +213,8 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
       const T* xt = px + t * M;
       T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
       uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
+      const at::Tensor z_t = in_place ? out[t].view({batch, N}) : zbuf;
+      T* zt = z_t.data_ptr<T>();
       at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; b += kChunk) {
           const int64_t n = std::min(kChunk, end - b);
@@ -208,15 +224,16 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
           if (!keep) {
             run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
                 c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
-            continue;
+          } else {
+            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
+                c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
+            store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
           }
-          run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
-              c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
-          store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
+          if (pb) fill_bias(pb, N, b, n, pr + b);
         }
       });
-      project<T>(r, zbuf, w_t, bias);
-      std::copy(zt, zt + M, pout + t * M);
+      project<T>(r, z_t, w_t, bias, pb != nullptr);
+      if (!in_place) std::copy(zt, zt + M, pout + t * M);
     }
   });
 }
