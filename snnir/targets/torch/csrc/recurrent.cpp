@@ -127,9 +127,10 @@ void fill_bias(const T* bias, int64_t N, int64_t b, int64_t n, T* out) {
 
 // r = z W^T (+ b) as F.linear computes it for a [B, N] input, into r (contiguous rows),
 // w_t = W^T. With a bias, F.linear's addmm copies b into every row of its output and has
-// the GEMM add into it (beta 1); here fill_bias does the first (the caller's tasks, with
-// filled, else here) and an addmm whose input is its output the second: the same GEMM call on the same values, without the broadcast copy's and the
-// transpose's per-call cost.
+// the GEMM add into it (beta 1); here fill_bias does the first (in the caller's tasks,
+// with filled, else here) and an addmm whose input is its output the second: the same
+// GEMM call on the same values, without the broadcast copy's and the transpose's per-call
+// cost.
 template <typename T>
 void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at::Tensor& bias, bool filled = false) {
   if (!bias.numel()) {
@@ -232,7 +233,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
           if (pb) fill_bias(pb, N, b, n, pr + b);
         }
       });
-      project<T>(r, z_t, w_t, bias, pb != nullptr);
+      project<T>(r, z_t, w_t, bias, /*filled=*/true);
       if (!in_place) std::copy(zt, zt + M, pout + t * M);
     }
   });
