@@ -14,6 +14,7 @@ Invariants every op keeps:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -97,7 +98,7 @@ class Op:
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("kind") == "param")
+        return _param_names(cls)
 
     @classmethod
     def attribute_names(cls) -> tuple[str, ...]:
@@ -171,3 +172,9 @@ def broadcast_param_shape(op: Op, input_shape: Shape, node: str, names: tuple[st
                 f"{op.op_type}.{name} has shape {list(shape)}, which does not fit input shape {list(input_shape)}",
                 node,
             )
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """The array fields of an op class, in field order (once per class: runtimes ask per call)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("kind") == "param")

@@ -81,6 +81,7 @@ class GraphModule(nn.Module):
     ):
         super().__init__()
         self._shared_graph = Shared(graph)
+        self._input_names, self._output_names = graph.inputs, graph.outputs  # asked per call
         self._shapes, self._shape_prefix, self._prefix = shapes, shape_prefix, prefix
         self._attrs: dict[str, str] = {}
         self._state_names: dict[str, tuple[str, ...]] = {}
@@ -185,7 +186,7 @@ class GraphModule(nn.Module):
 
     def node_module(self, name: str) -> nn.Module:
         """The submodule of node ``name`` of this level."""
-        return getattr(self, self._attrs[name])
+        return self._modules[self._attrs[name]]
 
     # --- state ------------------------------------------------------------------------
     def initial_state(self, batch: int, dtype: torch.dtype, device: Any) -> State:
@@ -263,13 +264,13 @@ class GraphModule(nn.Module):
         new_state: State = {}
         traces: dict[str, torch.Tensor] | None = {} if record else None
         for index, components in enumerate(self._segments):
-            run = SegmentRun(self, components, inputs, static, values, held, state, steps)
-            chunk = steps if chunk_of is None else chunk_of(index, steps, run.trial)
+            run = None if chunk_of is None else SegmentRun(self, components, inputs, static, values, held, state, steps)
+            chunk = steps if run is None else chunk_of(index, steps, run.trial)
             if chunk >= steps:
                 self._run_components(components, inputs, static, values, held, state, new_state, traces, steps, cache)
             else:
                 run.in_calls(chunk, new_state, traces, cache, self._read_later[index])
-        outputs = self._graph.outputs
+        outputs = self._output_names
         return {name: values[name] for name in outputs}, {n for n in outputs if n in held}, new_state, traces
 
     def _run_components(self, components, inputs, static, values, held, state, new_state, traces, steps, cache):
@@ -394,10 +395,11 @@ class GraphModule(nn.Module):
         ``static_ports`` static; a port no edge feeds is a static zero (an empty sum, as in the
         reference), of batch size, dtype and device those of ``batch`` (``(B, a value)``).
         Returns :meth:`_run_level`'s results."""
-        inputs = {(port if port is not None else self._graph.inputs[0]): v for port, v in ports.items()}
-        static = {(port if port is not None else self._graph.inputs[0]) for port in static_ports}
+        first = self._input_names[0]
+        inputs = {(port if port is not None else first): v for port, v in ports.items()}
+        static = {(port if port is not None else first) for port in static_ports}
         size, like = batch
-        for port in self._graph.inputs:
+        for port in self._input_names:
             if port not in inputs:
                 shape = (size,) + tuple(self._shapes.outputs[self._shape_prefix + port])
                 inputs[port] = torch.zeros(shape, dtype=like.dtype, device=like.device)

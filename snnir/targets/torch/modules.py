@@ -187,6 +187,26 @@ def rows_alike(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return found
 
 
+def _steps_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """``F.linear`` of each step of ``[T, B, K]`` ``x`` written into one ``[T, B, O]`` tensor (the
+    GEMM ``F.linear`` makes of a 2-D input: ``addmm`` with a bias, else ``mm``, so the same bits),
+    without the copy ``torch.stack`` makes; None where autograd records or autocast casts (their
+    results must be made by the ops themselves)."""
+    if x.dim() != 3 or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        return None
+    if torch.is_autocast_enabled(x.device.type) or (torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))):
+        return None
+    y = x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
+    w_t = weight.t()
+    for step, out in zip(x, y):
+        if bias is None:
+            torch.mm(step, w_t, out=out)
+        else:
+            torch.addmm(bias, step, w_t, out=out)
+    return y
+
+
 class AffineModule(OpModule):
     """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM), each
     step's rows as a step-by-step network's product rounds them: over all steps at once where
@@ -201,7 +221,9 @@ class AffineModule(OpModule):
         bias = getattr(self, "bias", None)
         per_step = x.dim() == self.in_rank + 2  # [T, B, ...], not a held [B, ...]
         if per_step and x.shape[0] > 1 and not rows_alike(x, self.weight, bias):
-            y = torch.stack([self._linear(step, self.weight, bias) for step in x])
+            y = _steps_into(x, self.weight, bias) if self._linear is F.linear else None
+            if y is None:
+                y = torch.stack([self._linear(step, self.weight, bias) for step in x])
         else:
             y = self._linear(x, self.weight, bias)
         if self._linear is spike_linear and self.weight.requires_grad:

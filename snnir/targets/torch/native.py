@@ -233,11 +233,34 @@ def _flat(t: Tensor | None, batch_shape, like: Tensor) -> Tensor:
     return t.detach().expand(batch_shape[1:]).contiguous().view(-1)
 
 
+#: the flat coefficients of recent calls (see :func:`_flat_coefficients`)
+_FLAT_MEMO: dict[tuple, tuple] = {}
+
+
+def _flat_coefficients(coeffs, batch_shape, like: Tensor) -> list[Tensor]:
+    """:func:`_flat` of each coefficient, kept while the same tensors (by identity and version)
+    come again for the same shape, dtype and device, as a compiled module's frozen ones do every
+    call (coefficients that train are made afresh each call, so they are not kept; nor under
+    ``torch.inference_mode``, whose tensors have no version and cannot be saved for a backward)."""
+    if torch.is_inference_mode_enabled() or any(c is not None and (c.requires_grad or c.is_inference()) for c in coeffs):
+        return [_flat(c, batch_shape, like) for c in coeffs]
+    key = (tuple(map(id, coeffs)), tuple(batch_shape), like.dtype, like.device)
+    versions = tuple(-1 if c is None else c._version for c in coeffs)
+    found = _FLAT_MEMO.get(key)
+    if found is not None and found[1] == versions and all(a is b for a, b in zip(found[0], coeffs)):
+        return found[2]
+    if len(_FLAT_MEMO) >= 256:
+        _FLAT_MEMO.clear()
+    flat = [_flat(c, batch_shape, like) for c in coeffs]
+    _FLAT_MEMO[key] = (tuple(coeffs), versions, flat)  # holding them: their ids stay theirs
+    return flat
+
+
 def _forward(cfg: _Config, steps: int, static: bool, x: Tensor, v0: Tensor, i0: Tensor, z0: Tensor, coeffs):
     """The outputs (out, v, i, z) and the flattened inputs (x, v0, i0, z0, coefficients)."""
     batch_shape = v0.shape
     empty = v0.new_empty(0)
-    flat = [_flat(c, batch_shape, v0) for c in coeffs]
+    flat = _flat_coefficients(coeffs, batch_shape, v0)
     v_flat = v0.contiguous().view(-1)
     i_flat = i0.contiguous().view(-1) if cfg.has_current else empty
     z_flat = z0.contiguous().view(-1) if cfg.next_timing else empty

@@ -14,6 +14,7 @@ loop (``fast=False``) is autograd throughout and differentiates again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 
 import torch
@@ -230,7 +231,7 @@ class NeuronModule(OpModule):
         from snnir.targets.torch import gpu
 
         dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
-        if not x.is_floating_point() or gpu.enabled(self.triton, x) or dtypes <= {x.dtype}:
+        if dtypes <= {x.dtype} or not x.is_floating_point() or gpu.enabled(self.triton, x):
             return x
         dtype = x.dtype
         for other in dtypes:
@@ -296,6 +297,7 @@ class NeuronModule(OpModule):
         return memo[1]
 
 
+@functools.cache
 def _scan_module():
     """The fast-path neuron scans, when that module is present."""
     try:

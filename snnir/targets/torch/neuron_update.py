@@ -9,6 +9,7 @@ same order. Coefficients are computed in float64 and cast to the input's dtype.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -46,19 +47,25 @@ class _Config:
 
 
 def _config(op: Neuron, surrogate: Surrogate, detach_reset: bool) -> _Config:
-    sem = op.sem
+    return _config_of(type(op), op.sem, surrogate, detach_reset)
+
+
+@functools.lru_cache(maxsize=256)
+def _config_of(cls: type[Neuron], sem, surrogate: Surrogate, detach_reset: bool) -> _Config:
+    """:func:`_config` from what it depends on: the class's ``spiking`` and ``has_current`` and the
+    semantics (cached: asked per call)."""
     return _Config(
-        spiking=op.spiking,
-        has_current=op.has_current,
-        next_timing=op.spiking and sem.reset_timing in DELAYED_RESET_TIMINGS,
-        reset=sem.reset if op.spiking else "none",
+        spiking=cls.spiking,
+        has_current=cls.has_current,
+        next_timing=cls.spiking and sem.reset_timing in DELAYED_RESET_TIMINGS,
+        reset=sem.reset if cls.spiking else "none",
         inclusive=sem.threshold_compare == "ge",
         multi=sem.spike_mode == "multi",
         current_first=sem.current_order == "current_first",
         detach_reset=detach_reset,
         surrogate=surrogate,
-        after_input=op.spiking and sem.reset_timing == "next_after_input",
-        input_first=op.spiking and sem.resets_after_input,
+        after_input=cls.spiking and sem.reset_timing == "next_after_input",
+        input_first=cls.spiking and sem.resets_after_input,
     )
 
 
@@ -186,7 +193,25 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
 # --- elementwise pieces shared by forward and backward ---------------------------
 # ``c`` holds the coefficients with 0-d ones as Python floats (much faster per op).
 def _scalars(c: Mapping[str, Tensor | None]) -> dict:
-    return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
+    """``c`` with its one-value tensors as Python floats (a copy); kept while the same tensors, by
+    identity and version, come again (a frozen neuron's coefficients, every call; not those that
+    train, made afresh each call, nor inference tensors, which have no version)."""
+    if any(v is not None and (v.requires_grad or v.is_inference()) for v in c.values()):
+        return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}  # no version to key on
+    key = tuple((k, id(v)) for k, v in c.items())
+    versions = tuple(-1 if v is None else v._version for v in c.values())
+    found = _SCALARS.get(key)
+    if found is not None and found[1] == versions and all(a is b for a, b in zip(found[0], c.values())):
+        return dict(found[2])
+    answer = {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
+    if len(_SCALARS) >= 256:
+        _SCALARS.clear()
+    _SCALARS[key] = (tuple(c.values()), versions, answer)  # holding them: their ids stay theirs
+    return dict(answer)
+
+
+#: answers of :func:`_scalars` by the keys and tensor ids asked: (those tensors, their versions, the answer)
+_SCALARS: dict[tuple, tuple] = {}
 
 
 def _leak(c: dict, v: Tensor, out: Tensor | None = None) -> Tensor:

@@ -55,7 +55,7 @@ def pooled_sequence(neuron: NeuronModule, pool: MaxPoolModule, x: Tensor, state:
         planes.contiguous(), v0.contiguous().view(-1),
         init["i"].contiguous().view(-1) if cfg.has_current else empty,
         init["z"].contiguous().view(-1) if cfg.next_timing else empty,
-        [kernels._flat(coeffs[n], batch_shape, v0) for n in _COEFFS], kernels._flags(cfg),
+        kernels._flat_coefficients([coeffs[n] for n in _COEFFS], batch_shape, v0), kernels._flags(cfg),
         float(cfg.surrogate.slope), out_hw[0], out_hw[1], window,
     )
     final = _state(cfg, v_end.view(batch_shape), i_end.view(batch_shape) if cfg.has_current else None,

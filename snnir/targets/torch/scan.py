@@ -30,6 +30,7 @@ the backward recursions in :mod:`~snnir.targets.torch.bptt`.
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import numpy as np
@@ -97,17 +98,22 @@ class _NeuronSequence(torch.autograd.Function):
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def _broadcasts(shape, target) -> bool:
-    """``shape`` broadcasts to ``target`` without changing it (numpy's rule)."""
-    shape, target = tuple(shape), tuple(target)
+    """``shape`` broadcasts to ``target`` without changing it (numpy's rule); tuples (cached)."""
     if len(shape) > len(target):
         return False
     return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 def _initial_state(op: Neuron, state: Mapping[str, Tensor] | None, batch_shape, like: Tensor) -> dict[str, Tensor]:
+    names = op.state_names
+    if state is not None and len(state) == len(names) and all(
+            (value := state.get(name)) is not None and value.shape == batch_shape and value.dtype == like.dtype
+            for name in names):
+        return {name: state[name] for name in names}  # the common case, checked as below
     state = dict(state or {})
-    unknown = sorted(set(state) - set(op.state_names))
+    unknown = sorted(set(state) - set(names))
     if unknown:
         raise SnnirError(f"{op.op_type} has no states {unknown} (it has {list(op.state_names)})")
     out = {}

@@ -163,3 +163,19 @@ def test_recompute_with_a_held_input(optimise):
     assert torch.equal(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("steps", "rows", "k", "o"), [(2, 128, 784, 1000), (8, 128, 1000, 10), (5, 3, 7, 4)])
+def test_linear_steps_written_in_place_equal_a_stack_of_steps(bias, steps, rows, k, o):
+    """Under no_grad a Linear that runs step by step writes each step's product into one tensor:
+    the same bits as stacking ``F.linear`` of each step, which autograd still gets."""
+    from snnir.targets.torch.modules import _steps_into
+
+    gen = torch.Generator().manual_seed(steps * rows)
+    x = (torch.rand(steps, rows, k, generator=gen) > 0.7).float() * torch.randn(steps, rows, k, generator=gen)
+    w, b = torch.randn(o, k, generator=gen) * 0.1, (torch.randn(o, generator=gen) if bias else None)
+    want = torch.stack([torch.nn.functional.linear(step, w, b) for step in x])
+    with torch.no_grad():
+        assert torch.equal(_steps_into(x, w, b), want)
+    assert _steps_into(x, w.requires_grad_(), b) is None  # recorded: made by F.linear itself

@@ -42,7 +42,10 @@ def interpreting() -> bool:
 
 def enabled(choice: bool | None, x: torch.Tensor) -> bool:
     """Whether the Triton kernels should run on ``x`` (see the module docstring)."""
-    if choice is False or (choice is None and os.environ.get("SNNIR_TRITON") == "0"):
+    if choice is False:
+        return False
+    setting = os.environ.get("SNNIR_TRITON") if choice is None else None
+    if setting == "0" or (setting != "1" and choice is None and not x.is_cuda):  # asked per neuron call: no more
         return False
     if not available():
         if choice is True:
@@ -50,7 +53,7 @@ def enabled(choice: bool | None, x: torch.Tensor) -> bool:
         return False
     if x.is_cuda:
         return _works(str(x.device))
-    if x.device.type == "cpu" and interpreting() and (choice is True or os.environ.get("SNNIR_TRITON") == "1"):
+    if x.device.type == "cpu" and interpreting() and (choice is True or setting == "1"):
         return _works("cpu")
     return False
 
