@@ -221,6 +221,9 @@ def run_case(case: Case, args, device, notes: list[str]) -> dict:
                 for name, (f, o) in found.items()}
     floor_train, floor_infer = case.floor(device) if case.floor else floors.floor(ref, x, device)
     result = measure.race(steps_of, floor_train, floor_infer, args.reps)
+    for (grad, *_), plan in module.plans.items():
+        notes.append(f"{case.name}: snnir's plan for {'training' if grad else 'inference'}: "
+                     + "; ".join(str(plan).splitlines()))
     result["spikes"], result["numel"] = spikes, want.numel()
     result["memory"] = {}
     if not args.no_memory:

@@ -16,7 +16,11 @@ Where nothing is pinned, the plan is chosen per call shape (grad mode, T, B, the
 static inputs) and cached on the module:
 
 - ``run``: 32 steps (training keeps one run's gradients at a time), 64 where the top
-  level holds a recurrent component (:data:`RECURRENT_RUN`). Under
+  level holds a recurrent component (:data:`RECURRENT_RUN`). Training on a CPU keeps each
+  value of a call under glibc's mmap ceiling (``planner.MMAP_CEILING``, 32 MiB: a larger
+  tensor is page-faulted in afresh at every allocation): a segment without a convolution
+  bounds the run by it, one with a convolution its calls (the wide bench MLP's training
+  step, runs of 15 steps instead of 32: 1674 -> 1539 ms). Under
   ``no_grad`` with a memory budget (``"auto"``: the bytes of every value of one step,
   what a step-by-step run holds, at least 4 MiB (8 MiB with a recurrent component), and
   on a GPU at least an eighth of its free memory; the peak it gives on a CPU, measured

@@ -16,6 +16,14 @@ from snnir.targets.torch.plan import (
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
 
+#: the largest block glibc's malloc serves from its heap (its dynamic mmap threshold's ceiling on a
+#: 64-bit system): a larger tensor is mapped afresh at every allocation and its pages faulted in
+#: again, so a training call of a convolution segment keeps each value under it (the tutorial conv
+#: net's training step, conv2's segment 25 steps per call: 258-265 ms against 193-206 at 8 steps;
+#: with the threshold raised out of reach 182.6 against 187.7, 2 CPU threads)
+MMAP_CEILING = 32 * 2**20
+
+
 class Planner:
     """The plans of one compiled module (its top level), cached by call shape."""
 
@@ -102,12 +110,21 @@ class Planner:
         a segment with a recurrent component runs the whole run per call (see ``plan.py``), so
         its exported values are made in one piece and count once. With a recurrent component the
         run is at most ``RECURRENT_RUN`` and ``"auto"`` at least ``AUTO_FLOOR_RECURRENT``; on a GPU
-        ``"auto"`` allows at least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory."""
+        ``"auto"`` allows at least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory. Training
+        on a CPU keeps each value of a call under :data:`MMAP_CEILING` (:meth:`_fault_caps`)."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
         whole = [any(recurrent for _, recurrent in components) for components in self._module._segments]
         base = min(RECURRENT_RUN if any(whole) else DEFAULT_RUN, steps)
-        if torch.is_grad_enabled() or self.memory_budget is None:
+        if torch.is_grad_enabled():
+            if device.type != "cpu":
+                return base, None, None
+            caps = self._fault_caps(static, batch * itemsize, base)
+            convolves = [any(self._convolves(m) for members, _ in components for m in members)
+                         for components in self._module._segments]
+            run = min([base] + [cap for cap, conv in zip(caps, convolves) if not conv])
+            return run, [min(cap, run) if conv else run for cap, conv in zip(caps, convolves)], None
+        if self.memory_budget is None:
             return base, None, None
         scale = batch * itemsize
         if self.memory_budget == "auto":  # a step-by-step run holds one step's values
@@ -121,6 +138,21 @@ class Planner:
         run = run_for_budget(budget // 2, exported, base)
         caps = [run if w else run_for_budget(budget // 4, scale * values, run) for w, (values, _) in zip(whole, per_segment)]
         return run, caps, budget
+
+    def _fault_caps(self, static, scale: int, run: int) -> list[int]:
+        """Per segment, the most steps of a training call on a CPU that keep each of its values
+        (``scale`` bytes per sample element) under :data:`MMAP_CEILING` bytes, at most ``run``. A
+        segment with a convolution is held to it per call (its calls are measured within the run);
+        for the others it bounds the run, whose values are joined over it."""
+        held = self._static_nodes(static) | set(static)
+        outputs = self._module._shapes.outputs
+        caps = []
+        for components in self._module._segments:
+            names = [m for members, _ in components for m in members if m not in held]
+            largest = max((_size(shape) for key, shape in outputs.items()
+                           if any(key == n or key.startswith(n + ".") for n in names)), default=0)
+            caps.append(max(1, min(run, (MMAP_CEILING - 1) // max(1, scale * largest))))
+        return caps
 
     def _step_elements(self, static) -> list[tuple[int, int]]:
         """Per segment, numbers per sample and step of (all its values, those a later segment

@@ -390,3 +390,28 @@ def test_an_auto_budget_on_a_gpu_allows_a_share_of_its_free_memory(monkeypatch):
         on_cpu = module._planner._run_length(set(), 60, B, 4, torch.device("cpu"))
     assert budget == free // plan_module.AUTO_DEVICE_SHARE and run == 32 and set(caps) == {32}
     assert on_cpu[2] == plan_module.AUTO_FLOOR
+
+
+def test_training_keeps_each_value_under_the_mmap_ceiling(always_measure, monkeypatch):
+    """On a CPU a training call keeps each value under ``MMAP_CEILING`` bytes (larger ones are
+    page-faulted in afresh at every allocation): a convolution segment's calls are measured up to
+    that many steps, and a segment without one bounds the run; inference is not held to it."""
+    from snnir.targets.torch import planner
+
+    step_bytes = 3 * 4 * 4 * 10 * 10  # conv1's output, [B=3, 4, 10, 10] float32, is the largest value
+    monkeypatch.setattr(planner, "MMAP_CEILING", 2 * step_bytes + 1)
+    module = compile_torch(conv_net())
+    x = torch.rand(T, 3, 1, 12, 12)
+    module(x)  # grad enabled: a training call's plan
+    assert module.plan.run == T and module.plan.chunks[0] <= 2  # conv2's values are far smaller
+    with torch.no_grad():
+        module(x)
+    assert module.plan.chunks[0] == T
+
+    graph = Graph.sequential(("x", Input((6,))), ("fc", Affine(weight=np.ones((8, 6)), bias=np.zeros(8))),
+                             ("lif", LIF(tau=np.full(8, 2e-3), r=np.ones(8), v_leak=np.zeros(8),
+                                         v_threshold=np.ones(8), sem=Semantics(dt=1e-3))), ("y", Output()))
+    monkeypatch.setattr(planner, "MMAP_CEILING", 3 * (3 * 8 * 4) + 1)  # three steps of [B=3, 8] float32
+    mlp = compile_torch(graph)
+    mlp(torch.rand(T, 3, 6))
+    assert mlp.plan.run == 3
