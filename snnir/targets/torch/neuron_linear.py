@@ -180,7 +180,7 @@ def neuron_linear_sequence(
     ``x``, ``steps``, ``static``, ``init`` and ``native`` as for ``neuron_sequence`` (see
     :func:`applies`)."""
     v0 = init["v"]
-    z0 = init.get("z", v0.new_zeros(()))
+    z0 = init["z"] if "z" in init else v0.new_zeros(())
     use_native = (
         x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
         and cfg.surrogate.name in kernels._SURROGATES and _kernel(native) is not None

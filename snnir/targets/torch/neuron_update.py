@@ -193,25 +193,7 @@ def coefficients(op: Neuron, params: Mapping[str, Tensor], like: Tensor) -> dict
 # --- elementwise pieces shared by forward and backward ---------------------------
 # ``c`` holds the coefficients with 0-d ones as Python floats (much faster per op).
 def _scalars(c: Mapping[str, Tensor | None]) -> dict:
-    """``c`` with its one-value tensors as Python floats (a copy); kept while the same tensors, by
-    identity and version, come again (a frozen neuron's coefficients, every call; not those that
-    train, made afresh each call, nor inference tensors, which have no version)."""
-    if any(v is not None and (v.requires_grad or v.is_inference()) for v in c.values()):
-        return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}  # no version to key on
-    key = tuple((k, id(v)) for k, v in c.items())
-    versions = tuple(-1 if v is None else v._version for v in c.values())
-    found = _SCALARS.get(key)
-    if found is not None and found[1] == versions and all(a is b for a, b in zip(found[0], c.values())):
-        return dict(found[2])
-    answer = {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
-    if len(_SCALARS) >= 256:
-        _SCALARS.clear()
-    _SCALARS[key] = (tuple(c.values()), versions, answer)  # holding them: their ids stay theirs
-    return dict(answer)
-
-
-#: answers of :func:`_scalars` by the keys and tensor ids asked: (those tensors, their versions, the answer)
-_SCALARS: dict[tuple, tuple] = {}
+    return {k: float(v) if v is not None and v.dim() == 0 else v for k, v in c.items()}
 
 
 def _leak(c: dict, v: Tensor, out: Tensor | None = None) -> Tensor:

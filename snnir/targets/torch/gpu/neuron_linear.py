@@ -86,6 +86,6 @@ def neuron_linear_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static:
     """``(y, final_state)`` as ``neuron_linear.neuron_linear_sequence`` returns them; ``c`` and
     ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
     v0 = init["v"]
-    z0 = init.get("z", v0.new_zeros(()))
+    z0 = init["z"] if "z" in init else v0.new_zeros(())
     y, v_t, z_t = _TritonNeuronLinear.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
     return y, _state(cfg, v_t, None, z_t)
