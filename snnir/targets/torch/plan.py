@@ -107,7 +107,7 @@ class ExecutionPlan:
 
     def __str__(self) -> str:
         budget = f", values budget {self.budget} bytes" if self.budget is not None else ""
-        lines = [f"runs of {self.run} steps{budget}"]
+        lines = [f"runs of {self.run} step{'s' if self.run != 1 else ''}{budget}"]
         for nodes, chunk, how in zip(self.segments, self.chunks, self.chosen):
             lines.append(f"  [{', '.join(nodes)}]: {chunk} step{'s' if chunk != 1 else ''} per call ({how})")
         return "\n".join(lines)
