@@ -18,9 +18,10 @@ from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_ov
 
 #: the largest block glibc's malloc serves from its heap (its dynamic mmap threshold's ceiling on a
 #: 64-bit system): a larger tensor is mapped afresh at every allocation and its pages faulted in
-#: again, so a training call of a convolution segment keeps each value under it (the tutorial conv
-#: net's training step, conv2's segment 25 steps per call: 258-265 ms against 193-206 at 8 steps;
-#: with the threshold raised out of reach 182.6 against 187.7, 2 CPU threads)
+#: again, so a training call on a CPU keeps each value under it (:meth:`Planner._fault_caps`; the
+#: tutorial conv net's training step with conv2's segment at 25 steps per call: 258-265 ms against
+#: 193-206 at 8 steps, and with the threshold raised out of reach 182.6 against 187.7; the wide
+#: MLP's, runs of 32 steps 1674 ms against 1539 at 15; 2 CPU threads)
 MMAP_CEILING = 32 * 2**20
 
 
