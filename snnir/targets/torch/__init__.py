@@ -183,6 +183,10 @@ class SnnirModule(GraphModule):
                              f"(x.to({dtype})){other}", name)
         if value.device != device:
             raise SnnirError(f"input is on {value.device} but the module is on {device}", name)
+        if device.type == "meta":
+            raise SnnirError("the module and its input are on the meta device, which holds no values, and a call "
+                             "computes spikes from values: move the module to a real device with .to_empty(device=...) "
+                             "and load its weights (for shapes alone: snnir.verify(module.graph).shapes)", name)
         return value
 
     def _check_step_inputs(self, x: Any) -> tuple[dict[str, torch.Tensor], int]:

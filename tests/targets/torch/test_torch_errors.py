@@ -31,6 +31,18 @@ def test_wrong_input_dtype(lif_module):
         lif_module(torch.zeros(4, 2, 5, dtype=torch.float64))
 
 
+def test_a_module_on_the_meta_device_refuses_a_call_by_name():
+    """``.to("meta")`` (shape-only tooling does it) moves the module; a call then says why it
+    cannot run, instead of failing inside torch."""
+    import copy
+
+    module = copy.deepcopy(compile_torch(graphs_for(LIF)[0])).to("meta")
+    for call in (lambda: module(torch.zeros(4, 2, 5, device="meta")),
+                 lambda: module.step(torch.zeros(2, 5, device="meta"))):
+        with pytest.raises(SnnirError, match=r"node 'in': .*meta device, which holds no values"):
+            call()
+
+
 def test_missing_input_of_multi_input_graph():
     module = compile_torch(graphs_for(Output)[0])
     with pytest.raises(SnnirError, match=r"node 'b': missing input"):
