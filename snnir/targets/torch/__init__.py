@@ -32,6 +32,14 @@ _OPTIONS = (
 )
 
 
+def _finite(x: torch.Tensor) -> bool:
+    """No NaN or inf in ``x``: its sum is finite (one read, about 0.2 ms for a 10 MB input on 2 CPU
+    threads), else every element is checked (a sum of finite values may overflow). Not on a GPU,
+    where the answer would stop the host until the device catches up, every call."""
+    with torch.no_grad():
+        return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 class SnnirModule(GraphModule):
     """A compiled graph.
 
@@ -183,6 +191,8 @@ class SnnirModule(GraphModule):
                              f"(x.to({dtype})){other}", name)
         if value.device != device:
             raise SnnirError(f"input is on {value.device} but the module is on {device}", name)
+        if device.type == "cpu" and value.is_floating_point() and not _finite(value):
+            raise SnnirError("input contains NaN or inf", name)  # as the reference refuses it
         if device.type == "meta":
             raise SnnirError("the module and its input are on the meta device, which holds no values, and a call "
                              "computes spikes from values: move the module to a real device with .to_empty(device=...) "

@@ -43,6 +43,24 @@ def test_a_module_on_the_meta_device_refuses_a_call_by_name():
             call()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_nan_or_inf_input_is_refused_as_the_reference_refuses_it(lif_module, bad):
+    x = torch.rand(4, 2, 5)
+    x[2, 1, 3] = bad
+    with pytest.raises(SnnirError, match=r"node 'in': input contains NaN or inf"):
+        lif_module(x)
+    with pytest.raises(SnnirError, match=r"node 'in': input contains NaN or inf"):
+        lif_module.step(x[2])
+    with pytest.raises(SnnirError, match=r"node 'in': input contains NaN or inf"):
+        snnir.run(lif_module.graph, x.numpy())
+
+
+def test_finite_inputs_whose_sum_overflows_run(lif_module):
+    x = torch.full((4, 2, 5), 3e38)
+    assert not torch.isfinite(x.sum())
+    assert lif_module(x).shape[:2] == (4, 2)
+
+
 def test_missing_input_of_multi_input_graph():
     module = compile_torch(graphs_for(Output)[0])
     with pytest.raises(SnnirError, match=r"node 'b': missing input"):
