@@ -106,7 +106,15 @@ def supports(module: NeuronModule, layer: AffineModule, cfg: _Config, x: Tensor,
 
 #: ``dL/dW`` is a sum of gradient rows at the spikes (``nnz x N`` adds) where fewer than this
 #: fraction of them fired, else one GEMM (``rows x N x N`` multiply-adds); both agree to rounding
-SPARSE_BELOW = 0.25
+#: (the bench's recurrent net, 11% fired, 2 CPU threads: the sum 1.77 ms, the GEMM 1.63)
+SPARSE_BELOW = 0.08
+#: a forward step's ``r_t = z_t W^T + b`` is a sum of rows of ``W^T`` at the spikes where fewer
+#: than this fraction fired and the kernel found that the sum gives the GEMM's bits for the
+#: call's shape (``sparse_agrees`` in ``csrc/recurrent.cpp``), else the GEMM; below it in the
+#: last call with the same weight and batch, each thread runs its own rows through every step
+#: (the bench's net, inference of 50 steps: GEMM per step 2.26 ms, sum per step 1.40, rows
+#: apart 1.15 at 11% fired; 2.38 / 2.40 at 43%, 2.27 / 3.56 at 73%)
+FORWARD_SPARSE_BELOW = 0.3
 
 
 class _Recurrent(torch.autograd.Function):
@@ -175,7 +183,7 @@ def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool, co
     return kernels.extension("recurrent").forward(
         x.contiguous().view(steps, -1), v0.contiguous().view(-1), _flat_state(i0, cfg.has_current),
         _flat_state(z0, cfg.next_timing), flat, weight.detach(), _bias(bias), r0.contiguous().view(-1),
-        batch, kernels._flags(cfg), float(cfg.surrogate.slope), keep, coefficient_grads,
+        batch, kernels._flags(cfg), float(cfg.surrogate.slope), keep, coefficient_grads, FORWARD_SPARSE_BELOW,
     )
 
 

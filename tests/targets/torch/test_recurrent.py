@@ -55,7 +55,11 @@ def _inputs(graph: Graph, dtype, steps: int = T, seed: int = 1):
 
 def _run(graph, x, native: bool, dtype, state=None, **options):
     """(output, final state, gradients by parameter and input name) of one training pass."""
-    module = compile_torch(graph, native=native, dtype=dtype, surrogate="arctan", **options)
+    return _train(compile_torch(graph, native=native, dtype=dtype, surrogate="arctan", **options), x, dtype, state)
+
+
+def _train(module, x, dtype, state=None):
+    module.zero_grad(set_to_none=True)
     xs = {k: v.clone().requires_grad_(True) for k, v in (x.items() if isinstance(x, dict) else [("x", x)])}
     arg = xs if isinstance(x, dict) else xs["x"]
     y, final = module(arg, state=state, return_state=True)
@@ -190,6 +194,59 @@ def test_fused_loops_at_two_threads(two_threads, fused_backwards, fused_calls, b
     with torch.no_grad():
         module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
         assert torch.equal(module(x), want[0])
+
+
+@pytest.mark.parametrize(("width", "drive"), [(256, 0.0), (256, 3.0), (70, 0.0), (N, 0.0)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_forward_sum_at_the_spikes(two_threads, fused_backwards, fused_calls, width, drive, dtype):
+    """The forward's ``r_t = z_t W^T + b`` as a sum of rows of ``W^T`` at the spikes, where the
+    kernel found that it gives the GEMM's bits for the shape: a step at a time in a first call
+    and, once the last call fired few, each thread its own rows through every step. Spikes
+    and states equal the step loop's (``F.linear``) bit for bit in training and inference, at
+    low and high firing rates (``drive``), widths off the kernel's tile of 64 and float64's of
+    32; gradients to rounding. With MKL, B=64 and 256 neurons in float32 (the bench's recurrent
+    net) must take the sum."""
+    from snnir.targets.torch import native
+
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=width)
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(30, 64, 4, generator=g) * 1.5 + drive).to(dtype)
+    options = {"trainable": ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"], "detach_reset": True}
+    want = _run(graph, x, False, dtype, **options)
+    module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
+    extension, rec = native.extension("recurrent"), module.node_module("rec")
+    agrees = extension.sparse_agrees(64, rec.weight.detach(), rec.bias.detach())
+    if width == 256 and dtype == torch.float32 and torch.backends.mkl.is_available():
+        assert agrees
+    for _ in range(3):  # the first call a step at a time, the next ones by rows where few fired
+        _assert_same(_train(module, x, dtype), want, dtype)
+        with torch.no_grad():
+            assert torch.equal(module(x), want[0])
+    fired = extension.fired_fraction(rec.weight, 64)
+    assert fired == (pytest.approx(float(want[0].double().mean())) if agrees else -1.0)
+    assert (fired > 0.3) == (drive > 0) or not agrees
+
+
+def test_forward_gemm_where_a_weight_is_not_finite(native_kernels, fused_calls):
+    """A product by 0 of an inf weight (one a diverging training made: a graph refuses it) is NaN
+    in the GEMM and nothing in a sum at the spikes: the GEMM runs, so states and spikes equal
+    the step loop's."""
+    from snnir.targets.torch import native
+
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=32)
+    x = torch.randn(T, 64, 4, generator=torch.Generator().manual_seed(2)) * 1.5
+    got, want = (compile_torch(graph, native=native) for native in (True, False))
+    rec = got.node_module("rec")
+    assert native.extension("recurrent").sparse_agrees(64, rec.weight.detach(), rec.bias.detach()) or not (
+        torch.backends.mkl.is_available()), "the sum at the spikes would run but for the inf"
+    with torch.no_grad():
+        for module in (got, want):
+            module.node_module("rec").weight[3, 5] = float("inf")
+        (y, state), (y_want, state_want) = (m(x, return_state=True) for m in (got, want))
+    assert fused_calls
+    assert torch.equal(y, y_want)
+    for key in state_want:
+        torch.testing.assert_close(state[key], state_want[key], rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("sparse_below", [0.0, 1.01], ids=["gemm", "sparse"])

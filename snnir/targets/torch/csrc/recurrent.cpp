@@ -25,8 +25,14 @@
 #include <c10/util/strides.h>
 #include <torch/extension.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <atomic>
+#include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "neuron_step.h"
@@ -141,6 +147,140 @@ void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at
   at::addmm_out(r, r, z, w_t);
 }
 
+// r = z W^T (+ b) from spikes z (every value 0 or 1) as a sum of the rows of w_t = W^T at
+// the spikes, each row of r on its own: acc = 0, acc += w_t[k] for each fired k in
+// ascending order, then acc + b. Where the GEMM library runs the product in that order
+// (one accumulator per output over k in order: a product by 0 adds nothing, by 1 adds
+// the weight), both give the same bits; sparse_agrees checks that for the call's shape
+// before this is used. About density x the GEMM's adds, without its blocking.
+template <typename T>
+int64_t sparse_rows(const T* __restrict__ z, int64_t first, int64_t last, int64_t K, const T* __restrict__ w_t,
+                    int64_t N, const T* __restrict__ bias, T* __restrict__ r) {
+  int64_t spikes = 0;
+  typedef T V __attribute__((vector_size(32)));  // 8 of them sum a tile of outputs in registers
+  constexpr int64_t kLanes = 32 / sizeof(T), kVecs = 8, kTile = kLanes * kVecs;
+  std::vector<int64_t> fired(K);
+  for (int64_t b = first; b < last; ++b) {
+    const T* __restrict__ zb = z + b * K;
+    int64_t n = 0;
+    for (int64_t k = 0; k < K; ++k) {  // branch-free: spikes fire unpredictably
+      fired[n] = k;
+      n += zb[k] != T(0);
+    }
+    spikes += n;
+    T* __restrict__ out = r + b * N;
+    int64_t j0 = 0;
+    for (; j0 + kTile <= N; j0 += kTile) {
+      V acc[kVecs] = {};
+      for (int64_t f = 0; f < n; ++f) {
+        const T* w = w_t + fired[f] * N + j0;
+        for (int64_t v = 0; v < kVecs; ++v) {
+          V lanes;
+          std::memcpy(&lanes, w + v * kLanes, sizeof(V));
+          acc[v] += lanes;
+        }
+      }
+      T sums[kTile];
+      std::memcpy(sums, acc, sizeof(sums));
+      for (int64_t j = 0; j < kTile; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
+    }
+    for (int64_t j = j0; j < N; ++j) {
+      T acc = T(0);
+      for (int64_t f = 0; f < n; ++f) acc += w_t[fired[f] * N + j];
+      out[j] = bias ? acc + bias[j] : acc;
+    }
+  }
+  return spikes;
+}
+
+// sparse_rows over all rows, the rows split over the threads.
+template <typename T>
+void sparse_project(const T* z, int64_t batch, int64_t K, const T* w_t, int64_t N, const T* bias, T* r) {
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) { sparse_rows<T>(z, begin, end, K, w_t, N, bias, r); });
+}
+
+// Whether sparse_project gives project's bits for [batch, K] spikes and a [N, K] weight (with
+// a bias or not) in this dtype and thread count: both run on random spikes (several
+// densities) with the call's weight and bias and with random ones; the answer is kept per
+// shape. A GEMM library that splits or reorders the sum over k (other shapes, other
+// libraries) fails it, and the GEMM runs.
+bool sparse_agrees(int64_t batch, const at::Tensor& weight, const at::Tensor& bias) {
+  const int64_t N = weight.size(0), K = weight.size(1);
+  const auto key = std::make_tuple(batch, K, N, static_cast<int>(weight.scalar_type()), bias.numel() > 0,
+                                   at::get_num_threads());
+  static std::mutex mutex;
+  static std::map<decltype(key), bool> known;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto found = known.find(key);
+    if (found != known.end()) return found->second;
+  }
+  const auto options = weight.options();
+  const auto gen = at::make_generator<at::CPUGeneratorImpl>(20261205);
+  bool agrees = true;
+  for (int trial = 0; trial < 4 && agrees; ++trial) {
+    const bool own = trial < 2;
+    const at::Tensor w = own ? weight.contiguous() : at::randn({N, K}, gen, options);
+    const at::Tensor b = !bias.numel() ? bias : own ? bias.contiguous() : at::randn({N}, gen, options);
+    const double density = trial % 2 ? 0.5 : 0.1;
+    const at::Tensor z = at::bernoulli(at::full({batch, K}, density, options), gen);
+    at::Tensor dense = at::empty({batch, N}, options), sparse = at::empty({batch, N}, options);
+    const at::Tensor w_t = w.t(), wt_rows = w_t.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "snnir_recurrent_sparse_agrees", [&] {
+      project<scalar_t>(dense, z, w_t, b);
+      sparse_project<scalar_t>(z.data_ptr<scalar_t>(), batch, K, wt_rows.data_ptr<scalar_t>(), N,
+                               b.numel() ? b.data_ptr<scalar_t>() : nullptr, sparse.data_ptr<scalar_t>());
+    });
+    agrees = std::memcmp(dense.data_ptr(), sparse.data_ptr(), dense.nbytes()) == 0;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  known[key] = agrees;
+  return agrees;
+}
+
+// A step's r_t = z_t W^T (+ b): sparse_project where sparse_agrees, the weight and bias are
+// finite (a product by 0 of an inf or NaN weight is NaN in the GEMM, nothing here) and fewer
+// than sparse_below of the step's spikes fired; else project (sparse_below 0: always).
+struct Projection {
+  Projection(const at::Tensor& weight, const at::Tensor& bias, int64_t batch, double sparse_below)
+      : w_t(weight.t()), bias(bias), batch(batch), K(weight.size(1)), N(weight.size(0)),
+        limit(sparse_below * static_cast<double>(batch * K)) {
+    sparse = sparse_below > 0 && at::isfinite(weight).all().item<bool>() &&
+             (!bias.numel() || at::isfinite(bias).all().item<bool>()) && sparse_agrees(batch, weight, bias);
+    if (sparse) rows = w_t.contiguous();
+    const double last = last_fired(weight.data_ptr(), batch, -1.0);
+    rows_alone = sparse && last >= 0 && last < sparse_below;
+  }
+  // The fraction of the spikes that fired in the last call with this weight and batch: a
+  // guess at this call's (unknown before the first: -1); only speed depends on it.
+  static double last_fired(const void* weight, int64_t batch, double update) {
+    static std::mutex mutex;
+    static std::map<std::pair<const void*, int64_t>, double> known;
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto key = std::make_pair(weight, batch);
+    if (update >= 0) known[key] = update;
+    const auto found = known.find(key);
+    return found == known.end() ? -1.0 : found->second;
+  }
+  // fired: the spikes of z; filled: r already holds the bias in every row (project's first half)
+  // the fraction of spikes fired over a call of `steps` steps, kept for the next call's guess
+  void fired_over(const at::Tensor& weight, int64_t fired, int64_t steps) const {
+    if (sparse) last_fired(weight.data_ptr(), batch, static_cast<double>(fired) / static_cast<double>(steps * batch * K));
+  }
+  template <typename T>
+  void run(at::Tensor& r, const at::Tensor& z, int64_t fired, bool filled) const {
+    if (sparse && static_cast<double>(fired) < limit)
+      sparse_project<T>(z.data_ptr<T>(), batch, K, rows.data_ptr<T>(), N, bias.numel() ? bias.data_ptr<T>() : nullptr,
+                        r.data_ptr<T>());
+    else
+      project<T>(r, z, w_t, bias, filled);
+  }
+  at::Tensor w_t, rows, bias;
+  int64_t batch, K, N;
+  double limit;
+  bool sparse, rows_alone;
+};
+
 // Whether the fused loops run this neuron (the backward computes no coefficient gradient).
 bool fused(const std::vector<int64_t>& flags, bool coefficient_grads) {
   return fast_path(make_config(flags, 0.0)) && !coefficient_grads;
@@ -197,7 +337,8 @@ void for_row_blocks(int64_t batch, const F& f) {
 template <typename T>
 void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Tensor& v, at::Tensor& i,
                   at::Tensor& z, at::Tensor& r, const at::Tensor& weight, const at::Tensor& bias,
-                  int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us) {
+                  int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us,
+                  const Projection& projection) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   const auto options = v.options();
   const bool in_place = (M * static_cast<int64_t>(sizeof(T))) % 64 == 0;
@@ -207,35 +348,65 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   const T* pb = bias.numel() ? bias.data_ptr<T>() : nullptr;
   const T* px = x.data_ptr<T>();
   const T incl = c.inclusive ? T(1) : T(0);
-  const at::Tensor w_t = weight.t();
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
     constexpr bool NEXT = CT(next), SC = CT(sc);
-    for (int64_t t = 0; t < steps; ++t) {
+    // step t of elements [b, b + n): spikes into zt + b, with keep u_t and the spike bytes too
+    auto update = [&](int64_t t, int64_t b, int64_t n, T* zt) {
+      const T* kc[N_COEF];
+      k.at(b, kc);
       const T* xt = px + t * M;
-      T* ut = keep ? us.data_ptr<T>() + t * M : nullptr;
-      uint8_t* st = keep ? spikes.data_ptr<uint8_t>() + t * M : nullptr;
+      T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
+      if (!keep) {
+        run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
+            c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
+      } else {
+        T* ut = us.data_ptr<T>() + t * M;
+        uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
+        run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
+            c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
+        store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
+      }
+    };
+    if (projection.rows_alone) {  // each thread its own rows for all steps, no barrier per step
+      const T* w_rows = projection.rows.data_ptr<T>();
+      std::atomic<int64_t> fired{0};
+      for_row_blocks(batch, [&](int64_t first, int64_t last) {
+        int64_t here = 0;
+        for (int64_t t = 0; t < steps; ++t) {
+          T* zt = pout + t * M;
+          for (int64_t b = first * N; b < last * N; b += kChunk) update(t, b, std::min(kChunk, last * N - b), zt);
+          here += sparse_rows<T>(zt, first, last, N, w_rows, N, pb, pr);
+        }
+        fired += here;
+      });
+      projection.fired_over(weight, fired.load(), steps);
+      return;
+    }
+    // else a step at a time: the tasks write the bias (project's first half) and, for the
+    // sparse sum's choice, count the spikes
+    const bool count = projection.sparse;
+    int64_t all_fired = 0;
+    for (int64_t t = 0; t < steps; ++t) {
       const at::Tensor z_t = in_place ? out[t].view({batch, N}) : zbuf;
       T* zt = z_t.data_ptr<T>();
+      std::atomic<int64_t> fired{0};
       at::parallel_for(0, M, kChunk, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; b += kChunk) {
           const int64_t n = std::min(kChunk, end - b);
-          const T* kc[N_COEF];
-          k.at(b, kc);
-          T *vb = pv + b, *ib = pi ? pi + b : nullptr, *zb = pz ? pz + b : nullptr;
-          if (!keep) {
-            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), false, SC, true>(
-                c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
-          } else {
-            run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
-                c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
-            store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
-          }
+          update(t, b, n, zt);
           if (pb) fill_bias(pb, N, b, n, pr + b);
+          if (count) {
+            int64_t here = 0;
+            for (int64_t e = 0; e < n; ++e) here += zt[b + e] != T(0);
+            fired += here;
+          }
         }
       });
-      project<T>(r, z_t, w_t, bias, /*filled=*/true);
+      all_fired += fired.load();
+      projection.run<T>(r, z_t, fired.load(), /*filled=*/true);
       if (!in_place) std::copy(zt, zt + M, pout + t * M);
     }
+    projection.fired_over(weight, all_fired, steps);
   });
 }
 
@@ -245,7 +416,7 @@ template <typename T>
 void forward_general(const Config& c, const Coefficients& coefficients, const at::Tensor& x, at::Tensor& v,
                      at::Tensor& i, at::Tensor& z, at::Tensor& r, const at::Tensor& weight,
                      const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes,
-                     at::Tensor& ins, at::Tensor& vs, at::Tensor& is) {
+                     at::Tensor& ins, at::Tensor& vs, at::Tensor& is, const Projection& projection) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   at::Tensor zbuf = pool().get({batch, N}, v.options());
   const T* k[N_COEF];
@@ -253,7 +424,6 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
   coefficients.pointers(k, period);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z), *zt = zbuf.data_ptr<T>();
   const T* px = x.data_ptr<T>();
-  const at::Tensor w_t = weight.t();
   for (int64_t t = 0; t < steps; ++t) {
     const T *xt = px + t * M, *rt = r.data_ptr<T>();
     if (keep) {
@@ -262,7 +432,8 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
       if (c.has_current) std::copy(pi, pi + M, is.data_ptr<T>() + t * M);
     }
     forward_kernel<T>(c, xt, pv, pi, pz, k, period, 1, false, M, zt, pv, pi, pz, rt);
-    project<T>(r, zbuf, w_t, bias);
+    const int64_t fired = projection.sparse ? std::count_if(zt, zt + M, [](T s) { return s != T(0); }) : 0;
+    projection.run<T>(r, zbuf, fired, false);
     std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
     if (keep) {
       uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
@@ -278,7 +449,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
                                 const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& r0,
                                 int64_t batch, const std::vector<int64_t>& flags, double slope,
-                                bool keep, bool coefficient_grads) {
+                                bool keep, bool coefficient_grads, double sparse_below) {
   const Config c = make_config(flags, slope);
   const int64_t steps = x.size(0), M = v0.numel(), N = weight.size(0);
   TORCH_CHECK(c.spiking && !c.multi, "recurrent: single-spike neurons only");
@@ -291,13 +462,14 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   auto v = v0.clone(), i = c.has_current ? i0.clone() : at::empty({0}, options);
   auto z = c.next_timing ? z0.clone() : at::empty({0}, options);
   auto r = r0.reshape({batch, N}).clone();
+  const Projection projection(weight, bias_row, batch, sparse_below);
   auto spikes = keep ? pool().get({steps, M}, options.dtype(at::kByte)) : at::empty({0}, options.dtype(at::kByte));
   std::vector<at::Tensor> kept;
   if (use_fused) {
     auto us = keep ? pool().get({steps, M}, options) : at::empty({0}, options);
     const Spread spread(coeffs, M, options);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward_fused", [&] {
-      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, us);
+      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, us, projection);
     });
     kept = {us};
   } else {
@@ -305,7 +477,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
     auto is = empty_unless(keep && c.has_current, {steps, M}, v0);
     const Coefficients coefficients(coeffs);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward", [&] {
-      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, ins, vs, is);
+      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, ins, vs,
+                                is, projection);
     });
     kept = {ins, vs, is};
   }
@@ -334,11 +507,17 @@ template <typename T>
 void sparse_weight_grad_t(const T* __restrict__ g_r, const uint8_t* __restrict__ z, int64_t rows, int64_t N,
                           T* __restrict__ g_wt) {
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> fired(end - begin);
     for (int64_t row = 0; row < rows; ++row) {
       const T* __restrict__ g = g_r + row * N;
-      for (int64_t j = begin; j < end; ++j) {
-        if (!z[row * N + j]) continue;
-        T* __restrict__ w = g_wt + j * N;
+      const uint8_t* zr = z + row * N;
+      int64_t n = 0;
+      for (int64_t j = begin; j < end; ++j) {  // branch-free: spikes fire unpredictably
+        fired[n] = j;
+        n += zr[j] != 0;
+      }
+      for (int64_t f = 0; f < n; ++f) {
+        T* __restrict__ w = g_wt + fired[f] * N;
         for (int64_t e = 0; e < N; ++e) w[e] += g[e];
       }
     }
@@ -501,6 +680,9 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fused", &fused, "whether the fused loops run (and training keeps u only)");
   m.def("forward", &forward, "recurrent neuron component, forward");
+  m.def("sparse_agrees", &sparse_agrees, "whether the forward's sparse sum gives the GEMM's bits for this shape");
+  m.def("fired_fraction", [](const at::Tensor& weight, int64_t batch) { return Projection::last_fired(weight.data_ptr(), batch, -1.0); },
+        "the fraction of spikes the last call with this weight and batch fired (-1: none known)");
   m.def("backward", &backward, "recurrent neuron component, backward");
   m.def("backward_fused", &backward_fused, "recurrent neuron component, the fused loops' backward");
 }
