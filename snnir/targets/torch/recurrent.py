@@ -26,10 +26,14 @@ subtract or a same-step zero reset), the membrane ``u_t`` after the input of eve
 nothing else; otherwise, per step, ``r_{t-1}`` and the neuron's states before the step
 (membrane; current for Cuba neurons), in the input's dtype (and ``x`` itself). ``dL/dW`` is one GEMM
 over all steps in the backward, or a sum of gradient rows at the spikes where few fired
-(:data:`SPARSE_BELOW`); ``dL/db`` one sum. The forward's GEMM is always over the whole
-batch, as ``F.linear`` makes it (a GEMM over a block of rows, single-threaded, need not give
-those rows' bits: MKL splits wide products over its threads); the fused backward gives each
-thread its own block of batch rows for all steps (gradients agree to rounding). The kernel reuses its buffers'
+(:data:`SPARSE_BELOW`); ``dL/db`` one sum. The forward's ``z_t W^T + b`` is the whole
+batch's GEMM, as ``F.linear`` makes it (a GEMM over a block of rows, single-threaded, need
+not give those rows' bits: MKL splits wide products over its threads), or, where the kernel
+found that it gives the GEMM's bits for the shape and few spikes fired
+(:data:`FORWARD_SPARSE_BELOW`), the sum of the rows of ``W^T`` at the spikes, each row of
+the batch on its own (then each thread runs its own rows through every step); the fused
+backward gives each thread its own block of batch rows for all steps (gradients agree to
+rounding). The kernel reuses its buffers'
 memory across calls once nothing holds them (no fresh pages each call).
 
 Where it applies (:func:`supports`): the native kernels on, CPU tensors of float32 or

@@ -15,7 +15,8 @@
 // - general: the sequence kernel's update one step at a time. Training keeps, per step,
 //   r_{t-1} and the neuron's states before the step (membrane, and current for Cuba
 //   neurons); the backward recomputes each step from them and x.
-// The forward makes each step's GEMM over the whole batch (F.linear's call, so its bits);
+// The forward makes each step's GEMM over the whole batch (F.linear's call, so its bits), or
+// the sum at the spikes where that gives the same bits (Projection, sparse_agrees);
 // the fused backward splits the batch into blocks of rows (see row_blocks). Both keep the spikes as one byte
 // each. The backward walks time back: dL/dz_t = g_out_t
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/dx_t =
