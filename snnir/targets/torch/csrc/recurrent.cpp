@@ -253,12 +253,15 @@ struct Projection {
     rows_alone = sparse && last >= 0 && last < sparse_below;
   }
   // The fraction of the spikes that fired in the last call with this weight and batch: a
-  // guess at this call's (unknown before the first: -1); only speed depends on it.
+  // guess at this call's (unknown before the first: -1); only speed depends on it. At most
+  // kKnown are kept (then forgotten at once: a process making many modules).
   static double last_fired(const void* weight, int64_t batch, double update) {
+    static constexpr size_t kKnown = 4096;
     static std::mutex mutex;
     static std::map<std::pair<const void*, int64_t>, double> known;
     std::lock_guard<std::mutex> lock(mutex);
     const auto key = std::make_pair(weight, batch);
+    if (update >= 0 && known.size() >= kKnown && !known.count(key)) known.clear();
     if (update >= 0) known[key] = update;
     const auto found = known.find(key);
     return found == known.end() ? -1.0 : found->second;
