@@ -223,7 +223,10 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
 // dL/dW += dL/dy_t^T z_t are made in the same pass, O multiply-adds per element each (the
 // spikes are recomputed from the membranes: the forward's, bit for bit). dW goes to one
 // partial sum per thread (dw_part), added up by the caller.
-constexpr int64_t kChunk = 1024;
+// A chunk of 256 neurons keeps its slices of W and dW (O rows each) and its buffers near the
+// core: the tutorial MLP's hidden layer (1000 -> 10, B=128, T=25, 2 threads) 3.46 ms a backward
+// in chunks of 1024, 3.15 in 256, 3.26 in 128.
+constexpr int64_t kChunk = 256;
 
 template <typename T, int SURR, bool NEXT, bool SUB>
 void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64_t steps, int64_t B, int64_t N,
