@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import warnings
 from typing import NoReturn
@@ -45,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lists_joined(argv: list[str]) -> list[str]:
+    """``--option -1,8`` as ``--option=-1,8``: argparse takes a value that starts with '-' and
+    is not a plain number for an option of its own ('expected one argument'); a list of numbers
+    is never an option, so it is the value, which the command then judges."""
+    joined: list[str] = []
+    for item in argv:
+        after_option = joined and joined[-1].startswith("--") and "=" not in joined[-1]
+        if after_option and re.fullmatch(r"-\d[\d,-]*,[\d,-]*", item):
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
+
+
 #: The status of a command whose output was closed early (128 + SIGPIPE, as a shell reports it).
 CLOSED_OUTPUT = 141
 
@@ -62,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_lists_joined(sys.argv[1:] if argv is None else argv))
     prefix = f"snnir {args.command}"
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

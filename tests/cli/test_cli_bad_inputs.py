@@ -367,6 +367,15 @@ def test_export_refuses_a_huge_sample_before_allocating(tmp_path, capsys):
     assert_one_line_error(capsys, "export", "the sample input of shape [99999999999, 3] needs", "data_bytes")
 
 
+def test_export_judges_a_negative_shape_given_as_its_own_word(tmp_path, capsys):
+    """``--input-shape -1,8`` (argparse alone said 'expected one argument') reaches the shape's own check."""
+    (tmp_path / "user.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(8, 2)\n")
+    args = ["export", f"{tmp_path / 'user.py'}:build", "--input-shape", "-1,8", "-o", str(tmp_path / "o.nir")]
+    assert main(args) == 1
+    assert_one_line_error(capsys, "export", "--input-shape needs a batch and at least one positive dimension")
+    assert not (tmp_path / "o.nir").exists()
+
+
 @pytest.mark.parametrize("spec, expected", [("nofile.py:build", "no such file"), ("nocolon", "expected FILE.py"),
                                             ("notes.txt:build", "is not a Python file")])
 def test_export_bad_builder_specs(tmp_path, capsys, monkeypatch, spec, expected):
