@@ -198,20 +198,23 @@ def test_fused_loops_at_two_threads(two_threads, fused_backwards, fused_calls, b
 
 @pytest.mark.parametrize(("width", "drive"), [(256, 0.0), (256, 3.0), (70, 0.0), (N, 0.0)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_forward_sum_at_the_spikes(two_threads, fused_backwards, fused_calls, width, drive, dtype):
+@pytest.mark.parametrize("trainable", ["layers", "all"])
+def test_forward_sum_at_the_spikes(two_threads, fused_calls, width, drive, dtype, trainable):
     """The forward's ``r_t = z_t W^T + b`` as a sum of rows of ``W^T`` at the spikes, where the
     kernel found that it gives the GEMM's bits for the shape: a step at a time in a first call
     and, once the last call fired few, each thread its own rows through every step. Spikes
     and states equal the step loop's (``F.linear``) bit for bit in training and inference, at
     low and high firing rates (``drive``), widths off the kernel's tile of 64 and float64's of
     32; gradients to rounding. With MKL, B=64 and 256 neurons in float32 (the bench's recurrent
-    net) must take the sum."""
+    net) must take the sum. Training the neuron's parameters too (``all``) runs the general loop,
+    a step at a time, the sum where the step fired few."""
     from snnir.targets.torch import native
 
     graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=width)
     g = torch.Generator().manual_seed(4)
     x = (torch.randn(30, 64, 4, generator=g) * 1.5 + drive).to(dtype)
-    options = {"trainable": ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"], "detach_reset": True}
+    layers = ["fc0.weight", "fc0.bias", "rec.weight", "rec.bias"]
+    options = {"trainable": layers if trainable == "layers" else "all", "detach_reset": True}
     want = _run(graph, x, False, dtype, **options)
     module = compile_torch(graph, native=True, dtype=dtype, surrogate="arctan", **options)
     extension, rec = native.extension("recurrent"), module.node_module("rec")
