@@ -162,7 +162,12 @@ class GraphModel(torch.nn.Module):
                 raise TypeError(f"input {name!r} has dtype {value.dtype}; inputs must be real numbers")
             if value.device != self.device:
                 raise ValueError(f"input {name!r} is on {value.device} but the model is on {self.device}")
-            tensors[name] = value.to(self.dtype)
+            value = value.to(self.dtype)
+            # NaN never fires and stays in the membrane: refused, as snnir refuses it (on a CPU: a
+            # GPU would wait for the answer every call); one sum, every element only where it is not finite
+            if value.device.type == "cpu" and not (torch.isfinite(value.sum()) or torch.isfinite(value).all()):
+                raise ValueError(f"input {name!r} contains NaN or inf")
+            tensors[name] = value
         return tensors
 
     def sequences(self, x, steps=None):

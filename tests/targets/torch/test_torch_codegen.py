@@ -318,6 +318,8 @@ BAD_INPUTS = [  # (graph, input, what the generated module says)
     ("two", {"a": torch.zeros(5, 4, 2)}, r"missing \['b'\]"),
     ("two", {"a": torch.zeros(5, 4, 2), "b": torch.zeros(6, 4, 2)}, r"disagree on the number of time steps T: 5 vs 6"),
     ("two", {"a": torch.zeros(5, 4, 2), "b": torch.zeros(5, 3, 2)}, r"disagree on the batch size B: 4 vs 3"),
+    ("one", torch.zeros(5, 4, 2).index_fill_(0, torch.tensor([3]), float("nan")), r"input 'input' contains NaN or inf"),
+    ("two", {"a": torch.zeros(5, 4, 2), "b": torch.full((5, 4, 2), float("-inf"))}, r"input 'b' contains NaN or inf"),
 ]
 
 
