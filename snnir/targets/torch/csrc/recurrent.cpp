@@ -266,11 +266,11 @@ struct Projection {
     const auto found = known.find(key);
     return found == known.end() ? -1.0 : found->second;
   }
-  // fired: the spikes of z; filled: r already holds the bias in every row (project's first half)
   // the fraction of spikes fired over a call of `steps` steps, kept for the next call's guess
   void fired_over(const at::Tensor& weight, int64_t fired, int64_t steps) const {
     if (sparse) last_fired(weight.data_ptr(), batch, static_cast<double>(fired) / static_cast<double>(steps * batch * K));
   }
+  // fired: the spikes of z; filled: r already holds the bias in every row (project's first half)
   template <typename T>
   void run(at::Tensor& r, const at::Tensor& z, int64_t fired, bool filled) const {
     if (sparse && static_cast<double>(fired) < limit)
