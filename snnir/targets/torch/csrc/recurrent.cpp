@@ -148,6 +148,18 @@ void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at
   at::addmm_out(r, r, z, w_t);
 }
 
+// The indices k in [begin, end) where z[k] fired, into at; returns how many. Branch-free:
+// spikes fire unpredictably (a jump per element measured twice as slow).
+template <typename Z>
+int64_t list_fired(const Z* z, int64_t begin, int64_t end, int64_t* at) {
+  int64_t n = 0;
+  for (int64_t k = begin; k < end; ++k) {
+    at[n] = k;
+    n += z[k] != Z(0);
+  }
+  return n;
+}
+
 // r = z W^T (+ b) from spikes z (every value 0 or 1) as a sum of the rows of w_t = W^T at
 // the spikes, each row of r on its own: acc = 0, acc += w_t[k] for each fired k in
 // ascending order, then acc + b. Where the GEMM library runs the product in that order
@@ -162,12 +174,7 @@ int64_t sparse_rows(const T* __restrict__ z, int64_t first, int64_t last, int64_
   constexpr int64_t kLanes = 32 / sizeof(T), kVecs = 8, kTile = kLanes * kVecs;
   std::vector<int64_t> fired(K);
   for (int64_t b = first; b < last; ++b) {
-    const T* __restrict__ zb = z + b * K;
-    int64_t n = 0;
-    for (int64_t k = 0; k < K; ++k) {  // branch-free: spikes fire unpredictably
-      fired[n] = k;
-      n += zb[k] != T(0);
-    }
+    const int64_t n = list_fired(z + b * K, 0, K, fired.data());
     spikes += n;
     T* __restrict__ out = r + b * N;
     int64_t j0 = 0;
@@ -346,7 +353,8 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   const auto options = v.options();
   const bool in_place = (M * static_cast<int64_t>(sizeof(T))) % 64 == 0;
-  at::Tensor zbuf = in_place ? at::Tensor() : pool().get({batch, N}, options);
+  // the rows-apart path writes its spikes straight into out
+  at::Tensor zbuf = in_place || projection.rows_alone ? at::Tensor() : pool().get({batch, N}, options);
   T *pv = v.data_ptr<T>(), *pi = mutable_or_null<T>(i), *pz = mutable_or_null<T>(z);
   T *pr = r.data_ptr<T>(), *pout = out.data_ptr<T>();
   const T* pb = bias.numel() ? bias.data_ptr<T>() : nullptr;
@@ -514,12 +522,7 @@ void sparse_weight_grad_t(const T* __restrict__ g_r, const uint8_t* __restrict__
     std::vector<int64_t> fired(end - begin);
     for (int64_t row = 0; row < rows; ++row) {
       const T* __restrict__ g = g_r + row * N;
-      const uint8_t* zr = z + row * N;
-      int64_t n = 0;
-      for (int64_t j = begin; j < end; ++j) {  // branch-free: spikes fire unpredictably
-        fired[n] = j;
-        n += zr[j] != 0;
-      }
+      const int64_t n = list_fired(z + row * N, begin, end, fired.data());
       for (int64_t f = 0; f < n; ++f) {
         T* __restrict__ w = g_wt + fired[f] * N;
         for (int64_t e = 0; e < N; ++e) w[e] += g[e];
