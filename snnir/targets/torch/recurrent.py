@@ -20,7 +20,8 @@ of the sequence kernel one step at a time and the GEMM ``F.linear`` makes, so sp
 and ``r`` equal the step-by-step path's (:func:`step_loop.run_recurrent`, the
 specification, used where this does not apply) bit for bit; gradients agree to rounding.
 
-Kept for training: the spikes as one byte each and, where the neuron trains no parameter
+Kept for training: the spikes (the output itself: a Linear fed it keeps that same tensor,
+:func:`~snnir.targets.torch.spike_linear.keeps_its_spikes`) and, where the neuron trains no parameter
 and its update is one of the fused loops of ``neuron_step.h`` (``fast_path``: a delayed
 subtract or a same-step zero reset), the membrane ``u_t`` after the input of every step and
 nothing else; otherwise, per step, ``r_{t-1}`` and the neuron's states before the step
@@ -56,6 +57,7 @@ from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
 from snnir.targets.torch.spike_flow import _consumers, hands_over
+from snnir.targets.torch.spike_linear import keeps_its_spikes
 
 Tensor = torch.Tensor
 
@@ -121,18 +123,19 @@ SPARSE_BELOW = 0.08
 FORWARD_SPARSE_BELOW = 0.3
 
 
+@keeps_its_spikes
 class _Recurrent(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, x, v0, i0, z0, r0, weight, bias, *coeff_values):  # type: ignore[override]
         flat = [kernels._flat(c, v0.shape, v0) for c in coeff_values]
         needed = [int(n) for n in ctx.needs_input_grad[8:]]
-        out, v, i, z, r, spikes, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
+        out, v, i, z, r, *kept = _forward(cfg, x, v0, i0, z0, r0, weight, bias, flat, True, any(needed))
         ctx.cfg, ctx.shape, ctx.n_coeffs, ctx.n_kept = cfg, tuple(x.shape), len(coeff_values), len(kept)
         ctx.fused = kernels.extension("recurrent").fused(kernels._flags(cfg), any(needed))
         if not ctx.fused:  # the general backward recomputes each step from x and the kept r_{t-1}
             kept = [x.detach().contiguous().view(x.shape[0], -1), *kept]
             ctx.n_kept += 1
-        ctx.save_for_backward(*kept, spikes, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
+        ctx.save_for_backward(*kept, out, _flat_state(z0, cfg.next_timing), weight, *flat, *coeff_values)
         ctx.set_materialize_grads(False)  # r's gradient is None unless a later run of steps used it
         return _outputs(cfg, out, v, i, z, r, x.shape)
 
@@ -169,7 +172,7 @@ class _Recurrent(torch.autograd.Function):
         shape = (batch, n)
         if g_r is not None:  # r = z_{T-1} W^T + b fed the next run of steps
             g_r = g_r.reshape(shape)
-            g_w = g_w.addmm_(g_r.t(), spikes[-1].view(shape).to(g_r.dtype)) if need[6] else g_w
+            g_w = g_w.addmm_(g_r.t(), spikes[-1].view(shape)) if need[6] else g_w
             g_b = g_b.add_(g_r.sum(0)) if need[7] else g_b
         g_coeffs = [_sum_to(a.view(shape), c) if k else None for a, c, k in zip(acc, coeff_values, needed)]
         return (
@@ -181,8 +184,8 @@ class _Recurrent(torch.autograd.Function):
 
 
 def _forward(cfg: _Config, x, v0, i0, z0, r0, weight, bias, flat, keep: bool, coefficient_grads: bool) -> list[Tensor]:
-    """The kernel's forward: out, v, i, z, r flat, then (with ``keep``) the spikes as bytes and
-    what the backward needs (``u`` for the fused loops, else each step's ``r_{t-1}`` and states)."""
+    """The kernel's forward: out (the spikes), v, i, z, r flat, then (with ``keep``) what the
+    backward needs besides them (``u`` for the fused loops, else each step's ``r_{t-1}`` and states)."""
     steps, batch, _ = x.shape
     return kernels.extension("recurrent").forward(
         x.contiguous().view(steps, -1), v0.contiguous().view(-1), _flat_state(i0, cfg.has_current),

@@ -342,6 +342,36 @@ def test_matches_the_reference_interpreter(native_kernels, fused_calls):
     np.testing.assert_array_equal(y.numpy(), snnir.run(graph, x.numpy())["out"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_a_readout_layer_keeps_the_kernels_spikes(native_kernels, fused_calls, monkeypatch, dtype):
+    """A Linear fed the loop's spikes over all steps at once saves the kernel's own output for its
+    weight gradient (no bool copy of it, none back to floats); outputs and gradients equal the
+    step loop's."""
+    from snnir.targets.torch import modules
+
+    monkeypatch.setattr(modules, "rows_alike", lambda *args: True)  # the readout over all steps, any BLAS
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"])
+    rng = np.random.default_rng(3)
+    nodes = dict(graph.nodes, readout=Affine(weight=rng.normal(0, 1, (2, N)), bias=rng.normal(0, 0.1, 2)))
+    edges = tuple(e for e in graph.edges if e != ("cell", "out")) + (("cell", "readout"), ("readout", "out"))
+    graph = Graph(nodes, edges)
+    x = _inputs(graph, dtype)
+    layers = [f"{node}.{name}" for node in ("fc0", "rec", "readout") for name in ("weight", "bias")]
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        got = _run(graph, x, True, dtype, trainable=layers)
+    assert fused_calls
+    assert not [t for t in saved if t.dtype == torch.bool and t.shape[0] == T]  # (the initial state's are)
+    spikes = [t for t in saved if t.shape[:1] == (T,) and t.dtype == dtype and ((t == 0) | (t == 1)).all()]
+    assert len(spikes) == 2 and len({t.data_ptr() for t in spikes}) == 1  # one tensor, saved by both
+    _assert_same(got, _run(graph, x, False, dtype, trainable=layers), dtype)
+
+
 def test_the_step_loop_runs_where_the_kernel_does_not(native_kernels, fused_calls):
     multi = Semantics(dt=DT, reset="subtract", reset_timing="next", spike_mode="multi", threshold_compare="ge")
     graph = loop_graph(LIF, multi)

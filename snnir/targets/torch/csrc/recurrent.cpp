@@ -17,8 +17,9 @@
 //   neurons); the backward recomputes each step from them and x.
 // The forward makes each step's GEMM over the whole batch (F.linear's call, so its bits), or
 // the sum at the spikes where that gives the same bits (Projection, sparse_agrees);
-// the fused backward splits the batch into blocks of rows (see row_blocks). Both keep the spikes as one byte
-// each. The backward walks time back: dL/dz_t = g_out_t
+// the fused backward splits the batch into blocks of rows (see row_blocks). Both keep the spikes
+// as out holds them (a Linear fed out keeps that same tensor: spike_linear.py), so the
+// weight gradient's GEMM reads them as they are. The backward walks time back: dL/dz_t = g_out_t
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/dx_t =
 // dL/dr_{t-1} (one gain scales both); after the scan dL/dW is one GEMM over all steps, or, where few
 // spikes fired, a sum of the gradient's rows at the spikes (weight_grads), and dL/db one sum. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
@@ -34,6 +35,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "neuron_step.h"
@@ -297,15 +299,13 @@ bool fused(const std::vector<int64_t>& flags, bool coefficient_grads) {
   return fast_path(make_config(flags, 0.0)) && !coefficient_grads;
 }
 
-// The spikes of a fused step with u kept, into zt and (one byte each) st: left in z by a
-// delayed reset, else made again from u as the loop makes them. (Restrict: a byte store
-// may alias anything, which would keep the loop from vectorizing.)
+// The spikes of a fused step with u kept, into zt: left in z by a delayed reset, else made
+// again from u as the loop makes them.
 template <typename T, bool NEXT, bool SC>
 void store_spikes(const T* __restrict__ z, const T* __restrict__ u, const T* thr_values, T incl, int64_t n,
-                  T* __restrict__ zt, uint8_t* __restrict__ st) {
+                  T* __restrict__ zt) {
   const Coeff<T, SC> thr(thr_values);
   for (int64_t e = 0; e < n; ++e) zt[e] = NEXT ? z[e] : spike_of(u[e], thr[e], incl);
-  for (int64_t e = 0; e < n; ++e) st[e] = zt[e] > T(0);
 }
 
 // The batch rows are independent through the whole loop (row b of dL/dr_t needs only row b
@@ -340,7 +340,7 @@ void for_row_blocks(int64_t batch, const F& f) {
 }
 
 // The fused steps: v, i, z (the states, [M] each) updated in place; the spikes of step t
-// into out[t] and, with keep, into spikes[t] (one byte) and u_t into us[t]. Each task also
+// into out[t] and, with keep, u_t into us[t]. Each task also
 // writes the bias into its elements of r once the update has read them (project's first
 // half, done in parallel while they are in cache), and the GEMM reads the spikes from out[t]
 // where every out[t] starts at a 64-byte boundary as a fresh tensor does (else from a buffer
@@ -348,8 +348,7 @@ void for_row_blocks(int64_t batch, const F& f) {
 template <typename T>
 void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Tensor& v, at::Tensor& i,
                   at::Tensor& z, at::Tensor& r, const at::Tensor& weight, const at::Tensor& bias,
-                  int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes, at::Tensor& us,
-                  const Projection& projection) {
+                  int64_t batch, bool keep, at::Tensor& out, at::Tensor& us, const Projection& projection) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   const auto options = v.options();
   const bool in_place = (M * static_cast<int64_t>(sizeof(T))) % 64 == 0;
@@ -362,7 +361,7 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
   const T incl = c.inclusive ? T(1) : T(0);
   with_structure(c, k.held[V_LEAK].numel() > 0, k.scalar, [&](auto next, auto reset, auto vl, auto cur, auto sc) {
     constexpr bool NEXT = CT(next), SC = CT(sc);
-    // step t of elements [b, b + n): spikes into zt + b, with keep u_t and the spike bytes too
+    // step t of elements [b, b + n): spikes into zt + b, with keep u_t too
     auto update = [&](int64_t t, int64_t b, int64_t n, T* zt) {
       const T* kc[N_COEF];
       k.at(b, kc);
@@ -373,10 +372,9 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
             c, kc, xt + b, 0, 1, n, vb, ib, zb, zt + b, 0, nullptr, pr + b);
       } else {
         T* ut = us.data_ptr<T>() + t * M;
-        uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
         run_chunk_fast<T, NEXT, CT(reset), CT(vl), CT(cur), true, SC, true>(
             c, kc, xt + b, 0, 1, n, vb, ib, zb, nullptr, 0, ut + b, pr + b);
-        store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b, st + b);
+        store_spikes<T, NEXT, SC>(zb, ut + b, kc[THR], incl, n, zt + b);
       }
     };
     if (projection.rows_alone) {  // each thread its own rows for all steps, no barrier per step
@@ -423,12 +421,11 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
 }
 
 // The sequence kernel's update one step at a time (any configuration); with keep, r_{t-1} and
-// the states before each step into ins, vs, is (Cuba) and the spikes into spikes.
+// the states before each step into ins, vs, is (Cuba).
 template <typename T>
 void forward_general(const Config& c, const Coefficients& coefficients, const at::Tensor& x, at::Tensor& v,
                      at::Tensor& i, at::Tensor& z, at::Tensor& r, const at::Tensor& weight,
-                     const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& spikes,
-                     at::Tensor& ins, at::Tensor& vs, at::Tensor& is, const Projection& projection) {
+                     const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& ins, at::Tensor& vs, at::Tensor& is, const Projection& projection) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   at::Tensor zbuf = pool().get({batch, N}, v.options());
   const T* k[N_COEF];
@@ -447,15 +444,11 @@ void forward_general(const Config& c, const Coefficients& coefficients, const at
     const int64_t fired = projection.sparse ? std::count_if(zt, zt + M, [](T s) { return s != T(0); }) : 0;
     projection.run<T>(r, zbuf, fired, false);
     std::copy(zt, zt + M, out.data_ptr<T>() + t * M);
-    if (keep) {
-      uint8_t* st = spikes.data_ptr<uint8_t>() + t * M;
-      for (int64_t e = 0; e < M; ++e) st[e] = zt[e] > T(0);
-    }
   }
 }
 
-// Returns out [T, M] (spikes), the final v, i, z, r, and with keep the spikes as bytes
-// [T, M] and what the backward needs: u [T, M] (fused), or r_{t-1} [T, M], v before each step
+// Returns out [T, M] (spikes), the final v, i, z, r, and with keep what the backward needs
+// besides out: u [T, M] (fused), or r_{t-1} [T, M], v before each step
 // [T, M] and i before each step [T, M] (Cuba) (general; its backward also takes x).
 std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const at::Tensor& i0,
                                 const at::Tensor& z0, const std::vector<at::Tensor>& coeffs,
@@ -475,13 +468,12 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   auto z = c.next_timing ? z0.clone() : at::empty({0}, options);
   auto r = r0.reshape({batch, N}).clone();
   const Projection projection(weight, bias_row, batch, sparse_below);
-  auto spikes = keep ? pool().get({steps, M}, options.dtype(at::kByte)) : at::empty({0}, options.dtype(at::kByte));
   std::vector<at::Tensor> kept;
   if (use_fused) {
     auto us = keep ? pool().get({steps, M}, options) : at::empty({0}, options);
     const Spread spread(coeffs, M, options);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward_fused", [&] {
-      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, us, projection);
+      forward_fused<scalar_t>(c, spread, x, v, i, z, r, weight, bias_row, batch, keep, out, us, projection);
     });
     kept = {us};
   } else {
@@ -489,34 +481,67 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
     auto is = empty_unless(keep && c.has_current, {steps, M}, v0);
     const Coefficients coefficients(coeffs);
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_recurrent_forward", [&] {
-      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias_row, batch, keep, out, spikes, ins, vs,
+      forward_general<scalar_t>(c, coefficients, x, v, i, z, r, weight, bias_row, batch, keep, out, ins, vs,
                                 is, projection);
     });
     kept = {ins, vs, is};
   }
-  std::vector<at::Tensor> result{out, v, i, z, r.reshape({M}), spikes};
+  std::vector<at::Tensor> result{out, v, i, z, r.reshape({M})};
   if (keep) result.insert(result.end(), kept.begin(), kept.end());
   return result;
 }
 
-// g_zt = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out, and g_last
-// at the last step, given for the last spikes as a separate output), and through r_t
-// into the next step (g_r_t [B, N]). g_out_t: g_out's rows of step t that g_zt (contiguous)
-// holds; copied in, then the GEMM adds into them, as addmm(g_out[t], g_r_t, W) rounds.
+#if defined(__linux__)
+// The Fortran BLAS GEMM of the library torch links (MKL, OpenBLAS), where it exports one. The
+// sizes go as int64 holding small values, read right by LP64 (4-byte ints, little-endian) and
+// ILP64 builds alike.
+extern "C" {
+void sgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const float*, const float*,
+            const int64_t*, const float*, const int64_t*, const float*, float*, const int64_t*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const double*, const double*,
+            const int64_t*, const double*, const int64_t*, const double*, double*, const int64_t*) __attribute__((weak));
+}
+#endif
+
+// c [rows, N] += a [rows, K] w, w [K, N], all row-major and contiguous (column-major: c^T +=
+// w^T a^T). The BLAS called with the pointers where torch exports it: a step of the backward
+// spends no dispatcher work or tensors on it (5-10 us a step measured); else at::addmm_out.
+// Its bits may differ from F.linear's: for gradients only.
 template <typename T>
-void gradient_at_spikes(at::Tensor& g_zt, const T* g_out_t, const at::Tensor& g_last, const at::Tensor& g_r_t,
-                        const at::Tensor& weight, bool last) {
-  std::copy(g_out_t, g_out_t + g_zt.numel(), g_zt.data_ptr<T>());
-  at::addmm_out(g_zt, g_zt, g_r_t, weight);
-  if (last && g_last.numel()) g_zt.add_(g_last.view(g_zt.sizes()));
+void gemm_add(int64_t rows, int64_t K, int64_t N, const T* a, const T* w, T* c) {
+#if defined(__linux__)
+  const char no = 'N';
+  const T one = 1;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) return sgemm_(&no, &no, &N, &rows, &K, &one, w, &N, a, &K, &one, c, &N);
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (dgemm_) return dgemm_(&no, &no, &N, &rows, &K, &one, w, &N, a, &K, &one, c, &N);
+  }
+#endif
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor out = at::from_blob(c, {rows, N}, options);
+  at::addmm_out(out, out, at::from_blob(const_cast<T*>(a), {rows, K}, options),
+                at::from_blob(const_cast<T*>(w), {K, N}, options));
 }
 
-// dL/dW^T of the spikes' rows z [rows, N] (0/1 bytes) and g_r [rows, N] where few fire:
+// g_zt [rows, N] = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out_t,
+// and g_last at the last step, given for the last spikes as a separate output; else null), and
+// through r_t into the next step (g_r_t [rows, N]): g_out_t copied in, the GEMM adds into it.
+template <typename T>
+void gradient_at_spikes(T* g_zt, const T* g_out_t, const T* g_last, const T* g_r_t, const T* weight, int64_t rows,
+                        int64_t N) {
+  std::copy(g_out_t, g_out_t + rows * N, g_zt);
+  gemm_add<T>(rows, N, N, g_r_t, weight, g_zt);
+  if (g_last)
+    for (int64_t e = 0; e < rows * N; ++e) g_zt[e] += g_last[e];
+}
+
+// dL/dW^T of the spikes' rows z [rows, N] (each 0 or 1) and g_r [rows, N] where few fire:
 // row j is the sum of the rows of g_r at which z[., j] fired, nnz x N adds where the GEMM
 // makes rows x N x N multiply-adds. The same sums in another order: it agrees with the
 // GEMM to rounding. Each thread owns a range of rows j.
 template <typename T>
-void sparse_weight_grad_t(const T* __restrict__ g_r, const uint8_t* __restrict__ z, int64_t rows, int64_t N,
+void sparse_weight_grad_t(const T* __restrict__ g_r, const T* __restrict__ z, int64_t rows, int64_t N,
                           T* __restrict__ g_wt) {
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> fired(end - begin);
@@ -532,33 +557,30 @@ void sparse_weight_grad_t(const T* __restrict__ g_r, const uint8_t* __restrict__
 }
 
 // dL/dW and dL/db (empty unless wanted): r_t feeds step t + 1, so dL/dr_t = g_x[t + 1]
-// and dL/dW = sum_t dL/dr_t^T z_t over t < T - 1: the sparse sum above where less than
-// sparse_below of the spikes fired, else one GEMM on the spikes made floats.
+// and dL/dW = sum_t dL/dr_t^T z_t over t < T - 1 (spikes: out [T, M], each 0 or 1): the
+// sparse sum above where less than sparse_below of the spikes fired, else one GEMM.
 std::vector<at::Tensor> weight_grads(const at::Tensor& g_x, const at::Tensor& spikes, int64_t batch,
                                      int64_t N, bool want_w, bool want_b, double sparse_below) {
   const int64_t steps = g_x.size(0), rows = (steps - 1) * batch;
   const auto options = g_x.options();
   at::Tensor g_w = at::empty({0}, options), g_b = at::empty({0}, options);
   const at::Tensor g_r = g_x.narrow(0, 1, steps - 1).reshape({rows, N});
-  const uint8_t* s = spikes.data_ptr<uint8_t>();
+  const at::Tensor z = spikes.narrow(0, 0, steps - 1).reshape({rows, N});
   if (want_w) {
-    const int64_t fired = at::parallel_reduce(0, rows * N, 1 << 16, int64_t(0), [&](int64_t b, int64_t e, int64_t n) {
-      for (int64_t k = b; k < e; ++k) n += s[k];
-      return n;
-    }, std::plus<int64_t>());
-    const bool sparse = fired < sparse_below * static_cast<double>(rows * N);
-    at::Tensor z = sparse ? at::zeros({N, N}, options) : pool().get({rows, N}, options);
     AT_DISPATCH_FLOATING_TYPES(g_x.scalar_type(), "snnir_recurrent_weight_grad", [&] {
-      scalar_t* pz = z.data_ptr<scalar_t>();
-      if (sparse) {
-        sparse_weight_grad_t<scalar_t>(g_r.data_ptr<scalar_t>(), s, rows, N, pz);
+      const scalar_t* s = z.data_ptr<scalar_t>();
+      const int64_t fired = at::parallel_reduce(0, rows * N, 1 << 16, int64_t(0), [&](int64_t b, int64_t e, int64_t n) {
+        for (int64_t k = b; k < e; ++k) n += s[k] != scalar_t(0);
+        return n;
+      }, std::plus<int64_t>());
+      if (fired >= sparse_below * static_cast<double>(rows * N)) {
+        g_w = at::mm(g_r.t(), z);
         return;
       }
-      at::parallel_for(0, rows * N, 1 << 14, [&](int64_t begin, int64_t end) {
-        for (int64_t e = begin; e < end; ++e) pz[e] = static_cast<scalar_t>(s[e]);
-      });
+      at::Tensor g_wt = at::zeros({N, N}, options);
+      sparse_weight_grad_t<scalar_t>(g_r.data_ptr<scalar_t>(), s, rows, N, g_wt.data_ptr<scalar_t>());
+      g_w = g_wt.t().contiguous();
     });
-    g_w = sparse ? z.t().contiguous() : at::mm(g_r.t(), z);
   }
   if (want_b) g_b = g_r.sum(0);
   return {g_w, g_b};
@@ -581,23 +603,23 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
   at::Tensor g_zt = pool().get({batch, N}, options), go_buf = pool().get({M}, options);
   const Spread k(coeffs, M, options);
   const bool sub_grad = c.reset == RESET_SUBTRACT && !c.detach_reset;
-  at::Tensor g_r_t = g_r.reshape({batch, N});
+  const at::Tensor w = weight.contiguous(), g_r_end = g_r.contiguous(), g_last_all = g_last.contiguous();
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "snnir_recurrent_backward_fused", [&] {
     using T = scalar_t;
     T *pgv = gv.data_ptr<T>(), *pgi = mutable_or_null<T>(gi), *pgz = mutable_or_null<T>(gz);
     T *pgo = g_zt.data_ptr<T>(), *pbuf = go_buf.data_ptr<T>(), *pgx = g_x.data_ptr<T>();
-    const T* pu = us.data_ptr<T>();
+    const T *pu = us.data_ptr<T>(), *pw = w.data_ptr<T>(), *pgl = ptr_or_null<T>(g_last_all);
     with_structure(c, false, k.scalar, [&](auto next, auto reset, auto, auto cur, auto sc) {
       using R = I_<CT(reset) == RESET_SUBTRACT ? RESET_SUBTRACT_GRAD : CT(reset)>;
       with_surrogate(c.surrogate, [&](auto surr) {
         auto scan = [&](auto r) {  // each block of rows on its own
           for_row_blocks(batch, [&](int64_t first, int64_t last) {
             const int64_t rows = last - first, e0 = first * N, e1 = last * N;
-            at::Tensor g_zt_rows = g_zt.narrow(0, first, rows), g_r_rows = g_r_t.narrow(0, first, rows);
-            at::Tensor g_last_rows = g_last.numel() ? g_last.view({batch, N}).narrow(0, first, rows) : g_last;
             const T* g_out_block = g_out.data_ptr<T>() + e0;
+            const T* g_r_rows = g_r_end.data_ptr<T>() + e0;
             for (int64_t t = steps - 1; t >= 0; --t) {
-              gradient_at_spikes<T>(g_zt_rows, g_out_block + t * M, g_last_rows, g_r_rows, weight, t == steps - 1);
+              gradient_at_spikes<T>(pgo + e0, g_out_block + t * M, pgl && t == steps - 1 ? pgl + e0 : nullptr, g_r_rows,
+                                    pw, rows, N);
               at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
                 for (int64_t b = begin; b < end; b += kChunk) {
                   const T* kc[N_COEF];
@@ -608,7 +630,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
                       pgx + t * M + b, false, nullptr);
                 }
               });
-              g_r_rows = g_x[t].view({batch, N}).narrow(0, first, rows);
+              g_r_rows = pgx + t * M + e0;
             }
           });
         };
@@ -623,7 +645,7 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
 
 // Returns dL/dx [T, M] (dL/dx_0 is also dL/dr_{-1}), dL/dv0, dL/di0, dL/dz0, dL/dW and
 // dL/db (empty unless wanted) and, per coefficient, its per-element gradient summed over
-// steps (empty unless needed[j]). spikes: [T, M] uint8; g_out [T, M] contiguous; g_v,
+// steps (empty unless needed[j]). spikes: out [T, M]; g_out [T, M] contiguous; g_v,
 // g_i, g_z, g_r: gradients at the final states; g_last: at the last spikes (or empty).
 std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, const at::Tensor& vs,
                                  const at::Tensor& is,
@@ -640,11 +662,10 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
   auto g_x = pool().get({steps, M}, opts);
   auto gv = g_v.clone(), gi = c.has_current ? g_i.clone() : at::empty({0}, opts);
   auto gz = c.next_timing ? g_z.clone() : at::empty({0}, opts);
-  auto z_prev = at::empty({M}, opts);  // the spikes before a step, as the state z
   at::Tensor g_zt = pool().get({batch, N}, opts);
   std::vector<at::Tensor> result{g_x, gv, gi, gz, {}, {}};  // dL/dW and dL/db after the scan
   for (int j = 0; j < N_COEF; ++j) result.push_back(needed[j] ? at::zeros({M}, opts) : at::empty({0}, opts));
-  at::Tensor g_r_t = g_r.reshape({batch, N});
+  const at::Tensor w = weight.contiguous(), g_r_end = g_r.contiguous(), g_last_all = g_last.contiguous();
   const Coefficients coefficients(coeffs);
   AT_DISPATCH_FLOATING_TYPES(ins.scalar_type(), "snnir_recurrent_backward", [&] {
     const scalar_t* k[N_COEF];
@@ -653,26 +674,18 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
     scalar_t* acc[N_COEF];
     for (int j = 0; j < N_COEF; ++j) acc[j] = needed[j] ? result[6 + j].data_ptr<scalar_t>() : nullptr;
     scalar_t *pgv = gv.data_ptr<scalar_t>(), *pgi = mutable_or_null<scalar_t>(gi), *pgz = mutable_or_null<scalar_t>(gz);
-    const uint8_t* ps = spikes.data_ptr<uint8_t>();
-    scalar_t* pzp = z_prev.data_ptr<scalar_t>();
+    const scalar_t *ps = spikes.data_ptr<scalar_t>(), *pw = w.data_ptr<scalar_t>();
+    const scalar_t *pgl = ptr_or_null<scalar_t>(g_last_all), *g_r_t = g_r_end.data_ptr<scalar_t>();
     for (int64_t t = steps - 1; t >= 0; --t) {
-      gradient_at_spikes<scalar_t>(g_zt, g_out.data_ptr<scalar_t>() + t * M, g_last, g_r_t, weight, t == steps - 1);
-      const scalar_t* z_before = nullptr;
-      if (c.next_timing) {
-        if (t) {
-          const uint8_t* s = ps + (t - 1) * M;
-          for (int64_t e = 0; e < M; ++e) pzp[e] = static_cast<scalar_t>(s[e]);
-          z_before = pzp;
-        } else {
-          z_before = z0.data_ptr<scalar_t>();
-        }
-      }
+      gradient_at_spikes<scalar_t>(g_zt.data_ptr<scalar_t>(), g_out.data_ptr<scalar_t>() + t * M,
+                                   t == steps - 1 ? pgl : nullptr, g_r_t, pw, batch, N);
+      const scalar_t* z_before = !c.next_timing ? nullptr : t ? ps + (t - 1) * M : z0.data_ptr<scalar_t>();
       scalar_t* g_in = g_x.data_ptr<scalar_t>() + t * M;
       backward_kernel<scalar_t>(c, x.data_ptr<scalar_t>() + t * M, vs.data_ptr<scalar_t>() + t * M,
                                 c.has_current ? is.data_ptr<scalar_t>() + t * M : nullptr, z_before, k,
                                 period, g_zt.data_ptr<scalar_t>(), M, false, pgv, pgi, pgz, 1, false, M,
                                 g_in, pgv, pgi, pgz, acc, ins.data_ptr<scalar_t>() + t * M);
-      g_r_t = g_x[t].view({batch, N});
+      g_r_t = g_x.data_ptr<scalar_t>() + t * M;
     }
   });
   auto grads = weight_grads(g_x, spikes, batch, N, want_w, want_b, sparse_below);
