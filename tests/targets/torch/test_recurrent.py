@@ -230,21 +230,25 @@ def test_forward_sum_at_the_spikes(two_threads, fused_calls, width, drive, dtype
     assert (fired > 0.3) == (drive > 0) or not agrees
 
 
-def test_forward_gemm_where_a_weight_is_not_finite(native_kernels, fused_calls):
-    """A product by 0 of an inf weight (one a diverging training made: a graph refuses it) is NaN
-    in the GEMM and nothing in a sum at the spikes: the GEMM runs, so states and spikes equal
-    the step loop's."""
+@pytest.mark.parametrize(("where", "value"), [("weight", "inf"), ("weight", "nan"), ("bias", "-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_forward_gemm_where_a_weight_is_not_finite(native_kernels, fused_calls, where, value, dtype):
+    """A product by 0 of an inf or NaN weight (one a diverging training made: a graph refuses it)
+    is NaN in the GEMM and nothing in a sum at the spikes: the GEMM runs, so states and spikes
+    equal the step loop's (an inf bias likewise)."""
     from snnir.targets.torch import native
 
     graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=32)
-    x = torch.randn(T, 64, 4, generator=torch.Generator().manual_seed(2)) * 1.5
-    got, want = (compile_torch(graph, native=native) for native in (True, False))
+    x = (torch.randn(T, 64, 4, generator=torch.Generator().manual_seed(2)) * 1.5).to(dtype)
+    got, want = (compile_torch(graph, native=native, dtype=dtype) for native in (True, False))
     rec = got.node_module("rec")
-    assert native.extension("recurrent").sparse_agrees(64, rec.weight.detach(), rec.bias.detach()) or not (
-        torch.backends.mkl.is_available()), "the sum at the spikes would run but for the inf"
+    if dtype == torch.float32:
+        assert native.extension("recurrent").sparse_agrees(64, rec.weight.detach(), rec.bias.detach()) or not (
+            torch.backends.mkl.is_available()), "the sum at the spikes would run but for the inf"
     with torch.no_grad():
         for module in (got, want):
-            module.node_module("rec").weight[3, 5] = float("inf")
+            parameter = getattr(module.node_module("rec"), where)
+            parameter.view(-1)[parameter.numel() - 3] = float(value)
         (y, state), (y_want, state_want) = (m(x, return_state=True) for m in (got, want))
     assert fused_calls
     assert torch.equal(y, y_want)
