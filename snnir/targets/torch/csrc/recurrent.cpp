@@ -445,7 +445,8 @@ void forward_fused(const Config& c, const Spread& k, const at::Tensor& x, at::Te
 template <typename T>
 void forward_general(const Config& c, const Coefficients& coefficients, const at::Tensor& x, at::Tensor& v,
                      at::Tensor& i, at::Tensor& z, at::Tensor& r, const at::Tensor& weight,
-                     const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& ins, at::Tensor& vs, at::Tensor& is, const Projection& projection) {
+                     const at::Tensor& bias, int64_t batch, bool keep, at::Tensor& out, at::Tensor& ins,
+                     at::Tensor& vs, at::Tensor& is, const Projection& projection) {
   const int64_t steps = x.size(0), M = v.numel(), N = weight.size(0);
   at::Tensor zbuf = pool().get({batch, N}, v.options());
   const T* k[N_COEF];
