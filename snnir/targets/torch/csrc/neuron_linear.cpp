@@ -375,8 +375,11 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
 
 }  // namespace
 
+// The entry points run without the GIL, as torch's own operators do: other Python threads run
+// meanwhile, and a worker thread that needs it (to copy a Python object) cannot deadlock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "a neuron then a Linear layer, forward");
-  m.def("backward", &backward, "a neuron then a Linear layer, backward");
-  m.def("backward_narrow", &backward_narrow, "the same for a layer of few outputs, in one pass");
+  const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
+  m.def("forward", &forward, no_gil, "a neuron then a Linear layer, forward");
+  m.def("backward", &backward, no_gil, "a neuron then a Linear layer, backward");
+  m.def("backward_narrow", &backward_narrow, no_gil, "the same for a layer of few outputs, in one pass");
 }

@@ -87,7 +87,10 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& v0, cons
 
 }  // namespace
 
+// The entry points run without the GIL, as torch's own operators do: other Python threads run
+// meanwhile, and a worker thread that needs it (to copy a Python object) cannot deadlock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused neuron scan, forward");
-  m.def("backward", &backward, "fused neuron scan, backward");
+  const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
+  m.def("forward", &forward, no_gil, "fused neuron scan, forward");
+  m.def("backward", &backward, no_gil, "fused neuron scan, backward");
 }

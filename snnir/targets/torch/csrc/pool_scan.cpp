@@ -272,8 +272,11 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 
 }  // namespace
 
+// The entry points run without the GIL, as torch's own operators do: other Python threads run
+// meanwhile, and a worker thread that needs it (to copy a Python object) cannot deadlock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "max pool then neuron scan, forward only");
-  m.def("max_pool_forward", &max_pool_forward, "max pool with each maximum's place in its window");
-  m.def("max_pool_backward", &max_pool_backward, "the max pool's backward from those places");
+  const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
+  m.def("forward", &forward, no_gil, "max pool then neuron scan, forward only");
+  m.def("max_pool_forward", &max_pool_forward, no_gil, "max pool with each maximum's place in its window");
+  m.def("max_pool_backward", &max_pool_backward, no_gil, "the max pool's backward from those places");
 }

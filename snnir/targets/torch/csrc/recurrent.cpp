@@ -23,7 +23,6 @@
 // + dL/dr_t W (one GEMM), then the neuron's backward of one step gives dL/dx_t =
 // dL/dr_{t-1} (one gain scales both); after the scan dL/dW is one GEMM over all steps, or, where few
 // spikes fired, a sum of the gradient's rows at the spikes (weight_grads), and dL/db one sum. Scratch and kept buffers come from a pool (see Pool) instead of fresh memory.
-#include <ATen/ThreadLocalState.h>
 #include <c10/util/strides.h>
 #include <torch/extension.h>
 
@@ -348,13 +347,15 @@ std::vector<int64_t> row_blocks(int64_t batch) {
 }
 
 // f(first row, end row) for each block of row_blocks, the blocks in parallel, each thread
-// with the caller's thread-local state (grad mode: the aten calls in f record nothing).
+// under no_grad (an aten call in f, the GEMM's fallback, records nothing). Not the caller's
+// whole thread-local state: it may hold Python objects (the saved-tensor hooks of
+// torch.utils.checkpoint or save_on_cpu), and copying one takes the GIL, which the caller held
+// before the kernels released it: a deadlock.
 template <typename F>
 void for_row_blocks(int64_t batch, const F& f) {
   const auto bounds = row_blocks(batch);
-  const at::ThreadLocalState caller;
   at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard guard(caller);
+    const at::NoGradGuard no_grad;
     for (int64_t k = begin; k < end; ++k) f(bounds[k], bounds[k + 1]);
   });
 }
@@ -718,12 +719,15 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
 }  // namespace
 #undef CT
 
+// The entry points run without the GIL, as torch's own operators do: other Python threads run
+// meanwhile, and a worker thread that needs it (to copy a Python object) cannot deadlock.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
   m.def("fused", &fused, "whether the fused loops run (and training keeps u only)");
-  m.def("forward", &forward, "recurrent neuron component, forward");
-  m.def("sparse_agrees", &sparse_agrees, "whether the forward's sparse sum gives the GEMM's bits for this shape");
+  m.def("forward", &forward, no_gil, "recurrent neuron component, forward");
+  m.def("sparse_agrees", &sparse_agrees, no_gil, "whether the forward's sparse sum gives the GEMM's bits for this shape");
   m.def("fired_fraction", [](const at::Tensor& weight, int64_t batch) { return Projection::last_fired(weight.data_ptr(), batch, -1.0); },
         "the fraction of spikes the last call with this weight and batch fired (-1: none known)");
-  m.def("backward", &backward, "recurrent neuron component, backward");
-  m.def("backward_fused", &backward_fused, "recurrent neuron component, the fused loops' backward");
+  m.def("backward", &backward, no_gil, "recurrent neuron component, backward");
+  m.def("backward_fused", &backward_fused, no_gil, "recurrent neuron component, the fused loops' backward");
 }
