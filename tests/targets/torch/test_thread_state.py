@@ -60,16 +60,16 @@ CHILD = textwrap.dedent(
         return y.detach(), [p.grad.clone() for p in module.parameters()]
 
 
-    contexts = {
-        "saved_tensors_hooks": lambda m, x: _within(torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t), m, x),
-        "save_on_cpu": lambda m, x: _within(torch.autograd.graph.save_on_cpu(), m, x),
-        "checkpoint": lambda m, x: checkpoint(m, x, use_reentrant=False),
-    }
-
-
-    def _within(context, m, x):
+    def within(context, m, x):
         with context:
             return m(x)
+
+
+    contexts = {
+        "saved_tensors_hooks": lambda m, x: within(torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t), m, x),
+        "save_on_cpu": lambda m, x: within(torch.autograd.graph.save_on_cpu(), m, x),
+        "checkpoint": lambda m, x: checkpoint(m, x, use_reentrant=False),
+    }
 
 
     for name, graph in (("recurrent", recurrent), ("feed_forward", feed_forward)):
