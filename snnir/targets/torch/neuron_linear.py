@@ -163,7 +163,8 @@ class _NativeNeuronLinear(torch.autograd.Function):
 
 
 #: a layer of at most this many outputs takes the native one-pass backward (``backward_narrow``):
-#: its O multiply-adds per element and step beat a GEMM per step only while O is small
+#: its products per batch row (``dL/dW`` read and written once a row) beat GEMMs per step over the
+#: whole batch only while O is small
 NARROW = 64
 
 

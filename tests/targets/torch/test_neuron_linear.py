@@ -80,9 +80,10 @@ def test_fused_equals_neuron_then_linear(monkeypatch, timing, reset, static, dty
 
 
 @pytest.mark.parametrize("timing,reset,static,dtype", CASES)
-@pytest.mark.parametrize("n,o", [(N, O), (N, neuron_linear.NARROW + 1), (2 * 1024 + 7, 3)], ids=["narrow", "wide", "chunks"])
+@pytest.mark.parametrize("n,o", [(N, O), (N, neuron_linear.NARROW + 1), (8007, 17)], ids=["narrow", "wide", "chunks"])
 def test_native_equals_python(native_kernels, monkeypatch, timing, reset, static, dtype, n, o):
-    """Narrow and wide layers (two backward strategies); neurons in several chunks of 1024."""
+    """Narrow and wide layers (two backward strategies); a row of neurons in several chunks of
+    the narrow backward, the last one not a whole number of vectors."""
     monkeypatch.setenv("SNNIR_NATIVE", "1")
     op = _lif(timing, reset, n)
     args = _inputs(op, static, dtype, n, o)

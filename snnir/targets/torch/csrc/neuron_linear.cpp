@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "blas.h"
 #include "surrogates.h"
 
 namespace {
@@ -218,16 +219,11 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
 }
 
 // ---- Narrow layers (few outputs, as a classifier's): one pass, nothing of size T kept ----
-// Per chunk of one batch row's neurons: the membranes of every step are recomputed into a
-// local buffer (in cache), then time is walked backwards; dL/dz_t = dL/dy_t W and
-// dL/dW += dL/dy_t^T z_t are made in the same pass, O multiply-adds per element each (the
-// spikes are recomputed from the membranes: the forward's, bit for bit). dW goes to one
-// partial sum per thread (dw_part), added up by the caller.
-// A chunk of 256 neurons keeps its slices of W and dW (O rows each) and its buffers near the
-// core: the tutorial MLP's hidden layer (1000 -> 10, B=128, T=25, 2 threads) 3.46 ms a backward
-// in chunks of 1024, 3.15 in 256, 3.26 in 128.
-constexpr int64_t kChunk = 256;
-
+// Per chunk of one batch row's neurons (L of them; every step's values stay near the core):
+// the membranes and spikes of every step are recomputed into local buffers (the forward's, bit
+// for bit); dL/dz_t = dL/dy_t W for every step is one GEMM ([T, O] x [O, L]: it needs no
+// carry); time is walked backwards for dL/du; and dL/dW += dL/dy^T z is one GEMM ([O, T] x
+// [T, L]) into one partial sum per thread (dw_part), added up by the caller.
 template <typename T, int SURR, bool NEXT, bool SUB>
 void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64_t steps, int64_t B, int64_t N,
                   int64_t O, int64_t b, int64_t n0, int64_t L, const T* v0, const T* z0, const T* gy,
@@ -235,7 +231,8 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
   const int64_t M = B * N, off = b * N + n0;
   const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
   const T incl = p.inclusive ? T(1) : T(0);
-  T *ub = buf, *v = buf + steps * L, *z = v + L, *carry = z + L, *gs = carry + L, *zt = gs + L;
+  T *ub = buf, *zs = ub + steps * L, *gs = zs + steps * L, *v = gs + steps * L, *z = v + L, *carry = z + L;
+  const T* g_row = gy + b * O;  // dL/dy of this row: [steps, O], rows B * O apart
   std::copy(v0 + off, v0 + off + L, v);
   if (NEXT) std::copy(z0 + off, z0 + off + L, z);
   // the forward's update, written out as update<> does it. With update<> called here (inlined
@@ -245,13 +242,14 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
   // same-step subtract reset (10x slower, docs/performance.md); it is now built with it.
   for (int64_t t = 0; t < steps; ++t) {
     const T* xt = (is_static ? x : x + t * M) + off;
-    T* ut = ub + t * L;
+    T *ut = ub + t * L, *zt = zs + t * L;
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) {
       const T in = v[j] * a + gain * xt[j];
       const T u = NEXT && SUB ? in - z[j] * thr : in;  // the delayed reset after the input
       const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
       ut[j] = u;
+      zt[j] = s;
       if (NEXT) {
         v[j] = u;
         z[j] = s;
@@ -260,29 +258,17 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
       }
     }
   }
+  if (O) gemm<T>(false, false, steps, L, O, g_row, B * O, W + n0, N, T(0), gs, L);  // dL/dz_t, every t
+  else std::fill(gs, gs + steps * L, T(0));
   for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* g = gy + (t * B + b) * O;  // dL/dy_t of this row
     const T* ut = ub + t * L;
-    std::fill(gs, gs + L, T(0));
-    int64_t o = 0;
-    for (; o + 4 <= O; o += 4) {  // four rows of W per pass over gs
-      const T g0 = g[o], g1 = g[o + 1], g2 = g[o + 2], g3 = g[o + 3];
-      const T *w0 = W + o * N + n0, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
-#pragma omp simd
-      for (int64_t j = 0; j < L; ++j) gs[j] = gs[j] + ((g0 * w0[j] + g1 * w1[j]) + (g2 * w2[j] + g3 * w3[j]));
-    }
-    for (; o < O; ++o) {
-      const T go = g[o];
-      const T* w = W + o * N + n0;
-#pragma omp simd
-      for (int64_t j = 0; j < L; ++j) gs[j] = gs[j] + go * w[j];
-    }
+    const T* gst = gs + t * L;
     const bool last = t == steps - 1;
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) {
       const T u = ut[j];
       const T s = surrogate_grad_of<SURR>(slope, u - thr);
-      T gu = s * gs[j];
+      T gu = s * gst[j];
       if (last) {
         if (NEXT) gu = gu + s * gz[off + j];  // z_T also feeds the next step's state
         gu = gu + gv[off + j];
@@ -290,7 +276,6 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
         gu = gu + carry[j] * a;
       }
       carry[j] = gu;
-      zt[j] = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
     }
     if (gx) {
       T* gxt = is_static ? gx + off : gx + t * M + off;
@@ -301,30 +286,22 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
         std::copy(carry, carry + L, gxt);
       }
     }
-    if (dw_part) {
-      int64_t o = 0;
-      for (; o + 4 <= O; o += 4) {  // four rows of dW per pass over the spikes
-        const T g0 = g[o], g1 = g[o + 1], g2 = g[o + 2], g3 = g[o + 3];
-        T *d0 = dw_part + o * N + n0, *d1 = d0 + N, *d2 = d1 + N, *d3 = d2 + N;
-#pragma omp simd
-        for (int64_t j = 0; j < L; ++j) {
-          const T zj = zt[j];
-          d0[j] = d0[j] + g0 * zj;
-          d1[j] = d1[j] + g1 * zj;
-          d2[j] = d2[j] + g2 * zj;
-          d3[j] = d3[j] + g3 * zj;
-        }
-      }
-      for (; o < O; ++o) {
-        const T go = g[o];
-        T* dw = dw_part + o * N + n0;
-#pragma omp simd
-        for (int64_t j = 0; j < L; ++j) dw[j] = dw[j] + go * zt[j];
-      }
-    }
   }
+  if (dw_part && O && steps) gemm<T>(true, false, O, L, steps, g_row, B * O, zs, L, T(1), dw_part + n0, N);
 #pragma omp simd
   for (int64_t j = 0; j < L; ++j) gv0[off + j] = carry[j] * a;
+}
+
+// Neurons per chunk: the three [T, L] buffers within about 768 KiB (a core's L2 on most CPUs),
+// a multiple of 16 unless it is the whole row, and chunks enough for two tasks per thread.
+int64_t narrow_chunk_size(int64_t steps, int64_t B, int64_t N, int64_t item) {
+  int64_t L = std::max<int64_t>(16, 768 * 1024 / (3 * std::max<int64_t>(steps, 1) * item) / 16 * 16);
+  const int64_t want = 2 * at::get_num_threads();
+  if (B < want) {
+    const int64_t per_row = (want + B - 1) / B;
+    L = std::min(L, std::max<int64_t>(16, ((N + per_row - 1) / per_row + 15) / 16 * 16));
+  }
+  return std::max<int64_t>(1, std::min(L, N));
 }
 
 // The gradients (g_x, g_v0, g_W) of forward for a narrow layer, from the input and the
@@ -338,7 +315,8 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
   const at::Tensor g_y = g_y_in.contiguous(), weight = weight_in.contiguous(), x = x_in.contiguous();
   const at::Tensor v0 = v0_in.contiguous(), z0 = next ? z0_in.contiguous() : v0, gv = g_v.contiguous();
   const at::Tensor gz = next ? g_z.contiguous() : gv;
-  const int64_t B = v0.size(0), N = v0.size(1), O = weight.size(0), chunks_per_row = (N + kChunk - 1) / kChunk;
+  const int64_t B = v0.size(0), N = v0.size(1), O = weight.size(0);
+  const int64_t L = narrow_chunk_size(steps, B, N, v0.element_size()), chunks_per_row = (N + L - 1) / L;
   auto g_x = need_x ? (is_static ? at::zeros({B, N}, v0.options()) : at::empty({steps, B, N}, v0.options()))
                     : at::empty({0}, v0.options());
   auto g_v0 = at::empty({B, N}, v0.options());
@@ -350,12 +328,12 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
       constexpr int S = decltype(surr)::value;
       constexpr bool NX = decltype(nxt)::value, SB = decltype(sub)::value;
       at::parallel_for(0, B * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> buf((steps + 5) * kChunk);
+        std::vector<T> buf((3 * steps + 3) * L);
         T* part = need_w ? dw_parts.data_ptr<T>() + at::get_thread_num() * O * N : nullptr;
         for (int64_t c = begin; c < end; ++c) {
-          const int64_t b = c / chunks_per_row, n0 = (c % chunks_per_row) * kChunk;
+          const int64_t b = c / chunks_per_row, n0 = (c % chunks_per_row) * L;
           narrow_chunk<T, S, NX, SB>(p, slope, x.data_ptr<T>(), is_static, steps, B, N, O, b, n0,
-                                     std::min(kChunk, N - n0), v0.data_ptr<T>(), z0.data_ptr<T>(),
+                                     std::min(L, N - n0), v0.data_ptr<T>(), z0.data_ptr<T>(),
                                      g_y.data_ptr<T>(), weight.data_ptr<T>(), gv.data_ptr<T>(), gz.data_ptr<T>(),
                                      need_x ? g_x.data_ptr<T>() : nullptr, g_v0.data_ptr<T>(), part, buf.data());
         }

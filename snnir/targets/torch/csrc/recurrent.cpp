@@ -37,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "blas.h"
 #include "neuron_step.h"
 
 #define CT(x) decltype(x)::value  // a compile-time argument back as a value (neuron_step.h's)
@@ -513,37 +514,10 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   return result;
 }
 
-#if defined(__linux__)
-// The Fortran BLAS GEMM of the library torch links (MKL, OpenBLAS), where it exports one. The
-// sizes go as int64 holding small values, read right by LP64 (4-byte ints, little-endian) and
-// ILP64 builds alike.
-extern "C" {
-void sgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const float*, const float*,
-            const int64_t*, const float*, const int64_t*, const float*, float*, const int64_t*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const double*, const double*,
-            const int64_t*, const double*, const int64_t*, const double*, double*, const int64_t*) __attribute__((weak));
-}
-#endif
-
-// c [rows, N] += a [rows, K] w, w [K, N], all row-major and contiguous (column-major: c^T +=
-// w^T a^T). The BLAS called with the pointers where torch exports it: a step of the backward
-// spends no dispatcher work or tensors on it (5-10 us a step measured); else at::addmm_out.
-// Its bits may differ from F.linear's: for gradients only.
+// c [rows, N] += a [rows, K] w, w [K, N], all row-major and contiguous (blas.h).
 template <typename T>
 void gemm_add(int64_t rows, int64_t K, int64_t N, const T* a, const T* w, T* c) {
-#if defined(__linux__)
-  const char no = 'N';
-  const T one = 1;
-  if constexpr (std::is_same_v<T, float>) {
-    if (sgemm_) return sgemm_(&no, &no, &N, &rows, &K, &one, w, &N, a, &K, &one, c, &N);
-  } else if constexpr (std::is_same_v<T, double>) {
-    if (dgemm_) return dgemm_(&no, &no, &N, &rows, &K, &one, w, &N, a, &K, &one, c, &N);
-  }
-#endif
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor out = at::from_blob(c, {rows, N}, options);
-  at::addmm_out(out, out, at::from_blob(const_cast<T*>(a), {rows, K}, options),
-                at::from_blob(const_cast<T*>(w), {K, N}, options));
+  gemm<T>(false, false, rows, N, K, a, K, w, N, T(1), c, N);
 }
 
 // g_zt [rows, N] = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out_t,
