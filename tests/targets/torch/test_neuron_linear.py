@@ -10,6 +10,7 @@ hook watches the layer (the tracer's hooks expect every module to be called).
 from __future__ import annotations
 
 import itertools
+import sys
 
 import pytest
 import torch
@@ -90,6 +91,25 @@ def test_native_equals_python(native_kernels, monkeypatch, timing, reset, static
     got = _run(True, op, static, *args)
     monkeypatch.setenv("SNNIR_NATIVE", "0")
     _assert_same(got, _run(True, op, static, *args), dtype)
+
+
+@pytest.mark.parametrize("static", [True, False])
+@pytest.mark.parametrize("threads,batch", [(1, 5), (2, 11)])
+def test_native_narrow_backward_in_groups_of_rows(native_kernels, monkeypatch, static, threads, batch):
+    """The narrow backward takes several batch rows a chunk where the batch allows it (here two
+    rows, the last group one); its gradients equal the Python op's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        monkeypatch.setattr(sys.modules[__name__], "B", batch)
+        op = _lif("next", "subtract", 700)
+        args = _inputs(op, static, torch.float32, 700, 10)
+        monkeypatch.setenv("SNNIR_NATIVE", "1")
+        got = _run(True, op, static, *args)
+        monkeypatch.setenv("SNNIR_NATIVE", "0")
+        _assert_same(got, _run(True, op, static, *args), torch.float32)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("timing", ["next", "same"])

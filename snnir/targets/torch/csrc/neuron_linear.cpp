@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -219,92 +220,108 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
 }
 
 // ---- Narrow layers (few outputs, as a classifier's): one pass, nothing of size T kept ----
-// Per chunk of one batch row's neurons (L of them; every step's values stay near the core):
-// the membranes and spikes of every step are recomputed into local buffers (the forward's, bit
-// for bit); dL/dz_t = dL/dy_t W for every step is one GEMM ([T, O] x [O, L]: it needs no
-// carry); time is walked backwards for dL/du; and dL/dW += dL/dy^T z is one GEMM ([O, T] x
-// [T, L]) into one partial sum per thread (dw_part), added up by the caller.
+// Per chunk of R batch rows' neurons (L of each; every step's values stay near the core): the
+// membranes and spikes of every step are recomputed into local buffers (the forward's, bit for
+// bit); dL/dz_t = dL/dy_t W for every row and step is one GEMM ([R T, O] x [O, L]: it needs no
+// carry); time is walked backwards for dL/du, row by row; and dL/dW += dL/dy^T z is one GEMM
+// ([O, R T] x [R T, L]) into one partial sum per thread (dw_part), added up by the caller.
 template <typename T, int SURR, bool NEXT, bool SUB>
 void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64_t steps, int64_t B, int64_t N,
-                  int64_t O, int64_t b, int64_t n0, int64_t L, const T* v0, const T* z0, const T* gy,
+                  int64_t O, int64_t b0, int64_t R, int64_t n0, int64_t L, const T* v0, const T* z0, const T* gy,
                   const T* W, const T* gv, const T* gz, T* gx, T* gv0, T* dw_part, T* buf) {
-  const int64_t M = B * N, off = b * N + n0;
+  const int64_t M = B * N, TL = steps * L;
   const T a = static_cast<T>(p.a), gain = static_cast<T>(p.gain), thr = static_cast<T>(p.thr);
   const T incl = p.inclusive ? T(1) : T(0);
-  T *ub = buf, *zs = ub + steps * L, *gs = zs + steps * L, *v = gs + steps * L, *z = v + L, *carry = z + L;
-  const T* g_row = gy + b * O;  // dL/dy of this row: [steps, O], rows B * O apart
-  std::copy(v0 + off, v0 + off + L, v);
-  if (NEXT) std::copy(z0 + off, z0 + off + L, z);
-  // the forward's update, written out as update<> does it. With update<> called here (inlined
-  // or not), GCC 12 built without -fno-trapping-math did not vectorise this function's spike
-  // compares (scalar vucomiss and jp branches in the backward loop below, too): 4.5x slower,
-  // 8.5 against 1.9 ms (hidden layer, T=25). The same flag left update<> itself scalar for a
-  // same-step subtract reset (10x slower, docs/performance.md); it is now built with it.
-  for (int64_t t = 0; t < steps; ++t) {
-    const T* xt = (is_static ? x : x + t * M) + off;
-    T *ut = ub + t * L, *zt = zs + t * L;
+  T *ub = buf, *zs = ub + R * TL, *gs = zs + R * TL, *g = gs + R * TL, *v = g + R * steps * O, *z = v + L;
+  T* carry = z + L;
+  for (int64_t r = 0; r < R; ++r)  // dL/dy of the chunk's rows: [R T, O], row r T + t
+    for (int64_t t = 0; t < steps; ++t) std::copy_n(gy + (t * B + b0 + r) * O, O, g + (r * steps + t) * O);
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t off = (b0 + r) * N + n0;
+    std::copy(v0 + off, v0 + off + L, v);
+    if (NEXT) std::copy(z0 + off, z0 + off + L, z);
+    // the forward's update, written out as update<> does it. With update<> called here (inlined
+    // or not), GCC 12 built without -fno-trapping-math did not vectorise this function's spike
+    // compares (scalar vucomiss and jp branches in the backward loop below, too): 4.5x slower,
+    // 8.5 against 1.9 ms (hidden layer, T=25). The same flag left update<> itself scalar for a
+    // same-step subtract reset (10x slower, docs/performance.md); it is now built with it.
+    for (int64_t t = 0; t < steps; ++t) {
+      const T* xt = (is_static ? x : x + t * M) + off;
+      T *ut = ub + r * TL + t * L, *zt = zs + r * TL + t * L;
 #pragma omp simd
-    for (int64_t j = 0; j < L; ++j) {
-      const T in = v[j] * a + gain * xt[j];
-      const T u = NEXT && SUB ? in - z[j] * thr : in;  // the delayed reset after the input
-      const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
-      ut[j] = u;
-      zt[j] = s;
-      if (NEXT) {
-        v[j] = u;
-        z[j] = s;
-      } else {
-        v[j] = SUB ? u - s * thr : u;
+      for (int64_t j = 0; j < L; ++j) {
+        const T in = v[j] * a + gain * xt[j];
+        const T u = NEXT && SUB ? in - z[j] * thr : in;  // the delayed reset after the input
+        const T s = (u > thr ? T(1) : T(0)) + (u == thr ? incl : T(0));
+        ut[j] = u;
+        zt[j] = s;
+        if (NEXT) {
+          v[j] = u;
+          z[j] = s;
+        } else {
+          v[j] = SUB ? u - s * thr : u;
+        }
       }
     }
   }
-  if (O) gemm<T>(false, false, steps, L, O, g_row, B * O, W + n0, N, T(0), gs, L);  // dL/dz_t, every t
-  else std::fill(gs, gs + steps * L, T(0));
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const T* ut = ub + t * L;
-    const T* gst = gs + t * L;
-    const bool last = t == steps - 1;
+  if (O) gemm<T>(false, false, R * steps, L, O, g, O, W + n0, N, T(0), gs, L);  // dL/dz, every row and step
+  else std::fill(gs, gs + R * TL, T(0));
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t off = (b0 + r) * N + n0;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* ut = ub + r * TL + t * L;
+      const T* gst = gs + r * TL + t * L;
+      const bool last = t == steps - 1;
 #pragma omp simd
-    for (int64_t j = 0; j < L; ++j) {
-      const T u = ut[j];
-      const T s = surrogate_grad_of<SURR>(slope, u - thr);
-      T gu = s * gst[j];
-      if (last) {
-        if (NEXT) gu = gu + s * gz[off + j];  // z_T also feeds the next step's state
-        gu = gu + gv[off + j];
-      } else {
-        gu = gu + carry[j] * a;
+      for (int64_t j = 0; j < L; ++j) {
+        const T u = ut[j];
+        const T s = surrogate_grad_of<SURR>(slope, u - thr);
+        T gu = s * gst[j];
+        if (last) {
+          if (NEXT) gu = gu + s * gz[off + j];  // z_T also feeds the next step's state
+          gu = gu + gv[off + j];
+        } else {
+          gu = gu + carry[j] * a;
+        }
+        carry[j] = gu;
       }
-      carry[j] = gu;
-    }
-    if (gx) {
-      T* gxt = is_static ? gx + off : gx + t * M + off;
-      if (is_static) {
+      if (gx) {
+        T* gxt = is_static ? gx + off : gx + t * M + off;
+        if (is_static) {
 #pragma omp simd
-        for (int64_t j = 0; j < L; ++j) gxt[j] = gxt[j] + carry[j];
-      } else {
-        std::copy(carry, carry + L, gxt);
+          for (int64_t j = 0; j < L; ++j) gxt[j] = gxt[j] + carry[j];
+        } else {
+          std::copy(carry, carry + L, gxt);
+        }
       }
     }
+#pragma omp simd
+    for (int64_t j = 0; j < L; ++j) gv0[off + j] = carry[j] * a;
   }
-  if (dw_part && O && steps) gemm<T>(true, false, O, L, steps, g_row, B * O, zs, L, T(1), dw_part + n0, N);
-#pragma omp simd
-  for (int64_t j = 0; j < L; ++j) gv0[off + j] = carry[j] * a;
+  if (dw_part && O && steps) gemm<T>(true, false, O, L, R * steps, g, O, zs, L, T(1), dw_part + n0, N);
 }
 
-// Neurons per chunk: the three [T, L] buffers within about 768 KiB (a core's L2 on most CPUs),
-// but at least 512 (with fewer, each step's slice of x and dL/dx is a short run at its own
-// address: T=1000, B=32, 1000 neurons took 100 ms a backward in chunks of 64, 73 in chunks of
-// 512 or 1024), a multiple of 16 unless it is the whole row, and chunks enough for two tasks
-// per thread.
-int64_t narrow_chunk_size(int64_t steps, int64_t B, int64_t N, int64_t item) {
-  int64_t L = std::max<int64_t>(512, 768 * 1024 / (3 * std::max<int64_t>(steps, 1) * item) / 16 * 16);
+// A narrow chunk's shape {R rows, L neurons}: L at least 512 (with fewer, each step's slice of x
+// and dL/dx is a short run at its own address: T=1000, B=32, 1000 neurons took 100 ms a backward
+// in chunks of 64, 73 in chunks of 512 or 1024) and a multiple of 16 unless it is the whole row,
+// then as many rows as keep the three [R T, L] buffers within kNarrowBytes (about a core's L2 on
+// most CPUs), with chunks enough for two tasks per thread. More rows make the GEMMs' R T longer:
+// the tutorial MLP's hidden layer (1000 -> 10, B=128, T=25) 1.82-1.88 ms a backward one row a
+// chunk, 1.62-1.68 two rows (768 KiB), 1.83 five (1.5 MiB), 2.04-2.14 ten (3 MiB).
+constexpr int64_t kNarrowBytes = 768 * 1024;
+
+std::pair<int64_t, int64_t> narrow_chunk_shape(int64_t steps, int64_t B, int64_t N, int64_t item) {
+  const int64_t row_bytes = 3 * std::max<int64_t>(steps, 1) * item;
+  int64_t L = std::min(N, std::max<int64_t>(512, kNarrowBytes / row_bytes / 16 * 16));
   const int64_t want = 2 * at::get_num_threads();
   if (B < want) {
     const int64_t per_row = (want + B - 1) / B;
     L = std::min(L, std::max<int64_t>(16, ((N + per_row - 1) / per_row + 15) / 16 * 16));
+    return {1, std::max<int64_t>(1, std::min(L, N))};
   }
-  return std::max<int64_t>(1, std::min(L, N));
+  int64_t R = std::max<int64_t>(1, kNarrowBytes / (row_bytes * L));
+  R = std::min(R, std::max<int64_t>(1, B * ((N + L - 1) / L) / want));
+  return {std::min(R, B), L};
 }
 
 // The gradients (g_x, g_v0, g_W) of forward for a narrow layer, from the input and the
@@ -319,7 +336,8 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
   const at::Tensor v0 = v0_in.contiguous(), z0 = next ? z0_in.contiguous() : v0, gv = g_v.contiguous();
   const at::Tensor gz = next ? g_z.contiguous() : gv;
   const int64_t B = v0.size(0), N = v0.size(1), O = weight.size(0);
-  const int64_t L = narrow_chunk_size(steps, B, N, v0.element_size()), chunks_per_row = (N + L - 1) / L;
+  const auto [R, L] = narrow_chunk_shape(steps, B, N, v0.element_size());
+  const int64_t chunks_per_row = (N + L - 1) / L, row_groups = (B + R - 1) / R;
   auto g_x = need_x ? (is_static ? at::zeros({B, N}, v0.options()) : at::empty({steps, B, N}, v0.options()))
                     : at::empty({0}, v0.options());
   auto g_v0 = at::empty({B, N}, v0.options());
@@ -330,13 +348,13 @@ std::vector<at::Tensor> backward_narrow(const at::Tensor& g_y_in, const at::Tens
     auto run_chunks = [&](auto surr, auto nxt, auto sub) {
       constexpr int S = decltype(surr)::value;
       constexpr bool NX = decltype(nxt)::value, SB = decltype(sub)::value;
-      at::parallel_for(0, B * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> buf((3 * steps + 3) * L);
+      at::parallel_for(0, row_groups * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> buf(R * steps * (3 * L + O) + 3 * L);
         T* part = need_w ? dw_parts.data_ptr<T>() + at::get_thread_num() * O * N : nullptr;
         for (int64_t c = begin; c < end; ++c) {
-          const int64_t b = c / chunks_per_row, n0 = (c % chunks_per_row) * L;
-          narrow_chunk<T, S, NX, SB>(p, slope, x.data_ptr<T>(), is_static, steps, B, N, O, b, n0,
-                                     std::min(L, N - n0), v0.data_ptr<T>(), z0.data_ptr<T>(),
+          const int64_t b0 = (c / chunks_per_row) * R, n0 = (c % chunks_per_row) * L;
+          narrow_chunk<T, S, NX, SB>(p, slope, x.data_ptr<T>(), is_static, steps, B, N, O, b0, std::min(R, B - b0),
+                                     n0, std::min(L, N - n0), v0.data_ptr<T>(), z0.data_ptr<T>(),
                                      g_y.data_ptr<T>(), weight.data_ptr<T>(), gv.data_ptr<T>(), gz.data_ptr<T>(),
                                      need_x ? g_x.data_ptr<T>() : nullptr, g_v0.data_ptr<T>(), part, buf.data());
         }
