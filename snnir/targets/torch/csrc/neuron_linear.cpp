@@ -240,11 +240,9 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
     const int64_t off = (b0 + r) * N + n0;
     std::copy(v0 + off, v0 + off + L, v);
     if (NEXT) std::copy(z0 + off, z0 + off + L, z);
-    // the forward's update, written out as update<> does it. With update<> called here (inlined
-    // or not), GCC 12 built without -fno-trapping-math did not vectorise this function's spike
-    // compares (scalar vucomiss and jp branches in the backward loop below, too): 4.5x slower,
-    // 8.5 against 1.9 ms (hidden layer, T=25). The same flag left update<> itself scalar for a
-    // same-step subtract reset (10x slower, docs/performance.md); it is now built with it.
+    // the forward's update, written out as update<> does it (the same bits): update<> called
+    // here, on local state that its pointers may alias, took 5-8 % longer a backward (GCC 12,
+    // 2026-12-05; before -fno-trapping-math, 4.5x: its spike compares were left scalar).
     for (int64_t t = 0; t < steps; ++t) {
       const T* xt = (is_static ? x : x + t * M) + off;
       T *ut = ub + r * TL + t * L, *zt = zs + r * TL + t * L;
