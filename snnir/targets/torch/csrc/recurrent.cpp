@@ -514,12 +514,6 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   return result;
 }
 
-// c [rows, N] += a [rows, K] w, w [K, N], all row-major and contiguous (blas.h).
-template <typename T>
-void gemm_add(int64_t rows, int64_t K, int64_t N, const T* a, const T* w, T* c) {
-  gemm<T>(false, false, rows, N, K, a, K, w, N, T(1), c, N);
-}
-
 // g_zt [rows, N] = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out_t,
 // and g_last at the last step, given for the last spikes as a separate output; else null), and
 // through r_t into the next step (g_r_t [rows, N]): g_out_t copied in, the GEMM adds into it.
@@ -527,7 +521,7 @@ template <typename T>
 void gradient_at_spikes(T* g_zt, const T* g_out_t, const T* g_last, const T* g_r_t, const T* weight, int64_t rows,
                         int64_t N) {
   std::copy(g_out_t, g_out_t + rows * N, g_zt);
-  gemm_add<T>(rows, N, N, g_r_t, weight, g_zt);
+  gemm<T>(false, false, rows, N, N, g_r_t, N, weight, N, T(1), g_zt, N);  // += g_r_t W (blas.h)
   if (g_last)
     for (int64_t e = 0; e < rows * N; ++e) g_zt[e] += g_last[e];
 }
