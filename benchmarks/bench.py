@@ -16,7 +16,8 @@ child process first, after which it is skipped with a note), ``snnir`` (``trace 
 defaults; the C++ kernels are built first, as ``make install`` does) and the floor: the faster
 of the Linear/Conv2d calls batched over time and made step by step (``floor.py``; the
 recurrent case's own ``gemm_floor``). A train step is forward, ``ce_count_loss``, backward and
-``Adam(lr=1e-3)``.
+``Adam(lr=1e-3)``. The targets use these raced figures; a note per case also gives each contender's
+median over ``--reps`` steps in a row (a training loop's own pace).
 
 Before timing, snnir's output spikes must equal snnTorch's on the same weights and input, or
 the case fails and the run exits 1 (on CUDA, where a matrix product may round differently for
@@ -221,6 +222,7 @@ def run_case(case: Case, args, device, notes: list[str]) -> dict:
                 for name, (f, o) in found.items()}
     floor_train, floor_infer = case.floor(device) if case.floor else floors.floor(ref, x, device)
     result = measure.race(steps_of, floor_train, floor_infer, args.reps)
+    notes.append(back_to_back_note(case.name, args.reps, result["back_to_back"]))
     for (grad, *_), plan in module.plans.items():
         notes.append(f"{case.name}: snnir's plan for {'training' if grad else 'inference'}: "
                      + "; ".join(str(plan).splitlines()))
@@ -234,6 +236,17 @@ def run_case(case: Case, args, device, notes: list[str]) -> dict:
                 result["memory"][name] = measure.child_mb(
                     [sys.executable, __file__, "--memory-child", case.name, name, *(["--quick"] * args.quick)])
     return result
+
+
+def back_to_back_note(name: str, reps: int, back: dict) -> str:
+    """The note of ``measure.race``'s back-to-back figures: ms, the ratio to snnTorch's, and
+    snnir's to the floor's, all from steps in a row."""
+    parts = []
+    for kind, by in back.items():
+        cells = [f"{n} {ms:.1f}" + ("" if n == "floor" else f" ({by['snntorch'] / ms:.2f}x)") for n, ms in by.items()]
+        parts.append(f"{kind} " + ", ".join(cells) + f", snnir / floor {by['snnir'] / by['floor']:.2f}")
+    return (f"{name}: back to back ({reps} {'step' if reps == 1 else 'steps'} of each in a row after the race; ms, "
+            "x snnTorch's): " + "; ".join(parts))
 
 
 def memory_child(case: Case, name: str, quick: bool) -> None:

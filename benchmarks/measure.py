@@ -44,8 +44,14 @@ def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
     ``{variant: closure}`` dict for each of train and inference; its figure is the fastest
     variant's median (``"floor_by"`` holds every variant's).
 
+    Then each contender alone, ``reps`` steps in a row after one more (a training loop's own
+    pace: on a small VM a step started right after another contender's can run slower, see
+    docs/performance.md, Benchmarks), and the floor likewise (its fastest variant):
+    ``"back_to_back"``.
+
     Returns ``{"train", "infer", "train_min", "infer_min": {name: ms}, "floor": {"train",
-    "infer": ms}, "floor_by": {"train", "infer": {variant: ms}}}``."""
+    "infer": ms}, "floor_by": {"train", "infer": {variant: ms}}, "back_to_back": {"train",
+    "infer": {name: ms}}}``."""
     floors = {kind: f if isinstance(f, dict) else {"floor": f}
               for kind, f in (("train", floor_train), ("infer", floor_infer))}
     train = {n: [] for n in steps_of}
@@ -65,7 +71,18 @@ def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
                 if rep:
                     floor_times[kind][variant].append(t)
     floor_by = {kind: {v: statistics.median(ts) for v, ts in vs.items()} for kind, vs in floor_times.items()}
+    def in_a_row(fn) -> float:
+        return statistics.median([timed(fn) for _ in range(reps + 1)][1:])
+
+    back_to_back = {"train": {}, "infer": {}}
+    for name, (train_fn, infer_fn) in steps_of.items():
+        back_to_back["train"][name] = in_a_row(train_fn)
+        with torch.no_grad():
+            back_to_back["infer"][name] = in_a_row(infer_fn)
+    for kind, fs in floors.items():
+        back_to_back[kind]["floor"] = min(in_a_row(fn) for fn in fs.values())
     return {
+        "back_to_back": back_to_back,
         "train": {n: statistics.median(v) for n, v in train.items()},
         "infer": {n: statistics.median(v) for n, v in infer.items()},
         "train_min": {n: min(v) for n, v in train.items()},

@@ -45,6 +45,7 @@ def test_quick_run_prints_one_table_with_every_contender(bench, capsys):
         assert any(name.startswith("floor (train ") for name in rows), out
     assert "| tutorial-static | snnir train >= 8x snnTorch |" in out
     assert "| conv-step | snnir inference >= 1.2x snnTorch |" in out
+    assert "- conv-step: back to back (1 step of each in a row after the race" in out
 
 
 def test_inference_memory_comes_from_a_child_process(bench):
