@@ -71,6 +71,7 @@ def race(steps_of: dict, floor_train, floor_infer, reps: int) -> dict:
                 if rep:
                     floor_times[kind][variant].append(t)
     floor_by = {kind: {v: statistics.median(ts) for v, ts in vs.items()} for kind, vs in floor_times.items()}
+
     def in_a_row(fn) -> float:
         return statistics.median([timed(fn) for _ in range(reps + 1)][1:])
 
