@@ -267,31 +267,12 @@ void narrow_chunk(const Step& p, double slope, const T* x, bool is_static, int64
   for (int64_t r = 0; r < R; ++r) {
     const int64_t off = (b0 + r) * N + n0;
     for (int64_t t = steps - 1; t >= 0; --t) {
-      const T* ut = ub + r * TL + t * L;
-      const T* gst = gs + r * TL + t * L;
-      const bool last = t == steps - 1;
-#pragma omp simd
-      for (int64_t j = 0; j < L; ++j) {
-        const T u = ut[j];
-        const T s = surrogate_grad_of<SURR>(slope, u - thr);
-        T gu = s * gst[j];
-        if (last) {
-          if (NEXT) gu = gu + s * gz[off + j];  // z_T also feeds the next step's state
-          gu = gu + gv[off + j];
-        } else {
-          gu = gu + carry[j] * a;
-        }
-        carry[j] = gu;
-      }
-      if (gx) {
-        T* gxt = is_static ? gx + off : gx + t * M + off;
-        if (is_static) {
-#pragma omp simd
-          for (int64_t j = 0; j < L; ++j) gxt[j] = gxt[j] + carry[j];
-        } else {
-          std::copy(carry, carry + L, gxt);
-        }
-      }
+      const T *ut = ub + r * TL + t * L, *gst = gs + r * TL + t * L;
+      T* gxt = gx == nullptr ? nullptr : (is_static ? gx + off : gx + t * M + off);
+      if (t == steps - 1)
+        grad_step<T, SURR, true, NEXT>(slope, thr, a, ut, gst, gz + off, gv + off, carry, gxt, is_static, 0, L);
+      else
+        grad_step<T, SURR, false, false>(slope, thr, a, ut, gst, gz + off, gv + off, carry, gxt, is_static, 0, L);
     }
 #pragma omp simd
     for (int64_t j = 0; j < L; ++j) gv0[off + j] = carry[j] * a;
