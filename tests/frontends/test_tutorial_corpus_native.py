@@ -20,7 +20,7 @@ from snnir.errors import SnnirError
 
 snn = pytest.importorskip("snntorch", reason="snnTorch (the test extra) is not installed")
 
-from tests.frontends.tutorial_models import CASES, Case  # noqa: E402
+from tests.frontends.tutorial_models import CASES, Case, Tutorial5, seeded  # noqa: E402
 
 T, BATCH = 50, 3
 # the convolutional cases take most of the time: run with the slow tests
@@ -202,3 +202,60 @@ def test_refusals_on_the_default_path(case: Case, default_path):
     x = case_input(case)[:5]
     with pytest.raises(SnnirError, match=case.expect):
         snnir.compile(snnir.optimize(snnir.trace(case.build(), x if case.style == "loop" else x[0])), target="torch")
+
+
+class _StepMLP(torch.nn.Module):
+    """The IPU tutorial's 784-1000-10 MLP fed a spike train, one Linear and Leaky per layer per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.lif1 = torch.nn.Linear(784, 1000), snn.Leaky(beta=0.9)
+        self.fc2, self.lif2 = torch.nn.Linear(1000, 10), snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spikes, membranes = [], []
+        for step in range(x.shape[0]):
+            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spikes.append(spk2)
+            membranes.append(mem2)
+        return torch.stack(spikes), torch.stack(membranes)
+
+
+#: the tutorial MLP at its own sizes and batch (held image, spike train): there MKL, with two
+#: threads, splits the per-step ``[128, 1000] x [1000, 10]`` product over its inner dimension,
+#: while over more rows, or with one thread, it splits by rows (other bits, docs/performance.md)
+FULL_SIZE = [
+    Case("ipu_tutorial_full_size", seeded(lambda: Tutorial5(784, 1000, beta=0.9), gain=4.0), (784,), "static"),
+    Case("step_mlp_full_size", seeded(_StepMLP, gain=4.0), (784,), "loop"),
+]
+
+
+@pytest.mark.parametrize("budget", ["auto", None], ids=["default_budget", "no_budget"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", FULL_SIZE, ids=lambda c: c.name)
+def test_full_size_tutorial_mlp_at_one_and_two_threads(case: Case, threads: int, budget, default_path):
+    """At B=128, one thread or two, the spikes are snnTorch's and so is the output neuron's
+    membrane, bit for bit (its state trace; the traced graph's membrane output is only to
+    rounding, see ``assert_same``): the BLAS picks its kernels by shape and thread count, and every
+    product the module batches over steps must round as snnTorch's per-step one does, which a
+    spike shows only now and then, the membrane every time. With the default memory budget the
+    calls hold one step or two here, without one all ten. The output layer fires."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, steps = build(case, 10), 10
+        x = torch.rand((steps, 128) + case.shape, generator=torch.Generator().manual_seed(7))
+        x = x if case.style == "static" else (x < 0.3).float()
+        graph = traced(case, model, x)
+        with torch.no_grad():
+            their_spikes, their_membrane = their_outputs(model, case, x)
+            module = snnir.compile(graph, target="torch", memory_budget=budget)
+            outputs, traces = module(x[0], steps=steps, record=True) if case.style == "static" else module(x, record=True)
+        assert their_spikes.sum() > 0, "the output layer never fired: the check has no teeth"
+        assert torch.equal(outputs[graph.outputs[0]], their_spikes), f"{threads} threads: spikes differ"
+        differ = int((traces["lif2.v"] != their_membrane).sum())
+        assert not differ, f"{threads} threads: {differ} of the output neuron's membranes differ"
+    finally:
+        torch.set_num_threads(before)
