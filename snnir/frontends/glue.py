@@ -61,6 +61,11 @@ class GlueRecording:
                 and not bool(result.any())):
             self.tag(result, Tag("fresh"))
             return
+        if (_name(func) == "unbind" and len(tagged) == 1 and tagged[0][1].kind == "sequence" and args
+                and tagged[0][0] is args[0] and isinstance(result, (tuple, list))):
+            self.unbound(args[0], args[1] if len(args) > 1 else kwargs.get("dim", 0), result)
+            return
+        tagged = [(a, self.read_if_step(a, t)) for a, t in tagged]
         if not tagged or not isinstance(result, torch.Tensor):
             if tagged and isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
                 # a compiled module splits whole sequences into runs of steps: each keeps its sources
@@ -114,6 +119,26 @@ class GlueRecording:
                                   f"dividing; write x * {1 / divisor!r} if that is what the model means)")
         key = ("scale", 1.0 / divisor, tag.sources)
         return Tag("value", self.functional_node(key, "scale", Scale(scale=1.0 / divisor), tag.sources))
+
+    def unbound(self, sequence: Any, dim: int, steps: tuple) -> None:
+        """Tag the steps of ``sequence.unbind(dim)`` (``for x_t in x`` makes them all at once):
+        along time each is read as ``x[t]`` when used (:meth:`read_if_step`); along another
+        dimension, batch-first data, each is refused as ``x[:, t]`` is."""
+        dim = dim % sequence.ndim
+        for k, step in enumerate(steps):
+            self.tag(step, Tag("step", stacked=k) if dim == 0 else Tag(
+                "bad", why=f"x.unbind({dim}) (steps taken along dimension {dim} of the input; snnir takes time "
+                           f"first, [T, B, ...]: trace x.transpose(0, {dim}) and iterate over x)"))
+
+    def read_if_step(self, tensor: Any, tag: Tag) -> Tag:
+        """``tag``, or for a step of an unbound input (``Tag("step")``) what reading ``x[t]`` now gives."""
+        if tag.kind != "step":
+            return tag
+        out_of_order = self.out_of_order(tag.stacked, tag.stacked + 1)
+        if out_of_order:
+            return Tag("bad", why=out_of_order)
+        self.indexed = True
+        return Tag("value", self.input_node(tuple(tensor.shape[1:]), self.where()))
 
     def out_of_order(self, index: Any, steps: int) -> str:
         """Why reading step ``index`` of the input sequence now cannot be traced (empty if it can):

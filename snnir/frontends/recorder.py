@@ -112,6 +112,8 @@ class Recorder(GlueRecording):
         tag = self.tag_of(obj)
         if tag is None and self.is_zero(obj):
             return ()
+        if tag is not None:
+            tag = self.read_if_step(obj, tag)
         if tag is None or tag.kind == "fresh":
             raise SnnirError("its input does not derive from the model input", layer)
         if tag.kind == "bad":

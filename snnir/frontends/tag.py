@@ -9,8 +9,9 @@ from dataclasses import dataclass
 class Tag:
     """What a tensor carries: ``value`` (sum of ``sources``' outputs), ``state``
     (state ``why`` of the neuron node ``sources[0]``), ``sequence`` (the whole
-    input), ``fresh`` (zeros made during the run: a neuron state set to zero)
-    or ``bad``.
+    input), ``step`` (step ``stacked`` of the input, one of ``x.unbind(0)``, as
+    ``for x_t in x`` makes them: read as ``x[t]`` when used), ``fresh`` (zeros made
+    during the run: a neuron state set to zero) or ``bad``.
     ``padded``: an all-zero untraced tensor was summed in (a delayed edge's
     value at the first step, see
     :func:`snnir.frontends.tracer.trace_submodules`)."""

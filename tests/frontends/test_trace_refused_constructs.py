@@ -166,3 +166,41 @@ def test_a_loop_model_traced_on_one_step_says_it_wants_a_sequence():
 
     with pytest.raises(SnnirError, match=r"node 'fc': .*one step is \[8\], with no batch: trace it on a sequence"):
         snnir.trace(Loop(), torch.rand(1, 8))
+
+
+class Iterated(Loop):
+    """``for x_t in x`` (torch's ``x.unbind(0)``), the steps used in ``order``; ``dim``: unbound
+    along another dimension (batch-first data)."""
+
+    def __init__(self, order=lambda steps: range(steps), dim=0):
+        super().__init__()
+        self.order, self.dim = order, dim
+
+    def forward(self, x):
+        steps = list(x) if self.dim == 0 else x.unbind(self.dim)
+        mem, out = self.lif.init_leaky(), []
+        for t in self.order(len(steps)):
+            spk, mem = self.lif(self.fc(steps[t] * 2), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_iterating_over_the_input_traces_as_indexing_it():
+    """``for x_t in x`` unbinds all steps at once: each is read as ``x[t]`` where it is used
+    (before, any use was refused as "went through 'unbind'")."""
+    model, x = Iterated(), torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0))
+    graph = snnir.trace(model, x)
+    with torch.no_grad():
+        want = model(x)
+        assert want.sum() > 0
+        assert torch.equal(snnir.compile(snnir.optimize(graph), target="torch")(x), want)
+
+
+@pytest.mark.parametrize("model,needle", [
+    (Iterated(order=lambda steps: reversed(range(steps))), r"node 'fc'.*x\[9\] read first"),
+    (Iterated(order=lambda steps: [0] * steps), r"node 'lif'.*ran 10 steps but read only x\[0\]"),
+    (Iterated(dim=1), r"node 'fc'.*x\.unbind\(1\).*time\s+first"),
+], ids=["backwards", "first-step-only", "batch-first"])
+def test_iterated_steps_out_of_order_are_refused_naming_the_layer(model, needle):
+    with pytest.raises(SnnirError, match=needle):
+        snnir.trace(model, torch.rand(T, B, N_IN, generator=torch.Generator().manual_seed(0)))
