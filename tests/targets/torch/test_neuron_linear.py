@@ -112,6 +112,59 @@ def test_native_narrow_backward_in_groups_of_rows(native_kernels, monkeypatch, s
         torch.set_num_threads(before)
 
 
+def _spikes_then_steps(op: LIF, x, init, weight, bias, steps: int, static: bool):
+    """The layer's output as a step-by-step network makes it: F.linear of each step's spikes."""
+    z, _, _ = neuron_sequence(op, {}, x, init, Surrogate("arctan", 2.0), steps=steps if static else None,
+                              detach_reset=True)
+    return torch.stack([F.linear(z_t, weight, bias) for z_t in z])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch,n,o,scale", [
+    (128, 1000, 10, 0.3), (128, 1000, 10, 3.0), (32, 784, 10, 0.3), (64, 500, 3, 0.3), (128, 2048, 10, 0.3),
+    (16, 1003, 64, 0.3), (7, 61, 1, 1.0), (9, 300, 2, 0.0),
+], ids=["tutorial-few", "tutorial-many", "784", "500", "2048", "tail", "tiny", "silent"])
+def test_native_forward_gives_each_steps_gemm_bits(native_kernels, monkeypatch, threads, batch, n, o, scale):
+    """The native forward sums each step's spikes times the layer (the sum at the spikes in the
+    BLAS's own order where its probe found that order for the shape and thread count, else the
+    GEMM): every value equals F.linear of that step's spikes bit for bit, at few, many and no
+    spikes, with blocks of spikes and a row whose length is no multiple of eight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        monkeypatch.setattr(sys.modules[__name__], "B", batch)
+        monkeypatch.setenv("SNNIR_NATIVE", "1")
+        op = _lif("next", "subtract", n)
+        x, init, weight, bias, _ = _inputs(op, False, torch.float32, n, o)
+        x = x.abs() * scale
+        cfg = _config(op, Surrogate("arctan", 2.0), detach_reset=True)
+        with torch.no_grad():
+            y, _ = neuron_linear.neuron_linear_sequence(cfg, coefficients(op, {}, x), x, T, False, init, weight, bias)
+        want = _spikes_then_steps(op, x, init, weight, bias, T, False)
+        differ = int((y != want).sum())
+        plan = native_kernels.extension("neuron_linear").split_plan(batch, weight, bias)
+        assert not differ, f"{differ} values differ (the sum's plan: {plan})"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_native_forward_with_an_inf_weight_runs_the_gemm(native_kernels, monkeypatch):
+    """A product by 0 of an inf weight is NaN in the GEMM and nothing in a sum at the spikes: a
+    layer with an inf or NaN weight runs the GEMM, NaN where the GEMM has it."""
+    monkeypatch.setattr(sys.modules[__name__], "B", 128)
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    op = _lif("next", "subtract", 1000)
+    x, init, weight, bias, _ = _inputs(op, False, torch.float32, 1000, 10)
+    weight[3, 17] = float("inf")
+    cfg = _config(op, Surrogate("arctan", 2.0), detach_reset=True)
+    with torch.no_grad():
+        y, _ = neuron_linear.neuron_linear_sequence(cfg, coefficients(op, {}, x), x.abs() * 0.3, T, False, init,
+                                                    weight, bias)
+    want = _spikes_then_steps(op, x.abs() * 0.3, init, weight, bias, T, False)
+    assert torch.equal(y.isnan(), want.isnan()) and bool(want.isnan().any())
+    assert torch.equal(y.nan_to_num(), want.nan_to_num())
+
+
 @pytest.mark.parametrize("timing", ["next", "same"])
 def test_native_leaves_the_initial_state_as_given(native_kernels, monkeypatch, timing):
     """The kernel reads the initial state, never writes it (also a non-contiguous one), and its

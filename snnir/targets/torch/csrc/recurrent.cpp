@@ -39,6 +39,7 @@
 
 #include "blas.h"
 #include "neuron_step.h"
+#include "spikes.h"
 
 #define CT(x) decltype(x)::value  // a compile-time argument back as a value (neuron_step.h's)
 
@@ -150,18 +151,6 @@ void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at
   at::addmm_out(r, r, z, w_t);
 }
 
-// The indices k in [begin, end) where z[k] fired, into at; returns how many. Branch-free:
-// spikes fire unpredictably (a jump per element measured twice as slow).
-template <typename Z>
-int64_t list_fired(const Z* z, int64_t begin, int64_t end, int64_t* at) {
-  int64_t n = 0;
-  for (int64_t k = begin; k < end; ++k) {
-    at[n] = k;
-    n += z[k] != Z(0);
-  }
-  return n;
-}
-
 // r = z W^T (+ b) from spikes z (every value 0 or 1) as a sum of the rows of w_t = W^T at
 // the spikes, each row of r on its own: acc = 0, acc += w_t[k] for each fired k in
 // ascending order, then acc + b. Where the GEMM library runs the product in that order
@@ -246,26 +235,6 @@ bool sparse_agrees(int64_t batch, const at::Tensor& weight, const at::Tensor& bi
   std::lock_guard<std::mutex> lock(mutex);
   known[key] = agrees;
   return agrees;
-}
-
-// Whether every value of t is finite: an inf or NaN has every exponent bit set. One pass
-// whose OR of integers vectorizes (at::isfinite(t).all() made a call's fixed cost 2x).
-bool all_finite(const at::Tensor& t) {
-  const at::Tensor c = t.contiguous();
-  bool finite = true;
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "snnir_recurrent_all_finite", [&] {
-    using U = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
-    constexpr U kExponent = sizeof(scalar_t) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
-    const scalar_t* p = c.data_ptr<scalar_t>();
-    U bad = 0;
-    for (int64_t e = 0; e < c.numel(); ++e) {
-      U bits;
-      std::memcpy(&bits, p + e, sizeof(bits));
-      bad |= U((bits & kExponent) == kExponent);
-    }
-    finite = !bad;
-  });
-  return finite;
 }
 
 // A step's r_t = z_t W^T (+ b): sparse_project where sparse_agrees, the weight and bias are
