@@ -68,15 +68,49 @@ void update(const Step& p, const T* __restrict__ xt, const T* vi, const T* zi, T
 }
 
 // How the BLAS sums y = z W^T + b for one step's [B, N] spikes and an [O, N] weight of few
-// outputs, where it splits the sum over n (MKL with two threads, N = 1000: four blocks of 250,
-// the first two added onto the bias in turn, the last two summed apart and then added; found
-// by probing, 2026-12-05): block j covers [bounds[j], bounds[j + 1]) and is summed from 0 in
-// ascending n; blocks before onto_bias add onto the bias one after another, the others sum
-// apart and their total adds last. One block onto the bias is the plain sequential sum.
+// outputs (found by probing MKL with two threads, 2026-12-05: it splits n into two halves, one
+// per thread, and each half into blocks, 250 + 250 of a half of 500, 196 + 196 of 392, 384 + 384
+// + 256 of 1024; each block is summed from 0 in ascending n; the first half's blocks add onto
+// the bias one after another, the second half's sum apart and their total adds last): block j
+// covers [bounds[j], bounds[j + 1]); blocks before onto_bias add onto the bias, the others sum
+// apart. One block onto the bias is the plain sequential sum.
 struct SplitSum {
   std::vector<int64_t> bounds;
   int64_t onto_bias;
 };
+
+constexpr int kMaxBlocks = 16;
+
+// The candidate plans for N: one sequential sum; and two halves (the larger first or second),
+// each cut alike: whole, into two even blocks, or into blocks of 384 or 256 and the rest.
+std::vector<SplitSum> split_candidates(int64_t N) {
+  std::vector<SplitSum> found{{{0, N}, 1}};
+  auto cut = [](int64_t from, int64_t size, int rule, std::vector<int64_t>& bounds) {
+    if (rule == 0) {
+      bounds.push_back(from + size);
+    } else if (rule == 1) {
+      bounds.push_back(from + size - size / 2);
+      bounds.push_back(from + size);
+    } else {
+      const int64_t block = rule == 2 ? 384 : 256;
+      for (int64_t at = block; at < size; at += block) bounds.push_back(from + at);
+      bounds.push_back(from + size);
+    }
+  };
+  for (const int64_t first : {N - N / 2, N / 2}) {
+    if (first == N / 2 && N % 2 == 0 && first != N - N / 2) continue;
+    for (int rule = 0; rule < 4; ++rule) {
+      SplitSum plan{{0}, 0};
+      cut(0, first, rule, plan.bounds);
+      plan.onto_bias = static_cast<int64_t>(plan.bounds.size()) - 1;
+      cut(first, N - first, rule, plan.bounds);
+      const bool empty = std::adjacent_find(plan.bounds.begin(), plan.bounds.end()) != plan.bounds.end();
+      if (!empty && plan.bounds.size() - 1 <= kMaxBlocks) found.push_back(std::move(plan));
+    }
+    if (N % 2 == 0) break;
+  }
+  return found;
+}
 
 // W^T [N, O] with each row padded by zeros to a whole number of split_sum_row's output tiles.
 constexpr int64_t kTileBytes = 64;  // two 32-byte vectors of outputs per tile
@@ -91,70 +125,56 @@ at::Tensor padded_rows(const at::Tensor& weight) {
 // y (O values) = z W^T + b for one row of spikes z (N values, each 0 or 1) as the plan sums it,
 // from the rows of w_t (padded_rows: ld values apart) at the spikes: a product by 0 adds
 // nothing, by 1 adds the weight, so each block's sum in ascending n is the BLAS's where the plan
-// is its order. The BLOCKS blocks' sums run side by side (independent chains: one add's latency
-// no longer bounds them), a tile of outputs at a time in registers. fired: N scratch indices.
-template <typename T, int BLOCKS>
+// is its order. Four blocks' sums run side by side (independent chains: one add's latency no
+// longer bounds them), a tile of outputs at a time in registers. fired: N scratch indices.
+template <typename T>
 void split_sum_row(const SplitSum& plan, const T* __restrict__ z, const T* __restrict__ w_t, int64_t ld, int64_t O,
                    const T* bias, T* __restrict__ y, int64_t* fired) {
   typedef T V __attribute__((vector_size(32)));
   constexpr int64_t kLanes = 32 / sizeof(T), kVecs = kTileBytes / 32, kTile = kLanes * kVecs;
-  int64_t first[BLOCKS], count[BLOCKS], common = 0;
-  for (int j = 0, total = 0; j < BLOCKS; ++j) {
+  constexpr int kSide = 4;  // chains side by side
+  const int blocks = static_cast<int>(plan.bounds.size()) - 1;
+  int64_t first[kMaxBlocks + kSide] = {}, count[kMaxBlocks + kSide] = {};
+  for (int j = 0, total = 0; j < blocks; ++j) {
     first[j] = total;
     count[j] = list_fired(z, plan.bounds[j], plan.bounds[j + 1], fired + total);
     total += count[j];
-    common = j ? std::min(common, count[j]) : count[j];
   }
   for (int64_t o0 = 0; o0 < O; o0 += kTile) {
-    V acc[BLOCKS][kVecs] = {};
-    auto add = [&](int j, int64_t f) {
-      const T* w = w_t + fired[first[j] + f] * ld + o0;
-      for (int64_t v = 0; v < kVecs; ++v) {
-        V lanes;
-        std::memcpy(&lanes, w + v * kLanes, sizeof(V));
-        acc[j][v] += lanes;
-      }
-    };
-    for (int64_t f = 0; f < common; ++f)
-      for (int j = 0; j < BLOCKS; ++j) add(j, f);
-    for (int j = 0; j < BLOCKS; ++j)
-      for (int64_t f = common; f < count[j]; ++f) add(j, f);
-    T part[BLOCKS][kTile];
-    std::memcpy(part, acc, sizeof(part));
+    T part[kMaxBlocks + kSide][kTile];
+    for (int g = 0; g < blocks; g += kSide) {
+      V acc[kSide][kVecs] = {};
+      auto add = [&](int q, int64_t f) {
+        const T* w = w_t + fired[first[g + q] + f] * ld + o0;
+        for (int64_t v = 0; v < kVecs; ++v) {
+          V lanes;
+          std::memcpy(&lanes, w + v * kLanes, sizeof(V));
+          acc[q][v] += lanes;
+        }
+      };
+      const int64_t common = std::min({count[g], count[g + 1], count[g + 2], count[g + 3]});
+      for (int64_t f = 0; f < common; ++f)
+        for (int q = 0; q < kSide; ++q) add(q, f);
+      for (int q = 0; q < kSide; ++q)
+        for (int64_t f = common; f < count[g + q]; ++f) add(q, f);
+      std::memcpy(part[g], acc, sizeof(acc));
+    }
     for (int64_t o = 0; o < std::min(kTile, O - o0); ++o) {
       T sum = bias ? bias[o0 + o] : T(0), rest = T(0);
-      for (int j = 0; j < BLOCKS; ++j) {
+      for (int j = 0; j < blocks; ++j) {
         if (j < plan.onto_bias) sum = sum + part[j][o];
         else rest = j == plan.onto_bias ? part[j][o] : rest + part[j][o];
       }
-      y[o0 + o] = plan.onto_bias < BLOCKS ? sum + rest : sum;
+      y[o0 + o] = plan.onto_bias < blocks ? sum + rest : sum;
     }
   }
 }
 
-// split_sum_row over rows [r0, r1) of z [., N] into y [., O], for the plan's block count.
-template <typename T>
-void split_sum_rows(const SplitSum& plan, const T* z, int64_t N, const T* w_t, int64_t ld, int64_t O, const T* bias,
-                    T* y, int64_t r0, int64_t r1, int64_t* fired) {
-  auto rows = [&](auto blocks) {
-    for (int64_t r = r0; r < r1; ++r)
-      split_sum_row<T, decltype(blocks)::value>(plan, z + r * N, w_t, ld, O, bias, y + r * O, fired);
-  };
-  switch (plan.bounds.size() - 1) {
-    case 1: rows(std::integral_constant<int, 1>{}); break;
-    case 2: rows(std::integral_constant<int, 2>{}); break;
-    case 4: rows(std::integral_constant<int, 4>{}); break;
-    default: rows(std::integral_constant<int, 8>{}); break;
-  }
-}
-
 // The plan in which F.linear sums [B, N] spikes times a weight like `weight` (with `bias` or
-// none) in this dtype and thread count, or null where no candidate gives its bits: each
-// candidate (one block; 2 onto the bias; 4 and 8 blocks, half onto the bias; equal blocks, the
-// first ones longer by one where N does not divide) runs against F.linear on random spikes
-// (densities 0.05, 0.3, 0.7) with the call's weight and bias and with random ones, every value
-// compared. Kept per shape; a layer of more than kSplitMaxOutputs outputs gets none (the GEMM
-// is as fast there).
+// none) in this dtype and thread count, or null where no candidate (split_candidates) gives its
+// bits: each runs against F.linear on random spikes (densities 0.05, 0.3, 0.7) with the call's
+// weight and bias and with random ones, every value compared. Kept per shape; a layer of more
+// than kSplitMaxOutputs outputs gets none (the GEMM is as fast there).
 constexpr int64_t kSplitMaxOutputs = 64;
 
 const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor& bias) {
@@ -181,22 +201,17 @@ const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor
     trials.emplace_back(z, w, b, at::linear(z, w, b.numel() ? std::optional<at::Tensor>(b) : std::nullopt));
   }
   std::unique_ptr<SplitSum> chosen;
-  for (const auto& [blocks, onto] : {std::pair<int64_t, int64_t>{1, 1}, {2, 2}, {4, 2}, {8, 4}}) {
-    if (blocks > N) break;
-    auto plan = std::make_unique<SplitSum>();
-    const int64_t base = N / blocks, extra = N % blocks;
-    plan->bounds.push_back(0);
-    for (int64_t j = 0; j < blocks; ++j) plan->bounds.push_back(plan->bounds.back() + base + (j < extra));
-    plan->onto_bias = onto;
+  for (auto& plan : split_candidates(N)) {
     bool agrees = true;
     for (const auto& [z, w, b, want] : trials) {
       at::Tensor got = at::empty({B, O}, options);
       AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "snnir_neuron_linear_split_plan", [&] {
         const at::Tensor w_t = padded_rows(w);
         std::vector<int64_t> fired(N);
-        split_sum_rows<scalar_t>(*plan, z.data_ptr<scalar_t>(), N, w_t.data_ptr<scalar_t>(), w_t.size(1), O,
-                                 b.numel() ? b.data_ptr<scalar_t>() : nullptr, got.data_ptr<scalar_t>(), 0, B,
-                                 fired.data());
+        for (int64_t r = 0; r < B; ++r)
+          split_sum_row<scalar_t>(plan, z.data_ptr<scalar_t>() + r * N, w_t.data_ptr<scalar_t>(), w_t.size(1), O,
+                                  b.numel() ? b.data_ptr<scalar_t>() : nullptr, got.data_ptr<scalar_t>() + r * O,
+                                  fired.data());
       });
       if (std::memcmp(want.data_ptr(), got.data_ptr(), got.nbytes()) != 0) {
         agrees = false;
@@ -204,7 +219,7 @@ const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor
       }
     }
     if (agrees) {
-      chosen = std::move(plan);
+      chosen = std::make_unique<SplitSum>(std::move(plan));
       break;
     }
   }
@@ -260,7 +275,7 @@ void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, cons
         std::vector<int64_t> fired(N);
         for (int64_t r = r0; r < r1; ++r) {
           kernel(p, xt, vi, zi, vp, zp, ztp, bt, ut, r * N, (r + 1) * N);
-          split_sum_rows<T>(*plan, ztp, N, wt, w_t.size(1), O, pb, yt, r, r + 1, fired.data());
+          split_sum_row<T>(*plan, ztp + r * N, wt, w_t.size(1), O, pb, yt + r * O, fired.data());
         }
       });
       vi = vp;
