@@ -132,13 +132,16 @@ class GlueRecording:
 
     def read_if_step(self, tensor: Any, tag: Tag) -> Tag:
         """``tag``, or for a step of an unbound input (``Tag("step")``) what reading ``x[t]`` now gives."""
-        if tag.kind != "step":
-            return tag
-        out_of_order = self.out_of_order(tag.stacked, tag.stacked + 1)
+        return tag if tag.kind != "step" else self.read_step(tag.stacked, tag.stacked + 1, tuple(tensor.shape[1:]))
+
+    def read_step(self, index: Any, steps: int, shape: tuple[int, ...]) -> Tag:
+        """Reading ``x[index]`` of the input sequence (``steps`` long) now: the Input node's value
+        (a sample of ``shape``), or refused where the read is out of order (:meth:`out_of_order`)."""
+        out_of_order = self.out_of_order(index, steps)
         if out_of_order:
             return Tag("bad", why=out_of_order)
         self.indexed = True
-        return Tag("value", self.input_node(tuple(tensor.shape[1:]), self.where()))
+        return Tag("value", self.input_node(shape, self.where()))
 
     def out_of_order(self, index: Any, steps: int) -> str:
         """Why reading step ``index`` of the input sequence now cannot be traced (empty if it can):
@@ -166,11 +169,7 @@ class GlueRecording:
                     return Tag("bad", why=f"x[{':, ' * later[0]}t] (a step taken along dimension {later[0]} of the "
                                           "input; snnir takes time first, [T, B, ...]: trace x.transpose(0, "
                                           f"{later[0]}) and index x[t])")
-                out_of_order = self.out_of_order(args[1], args[0].shape[0])
-                if out_of_order:
-                    return Tag("bad", why=out_of_order)
-                self.indexed = True
-                return Tag("value", self.input_node(tuple(result.shape[1:]), self.where()))
+                return self.read_step(args[1], args[0].shape[0], tuple(result.shape[1:]))
             # any other use of the whole input means one call is one step
             tags = [Tag("value", self.input_node(tuple(args[0].shape[1:]), self.where()))]
         if len(tags) == 1 and tags[0].stacked is not None and name == "__getitem__" and len(args) == 2:

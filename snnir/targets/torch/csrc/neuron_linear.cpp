@@ -98,7 +98,6 @@ std::vector<SplitSum> split_candidates(int64_t N) {
     }
   };
   for (const int64_t first : {N - N / 2, N / 2}) {
-    if (first == N / 2 && N % 2 == 0 && first != N - N / 2) continue;
     for (int rule = 0; rule < 4; ++rule) {
       SplitSum plan{{0}, 0};
       cut(0, first, rule, plan.bounds);
@@ -191,23 +190,23 @@ const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor
   }
   const auto options = weight.options();
   const auto gen = at::make_generator<at::CPUGeneratorImpl>(20261205);
-  std::vector<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> trials;  // z, w, b, F.linear's
+  // per trial: the spikes, the weight as split_sum_row reads it (padded_rows), the bias, F.linear's result
+  std::vector<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> trials;
   for (int trial = 0; trial < 6; ++trial) {
     const bool own = trial < 3;
     const at::Tensor w = own ? weight.contiguous() : at::randn({O, N}, gen, options);
     const at::Tensor b = !bias.numel() ? bias : own ? bias.contiguous() : at::randn({O}, gen, options);
     const double density = trial % 3 == 0 ? 0.05 : trial % 3 == 1 ? 0.3 : 0.7;
     const at::Tensor z = at::bernoulli(at::full({B, N}, density, options), gen);
-    trials.emplace_back(z, w, b, at::linear(z, w, b.numel() ? std::optional<at::Tensor>(b) : std::nullopt));
+    trials.emplace_back(z, padded_rows(w), b, at::linear(z, w, b.numel() ? std::optional<at::Tensor>(b) : std::nullopt));
   }
+  std::vector<int64_t> fired(N);
   std::unique_ptr<SplitSum> chosen;
   for (auto& plan : split_candidates(N)) {
     bool agrees = true;
-    for (const auto& [z, w, b, want] : trials) {
+    for (const auto& [z, w_t, b, want] : trials) {
       at::Tensor got = at::empty({B, O}, options);
       AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "snnir_neuron_linear_split_plan", [&] {
-        const at::Tensor w_t = padded_rows(w);
-        std::vector<int64_t> fired(N);
         for (int64_t r = 0; r < B; ++r)
           split_sum_row<scalar_t>(plan, z.data_ptr<scalar_t>() + r * N, w_t.data_ptr<scalar_t>(), w_t.size(1), O,
                                   b.numel() ? b.data_ptr<scalar_t>() : nullptr, got.data_ptr<scalar_t>() + r * O,
