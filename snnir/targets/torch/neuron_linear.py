@@ -26,6 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from snnir.targets.torch import native as kernels
+from snnir.targets.torch.autograd_calls import untracked_apply
 from snnir.targets.torch.bptt import _linear_backward_applies, _linear_bptt
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _run, _scalars, _state
 
@@ -187,5 +188,5 @@ def neuron_linear_sequence(
         and cfg.surrogate.name in kernels._SURROGATES and _kernel(native) is not None
     )
     op = _NativeNeuronLinear if use_native else _NeuronLinear
-    y, v_t, z_t = op.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
+    y, v_t, z_t = untracked_apply(op, cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
     return y, _state(cfg, v_t, None, z_t)

@@ -263,3 +263,39 @@ def test_compile_option_native_overrides_the_environment(native_kernels, monkeyp
 def test_bad_native_option_is_refused():
     with pytest.raises(snnir.SnnirError, match="native"):
         snnir.compile(_two_layer_graph(), target="torch", native="yes")
+
+
+class _Asked:
+    """The neuron_linear extension, noting what each forward was asked to keep."""
+
+    def __init__(self, built, asked: list):
+        self._built, self._asked = built, asked
+
+    def forward(self, *args):
+        self._asked.append(args[-2:])  # (want_bits, keep_u)
+        return self._built.forward(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._built, name)
+
+
+@pytest.mark.parametrize("o", [O, 100])
+def test_inference_keeps_nothing_for_a_backward(native_kernels, monkeypatch, o):
+    """Under ``no_grad`` a trainable layer's forward keeps neither the spikes nor the membranes
+    (``autograd.Function.apply`` still says the weight needs its gradient there), and gives the
+    tracked call's outputs bit for bit; with gradients on, a wide layer's forward keeps both."""
+    monkeypatch.setenv("SNNIR_NATIVE", "1")
+    op = _lif("next", "subtract")
+    x, init, weight, bias, _ = _inputs(op, False, torch.float32, o=o)
+    weight, bias = torch.nn.Parameter(weight), torch.nn.Parameter(bias)
+    cfg = _config(op, Surrogate("arctan", 2.0), detach_reset=True)
+    c = coefficients(op, {}, x)
+    built, asked = native_kernels.extension("neuron_linear"), []
+    monkeypatch.setattr(neuron_linear, "_kernel", lambda choice=None: _Asked(built, asked))
+    with torch.no_grad():
+        got, got_state = neuron_linear.neuron_linear_sequence(cfg, c, x, T, False, init, weight, bias)
+    assert asked == [(False, False)]
+    want, want_state = neuron_linear.neuron_linear_sequence(cfg, c, x.requires_grad_(), T, False, init, weight, bias)
+    assert asked[1] == ((True, True) if o > neuron_linear.NARROW else (False, False))
+    assert torch.equal(got, want.detach()) and not got.requires_grad
+    assert all(torch.equal(got_state[k], want_state[k].detach()) for k in want_state)

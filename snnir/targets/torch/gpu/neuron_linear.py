@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from snnir.targets.torch.autograd_calls import untracked_apply
 from snnir.targets.torch.gpu import scan
 from snnir.targets.torch.neuron_linear import _input_grads
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
@@ -87,5 +88,6 @@ def neuron_linear_sequence(cfg: _Config, c: dict, x: Tensor, steps: int, static:
     ``init`` in the state's dtype (:func:`~snnir.targets.torch.gpu.state_dtype`)."""
     v0 = init["v"]
     z0 = init["z"] if "z" in init else v0.new_zeros(())
-    y, v_t, z_t = _TritonNeuronLinear.apply(cfg, steps, static, x, v0, z0, weight, bias, *(c[n] for n in _COEFFS))
+    y, v_t, z_t = untracked_apply(_TritonNeuronLinear, cfg, steps, static, x, v0, z0, weight, bias,
+                                  *(c[n] for n in _COEFFS))
     return y, _state(cfg, v_t, None, z_t)
