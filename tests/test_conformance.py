@@ -38,6 +38,7 @@ from snnir.ir.ops import (
 )
 from snnir.ir.ops.fused import FusedLayerNeuron
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.registry import OPS
@@ -142,6 +143,17 @@ def conformance_graph(op_type: str) -> tuple[Graph, tuple[int, ...]]:
                  "pooled_lif": _neuron(LIF, rng, (2, 3, 3), Semantics(dt=DT, reset="zero")), "out_pooled": Output()}
         edges = (("in", "pool_in"), ("pool_in", "pooled_lif"), ("pooled_lif", "out_pooled"))
         return graph.replace(nodes=nodes, edges=graph.edges + edges), (2, 6, 6)
+    if cls is BatchNorm:  # after a Conv2d (folded into it in a file) and on the input (kept as an extension op)
+        def norm(channels: int) -> BatchNorm:
+            return BatchNorm(mean=normal(0, 0.2, channels), var=rng.uniform(0.5, 2, channels),
+                             weight=rng.uniform(0.5, 1.5, channels), bias=normal(0, 0.1, channels), eps=1e-3)
+
+        conv = Conv2d(normal(0.2, 0.6, (4, 2, 3, 3)), normal(0, 0.1, 4), padding=1)
+        graph = _seq(("conv", conv), ("node", norm(4)), ("flat", Flatten(0)), shape=(2, 5, 5))
+        graph = _with_spiking_branch(graph, "flat", 100, rng)
+        nodes = {**graph.nodes, "raw": norm(2), "raw_flat": Flatten(0), "out_raw": Output()}
+        edges = (("in", "raw"), ("raw", "raw_flat"), ("raw_flat", "out_raw"))
+        return graph.replace(nodes=nodes, edges=graph.edges + edges), (2, 5, 5)
     if cls is Delay:
         delay = Delay(rng.integers(0, 5, 4) * DT, sem=Semantics(dt=DT, detached=True))  # training only
         return _with_spiking_branch(_seq(("node", delay), shape=(4,)), "node", 4, rng), (4,)

@@ -65,7 +65,6 @@ class Recorder(GlueRecording):
         self.calling: dict[int, str] = {}  # id(module) -> the node of its call in progress
         self.functional: dict[tuple, str] = {}
         self.passthrough: dict[int, tuple[str, ...]] = {}
-        self.folded: dict[str, str] = {}  # BatchNorm path -> the node it is folded into
         self.path_of = {id(m): p for p, m in model.named_modules()}
         #: paths of the modules with to_op() (snnir.nn layers...): one never called names a likely cause
         self.declared = [p for p, m in model.named_modules() if p and callable(getattr(m, "to_op", None))]
@@ -175,7 +174,7 @@ class Recorder(GlueRecording):
     # --- leaf layers -------------------------------------------------------------
     def leaf_kind(self, module: Any) -> str | None:
         from snnir.frontends.snntorch_map import is_snntorch_neuron
-        from snnir.frontends.torch_nn_map import BATCHNORMS, LAYERS, PASSTHROUGH
+        from snnir.frontends.torch_nn_map import LAYERS, PASSTHROUGH
 
         if callable(getattr(module, "to_op", None)):
             return "to_op"
@@ -186,8 +185,6 @@ class Recorder(GlueRecording):
             return None
         if name in PASSTHROUGH:
             return "passthrough"
-        if name in BATCHNORMS:
-            return "batchnorm"
         return "layer" if name in LAYERS else None
 
     def fragment(self, module: Any, kind: str, layer: str, x: Any) -> Fragment:
@@ -236,10 +233,6 @@ class Recorder(GlueRecording):
             padded = padded or (fed_tag.padded if fed_tag is not None else self.is_zero(fed))
         if kind == "passthrough":
             self.passthrough[id(module)] = sources
-            return
-        if kind == "batchnorm":
-            self.passthrough[id(module)] = self.fold(module, sources, layer, path)
-            self.tag(args[0], Tag("bad", why=f"'{sources[0]}' before the BatchNorm '{layer}' folded into it"))
             return
         states = list(args[1:]) + list((kwargs or {}).values())
         name = self.instance(module, kind, self.names.setdefault(path, []), sources, states, layer)
@@ -302,22 +295,6 @@ class Recorder(GlueRecording):
         if self.whole_sequences and isinstance(node_path, str) and node_path:
             return node_path
         return path.replace(".", "_") or "model"
-
-    def fold(self, bn: Any, sources: tuple[str, ...], layer: str, path: str) -> tuple[str, ...]:
-        from snnir.frontends.torch_nn_map import fold_batchnorm
-
-        if len(sources) != 1 or sources[0] not in set(self.layer_nodes) | set(self.functional.values()):
-            raise SnnirError("BatchNorm must directly follow one Linear or Conv layer to be folded", layer)
-        if self.folded.get(path) == sources[0]:  # a later time step: folded at the first
-            return sources
-        if path in self.folded or sources[0] in self.folded.values():
-            raise SnnirError(f"is applied to '{self.folded.get(path, sources[0])}' and '{sources[0]}'; "
-                             "a BatchNorm folds into one layer, once", layer)
-        if any(src == sources[0] for src, _ in self.edges):
-            raise SnnirError(f"cannot fold into '{sources[0]}': its output is also used before the BatchNorm", layer)
-        self.folded[path] = sources[0]
-        self.nodes[sources[0]] = fold_batchnorm(self.nodes[sources[0]], bn, layer, sources[0])
-        return sources
 
     def post_hook(self, module: Any, args: tuple, output: Any) -> None:
         self.stack.pop()

@@ -6,15 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from snnir.errors import SnnirError, shown, warn
+from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, AvgPool2d, Conv1d, Conv2d, Flatten, Linear, Op
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 
 #: Layers that pass their input through in eval mode (no node).
 DROPOUTS = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout")
 PASSTHROUGH = ("Identity", *DROPOUTS)
 BATCHNORMS = ("BatchNorm1d", "BatchNorm2d")
-LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d", "Flatten")
+LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d", "Flatten", *BATCHNORMS)
 #: torch functions that max-pool, by name (``F.max_pool1d/2d`` and the ``torch.`` ops they call).
 MAX_POOL_FUNCS = {"max_pool1d": MaxPool1d, "max_pool2d": MaxPool2d}
 
@@ -84,6 +85,12 @@ def check_layer_input(module: Any, x: Any, layer: str) -> None:
     if kind == "Linear" and shape[-1:] != [module.in_features]:
         raise SnnirError(f"Linear takes inputs [B, {module.in_features}] ({module.in_features} features last), "
                          f"got {shape}", layer)
+    if kind in BATCHNORMS:
+        ranks = (2, 3) if kind == "BatchNorm1d" else (4,)
+        if len(shape) not in ranks or shape[1] != module.num_features:
+            n = module.num_features
+            takes = f"[B, {n}] or [B, {n}, L]" if kind == "BatchNorm1d" else f"[B, {n}, H, W]"
+            raise SnnirError(f"{kind} takes inputs {takes} (channels second), got {shape}", layer)
     if kind in ("Conv1d", "Conv2d"):
         rank = 3 if kind == "Conv1d" else 4
         if len(shape) != rank or shape[1] != module.in_channels:
@@ -110,38 +117,22 @@ def layer_op(module: Any, layer: str) -> Op | None:
                            module.ceil_mode, module.return_indices)
     if kind == "Flatten":
         return flatten_op(module.start_dim, module.end_dim, layer)
+    if kind in BATCHNORMS:
+        return batchnorm_op(module, layer)
     return None
 
 
-def fold_batchnorm(target: Op, bn: Any, layer: str, source: str) -> Op:
-    """``target`` followed by eval-mode ``bn``, as one op of the same family."""
-    if bn.training and not bn.track_running_stats:
-        raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
-    if bn.running_mean is None:
-        raise SnnirError("BatchNorm without running statistics cannot be folded", layer)
-    trains = bn.affine and (bn.weight.requires_grad or bn.bias.requires_grad)
-    warn(f"layer '{shown(layer)}': BatchNorm is folded into '{shown(source)}' with its running statistics: the "
-         "folded layer rounds otherwise than the two did, so a neuron whose membrane comes within rounding of its "
-         "threshold may spike otherwise than in the model (seen: 10 of 1.5 million hidden spikes, batch 128)"
-         + (", and the graph holds no weight and bias of its own: compiled modules train the folded layer "
-            "instead, and training differs from the model's" if trains else ""))
-    mean = bn.running_mean.detach().cpu().double().numpy()
-    var = bn.running_var.detach().cpu().double().numpy()
-    gamma = bn.weight.detach().cpu().double().numpy() if bn.affine else np.ones_like(mean)
-    beta = bn.bias.detach().cpu().double().numpy() if bn.affine else np.zeros_like(mean)
-    scale = gamma / np.sqrt(var + bn.eps)
-    shift = beta - mean * scale
-    if isinstance(target, (Affine, Linear)):
-        bias = np.asarray(getattr(target, "bias", np.zeros(())), dtype=np.float64)
-        return Affine(weight=scale[:, None] * np.asarray(target.weight, np.float64),
-                      bias=scale * bias + shift, trainable=("weight", "bias") if target.trainable else ())
-    if isinstance(target, (Conv1d, Conv2d)):
-        weight = np.asarray(target.weight, np.float64)
-        bias = np.broadcast_to(np.asarray(target.bias, np.float64), scale.shape)
-        return target.replace(weight=scale.reshape((-1,) + (1,) * (weight.ndim - 1)) * weight,
-                              bias=scale * bias + shift)
-    raise SnnirError(
-        f"BatchNorm can only be folded into a preceding Linear or Conv layer, not into '{source}' "
-        f"({type(target).__name__})",
-        layer,
-    )
+def batchnorm_op(bn: Any, layer: str) -> Op:
+    """An eval-mode BatchNorm1d/2d as :class:`~snnir.ir.ops.norm.BatchNorm` (its running statistics)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise SnnirError("BatchNorm without running statistics (track_running_stats=False) normalises each batch by "
+                         "its own statistics, which a graph cannot state; build it with track_running_stats=True",
+                         layer)
+    mean, var = array(bn.running_mean), array(bn.running_var)
+    weight = array(bn.weight) if bn.affine else np.ones_like(mean)
+    bias = array(bn.bias) if bn.affine else np.zeros_like(mean)
+    try:
+        return BatchNorm(mean=mean, var=var, weight=weight, bias=bias, eps=bn.eps,
+                         trainable=_trainable(bn, ("weight", "bias")) if bn.affine else ())
+    except SnnirError as exc:
+        raise SnnirError(exc.reason, layer) from None

@@ -242,7 +242,7 @@ def _by_input(sample_input: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 def _warn_eval_semantics(model: Any) -> None:
     """Warn, naming them, where layers in training mode compute what the graph will not: the
-    graph is the eval-mode model (Dropout passes its input through, BatchNorm folds its
+    graph is the eval-mode model (Dropout passes its input through, BatchNorm normalises by its
     running statistics), and a model in training mode gives other values."""
     from snnir.frontends.torch_nn_map import BATCHNORMS, DROPOUTS
 

@@ -21,4 +21,5 @@ __all__ = [
 
 import snnir.ir.ops.fused  # noqa: E402,F401 - registers snnir extension ops (after the core loads)
 import snnir.ir.ops.pool  # noqa: E402,F401 - registers the max pools (extension ops)
+import snnir.ir.ops.norm  # noqa: E402,F401 - registers BatchNorm (an extension op)
 import snnir.ir.ops.probe  # noqa: E402,F401 - registers the state probe (extension op)

@@ -186,7 +186,7 @@ def _op_cost(op, shapes: Shapes, path: str) -> tuple[int, int]:
         return _layer_macs(op, size)
     if isinstance(op, Neuron):
         return size, state
-    return (size if op.op_type in ("Scale", "Threshold") else 0), state
+    return (size if op.op_type in ("Scale", "Threshold", "snnir.BatchNorm") else 0), state
 
 
 def _layer_macs(op, out_size: int) -> tuple[int, int]:

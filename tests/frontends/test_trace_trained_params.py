@@ -5,7 +5,6 @@ trained threshold without a word, and reset_delay=False and Alpha dropped traine
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -85,23 +84,6 @@ def test_a_trained_decay_below_0_is_refused_by_name():
 
     with pytest.raises(SnnirError, match=r"node 'neuron'.*learn_beta with beta < 0"):
         snnir.trace(Loop(snn.Leaky(beta=-0.3, learn_beta=True)), torch.rand(T, B, N_IN))
-
-
-def test_a_folded_batchnorm_is_named():
-    """A BatchNorm folds into the layer before it: the folded layer rounds otherwise (spikes may
-    differ where a membrane is within rounding of its threshold: 10 of 1.5 million hidden spikes
-    of the spiking autoencoder at batch 128, found by running the tutorial corpus there), and its
-    weight and bias are not the graph's to train. Both are said, naming the layer."""
-    model = torch.nn.Sequential(torch.nn.Linear(N_IN, N), torch.nn.BatchNorm1d(N),
-                                snn.Leaky(beta=0.8, init_hidden=True)).eval()
-    with pytest.warns(UserWarning, match=r"layer '1': BatchNorm is folded into '0'.*rounds otherwise.*training differs"):
-        snnir.trace(model, torch.rand(B, N_IN))
-    model[1].requires_grad_(False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        snnir.trace(model, torch.rand(B, N_IN))
-    said = [str(w.message) for w in caught if "BatchNorm" in str(w.message)]
-    assert len(said) == 1 and "rounds otherwise" in said[0] and "training differs" not in said[0], said
 
 
 def test_to_graph_keeps_float64_training():

@@ -20,6 +20,7 @@ from snnir.ir.ops import (
     AvgPool2d, Conv1d, Conv2d, CubaLIF, Delay, Flatten, Input, LIF, Linear, Output, Scale, Subgraph, SumPool2d,
 )
 from snnir.ir.ops.base import Op
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.nir_io import SNNIR_KEY, load, read, write
@@ -88,6 +89,10 @@ def example(op_type: str, rng: np.random.Generator, variant: bool) -> tuple[Op, 
         ),
         "snnir.MaxPool2d": lambda: (MaxPool2d(kernel_size=(2, 3), padding=1, ceil_mode=variant), (3, 6, 7)),
         "snnir.StateProbe": lambda: (StateProbe("i" if variant else "v"), (5,)),
+        "snnir.BatchNorm": lambda: (
+            BatchNorm(mean=r(3), var=np.abs(r(3)) + 0.5, weight=r(3), bias=r(3), eps=1e-3 if variant else 1e-5),
+            (3, 4) if variant else (3,),
+        ),
     }
     if op_type in simple:
         return simple[op_type]()
@@ -235,9 +240,10 @@ def test_an_extension_lowers_by_its_own_expand_when_none_is_registered(tmp_path,
     assert read(tmp_path / "g.nir").nodes["node"].op_type == "NIRGraph"
 
 
-#: max pools have a standard NIR form on spikes alone (tests/ir/test_max_pool.py), state probes none
+#: max pools have a standard NIR form on spikes alone (tests/ir/test_max_pool.py), a BatchNorm only
+#: folded into a layer before it (tests/frontends/test_trace_batchnorm.py), state probes none
 #: (tests/ir/test_state_probe.py)
-KEPT_EXTENSIONS = ("snnir.MaxPool1d", "snnir.MaxPool2d", "snnir.StateProbe")
+KEPT_EXTENSIONS = ("snnir.MaxPool1d", "snnir.MaxPool2d", "snnir.BatchNorm", "snnir.StateProbe")
 
 
 @pytest.mark.parametrize("op_type", sorted(t for t in OPS if t.startswith("snnir.") and t not in KEPT_EXTENSIONS))

@@ -26,6 +26,7 @@ import pytest
 import snnir
 from snnir.ir import OPS, Graph
 from snnir.ir.ops import Conv2d, Input, Linear, Output, Subgraph
+from snnir.ir.ops.norm import BatchNorm
 
 from test_nir_io import example, wrap  # the round-trip tests' example op per type
 
@@ -163,8 +164,9 @@ def _op_file(op_type: str, variant: str, probe: dict, directory: Path) -> Path:
     return path
 
 
-#: the one extension op written as itself (no NIR form; the writer warns that only snnir reads it)
-NO_NIR_FORM = "snnir.StateProbe"
+#: the extension ops written as themselves alone (no NIR form; the writer warns that only snnir reads
+#: them): a BatchNorm has one only folded into a layer before it (test_folded_batchnorm_reads)
+NO_NIR_FORM = ("snnir.StateProbe", "snnir.BatchNorm")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,7 @@ def op_reads(nir_version, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"ops-{version}")
     paths = {
         (t, v): _op_file(t, v, probe, directory)
-        for t in OP_TYPES if t in probe["types"] or t.startswith("snnir.") and t != NO_NIR_FORM for v in VARIANTS
+        for t in OP_TYPES if t in probe["types"] or t.startswith("snnir.") and t not in NO_NIR_FORM for v in VARIANTS
     }
     result = _probe(site, read=paths.values())["read"]
     return {key: result[str(p)] for key, p in paths.items()}
@@ -197,6 +199,17 @@ def test_conv2d_groups1_reads(nir_version, tmp_path):
     conv = Conv2d(weight=np.ones((4, 2, 3, 3)), bias=np.zeros(4), padding=1)
     snnir.write(wrap(conv, (2, 5, 5)), tmp_path / "conv.nir")
     assert _probe(site, read=[tmp_path / "conv.nir"])["read"] == {str(tmp_path / "conv.nir"): None}
+
+
+def test_folded_batchnorm_reads(nir_version, tmp_path):
+    """A Conv2d then a BatchNorm is written as one Conv2d, which every nir reads."""
+    version, site, _ = nir_version
+    conv = Conv2d(weight=np.ones((4, 2, 3, 3)), bias=np.zeros(4), padding=1)
+    norm = BatchNorm(mean=np.full(4, 0.1), var=np.full(4, 2.0), weight=np.ones(4), bias=np.zeros(4))
+    graph = Graph.sequential(("in", Input((2, 5, 5))), ("conv", conv), ("bn", norm), ("out", Output()))
+    with pytest.warns(UserWarning, match="BatchNorm folded"):
+        snnir.write(graph, tmp_path / "bn.nir")
+    assert _probe(site, read=[tmp_path / "bn.nir"])["read"] == {str(tmp_path / "bn.nir"): None}
 
 
 def test_nested_port_edges_read(nir_version, tmp_path, request):

@@ -40,6 +40,7 @@ from snnir.ir.dialect import DIALECTS, FILE_PREDICTORS, Dialect, get_dialect, ma
 from snnir.ir.ops import Affine, Conv1d, Conv2d, Linear, Neuron, Output, Scale, Subgraph
 from snnir.ir.ops.base import Op
 from snnir.ir.ops.fused import FUSED_FROM, FusedLayerNeuron
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.registry import is_extension
@@ -47,6 +48,7 @@ from snnir.ir.semantics import DEFAULT_DT, Semantics
 from snnir.ir.shapes import infer_shapes
 from snnir.ir.verify import is_name_list, verify
 from snnir.ir.nir_io.encoding import SNNIR_KEY
+from snnir.ir.nir_io.batchnorm import fold_batchnorms
 from snnir.ir.nir_io.max_pool import restore_max_pools, spell_max_pools
 from snnir.ir.nir_io.reader import Reader
 from snnir.ir.nir_io.tree import file_tree, is_path, trust_written
@@ -197,7 +199,9 @@ def write(graph: Graph, path: Any, *, dialect: str | None = None, keep_extension
     ``keep_extensions``, which writes their ``snnir.*`` type and fields (read back exactly).
     Max pools of 0/1 spikes (``binary_inputs`` names Inputs that carry them) are written in
     standard NIR, others as extension ops with a warning (see :mod:`~snnir.ir.nir_io.max_pool`);
-    a library dialect refuses those.
+    a BatchNorm is folded into the layer before it, with a warning, where it can be, else written
+    as an extension op (see :mod:`~snnir.ir.nir_io.batchnorm`); a library dialect refuses the
+    extension ops kept.
     """
     if not isinstance(graph, Graph):
         raise SnnirError(f"write needs a Graph, got {type(graph).__name__}")
@@ -254,10 +258,25 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
                notes: list[str] | None = None, binary_inputs: Any = ()) -> Graph:
     """The graph :func:`write` puts in the file (what reading it back gives, up to defaults):
     the dialect's form, then, unless ``keep_extensions``, fused nodes split back into their named
-    layer and neuron (:func:`split_fused`), max pools of spikes in their standard form and the
-    others kept (:mod:`~snnir.ir.nir_io.max_pool`), state probes kept (NIR has no form for them; a
-    library dialect refuses them), and other extension ops lowered to standard NIR."""
+    layer and neuron (:func:`split_fused`), BatchNorms folded into the layer before them where they
+    can be and the others kept (:mod:`~snnir.ir.nir_io.batchnorm`), max pools of spikes in their
+    standard form and the others kept (:mod:`~snnir.ir.nir_io.max_pool`), state probes kept (NIR has
+    no form for them; a library dialect refuses them, and the BatchNorms and max pools kept), and
+    other extension ops lowered to standard NIR."""
     notes = [] if notes is None else notes
+    if keep_extensions:
+        norms = [path for path, op in graph.walk() if isinstance(op, BatchNorm)]
+    else:
+        graph, folded, norms = fold_batchnorms(graph)
+        if folded:
+            notes.append("BatchNorm folded into the layer before it (standard NIR; the folded layer rounds "
+                         "otherwise, so a reader's spikes may differ where a membrane comes within rounding of "
+                         "its threshold): "
+                         + ", ".join(repr(p) for p in folded))
+    if norms and dialect not in (None, "nir"):
+        raise SnnirError(f"the {dialect} dialect cannot write a BatchNorm that does not directly follow one Linear, "
+                         "Affine or convolution feeding only it: NIR has no BatchNorm and other libraries cannot read "
+                         "snnir.BatchNorm ops (write plain NIR, or place it after such a layer)", norms[0])
     probes = [path for path, op in graph.walk() if isinstance(op, StateProbe)]
     if probes and dialect not in (None, "nir"):
         raise SnnirError(f"the {dialect} dialect cannot write a neuron's state read as a value (snnir.StateProbe, "
@@ -279,6 +298,9 @@ def as_written(graph: Graph, *, dialect: str | None = None, keep_extensions: boo
     if kept:
         notes.append("max pooling of values not known to be 0/1 spikes has no NIR form; written as snnir "
                      f"extension ops, which only snnir reads: {', '.join(repr(p) for p in kept)}")
+    if norms:
+        notes.append("a BatchNorm that does not follow one layer feeding only it has no NIR form; written as "
+                     f"snnir.BatchNorm extension ops, which only snnir reads: {', '.join(repr(p) for p in norms)}")
     if probes:
         notes.append("a neuron's state read as a value has no NIR form; written as snnir.StateProbe extension ops, "
                      f"which only snnir reads: {', '.join(repr(p) for p in probes)}")
@@ -317,13 +339,13 @@ def _split_names(value: Any, split: Mapping[str, list[str]]) -> Any:
 
 
 def lower_extensions(graph: Graph, prefix: str = "") -> Graph:
-    """``graph`` with every extension op but max pools and state probes replaced by a nested NIRGraph
-    of standard ops."""
+    """``graph`` with every extension op but max pools, state probes and BatchNorms replaced by a
+    nested NIRGraph of standard ops."""
     nodes = {}
     for name, op in graph.nodes.items():
         if isinstance(op, Subgraph):
             op = op.replace(graph=lower_extensions(op.graph, f"{prefix}{name}."))
-        elif is_extension(op.op_type) and not isinstance(op, MAX_POOLS + (StateProbe,)):  # kept: see as_written
+        elif is_extension(op.op_type) and not isinstance(op, MAX_POOLS + (StateProbe, BatchNorm)):  # see as_written
             op = Subgraph(graph=lower_extensions(_lowering(op, prefix + name), f"{prefix}{name}."))
         nodes[name] = op
     return graph.replace(nodes=nodes)

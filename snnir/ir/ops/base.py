@@ -92,12 +92,17 @@ class Op:
         for name in self.param_names():
             object.__setattr__(self, name, _freeze_array(name, getattr(self, name), self.op_type))
         object.__setattr__(self, "trainable", tuple(self.trainable))
-        unknown = [t for t in self.trainable if t not in self.param_names()]
+        unknown = [t for t in self.trainable if t not in self.trainable_params()]
         if unknown:
             raise SnnirError(f"{self.op_type} has no parameters {unknown} to train")
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
+        return _param_names(cls)
+
+    @classmethod
+    def trainable_params(cls) -> tuple[str, ...]:
+        """The parameters a compiled module may train: all, unless the op says otherwise."""
         return _param_names(cls)
 
     @classmethod

@@ -32,6 +32,7 @@ from snnir.ir.ops import (
     SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.schedule import schedule
@@ -365,6 +366,11 @@ def _scale(b: _Builder, op: Scale, path: str, x: str, y: str) -> None:
     b.add("Mul", [x, b.const(f"{path}/scale", op.scale)], [y])
 
 
+def _batch_norm(b: _Builder, op: BatchNorm, path: str, x: str, y: str) -> None:
+    params = [b.const(f"{path}/{n}", getattr(op, n)) for n in ("weight", "bias", "mean", "var")]
+    b.add("BatchNormalization", [x] + params, [y], epsilon=float(op.eps))
+
+
 def _flatten(b: _Builder, op: Flatten, path: str, x: str, y: str) -> None:
     b.add("Reshape", [x, b.const(f"{path}/shape", [0] + list(b.shapes.outputs[path]), np.int64)], [y])
 
@@ -413,5 +419,6 @@ def _threshold(b: _Builder, op: Threshold, path: str, x: str, y: str) -> None:
 LOWERINGS: dict[type, Any] = {
     Affine: _dense, Linear: _dense, Scale: _scale, Flatten: _flatten, Conv1d: _conv, Conv2d: _conv,
     SumPool2d: _sum_pool, AvgPool2d: _avg_pool, MaxPool1d: _max_pool, MaxPool2d: _max_pool, Threshold: _threshold, Delay: _Builder.delay,
+    BatchNorm: _batch_norm,
     Neuron: _Builder.neuron,
 }

@@ -14,6 +14,7 @@ from snnir.ir.ops import (
     Scale, SumPool2d, Threshold,
 )
 from snnir.ir.ops.neuron import Neuron
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.semantics import DELAYED_RESET_TIMINGS, Semantics
 
@@ -94,6 +95,13 @@ def max_pool(op: MaxPool1d | MaxPool2d, x: np.ndarray) -> np.ndarray:
     x = np.pad(x.astype(F), [(0, 0), (0, 0)] + op.pads(x.shape[2:]), constant_values=-np.inf)
     win = _windows(x, op.kernel_size, op.stride, (0,) * rank, op.dilation)
     return win.max(axis=tuple(range(-rank, 0)))
+
+
+def batch_norm(op: BatchNorm, x: np.ndarray) -> np.ndarray:
+    """``x * a + b`` with the op's per-channel ``(a, b)``, channels on axis 1 of ``[B, C, ...]``."""
+    a, b = op.coefficients()
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * a.reshape(shape) + b.reshape(shape)
 
 
 # --- neurons ------------------------------------------------------------------
@@ -199,7 +207,7 @@ def delay_state(op: Delay, shape, batch: int) -> dict:
 STATELESS = {
     Affine: affine, Linear: linear, Scale: scale, Flatten: flatten, Threshold: threshold,
     Conv1d: conv, Conv2d: conv, SumPool2d: sum_pool, AvgPool2d: avg_pool, MaxPool1d: max_pool,
-    MaxPool2d: max_pool,
+    MaxPool2d: max_pool, BatchNorm: batch_norm,
 }
 STATEFUL = {
     I: integrator, IF: integrator, LI: leaky, LIF: leaky, CubaLI: current_based,

@@ -26,6 +26,7 @@ from snnir.ir.ops import (
     IF, LI, LIF, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, I, Input, Linear, Output,
     Scale, Subgraph, SumPool2d, Threshold,
 )
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.ir.ops.probe import StateProbe
 from snnir.ir.ops.base import Op
@@ -177,6 +178,8 @@ class _Source:
         if isinstance(op, (SumPool2d, AvgPool2d)):
             kernel = "sum_pool" if isinstance(op, SumPool2d) else "avg_pool"
             return f"h[{name!r}] = {kernel}({x}, {op.kernel_size}, {op.stride}, {op.padding})"
+        if isinstance(op, BatchNorm):
+            return f"h[{name!r}] = batch_norm({x}, {self.params(name, op)}, {op.eps!r})"
         if isinstance(op, MAX_POOLS):
             return (f"h[{name!r}] = max_pool({x}, {op.kernel_size}, {op.stride}, {op.padding}, {op.dilation}, "
                     f"{op.ceil_mode})")

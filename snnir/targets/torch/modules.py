@@ -24,6 +24,7 @@ from torch import nn
 
 from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, Delay, Flatten, Linear, Op, Scale, Threshold
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.probe import StateProbe
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
@@ -242,6 +243,17 @@ class ScaleModule(OpModule):
         return x * self.scale
 
 
+class BatchNormModule(OpModule):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel, by torch's eval kernel
+    (``F.batch_norm``): the bits of the model's own eval-mode BatchNorm. Its input is made
+    contiguous: on a CPU torch computes another formula for a strided one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        samples = x.reshape((-1,) + tuple(x.shape[x.dim() - self.in_rank:])).contiguous()
+        y = F.batch_norm(samples, self.mean, self.var, self.weight, self.bias, training=False, eps=self.source_op.eps)
+        return y.reshape(x.shape)
+
+
 class FlattenModule(OpModule):
     """Joins per-sample dims start..end (leading dims are kept)."""
 
@@ -301,7 +313,7 @@ Lowering = Callable[[Op, LoweringContext], OpModule]
 #: and extension ops without a lowering run by their reference expansion.
 LOWERINGS: dict[type[Op], Lowering] = {
     Affine: AffineModule, Linear: LinearModule, Scale: ScaleModule, Flatten: FlattenModule,
-    Threshold: ThresholdModule, Delay: DelayModule, StateProbe: StateProbeModule,
+    Threshold: ThresholdModule, Delay: DelayModule, StateProbe: StateProbeModule, BatchNorm: BatchNormModule,
 }  # and the neurons of ``neuron_module.py``, the convolutions and pools of ``spatial.py``
 
 

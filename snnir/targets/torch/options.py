@@ -29,16 +29,17 @@ class Options:
         if self.mode == "list":
             known = set()
             for path, op in graph.walk():
-                known.update(op.param_names())
-                known.update(f"{path}.{p}" for p in op.param_names())
+                known.update(op.trainable_params())
+                known.update(f"{path}.{p}" for p in op.trainable_params())
             unknown = sorted(self.names - known)
             if unknown:
-                raise SnnirError(f"trainable names {unknown} match no parameter ('name' or 'node.name')")
+                raise SnnirError(f"trainable names {unknown} match no parameter that can train ('name' or "
+                                 "'node.name'; a BatchNorm's mean and var are fixed statistics)")
 
     def trainable_for(self, path: str, op: Op) -> frozenset[str]:
         if self.mode == "metadata":
             return frozenset(op.trainable)
-        names = op.param_names()
+        names = op.trainable_params()
         if self.mode == "all":
             return frozenset(p for p in names if op.params()[p].dtype.kind == "f")
         return frozenset(p for p in names if p in self.names or f"{path}.{p}" in self.names)

@@ -172,6 +172,11 @@ def avg_pool(x, kernel_size, stride, padding):
     return sum_pool(x, kernel_size, stride, padding) / float(kernel_size[0] * kernel_size[1])
 
 
+def batch_norm(x, p, eps):
+    """Per channel (dim 1) by fixed statistics, torch's eval kernel (the model's own bits)."""
+    return F.batch_norm(x.contiguous(), p["mean"], p["var"], p["weight"], p["bias"], training=False, eps=eps)
+
+
 def max_pool(x, kernel_size, stride, padding, dilation, ceil_mode):
     """MaxPool1d or MaxPool2d, padded with -inf (torch's max_pool)."""
     pool = F.max_pool1d if len(kernel_size) == 1 else F.max_pool2d

@@ -95,7 +95,7 @@ def test_bad_options():
     graph = graphs_for(LIF)[0]
     with pytest.raises(SnnirError, match="unknown torch compile options"):
         compile_torch(graph, learning_rate=1)
-    with pytest.raises(SnnirError, match="match no parameter"):
+    with pytest.raises(SnnirError, match="match no parameter that can train"):
         compile_torch(graph, trainable=["cell.nope"])
     for bad in ("relu", ["arctan"], 3.0):
         with pytest.raises(SnnirError, match="unknown surrogate"):

@@ -8,6 +8,7 @@ from snnir.ir import (
     IF, LI, LIF, OPS, Affine, AvgPool2d, Conv1d, Conv2d, CubaLI, CubaLIF, Delay, Flatten, Graph, I, Input,
     Linear, Output, Scale, Semantics, Subgraph, SumPool2d, Threshold,
 )
+from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.ir.ops.probe import StateProbe
 
@@ -80,6 +81,8 @@ def _stateless_graphs(rng):
         MaxPool2d: _chain((2, 6, 7), ("p", MaxPool2d(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1),
                                                      ceil_mode=True))),
         Delay: _chain((4,), ("d", Delay(delay=np.array([0, 1, 3, 2]) * DT, sem=Semantics(dt=DT)))),
+        BatchNorm: _chain((3, 4, 5), ("b", BatchNorm(mean=rng.normal(size=3), var=rng.uniform(0.5, 2, 3),
+                                                     weight=rng.normal(size=3), bias=rng.normal(size=3)))),
     }
 
 
