@@ -93,3 +93,19 @@ def test_half_inputs_with_a_float32_state(half, timing, static):
     assert torch.equal(y, y_want.detach()) and torch.equal(v, final["v"].detach())
     for got, want in ((g_x, wide.grad), (g_v0, v0.grad), (g_w, weight.grad), (g_b, bias.grad)):
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_inference_runs_the_forward_alone():
+    """Under ``no_grad`` with a trainable weight the forward runs without autograd (it keeps no
+    spike bytes for a backward that never runs), with the tracked call's outputs bit for bit."""
+    op = _op("next", "subtract", "gt")
+    x, init, weight, bias, _ = _inputs(op, False, torch.float32)
+    x, weight, bias = x.to(DEVICE), torch.nn.Parameter(weight.to(DEVICE)), torch.nn.Parameter(bias.to(DEVICE))
+    init = {k: v.to(DEVICE) for k, v in init.items()}
+    cfg = _config(op, Surrogate("arctan"), detach_reset=True)
+    c = coefficients(op, {}, init["v"])
+    with torch.no_grad():
+        got, got_final = triton_linear.neuron_linear_sequence(cfg, c, x, T, False, init, weight, bias)
+    want, want_final = triton_linear.neuron_linear_sequence(cfg, c, x, T, False, init, weight, bias)
+    assert got.grad_fn is None and want.grad_fn is not None
+    assert torch.equal(got, want.detach()) and torch.equal(got_final["v"], want_final["v"].detach())
