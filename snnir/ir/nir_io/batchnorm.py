@@ -56,10 +56,9 @@ def folded_layer(layer: Op, bn: BatchNorm) -> Op:
     """``layer`` then ``bn`` as one layer of the same family (a Linear becomes an Affine), in float64."""
     scale, shift = bn.coefficients()
     weight = np.asarray(layer.weight, np.float64)
-    bias = np.asarray(getattr(layer, "bias", np.zeros(())), np.float64)
+    bias = scale * np.broadcast_to(np.asarray(getattr(layer, "bias", np.zeros(())), np.float64), scale.shape) + shift
     trainable = tuple(n for n in ("weight", "bias") if n in layer.trainable or n in bn.trainable)
+    weight = scale.reshape((-1,) + (1,) * (weight.ndim - 1)) * weight
     if isinstance(layer, (Affine, Linear)):
-        return Affine(weight=scale[:, None] * weight, bias=scale * np.broadcast_to(bias, scale.shape) + shift,
-                      trainable=trainable, metadata=layer.metadata)
-    return layer.replace(weight=scale.reshape((-1,) + (1,) * (weight.ndim - 1)) * weight,
-                         bias=scale * np.broadcast_to(bias, scale.shape) + shift, trainable=trainable)
+        return Affine(weight=weight, bias=bias, trainable=trainable, metadata=layer.metadata)
+    return layer.replace(weight=weight, bias=bias, trainable=trainable)
