@@ -1,8 +1,14 @@
-"""Calling a ``torch.autograd.Function`` only where autograd records the call."""
+"""Whether autograd records a call, and calling a ``torch.autograd.Function`` only where it does."""
 
 from __future__ import annotations
 
 import torch
+
+
+def recorded(*values) -> bool:
+    """Whether autograd records an op on ``values``: gradients are on and a tensor among them
+    (non-tensors and None are skipped) requires one."""
+    return torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
 class _Untracked:
@@ -22,7 +28,7 @@ def untracked_apply(function: type[torch.autograd.Function], *args):
     Under ``no_grad``, ``apply`` still reports a parameter as needing its gradient
     (``ctx.needs_input_grad`` follows ``requires_grad`` only), so a forward that keeps what its
     backward reads would keep it for a backward that never runs."""
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+    if recorded(*args):
         return function.apply(*args)
     with torch.no_grad():
         return function.forward(_Untracked(len(args)), *args)

@@ -26,6 +26,7 @@ from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, Delay, Flatten, Linear, Op, Scale, Threshold
 from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.probe import StateProbe
+from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
 
@@ -195,8 +196,7 @@ def _steps_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     results must be made by the ops themselves)."""
     if x.dim() != 3 or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         return None
-    if torch.is_autocast_enabled(x.device.type) or (torch.is_grad_enabled() and (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))):
+    if torch.is_autocast_enabled(x.device.type) or recorded(x, weight, bias):
         return None
     y = x.new_empty((x.shape[0], x.shape[1], weight.shape[0]))
     w_t = weight.t()

@@ -21,6 +21,7 @@ import torch
 
 from snnir.ir.ops.pool import MAX_POOLS
 from snnir.targets.torch import native as kernels
+from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.spatial import POOL_KERNEL, MaxPoolModule, window_args
 from snnir.targets.torch.neuron_update import _COEFFS, _config, _state
@@ -38,7 +39,7 @@ def pooled_sequence(neuron: NeuronModule, pool: MaxPoolModule, x: Tensor, state:
     if coeffs is None or x.dim() != rank + 3 or not isinstance(pool.source_op, MAX_POOLS):
         return None
     init = {name: state[name].to(x.dtype) for name in op.state_names}
-    if torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in init.values())):
+    if recorded(x, *init.values()):
         return None  # no backward
     cfg = _config(op, neuron.surrogate, neuron.detach_reset)
     if not kernels.supports(op, cfg, x, False, neuron.native, kernel=POOL_KERNEL):

@@ -52,6 +52,7 @@ from torch.autograd.function import once_differentiable
 
 from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import native as kernels
+from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.bptt import _sum_to
 from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.neuron_module import NeuronModule
@@ -225,8 +226,7 @@ def feedback_sequence(
     dummy = x.new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
-    tensors = [x, r0, weight, bias, *init.values(), *coeff_values]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if recorded(x, r0, weight, bias, *init.values(), *coeff_values):
         out, v, i, z, last, r = _Recurrent.apply(*args, *coeff_values)
     else:
         flat = [kernels._flat(k, init["v"].shape, init["v"]) for k in coeff_values]

@@ -38,6 +38,7 @@ import torch
 
 from snnir.errors import SnnirError
 from snnir.ir.ops.neuron import Neuron
+from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.bptt import _bptt, _linear_backward_applies, _linear_bptt, _sum_to
 from snnir.targets.torch.neuron_update import _COEFFS, _config, _run, _scalars, _state, coefficients
 from snnir.targets.torch.surrogate import Surrogate
@@ -202,12 +203,7 @@ def neuron_sequence(
     like = x.new_empty(0, dtype=gpu.state_dtype(x)) if on_gpu else x  # the state's dtype
     c = coeffs if coeffs is not None and like.dtype == x.dtype else coefficients(op, params, like)
     init = _initial_state(op, state, batch_shape, like)
-    tracked = torch.is_grad_enabled() and (
-        x.requires_grad
-        or (fed is not None and fed.requires_grad)
-        or any(v.requires_grad for v in init.values())
-        or any(v is not None and v.requires_grad for v in c.values())
-    )
+    tracked = recorded(x, fed, *init.values(), *c.values())
     if on_gpu:
         return _triton_scan().neuron_sequence(cfg, c, x, n_steps, static, init, tracked, fed)
     from snnir.targets.torch import native as kernels  # imported here: it builds on this module

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.bptt import _sum_to
 from snnir.targets.torch.gpu import scan
 from snnir.targets.torch.neuron_update import _COEFFS, _Config, _state
@@ -164,8 +165,7 @@ def feedback_sequence(
     dummy = init["v"].new_zeros(())
     args = (cfg, x, init["v"], init.get("i", dummy), init.get("z", dummy), r0, weight, bias)
     coeff_values = tuple(c[name] for name in _COEFFS)
-    tensors = [x, r0, weight, bias, *init.values(), *coeff_values]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if recorded(x, r0, weight, bias, *init.values(), *coeff_values):
         out, v, i, z = _TritonRecurrent.apply(*args, *coeff_values)
     else:
         k = scan.per_neuron(coeff_values, (x.shape[2],), init["v"])
