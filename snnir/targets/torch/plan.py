@@ -65,10 +65,11 @@ from snnir.errors import SnnirError
 #: runs of steps when nothing is pinned (see ``docs/performance.md``)
 DEFAULT_RUN = 32
 #: runs of steps where the top level holds a recurrent component: each run costs it a fixed
-#: 1.5 ms or so of calls in training, whatever its length, while its step loop is as long
-#: either way (training, median of 20 interleaved, 2 CPU threads: the bench's recurrent net
-#: 43.9 -> 41.2 ms; T=300, B=32, 128 neurons 44.1 -> 34.5 ms; one run of all T was slower on both)
-RECURRENT_RUN = 64
+#: time of calls in training, whatever its length, while its step loop is as long either way
+#: (training, medians of 15 raced against snnTorch and the floor, 2 CPU threads: the bench's
+#: recurrent net, T=100, runs of 50 steps 21.6 ms, one run 19.4, the floor 15.1; T=300, B=32,
+#: 128 neurons, runs of 60 steps 20.0 ms, 100 15.2, 150 14.4, one run of 300 16.8, the floor 11.7)
+RECURRENT_RUN = 160
 #: the least an ``"auto"`` budget allows: below it, calls of a few steps cost more time than they save memory
 AUTO_FLOOR = 4 * 2**20
 #: the same where the top level holds a recurrent component: there a run costs more fixed time

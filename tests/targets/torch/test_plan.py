@@ -287,7 +287,7 @@ def test_a_recurrent_component_gets_longer_runs(grad):
     """Each run costs a recurrent component a fixed time: its runs are up to ``RECURRENT_RUN``
     steps (training, and inference without a budget) and an ``"auto"`` budget is at least
     ``AUTO_FLOOR_RECURRENT``; results are those of runs of ``DEFAULT_RUN``."""
-    graph, x = _recurrent_net(), torch.randn(100, B, 4, requires_grad=grad)
+    graph, x = _recurrent_net(), torch.randn(plan_module.RECURRENT_RUN + 40, B, 4, requires_grad=grad)
     for budget in (None, "auto"):
         module = compile_torch(graph, memory_budget=budget)
         with torch.set_grad_enabled(grad):

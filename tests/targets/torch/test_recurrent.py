@@ -269,6 +269,19 @@ def test_weight_gradient_by_gemm_and_by_sparse_sum(native_kernels, fused_calls, 
     _assert_same(runs[1], runs[0], torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_weight_gradient_over_vector_tiles(native_kernels, fused_calls, monkeypatch, dtype):
+    """The sum of gradient rows at the spikes for a layer wider than its vector tiles (80
+    neurons: whole tiles and a remainder) and several blocks of rows per thread (99 x 3 rows;
+    ``sparse_grad_rows``, 64 a block): ``dL/dW`` and ``dL/db`` agree with the step loop's to rounding."""
+    monkeypatch.setattr(recurrent, "SPARSE_BELOW", 1.01)
+    graph = loop_graph(LIF, SEMANTICS["subtract-next"], width=80)
+    x = _inputs(graph, dtype, steps=100)
+    runs = [_run(graph, x, native, dtype, trainable=["rec.weight", "rec.bias"]) for native in (False, True)]
+    assert len(fused_calls) == 1
+    _assert_same(runs[1], runs[0], dtype)
+
+
 @pytest.mark.parametrize("surrogate", ["fast_sigmoid", "sigmoid", "triangular", "straight_through"])
 def test_every_surrogate(native_kernels, fused_calls, surrogate):
     graph = loop_graph(LIF, SEMANTICS["subtract-next"])
