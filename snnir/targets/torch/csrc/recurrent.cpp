@@ -485,12 +485,13 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 
 // g_zt [rows, N] = dL/dz_t, all the gradient at the spikes of step t: from outside (g_out_t,
 // and g_last at the last step, given for the last spikes as a separate output; else null), and
-// through r_t into the next step (g_r_t [rows, N]): g_out_t copied in, the GEMM adds into it.
+// through r_t into the next step (g_r_t [rows, N]): g_out_t copied in, the GEMM adds into it
+// (times the weight, packed for these rows: blas.h's PackedB).
 template <typename T>
-void gradient_at_spikes(T* g_zt, const T* g_out_t, const T* g_last, const T* g_r_t, const T* weight, int64_t rows,
-                        int64_t N) {
+void gradient_at_spikes(T* g_zt, const T* g_out_t, const T* g_last, const T* g_r_t, const T* weight,
+                        const PackedB& packed, int64_t rows, int64_t N) {
   std::copy(g_out_t, g_out_t + rows * N, g_zt);
-  gemm<T>(false, false, rows, N, N, g_r_t, N, weight, N, T(1), g_zt, N);  // += g_r_t W (blas.h)
+  packed.add_product<T>(g_r_t, N, weight, N, g_zt, N);  // += g_r_t W
   if (g_last)
     for (int64_t e = 0; e < rows * N; ++e) g_zt[e] += g_last[e];
 }
@@ -657,9 +658,10 @@ std::vector<at::Tensor> backward_fused(const at::Tensor& us, const at::Tensor& s
             const int64_t rows = last - first, e0 = first * N, e1 = last * N;
             const T* g_out_block = g_out.data_ptr<T>() + e0;
             const T* g_r_rows = g_r_end.data_ptr<T>() + e0;
+            const PackedB packed(pw, rows, N, N, N);
             for (int64_t t = steps - 1; t >= 0; --t) {
               gradient_at_spikes<T>(pgo + e0, g_out_block + t * M, pgl && t == steps - 1 ? pgl + e0 : nullptr, g_r_rows,
-                                    pw, rows, N);
+                                    pw, packed, rows, N);
               at::parallel_for(e0, e1, kChunk, [&](int64_t begin, int64_t end) {
                 for (int64_t b = begin; b < end; b += kChunk) {
                   const T* kc[N_COEF];
@@ -716,9 +718,10 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& ins, con
     scalar_t *pgv = gv.data_ptr<scalar_t>(), *pgi = mutable_or_null<scalar_t>(gi), *pgz = mutable_or_null<scalar_t>(gz);
     const scalar_t *ps = spikes.data_ptr<scalar_t>(), *pw = w.data_ptr<scalar_t>();
     const scalar_t *pgl = ptr_or_null<scalar_t>(g_last_all), *g_r_t = g_r_end.data_ptr<scalar_t>();
+    const PackedB packed(pw, batch, N, N, N);
     for (int64_t t = steps - 1; t >= 0; --t) {
       gradient_at_spikes<scalar_t>(g_zt.data_ptr<scalar_t>(), g_out.data_ptr<scalar_t>() + t * M,
-                                   t == steps - 1 ? pgl : nullptr, g_r_t, pw, batch, N);
+                                   t == steps - 1 ? pgl : nullptr, g_r_t, pw, packed, batch, N);
       const scalar_t* z_before = !c.next_timing ? nullptr : t ? ps + (t - 1) * M : z0.data_ptr<scalar_t>();
       scalar_t* g_in = g_x.data_ptr<scalar_t>() + t * M;
       backward_kernel<scalar_t>(c, x.data_ptr<scalar_t>() + t * M, vs.data_ptr<scalar_t>() + t * M,
