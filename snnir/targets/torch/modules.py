@@ -26,6 +26,7 @@ from snnir.errors import SnnirError
 from snnir.ir.ops import Affine, Delay, Flatten, Linear, Op, Scale, Threshold
 from snnir.ir.ops.norm import BatchNorm
 from snnir.ir.ops.probe import StateProbe
+from snnir.targets.torch import native as native_kernels
 from snnir.targets.torch.autograd_calls import recorded
 from snnir.targets.torch.spike_linear import spike_linear
 from snnir.targets.torch.surrogate import Surrogate
@@ -208,6 +209,11 @@ def _steps_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return y
 
 
+#: a layer fed 0/1 values runs each step's product as a sum at them where fewer than this
+#: fraction fired (else the GEMM): ``AffineModule._spike_product``
+SPIKE_PRODUCT_BELOW = 0.2
+
+
 class AffineModule(OpModule):
     """y = x W^T + b, rounded as ``torch.nn.Linear`` rounds it (bias inside the GEMM), each
     step's rows as a step-by-step network's product rounds them: over all steps at once where
@@ -217,10 +223,15 @@ class AffineModule(OpModule):
     def __init__(self, op: Op, ctx: LoweringContext):
         super().__init__(op, ctx)
         self._linear = spike_linear if ctx.binary_input and ctx.fast else F.linear
+        self._native = ctx.native
+        self._spike_rows: tuple[tuple, torch.Tensor] | None = None  # (weight's pointer and version, rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = getattr(self, "bias", None)
         per_step = x.dim() == self.in_rank + 2  # [T, B, ...], not a held [B, ...]
+        y = self._spike_product(x, bias) if per_step else None
+        if y is not None:
+            return y
         if per_step and x.shape[0] > 1 and not rows_alike(x, self.weight, bias):
             y = _steps_into(x, self.weight, bias) if self._linear is F.linear else None
             if y is None:
@@ -230,6 +241,30 @@ class AffineModule(OpModule):
         if self._linear is spike_linear and self.weight.requires_grad:
             first_order_only(self.path, y)  # its weight gradient, from the bools, is not one in the spikes
         return y
+
+
+    def _spike_product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """Each step's ``F.linear`` bits for ``[T, B, K]`` steps of 0/1 values (rate-coded spikes fed
+        to the network) as a sum at them, in the order the BLAS sums the step's product (probed
+        per shape; ``csrc/neuron_linear.cpp`` ``spike_product``), or None where that does not
+        apply: float32 on a CPU with the native kernels, nothing recorded for autograd, no
+        autocast; a value other than 0 or 1, a weight not finite or no order found (the GEMM runs)."""
+        weight = self.weight
+        if not (x.dim() == 3 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
+                and (bias is None or bias.dtype == torch.float32) and not torch.is_autocast_enabled("cpu")
+                and not recorded(x, weight, bias) and native_kernels.enabled(self._native, "neuron_linear")):
+            return None
+        extension = native_kernels.extension("neuron_linear")
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        if self._spike_rows is None or self._spike_rows[0] != key:
+            self._spike_rows = (key, extension.spike_rows(weight.detach()))
+        rows = self._spike_rows[1]
+        if not rows.numel():
+            return None
+        y = extension.spike_product(x.reshape(-1, x.shape[-1]), weight.detach(), rows,
+                                    weight.new_empty(0) if bias is None else bias.detach(), x.shape[1],
+                                    SPIKE_PRODUCT_BELOW)
+        return y.view(x.shape[0], x.shape[1], -1) if y.numel() else None
 
 
 class LinearModule(AffineModule):

@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <functional>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -81,10 +83,19 @@ struct SplitSum {
 
 constexpr int kMaxBlocks = 16;
 
-// The candidate plans for N: one sequential sum; and two halves (the larger first or second),
-// each cut alike: whole, into two even blocks, or into blocks of 384 or 256 and the rest.
+// The candidate plans for N: one sequential sum; all of N in blocks of 384 or 256 and the rest,
+// each onto the bias in turn (MKL's order for [128, 784] x [784, 1000], two threads: blocks 384 +
+// 384 + 16); and two halves (the larger first or second), each cut alike: whole, into two even
+// blocks, or into blocks of 384 or 256 and the rest.
 std::vector<SplitSum> split_candidates(int64_t N) {
   std::vector<SplitSum> found{{{0, N}, 1}};
+  for (const int64_t block : {384, 256}) {  // all of N in blocks onto the bias (MKL, wide layers)
+    SplitSum plan{{0}, 0};
+    for (int64_t at = block; at < N; at += block) plan.bounds.push_back(at);
+    plan.bounds.push_back(N);
+    plan.onto_bias = static_cast<int64_t>(plan.bounds.size()) - 1;
+    if (plan.onto_bias > 1 && plan.onto_bias <= kMaxBlocks) found.push_back(std::move(plan));
+  }
   auto cut = [](int64_t from, int64_t size, int rule, std::vector<int64_t>& bounds) {
     if (rule == 0) {
       bounds.push_back(from + size);
@@ -173,12 +184,14 @@ void split_sum_row(const SplitSum& plan, const T* __restrict__ z, const T* __res
 // none) in this dtype and thread count, or null where no candidate (split_candidates) gives its
 // bits: each runs against F.linear on random spikes (densities 0.05, 0.3, 0.7) with the call's
 // weight and bias and with random ones, every value compared. Kept per shape; a layer of more
-// than kSplitMaxOutputs outputs gets none (the GEMM is as fast there).
+// than max_outputs outputs gets none (a neuron's own loop: kSplitMaxOutputs, the GEMM as fast
+// beyond; spike_product: kWideMaxOutputs).
 constexpr int64_t kSplitMaxOutputs = 64;
 
-const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor& bias) {
+const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor& bias,
+                           int64_t max_outputs = kSplitMaxOutputs) {
   const int64_t O = weight.size(0), N = weight.size(1);
-  if (O > kSplitMaxOutputs || B < 1 || N < 1) return nullptr;
+  if (O > max_outputs || B < 1 || N < 1) return nullptr;
   const auto key = std::make_tuple(B, N, O, static_cast<int>(weight.scalar_type()), bias.numel() > 0,
                                    at::get_num_threads());
   static std::mutex mutex;
@@ -224,6 +237,180 @@ const SplitSum* split_plan(int64_t B, const at::Tensor& weight, const at::Tensor
   }
   std::lock_guard<std::mutex> lock(mutex);
   return known.emplace(key, std::move(chosen)).first->second.get();  // a plan handed out is never replaced
+}
+
+// The rows [0, rows) of y = z W^T + b (z each 0 or 1; y [rows, O]) for the output tiles [t0,
+// t1): each block of `plan` summed from 0 in ascending n over the rows of w_rows (spike_rows: W^T
+// padded with zeros to whole tiles, ld values apart) at the spikes, eight vectors of outputs in
+// registers (eight independent chains; each output's own chain in ascending n), then the blocks
+// combined as split_sum_row combines them: the same bits. fired/count: per row, its fired
+// positions listed block by block (fired[r * N + ...]) and each block's count (count[r *
+// kMaxBlocks + j]). Always inlined into the AVX-512 caller, whose target then compiles it.
+template <typename T, int kBytes>
+__attribute__((always_inline)) inline void wide_split_sum(const SplitSum& plan, const int64_t* fired,
+                                                          const int64_t* count, int64_t rows, int64_t N,
+                                                          const T* __restrict__ w_rows, int64_t ld, int64_t O,
+                                                          const T* bias, int64_t t0, int64_t t1, T* __restrict__ y) {
+  typedef T V __attribute__((vector_size(kBytes)));
+  constexpr int64_t kLanes = kBytes / sizeof(T), kVecs = 8, kTile = kVecs * kLanes;
+  const int blocks = static_cast<int>(plan.bounds.size()) - 1;
+  for (int64_t tile = t0; tile < t1; ++tile) {  // a tile's columns of W^T stay in cache over the rows
+    const int64_t o0 = tile * kTile, width = std::min(kTile, O - o0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t* c_row = count + r * kMaxBlocks;
+      T* y_row = y + r * O;
+      V sum[kVecs], rest[kVecs] = {};
+      if (bias && width == kTile) {
+        std::memcpy(sum, bias + o0, sizeof(sum));
+      } else {
+        T first[kTile] = {};
+        for (int64_t o = 0; o < width && bias; ++o) first[o] = bias[o0 + o];
+        std::memcpy(sum, first, sizeof(sum));
+      }
+      const int64_t* f = fired + r * N;
+      for (int j = 0; j < blocks; ++j) {
+        V acc[kVecs] = {};
+        for (int64_t k = 0; k < c_row[j]; ++k) {
+          V w[kVecs];
+          std::memcpy(w, w_rows + f[k] * ld + o0, sizeof(w));
+          for (int64_t v = 0; v < kVecs; ++v) acc[v] += w[v];
+        }
+        f += c_row[j];
+        for (int64_t v = 0; v < kVecs; ++v) {
+          if (j < plan.onto_bias) sum[v] = sum[v] + acc[v];
+          else rest[v] = j == plan.onto_bias ? acc[v] : rest[v] + acc[v];
+        }
+      }
+      if (plan.onto_bias < blocks)
+        for (int64_t v = 0; v < kVecs; ++v) sum[v] = sum[v] + rest[v];
+      if (width == kTile) {
+        std::memcpy(y_row + o0, sum, sizeof(sum));
+      } else {
+        T last[kTile];
+        std::memcpy(last, sum, sizeof(sum));
+        std::copy(last, last + width, y_row + o0);
+      }
+    }
+  }
+}
+
+//: outputs per tile of wide_split_sum in 64-byte vectors of float (spike_rows pads W^T to it)
+constexpr int64_t kWideTileBytes = 8 * 64;
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) void wide_split_sum_avx512(const SplitSum& plan, const int64_t* fired,
+                                                               const int64_t* count, int64_t rows, int64_t N,
+                                                               const float* w_rows, int64_t ld, int64_t O,
+                                                               const float* bias, int64_t t0, int64_t t1, float* y) {
+  wide_split_sum<float, 64>(plan, fired, count, rows, N, w_rows, ld, O, bias, t0, t1, y);
+}
+#endif
+
+//: the most outputs spike_product sums (its probe runs split_sum_row over them)
+constexpr int64_t kWideMaxOutputs = 4096;
+
+//: one cache line more per row of spike_rows: rows a multiple of 4 KiB apart fall in the same L1
+//: sets, and the ~100 rows a row of spikes reads thrashed them (the tutorial MLP's input layer,
+//: 1024 columns: 16.7 ms for 25 steps, the GEMMs 19.9)
+constexpr int64_t kSkewBytes = 64;
+
+// W^T [N, O] padded with zeros to whole tiles of wide_split_sum (kWideTileBytes) and a line, as
+// spike_product reads it; empty where a weight is not finite (its product by 0 is NaN in the
+// GEMM, nothing in a sum at the spikes).
+at::Tensor spike_rows(const at::Tensor& weight) {
+  if (weight.dim() != 2 || !all_finite(weight)) return at::empty({0}, weight.options());
+  const int64_t O = weight.size(0), lanes = kWideTileBytes / weight.element_size();
+  at::Tensor rows = at::zeros({weight.size(1), (O + lanes - 1) / lanes * lanes + kSkewBytes / weight.element_size()},
+                              weight.options());
+  rows.narrow(1, 0, O).copy_(weight.t());
+  return rows;
+}
+
+// y [R, O] = z W^T (+ bias) for rows z [R, N] whose every value is 0 or 1, each row with the bits
+// F.linear gives a [batch, N] step of them (a network fed rate-coded spikes: the tutorial MLP's
+// per-step input layer), as the sum at the spikes in the order split_plan found, from w_rows =
+// spike_rows(weight); an empty tensor where that cannot be had or would not pay (a value other
+// than 0 or 1, a bias not finite, no plan, sparse_below or more of the values fired): the
+// caller's GEMM runs. The output tiles are split between the
+// threads (each keeps its columns of W^T in cache); the rows go 64 at a time, their fired
+// positions listed once per thread (and each listed value checked to be 1).
+at::Tensor spike_product(const at::Tensor& z_in, const at::Tensor& weight, const at::Tensor& w_rows,
+                         const at::Tensor& bias, int64_t batch, double sparse_below) {
+  const at::Tensor none = at::empty({0}, weight.options());
+  const at::Tensor z = z_in.contiguous();
+  TORCH_CHECK(z.dim() == 2 && weight.dim() == 2 && z.size(1) == weight.size(1) && z.scalar_type() == weight.scalar_type()
+                  && w_rows.scalar_type() == weight.scalar_type(),
+              "spike_product: shapes or dtypes disagree");
+  const int64_t R = z.size(0), N = z.size(1), O = weight.size(0);
+  const int64_t lanes = kWideTileBytes / weight.element_size(), tiles = (O + lanes - 1) / lanes;
+  const at::Tensor bias_row = bias.reshape({-1}).contiguous();
+  if (!R || !O || w_rows.dim() != 2 || w_rows.size(0) != N
+      || w_rows.size(1) != tiles * lanes + kSkewBytes / weight.element_size()
+      || (bias_row.numel() && bias_row.numel() != O) || !all_finite(bias_row))
+    return none;
+  bool first_row = true;  // a value other than 0 or 1 in the first row: no probe for an analog input
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product_first_row", [&] {
+    const scalar_t* p = z.data_ptr<scalar_t>();
+    for (int64_t n = 0; n < N; ++n) first_row = first_row && (p[n] == scalar_t(0) || p[n] == scalar_t(1));
+  });
+  int64_t nonzero = 0;  // the sum costs as many row reads as values fired: the GEMM runs where many did
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product_count", [&] {
+    const scalar_t* p = z.data_ptr<scalar_t>();
+    nonzero = at::parallel_reduce(0, R * N, 1 << 16, int64_t(0), [&](int64_t b, int64_t e, int64_t n) {
+      for (int64_t k = b; k < e; ++k) n += p[k] != scalar_t(0);
+      return n;
+    }, std::plus<int64_t>());
+  });
+  if (static_cast<double>(nonzero) >= sparse_below * static_cast<double>(R * N)) return none;
+  const SplitSum* plan = first_row ? split_plan(batch, weight, bias_row, kWideMaxOutputs) : nullptr;
+  if (!plan) return none;
+  at::Tensor y = at::empty({R, O}, weight.options());
+  const int blocks = static_cast<int>(plan->bounds.size()) - 1;
+  constexpr int64_t kRows = 64;
+  std::atomic<bool> binary{true};  // every value 0 or 1 (checked as the rows' spikes are listed)
+#if defined(__GNUC__) && defined(__x86_64__)
+  const bool wide = z.scalar_type() == at::kFloat && __builtin_cpu_supports("avx512f");
+#endif
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles));
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product", [&] {
+    const scalar_t *pz = z.data_ptr<scalar_t>(), *pw = w_rows.data_ptr<scalar_t>();
+    const scalar_t* pb = bias_row.numel() ? bias_row.data_ptr<scalar_t>() : nullptr;
+    scalar_t* py = y.data_ptr<scalar_t>();
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t t0 = tiles * k / threads, t1 = tiles * (k + 1) / threads;
+        std::vector<int64_t> fired(kRows * N + N), count(kRows * kMaxBlocks);
+        for (int64_t r0 = 0; r0 < R; r0 += kRows) {
+          const int64_t r1 = std::min(R, r0 + kRows);
+          for (int64_t r = r0; r < r1; ++r) {
+            int64_t total = 0;
+            for (int j = 0; j < blocks; ++j) {
+              int64_t& n = count[(r - r0) * kMaxBlocks + j];
+              n = list_fired(pz + r * N, plan->bounds[j], plan->bounds[j + 1], fired.data() + (r - r0) * N + total);
+              total += n;
+            }
+            int64_t other = 0;  // listed values other than 1 (the sum would take them as 1)
+            for (int64_t q = 0; q < total; ++q) other += pz[r * N + fired[(r - r0) * N + q]] != scalar_t(1);
+            if (other) binary = false;
+          }
+          if (!binary) return;
+          scalar_t* y_rows = py + r0 * O;
+#if defined(__GNUC__) && defined(__x86_64__)
+          if (wide) {  // (float only: the branch is compiled for double too, never taken)
+            wide_split_sum_avx512(*plan, fired.data(), count.data(), r1 - r0, N, reinterpret_cast<const float*>(pw),
+                                  w_rows.size(1), O, reinterpret_cast<const float*>(pb), t0, t1,
+                                  reinterpret_cast<float*>(y_rows));
+            continue;
+          }
+#endif
+          // 32-byte vectors: a tile is half of spike_rows' padding, so twice as many tiles
+          wide_split_sum<scalar_t, 32>(*plan, fired.data(), count.data(), r1 - r0, N, pw, w_rows.size(1), O, pb,
+                                       2 * t0, std::min(2 * t1, (O + lanes / 2 - 1) / (lanes / 2)), y_rows);
+        }
+      }
+    });
+  });
+  return binary ? y : none;
 }
 
 // y[t] = z_t W^T (+ bias), the GEMM F.linear makes for one step.
@@ -561,4 +748,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     const SplitSum* plan = split_plan(batch, weight, bias);
     return plan ? std::make_pair(plan->bounds, plan->onto_bias) : std::make_pair(std::vector<int64_t>{}, int64_t(0));
   }, no_gil, "the blocks and onto-bias count of the sum at the spikes that gives F.linear's bits here (none: empty)");
+  m.def("spike_rows", &spike_rows, no_gil, "W^T padded as spike_product reads it (empty: a weight not finite)");
+  m.def("spike_product", &spike_product, no_gil,
+        "F.linear's bits for rows of 0/1 values as a sum at them (empty where it cannot: the caller's GEMM runs)");
 }
