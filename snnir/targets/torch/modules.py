@@ -212,6 +212,10 @@ def _steps_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 #: a layer fed 0/1 values runs each step's product as a sum at them where fewer than this
 #: fraction fired (else the GEMM): ``AffineModule._spike_product``
 SPIKE_PRODUCT_BELOW = 0.2
+#: ... and where it has at least this many outputs (one tile of the sum's registers: a narrower
+#: layer reads whole tiles for few outputs, and its GEMM is cheap; the bench's recurrent net's
+#: output layer, 10 outputs at 11 % fired: inference 5.2 -> 6.6 ms with the sum)
+SPIKE_PRODUCT_MIN_OUTPUTS = 128
 
 
 class AffineModule(OpModule):
@@ -247,10 +251,12 @@ class AffineModule(OpModule):
         """Each step's ``F.linear`` bits for ``[T, B, K]`` steps of 0/1 values (rate-coded spikes fed
         to the network) as a sum at them, in the order the BLAS sums the step's product (probed
         per shape; ``csrc/neuron_linear.cpp`` ``spike_product``), or None where that does not
-        apply: float32 on a CPU with the native kernels, nothing recorded for autograd, no
-        autocast; a value other than 0 or 1, a weight not finite or no order found (the GEMM runs)."""
+        apply: float32 on a CPU with the native kernels, a wide layer (:data:`SPIKE_PRODUCT_MIN_OUTPUTS`),
+        nothing recorded for autograd, no autocast; a value other than 0 or 1, many fired
+        (:data:`SPIKE_PRODUCT_BELOW`), a weight not finite or no order found (the GEMM runs)."""
         weight = self.weight
         if not (x.dim() == 3 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
+                and weight.shape[0] >= SPIKE_PRODUCT_MIN_OUTPUTS
                 and (bias is None or bias.dtype == torch.float32) and not torch.is_autocast_enabled("cpu")
                 and not recorded(x, weight, bias) and native_kernels.enabled(self._native, "neuron_linear")):
             return None

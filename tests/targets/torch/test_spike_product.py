@@ -33,8 +33,8 @@ def _per_step(module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([F.linear(step, fc.weight, bias) for step in x])
 
 
-@pytest.mark.parametrize("shape", [(128, 784, 1000, 3), (32, 784, 1000, 5), (16, 100, 256, 4), (8, 20, 70, 6),
-                                   (64, 1100, 130, 2)])
+@pytest.mark.parametrize("shape", [(128, 784, 1000, 3), (32, 784, 1000, 5), (16, 100, 256, 4), (8, 20, 130, 6),
+                                   (64, 1100, 200, 2)])
 @pytest.mark.parametrize("bias", [True, False], ids=["affine", "linear"])
 def test_each_step_gets_its_gemm_bits(kernels_used, shape, bias):
     """Every value equals ``F.linear`` of its own step (the BLAS's order of summation, probed
@@ -51,7 +51,8 @@ def test_each_step_gets_its_gemm_bits(kernels_used, shape, bias):
 
 def test_the_sum_runs_and_the_gemm_where_it_does_not_apply(native_kernels, monkeypatch):
     """The sum runs for 0/1 values under the gate; the GEMM for other values, denser spikes,
-    float64, a recorded (training) call, or a weight that is not finite; values equal either way."""
+    float64, a narrow layer, a recorded (training) call, or a weight that is not finite; values
+    equal either way."""
     calls = []
     real = modules.AffineModule._spike_product
 
@@ -69,6 +70,7 @@ def test_the_sum_runs_and_the_gemm_where_it_does_not_apply(native_kernels, monke
         "a value of 0.5": (module, torch.where(sparse.bool(), 1.0, 0.0).index_put_((torch.tensor(3),), torch.tensor(0.5)), False),
         "dense": (module, _spikes(4, 16, 200, 0.6), False),
         "float64": (compile_torch(graph, dtype=torch.float64, native=True), sparse.double(), False),
+        "narrow": (compile_torch(_layer_graph(200, 100), native=True), sparse, False),
     }
     for label, (m, x, used) in cases.items():
         calls.clear()
@@ -89,7 +91,7 @@ def test_the_sum_runs_and_the_gemm_where_it_does_not_apply(native_kernels, monke
 
 def test_a_changed_weight_is_read_again(native_kernels):
     """The padded copy of W^T the sum reads follows the weight (its pointer and version)."""
-    module = compile_torch(_layer_graph(50, 80), native=True)
+    module = compile_torch(_layer_graph(50, 130), native=True)
     x = _spikes(3, 8, 50, 0.1)
     with torch.no_grad():
         module(x)
