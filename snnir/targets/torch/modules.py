@@ -246,7 +246,6 @@ class AffineModule(OpModule):
             first_order_only(self.path, y)  # its weight gradient, from the bools, is not one in the spikes
         return y
 
-
     def _spike_product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
         """Each step's ``F.linear`` bits for ``[T, B, K]`` steps of 0/1 values (rate-coded spikes fed
         to the network) as a sum at them, in the order the BLAS sums the step's product (probed
@@ -261,13 +260,16 @@ class AffineModule(OpModule):
                 and not recorded(x, weight, bias) and native_kernels.enabled(self._native, "neuron_linear")):
             return None
         extension = native_kernels.extension("neuron_linear")
+        rows_in = x.reshape(-1, x.shape[-1])
+        if extension is None or not extension.sparse_sample(rows_in, SPIKE_PRODUCT_BELOW):
+            return None  # (an analog or dense input: no copy of W^T is made for it)
         key = (weight.data_ptr(), weight._version, tuple(weight.shape))
         if self._spike_rows is None or self._spike_rows[0] != key:
             self._spike_rows = (key, extension.spike_rows(weight.detach()))
         rows = self._spike_rows[1]
         if not rows.numel():
             return None
-        y = extension.spike_product(x.reshape(-1, x.shape[-1]), weight.detach(), rows,
+        y = extension.spike_product(rows_in, weight.detach(), rows,
                                     weight.new_empty(0) if bias is None else bias.detach(), x.shape[1],
                                     SPIKE_PRODUCT_BELOW)
         return y.view(x.shape[0], x.shape[1], -1) if y.numel() else None

@@ -97,3 +97,14 @@ def test_a_changed_weight_is_read_again(native_kernels):
         module(x)
         module.node_module("fc").weight.mul_(2)
         assert torch.equal(module(x), _per_step(module, x))
+
+
+def test_a_dense_or_analog_input_makes_no_copy_of_the_weight(native_kernels):
+    """The padded copy of W^T is made only once a call's first rows pass the cheap look."""
+    module = compile_torch(_layer_graph(60, 140), native=True)
+    with torch.no_grad():
+        module(_spikes(3, 8, 60, 0.7))
+        module(torch.rand(3, 8, 60))
+        assert module.node_module("fc")._spike_rows is None
+        module(_spikes(3, 8, 60, 0.05))
+        assert module.node_module("fc")._spike_rows is not None

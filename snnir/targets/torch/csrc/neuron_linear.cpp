@@ -326,6 +326,23 @@ at::Tensor spike_rows(const at::Tensor& weight) {
   return rows;
 }
 
+// Whether the first 8 rows of z [R, N] are all 0 or 1 with fewer than sparse_below of them 1:
+// the cheap first look of spike_product (an analog or dense input's call costs 2 us, where 64
+// rows counted took 31), made before anything is built for the sum.
+bool sparse_sample(const at::Tensor& z, double sparse_below) {
+  if (z.dim() != 2 || !z.is_contiguous() || !z.numel()) return false;
+  const int64_t sampled = std::min<int64_t>(z.size(0), 8) * z.size(1);
+  int64_t ones = 0, others = 0;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product_sample", [&] {
+    const scalar_t* p = z.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < sampled; ++k) {
+      ones += p[k] == scalar_t(1);
+      others += (p[k] != scalar_t(0)) & (p[k] != scalar_t(1));
+    }
+  });
+  return !others && static_cast<double>(ones) < sparse_below * static_cast<double>(sampled);
+}
+
 // y [R, O] = z W^T (+ bias) for rows z [R, N] whose every value is 0 or 1, each row with the bits
 // F.linear gives a [batch, N] step of them (a network fed rate-coded spikes: the tutorial MLP's
 // per-step input layer), as the sum at the spikes in the order split_plan found, from w_rows =
@@ -346,19 +363,7 @@ at::Tensor spike_product(const at::Tensor& z_in, const at::Tensor& weight, const
   if (!R || !O || w_rows.dim() != 2 || w_rows.size(0) != N
       || w_rows.size(1) != tiles * lanes + kSkewBytes / weight.element_size())
     return none;
-  // first the first rows, cheaply (an analog or dense input returns here; the call then costs
-  // 31 -> 3 us with 8 rows instead of 64 sampled): each value 0 or 1, and how many fired (the
-  // sum costs as many row reads as values fired: the GEMM runs where many did)
-  const int64_t sampled = std::min<int64_t>(R, 8) * N;
-  int64_t ones = 0, others = 0;
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product_sample", [&] {
-    const scalar_t* p = z.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < sampled; ++k) {
-      ones += p[k] == scalar_t(1);
-      others += (p[k] != scalar_t(0)) & (p[k] != scalar_t(1));
-    }
-  });
-  if (others || static_cast<double>(ones) >= sparse_below * static_cast<double>(sampled)) return none;
+  if (!sparse_sample(z, sparse_below)) return none;
   const at::Tensor bias_row = bias.reshape({-1}).contiguous();
   if ((bias_row.numel() && bias_row.numel() != O) || !all_finite(bias_row)) return none;
   const SplitSum* plan = split_plan(batch, weight, bias_row, kWideMaxOutputs);
@@ -748,6 +753,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return plan ? std::make_pair(plan->bounds, plan->onto_bias) : std::make_pair(std::vector<int64_t>{}, int64_t(0));
   }, no_gil, "the blocks and onto-bias count of the sum at the spikes that gives F.linear's bits here (none: empty)");
   m.def("spike_rows", &spike_rows, no_gil, "W^T padded as spike_product reads it (empty: a weight not finite)");
+  m.def("sparse_sample", &sparse_sample, no_gil, "whether the first rows are 0/1 values, few of them 1");
   m.def("spike_product", &spike_product, no_gil,
         "F.linear's bits for rows of 0/1 values as a sum at them (empty where it cannot: the caller's GEMM runs)");
 }
