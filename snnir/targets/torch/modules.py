@@ -270,8 +270,7 @@ class AffineModule(OpModule):
         if not rows.numel():
             return None
         y = extension.spike_product(rows_in, weight.detach(), rows,
-                                    weight.new_empty(0) if bias is None else bias.detach(), x.shape[1],
-                                    SPIKE_PRODUCT_BELOW)
+                                    weight.new_empty(0) if bias is None else bias.detach(), x.shape[1])
         return y.view(x.shape[0], x.shape[1], -1) if y.numel() else None
 
 

@@ -346,13 +346,13 @@ bool sparse_sample(const at::Tensor& z, double sparse_below) {
 // y [R, O] = z W^T (+ bias) for rows z [R, N] whose every value is 0 or 1, each row with the bits
 // F.linear gives a [batch, N] step of them (a network fed rate-coded spikes: the tutorial MLP's
 // per-step input layer), as the sum at the spikes in the order split_plan found, from w_rows =
-// spike_rows(weight); an empty tensor where that cannot be had or would not pay (a value other
-// than 0 or 1, a bias not finite, no plan, sparse_below or more of the first 8 rows' values
-// fired): the caller's GEMM runs. The output tiles are split between the
+// spike_rows(weight), once sparse_sample said the sum pays (the caller asks it first); an empty
+// tensor where the bits cannot be had (a value other than 0 or 1, a bias not finite, no plan):
+// the caller's GEMM runs. The output tiles are split between the
 // threads (each keeps its columns of W^T in cache); the rows go 64 at a time, their fired
 // positions listed once per thread (and each listed value checked to be 1).
 at::Tensor spike_product(const at::Tensor& z_in, const at::Tensor& weight, const at::Tensor& w_rows,
-                         const at::Tensor& bias, int64_t batch, double sparse_below) {
+                         const at::Tensor& bias, int64_t batch) {
   const at::Tensor none = at::empty({0}, weight.options());
   const at::Tensor z = z_in.contiguous();
   TORCH_CHECK(z.dim() == 2 && weight.dim() == 2 && z.size(1) == weight.size(1) && z.scalar_type() == weight.scalar_type()
@@ -363,7 +363,6 @@ at::Tensor spike_product(const at::Tensor& z_in, const at::Tensor& weight, const
   if (!R || !O || w_rows.dim() != 2 || w_rows.size(0) != N
       || w_rows.size(1) != tiles * lanes + kSkewBytes / weight.element_size())
     return none;
-  if (!sparse_sample(z, sparse_below)) return none;
   const at::Tensor bias_row = bias.reshape({-1}).contiguous();
   if ((bias_row.numel() && bias_row.numel() != O) || !all_finite(bias_row)) return none;
   const SplitSum* plan = split_plan(batch, weight, bias_row, kWideMaxOutputs);
