@@ -228,7 +228,8 @@ class AffineModule(OpModule):
         super().__init__(op, ctx)
         self._linear = spike_linear if ctx.binary_input and ctx.fast else F.linear
         self._native = ctx.native
-        self._spike_rows: tuple[tuple, torch.Tensor] | None = None  # (weight's pointer and version, rows)
+        #: (weight's pointer and version, its padded W^T or None: made at the second call with that weight)
+        self._spike_rows: tuple[tuple, torch.Tensor | None] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = getattr(self, "bias", None)
@@ -252,7 +253,10 @@ class AffineModule(OpModule):
         per shape; ``csrc/neuron_linear.cpp`` ``spike_product``), or None where that does not
         apply: float32 on a CPU with the native kernels, a wide layer (:data:`SPIKE_PRODUCT_MIN_OUTPUTS`),
         nothing recorded for autograd, no autocast; a value other than 0 or 1, many fired
-        (:data:`SPIKE_PRODUCT_BELOW`), a weight not finite or no order found (the GEMM runs)."""
+        (:data:`SPIKE_PRODUCT_BELOW`), a weight not finite or no order found (the GEMM runs). The sum
+        reads a padded copy of W^T, made at the second call with the same weight (pointer and
+        version): a weight that changes between calls (an evaluation after each training step) runs
+        the GEMM and makes no copy."""
         weight = self.weight
         if not (x.dim() == 3 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
                 and weight.shape[0] >= SPIKE_PRODUCT_MIN_OUTPUTS
@@ -265,8 +269,12 @@ class AffineModule(OpModule):
             return None  # (an analog or dense input: no copy of W^T is made for it)
         key = (weight.data_ptr(), weight._version, tuple(weight.shape))
         if self._spike_rows is None or self._spike_rows[0] != key:
-            self._spike_rows = (key, extension.spike_rows(weight.detach()))
+            self._spike_rows = (key, None)  # a weight seen once (it may change before its next call): the GEMM
+            return None
         rows = self._spike_rows[1]
+        if rows is None:
+            rows = extension.spike_rows(weight.detach())
+            self._spike_rows = (key, rows)
         if not rows.numel():
             return None
         y = extension.spike_product(rows_in, weight.detach(), rows,

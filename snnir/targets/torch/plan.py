@@ -27,7 +27,8 @@ static inputs) and cached on the module:
   without the input: 1.6-1.8x a step-by-step run's), half the budget bounds the values a
   later segment reads, kept over the run and counted twice (the calls' parts and
   their join), and the other half one call's values of each segment: the run and
-  each segment's calls get the most steps that fit (at least one), except a segment
+  each segment's calls are as few as fit (at least one step each), their steps balanced
+  (:func:`balanced`: 100 steps of at most 59 go as 50 + 50), except a segment
   holding a recurrent component, which runs the whole run per call (its calls walk the
   steps one by one anyway, so shorter ones save little memory and cost a kernel call
   each: the recurrent bench case went from 2 to 1 call per run); its exported values,
@@ -171,6 +172,13 @@ def check_memory_budget(budget) -> int | str | None:
 def run_for_budget(budget: int, step_bytes: int, limit: int) -> int:
     """Steps per run whose ``step_bytes`` per step fit ``budget``: at least 1, at most ``limit``."""
     return max(1, min(limit, budget // max(step_bytes, 1)))
+
+
+def balanced(steps: int, most: int) -> int:
+    """The fewest steps per piece that cut ``steps`` into as few pieces of at most ``most``:
+    100 steps of at most 59 go as 50 + 50, not 59 + 41 (the same calls, a lower peak, one size)."""
+    pieces = -(-steps // max(most, 1))
+    return -(-steps // pieces)
 
 
 def choose_chunk(trial: Callable[[int], int], largest: int) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from snnir.ir.ops import Input, Output, Subgraph
 from snnir.ir.ops.conv import _ConvBase
 from snnir.targets.torch.modules import AffineModule
 from snnir.targets.torch.plan import (
-    AUTO_DEVICE_SHARE, AUTO_FLOOR, AUTO_FLOOR_RECURRENT, DEFAULT_RUN, RECURRENT_RUN, ExecutionPlan, choose_chunk, no_hooks, node_of, run_for_budget,
+    AUTO_DEVICE_SHARE, AUTO_FLOOR, AUTO_FLOOR_RECURRENT, DEFAULT_RUN, RECURRENT_RUN, ExecutionPlan, balanced, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
 
@@ -107,7 +107,8 @@ class Planner:
         for the whole run (counted twice: the calls' parts and their join), a quarter for one
         call's values of a segment and a quarter for its kernels' working memory (a fused
         layer-neuron call with half the budget peaked 1.3x over it, measured on the per-step
-        tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``;
+        tutorial MLP): ``run * 2 * exported <= budget / 2``, ``chunk * values <= budget / 4``, each
+        then :func:`~snnir.targets.torch.plan.balanced` (as few calls, of even length);
         a segment with a recurrent component runs the whole run per call (see ``plan.py``), so
         its exported values are made in one piece and count once. With a recurrent component the
         run is at most ``RECURRENT_RUN`` and ``"auto"`` at least ``AUTO_FLOOR_RECURRENT``; on a GPU
@@ -136,8 +137,9 @@ class Planner:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
         exported = scale * sum(e if w else 2 * e for (_, e), w in zip(per_segment, whole))
-        run = run_for_budget(budget // 2, exported, base)
-        caps = [run if w else run_for_budget(budget // 4, scale * values, run) for w, (values, _) in zip(whole, per_segment)]
+        run = balanced(steps, run_for_budget(budget // 2, exported, base))
+        caps = [run if w else balanced(run, run_for_budget(budget // 4, scale * values, run))
+                for w, (values, _) in zip(whole, per_segment)]
         return run, caps, budget
 
     def _fault_caps(self, static, scale: int, run: int) -> list[int]:

@@ -196,7 +196,7 @@ def test_fused_loops_at_two_threads(two_threads, fused_backwards, fused_calls, b
         assert torch.equal(module(x), want[0])
 
 
-@pytest.mark.parametrize(("width", "drive"), [(256, 0.0), (256, 3.0), (70, 0.0), (N, 0.0)], ids=str)
+@pytest.mark.parametrize(("width", "drive"), [(256, 0.0), (256, 3.0), (200, 0.0), (70, 0.0), (N, 0.0)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("trainable", ["layers", "all"])
 def test_forward_sum_at_the_spikes(two_threads, fused_calls, width, drive, dtype, trainable):
@@ -204,8 +204,9 @@ def test_forward_sum_at_the_spikes(two_threads, fused_calls, width, drive, dtype
     kernel found that it gives the GEMM's bits for the shape: a step at a time in a first call
     and, once the last call fired few, each thread its own rows through every step. Spikes
     and states equal the step loop's (``F.linear``) bit for bit in training and inference, at
-    low and high firing rates (``drive``), widths off the kernel's tile of 64 and float64's of
-    32; gradients to rounding. With MKL, B=64 and 256 neurons in float32 (the bench's recurrent
+    low and high firing rates (``drive``), widths off the kernel's tiles (float32: 128 with
+    AVX-512, else 64; float64: 32) and vectors (200: a tile, four vectors, eight alone);
+    gradients to rounding. With MKL, B=64 and 256 neurons in float32 (the bench's recurrent
     net) must take the sum. Training the neuron's parameters too (``all``) runs the general loop,
     a step at a time, the sum where the step fired few."""
     from snnir.targets.torch import native

@@ -159,13 +159,16 @@ void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at
 // ascending order, then acc + b. Where the GEMM library runs the product in that order
 // (one accumulator per output over k in order: a product by 0 adds nothing, by 1 adds
 // the weight), both give the same bits; sparse_agrees checks that for the call's shape
-// before this is used. About density x the GEMM's adds, without its blocking.
-template <typename T>
-int64_t sparse_rows(const T* __restrict__ z, int64_t first, int64_t last, int64_t K, const T* __restrict__ w_t,
-                    int64_t N, const T* __restrict__ bias, T* __restrict__ r) {
+// before this is used. About density x the GEMM's adds, without its blocking. kBytes: the
+// vector width (each output's sum is the same chain at any width); always inlined, so that
+// the AVX-512 caller's target compiles it.
+template <typename T, int kBytes>
+__attribute__((always_inline)) inline int64_t sparse_rows_of(const T* __restrict__ z, int64_t first, int64_t last,
+                                                             int64_t K, const T* __restrict__ w_t, int64_t N,
+                                                             const T* __restrict__ bias, T* __restrict__ r) {
   int64_t spikes = 0;
-  typedef T V __attribute__((vector_size(32)));  // 8 of them sum a tile of outputs in registers
-  constexpr int64_t kLanes = 32 / sizeof(T), kVecs = 8, kTile = kLanes * kVecs;
+  typedef T V __attribute__((vector_size(kBytes)));  // 8 of them sum a tile of outputs in registers
+  constexpr int64_t kLanes = kBytes / sizeof(T), kVecs = 8, kTile = kLanes * kVecs;
   std::vector<int64_t> fired(K);
   for (int64_t b = first; b < last; ++b) {
     const int64_t n = list_fired(z + b * K, 0, K, fired.data());
@@ -186,6 +189,17 @@ int64_t sparse_rows(const T* __restrict__ z, int64_t first, int64_t last, int64_
       std::memcpy(sums, acc, sizeof(sums));
       for (int64_t j = 0; j < kTile; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
     }
+    for (; j0 + kLanes <= N; j0 += kLanes) {  // what is left, a vector at a time
+      V acc = {};
+      for (int64_t f = 0; f < n; ++f) {
+        V lanes;
+        std::memcpy(&lanes, w_t + fired[f] * N + j0, sizeof(V));
+        acc += lanes;
+      }
+      T sums[kLanes];
+      std::memcpy(sums, &acc, sizeof(sums));
+      for (int64_t j = 0; j < kLanes; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
+    }
     for (int64_t j = j0; j < N; ++j) {
       T acc = T(0);
       for (int64_t f = 0; f < n; ++f) acc += w_t[fired[f] * N + j];
@@ -193,6 +207,26 @@ int64_t sparse_rows(const T* __restrict__ z, int64_t first, int64_t last, int64_
     }
   }
   return spikes;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) int64_t sparse_rows_avx512(const float* z, int64_t first, int64_t last, int64_t K,
+                                                               const float* w_t, int64_t N, const float* bias,
+                                                               float* r) {
+  return sparse_rows_of<float, 64>(z, first, last, K, w_t, N, bias, r);
+}
+#endif
+
+// sparse_rows_of at the widest vectors this CPU runs (float: AVX-512 where present); the spike count.
+template <typename T>
+int64_t sparse_rows(const T* z, int64_t first, int64_t last, int64_t K, const T* w_t, int64_t N, const T* bias, T* r) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool wide = __builtin_cpu_supports("avx512f");
+    if (wide) return sparse_rows_avx512(z, first, last, K, w_t, N, bias, r);
+  }
+#endif
+  return sparse_rows_of<T, 32>(z, first, last, K, w_t, N, bias, r);
 }
 
 // sparse_rows over all rows, the rows split over the threads.
