@@ -22,8 +22,8 @@ median over ``--reps`` steps in a row (a training loop's own pace).
 Before timing, snnir's output spikes must equal snnTorch's on the same weights and input, or
 the case fails and the run exits 1 (on CUDA, where a matrix product may round differently for
 another shape, the differing spikes are counted in the table instead); ``torch.compile``'s are
-counted. Inference peak memory: on a CPU the peak RSS growth of one inference in a fresh child
-process (``measure.rss_growth``), on CUDA the allocator's peak above what was allocated before.
+counted. Inference peak memory: on a CPU the peak RSS growth of one inference, after two warm-up
+ones, in a fresh child process (``measure.rss_growth``), on CUDA the allocator's peak above what was allocated before.
 
 Usage: ``python benchmarks/bench.py [--case NAME ...] [--quick] [--reps N] [--device cuda]
 [--no-compile] [--compile-limit S] [--no-memory]``. ``--quick``: a few steps and samples per
@@ -250,7 +250,9 @@ def back_to_back_note(name: str, reps: int, back: dict) -> str:
 
 
 def memory_child(case: Case, name: str, quick: bool) -> None:
-    """Print the peak RSS growth (bytes) of one inference of contender ``name`` after a warm-up."""
+    """Print the peak RSS growth (bytes) of one inference of contender ``name`` after two warm-up
+    calls: a layer fed spikes makes the padded ``W^T`` its sum reads, and probes that shape's order of
+    summation, at its second call with a weight (``modules.AffineModule._spike_product``), once."""
     torch.set_num_threads(THREADS)
     steps, batch = shapes(case, quick)
     device = torch.device("cpu")
@@ -258,6 +260,7 @@ def memory_child(case: Case, name: str, quick: bool) -> None:
     ref = case.build(steps)
     forward = ref if name == "snntorch" else snnir_forward(case, ref, x, steps, device)[1]
     with torch.no_grad():
+        forward(x)
         forward(x)
         print(json.dumps(measure.rss_growth(lambda: forward(x))))
 
