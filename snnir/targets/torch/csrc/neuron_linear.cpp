@@ -372,7 +372,7 @@ at::Tensor spike_product(const at::Tensor& z_in, const at::Tensor& weight, const
   constexpr int64_t kRows = 64;
   std::atomic<bool> binary{true};  // every value 0 or 1 (checked as the rows' spikes are listed)
 #if defined(__GNUC__) && defined(__x86_64__)
-  const bool wide = z.scalar_type() == at::kFloat && __builtin_cpu_supports("avx512f");
+  const bool wide = z.scalar_type() == at::kFloat && avx512_sums();
 #endif
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles));
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "snnir_spike_product", [&] {

@@ -222,8 +222,7 @@ template <typename T>
 int64_t sparse_rows(const T* z, int64_t first, int64_t last, int64_t K, const T* w_t, int64_t N, const T* bias, T* r) {
 #if defined(__GNUC__) && defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>) {
-    static const bool wide = __builtin_cpu_supports("avx512f");
-    if (wide) return sparse_rows_avx512(z, first, last, K, w_t, N, bias, r);
+    if (avx512_sums()) return sparse_rows_avx512(z, first, last, K, w_t, N, bias, r);
   }
 #endif
   return sparse_rows_of<T, 32>(z, first, last, K, w_t, N, bias, r);
@@ -606,7 +605,7 @@ std::vector<at::Tensor> sparse_weight_grads(const at::Tensor& g, const at::Tenso
   std::vector<at::Tensor> parts(threads), biases(threads);
   const T *pg = g.data_ptr<T>(), *pz = z.data_ptr<T>();
 #if defined(__GNUC__) && defined(__x86_64__)
-  const bool wide = std::is_same_v<T, float> && __builtin_cpu_supports("avx512f");
+  const bool wide = std::is_same_v<T, float> && avx512_sums();
 #endif
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
