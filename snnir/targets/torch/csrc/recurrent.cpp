@@ -159,15 +159,35 @@ void project(at::Tensor& r, const at::Tensor& z, const at::Tensor& w_t, const at
 // ascending order, then acc + b. Where the GEMM library runs the product in that order
 // (one accumulator per output over k in order: a product by 0 adds nothing, by 1 adds
 // the weight), both give the same bits; sparse_agrees checks that for the call's shape
-// before this is used. About density x the GEMM's adds, without its blocking. kBytes: the
-// vector width (each output's sum is the same chain at any width); always inlined, so that
-// the AVX-512 caller's target compiles it.
+// before this is used. About density x the GEMM's adds, without its blocking: tiles of 8
+// vectors of outputs in registers, then a vector at a time (sum_span), then single values.
+// kBytes: the vector width (each output's sum is the same chain at any width); always inlined,
+// so that the AVX-512 caller's target compiles it.
+template <typename T, int kBytes, int64_t kVecs>
+__attribute__((always_inline)) inline void sum_span(const int64_t* fired, int64_t n, const T* __restrict__ w_t,
+                                                    int64_t N, int64_t j0, const T* __restrict__ bias,
+                                                    T* __restrict__ out) {
+  typedef T V __attribute__((vector_size(kBytes)));
+  constexpr int64_t kLanes = kBytes / sizeof(T), kSpan = kLanes * kVecs;
+  V acc[kVecs] = {};
+  for (int64_t f = 0; f < n; ++f) {
+    const T* w = w_t + fired[f] * N + j0;
+    for (int64_t v = 0; v < kVecs; ++v) {
+      V lanes;
+      std::memcpy(&lanes, w + v * kLanes, sizeof(V));
+      acc[v] += lanes;
+    }
+  }
+  T sums[kSpan];
+  std::memcpy(sums, acc, sizeof(sums));
+  for (int64_t j = 0; j < kSpan; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
+}
+
 template <typename T, int kBytes>
 __attribute__((always_inline)) inline int64_t sparse_rows_of(const T* __restrict__ z, int64_t first, int64_t last,
                                                              int64_t K, const T* __restrict__ w_t, int64_t N,
                                                              const T* __restrict__ bias, T* __restrict__ r) {
   int64_t spikes = 0;
-  typedef T V __attribute__((vector_size(kBytes)));  // 8 of them sum a tile of outputs in registers
   constexpr int64_t kLanes = kBytes / sizeof(T), kVecs = 8, kTile = kLanes * kVecs;
   std::vector<int64_t> fired(K);
   for (int64_t b = first; b < last; ++b) {
@@ -175,31 +195,8 @@ __attribute__((always_inline)) inline int64_t sparse_rows_of(const T* __restrict
     spikes += n;
     T* __restrict__ out = r + b * N;
     int64_t j0 = 0;
-    for (; j0 + kTile <= N; j0 += kTile) {
-      V acc[kVecs] = {};
-      for (int64_t f = 0; f < n; ++f) {
-        const T* w = w_t + fired[f] * N + j0;
-        for (int64_t v = 0; v < kVecs; ++v) {
-          V lanes;
-          std::memcpy(&lanes, w + v * kLanes, sizeof(V));
-          acc[v] += lanes;
-        }
-      }
-      T sums[kTile];
-      std::memcpy(sums, acc, sizeof(sums));
-      for (int64_t j = 0; j < kTile; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
-    }
-    for (; j0 + kLanes <= N; j0 += kLanes) {  // what is left, a vector at a time
-      V acc = {};
-      for (int64_t f = 0; f < n; ++f) {
-        V lanes;
-        std::memcpy(&lanes, w_t + fired[f] * N + j0, sizeof(V));
-        acc += lanes;
-      }
-      T sums[kLanes];
-      std::memcpy(sums, &acc, sizeof(sums));
-      for (int64_t j = 0; j < kLanes; ++j) out[j0 + j] = bias ? sums[j] + bias[j0 + j] : sums[j];
-    }
+    for (; j0 + kTile <= N; j0 += kTile) sum_span<T, kBytes, kVecs>(fired.data(), n, w_t, N, j0, bias, out);
+    for (; j0 + kLanes <= N; j0 += kLanes) sum_span<T, kBytes, 1>(fired.data(), n, w_t, N, j0, bias, out);
     for (int64_t j = j0; j < N; ++j) {
       T acc = T(0);
       for (int64_t f = 0; f < n; ++f) acc += w_t[fired[f] * N + j];
