@@ -77,13 +77,13 @@ class SnnirModule(GraphModule):
 
     @property
     def plans(self) -> dict[tuple, ExecutionPlan]:
-        """Every plan chosen so far, by (grad enabled, T, B, static inputs, dtype, device)."""
+        """Every plan chosen so far, by (grad enabled, traces recorded, T, B, static inputs, dtype, device)."""
         return dict(self._planner.plans)
 
     def run(self, inputs, state, record, steps, static=frozenset()):
         """:meth:`GraphModule.run` under the plan for this call's shape (chosen at its first call)."""
-        with self._planner.planning(inputs, static, steps) as (run_length, chunk_of):
-            return super().run(inputs, state, record, steps, static, run_length, chunk_of)
+        with self._planner.planning(inputs, static, steps, record) as (run_length, chunk_of, chains):
+            return super().run(inputs, state, record, steps, static, run_length, chunk_of, chains)
 
     @property
     def graph(self) -> Graph:

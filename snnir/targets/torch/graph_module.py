@@ -51,6 +51,7 @@ from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chu
 from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
+from snnir.targets.torch.step_chain import plan_chains, run_chain
 from snnir.targets.torch.step_loop import run_recurrent
 
 State = dict[str, torch.Tensor]
@@ -121,6 +122,8 @@ class GraphModule(nn.Module):
         self._pool_of = plan_pools(self)
         self._pooled_by = {self._sources[n][0][0]: self.node_module(n) for n in self._pool_of}
         self._read_later = later_reads(self._segments, self._sources, self._graph.outputs, self._probed)
+        #: the top level's step chains, by first segment (step_chain.py; the planner picks those that run)
+        self._chains = plan_chains(self) if options.fast and not prefix else {}
 
     @property
     def _graph(self) -> Graph:
@@ -207,19 +210,19 @@ class GraphModule(nn.Module):
     # --- running ----------------------------------------------------------------------
     def run(
         self, inputs: Mapping[str, torch.Tensor], state: State, record: bool, steps: int,
-        static: frozenset[str] = frozenset(), run_length: int | None = None, chunk_of=None,
+        static: frozenset[str] = frozenset(), run_length: int | None = None, chunk_of=None, chains=None,
     ):
         """Inputs by Input name: ``[T, B, ...]`` with ``T = steps``, or ``[B, ...]`` held over
         the steps for the names in ``static`` -> (outputs ``[T, B, ...]`` by Output name, new
         state, traces or None). A static Output comes back as an expanded view (time stride 0).
-        ``run_length`` (default ``time_chunk``) and ``chunk_of``: the plan (see ``plan.py``)."""
+        ``run_length`` (default ``time_chunk``), ``chunk_of`` and ``chains``: the plan (see ``plan.py``)."""
         sizes = time_chunks(steps, self.time_chunk if run_length is None else run_length)
-        outs, static_outs, new_state, traces = self._run_chunks(inputs, static, state, record, sizes, chunk_of)
+        outs, static_outs, new_state, traces = self._run_chunks(inputs, static, state, record, sizes, chunk_of, chains)
         for name in static_outs:
             outs[name] = outs[name].expand((steps,) + tuple(outs[name].shape))
         return outs, new_state, traces
 
-    def _run_chunks(self, inputs, static, state, record, sizes, chunk_of=None):
+    def _run_chunks(self, inputs, static, state, record, sizes, chunk_of=None, chains=None):
         """:meth:`_run_level` over consecutive runs of ``sizes`` steps (often just one), the
         state carried from one to the next and static values computed once. Identical results;
         for training, autograd keeps one run's values at a time in the backward, and a neuron
@@ -233,7 +236,7 @@ class GraphModule(nn.Module):
         for k, size in enumerate(sizes):
             chunk = {n: v if n in static else split[n][k] for n, v in inputs.items()}
             # a copy of the state: a rerun in the backward must see this run's, not a later one
-            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of)
+            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of, chains)
             current.update(changed)
             new_state.update(changed)
             if isinstance(state, FreshState):
@@ -247,23 +250,34 @@ class GraphModule(nn.Module):
         traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
 
-    def _rerun_in_backward(self, inputs, static, state, record, steps, cache, chunk_of=None):
+    def _rerun_in_backward(self, inputs, static, state, record, steps, cache, chunk_of=None, chains=None):
         """:meth:`_run_level` keeping only its inputs and starting state (``recompute=True``): its
-        forward reruns in the backward, with a new cache each time (a rerun must save what it saved)."""
+        forward reruns in the backward, with a new cache each time (a rerun must save what it saved).
+        (No step chain runs while gradients are on.)"""
         return checkpoint(
             lambda *a: self._run_level(*a, {}, chunk_of), inputs, static, state, record, steps, use_reentrant=False
         )
 
-    def _run_level(self, inputs, static, state, record, steps, cache, chunk_of=None):
+    def _run_level(self, inputs, static, state, record, steps, cache, chunk_of=None, chains=None):
         """As :meth:`run`, but static Outputs stay ``[B, ...]`` and are named in the second result.
         ``cache`` keeps the outputs of nodes fed only static values, by path, across runs of steps.
         ``chunk_of(index, steps, trial)`` (the top level's plan, see ``plan.py``): the steps per
-        call of segment ``index``; ``trial(chunk)`` times it. Without it each segment runs whole."""
+        call of segment ``index``; ``trial(chunk)`` times it. Without it each segment runs whole.
+        ``chains``: first segment -> (its step chain, steps per product of its first layer), the
+        chains the plan runs (no traces; ``step_chain.py``)."""
         values: dict[str, torch.Tensor] = {}
         held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
         traces: dict[str, torch.Tensor] | None = {} if record else None
+        after_chain = 0  # the segments before it ran in a chain
         for index, components in enumerate(self._segments):
+            if index < after_chain:
+                continue
+            if chains and index in chains:
+                chain, block = chains[index]
+                run_chain(self, chain, block, inputs, static, values, held, state, new_state, steps, cache)
+                after_chain = chain.last + 1
+                continue
             run = None if chunk_of is None else SegmentRun(self, components, inputs, static, values, held, state, steps)
             chunk = steps if run is None else chunk_of(index, steps, run.trial)
             if chunk >= steps:

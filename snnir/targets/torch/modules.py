@@ -251,21 +251,31 @@ class AffineModule(OpModule):
         """Each step's ``F.linear`` bits for ``[T, B, K]`` steps of 0/1 values (rate-coded spikes fed
         to the network) as a sum at them, in the order the BLAS sums the step's product (probed
         per shape; ``csrc/neuron_linear.cpp`` ``spike_product``), or None where that does not
-        apply: float32 on a CPU with the native kernels, a wide layer (:data:`SPIKE_PRODUCT_MIN_OUTPUTS`),
-        nothing recorded for autograd, no autocast; a value other than 0 or 1, many fired
-        (:data:`SPIKE_PRODUCT_BELOW`), a weight not finite or no order found (the GEMM runs). The sum
-        reads a padded copy of W^T, made at the second call with the same weight (pointer and
-        version): a weight that changes between calls (an evaluation after each training step) runs
-        the GEMM and makes no copy."""
-        weight = self.weight
+        apply (:meth:`spike_rows`) or no order was found (the GEMM runs)."""
+        rows = self.spike_rows(x)
+        if rows is None:
+            return None
+        extension = native_kernels.extension("neuron_linear")
+        y = extension.spike_product(x.reshape(-1, x.shape[-1]), self.weight.detach(), rows,
+                                    self.weight.new_empty(0) if bias is None else bias.detach(), x.shape[1])
+        return y.view(x.shape[0], x.shape[1], -1) if y.numel() else None
+
+    def spike_rows(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The padded copy of W^T that ``spike_product`` reads to multiply ``[T, B, K]`` steps ``x``
+        as a sum at their spikes, or None where that does not apply: float32 on a CPU with the
+        native kernels, a wide layer (:data:`SPIKE_PRODUCT_MIN_OUTPUTS`), nothing recorded for
+        autograd, no autocast; a value other than 0 or 1 or many fired in the first rows
+        (:data:`SPIKE_PRODUCT_BELOW`), a weight not finite. The copy is made at the second call with
+        the same weight (pointer and version): a weight that changes between calls (an evaluation
+        after each training step) runs the GEMM and makes no copy."""
+        weight, bias = self.weight, getattr(self, "bias", None)
         if not (x.dim() == 3 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu"
                 and weight.shape[0] >= SPIKE_PRODUCT_MIN_OUTPUTS
                 and (bias is None or bias.dtype == torch.float32) and not torch.is_autocast_enabled("cpu")
                 and not recorded(x, weight, bias) and native_kernels.enabled(self._native, "neuron_linear")):
             return None
         extension = native_kernels.extension("neuron_linear")
-        rows_in = x.reshape(-1, x.shape[-1])
-        if extension is None or not extension.sparse_sample(rows_in, SPIKE_PRODUCT_BELOW):
+        if extension is None or not extension.sparse_sample(x.reshape(-1, x.shape[-1]), SPIKE_PRODUCT_BELOW):
             return None  # (an analog or dense input: no copy of W^T is made for it)
         key = (weight.data_ptr(), weight._version, tuple(weight.shape))
         if self._spike_rows is None or self._spike_rows[0] != key:
@@ -275,11 +285,7 @@ class AffineModule(OpModule):
         if rows is None:
             rows = extension.spike_rows(weight.detach())
             self._spike_rows = (key, rows)
-        if not rows.numel():
-            return None
-        y = extension.spike_product(rows_in, weight.detach(), rows,
-                                    weight.new_empty(0) if bias is None else bias.detach(), x.shape[1])
-        return y.view(x.shape[0], x.shape[1], -1) if y.numel() else None
+        return rows if rows.numel() else None
 
 
 class LinearModule(AffineModule):

@@ -42,6 +42,20 @@ def applies(cfg: _Config, c: dict, v0: Tensor, weight: Tensor) -> bool:
     )
 
 
+def native_step(cfg: _Config, c: dict) -> tuple | None:
+    """The kernel's update of a step (``csrc/neuron_linear.cpp`` ``Step``: delayed reset, subtract
+    reset, ``>=`` compare, decay, gain, threshold) for a neuron whose forward it computes (single
+    spikes, no current, a subtract reset or none, one value per coefficient, no leak
+    potential), else None. ``c``: the coefficients, as :func:`_scalars` makes them (an absent
+    decay or gain is 1)."""
+    if not (cfg.spiking and not cfg.multi and not cfg.has_current and not cfg.after_input
+            and cfg.reset in ("none", "subtract") and c["v_leak"] is None
+            and not any(isinstance(c[name], Tensor) for name in ("a_mem", "gain", "thr"))):
+        return None
+    return (cfg.next_timing, cfg.reset == "subtract", cfg.inclusive, 1.0 if c["a_mem"] is None else c["a_mem"],
+            1.0 if c["gain"] is None else c["gain"], c["thr"])
+
+
 #: steps whose gradients go through the backward's GEMMs together
 BLOCK = 8
 
@@ -128,11 +142,7 @@ class _NativeNeuronLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg, steps, static, x, v0, z0, weight, bias, *coeff_values):  # type: ignore[override]
-        c = _scalars(dict(zip(_COEFFS, coeff_values)))
-        step = (
-            cfg.next_timing, cfg.reset == "subtract", cfg.inclusive, 1.0 if c["a_mem"] is None else c["a_mem"],
-            c["gain"], c["thr"],
-        )
+        step = native_step(cfg, _scalars(dict(zip(_COEFFS, coeff_values))))
         training = any(ctx.needs_input_grad[3:8])
         narrow = weight.shape[0] <= NARROW  # its backward recomputes everything from x
         no_bias = v0.new_empty(0)

@@ -98,20 +98,29 @@ PRUNE = 1.25
 class ExecutionPlan:
     """``run``: steps per run of steps; ``segments``: the nodes of each segment, in order;
     ``chunks``: steps per call of each segment; ``chosen``: how each chunk was chosen
-    (``"pinned"``, ``"measured"``, ``"whole run"``, ``"budget"``: the budget's most steps);
-    ``budget``: the bytes of values a no_grad call may hold, when bounded."""
+    (``"pinned"``, ``"measured"``, ``"whole run"``, ``"budget"``: the budget's most steps,
+    ``"step chain"``: one step at a time in one native call with the segments around it);
+    ``budget``: the bytes of values a no_grad call may hold, when bounded; ``chains``: per
+    step chain that runs (``step_chain.py``), its first segment and the most steps its first
+    layer multiplies at once."""
 
     run: int
     segments: tuple[tuple[str, ...], ...]
     chunks: tuple[int, ...]
     chosen: tuple[str, ...]
     budget: int | None = None
+    chains: tuple[tuple[int, int], ...] = ()
 
     def __str__(self) -> str:
         budget = f", values budget {self.budget} bytes" if self.budget is not None else ""
         lines = [f"runs of {self.run} step{'s' if self.run != 1 else ''}{budget}"]
-        for nodes, chunk, how in zip(self.segments, self.chunks, self.chosen):
-            lines.append(f"  [{', '.join(nodes)}]: {chunk} step{'s' if chunk != 1 else ''} per call ({how})")
+        blocks = dict(self.chains)
+        for index, (nodes, chunk, how) in enumerate(zip(self.segments, self.chunks, self.chosen)):
+            if how == "step chain":
+                first = f", its first layer over at most {blocks[index]} steps at once" if index in blocks else ""
+                lines.append(f"  [{', '.join(nodes)}]: step by step in one call (step chain{first})")
+            else:
+                lines.append(f"  [{', '.join(nodes)}]: {chunk} step{'s' if chunk != 1 else ''} per call ({how})")
         return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from snnir.targets.torch.plan import (
     AUTO_DEVICE_SHARE, AUTO_FLOOR, AUTO_FLOOR_RECURRENT, DEFAULT_RUN, RECURRENT_RUN, ExecutionPlan, balanced, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
+from snnir.targets.torch.step_chain import ready
 
 
 #: the largest block glibc's malloc serves from its heap (its dynamic mmap threshold's ceiling on a
@@ -43,17 +44,22 @@ class Planner:
         self._output_elements = sum(_size(outputs.get(name)) for name in graph.outputs)
 
     @contextlib.contextmanager
-    def planning(self, inputs, static, steps: int):
-        """``(run length, chunk_of)`` for :meth:`GraphModule.run`; the plan is kept afterwards."""
+    def planning(self, inputs, static, steps: int, record: bool = False):
+        """``(run length, chunk_of, chains)`` for :meth:`GraphModule.run`; the plan is kept afterwards."""
         batch = next((v.shape[0] if n in static else v.shape[1]) for n, v in inputs.items())
         probe = next(iter(inputs.values()))
-        key = (torch.is_grad_enabled(), steps, batch, tuple(sorted(static)), probe.dtype, str(probe.device))
+        key = (torch.is_grad_enabled(), record, steps, batch, tuple(sorted(static)), probe.dtype, str(probe.device))
         plan = self.plans.get(key)
         if plan is None:
-            run, caps, budget = self._run_length(static, steps, batch, probe.element_size(), probe.device)
-            chunks, chosen = self._pinned_chunks(run, caps)
+            active = self._active_chains(probe, record)
+            run, caps, budget = self._run_length(static, steps, batch, probe.element_size(), probe.device, active)
+            chunks, chosen = self._pinned_chunks(run, caps, active)
+            scale = batch * probe.element_size()
+            blocks = tuple((c.first, run if budget is None else
+                            max(1, min(run, budget // 2 // (scale * c.layers[0].weight.shape[0])))) for c in active)
         else:
-            run, budget, chunks, chosen = plan.run, plan.budget, list(plan.chunks), list(plan.chosen)
+            run, budget, chunks, chosen, blocks = plan.run, plan.budget, list(plan.chunks), list(plan.chosen), plan.chains
+        chains = {first: (self._module._chains[first], block) for first, block in blocks}
         # a recomputed run (recompute=True) must make the same calls in the backward: no trials
         measure = plan is None and no_hooks(self._module) and not self._module.recompute
 
@@ -63,25 +69,29 @@ class Planner:
                 chunks[index], chosen[index] = choose_chunk(trial, largest) if measure else (largest, "whole run")
             return chunks[index]
 
-        yield run, chunk_of
+        yield run, chunk_of, chains
         if plan is None:
             # segments a call never reached (none, unless it failed) stay unplanned
             if all(c is not None for c in chunks):
                 segments = tuple(tuple(m for members, _ in s for m in members) for s in self._module._segments)
-                plan = ExecutionPlan(run, segments, tuple(chunks), tuple(chosen), budget)
+                plan = ExecutionPlan(run, segments, tuple(chunks), tuple(chosen), budget, blocks)
                 self.plans[key] = plan
         self.last = plan
 
-    def _pinned_chunks(self, run: int, caps: list[int] | None) -> tuple[list, list]:
-        """Per segment: the chunk pinned by ``layer_chunks``, or, without a convolution or with
-        ``time_chunk`` given, the whole run (or the budget's cap ``caps[i]``); else ``None``
-        (measured at the first call)."""
+    def _pinned_chunks(self, run: int, caps: list[int] | None, chains: list) -> tuple[list, list]:
+        """Per segment: the whole run in a step chain that runs (``chains``), the chunk pinned by
+        ``layer_chunks``, or, without a convolution or with ``time_chunk`` given, the whole run
+        (or the budget's cap ``caps[i]``); else ``None`` (measured at the first call)."""
         chunks: list = []
         chosen: list = []
-        for components in self._module._segments:
+        chained = {i for c in chains for i in range(c.first, c.last + 1)}
+        for index, components in enumerate(self._module._segments):
             names = [m for members, _ in components for m in members]
             pinned = [self.layer_chunks[n] for n in names if n in self.layer_chunks]
-            if pinned:
+            if index in chained:
+                chunks.append(run)
+                chosen.append("step chain")
+            elif pinned:
                 chunks.append(min(min(pinned), run))
                 chosen.append("pinned")
             elif self.time_chunk is not None or not any(self._convolves(n) for n in names):
@@ -100,7 +110,15 @@ class Planner:
         return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
                    for o in [op, *(o for _, o in inner)])
 
-    def _run_length(self, static, steps: int, batch: int, itemsize: int, device: torch.device):
+    def _active_chains(self, probe: torch.Tensor, record: bool) -> list:
+        """The top level's step chains that run at this call shape (``step_chain.ready``: under
+        no_grad, among others), except where ``layer_chunks`` pins a node of one."""
+        if record or torch.is_grad_enabled():
+            return []
+        return [chain for chain in self._module._chains.values()
+                if not any(n in self.layer_chunks for n in chain.nodes) and ready(chain, probe) is not None]
+
+    def _run_length(self, static, steps: int, batch: int, itemsize: int, device: torch.device, chains=()):
         """(steps per run, per segment the most steps per call or None, the values budget or None).
 
         Under ``no_grad`` with a budget: half of it for the values a later segment reads, kept
@@ -113,7 +131,10 @@ class Planner:
         its exported values are made in one piece and count once. With a recurrent component the
         run is at most ``RECURRENT_RUN`` and ``"auto"`` at least ``AUTO_FLOOR_RECURRENT``; on a GPU
         ``"auto"`` allows at least ``1 / AUTO_DEVICE_SHARE`` of the device's free memory. Training
-        on a CPU keeps each value of a call under :data:`MMAP_CEILING` (:meth:`_fault_caps`)."""
+        on a CPU keeps each value of a call under :data:`MMAP_CEILING` (:meth:`_fault_caps`). A step
+        chain that runs (``chains``) holds one step's values and a block of its first layer's
+        outputs, which takes the half of the budget a call's values and kernels would: only its last
+        segment's exported values count."""
         if self.time_chunk is not None:
             return min(self.time_chunk or steps, steps), None, None
         whole = [any(recurrent for _, recurrent in components) for components in self._module._segments]
@@ -136,6 +157,10 @@ class Planner:
         else:
             budget = self.memory_budget
         per_segment = self._step_elements(static)
+        for chain in chains:
+            for index in range(chain.first, chain.last):
+                per_segment[index] = (0, 0)
+            per_segment[chain.last] = (0, per_segment[chain.last][1])
         exported = scale * sum(e if w else 2 * e for (_, e), w in zip(per_segment, whole))
         run = balanced(steps, run_for_budget(budget // 2, exported, base))
         caps = [run if w else balanced(run, run_for_budget(budget // 4, scale * values, run))

@@ -113,7 +113,7 @@ def test_plan_is_visible_and_pinned_where_asked():
     assert plan.chunks[:3] == (1, 8, 3) and plan.chosen[:3] == ("pinned", "whole run", "pinned")
     text = str(plan)
     assert "runs of 8 steps" in text and "[x, conv1, pool1, lif1]: 1 step per call (pinned)" in text
-    assert list(module.plans) == [(True, 20, 2, (), torch.float32, "cpu")]
+    assert list(module.plans) == [(True, False, 20, 2, (), torch.float32, "cpu")]
 
 
 def test_measured_plan_is_chosen_once_per_shape(always_measure, monkeypatch):

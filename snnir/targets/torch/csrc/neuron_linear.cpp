@@ -432,53 +432,97 @@ at::Tensor workspace(int64_t n, const at::Tensor& like) {
   return buffer.narrow(0, 0, n);
 }
 
-// The forward's loop from the initial state (v0, z0) into v (and z): v0 and z0 are only read.
+// The fused update loop of a neuron's configuration: [delayed reset][subtract reset][keep u].
 template <typename T>
-void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, const at::Tensor& v0,
-         const at::Tensor& z0, at::Tensor v, at::Tensor z, const at::Tensor& weight, const at::Tensor& bias,
-         at::Tensor y, at::Tensor bits, at::Tensor us, const SplitSum* plan) {
-  const int64_t B = v.size(0), N = v.size(1), M = B * N;
-  at::Tensor zt = p.next ? z : at::empty({B, N}, v.options());  // a delayed reset's state is the spikes
-  const T* xp = x.data_ptr<T>();
-  T *vp = v.data_ptr<T>(), *zp = z.numel() ? z.data_ptr<T>() : nullptr, *ztp = zt.data_ptr<T>();
-  const T *vi = v0.data_ptr<T>(), *zi = z.numel() ? z0.data_ptr<T>() : nullptr;
-  // the loop's structure fixed at compile time: [delayed reset][subtract reset][keep u]
-  using Kernel = void (*)(const Step&, const T*, const T*, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
-  const Kernel kernels[2][2][2] = {
+using Update = void (*)(const Step&, const T*, const T*, const T*, T*, T*, T*, bool*, T*, int64_t, int64_t);
+
+template <typename T>
+Update<T> update_of(const Step& p, bool keep) {
+  static constexpr Update<T> kernels[2][2][2] = {
       {{update<T, false, false, false>, update<T, false, false, true>},
        {update<T, false, true, false>, update<T, false, true, true>}},
       {{update<T, true, false, false>, update<T, true, false, true>},
        {update<T, true, true, false>, update<T, true, true, true>}}};
-  const Kernel kernel = kernels[p.next][p.subtract][us.numel() > 0];
-  if (plan) {  // each row's update, then its sum at the spikes while they are in cache
-    const int64_t O = weight.size(0);
-    const at::Tensor w_t = padded_rows(weight);
-    const T *wt = w_t.data_ptr<T>(), *pb = bias.numel() ? bias.data_ptr<T>() : nullptr;
-    for (int64_t t = 0; t < steps; ++t) {
-      const T* xt = is_static ? xp : xp + t * M;
-      bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
-      T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
-      T* yt = y.data_ptr<T>() + t * B * O;
-      at::parallel_for(0, B, std::max<int64_t>(1, kGrain / N), [&](int64_t r0, int64_t r1) {
-        std::vector<int64_t> fired(N);
-        for (int64_t r = r0; r < r1; ++r) {
-          kernel(p, xt, vi, zi, vp, zp, ztp, bt, ut, r * N, (r + 1) * N);
-          split_sum_row<T>(*plan, ztp + r * N, wt, w_t.size(1), O, pb, yt + r * O, fired.data());
-        }
-      });
-      vi = vp;
-      zi = zp;
-    }
-    return;
+  return kernels[p.next][p.subtract][keep];
+}
+
+// A neuron's [B, N] state through consecutive steps: read from vi (zi) at the first step, the
+// caller's initial state (only read), then in place in v (z). The step's spikes go to `spikes`,
+// which is z itself with a delayed reset.
+template <typename T>
+struct NeuronSteps {
+  Step p;
+  Update<T> update;
+  int64_t B, N;
+  const T *vi, *zi;
+  T *v, *z;
+  at::Tensor spikes;
+
+  NeuronSteps(const Step& step, bool keep, const at::Tensor& v0, const at::Tensor& z0, at::Tensor& v_out,
+              at::Tensor& z_out)
+      : p(step), update(update_of<T>(step, keep)), B(v_out.size(0)), N(v_out.size(1)), vi(v0.data_ptr<T>()),
+        zi(z_out.numel() ? z0.data_ptr<T>() : nullptr), v(v_out.data_ptr<T>()),
+        z(z_out.numel() ? z_out.data_ptr<T>() : nullptr),
+        spikes(step.next ? z_out : at::empty({B, N}, v_out.options())) {}
+};
+
+// The Linear layer a neuron's spikes feed: y_t = z_t W^T (+ b), F.linear's bits for the step:
+// each batch row's sum at its spikes in the BLAS's order where split_plan found it for the
+// shape (w_t: padded_rows), else the step's GEMM.
+struct LayerAfter {
+  at::Tensor weight, bias, w_t;
+  const SplitSum* plan;
+};
+
+LayerAfter layer_after(int64_t B, const at::Tensor& weight, const at::Tensor& bias, int64_t steps) {
+  // the sum at the spikes where it gives F.linear's bits (spikes.h: finite weights only)
+  const at::Tensor bias_row = bias.reshape({-1}).contiguous();
+  const SplitSum* plan = steps && weight.size(0) && weight.size(0) <= kSplitMaxOutputs
+                             && (!bias_row.numel() || bias_row.numel() == weight.size(0))
+                             && all_finite(weight) && all_finite(bias_row)
+                             ? split_plan(B, weight, bias_row) : nullptr;
+  return {weight, plan ? bias_row : bias, plan ? padded_rows(weight) : at::Tensor(), plan};
+}
+
+// One step of neuron n from input xt (its spikes as bools to bits, u to ut, where given), then
+// its layer's product of the spikes into y_t (layer null: none): with a sum at the spikes, each
+// batch row's update is followed by that row's sum while the spikes are in cache.
+template <typename T>
+void neuron_step(NeuronSteps<T>& n, const T* xt, bool* bits, T* ut, const LayerAfter* layer, at::Tensor y_t) {
+  T* zt = n.spikes.template data_ptr<T>();
+  if (layer && layer->plan) {
+    const int64_t N = n.N, O = layer->weight.size(0), ld = layer->w_t.size(1);
+    const T *wt = layer->w_t.template data_ptr<T>(), *pb = layer->bias.numel() ? layer->bias.template data_ptr<T>() : nullptr;
+    T* yt = y_t.template data_ptr<T>();
+    at::parallel_for(0, n.B, std::max<int64_t>(1, kGrain / N), [&](int64_t r0, int64_t r1) {
+      std::vector<int64_t> fired(N);
+      for (int64_t r = r0; r < r1; ++r) {
+        n.update(n.p, xt, n.vi, n.zi, n.v, n.z, zt, bits, ut, r * N, (r + 1) * N);
+        split_sum_row<T>(*layer->plan, zt + r * N, wt, ld, O, pb, yt + r * O, fired.data());
+      }
+    });
+  } else {
+    at::parallel_for(0, n.B * n.N, kGrain,
+                     [&](int64_t b, int64_t e) { n.update(n.p, xt, n.vi, n.zi, n.v, n.z, zt, bits, ut, b, e); });
+    if (layer) layer_step(y_t, n.spikes, layer->weight, layer->bias);
   }
+  n.vi = n.v;
+  n.zi = n.z;
+}
+
+// The forward's loop from the initial state (v0, z0) into v (and z): v0 and z0 are only read.
+// y: the layer's outputs (empty: no layer, the backward's recomputation).
+template <typename T>
+void run(const Step& p, const at::Tensor& x, bool is_static, int64_t steps, const at::Tensor& v0,
+         const at::Tensor& z0, at::Tensor v, at::Tensor z, const LayerAfter& layer, at::Tensor y, at::Tensor bits,
+         at::Tensor us) {
+  NeuronSteps<T> n(p, us.numel() > 0, v0, z0, v, z);
+  const int64_t M = n.B * n.N;
+  const T* xp = x.data_ptr<T>();
   for (int64_t t = 0; t < steps; ++t) {
-    const T* xt = is_static ? xp : xp + t * M;
-    bool* bt = bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr;
-    T* ut = us.numel() ? us.data_ptr<T>() + t * M : nullptr;
-    at::parallel_for(0, M, kGrain, [&](int64_t b, int64_t e) { kernel(p, xt, vi, zi, vp, zp, ztp, bt, ut, b, e); });
-    vi = vp;
-    zi = zp;
-    if (y.numel()) layer_step(y[t], zt, weight, bias);
+    neuron_step<T>(n, is_static ? xp : xp + t * M, bits.numel() ? bits.data_ptr<bool>() + t * M : nullptr,
+                   us.numel() ? us.data_ptr<T>() + t * M : nullptr, y.numel() ? &layer : nullptr,
+                   y.numel() ? y[t] : y);
   }
 }
 
@@ -495,21 +539,114 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   auto y = at::empty({steps, B, weight.size(0)}, v0.options());
   auto bits = want_bits ? at::empty({steps, B, N}, v0.options().dtype(at::kBool)) : at::empty({0}, v0.options());
   auto us = keep_u ? at::empty({steps, B, N}, v0.options()) : at::empty({0}, v0.options());
-  // the sum at the spikes where it gives F.linear's bits (spikes.h: finite weights only)
-  const at::Tensor bias_row = bias.reshape({-1}).contiguous();
-  const SplitSum* plan = steps && weight.size(0) && weight.size(0) <= kSplitMaxOutputs
-                             && (!bias_row.numel() || bias_row.numel() == weight.size(0))
-                             && all_finite(weight) && all_finite(bias_row)
-                             ? split_plan(B, weight, bias_row) : nullptr;
+  const LayerAfter layer = layer_after(B, weight, bias, steps);
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_forward", [&] {
-    run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, plan ? bias_row : bias, y, bits, us,
-                  plan);
+    run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, layer, y, bits, us);
   });
   if (!steps) {  // no step ran: the final state is the initial one
     v.copy_(v0c);
     if (next) z.copy_(z0c);
   }
   return {y, v, next ? z : z0, bits, us};  // z0 unused without a delayed reset: handed back as given
+}
+
+// Inference through a chain of neurons, each feeding the next through a Linear layer, one step
+// at a time in one call (snnTorch's order, its bits): per step, neuron 0 from its input, its
+// layer's product of its spikes into neuron 1's input, and so on. Neuron i starts from v0s[i]
+// (and z0s[i] with a delayed reset; ignored otherwise) with the update of Step (params[6 i],
+// ..., params[6 i + 5]): next, subtract, inclusive, a, gain, thr; layer i (weights[i],
+// biases[i], empty: none) follows neuron i, for every neuron but maybe the last. x is neuron
+// 0's input [T, B, N0] ([B, N0] held: is_static), or, with in_weight, the input [T, B, K] of a
+// first layer [N0, K], applied to `block` steps' rows at once (the caller found those rows
+// rounded as each step's own product: AffineModule.rows_alike; also the rest of the steps):
+// a sum at the spikes where in_rows (spike_rows) is given and spike_product gives the bits,
+// else F.linear's GEMM. Returns y [T, B, O] (the last layer's outputs, or the last neuron's
+// spikes), then each neuron's final v and z (z0s[i] as given without a delayed reset). Only
+// one step's values exist at a time, besides a block of the first layer's outputs.
+std::vector<at::Tensor> chain_forward(const at::Tensor& x_in, bool is_static, int64_t steps,
+                                      const at::Tensor& in_weight, const at::Tensor& in_bias,
+                                      const at::Tensor& in_rows, int64_t block, const std::vector<at::Tensor>& v0s,
+                                      const std::vector<at::Tensor>& z0s, const std::vector<double>& params,
+                                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases) {
+  const size_t count = v0s.size(), layers_count = weights.size();
+  const bool layered = in_weight.numel() > 0;
+  TORCH_CHECK(count > 0 && z0s.size() == count && params.size() == 6 * count && biases.size() == layers_count
+                  && (layers_count == count || layers_count + 1 == count) && block > 0 && !(layered && is_static),
+              "chain_forward: the chain's parts disagree");
+  const at::Tensor x = x_in.contiguous();
+  const auto options = v0s[0].options();
+  TORCH_CHECK(v0s[0].dim() == 2, "chain_forward: states are [B, N]");
+  const int64_t B = v0s[0].size(0), N0 = v0s[0].size(1);
+  auto agrees = [&](const at::Tensor& t, int64_t rows, int64_t cols) {
+    return t.dim() == 2 && t.size(0) == rows && t.size(1) == cols && t.scalar_type() == x.scalar_type();
+  };
+  TORCH_CHECK(layered ? x.dim() == 3 && x.size(0) >= steps && x.size(1) == B && agrees(in_weight, N0, x.size(2))
+                            && (!in_bias.numel() || in_bias.numel() == N0)
+                      : x.dim() == (is_static ? 2 : 3) && (is_static || x.size(0) >= steps)
+                            && x.size(x.dim() - 2) == B && x.size(x.dim() - 1) == N0,
+              "chain_forward: the input's shape disagrees with the first neuron's");
+  std::vector<at::Tensor> v0c, z0c, v, z, mids;
+  std::vector<LayerAfter> layers;
+  std::vector<Step> ps;
+  for (size_t i = 0; i < count; ++i) {
+    const double* q = params.data() + 6 * i;
+    ps.push_back(Step{q[0] != 0, q[1] != 0, q[2] != 0, q[3], q[4], q[5]});
+    const int64_t N = v0s[i].size(1);
+    const int64_t O = i < layers_count ? weights[i].size(0) : N;
+    TORCH_CHECK(agrees(v0s[i], B, N) && (!ps[i].next || agrees(z0s[i], B, N))
+                    && (i >= layers_count || (agrees(weights[i], O, N) && (!biases[i].numel() || biases[i].numel() == O)
+                                              && (i + 1 == count || v0s[i + 1].size(1) == O))),
+                "chain_forward: neuron ", i, "'s state or layer disagrees with the chain's shapes");
+    v0c.push_back(v0s[i].contiguous());
+    z0c.push_back(ps[i].next ? z0s[i].contiguous() : z0s[i]);
+    v.push_back(at::empty({B, N}, options));
+    z.push_back(ps[i].next ? at::empty({B, N}, options) : at::empty({0}, options));
+    if (i < layers_count) layers.push_back(layer_after(B, weights[i], biases[i], steps));
+    if (i + 1 < count) mids.push_back(at::empty({B, v0s[i + 1].size(1)}, options));
+  }
+  const int64_t O = layers_count == count ? weights.back().size(0) : v0s.back().size(1);
+  at::Tensor y = at::empty({steps, B, O}, options);
+  const int64_t rows_per_block = std::min(block, std::max<int64_t>(steps, 1)) * B;
+  at::Tensor first = layered ? at::empty({rows_per_block, N0}, options) : at::empty({0}, options);
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "snnir_chain_forward", [&] {
+    using T = scalar_t;
+    std::vector<NeuronSteps<T>> neurons;
+    for (size_t i = 0; i < count; ++i) neurons.emplace_back(ps[i], false, v0c[i], z0c[i], v[i], z[i]);
+    const T* xp = x.data_ptr<T>();
+    for (int64_t t0 = 0; t0 < steps; t0 += block) {
+      const int64_t t1 = std::min(steps, t0 + block);
+      at::Tensor inputs = x;  // neuron 0's input of steps [t0, t1), from row t0 * B on
+      if (layered) {
+        const at::Tensor rows = x.narrow(0, t0, t1 - t0).reshape({(t1 - t0) * B, x.size(-1)});
+        inputs = in_rows.numel() ? spike_product(rows, in_weight, in_rows, in_bias, B) : at::Tensor();
+        if (!inputs.defined() || !inputs.numel()) {
+          inputs = first.narrow(0, 0, (t1 - t0) * B);
+          layer_step(inputs, rows, in_weight, in_bias);
+        }
+      }
+      const T* in = inputs.data_ptr<T>();
+      for (int64_t t = t0; t < t1; ++t) {
+        const T* xt = layered ? in + (t - t0) * B * N0 : is_static ? xp : xp + t * B * N0;
+        for (size_t i = 0; i < count; ++i) {
+          const bool last = i + 1 == count;
+          at::Tensor out = last ? y[t] : mids[i];
+          neuron_step<T>(neurons[i], i == 0 ? xt : mids[i - 1].template data_ptr<T>(), nullptr, nullptr,
+                         i < layers_count ? &layers[i] : nullptr, out);
+          if (last && layers_count < count) out.copy_(neurons[i].spikes);
+        }
+      }
+    }
+  });
+  std::vector<at::Tensor> found{y};
+  for (size_t i = 0; i < count; ++i) {
+    if (!steps) {  // no step ran: the final state is the initial one
+      v[i].copy_(v0c[i]);
+      if (ps[i].next) z[i].copy_(z0c[i]);
+    }
+    found.push_back(v[i]);
+    found.push_back(ps[i].next ? z[i] : z0s[i]);
+  }
+  return found;
 }
 
 // One backward step over elements [b, e): carry holds dL/du of the step after (LAST: the
@@ -588,8 +725,8 @@ std::vector<at::Tensor> backward(const at::Tensor& g_y_in, const at::Tensor& wei
     auto v = at::empty({B, N}, v0.options()), z = next ? at::empty({B, N}, v0.options()) : at::empty({0}, v0.options());
     const at::Tensor v0c = v0.contiguous(), z0c = next ? z0.contiguous() : z0;
     AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_recompute", [&] {
-      run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, weight, at::empty({0}, v0.options()), at::empty({0}, v0.options()),
-                    at::empty({0}, v0.options()), U, nullptr);
+      run<scalar_t>(p, x.contiguous(), is_static, steps, v0c, z0c, v, z, LayerAfter{}, at::empty({0}, v0.options()),
+                    at::empty({0}, v0.options()), U);
     });
   }
   AT_DISPATCH_FLOATING_TYPES(v0.scalar_type(), "snnir_neuron_linear_backward", [&] {
@@ -745,6 +882,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
   m.def("forward", &forward, no_gil, "a neuron then a Linear layer, forward");
   m.def("backward", &backward, no_gil, "a neuron then a Linear layer, backward");
+  m.def("chain_forward", &chain_forward, no_gil, "neurons each feeding the next through a Linear layer, step by step");
   m.def("backward_narrow", &backward_narrow, no_gil, "the same for a layer of few outputs, in one pass");
   m.def("split_plan", [](int64_t batch, const at::Tensor& weight, const at::Tensor& bias) {
     const SplitSum* plan = split_plan(batch, weight, bias);
