@@ -62,6 +62,15 @@ class FreshState(dict):
     once replaced, so the initial zeros are not held for the whole call."""
 
 
+class RunState(dict):
+    """One run's state: ``owned``, the keys whose tensors the call made itself (a
+    :class:`FreshState`'s zeros, an earlier run's results), which a kernel may overwrite."""
+
+    def __init__(self, values, owned: frozenset[str]):
+        super().__init__(values)
+        self.owned = owned
+
+
 def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:
     """One value from its runs of steps: a static one is the same in each, others concatenate
     (a single run is returned as is, not copied)."""
@@ -233,10 +242,13 @@ class GraphModule(nn.Module):
         trace_parts: dict[str, list[torch.Tensor]] = {}
         run = self._rerun_in_backward if self.recompute and torch.is_grad_enabled() else self._run_level
         split = {n: v.split(sizes) for n, v in inputs.items() if n not in static}  # one backward join (plan.py)
+        owned = frozenset(state) if isinstance(state, FreshState) else frozenset()
         for k, size in enumerate(sizes):
             chunk = {n: v if n in static else split[n][k] for n, v in inputs.items()}
             # a copy of the state: a rerun in the backward must see this run's, not a later one
-            outs, static_outs, changed, traces = run(chunk, static, dict(current), record, size, cache, chunk_of, chains)
+            outs, static_outs, changed, traces = run(chunk, static, RunState(current, owned), record, size, cache,
+                                                     chunk_of, chains)
+            owned |= changed.keys()
             current.update(changed)
             new_state.update(changed)
             if isinstance(state, FreshState):

@@ -50,6 +50,11 @@ static inputs) and cached on the module:
   under 2 ms is not measured (it keeps the whole run), nor is any while a forward hook
   watches a module (a hook would see the extra calls) or with ``recompute=True`` (the
   backward's rerun must make the forward's calls).
+- step chains (``step_chain.py``): under ``no_grad`` and without traces, segments whose nodes
+  make a line of layers and neurons run one step at a time in one native call per run (chosen
+  ``"step chain"``); only one step's values exist then, besides a block of its first layer's
+  outputs of at most half the budget, so only the line's last output counts against the budget.
+  A ``layer_chunks`` pin on a node of a line keeps its segments as they were.
 """
 
 from __future__ import annotations

@@ -96,15 +96,21 @@ def test_a_chain_over_a_held_input_and_without_biases(native_kernels):
     _assert_same(chained, unchained)
 
 
-def test_a_chain_state_carries_over_calls(native_kernels):
-    """Two calls, the second from the first's final state, equal one call over both."""
-    module = compile_torch(snnir.optimize(mlp()), native=True)
+@pytest.mark.parametrize("budget", ["auto", 1], ids=["one run", "runs of one step"])
+def test_a_chain_state_carries_over_calls(native_kernels, budget):
+    """Two calls, the second from the first's final state, equal one call over both; the state a
+    caller passes is left as it was (the chain overwrites only the states the call made)."""
+    module = compile_torch(snnir.optimize(mlp()), native=True, memory_budget=budget)
     x = torch.rand(2 * T, B, 6) * 2
     with torch.no_grad():
         whole, _ = module(x, return_state=True)
         first, state = module(x[:T], return_state=True)
-        second = module(x[T:], state)
+        kept = {key: value.clone() for key, value in state.items()}
+        second, final = module(x[T:], state, return_state=True)
+    assert "step chain" in str(module.plan)
     assert torch.equal(torch.cat([first, second]), whole)
+    assert all(torch.equal(state[key], kept[key]) for key in kept)
+    assert all(final[key] is not state[key] for key in state)
 
 
 def test_a_sparse_spike_input_is_summed_at_its_spikes_in_the_chain(native_kernels, kernels_used):
@@ -182,11 +188,11 @@ def test_the_native_call_refuses_parts_that_disagree(native_kernels):
     x, e = torch.rand(3, 2, 4), torch.empty(0)
     good = dict(v=[torch.zeros(2, 4)], z=[torch.zeros(2, 4)])
     with pytest.raises(RuntimeError, match="disagree"):
-        chain_forward(x, False, 3, e, e, e, 1, good["v"], [e], [1, 1, 0, 0.9, 1, 1], [], [])  # no z for a delayed reset
+        chain_forward(x, False, 3, e, e, e, 1, good["v"], [e], [1, 1, 0, 0.9, 1, 1], [], [], False)  # no z for a delayed reset
     with pytest.raises(RuntimeError, match="disagree"):
-        chain_forward(x, False, 3, e, e, e, 1, [torch.zeros(2, 5)], good["z"], [0, 1, 0, 0.9, 1, 1], [], [])
+        chain_forward(x, False, 3, e, e, e, 1, [torch.zeros(2, 5)], good["z"], [0, 1, 0, 0.9, 1, 1], [], [], False)
     with pytest.raises(RuntimeError, match="disagree"):
-        chain_forward(x, False, 3, torch.zeros(4, 3), e, e, 1, good["v"], good["z"], [0, 1, 0, 0.9, 1, 1], [], [])
+        chain_forward(x, False, 3, torch.zeros(4, 3), e, e, 1, good["v"], good["z"], [0, 1, 0, 0.9, 1, 1], [], [], False)
 
 
 def test_a_chain_that_stops_applying_after_its_plan_runs_its_segments(native_kernels):

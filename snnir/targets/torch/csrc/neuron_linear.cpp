@@ -561,13 +561,15 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 // rounded as each step's own product: AffineModule.rows_alike; also the rest of the steps):
 // a sum at the spikes where in_rows (spike_rows) is given and spike_product gives the bits,
 // else F.linear's GEMM. Returns y [T, B, O] (the last layer's outputs, or the last neuron's
-// spikes), then each neuron's final v and z (z0s[i] as given without a delayed reset). Only
-// one step's values exist at a time, besides a block of the first layer's outputs.
+// spikes), then each neuron's final v and z (z0s[i] as given without a delayed reset): v0s and
+// z0s themselves, overwritten, with in_place (the caller's own), else new tensors. Only one
+// step's values exist at a time, besides a block of the first layer's outputs.
 std::vector<at::Tensor> chain_forward(const at::Tensor& x_in, bool is_static, int64_t steps,
                                       const at::Tensor& in_weight, const at::Tensor& in_bias,
                                       const at::Tensor& in_rows, int64_t block, const std::vector<at::Tensor>& v0s,
                                       const std::vector<at::Tensor>& z0s, const std::vector<double>& params,
-                                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases) {
+                                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+                                      bool in_place) {
   const size_t count = v0s.size(), layers_count = weights.size();
   const bool layered = in_weight.numel() > 0;
   TORCH_CHECK(count > 0 && z0s.size() == count && params.size() == 6 * count && biases.size() == layers_count
@@ -599,8 +601,8 @@ std::vector<at::Tensor> chain_forward(const at::Tensor& x_in, bool is_static, in
                 "chain_forward: neuron ", i, "'s state or layer disagrees with the chain's shapes");
     v0c.push_back(v0s[i].contiguous());
     z0c.push_back(ps[i].next ? z0s[i].contiguous() : z0s[i]);
-    v.push_back(at::empty({B, N}, options));
-    z.push_back(ps[i].next ? at::empty({B, N}, options) : at::empty({0}, options));
+    v.push_back(in_place ? v0c[i] : at::empty({B, N}, options));
+    z.push_back(!ps[i].next ? at::empty({0}, options) : in_place ? z0c[i] : at::empty({B, N}, options));
     if (i < layers_count) layers.push_back(layer_after(B, weights[i], biases[i], steps));
     if (i + 1 < count) mids.push_back(at::empty({B, v0s[i + 1].size(1)}, options));
   }
