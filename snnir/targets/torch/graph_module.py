@@ -281,7 +281,7 @@ class GraphModule(nn.Module):
         held: set[str] = set()  # keys of values that are static [B, ...]
         new_state: State = {}
         traces: dict[str, torch.Tensor] | None = {} if record else None
-        after_chain = 0  # the segments before it ran in a chain
+        after_chain = 0  # segments before this index ran in a step chain
         for index, components in enumerate(self._segments):
             if index < after_chain:
                 continue
