@@ -267,10 +267,8 @@ class NeuronModule(OpModule):
             kernels = recurrent
         else:
             return None
-        params = self._params()
         like = self._state_like(x)
-        coeffs = self._coefficients(scan, params, like)
-        c = coeffs if coeffs is not None else scan.coefficients(self.source_op, params, like)
+        c = self.coefficients(scan, like)
         init = {name: state[name].to(like.dtype) for name in self.source_op.state_names}
         carried = carry.get((self, layer))
         r0 = carried[1] if carried is not None and carried[0] is prev else layer(prev[None])[0]
@@ -281,6 +279,13 @@ class NeuronModule(OpModule):
         out, final, last, r = result
         carry[(self, layer)] = (last, r)
         return out, final, last
+
+    def coefficients(self, scan, like: torch.Tensor) -> dict:
+        """The scan's coefficients in ``like``'s dtype and device: the memo of :meth:`_coefficients`
+        where no parameter trains, else computed (autograd-tracked)."""
+        params = self._params()
+        memo = self._coefficients(scan, params, like)
+        return memo if memo is not None else scan.coefficients(self.source_op, params, like)
 
     def _coefficients(self, scan, params: dict[str, torch.Tensor], like: torch.Tensor):
         """The scan's coefficients, computed once while no parameter trains or changes

@@ -180,9 +180,7 @@ def ready(chain: StepChain, like: torch.Tensor) -> list[tuple] | None:
         cfg = _config(neuron.source_op, neuron.surrogate, neuron.detach_reset)
         if scan is None or not kernels.supports(neuron.source_op, cfg, like, False, neuron.native, "neuron_linear"):
             return None
-        params = neuron._params()
-        c = neuron._coefficients(scan, params, like)
-        step = native_step(cfg, _scalars(c if c is not None else scan.coefficients(neuron.source_op, params, like)))
+        step = native_step(cfg, _scalars(neuron.coefficients(scan, like)))
         if step is None:
             return None
         steps.append(step)
