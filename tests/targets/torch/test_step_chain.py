@@ -207,3 +207,21 @@ def test_a_chain_that_stops_applying_after_its_plan_runs_its_segments(native_ker
     plan, chained, unchained = _runs(module, x)
     assert "step chain" in plan
     _assert_same(chained, unchained)
+
+
+def test_a_chain_runs_under_inference_mode_and_step_by_step(native_kernels):
+    """``torch.inference_mode`` and ``module.step`` (one step a call) take the chain too, with the
+    same results as one call over all steps."""
+    module = compile_torch(snnir.optimize(mlp()), native=True)
+    x = torch.rand(T, B, 6) * 2
+    with torch.no_grad():
+        want = module(x)
+    with torch.inference_mode():
+        assert torch.equal(module(x), want)
+        assert "step chain" in str(module.plan)
+        state, outs = None, []
+        for step in x:
+            out, state = module.step(step, state)
+            outs.append(out)
+        assert "step chain" in str(module.plan)
+    assert torch.equal(torch.stack(outs), want)
