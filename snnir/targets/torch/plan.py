@@ -107,7 +107,7 @@ class ExecutionPlan:
     ``"step chain"``: one step at a time in one native call with the segments around it);
     ``budget``: the bytes of values a no_grad call may hold, when bounded; ``chains``: per
     step chain that runs (``step_chain.py``), its first segment and the most steps its first
-    layer multiplies at once."""
+    layer multiplies at once (0: its input is held, it runs once)."""
 
     run: int
     segments: tuple[tuple[str, ...], ...]
@@ -122,7 +122,9 @@ class ExecutionPlan:
         blocks = dict(self.chains)
         for index, (nodes, chunk, how) in enumerate(zip(self.segments, self.chunks, self.chosen)):
             if how == "step chain":
-                first = f", its first layer over at most {blocks[index]} steps at once" if index in blocks else ""
+                block = blocks.get(index)
+                first = ("" if block is None else ", its first layer once, on the held input" if block == 0
+                         else f", its first layer over at most {block} step{'s' if block != 1 else ''} at once")
                 lines.append(f"  [{', '.join(nodes)}]: step by step in one call (step chain{first})")
             else:
                 lines.append(f"  [{', '.join(nodes)}]: {chunk} step{'s' if chunk != 1 else ''} per call ({how})")

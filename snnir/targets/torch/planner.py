@@ -54,9 +54,7 @@ class Planner:
             active = self._active_chains(probe, record)
             run, caps, budget = self._run_length(static, steps, batch, probe.element_size(), probe.device, active)
             chunks, chosen = self._pinned_chunks(run, caps, active)
-            scale = batch * probe.element_size()
-            blocks = tuple((c.first, run if budget is None else
-                            max(1, min(run, budget // 2 // (scale * c.layers[0].weight.shape[0])))) for c in active)
+            blocks = self._chain_blocks(active, static, run, budget, batch * probe.element_size())
         else:
             run, budget, chunks, chosen, blocks = plan.run, plan.budget, list(plan.chunks), list(plan.chosen), plan.chains
         chains = {first: (self._module._chains[first], block) for first, block in blocks}
@@ -109,6 +107,21 @@ class Planner:
         inner = op.graph.walk() if isinstance(op, Subgraph) else ()
         return any(isinstance(o, _ConvBase) or isinstance(getattr(o, "layer", None), _ConvBase)
                    for o in [op, *(o for _, o in inner)])
+
+    def _chain_blocks(self, chains: list, static, run: int, budget: int | None, scale: int) -> tuple:
+        """Per step chain, ``(first segment, the most steps its first layer multiplies at once)``:
+        its block of outputs within half the budget (``scale`` bytes per sample element), at most
+        the run; 0 where the layer's input is held (it runs once)."""
+        held = self._static_nodes(static) | set(static)
+        found = []
+        for chain in chains:
+            sources = self._module._sources.get(chain.nodes[0], ())
+            if all(key in held or node_of(key) in held for key, _, _ in sources):
+                found.append((chain.first, 0))
+            else:
+                width = chain.layers[0].weight.shape[0]
+                found.append((chain.first, run if budget is None else max(1, min(run, budget // 2 // (scale * width)))))
+        return tuple(found)
 
     def _active_chains(self, probe: torch.Tensor, record: bool) -> list:
         """The top level's step chains that run at this call shape (``step_chain.ready``: under

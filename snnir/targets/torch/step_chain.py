@@ -222,7 +222,7 @@ def _native(chain: StepChain, x: torch.Tensor, is_static: bool, block: int, stat
         key = ("step chain", first.path)
         if key not in cache:
             cache[key] = first(x)
-        x, in_weight, in_bias, in_rows = cache[key], empty, empty, empty
+        x, in_weight, in_bias, in_rows, block = cache[key], empty, empty, empty, 1
     else:
         x = x.contiguous()
         bias = getattr(first, "bias", None)
