@@ -37,6 +37,7 @@ from snnir.targets.torch.modules import AffineModule, rows_alike
 from snnir.targets.torch.neuron_linear import native_step
 from snnir.targets.torch.neuron_module import NeuronModule, _scan_module
 from snnir.targets.torch.neuron_update import _config, _scalars
+from snnir.targets.torch.plan import no_hooks
 from snnir.targets.torch.spike_flow import _consumers, _first_layer, _in_loop, _inner, _spike_neuron
 
 
@@ -168,7 +169,7 @@ def ready(chain: StepChain, like: torch.Tensor) -> list[tuple] | None:
     tensor, the native kernel built and chosen for every neuron, the layers' parameters in that
     dtype, no forward hook on any of its modules."""
     if (torch.is_grad_enabled() or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64)
-            or torch.is_autocast_enabled("cpu") or _watched(chain)):
+            or torch.is_autocast_enabled("cpu") or not all(no_hooks(m) for m in chain.watched)):
         return None
     for layer in chain.layers:
         bias = getattr(layer, "bias", None)
@@ -185,12 +186,6 @@ def ready(chain: StepChain, like: torch.Tensor) -> list[tuple] | None:
             return None
         steps.append(step)
     return steps
-
-
-def _watched(chain: StepChain) -> bool:
-    hooks = nn.modules.module
-    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks for m in chain.watched)
 
 
 def run_chain(level, chain: StepChain, block: int, inputs, static, values, held, state, new_state, steps, cache):
