@@ -51,7 +51,7 @@ from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chu
 from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
-from snnir.targets.torch.step_chain import plan_chains, run_chain
+from snnir.targets.torch.conv_chain import plan_all_chains
 from snnir.targets.torch.step_loop import run_recurrent
 
 State = dict[str, torch.Tensor]
@@ -131,8 +131,9 @@ class GraphModule(nn.Module):
         self._pool_of = plan_pools(self)
         self._pooled_by = {self._sources[n][0][0]: self.node_module(n) for n in self._pool_of}
         self._read_later = later_reads(self._segments, self._sources, self._graph.outputs, self._probed)
-        #: the top level's step chains, by first segment (step_chain.py; the planner picks those that run)
-        self._chains = plan_chains(self) if options.fast and not prefix else {}
+        #: the top level's step and conv chains, by first segment (step_chain.py, conv_chain.py; the
+        #: planner picks those that run)
+        self._chains = plan_all_chains(self) if options.fast and not prefix else {}
 
     @property
     def _graph(self) -> Graph:
@@ -287,7 +288,7 @@ class GraphModule(nn.Module):
                 continue
             if chains and index in chains:
                 chain, block = chains[index]
-                run_chain(self, chain, block, inputs, static, values, held, state, new_state, steps, cache)
+                chain.run(self, block, inputs, static, values, held, state, new_state, steps, cache)
                 after_chain = chain.last + 1
                 continue
             run = None if chunk_of is None else SegmentRun(self, components, inputs, static, values, held, state, steps)

@@ -54,7 +54,8 @@ static inputs) and cached on the module:
   make a line of layers and neurons run one step at a time in one native call per run (chosen
   ``"step chain"``); only one step's values exist then, besides a block of its first layer's
   outputs of at most half the budget, so only the line's last output counts against the budget.
-  A ``layer_chunks`` pin on a node of a line keeps its segments as they were.
+  A ``layer_chunks`` pin on a node of a line keeps its segments as they were. Conv chains
+  (``conv_chain.py``) do the same for a line of 2-d convolutions, max pools and spatial neurons.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class ExecutionPlan:
     ``"step chain"``: one step at a time in one native call with the segments around it);
     ``budget``: the bytes of values a no_grad call may hold, when bounded; ``chains``: per
     step chain that runs (``step_chain.py``), its first segment and the most steps its first
-    layer multiplies at once (0: its input is held, it runs once)."""
+    layer multiplies at once (0: its input is held, it runs once; -1: a conv chain,
+    ``conv_chain.py``)."""
 
     run: int
     segments: tuple[tuple[str, ...], ...]
@@ -123,7 +125,8 @@ class ExecutionPlan:
         for index, (nodes, chunk, how) in enumerate(zip(self.segments, self.chunks, self.chosen)):
             if how == "step chain":
                 block = blocks.get(index)
-                first = ("" if block is None else ", its first layer once, on the held input" if block == 0
+                first = ("" if block is None else ": convolutions, pools and neurons" if block == -1
+                         else ", its first layer once, on the held input" if block == 0
                          else f", its first layer over at most {block} step{'s' if block != 1 else ''} at once")
                 lines.append(f"  [{', '.join(nodes)}]: step by step in one call (step chain{first})")
             else:

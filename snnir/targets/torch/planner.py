@@ -14,7 +14,7 @@ from snnir.targets.torch.plan import (
     AUTO_DEVICE_SHARE, AUTO_FLOOR, AUTO_FLOOR_RECURRENT, DEFAULT_RUN, RECURRENT_RUN, ExecutionPlan, balanced, choose_chunk, no_hooks, node_of, run_for_budget,
 )
 from snnir.targets.torch.spike_flow import _first_layer, _spike_neuron, hands_over
-from snnir.targets.torch.step_chain import ready
+from snnir.targets.torch.step_chain import StepChain
 
 
 #: the largest block glibc's malloc serves from its heap (its dynamic mmap threshold's ceiling on a
@@ -111,12 +111,14 @@ class Planner:
     def _chain_blocks(self, chains: list, static, run: int, budget: int | None, scale: int) -> tuple:
         """Per step chain, ``(first segment, the most steps its first layer multiplies at once)``:
         its block of outputs within half the budget (``scale`` bytes per sample element), at most
-        the run; 0 where the layer's input is held (it runs once)."""
+        the run; 0 where the layer's input is held (it runs once); -1 for a conv chain (no block)."""
         held = self._static_nodes(static) | set(static)
         found = []
         for chain in chains:
             sources = self._module._sources.get(chain.nodes[0], ())
-            if all(key in held or node_of(key) in held for key, _, _ in sources):
+            if not isinstance(chain, StepChain):
+                found.append((chain.first, -1))
+            elif all(key in held or node_of(key) in held for key, _, _ in sources):
                 found.append((chain.first, 0))
             else:
                 width = chain.layers[0].weight.shape[0]
@@ -124,12 +126,12 @@ class Planner:
         return tuple(found)
 
     def _active_chains(self, probe: torch.Tensor, record: bool) -> list:
-        """The top level's step chains that run at this call shape (``step_chain.ready``: under
+        """The top level's step and conv chains that run at this call shape (``runs_on``: under
         no_grad, among others), except where ``layer_chunks`` pins a node of one."""
         if record or torch.is_grad_enabled():
             return []
         return [chain for chain in self._module._chains.values()
-                if not any(n in self.layer_chunks for n in chain.nodes) and ready(chain, probe) is not None]
+                if not any(n in self.layer_chunks for n in chain.nodes) and chain.runs_on(probe)]
 
     def _run_length(self, static, steps: int, batch: int, itemsize: int, device: torch.device, chains=()):
         """(steps per run, per segment the most steps per call or None, the values budget or None).

@@ -62,6 +62,14 @@ class StepChain:
     def __repr__(self) -> str:
         return f"StepChain({' -> '.join(self.nodes)})"
 
+    def runs_on(self, like: torch.Tensor) -> bool:
+        """:func:`ready` finds the neurons' updates for values like ``like``."""
+        return ready(self, like) is not None
+
+    def run(self, level, block: int, inputs, static, values, held, state, new_state, steps, cache) -> None:
+        """:func:`run_chain`."""
+        run_chain(level, self, block, inputs, static, values, held, state, new_state, steps, cache)
+
 
 class _Part(NamedTuple):
     """A segment that ends with a layer and the neuron it alone feeds (one fused node, or two

@@ -219,7 +219,10 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   const Config c = make_config(flags, slope);
   const Window p = make_window(x, out_h, out_w, window);
   const int64_t steps = x.size(0), M = v0.numel(), in_step = x.size(1) * p.H * p.W;
-  TORCH_CHECK(M == x.size(1) * out_h * out_w, "pool_scan: the state does not match the pooled shape");
+  TORCH_CHECK(M == x.size(1) * out_h * out_w && (!c.has_current || i0.numel() == M) &&
+                  (!c.next_timing || z0.numel() == M) && coeffs.size() == N_COEF,
+              "pool_scan: the state does not match the pooled shape");
+  for (const auto& k : coeffs) TORCH_CHECK(k.numel() <= 1 || M % k.numel() == 0, "pool_scan: bad coefficient");
   auto out = at::empty({steps, M}, v0.options());
   auto v_end = at::empty({M}, v0.options());
   auto i_end = c.has_current ? at::empty({M}, v0.options()) : at::empty({0}, v0.options());
@@ -270,6 +273,66 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   return {out, v_end, i_end, z_end};
 }
 
+// A line of stages run one step at a time (inference): per step, each stage's convolution
+// (at::conv2d, as the graph's ConvModule calls it) or none, then its max pool and neuron
+// (forward above, one step; a stage without a pool takes a 1 x 1 window: the same values).
+// x: [T, B, C, H, W], or [B, C, H, W] held over the steps (is_static). Per stage s:
+// weights[s], biases[s] (empty: none); conv_args[7s..]: stride h, w, padding h, w, dilation
+// h, w, groups; bias_inside[s]: the bias goes into the convolution call (else added after, per
+// channel); windows[8s..]; pooled[3s..]: the neuron's C, OH, OW; states[3s..]: its v, i, z
+// ([B x C x OH x OW] or empty); coeffs[N_COEF s..]; flags[10s..]; slopes[s]. Returns the last
+// stage's outputs [T, M] and each stage's final v, i, z.
+std::vector<at::Tensor> chain_forward(const at::Tensor& x, bool is_static, int64_t steps,
+                                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+                                      const std::vector<int64_t>& conv_args, const std::vector<int64_t>& bias_inside,
+                                      const std::vector<int64_t>& windows, const std::vector<int64_t>& pooled,
+                                      std::vector<at::Tensor> states, const std::vector<at::Tensor>& coeffs,
+                                      const std::vector<int64_t>& flags, const std::vector<double>& slopes) {
+  const size_t n = weights.size();
+  TORCH_CHECK(n >= 1 && biases.size() == n && conv_args.size() == 7 * n && bias_inside.size() == n &&
+                  windows.size() == 8 * n && pooled.size() == 3 * n && states.size() == 3 * n &&
+                  coeffs.size() == N_COEF * n && flags.size() == 10 * n && slopes.size() == n,
+              "conv chain: bad arguments");
+  TORCH_CHECK(x.dim() == (is_static ? 4 : 5) && (is_static || x.size(0) >= steps) && steps >= 0,
+              "conv chain: bad input");
+  const int64_t batch = x.size(is_static ? 0 : 1);
+  at::Tensor out;
+  for (int64_t t = 0; t < steps; ++t) {
+    at::Tensor cur = is_static ? x : x[t];
+    for (size_t s = 0; s < n; ++s) {
+      const int64_t* a = conv_args.data() + 7 * s;
+      if (weights[s].numel()) {
+        TORCH_CHECK(weights[s].dim() == 4 && cur.dim() == 4, "conv chain: bad convolution");
+        const bool inside = bias_inside[s] && biases[s].numel();
+        cur = at::conv2d(cur, weights[s], inside ? c10::optional<at::Tensor>(biases[s]) : c10::nullopt,
+                         {a[0], a[1]}, {a[2], a[3]}, {a[4], a[5]}, a[6]);
+        if (biases[s].numel() && !inside) cur = cur + biases[s].reshape({-1, 1, 1});
+      }
+      const int64_t C = pooled[3 * s], OH = pooled[3 * s + 1], OW = pooled[3 * s + 2];
+      TORCH_CHECK(cur.dim() == 4 && cur.size(0) == batch && cur.size(1) == C, "conv chain: stage ", s,
+                  " gets the wrong shape");
+      auto planes = cur.reshape({1, batch * C, cur.size(2), cur.size(3)}).contiguous();
+      std::vector<at::Tensor> k(coeffs.begin() + N_COEF * s, coeffs.begin() + N_COEF * (s + 1));
+      std::vector<int64_t> f(flags.begin() + 10 * s, flags.begin() + 10 * (s + 1));
+      std::vector<int64_t> w(windows.begin() + 8 * s, windows.begin() + 8 * (s + 1));
+      auto found = forward(planes, states[3 * s], states[3 * s + 1], states[3 * s + 2], k, f, slopes[s], OH, OW, w);
+      states[3 * s] = found[1];
+      if (found[2].numel()) states[3 * s + 1] = found[2];
+      if (found[3].numel()) states[3 * s + 2] = found[3];
+      if (s + 1 == n) {
+        if (!out.defined()) out = at::empty({steps, found[0].numel()}, found[0].options());
+        out[t].copy_(found[0].view(-1));
+      } else {
+        cur = found[0].view({batch, C, OH, OW});
+      }
+    }
+  }
+  if (!out.defined()) out = at::empty({0}, x.options());
+  std::vector<at::Tensor> result{out};
+  result.insert(result.end(), states.begin(), states.end());
+  return result;
+}
+
 }  // namespace
 
 // The entry points run without the GIL, as torch's own operators do: other Python threads run
@@ -277,6 +340,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const pybind11::call_guard<pybind11::gil_scoped_release> no_gil;
   m.def("forward", &forward, no_gil, "max pool then neuron scan, forward only");
+  m.def("chain_forward", &chain_forward, no_gil, "convolutions, max pools and neurons in a line, step by step");
   m.def("max_pool_forward", &max_pool_forward, no_gil, "max pool with each maximum's place in its window");
   m.def("max_pool_backward", &max_pool_backward, no_gil, "the max pool's backward from those places");
 }

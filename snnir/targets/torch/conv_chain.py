@@ -1,0 +1,296 @@
+r"""Convolutions, max pools and neurons in a line, run for inference one step at a time in one
+native call: the step chain (``step_chain.py``) of a conv net's spatial layers.
+
+A *conv chain* of a compiled module's top level (:func:`plan_conv_chains`): consecutive segments
+(``plan.py``) whose nodes, after the stateless nodes of the first (its *lead*: Inputs, run as
+usual), make a line of *stages* ``[Conv2d] -> [MaxPool2d] -> N``, at least two, each ``N`` a
+single-spike neuron of shape ``[C, H, W]`` on the fast path, every node the only consumer of the
+one before and fed by nothing else. Under ``no_grad``, without traces, hooks or autocast, on a
+CPU in float32 or float64 with the native kernels (:meth:`ConvChain.ready`),
+``csrc/pool_scan.cpp`` ``chain_forward`` runs the line over a run of steps in snnTorch's order:
+per step, per stage, the convolution (``at::conv2d``, the call ``ConvModule`` makes), then the
+pool and the neuron by the fused kernel of ``pool_neuron.py`` (a stage without a pool takes a
+1 x 1 window: the same values). Nodes before the first neuron whose input is held (a static
+image) run once, as the hoisting rule has them, and the first neuron takes their held output.
+
+Only one step's values exist inside the line, so a run holds only the last neuron's spikes and
+the planner counts only those against the memory budget: the runs are long and the graph
+module's Python runs once per run, not per segment and step (the static tutorial conv net's
+inference: about 0.4 ms of Python per step in runs of one step, 2 CPU threads). Spikes, states
+and outputs are the segments' bit for bit; where the chain cannot run at a call, its segments
+run as usual (:meth:`ConvChain.run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from snnir.ir.ops.pool import MaxPool2d
+from snnir.ir.spikes import emits_spikes
+from snnir.targets.torch import native as kernels
+from snnir.targets.torch.neuron_module import NeuronModule, _scan_module
+from snnir.targets.torch.neuron_update import _COEFFS, _config
+from snnir.targets.torch.plan import no_hooks
+from snnir.targets.torch.spatial import POOL_KERNEL, ConvModule, MaxPoolModule, window_args
+from snnir.targets.torch.spike_flow import _consumers, _in_loop, _inner, _spike_neuron
+from snnir.targets.torch.step_chain import plan_chains
+
+#: a stage without a pool: a 1 x 1 window at stride 1 (each value its own maximum)
+_IDENTITY_WINDOW = [1, 1, 1, 1, 0, 0, 1, 1]
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Stage:
+    """One stage of the line: its top-level nodes (a convolution, a max pool and a neuron, or a
+    fused convolution-neuron node); its convolution's, max pool's and neuron's modules (None
+    where absent); the cache keys of the first two (where their input is held, see
+    ``GraphModule._run_node``); the neuron's state keys by state name and its shape ``(C, H, W)``."""
+
+    nodes: tuple[str, ...]
+    modules: tuple
+    held_keys: tuple
+    states: dict
+    shape: tuple[int, int, int]
+
+    def without_layers(self) -> "Stage":
+        """The stage with its neuron alone (its convolution and pool run before)."""
+        return Stage(self.nodes[-1:], (None, None, self.modules[2]), (None, None), self.states, self.shape)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ConvChain:
+    """The line over segments ``first`` to ``last`` of a level: ``lead``, the components of
+    the first segment before it; ``stages``; ``shapes``, each neuron's ``(C, H, W)``; ``keys``,
+    the value keys of its last node."""
+
+    first: int
+    last: int
+    lead: tuple
+    stages: tuple[Stage, ...]
+    shapes: tuple[tuple[int, int, int], ...]
+    keys: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"ConvChain({' -> '.join(self.nodes)})"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(n for stage in self.stages for n in stage.nodes)
+
+    def runs_on(self, like: torch.Tensor) -> bool:
+        """The chain runs natively for values like ``like``: no gradients, no autocast, a CPU
+        float32 or float64 tensor, the pool kernel built and chosen for every neuron, the
+        convolutions' parameters in that dtype, no forward hook on any of its modules."""
+        if (torch.is_grad_enabled() or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64)
+                or torch.is_autocast_enabled("cpu")
+                or not all(no_hooks(m) for stage in self.stages for m in stage.modules if m is not None)):
+            return False
+        for stage in self.stages:
+            conv, _, neuron = stage.modules
+            cfg = _config(neuron.source_op, neuron.surrogate, neuron.detach_reset)
+            if not kernels.supports(neuron.source_op, cfg, like, False, neuron.native, POOL_KERNEL):
+                return False
+            if conv is not None and (conv.weight.dtype != like.dtype or conv.bias.dtype != like.dtype):
+                return False
+        return True
+
+    def run(self, level, block, inputs, static, values, held, state, new_state, steps, cache) -> None:
+        """Run segments ``first`` to ``last`` of ``level`` over ``steps`` steps, adding to
+        ``values`` and ``new_state`` as ``GraphModule._run_components`` does (no traces): the
+        lead, then the line by one native call; where that cannot run, its nodes as usual.
+        (``block``: unused; a step chain's first layer's.)"""
+        level._run_components(self.lead, inputs, static, values, held, state, new_state, None, steps, cache)
+        found = self._native(level, values, held, state, steps, cache)
+        if found is None:
+            rest = [c for s in level._segments[self.first:self.last + 1] for c in s if c not in self.lead]
+            level._run_components(rest, inputs, static, values, held, state, new_state, None, steps, cache)
+            return
+        y, finals = found
+        values.update(dict.fromkeys(self.keys, y))
+        new_state.update(finals)
+
+    def _native(self, level, values, held, state, steps: int, cache):
+        """``(y, final states by key)`` by ``chain_forward``, or None where it cannot run."""
+        summed, static_ports, _ = level._gather(self.nodes[0], values, held)
+        if list(summed) != [None]:
+            return None
+        x, is_static = summed[None], None in static_ports
+        if not self.runs_on(x):
+            return None
+        stages = list(self.stages)
+        if is_static:  # the layers before the first neuron run once (the hoisting rule)
+            for module, key in zip(stages[0].modules[:2], stages[0].held_keys):
+                if module is not None:
+                    if key not in cache:
+                        cache[key] = module(x[None])
+                    x = cache[key]
+            stages[0] = stages[0].without_layers()
+            x = x.reshape((-1,) + self.shapes[0])
+        elif x.dim() != 5:
+            return None
+        batch = x.shape[0 if is_static else 1]
+        args: dict[str, list] = {k: [] for k in ("weights", "biases", "conv", "inside", "windows", "pooled", "states",
+                                                 "coeffs", "flags", "slopes")}
+        keys = []
+        empty = x.new_empty(0)
+        scan = _scan_module()
+        for stage, shape in zip(stages, self.shapes):
+            conv, pool, neuron = stage.modules
+            if conv is None:
+                args["weights"].append(empty)
+                args["biases"].append(empty)
+                args["conv"] += [1, 1, 0, 0, 1, 1, 1]
+                args["inside"].append(0)
+            else:
+                op = conv.source_op
+                args["weights"].append(conv.weight.detach())
+                args["biases"].append(conv.bias.detach())
+                args["conv"] += [*op.stride, *op.explicit_padding(), *op.dilation, op.groups]
+                args["inside"].append(int(conv.bias.dim() == 1 and x.dtype == torch.float32))
+            args["windows"] += _IDENTITY_WINDOW if pool is None else window_args(pool.source_op)
+            args["pooled"] += list(shape)
+            own = stage.states
+            init = {s: state[k] for s, k in own.items()}
+            if any(v.dtype != x.dtype or tuple(v.shape) != (batch,) + shape for v in init.values()):
+                return None
+            cfg = _config(neuron.source_op, neuron.surrogate, neuron.detach_reset)
+            args["states"] += [init[s].contiguous().view(-1) if s in init else empty for s in ("v", "i", "z")]
+            c = neuron.coefficients(scan, x)
+            args["coeffs"] += kernels._flat_coefficients([c[n] for n in _COEFFS], (batch,) + shape, x)
+            args["flags"] += kernels._flags(cfg)
+            args["slopes"].append(float(cfg.surrogate.slope))
+            keys.append(own)
+        found = kernels.extension(POOL_KERNEL).chain_forward(
+            x.contiguous(), is_static, steps, args["weights"], args["biases"], args["conv"], args["inside"],
+            args["windows"], args["pooled"], args["states"], args["coeffs"], args["flags"], args["slopes"])
+        finals = {}
+        for k, (own, shape) in enumerate(zip(keys, self.shapes)):
+            for j, s in enumerate(("v", "i", "z")):
+                if s in own:
+                    finals[own[s]] = found[1 + 3 * k + j].view((batch,) + shape)
+        return found[0].view((steps, batch) + self.shapes[-1]), finals
+
+
+def plan_all_chains(level) -> dict:
+    """The step chains (``step_chain.plan_chains``) and conv chains of ``level``, by first segment."""
+    found = plan_chains(level)
+    taken = {index for chain in found.values() for index in range(chain.first, chain.last + 1)}
+    return {**found, **plan_conv_chains(level, taken)}
+
+
+def plan_conv_chains(level, taken: set[int]) -> dict[int, ConvChain]:
+    """The conv chains of ``level``'s segments outside ``taken`` (those of step chains), by
+    their first segment's index (call after ``plan_handovers``, ``plan_probes`` and ``plan_pools``)."""
+    found: dict[int, ConvChain] = {}
+    line: list[tuple[int, tuple, list[Stage]]] = []  # (segment, lead, stages) being grown
+
+    def close():
+        stages = [s for _, _, part in line for s in part]
+        if len(stages) >= 2 and _linked(level, [n for s in stages for n in s.nodes]):
+            last = stages[-1].nodes[-1]
+            inner = _inner(level, last)
+            keys = (last,) if inner is None else tuple(f"{last}.{p}" for p in inner._output_names) + (last,)
+            shapes = tuple(stage.shape for stage in stages)
+            found[line[0][0]] = ConvChain(line[0][0], line[-1][0], line[0][1], tuple(stages), shapes, keys)
+
+    for index, components in enumerate(level._segments):
+        part = None if index in taken else _stages(level, components)
+        if part is not None and line and not part[0]:
+            line.append((index, *part))
+            continue
+        if line:
+            close()
+        line = [(index, *part)] if part is not None else []
+    if line:
+        close()
+    return found
+
+
+def _stages(level, components) -> tuple[tuple, list[Stage]] | None:
+    """``(lead, stages)`` of a segment that ends in stages, or None."""
+    if any(recurrent for _, recurrent in components):
+        return None
+    names = [members[0] for members, _ in components]
+    stages: list[Stage] = []
+    end = len(names)
+    while end:
+        name = names[end - 1]
+        stage = _fused_stage(level, name)
+        start = end - 1
+        if stage is None:
+            if not _is_neuron(level, name):
+                break
+            layers = {}
+            for kind, fits in ((MaxPoolModule, _pools), (ConvModule, _convolves)):
+                before = names[start - 1] if start else None
+                if before in level._attrs and isinstance(level.node_module(before), kind) and fits(level, before):
+                    layers[kind] = before
+                    start -= 1
+            conv, pool = layers.get(ConvModule), layers.get(MaxPoolModule)
+            stage = Stage(tuple(names[start:end]),
+                          tuple(None if n is None else level.node_module(n) for n in (conv, pool, name)),
+                          tuple(None if n is None else level._prefix + n for n in (conv, pool)),
+                          _state_keys(level, name), _shape(level, name))
+        stages.insert(0, stage)
+        end = start
+    if not stages or any(n in level._attrs and level.node_module(n).stateful for n in names[:end]):
+        return None
+    return tuple(components[:end]), stages
+
+
+def _fused_stage(level, name: str) -> Stage | None:
+    """The stage of a fused node whose inner graph is a convolution feeding a neuron, or None."""
+    inner = _inner(level, name) if name in level._attrs else None
+    neuron = _spike_neuron(level, name) if inner is not None else None
+    if neuron is None or neuron[0] is not inner or len(inner._graph.inputs) != 1 or len(inner._attrs) != 2:
+        return None
+    uses = _consumers(inner).get(inner._graph.inputs[0], [])
+    conv = uses[0][0] if len(uses) == 1 and not uses[0][1] else None
+    if (conv not in inner._attrs or not isinstance(inner.node_module(conv), ConvModule)
+            or not _convolves(inner, conv) or not _is_neuron(inner, neuron[1]) or not _linked(inner, [conv, neuron[1]])):
+        return None
+    return Stage((name,), (inner.node_module(conv), None, inner.node_module(neuron[1])), (inner._prefix + conv, None),
+                 _state_keys(inner, neuron[1]), _shape(inner, neuron[1]))
+
+
+def _state_keys(level, neuron: str) -> dict[str, str]:
+    return {s: f"{level._prefix}{neuron}.{s}" for s in level._state_names[neuron]}
+
+
+def _shape(level, name: str) -> tuple[int, ...]:
+    return tuple(level._shapes.outputs[level._shape_prefix + name])
+
+
+def _is_neuron(level, name: str) -> bool:
+    """Node ``name`` is a single-spike neuron of shape ``[C, H, W]`` on the fast path, unprobed,
+    handing its spikes to no layer."""
+    if name not in level._attrs:
+        return False
+    module = level.node_module(name)
+    shape = level._shapes.outputs.get(level._shape_prefix + name)
+    return (isinstance(module, NeuronModule) and module.fast and emits_spikes(module.source_op)
+            and shape is not None and len(shape) == 3 and name not in level._probed and name not in level._then)
+
+
+def _pools(level, name: str) -> bool:
+    op = level.node_module(name).source_op
+    return isinstance(op, MaxPool2d) and int(np.prod(op.kernel_size)) <= 256
+
+
+def _convolves(level, name: str) -> bool:
+    return level.node_module(name).source_op.spatial_rank == 2
+
+
+def _linked(level, nodes: list[str]) -> bool:
+    """Each node after the first is fed only by the one before, its only consumer, outside any
+    loop and not a graph output; the first has one source."""
+    consumers = _consumers(level)
+    for before, after in zip(nodes, nodes[1:]):
+        if (level._sources.get(after) != [(before, None, False)] or consumers.get(before) != [(after, False)]
+                or before in level._graph.outputs or _in_loop(level, before) or _in_loop(level, after)):
+            return False
+    return len(level._sources.get(nodes[0], ())) == 1 and not _in_loop(level, nodes[0])
