@@ -19,7 +19,8 @@ from snnir.ir.verify import verify
 from snnir.limits import Limits
 from snnir.targets.torch import spatial  # noqa: F401 (registers the convolutions' and pools' lowerings)
 from snnir.targets.torch.dtype_range import check_dtype_range
-from snnir.targets.torch.graph_module import FreshState, GraphModule, State
+from snnir.targets.torch.graph_module import GraphModule
+from snnir.targets.torch.run_state import FreshState, State
 from snnir.targets.torch.modules import LOWERINGS, LoweringContext, OpModule, register_lowering
 from snnir.targets.torch.options import Options
 from snnir.targets.torch.plan import ExecutionPlan, check_layer_chunks, check_memory_budget

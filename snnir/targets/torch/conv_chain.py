@@ -2,15 +2,15 @@ r"""Convolutions, max pools and neurons in a line, run for inference one step at
 native call: the step chain (``step_chain.py``) of a conv net's spatial layers.
 
 A *conv chain* of a compiled module's top level (:func:`plan_conv_chains`): consecutive segments
-(``plan.py``) whose nodes, after the stateless nodes of the first (its *lead*: Inputs, run as
-usual), make a line of *stages* ``[Conv2d] -> [MaxPool2d] -> N``, at least two, each ``N`` a
+(``plan.py``) whose nodes, after the Inputs of the first (its *lead*), make a line of *stages*
+``[Conv2d] -> [MaxPool2d | AvgPool2d | SumPool2d] -> N`` (or a fused convolution-neuron node), at least two, each ``N`` a
 single-spike neuron of shape ``[C, H, W]`` on the fast path, every node the only consumer of the
 one before and fed by nothing else. Under ``no_grad``, without traces, hooks or autocast, on a
-CPU in float32 or float64 with the native kernels (:meth:`ConvChain.ready`),
+CPU in float32 or float64 with the native kernels (:meth:`ConvChain.runs_on`),
 ``csrc/pool_scan.cpp`` ``chain_forward`` runs the line over a run of steps in snnTorch's order:
-per step, per stage, the convolution (``at::conv2d``, the call ``ConvModule`` makes), then the
-pool and the neuron by the fused kernel of ``pool_neuron.py`` (a stage without a pool takes a
-1 x 1 window: the same values). Nodes before the first neuron whose input is held (a static
+per step, per stage, the convolution (``at::conv2d``, the call ``ConvModule`` makes), a mean or
+sum pool (``PoolModule``'s calls), then the max pool and the neuron by the fused kernel of
+``pool_neuron.py`` (a stage without a max pool takes a 1 x 1 window: the same values). Nodes before the first neuron whose input is held (a static
 image) run once, as the hoisting rule has them, and the first neuron takes their held output.
 
 Only one step's values exist inside the line, so a run holds only the last neuron's spikes and
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from snnir.ir.ops.pool import MaxPool2d
 from snnir.ir.spikes import emits_spikes
@@ -35,7 +34,8 @@ from snnir.targets.torch import native as kernels
 from snnir.targets.torch.neuron_module import NeuronModule, _scan_module
 from snnir.targets.torch.neuron_update import _COEFFS, _config
 from snnir.targets.torch.plan import no_hooks
-from snnir.targets.torch.spatial import POOL_KERNEL, ConvModule, MaxPoolModule, window_args
+from snnir.ir.ops import SumPool2d
+from snnir.targets.torch.spatial import POOL_KERNEL, ConvModule, MaxPoolModule, PoolModule, window_args
 from snnir.targets.torch.spike_flow import _consumers, _in_loop, _inner, _spike_neuron
 from snnir.targets.torch.step_chain import plan_chains
 
@@ -45,8 +45,8 @@ _IDENTITY_WINDOW = [1, 1, 1, 1, 0, 0, 1, 1]
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Stage:
-    """One stage of the line: its top-level nodes (a convolution, a max pool and a neuron, or a
-    fused convolution-neuron node); its convolution's, max pool's and neuron's modules (None
+    """One stage of the line: its top-level nodes (a convolution, a pool and a neuron, or a
+    fused convolution-neuron node); its convolution's, pool's and neuron's modules (None
     where absent); the cache keys of the first two (where their input is held, see
     ``GraphModule._run_node``); the neuron's state keys by state name and its shape ``(C, H, W)``."""
 
@@ -133,8 +133,8 @@ class ConvChain:
         elif x.dim() != 5:
             return None
         batch = x.shape[0 if is_static else 1]
-        args: dict[str, list] = {k: [] for k in ("weights", "biases", "conv", "inside", "windows", "pooled", "states",
-                                                 "coeffs", "flags", "slopes")}
+        args: dict[str, list] = {k: [] for k in ("weights", "biases", "conv", "inside", "means", "windows", "pooled",
+                                                 "states", "coeffs", "flags", "slopes")}
         keys = []
         empty = x.new_empty(0)
         scan = _scan_module()
@@ -151,7 +151,12 @@ class ConvChain:
                 args["biases"].append(conv.bias.detach())
                 args["conv"] += [*op.stride, *op.explicit_padding(), *op.dilation, op.groups]
                 args["inside"].append(int(conv.bias.dim() == 1 and x.dtype == torch.float32))
-            args["windows"] += _IDENTITY_WINDOW if pool is None else window_args(pool.source_op)
+            if isinstance(pool, PoolModule):
+                op = pool.source_op
+                args["means"] += [2 if isinstance(op, SumPool2d) else 1, *op.kernel_size, *op.stride, *op.padding]
+            else:
+                args["means"] += [0] * 7
+            args["windows"] += window_args(pool.source_op) if isinstance(pool, MaxPoolModule) else _IDENTITY_WINDOW
             args["pooled"] += list(shape)
             own = stage.states
             init = {s: state[k] for s, k in own.items()}
@@ -166,7 +171,7 @@ class ConvChain:
             keys.append(own)
         found = kernels.extension(POOL_KERNEL).chain_forward(
             x.contiguous(), is_static, steps, args["weights"], args["biases"], args["conv"], args["inside"],
-            args["windows"], args["pooled"], args["states"], args["coeffs"], args["flags"], args["slopes"])
+            args["means"], args["windows"], args["pooled"], args["states"], args["coeffs"], args["flags"], args["slopes"])
         finals = {}
         for k, (own, shape) in enumerate(zip(keys, self.shapes)):
             for j, s in enumerate(("v", "i", "z")):
@@ -225,19 +230,19 @@ def _stages(level, components) -> tuple[tuple, list[Stage]] | None:
             if not _is_neuron(level, name):
                 break
             layers = {}
-            for kind, fits in ((MaxPoolModule, _pools), (ConvModule, _convolves)):
+            for kind, fits in (("pool", _pools), ("conv", _convolves)):
                 before = names[start - 1] if start else None
-                if before in level._attrs and isinstance(level.node_module(before), kind) and fits(level, before):
+                if before in level._attrs and fits(level, before):
                     layers[kind] = before
                     start -= 1
-            conv, pool = layers.get(ConvModule), layers.get(MaxPoolModule)
+            conv, pool = layers.get("conv"), layers.get("pool")
             stage = Stage(tuple(names[start:end]),
                           tuple(None if n is None else level.node_module(n) for n in (conv, pool, name)),
                           tuple(None if n is None else level._prefix + n for n in (conv, pool)),
                           _state_keys(level, name), _shape(level, name))
         stages.insert(0, stage)
         end = start
-    if not stages or any(n in level._attrs and level.node_module(n).stateful for n in names[:end]):
+    if not stages or any(n in level._attrs for n in names[:end]):  # a lead of Inputs only: it holds no run
         return None
     return tuple(components[:end]), stages
 
@@ -250,8 +255,7 @@ def _fused_stage(level, name: str) -> Stage | None:
         return None
     uses = _consumers(inner).get(inner._graph.inputs[0], [])
     conv = uses[0][0] if len(uses) == 1 and not uses[0][1] else None
-    if (conv not in inner._attrs or not isinstance(inner.node_module(conv), ConvModule)
-            or not _convolves(inner, conv) or not _is_neuron(inner, neuron[1]) or not _linked(inner, [conv, neuron[1]])):
+    if (conv not in inner._attrs or not _convolves(inner, conv) or not _is_neuron(inner, neuron[1]) or not _linked(inner, [conv, neuron[1]])):
         return None
     return Stage((name,), (inner.node_module(conv), None, inner.node_module(neuron[1])), (inner._prefix + conv, None),
                  _state_keys(inner, neuron[1]), _shape(inner, neuron[1]))
@@ -277,12 +281,15 @@ def _is_neuron(level, name: str) -> bool:
 
 
 def _pools(level, name: str) -> bool:
-    op = level.node_module(name).source_op
-    return isinstance(op, MaxPool2d) and int(np.prod(op.kernel_size)) <= 256
+    """A 2-d max pool of at most 256 values a window, or a mean or sum pool."""
+    module = level.node_module(name)
+    op = module.source_op
+    return isinstance(module, PoolModule) or (isinstance(op, MaxPool2d) and int(np.prod(op.kernel_size)) <= 256)
 
 
 def _convolves(level, name: str) -> bool:
-    return level.node_module(name).source_op.spatial_rank == 2
+    module = level.node_module(name)
+    return isinstance(module, ConvModule) and module.source_op.spatial_rank == 2
 
 
 def _linked(level, nodes: list[str]) -> bool:

@@ -44,6 +44,8 @@ from snnir.ir.schedule import node_digraph, schedule
 from snnir.ir.shapes import Shapes, infer_shapes
 from snnir.ir.spikes import Sources, binary_values, edge_sources, fed_binary
 from snnir.targets.reference.interpreter import EXTENSIONS
+from snnir.targets.torch.conv_chain import plan_all_chains
+from snnir.targets.torch.expanded import ExpandedModule, refuse_hooks
 from snnir.targets.torch.modules import LOWERINGS, AffineModule, LoweringContext, Shared
 from snnir.targets.torch.neuron_module import NeuronModule
 from snnir.targets.torch.options import Options
@@ -51,31 +53,8 @@ from snnir.targets.torch.plan import SegmentRun, later_reads, segments, time_chu
 from snnir.targets.torch.pool_neuron import passes_on, plan_pools
 from snnir.targets.torch.recurrent import FeedbackLoop, feedback_loop
 from snnir.targets.torch.spike_flow import hands_over, plan_handovers, plan_probes, share_tied_parameters
-from snnir.targets.torch.conv_chain import plan_all_chains
+from snnir.targets.torch.run_state import FreshState, RunState, State, joined
 from snnir.targets.torch.step_loop import run_recurrent
-
-State = dict[str, torch.Tensor]
-
-
-class FreshState(dict):
-    """A state a call made itself (none was passed): the call's runs drop each of its values
-    once replaced, so the initial zeros are not held for the whole call."""
-
-
-class RunState(dict):
-    """One run's state: ``owned``, the keys whose tensors the call made itself (a
-    :class:`FreshState`'s zeros, an earlier run's results), which a kernel may overwrite."""
-
-    def __init__(self, values, owned: frozenset[str]):
-        super().__init__(values)
-        self.owned = owned
-
-
-def _joined(parts: list[torch.Tensor], static: bool) -> torch.Tensor:
-    """One value from its runs of steps: a static one is the same in each, others concatenate
-    (a single run is returned as is, not copied)."""
-    return parts[0] if static or len(parts) == 1 else torch.cat(parts)
-
 
 def attribute_name(node: str) -> str:
     """A submodule name for a node: dots become underscores (torch forbids dots)."""
@@ -259,8 +238,8 @@ class GraphModule(nn.Module):
                 parts.setdefault(name, []).append(value)
             for key, value in (traces or {}).items():
                 trace_parts.setdefault(key, []).append(value)
-        outs = {n: _joined(p, n in static_outs) for n, p in parts.items()}
-        traces = {k: _joined(p, False) for k, p in trace_parts.items()} if record else None
+        outs = {n: joined(p, n in static_outs) for n, p in parts.items()}
+        traces = {k: joined(p, False) for k, p in trace_parts.items()} if record else None
         return outs, static_outs, new_state, traces
 
     def _rerun_in_backward(self, inputs, static, state, record, steps, cache, chunk_of=None, chains=None):
@@ -365,7 +344,7 @@ class GraphModule(nn.Module):
             return {name: x[None]}, ({name} if static else set()), {}, None
         module = self.node_module(name)
         if isinstance(module, (GraphModule, ExpandedModule)):
-            _refuse_hooks(module, self._prefix + name, op)
+            refuse_hooks(module, self._prefix + name, op)
             batch = _batch_of(x, static_ports) if x else batch
             outs, static_outs, new_state, traces = module.run_ports(x, static_ports, state, record, steps, cache,
                                                                     batch)
@@ -452,17 +431,6 @@ def _batch_of(values: Mapping, static) -> tuple[int, torch.Tensor]:
     return (value.shape[0] if key in static else value.shape[1]), value
 
 
-def _refuse_hooks(module: nn.Module, path: str, op: Op) -> None:
-    """A module run as a nested level (a subgraph, an expanded extension op such as a fused
-    layer-neuron node) is never called itself, so a hook on it would never run: refused by name."""
-    if module._forward_hooks or module._forward_pre_hooks:
-        parts = [name for name, m in module.named_modules() if not any(True for _ in m.children())]
-        raise SnnirError(
-            f"a forward hook on this {op.op_type} node would never run: it runs as its parts, so hook "
-            f"those (its submodules {', '.join(repr(p) for p in parts)}), or compile the graph without "
-            "fusing it (snnir.optimize(graph, level=1))", path)
-
-
 def _fed_back_positions(graph: Graph, fed_back) -> dict[str, frozenset[int]]:
     """Per node, the positions among its incoming edges (graph order, as ``edge_sources``
     lists them) of the edges in ``fed_back``."""
@@ -475,28 +443,3 @@ def _fed_back_positions(graph: Graph, fed_back) -> dict[str, frozenset[int]]:
         if edge in fed_back:
             positions.setdefault(node, []).append(index)
     return {node: frozenset(found) for node, found in positions.items()}
-
-
-class ExpandedModule(nn.Module):
-    """An extension op without a torch lowering, run by its reference expansion.
-    Its parameters are those of the expansion; ``to_op`` returns the op with them, as trained."""
-
-    def __init__(self, op: Op, expansion: GraphModule):
-        super().__init__()
-        self._source = Shared(op)
-        self.expansion = expansion
-
-    def initial_state(self, batch, dtype, device):
-        return self.expansion.initial_state(batch, dtype, device)
-
-    def run_ports(self, ports, static_ports, state, record, steps, cache, batch):
-        return self.expansion.run_ports(ports, static_ports, state, record, steps, cache, batch)
-
-    def to_op(self) -> Op:
-        op = self._source.value
-        if hasattr(op, "from_expansion"):
-            return op.from_expansion(self.expansion.to_graph())
-        if next(self.expansion.parameters(), None) is None:
-            return op
-        raise SnnirError(f"cannot export the parameters of '{op.op_type}': the op defines no from_expansion, "
-                         "the inverse of its expansion", self.expansion._prefix.rstrip("."))

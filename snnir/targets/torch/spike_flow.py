@@ -66,7 +66,8 @@ def _in_loop(level, name: str) -> bool:
 
 def _inner(level, name: str):
     """The graph module inside node ``name`` (its expansion or nested graph), or None."""
-    from snnir.targets.torch.graph_module import ExpandedModule, GraphModule
+    from snnir.targets.torch.expanded import ExpandedModule
+    from snnir.targets.torch.graph_module import GraphModule
 
     module = level.node_module(name)
     inner = module.expansion if isinstance(module, ExpandedModule) else module

@@ -238,7 +238,7 @@ def _native(chain: StepChain, x: torch.Tensor, is_static: bool, block: int, stat
     weights = [layer.weight.detach() for layer in after]
     biases = [empty if getattr(layer, "bias", None) is None else layer.bias.detach() for layer in after]
     params = [float(value) for update in updates for value in update]
-    owned = getattr(state, "owned", ())  # the call's own tensors (graph_module.RunState): overwritten
+    owned = getattr(state, "owned", ())  # the call's own tensors (run_state.RunState): overwritten
     in_place = all(key in owned for keys in chain.states for key in keys.values())
     found = kernels.extension("neuron_linear").chain_forward(
         x, is_static, steps, in_weight, in_bias, in_rows, block, v0s, z0s, params, weights, biases, in_place)

@@ -10,7 +10,7 @@ import torch
 
 import snnir
 from snnir.ir import Graph, Semantics
-from snnir.ir.ops import LIF, Conv2d, Input, Output
+from snnir.ir.ops import LIF, AvgPool2d, Conv2d, Input, Output, SumPool2d
 from snnir.ir.ops.pool import MaxPool2d
 from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import compile_torch, conv_chain
@@ -133,8 +133,14 @@ def test_a_chain_gives_the_segments_bits(native_kernels, chain_calls, static, bu
     assert chained[0].sum() > 0
 
 
-@pytest.mark.parametrize("geometry", ["strided", "dilated-grouped", "second-pool", "no-pool", "scalar-bias"])
+GEOMETRIES = ["strided", "dilated-grouped", "second-pool", "no-pool", "no-pool-held", "scalar-bias", "mean-pools",
+              "sum-pool"]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_convolution_and_pool_geometries(native_kernels, chain_calls, geometry):
+    """Strides, padding, dilation, groups, a scalar bias; max, mean and sum pools of every stage;
+    fused convolution-neuron nodes (no pool), also on a held image."""
     rng = np.random.default_rng(3)
     pool, second_pool, kw = MaxPool2d(kernel_size=2, stride=2), None, None
     if geometry == "strided":  # [3, 10, 10] -> stride 2, pad 1 -> [4, 5, 5] (no first pool)
@@ -146,24 +152,31 @@ def test_convolution_and_pool_geometries(native_kernels, chain_calls, geometry):
     elif geometry == "second-pool":  # [3, 5, 5] -> pad 3 -> [4, 9, 9] -> pool 3, stride 2, ceil, pad 1 -> [4, 5, 5]
         kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 3}
         second_pool = MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
-    elif geometry == "no-pool":
+    elif geometry.startswith("no-pool"):
         pool = None
         kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 0,
               "stride": 2}
+    elif geometry == "mean-pools":  # [3, 10, 10] -> mean 2x2 -> [3, 5, 5]; -> pad 2 -> [4, 7, 7] -> mean 3, stride 2, pad 1 -> [4, 4, 4]
+        pool, second_pool = AvgPool2d(kernel_size=2), AvgPool2d(kernel_size=3, stride=2, padding=1)
+        kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 2}
+    elif geometry == "sum-pool":
+        pool = SumPool2d(kernel_size=2)
+        kw = {"weight": rng.normal(0.1, 0.2, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 1}
     else:
         kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": np.array(0.05), "padding": 1}
-    if geometry == "no-pool":  # conv1 keeps [3, 10, 10]; conv2 stride 2, no padding: [4, 4, 4]
-        graph = conv_net(lif(), lif(), pool=None, conv_args=kw)
-    else:
-        graph = conv_net(lif(), lif(), pool=pool, second_pool=second_pool, conv_args=kw)
+    # no pool: conv1 keeps [3, 10, 10]; conv2 stride 2, no padding: [4, 4, 4]
+    graph = conv_net(lif(), lif(), pool=pool, second_pool=second_pool, conv_args=kw)
+    static = geometry.endswith("held")
     for dtype in (torch.float32, torch.float64):
-        module = compile_torch(snnir.optimize(graph), dtype=dtype, native=True)
-        x = _input((2, 10, 10), dtype, 2, False, 2.0)
-        plan, chained, unchained = _runs(module, x, False, calls=chain_calls)
+        module = compile_torch(snnir.optimize(graph, static_inputs=["in"] if static else ()), dtype=dtype, native=True)
+        x = _input((2, 10, 10), dtype, 2, static, 2.0)
+        plan, chained, unchained = _runs(module, x, static, calls=chain_calls)
         assert CHAIN in plan
         _assert_same(chained, unchained)
+        assert chained[0].sum() > 0
         if dtype == torch.float64:
-            np.testing.assert_array_equal(chained[0].numpy(), snnir.run(graph, x.numpy())["out"])
+            want = snnir.run(graph, (x.expand((T,) + tuple(x.shape)) if static else x).numpy())["out"]
+            np.testing.assert_array_equal(chained[0].numpy(), want)
 
 
 @pytest.mark.parametrize("budget", ["auto", 1], ids=["one run", "runs of one step"])
@@ -215,19 +228,20 @@ def test_the_kernel_refuses_bad_arguments(native_kernels):
     empty = torch.zeros(0)
     coeffs = [torch.ones(1), empty, torch.ones(1), torch.ones(1), empty, empty, empty]
     flags = [1, 0, 1, 0, 0, 0, 1, 2, 0, 0]
-    good = dict(weights=[empty], biases=[empty], conv=[1, 1, 0, 0, 1, 1, 1], inside=[0],
+    good = dict(weights=[empty], biases=[empty], conv=[1, 1, 0, 0, 1, 1, 1], inside=[0], means=[0] * 7,
                 windows=[1, 1, 1, 1, 0, 0, 1, 1], pooled=[3, 4, 4], states=[torch.zeros(48), empty, torch.zeros(48)],
                 coeffs=coeffs, flags=flags, slopes=[25.0])
 
     def call(**changed):
         a = {**good, **changed}
-        return chain(x, False, 2, a["weights"], a["biases"], a["conv"], a["inside"], a["windows"], a["pooled"],
-                     a["states"], a["coeffs"], a["flags"], a["slopes"])
+        return chain(x, False, 2, a["weights"], a["biases"], a["conv"], a["inside"], a["means"], a["windows"],
+                     a["pooled"], a["states"], a["coeffs"], a["flags"], a["slopes"])
 
     assert call()[0].shape == (2, 48)
     for changed in ({"states": [torch.zeros(47), empty, torch.zeros(48)]},
                     {"states": [torch.zeros(48), empty, torch.zeros(5)]},
-                    {"pooled": [2, 4, 4]}, {"windows": [1, 1]}, {"slopes": []},
+                    {"pooled": [2, 4, 4]}, {"windows": [1, 1]}, {"slopes": []}, {"means": [0]},
+                    {"means": [3, 1, 1, 1, 1, 0, 0]},
                     {"coeffs": coeffs[:6] + [torch.ones(5)]}):
         with pytest.raises(RuntimeError):
             call(**changed)

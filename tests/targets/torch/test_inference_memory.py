@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from snnir.targets.torch import compile_torch
-from snnir.targets.torch.graph_module import FreshState
+from snnir.targets.torch.run_state import FreshState
 
 from test_plan import B, conv_net
 
