@@ -37,7 +37,7 @@ from snnir.targets.torch.plan import no_hooks
 from snnir.ir.ops import SumPool2d
 from snnir.targets.torch.spatial import POOL_KERNEL, ConvModule, MaxPoolModule, PoolModule, window_args
 from snnir.targets.torch.spike_flow import _consumers, _in_loop, _inner, _spike_neuron
-from snnir.targets.torch.step_chain import plan_chains
+from snnir.targets.torch.step_chain import plan_chains, run_line
 
 #: a stage without a pool: a 1 x 1 window at stride 1 (each value its own maximum)
 _IDENTITY_WINDOW = [1, 1, 1, 1, 0, 0, 1, 1]
@@ -99,19 +99,10 @@ class ConvChain:
         return True
 
     def run(self, level, block, inputs, static, values, held, state, new_state, steps, cache) -> None:
-        """Run segments ``first`` to ``last`` of ``level`` over ``steps`` steps, adding to
-        ``values`` and ``new_state`` as ``GraphModule._run_components`` does (no traces): the
-        lead, then the line by one native call; where that cannot run, its nodes as usual.
-        (``block``: unused; a step chain's first layer's.)"""
-        level._run_components(self.lead, inputs, static, values, held, state, new_state, None, steps, cache)
-        found = self._native(level, values, held, state, steps, cache)
-        if found is None:
-            rest = [c for s in level._segments[self.first:self.last + 1] for c in s if c not in self.lead]
-            level._run_components(rest, inputs, static, values, held, state, new_state, None, steps, cache)
-            return
-        y, finals = found
-        values.update(dict.fromkeys(self.keys, y))
-        new_state.update(finals)
+        """Run segments ``first`` to ``last`` of ``level`` over ``steps`` steps (``step_chain.run_line``),
+        the line by one native call. (``block``: unused; a step chain's first layer's.)"""
+        run_line(level, self, lambda: self._native(level, values, held, state, steps, cache), inputs, static, values,
+                 held, state, new_state, steps, cache)
 
     def _native(self, level, values, held, state, steps: int, cache):
         """``(y, final states by key)`` by ``chain_forward``, or None where it cannot run."""

@@ -197,14 +197,23 @@ def ready(chain: StepChain, like: torch.Tensor) -> list[tuple] | None:
 
 
 def run_chain(level, chain: StepChain, block: int, inputs, static, values, held, state, new_state, steps, cache):
-    """Run segments ``chain.first`` to ``chain.last`` of ``level`` over ``steps`` steps, adding to
-    ``values`` and ``new_state`` as ``GraphModule._run_components`` does (no traces): the lead,
-    then the line by one native call, its first layer over at most ``block`` steps per product;
-    where that cannot run, its nodes as usual."""
+    """Run segments ``chain.first`` to ``chain.last`` of ``level`` over ``steps`` steps (:func:`run_line`),
+    the line by one native call, its first layer over at most ``block`` steps per product."""
+    def native():
+        summed, static_ports, _ = level._gather(chain.nodes[0], values, held)
+        (port, x), = summed.items()
+        return _native(chain, x, port in static_ports, block, state, steps, cache)
+
+    run_line(level, chain, native, inputs, static, values, held, state, new_state, steps, cache)
+
+
+def run_line(level, chain, native, inputs, static, values, held, state, new_state, steps, cache) -> None:
+    """Segments ``chain.first`` to ``chain.last`` of ``level`` (a step or conv chain) over ``steps``
+    steps, adding to ``values`` and ``new_state`` as ``GraphModule._run_components`` does (no
+    traces): the chain's lead as usual, then ``native()`` -> ``(y, final states by key)``, ``y``
+    the value of each of ``chain.keys``; where it returns None, the segments' other nodes as usual."""
     level._run_components(chain.lead, inputs, static, values, held, state, new_state, None, steps, cache)
-    summed, static_ports, _ = level._gather(chain.nodes[0], values, held)
-    (port, x), = summed.items()
-    found = _native(chain, x, port in static_ports, block, state, steps, cache)
+    found = native()
     if found is None:
         rest = [c for s in level._segments[chain.first:chain.last + 1] for c in s if c not in chain.lead]
         level._run_components(rest, inputs, static, values, held, state, new_state, None, steps, cache)

@@ -16,6 +16,7 @@ from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import compile_torch, conv_chain
 
 from tests.targets.neuron_cases import CASES, IDS, random_op
+from tests.targets.torch.chain_checks import assert_same_run, random_state
 
 T, B = 9, 3
 SNNTORCH = Semantics(dt=1e-3, reset="subtract", reset_timing="next")
@@ -74,23 +75,6 @@ def _runs(module, x, static: bool, state=None, calls=None):
     return plan, chained, unchained
 
 
-def _assert_same(a, b):
-    (out_a, state_a), (out_b, state_b) = a, b
-    assert torch.equal(out_a, out_b.detach())
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        assert torch.equal(state_a[key], state_b[key].detach()), key
-
-
-def _random_state(module, dtype, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.initial_state(B).items():
-        noise = torch.randn(value.shape, generator=g, dtype=torch.float64)
-        state[key] = ((noise > 0) if key.endswith(".z") else noise * 0.3).to(dtype)
-    return state
-
-
 CHAIN = "step chain: convolutions, pools and neurons"
 
 
@@ -108,9 +92,9 @@ def test_every_spiking_neuron_case(native_kernels, chain_calls, case, name):
     for dtype in (torch.float64, torch.float32) if index % 3 == 0 else (torch.float64,):
         module = compile_torch(graph, dtype=dtype, native=True)
         x = _input((2, 10, 10), dtype, index, static, scale)
-        plan, chained, unchained = _runs(module, x, static, _random_state(module, dtype, index), chain_calls)
+        plan, chained, unchained = _runs(module, x, static, random_state(module, B, dtype, index), chain_calls)
         assert CHAIN in plan
-        _assert_same(chained, unchained)
+        assert_same_run(chained, unchained)
         if dtype == torch.float64:
             with torch.no_grad():
                 out = module(x, steps=T) if static else module(x)
@@ -129,7 +113,7 @@ def test_a_chain_gives_the_segments_bits(native_kernels, chain_calls, static, bu
     x = _input((2, 10, 10), dtype, 1, static, 2.0)
     plan, chained, unchained = _runs(module, x, static, calls=chain_calls)
     assert CHAIN in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
     assert chained[0].sum() > 0
 
 
@@ -172,7 +156,7 @@ def test_convolution_and_pool_geometries(native_kernels, chain_calls, geometry):
         x = _input((2, 10, 10), dtype, 2, static, 2.0)
         plan, chained, unchained = _runs(module, x, static, calls=chain_calls)
         assert CHAIN in plan
-        _assert_same(chained, unchained)
+        assert_same_run(chained, unchained)
         assert chained[0].sum() > 0
         if dtype == torch.float64:
             want = snnir.run(graph, (x.expand((T,) + tuple(x.shape)) if static else x).numpy())["out"]

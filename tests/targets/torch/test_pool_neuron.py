@@ -22,6 +22,7 @@ from snnir.ir.ops.pool import MaxPool1d, MaxPool2d
 from snnir.targets.torch import pool_neuron, spatial
 
 from tests.targets.neuron_cases import CASES, IDS, random_op
+from tests.targets.torch.chain_checks import random_state
 
 T, B = 7, 3
 #: (pool, per-sample input shape); every pooled shape ends in neuron_cases.N = 5 (per-neuron parameters)
@@ -45,15 +46,6 @@ def _input(shape, dtype, seed: int, scale: float = 1.0) -> torch.Tensor:
     return x.to(dtype)
 
 
-def _state(module, dtype, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.initial_state(B).items():
-        noise = torch.randn(value.shape, generator=g, dtype=torch.float64)
-        state[key] = ((noise > 0) if key.endswith(".z") else noise * 0.3).to(dtype)
-    return state
-
-
 def _run(graph, x, dtype, monkeypatch, hooked: bool, seed: int | None = 5):
     """(outputs, final state, whether the fused kernel ran) of one no_grad call from a random
     initial state (from zero with ``seed=None``)."""
@@ -64,7 +56,7 @@ def _run(graph, x, dtype, monkeypatch, hooked: bool, seed: int | None = 5):
     real = pool_neuron.pooled_sequence
     monkeypatch.setattr(pool_neuron, "pooled_sequence", lambda *a: ran.append(real(*a)) or ran[-1])
     with torch.no_grad():
-        out, final = module(x, state=None if seed is None else _state(module, dtype, seed), return_state=True)
+        out, final = module(x, state=None if seed is None else random_state(module, B, dtype, seed), return_state=True)
     return out, final, any(r is not None for r in ran)
 
 

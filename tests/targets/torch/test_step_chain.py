@@ -11,6 +11,8 @@ import snnir
 from snnir.ir import LIF, Affine, Graph, Input, Linear, Output, Semantics
 from snnir.targets.torch import compile_torch
 
+from tests.targets.torch.chain_checks import assert_same_run
+
 T, B = 13, 4
 SNNTORCH = Semantics(dt=1e-3, reset="subtract", reset_timing="next")  # snnTorch's Leaky, as traced
 SEMANTICS = {
@@ -48,14 +50,6 @@ def _runs(module, x, **kw):
     return plan, chained, unchained
 
 
-def _assert_same(a, b):
-    (out_a, state_a), (out_b, state_b) = a, b
-    assert torch.equal(out_a, out_b.detach())
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        assert torch.equal(state_a[key], state_b[key].detach()), key
-
-
 @pytest.mark.parametrize("sem", SEMANTICS, ids=str)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "nodes"])
 @pytest.mark.parametrize("budget", ["auto", None, 1], ids=["auto", "whole", "tiny"])
@@ -70,7 +64,7 @@ def test_a_chain_gives_the_segments_bits(native_kernels, sem, fused, budget, dty
     x = torch.rand(T, B, 6, dtype=dtype) * 2
     plan, chained, unchained = _runs(module, x)
     assert "step chain" in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
     assert chained[0].sum() > 0
     if dtype == torch.float64:
         np.testing.assert_array_equal(chained[0].numpy(), snnir.run(graph, x.numpy())["out"])
@@ -83,7 +77,7 @@ def test_a_chain_ends_with_the_layer_its_last_neuron_hands_on(native_kernels):
     x = torch.rand(T, B, 6) * 2
     plan, chained, unchained = _runs(module, x)
     assert "step chain" in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
 
 
 def test_a_chain_over_a_held_input_and_without_biases(native_kernels):
@@ -93,7 +87,7 @@ def test_a_chain_over_a_held_input_and_without_biases(native_kernels):
     x = torch.rand(B, 6) * 2
     plan, chained, unchained = _runs(module, x, steps=T)
     assert "step chain, its first layer once, on the held input" in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
 
 
 @pytest.mark.parametrize("budget", ["auto", 1], ids=["one run", "runs of one step"])
@@ -125,7 +119,7 @@ def test_a_sparse_spike_input_is_summed_at_its_spikes_in_the_chain(native_kernel
     assert rows is not None
     plan, chained, unchained = _runs(module, x)
     assert "step chain" in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
 
 
 def test_where_a_chain_cannot_run_its_segments_do(native_kernels):
@@ -138,7 +132,7 @@ def test_where_a_chain_cannot_run_its_segments_do(native_kernels):
     for graph in (uneven, zero):
         plan, chained, unchained = _runs(compile_torch(snnir.optimize(graph), native=True), x)
         assert "step chain" not in plan
-        _assert_same(chained, unchained)
+        assert_same_run(chained, unchained)
     module = compile_torch(mlp(), native=True)
     with torch.no_grad():
         out, traces = module(x, record=True)
@@ -161,7 +155,7 @@ def test_a_layer_a_neuron_outside_applies_starts_no_chain(native_kernels):
     assert module._chains == {}
     x = torch.rand(T, B, 5) * 2
     _, chained, unchained = _runs(module, x)
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
     np.testing.assert_array_equal(chained[0].double().numpy(), snnir.run(graph, x.double().numpy())["out"])
 
 
@@ -206,7 +200,7 @@ def test_a_chain_that_stops_applying_after_its_plan_runs_its_segments(native_ker
         module._chains[0].neurons[1].v_threshold.copy_(torch.linspace(0.4, 0.6, 7))
     plan, chained, unchained = _runs(module, x)
     assert "step chain" in plan
-    _assert_same(chained, unchained)
+    assert_same_run(chained, unchained)
 
 
 def test_a_chain_runs_under_inference_mode_and_step_by_step(native_kernels):
