@@ -113,12 +113,16 @@ class ConvChain:
         if not self.runs_on(x):
             return None
         stages = list(self.stages)
-        if is_static:  # the layers before the first neuron run once (the hoisting rule)
-            for module, key in zip(stages[0].modules[:2], stages[0].held_keys):
-                if module is not None:
-                    if key not in cache:
-                        cache[key] = module(x[None])
-                    x = cache[key]
+        if is_static:  # the layers before the first neuron run once (the hoisting rule); only the
+            # last one's output is kept for the call's later runs (the line alone reads the others)
+            layers = [(m, k) for m, k in zip(stages[0].modules[:2], stages[0].held_keys) if m is not None]
+            if layers:
+                if layers[-1][1] not in cache:
+                    held_value = x
+                    for module, _ in layers:
+                        held_value = module(held_value[None])
+                    cache[layers[-1][1]] = held_value
+                x = cache[layers[-1][1]]
             stages[0] = stages[0].without_layers()
             x = x.reshape((-1,) + self.shapes[0])
         elif x.dim() != 5:
