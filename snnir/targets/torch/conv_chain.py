@@ -3,14 +3,17 @@ native call: the step chain (``step_chain.py``) of a conv net's spatial layers.
 
 A *conv chain* of a compiled module's top level (:func:`plan_conv_chains`): consecutive segments
 (``plan.py``) whose nodes, after the Inputs of the first (its *lead*), make a line of *stages*
-``[Conv2d] -> [MaxPool2d | AvgPool2d | SumPool2d] -> N`` (or a fused convolution-neuron node), at least two, each ``N`` a
+``[pool -> Conv2d] -> [pool] -> N`` (a pool: MaxPool2d, AvgPool2d or SumPool2d; the convolution and
+neuron may be one fused node), at least two, each ``N`` a
 single-spike neuron of shape ``[C, H, W]`` on the fast path, every node the only consumer of the
 one before and fed by nothing else. Under ``no_grad``, without traces, hooks or autocast, on a
 CPU in float32 or float64 with the native kernels (:meth:`ConvChain.runs_on`),
 ``csrc/pool_scan.cpp`` ``chain_forward`` runs the line over a run of steps in snnTorch's order:
-per step, per stage, the convolution (``at::conv2d``, the call ``ConvModule`` makes), a mean or
-sum pool (``PoolModule``'s calls), then the max pool and the neuron by the fused kernel of
-``pool_neuron.py`` (a stage without a max pool takes a 1 x 1 window: the same values). Nodes before the first neuron whose input is held (a static
+per step, per stage, the pool before the convolution (Sinabs' order: after the previous neuron),
+the convolution (``at::conv2d``, the call ``ConvModule`` makes), a mean or sum pool
+(``PoolModule``'s calls; torch's max pool before a convolution), then the max pool and the
+neuron by the fused kernel of ``pool_neuron.py`` (a stage without a max pool there takes a 1 x 1
+window: the same values). Nodes before the first neuron whose input is held (a static
 image) run once, as the hoisting rule has them, and the first neuron takes their held output.
 
 Only one step's values exist inside the line, so a run holds only the last neuron's spikes and
@@ -45,10 +48,11 @@ _IDENTITY_WINDOW = [1, 1, 1, 1, 0, 0, 1, 1]
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Stage:
-    """One stage of the line: its top-level nodes (a convolution, a pool and a neuron, or a
-    fused convolution-neuron node); its convolution's, pool's and neuron's modules (None
-    where absent); the cache keys of the first two (where their input is held, see
-    ``GraphModule._run_node``); the neuron's state keys by state name and its shape ``(C, H, W)``."""
+    """One stage of the line: its top-level nodes (a pool, a convolution, a pool and a neuron,
+    the convolution and neuron possibly one fused node); the modules of its pool before the
+    convolution, its convolution, its pool after it and its neuron (None where absent); the
+    cache keys of the first three (where their input is held, see ``GraphModule._run_node``); the
+    neuron's state keys by state name and its shape ``(C, H, W)``."""
 
     nodes: tuple[str, ...]
     modules: tuple
@@ -57,8 +61,9 @@ class Stage:
     shape: tuple[int, int, int]
 
     def without_layers(self) -> "Stage":
-        """The stage with its neuron alone (its convolution and pool run before)."""
-        return Stage(self.nodes[-1:], (None, None, self.modules[2]), (None, None), self.states, self.shape)
+        """The stage with its neuron alone (its pools and convolution run before)."""
+        return Stage(self.nodes[-1:], (None, None, None, self.modules[3]), (None, None, None), self.states,
+                     self.shape)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -90,7 +95,7 @@ class ConvChain:
                 or not all(no_hooks(m) for stage in self.stages for m in stage.modules if m is not None)):
             return False
         for stage in self.stages:
-            conv, _, neuron = stage.modules
+            _, conv, _, neuron = stage.modules
             cfg = _config(neuron.source_op, neuron.surrogate, neuron.detach_reset)
             if not kernels.supports(neuron.source_op, cfg, like, False, neuron.native, POOL_KERNEL):
                 return False
@@ -115,7 +120,7 @@ class ConvChain:
         stages = list(self.stages)
         if is_static:  # the layers before the first neuron run once (the hoisting rule); only the
             # last one's output is kept for the call's later runs (the line alone reads the others)
-            layers = [(m, k) for m, k in zip(stages[0].modules[:2], stages[0].held_keys) if m is not None]
+            layers = [(m, k) for m, k in zip(stages[0].modules[:3], stages[0].held_keys) if m is not None]
             if layers:
                 if layers[-1][1] not in cache:
                     held_value = x
@@ -128,13 +133,13 @@ class ConvChain:
         elif x.dim() != 5:
             return None
         batch = x.shape[0 if is_static else 1]
-        args: dict[str, list] = {k: [] for k in ("weights", "biases", "conv", "inside", "means", "windows", "pooled",
+        args: dict[str, list] = {k: [] for k in ("weights", "biases", "conv", "inside", "pools", "windows", "pooled",
                                                  "states", "coeffs", "flags", "slopes")}
         keys = []
         empty = x.new_empty(0)
         scan = _scan_module()
         for stage, shape in zip(stages, self.shapes):
-            conv, pool, neuron = stage.modules
+            before, conv, pool, neuron = stage.modules
             if conv is None:
                 args["weights"].append(empty)
                 args["biases"].append(empty)
@@ -146,12 +151,9 @@ class ConvChain:
                 args["biases"].append(conv.bias.detach())
                 args["conv"] += [*op.stride, *op.explicit_padding(), *op.dilation, op.groups]
                 args["inside"].append(int(conv.bias.dim() == 1 and x.dtype == torch.float32))
-            if isinstance(pool, PoolModule):
-                op = pool.source_op
-                args["means"] += [2 if isinstance(op, SumPool2d) else 1, *op.kernel_size, *op.stride, *op.padding]
-            else:
-                args["means"] += [0] * 7
-            args["windows"] += window_args(pool.source_op) if isinstance(pool, MaxPoolModule) else _IDENTITY_WINDOW
+            fused = pool if isinstance(pool, MaxPoolModule) else None  # the max pool the neuron's kernel takes
+            args["pools"] += _pool_args(before) + _pool_args(None if fused else pool)
+            args["windows"] += _IDENTITY_WINDOW if fused is None else window_args(fused.source_op)
             args["pooled"] += list(shape)
             own = stage.states
             init = {s: state[k] for s, k in own.items()}
@@ -166,7 +168,7 @@ class ConvChain:
             keys.append(own)
         found = kernels.extension(POOL_KERNEL).chain_forward(
             x.contiguous(), is_static, steps, args["weights"], args["biases"], args["conv"], args["inside"],
-            args["means"], args["windows"], args["pooled"], args["states"], args["coeffs"], args["flags"], args["slopes"])
+            args["pools"], args["windows"], args["pooled"], args["states"], args["coeffs"], args["flags"], args["slopes"])
         finals = {}
         for k, (own, shape) in enumerate(zip(keys, self.shapes)):
             for j, s in enumerate(("v", "i", "z")):
@@ -217,51 +219,65 @@ def _stages(level, components) -> tuple[tuple, list[Stage]] | None:
     names = [members[0] for members, _ in components]
     stages: list[Stage] = []
     end = len(names)
+
+    def take(fits, start: int) -> tuple[str | None, int]:
+        """The node before ``start`` where ``fits`` it, and the new start."""
+        before = names[start - 1] if start else None
+        return (before, start - 1) if before in level._attrs and fits(level, before) else (None, start)
+
     while end:
-        name = names[end - 1]
-        stage = _fused_stage(level, name)
-        start = end - 1
-        if stage is None:
-            if not _is_neuron(level, name):
-                break
-            layers = {}
-            for kind, fits in (("pool", _pools), ("conv", _convolves)):
-                before = names[start - 1] if start else None
-                if before in level._attrs and fits(level, before):
-                    layers[kind] = before
-                    start -= 1
-            conv, pool = layers.get("conv"), layers.get("pool")
-            stage = Stage(tuple(names[start:end]),
-                          tuple(None if n is None else level.node_module(n) for n in (conv, pool, name)),
-                          tuple(None if n is None else level._prefix + n for n in (conv, pool)),
-                          _state_keys(level, name), _shape(level, name))
-        stages.insert(0, stage)
+        name, start = names[end - 1], end - 1
+        fused = _fused_layers(level, name)  # ((level, conv node), (level, neuron node)): maybe inside the node
+        pool = None
+        if fused is not None:
+            conv, neuron = fused
+        elif _is_neuron(level, name):
+            pool, start = take(_pools, start)
+            conv_name, start = take(_convolves, start)
+            conv, neuron = (None if conv_name is None else (level, conv_name)), (level, name)
+        else:
+            break
+        before, start = take(_pools, start) if conv is not None else (None, start)
+        owners = (None if before is None else (level, before), conv, None if pool is None else (level, pool))
+        modules = tuple(None if o is None else o[0].node_module(o[1]) for o in owners + (neuron,))
+        held = tuple(None if o is None else o[0]._prefix + o[1] for o in owners)
+        states, shape = _neuron_facts(*neuron)
+        stages.insert(0, Stage(tuple(names[start:end]), modules, held, states, shape))
         end = start
     if not stages or any(n in level._attrs for n in names[:end]):  # a lead of Inputs only: it holds no run
         return None
     return tuple(components[:end]), stages
 
 
-def _fused_stage(level, name: str) -> Stage | None:
-    """The stage of a fused node whose inner graph is a convolution feeding a neuron, or None."""
+def _fused_layers(level, name: str):
+    """``((inner level, convolution node), (inner level, neuron node))`` of a fused node whose
+    inner graph is a convolution feeding a neuron, or None."""
     inner = _inner(level, name) if name in level._attrs else None
     neuron = _spike_neuron(level, name) if inner is not None else None
     if neuron is None or neuron[0] is not inner or len(inner._graph.inputs) != 1 or len(inner._attrs) != 2:
         return None
     uses = _consumers(inner).get(inner._graph.inputs[0], [])
     conv = uses[0][0] if len(uses) == 1 and not uses[0][1] else None
-    if (conv not in inner._attrs or not _convolves(inner, conv) or not _is_neuron(inner, neuron[1]) or not _linked(inner, [conv, neuron[1]])):
+    if (conv not in inner._attrs or not _convolves(inner, conv) or not _is_neuron(inner, neuron[1])
+            or not _linked(inner, [conv, neuron[1]])):
         return None
-    return Stage((name,), (inner.node_module(conv), None, inner.node_module(neuron[1])), (inner._prefix + conv, None),
-                 _state_keys(inner, neuron[1]), _shape(inner, neuron[1]))
+    return (inner, conv), neuron
 
 
-def _state_keys(level, neuron: str) -> dict[str, str]:
-    return {s: f"{level._prefix}{neuron}.{s}" for s in level._state_names[neuron]}
+def _neuron_facts(level, neuron: str) -> tuple[dict[str, str], tuple[int, ...]]:
+    """A neuron node's state keys by state name and its shape."""
+    return ({s: f"{level._prefix}{neuron}.{s}" for s in level._state_names[neuron]},
+            tuple(level._shapes.outputs[level._shape_prefix + neuron]))
 
 
-def _shape(level, name: str) -> tuple[int, ...]:
-    return tuple(level._shapes.outputs[level._shape_prefix + name])
+def _pool_args(pool) -> list[int]:
+    """A pool module as ``chain_forward``'s ``pooled_by`` takes it (zeros: none)."""
+    if pool is None:
+        return [0] * 10
+    op = pool.source_op
+    if isinstance(pool, MaxPoolModule):
+        return [3, *window_args(op), int(op.ceil_mode)]
+    return [2 if isinstance(op, SumPool2d) else 1, *op.kernel_size, *op.stride, *op.padding, 1, 1, 0]
 
 
 def _is_neuron(level, name: str) -> bool:

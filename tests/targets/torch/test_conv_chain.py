@@ -30,15 +30,17 @@ def lif(sem: Semantics = SNNTORCH, threshold: float = 0.5) -> LIF:
 
 
 def conv_net(first, second, seed: int = 0, pool=MaxPool2d(kernel_size=2, stride=2), second_pool=None,
-             conv_args=None) -> Graph:
-    """in [2, 10, 10] -> conv 3x3 (pad 1) -> pool -> first [3, 5, 5] -> conv -> (pool) -> second -> out:
-    every neuron shape ends in neuron_cases.N = 5 (per-neuron parameters)."""
+             conv_args=None, between=None) -> Graph:
+    """in [2, 10, 10] -> conv 3x3 (pad 1) -> pool -> first [3, 5, 5] -> (pool ``between``) -> conv ->
+    (pool) -> second -> out: every neuron shape ends in neuron_cases.N = 5 (per-neuron parameters)."""
     rng = np.random.default_rng(seed)
     nodes: list = [("in", Input((2, 10, 10))),
                    ("conv1", Conv2d(weight=rng.normal(0.2, 0.6, (3, 2, 3, 3)), bias=rng.normal(0, 0.1, 3), padding=1))]
     if pool is not None:
         nodes.append(("pool1", pool))
     nodes.append(("lif1", first))
+    if between is not None:
+        nodes.append(("between", between))
     kw = conv_args or {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 1}
     nodes.append(("conv2", Conv2d(**kw)))
     if second_pool is not None:
@@ -118,15 +120,16 @@ def test_a_chain_gives_the_segments_bits(native_kernels, chain_calls, static, bu
 
 
 GEOMETRIES = ["strided", "dilated-grouped", "second-pool", "no-pool", "no-pool-held", "scalar-bias", "mean-pools",
-              "sum-pool"]
+              "sum-pool", "sum-pool-before-conv", "max-pool-before-conv"]
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_convolution_and_pool_geometries(native_kernels, chain_calls, geometry):
-    """Strides, padding, dilation, groups, a scalar bias; max, mean and sum pools of every stage;
-    fused convolution-neuron nodes (no pool), also on a held image."""
+    """Strides, padding, dilation, groups, a scalar bias; max, mean and sum pools of every stage,
+    before a convolution too (as Sinabs puts them: after the neuron); fused convolution-neuron
+    nodes (no pool), also on a held image."""
     rng = np.random.default_rng(3)
-    pool, second_pool, kw = MaxPool2d(kernel_size=2, stride=2), None, None
+    pool, second_pool, kw, between = MaxPool2d(kernel_size=2, stride=2), None, None, None
     if geometry == "strided":  # [3, 10, 10] -> stride 2, pad 1 -> [4, 5, 5] (no first pool)
         pool, kw = None, {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 1,
                           "stride": 2}
@@ -143,13 +146,18 @@ def test_convolution_and_pool_geometries(native_kernels, chain_calls, geometry):
     elif geometry == "mean-pools":  # [3, 10, 10] -> mean 2x2 -> [3, 5, 5]; -> pad 2 -> [4, 7, 7] -> mean 3, stride 2, pad 1 -> [4, 4, 4]
         pool, second_pool = AvgPool2d(kernel_size=2), AvgPool2d(kernel_size=3, stride=2, padding=1)
         kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 2}
+    elif geometry.endswith("before-conv"):  # [3, 10, 10] -> lif1 -> pool 2 -> [3, 5, 5] -> conv pad 1 -> [4, 5, 5]
+        pool = None
+        between = (SumPool2d(kernel_size=2) if geometry.startswith("sum")
+                   else MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True))
+        kw = {"weight": rng.normal(0.1, 0.3, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 1}
     elif geometry == "sum-pool":
         pool = SumPool2d(kernel_size=2)
         kw = {"weight": rng.normal(0.1, 0.2, (4, 3, 3, 3)), "bias": rng.normal(0, 0.1, 4), "padding": 1}
     else:
         kw = {"weight": rng.normal(0.2, 0.5, (4, 3, 3, 3)), "bias": np.array(0.05), "padding": 1}
     # no pool: conv1 keeps [3, 10, 10]; conv2 stride 2, no padding: [4, 4, 4]
-    graph = conv_net(lif(), lif(), pool=pool, second_pool=second_pool, conv_args=kw)
+    graph = conv_net(lif(), lif(), pool=pool, second_pool=second_pool, conv_args=kw, between=between)
     static = geometry.endswith("held")
     for dtype in (torch.float32, torch.float64):
         module = compile_torch(snnir.optimize(graph, static_inputs=["in"] if static else ()), dtype=dtype, native=True)
@@ -212,20 +220,20 @@ def test_the_kernel_refuses_bad_arguments(native_kernels):
     empty = torch.zeros(0)
     coeffs = [torch.ones(1), empty, torch.ones(1), torch.ones(1), empty, empty, empty]
     flags = [1, 0, 1, 0, 0, 0, 1, 2, 0, 0]
-    good = dict(weights=[empty], biases=[empty], conv=[1, 1, 0, 0, 1, 1, 1], inside=[0], means=[0] * 7,
+    good = dict(weights=[empty], biases=[empty], conv=[1, 1, 0, 0, 1, 1, 1], inside=[0], pools=[0] * 20,
                 windows=[1, 1, 1, 1, 0, 0, 1, 1], pooled=[3, 4, 4], states=[torch.zeros(48), empty, torch.zeros(48)],
                 coeffs=coeffs, flags=flags, slopes=[25.0])
 
     def call(**changed):
         a = {**good, **changed}
-        return chain(x, False, 2, a["weights"], a["biases"], a["conv"], a["inside"], a["means"], a["windows"],
+        return chain(x, False, 2, a["weights"], a["biases"], a["conv"], a["inside"], a["pools"], a["windows"],
                      a["pooled"], a["states"], a["coeffs"], a["flags"], a["slopes"])
 
     assert call()[0].shape == (2, 48)
     for changed in ({"states": [torch.zeros(47), empty, torch.zeros(48)]},
                     {"states": [torch.zeros(48), empty, torch.zeros(5)]},
-                    {"pooled": [2, 4, 4]}, {"windows": [1, 1]}, {"slopes": []}, {"means": [0]},
-                    {"means": [3, 1, 1, 1, 1, 0, 0]},
+                    {"pooled": [2, 4, 4]}, {"windows": [1, 1]}, {"slopes": []}, {"pools": [0]},
+                    {"pools": [4] + [1] * 9 + [0] * 10},
                     {"coeffs": coeffs[:6] + [torch.ones(5)]}):
         with pytest.raises(RuntimeError):
             call(**changed)

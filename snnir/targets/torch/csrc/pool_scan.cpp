@@ -273,27 +273,41 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& v0, const
   return {out, v_end, i_end, z_end};
 }
 
-// A line of stages run one step at a time (inference): per step, each stage's convolution
-// (at::conv2d, as the graph's ConvModule calls it) or none, its mean or sum pool (at::pad and
-// at::avg_pool2d, as PoolModule calls them) or none, then its max pool and neuron (forward
-// above, one step; a stage without a max pool takes a 1 x 1 window: the same values).
+// A pool of a conv chain's stage, as the graph's modules compute it: p[0] 1 (mean) or 2 (sum):
+// PoolModule's at::constant_pad_nd and at::avg_pool2d (times the window's size for a sum); 3
+// (max): torch's max pool (MaxPoolModule's values); then kernel h, w, stride h, w, padding h, w,
+// dilation h, w, ceil mode.
+at::Tensor pooled_by(const at::Tensor& x, const int64_t* p) {
+  TORCH_CHECK(x.dim() == 4 && p[0] >= 1 && p[0] <= 3, "conv chain: bad pool");
+  if (p[0] == 3) return at::max_pool2d(x, {p[1], p[2]}, {p[3], p[4]}, {p[5], p[6]}, {p[7], p[8]}, p[9] != 0);
+  const at::Tensor padded = (p[5] || p[6]) ? at::constant_pad_nd(x, {p[6], p[6], p[5], p[5]}, 0) : x;
+  const at::Tensor y = at::avg_pool2d(padded, {p[1], p[2]}, {p[3], p[4]});
+  return p[0] == 2 ? y * static_cast<double>(p[1] * p[2]) : y;
+}
+
+// A line of stages run one step at a time (inference): per step, each stage's pool before its
+// convolution, its convolution (at::conv2d, as the graph's ConvModule calls it), its mean or sum
+// pool after it (each pooled_by, or none), then its max pool and neuron (forward above, one
+// step; a stage without that max pool takes a 1 x 1 window: the same values).
 // x: [T, B, C, H, W], or [B, C, H, W] held over the steps (is_static). Per stage s:
 // weights[s], biases[s] (empty: none); conv_args[7s..]: stride h, w, padding h, w, dilation
 // h, w, groups; bias_inside[s]: the bias goes into the convolution call (else added after, per
-// channel); means[7s..]: 0 (none), 1 (mean) or 2 (sum), kernel h, w, stride h, w, padding h, w;
-// windows[8s..]; pooled[3s..]: the neuron's C, OH, OW; states[3s..]: its v, i, z
-// ([B x C x OH x OW] or empty); coeffs[N_COEF s..]; flags[10s..]; slopes[s]. Returns the last
-// stage's outputs [T, M] and each stage's final v, i, z.
+// channel); pools[20s..]: the pool before the convolution and the one after it, 10 values each
+// (pooled_by; a first value 0: none); windows[8s..]; pooled[3s..]: the neuron's C, OH, OW;
+// states[3s..]: its v, i, z ([B x C x OH x OW] or empty); coeffs[N_COEF s..]; flags[10s..];
+// slopes[s]. Returns the last stage's outputs [T, M] and each stage's final v, i, z.
 std::vector<at::Tensor> chain_forward(const at::Tensor& x, bool is_static, int64_t steps,
                                       const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                                       const std::vector<int64_t>& conv_args, const std::vector<int64_t>& bias_inside,
-                                      const std::vector<int64_t>& means, const std::vector<int64_t>& windows, const std::vector<int64_t>& pooled,
-                                      std::vector<at::Tensor> states, const std::vector<at::Tensor>& coeffs,
-                                      const std::vector<int64_t>& flags, const std::vector<double>& slopes) {
+                                      const std::vector<int64_t>& pools, const std::vector<int64_t>& windows,
+                                      const std::vector<int64_t>& pooled, std::vector<at::Tensor> states,
+                                      const std::vector<at::Tensor>& coeffs, const std::vector<int64_t>& flags,
+                                      const std::vector<double>& slopes) {
   const size_t n = weights.size();
   TORCH_CHECK(n >= 1 && biases.size() == n && conv_args.size() == 7 * n && bias_inside.size() == n &&
-                  means.size() == 7 * n && windows.size() == 8 * n && pooled.size() == 3 * n && states.size() == 3 * n &&
-                  coeffs.size() == N_COEF * n && flags.size() == 10 * n && slopes.size() == n,
+                  pools.size() == 20 * n && windows.size() == 8 * n && pooled.size() == 3 * n &&
+                  states.size() == 3 * n && coeffs.size() == N_COEF * n && flags.size() == 10 * n &&
+                  slopes.size() == n,
               "conv chain: bad arguments");
   TORCH_CHECK(x.dim() == (is_static ? 4 : 5) && (is_static || x.size(0) >= steps) && steps >= 0,
               "conv chain: bad input");
@@ -303,6 +317,7 @@ std::vector<at::Tensor> chain_forward(const at::Tensor& x, bool is_static, int64
     at::Tensor cur = is_static ? x : x[t];
     for (size_t s = 0; s < n; ++s) {
       const int64_t* a = conv_args.data() + 7 * s;
+      if (pools[20 * s]) cur = pooled_by(cur, pools.data() + 20 * s);
       if (weights[s].numel()) {
         TORCH_CHECK(weights[s].dim() == 4 && cur.dim() == 4, "conv chain: bad convolution");
         const bool inside = bias_inside[s] && biases[s].numel();
@@ -310,13 +325,7 @@ std::vector<at::Tensor> chain_forward(const at::Tensor& x, bool is_static, int64
                          {a[0], a[1]}, {a[2], a[3]}, {a[4], a[5]}, a[6]);
         if (biases[s].numel() && !inside) cur = cur + biases[s].reshape({-1, 1, 1});
       }
-      const int64_t* m = means.data() + 7 * s;
-      if (m[0]) {
-        TORCH_CHECK(cur.dim() == 4 && m[0] <= 2, "conv chain: bad pool");
-        if (m[5] || m[6]) cur = at::constant_pad_nd(cur, {m[6], m[6], m[5], m[5]}, 0);
-        cur = at::avg_pool2d(cur, {m[1], m[2]}, {m[3], m[4]});
-        if (m[0] == 2) cur = cur * static_cast<double>(m[1] * m[2]);
-      }
+      if (pools[20 * s + 10]) cur = pooled_by(cur, pools.data() + 20 * s + 10);
       const int64_t C = pooled[3 * s], OH = pooled[3 * s + 1], OW = pooled[3 * s + 2];
       TORCH_CHECK(cur.dim() == 4 && cur.size(0) == batch && cur.size(1) == C, "conv chain: stage ", s,
                   " gets the wrong shape");
