@@ -237,3 +237,20 @@ def test_the_kernel_refuses_bad_arguments(native_kernels):
                     {"coeffs": coeffs[:6] + [torch.ones(5)]}):
         with pytest.raises(RuntimeError):
             call(**changed)
+
+
+@pytest.mark.filterwarnings("ignore:reading .*cnn_sinabs.nir. default applied")  # the file predates NIR 1.0
+def test_sinabs_cnn_of_the_nir_paper(native_kernels, chain_calls, fixtures_dir):
+    """The NIR paper's ``cnn_sinabs.nir`` (fused convolution-IF nodes, a sum pool after a neuron
+    and before a convolution): its first three stages make one chain, whose outputs and final
+    states are the segments' bits, and in float64 the reference's."""
+    graph = snnir.optimize(snnir.read(fixtures_dir / "cnn_sinabs.nir"))
+    module = compile_torch(graph, dtype=torch.float64, native=True)
+    chains = [c for c in module._chains.values() if isinstance(c, conv_chain.ConvChain)]
+    assert [c.nodes for c in chains] == [("1", "3", "4", "6")]
+    x = torch.rand((T, B) + tuple(graph.nodes["input"].shape), generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64) * 3
+    plan, chained, unchained = _runs(module, x, False, calls=chain_calls)
+    assert_same_run(chained, unchained)
+    assert any(v.abs().sum() > 0 for v in chained[1].values())
+    np.testing.assert_array_equal(chained[0].numpy(), snnir.run(graph, x.numpy())["output"])
