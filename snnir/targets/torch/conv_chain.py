@@ -31,13 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from snnir.ir.ops import SumPool2d
 from snnir.ir.ops.pool import MaxPool2d
 from snnir.ir.spikes import emits_spikes
 from snnir.targets.torch import native as kernels
 from snnir.targets.torch.neuron_module import NeuronModule, _scan_module
-from snnir.targets.torch.neuron_update import _COEFFS, _config
+from snnir.targets.torch.neuron_update import _config
 from snnir.targets.torch.plan import no_hooks
-from snnir.ir.ops import SumPool2d
+from snnir.targets.torch.pool_neuron import neuron_args
 from snnir.targets.torch.spatial import POOL_KERNEL, ConvModule, MaxPoolModule, PoolModule, window_args
 from snnir.targets.torch.spike_flow import _consumers, _in_loop, _inner, _spike_neuron
 from snnir.targets.torch.step_chain import plan_chains, run_line
@@ -150,7 +151,7 @@ class ConvChain:
                 args["weights"].append(conv.weight.detach())
                 args["biases"].append(conv.bias.detach())
                 args["conv"] += [*op.stride, *op.explicit_padding(), *op.dilation, op.groups]
-                args["inside"].append(int(conv.bias.dim() == 1 and x.dtype == torch.float32))
+                args["inside"].append(int(conv.bias_inside(x)))
             fused = pool if isinstance(pool, MaxPoolModule) else None  # the max pool the neuron's kernel takes
             args["pools"] += _pool_args(before) + _pool_args(None if fused else pool)
             args["windows"] += _IDENTITY_WINDOW if fused is None else window_args(fused.source_op)
@@ -160,11 +161,11 @@ class ConvChain:
             if any(v.dtype != x.dtype or tuple(v.shape) != (batch,) + shape for v in init.values()):
                 return None
             cfg = _config(neuron.source_op, neuron.surrogate, neuron.detach_reset)
-            args["states"] += [init[s].contiguous().view(-1) if s in init else empty for s in ("v", "i", "z")]
-            c = neuron.coefficients(scan, x)
-            args["coeffs"] += kernels._flat_coefficients([c[n] for n in _COEFFS], (batch,) + shape, x)
-            args["flags"] += kernels._flags(cfg)
-            args["slopes"].append(float(cfg.surrogate.slope))
+            states, flat, flags, slope = neuron_args(cfg, neuron.coefficients(scan, x), init, (batch,) + shape, x)
+            args["states"] += states
+            args["coeffs"] += flat
+            args["flags"] += flags
+            args["slopes"].append(slope)
             keys.append(own)
         found = kernels.extension(POOL_KERNEL).chain_forward(
             x.contiguous(), is_static, steps, args["weights"], args["biases"], args["conv"], args["inside"],

@@ -51,17 +51,23 @@ def pooled_sequence(neuron: NeuronModule, pool: MaxPoolModule, x: Tensor, state:
     out_hw = (1,) * (2 - rank) + batch_shape[2:]
     window = window_args(pool.source_op)
     planes = x.reshape((steps, batch_shape[0] * batch_shape[1], 1 if rank == 1 else x.shape[-2], x.shape[-1]))
-    empty = v0.new_empty(0)
+    states, flat, flags, slope = neuron_args(cfg, coeffs, init, batch_shape, v0)
     out, v_end, i_end, z_end = kernels.extension(POOL_KERNEL).forward(
-        planes.contiguous(), v0.contiguous().view(-1),
-        init["i"].contiguous().view(-1) if cfg.has_current else empty,
-        init["z"].contiguous().view(-1) if cfg.next_timing else empty,
-        kernels._flat_coefficients([coeffs[n] for n in _COEFFS], batch_shape, v0), kernels._flags(cfg),
-        float(cfg.surrogate.slope), out_hw[0], out_hw[1], window,
+        planes.contiguous(), *states, flat, flags, slope, out_hw[0], out_hw[1], window,
     )
     final = _state(cfg, v_end.view(batch_shape), i_end.view(batch_shape) if cfg.has_current else None,
                    z_end.view(batch_shape) if cfg.next_timing else None)
     return out.view((steps,) + batch_shape), final, None
+
+
+def neuron_args(cfg, coeffs: dict, init: dict, batch_shape: tuple, like: Tensor) -> tuple:
+    """A neuron's arguments to ``csrc/pool_scan.cpp`` (``forward``, ``chain_forward``): its
+    states ``v, i, z`` flat (empty where it has none), its scan coefficients flat over
+    ``batch_shape``, its flags and its surrogate's slope."""
+    empty = like.new_empty(0)
+    states = [init[s].contiguous().view(-1) if s in init else empty for s in ("v", "i", "z")]
+    flat = kernels._flat_coefficients([coeffs[n] for n in _COEFFS], batch_shape, like)
+    return states, flat, kernels._flags(cfg), float(cfg.surrogate.slope)
 
 
 def plan_pools(level) -> dict[str, MaxPoolModule]:

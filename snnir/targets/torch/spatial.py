@@ -39,11 +39,16 @@ class ConvModule(OpModule):
         op = self.source_op
         conv = F.conv1d if op.spatial_rank == 1 else F.conv2d
         bias = self.bias
-        inside = bias.dim() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
+        inside = self.bias_inside(x)
         y = conv(x, self.weight, bias if inside else None, op.stride, op.explicit_padding(), op.dilation, op.groups)
         if inside:
             return y
         return y + (bias.reshape((-1,) + (1,) * op.spatial_rank) if bias.dim() else bias)
+
+
+    def bias_inside(self, x: torch.Tensor) -> bool:
+        """The bias goes into the convolution call on ``x`` (a per-channel bias, CPU float32)."""
+        return self.bias.dim() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
 
 
 class PoolModule(OpModule):
